@@ -1,0 +1,144 @@
+// WebAssembly SIMD kernels for @ringtrain/core. Compiled by AssemblyScript at build time.
+//
+// Every argument is a byte offset into the memory that JS owns and imports; nothing here
+// allocates. Matrices are row-major float32.
+//
+// gemm computes C(m×n) = op(A)·op(B), or C += op(A)·op(B) when `accumulate` is set, where
+//   op(A) is m×k: A is stored m×k, or k×m when transA (then op(A) = Aᵀ);
+//   op(B) is k×n: B is stored k×n, or n×k when transB.
+// Blocking: k is cut into KC-long slices; for each slice, B is packed into k-major panels of
+// 8 columns (4 for a narrow tail) that stay in L1 while every row of A streams past them.
+// A needs no packing: `v128.load32_splat` reads one element of a row and broadcasts it.
+
+const KC: i32 = 256;
+
+// Pack op(B)[k0..k0+kc) × [j0..j0+w) into `dst` as kc rows of `w` floats; columns past nb are 0.
+@inline
+function packB(transB: i32, b: usize, n: i32, k: i32, k0: i32, kc: i32, j0: i32, nb: i32, w: i32, dst: usize): void {
+  for (let kk = 0; kk < kc; kk++) {
+    const row = dst + <usize>(kk * w) * 4;
+    if (transB) {
+      const src = b + (<usize>j0 * <usize>k + <usize>(k0 + kk)) * 4;
+      for (let jj = 0; jj < nb; jj++) store<f32>(row + <usize>jj * 4, load<f32>(src + <usize>jj * <usize>k * 4));
+    } else {
+      const src = b + (<usize>(k0 + kk) * <usize>n + <usize>j0) * 4;
+      for (let jj = 0; jj < nb; jj++) store<f32>(row + <usize>jj * 4, load<f32>(src + <usize>jj * 4));
+    }
+    for (let jj = nb; jj < w; jj++) store<f32>(row + <usize>jj * 4, 0);
+  }
+}
+
+// Write a 4-float vector to C at `dst`, adding what is there when `add`, keeping only `cols` lanes.
+@inline
+function put(dst: usize, v: v128, add: i32, cols: i32, tmp: usize): void {
+  if (cols >= 4) {
+    if (add) v = f32x4.add(v, v128.load(dst));
+    v128.store(dst, v);
+  } else if (cols > 0) {
+    v128.store(tmp, v);
+    for (let j = 0; j < cols; j++) {
+      const o = <usize>j * 4;
+      store<f32>(dst + o, add ? load<f32>(dst + o) + load<f32>(tmp + o) : load<f32>(tmp + o));
+    }
+  }
+}
+
+// Four rows of op(A) against one 8-wide panel. rs: bytes between rows of op(A); ks: bytes per k step.
+function kernel4x8(pa: usize, rs: usize, ks: usize, pb: usize, kc: i32, c: usize, ldc: usize, add: i32, nb: i32, tmp: usize): void {
+  let c00 = f32x4.splat(0), c01 = f32x4.splat(0), c10 = f32x4.splat(0), c11 = f32x4.splat(0);
+  let c20 = f32x4.splat(0), c21 = f32x4.splat(0), c30 = f32x4.splat(0), c31 = f32x4.splat(0);
+  let p0 = pa, p1 = pa + rs, p2 = pa + 2 * rs, p3 = pa + 3 * rs;
+  for (let kk = 0; kk < kc; kk++) {
+    const b0 = v128.load(pb), b1 = v128.load(pb, 16);
+    pb += 32;
+    let a = v128.load32_splat(p0);
+    c00 = f32x4.add(c00, f32x4.mul(a, b0)); c01 = f32x4.add(c01, f32x4.mul(a, b1));
+    a = v128.load32_splat(p1);
+    c10 = f32x4.add(c10, f32x4.mul(a, b0)); c11 = f32x4.add(c11, f32x4.mul(a, b1));
+    a = v128.load32_splat(p2);
+    c20 = f32x4.add(c20, f32x4.mul(a, b0)); c21 = f32x4.add(c21, f32x4.mul(a, b1));
+    a = v128.load32_splat(p3);
+    c30 = f32x4.add(c30, f32x4.mul(a, b0)); c31 = f32x4.add(c31, f32x4.mul(a, b1));
+    p0 += ks; p1 += ks; p2 += ks; p3 += ks;
+  }
+  const hi = nb - 4;
+  put(c, c00, add, nb, tmp); put(c + 16, c01, add, hi, tmp); c += ldc;
+  put(c, c10, add, nb, tmp); put(c + 16, c11, add, hi, tmp); c += ldc;
+  put(c, c20, add, nb, tmp); put(c + 16, c21, add, hi, tmp); c += ldc;
+  put(c, c30, add, nb, tmp); put(c + 16, c31, add, hi, tmp);
+}
+
+function kernel1x8(pa: usize, ks: usize, pb: usize, kc: i32, c: usize, add: i32, nb: i32, tmp: usize): void {
+  let c00 = f32x4.splat(0), c01 = f32x4.splat(0);
+  for (let kk = 0; kk < kc; kk++) {
+    const a = v128.load32_splat(pa);
+    c00 = f32x4.add(c00, f32x4.mul(a, v128.load(pb)));
+    c01 = f32x4.add(c01, f32x4.mul(a, v128.load(pb, 16)));
+    pb += 32; pa += ks;
+  }
+  put(c, c00, add, nb, tmp); put(c + 16, c01, add, nb - 4, tmp);
+}
+
+// The narrow path: four rows against a 4-wide panel (the last ≤ 4 columns, e.g. a 10-class output).
+function kernel4x4(pa: usize, rs: usize, ks: usize, pb: usize, kc: i32, c: usize, ldc: usize, add: i32, nb: i32, tmp: usize): void {
+  let c0 = f32x4.splat(0), c1 = f32x4.splat(0), c2 = f32x4.splat(0), c3 = f32x4.splat(0);
+  let p0 = pa, p1 = pa + rs, p2 = pa + 2 * rs, p3 = pa + 3 * rs;
+  for (let kk = 0; kk < kc; kk++) {
+    const b0 = v128.load(pb);
+    pb += 16;
+    c0 = f32x4.add(c0, f32x4.mul(v128.load32_splat(p0), b0));
+    c1 = f32x4.add(c1, f32x4.mul(v128.load32_splat(p1), b0));
+    c2 = f32x4.add(c2, f32x4.mul(v128.load32_splat(p2), b0));
+    c3 = f32x4.add(c3, f32x4.mul(v128.load32_splat(p3), b0));
+    p0 += ks; p1 += ks; p2 += ks; p3 += ks;
+  }
+  put(c, c0, add, nb, tmp); c += ldc;
+  put(c, c1, add, nb, tmp); c += ldc;
+  put(c, c2, add, nb, tmp); c += ldc;
+  put(c, c3, add, nb, tmp);
+}
+
+function kernel1x4(pa: usize, ks: usize, pb: usize, kc: i32, c: usize, add: i32, nb: i32, tmp: usize): void {
+  let c0 = f32x4.splat(0);
+  for (let kk = 0; kk < kc; kk++) {
+    c0 = f32x4.add(c0, f32x4.mul(v128.load32_splat(pa), v128.load(pb)));
+    pb += 16; pa += ks;
+  }
+  put(c, c0, add, nb, tmp);
+}
+
+/** Bytes of scratch that gemm needs at `scratch` (one packed panel and a 16-byte tail buffer). */
+export function gemmScratchBytes(): i32 {
+  return KC * 8 * 4 + 16;
+}
+
+export function gemm(transA: i32, transB: i32, m: i32, n: i32, k: i32, a: usize, b: usize, c: usize, accumulate: i32, scratch: usize): void {
+  const ldc = <usize>n * 4;
+  const tmp = scratch + <usize>(KC * 8 * 4);
+  if (k == 0) {
+    if (!accumulate) for (let i = 0; i < m * n; i++) store<f32>(c + <usize>i * 4, 0);
+    return;
+  }
+  // Byte strides of op(A): between rows, and per step along k.
+  const rs: usize = transA ? 4 : <usize>k * 4;
+  const ks: usize = transA ? <usize>m * 4 : 4;
+  for (let k0 = 0; k0 < k; k0 += KC) {
+    const kc = min(KC, k - k0);
+    const add = accumulate || k0 > 0 ? 1 : 0;
+    const aBase = a + <usize>k0 * ks;
+    for (let j0 = 0; j0 < n; j0 += 8) {
+      const nb = min(8, n - j0);
+      const w = nb > 4 ? 8 : 4;
+      packB(transB, b, n, k, k0, kc, j0, nb, w, scratch);
+      const cCol = c + <usize>j0 * 4;
+      let i = 0;
+      if (w == 8) {
+        for (; i + 4 <= m; i += 4) kernel4x8(aBase + <usize>i * rs, rs, ks, scratch, kc, cCol + <usize>i * ldc, ldc, add, nb, tmp);
+        for (; i < m; i++) kernel1x8(aBase + <usize>i * rs, ks, scratch, kc, cCol + <usize>i * ldc, add, nb, tmp);
+      } else {
+        for (; i + 4 <= m; i += 4) kernel4x4(aBase + <usize>i * rs, rs, ks, scratch, kc, cCol + <usize>i * ldc, ldc, add, nb, tmp);
+        for (; i < m; i++) kernel1x4(aBase + <usize>i * rs, ks, scratch, kc, cCol + <usize>i * ldc, add, nb, tmp);
+      }
+    }
+  }
+}

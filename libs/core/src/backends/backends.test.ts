@@ -1,0 +1,115 @@
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import type { Backend } from '../backend.js';
+import { CoreError } from '../errors.js';
+import { Rng } from '../rng.js';
+import { createBackend } from './create-backend.js';
+import { loadNativeAddon, NativeBackend } from './native-backend.js';
+import { ReferenceBackend } from './reference-backend.js';
+import { WasmBackend } from './wasm-backend.js';
+
+const reference = new ReferenceBackend();
+const backends: Backend[] = [new WasmBackend({ memoryMb: 64 })];
+const nativeLoads = 'addon' in loadNativeAddon();
+if (nativeLoads) backends.push(new NativeBackend());
+// CI installs OpenBLAS, so there the native backend must be tested, not silently skipped.
+if (process.env.RINGTRAIN_EXPECT_NATIVE === '1' && !nativeLoads) throw new Error('RINGTRAIN_EXPECT_NATIVE=1 but the native addon does not load');
+
+function filled(be: Backend, n: number, rng: Rng): Float32Array {
+  const x = be.alloc(n);
+  for (let i = 0; i < n; i++) x[i] = rng.uniform() * 2 - 1;
+  return x;
+}
+
+function expectClose(actual: Float32Array, expected: Float32Array, k: number): void {
+  // Summation order differs; the error of a k-term float32 dot product grows with k.
+  const tol = 1e-6 * (k + 4);
+  for (let i = 0; i < expected.length; i++) {
+    if (Math.abs(actual[i] - expected[i]) > tol * Math.max(1, Math.abs(expected[i]))) {
+      throw new Error(`element ${i}: got ${actual[i]}, expected ${expected[i]} (tol ${tol})`);
+    }
+  }
+}
+
+// Edge sizes: 1, odd, primes, and past the blocking (8-wide panels, 4-row kernels, KC = 256).
+const dim = fc.oneof(fc.constantFrom(1, 2, 3, 4, 5, 7, 8, 9, 10, 13, 16, 17, 31, 33), fc.integer({ min: 1, max: 70 }));
+const kDim = fc.oneof(dim, fc.constantFrom(255, 256, 257, 300, 521));
+
+describe.each(backends.map((b) => [b.name, b] as const))('%s backend', (_name, be) => {
+  it('matches the reference in all three GEMM forms, with and without accumulate, over random shapes', () => {
+    fc.assert(
+      fc.property(dim, dim, kDim, fc.boolean(), fc.boolean(), fc.boolean(), fc.integer(), (m, n, k, ta, tb, acc, seed) => {
+        const rng = new Rng(seed);
+        const a = filled(be, m * k, rng);
+        const b = filled(be, k * n, rng);
+        const c = filled(be, m * n, rng);
+        const expected = Float32Array.from(c);
+        reference.gemm(ta, tb, m, n, k, a, b, expected, acc);
+        be.gemm(ta, tb, m, n, k, a, b, c, acc);
+        expectClose(c, expected, k);
+        for (const x of [a, b, c]) be.free(x);
+      }),
+      { numRuns: 150 },
+    );
+  });
+
+  it('leaves the elements around C untouched and handles k = 0', () => {
+    const rng = new Rng(3);
+    const a = filled(be, 5 * 3, rng);
+    const b = filled(be, 3 * 6, rng);
+    const big = filled(be, 5 * 6 + 8, rng);
+    const c = big.subarray(4, 4 + 5 * 6);
+    const before = Float32Array.from(big);
+    be.gemm(false, false, 5, 6, 3, a, b, c);
+    expect(Array.from(big.subarray(0, 4))).toEqual(Array.from(before.subarray(0, 4)));
+    expect(Array.from(big.subarray(34))).toEqual(Array.from(before.subarray(34)));
+    be.gemm(false, false, 5, 6, 0, a, b, c);
+    expect(c.every((v) => v === 0)).toBe(true);
+  });
+
+  it('rejects arrays too short for the shape with ERR_SHAPE', () => {
+    const a = be.alloc(6);
+    const b = be.alloc(9);
+    const c = be.alloc(3);
+    expect(() => be.gemm(false, false, 2, 3, 3, a, b, c)).toThrow(/C has 3 elements, needs m·n = 2·3 = 6/);
+    try {
+      be.gemm(false, false, 2, 3, 3, a, b, c);
+    } catch (e) {
+      expect((e as CoreError).code).toBe('ERR_SHAPE');
+    }
+  });
+});
+
+describe('wasm backend memory', () => {
+  it('refuses arrays it did not allocate instead of computing on the wrong memory', () => {
+    const be = new WasmBackend({ memoryMb: 8 });
+    const a = new Float32Array(4);
+    expect(() => be.gemm(false, false, 2, 2, 2, a, be.alloc(4), be.alloc(4))).toThrow(/A was not allocated by this backend/);
+  });
+
+  it('reports a full arena with ERR_ARENA_FULL and reuses freed buffers', () => {
+    const be = new WasmBackend({ memoryMb: 2 });
+    const x = be.alloc(100_000);
+    be.free(x);
+    const y = be.alloc(100_000);
+    expect(y.byteOffset).toBe(x.byteOffset);
+    expect(() => be.alloc(1_000_000)).toThrow(expect.objectContaining({ code: 'ERR_ARENA_FULL' }));
+  });
+});
+
+describe('createBackend', () => {
+  it('auto picks native when the addon loads, else wasm with a hint how to enable native', () => {
+    const { backend, hint } = createBackend('auto');
+    if (nativeLoads) {
+      expect(backend.name).toBe('native');
+      expect(hint).toBeUndefined();
+    } else {
+      expect(backend.name).toBe('wasm');
+      expect(hint).toMatch(/libopenblas-dev/);
+    }
+  });
+
+  it('rejects an unknown backend name', () => {
+    expect(() => createBackend('gpu' as never)).toThrow(/unknown backend "gpu"/);
+  });
+});

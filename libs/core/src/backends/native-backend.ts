@@ -1,0 +1,48 @@
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
+import { type Backend, checkGemm } from '../backend.js';
+import { CoreError } from '../errors.js';
+
+interface Addon {
+  gemm(ta: boolean, tb: boolean, m: number, n: number, k: number, a: Float32Array, b: Float32Array, c: Float32Array, acc: boolean): void;
+  setThreads(n: number): void;
+  config(): string;
+}
+
+const addonPath = fileURLToPath(new URL('../../native/build/Release/ringtrain_blas.node', import.meta.url));
+
+/** Loads the OpenBLAS addon, or says why it cannot. */
+export function loadNativeAddon(): { addon: Addon } | { reason: string } {
+  if (!existsSync(addonPath)) return { reason: `addon not built (${addonPath} is missing)` };
+  try {
+    return { addon: createRequire(import.meta.url)(addonPath) as Addon };
+  } catch (err) {
+    return { reason: `addon failed to load: ${(err as Error).message}` };
+  }
+}
+
+/** The system's OpenBLAS `cblas_sgemm` through the project's N-API addon, pinned to one thread. */
+export class NativeBackend implements Backend {
+  readonly name = 'native' as const;
+  readonly description: string;
+  private readonly addon: Addon;
+
+  constructor() {
+    const loaded = loadNativeAddon();
+    if ('reason' in loaded) throw new CoreError('ERR_BACKEND', `native backend unavailable: ${loaded.reason}`);
+    this.addon = loaded.addon;
+    this.description = `native (OpenBLAS ${this.addon.config().trim()}, 1 thread)`;
+  }
+
+  alloc(length: number): Float32Array {
+    return new Float32Array(length);
+  }
+
+  free(): void {}
+
+  gemm(transA: boolean, transB: boolean, m: number, n: number, k: number, a: Float32Array, b: Float32Array, c: Float32Array, accumulate = false): void {
+    checkGemm(m, n, k, a, b, c);
+    this.addon.gemm(transA, transB, m, n, k, a, b, c, accumulate);
+  }
+}

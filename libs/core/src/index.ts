@@ -1,0 +1,26 @@
+export { type Backend, type BackendName, checkGemm } from './backend.js';
+export { type BackendChoice, createBackend, type CreatedBackend, NATIVE_HINT } from './backends/create-backend.js';
+export { loadNativeAddon, NativeBackend } from './backends/native-backend.js';
+export { ReferenceBackend } from './backends/reference-backend.js';
+export { DEFAULT_WASM_MEMORY_MB, WasmBackend, type WasmBackendOptions } from './backends/wasm-backend.js';
+export { CoreError, type CoreErrorCode } from './errors.js';
+export { type Initializer, INITIALIZERS, initialize, initializerVariance } from './initializers.js';
+export type { Layer } from './layers/layer.js';
+export { createLoss, type Loss, MeanSquaredError, SoftmaxCrossEntropy, type Targets } from './losses.js';
+export { type BatchResult, Model, type ModelOptions } from './model.js';
+export { type LayerSpec, LOSSES, type LossName, mlpSpec, type ModelSpec, modelSpecSchema, outputSize, parseModelSpec } from './model-spec.js';
+export { addBiasRows, allFinite, argmaxRow, scale, sumRows, sumSquares } from './ops.js';
+export {
+  clipGradNorm,
+  createOptimizer,
+  type Optimizer,
+  type OptimizerConfig,
+  optimizerConfigSchema,
+  type OptimizerState,
+  parseOptimizerConfig,
+} from './optimizers.js';
+export { type ParameterCounts, type ParameterDecl, type ParameterRole, ParameterStore, type TensorInfo } from './parameter-store.js';
+export { Rng, type RngState } from './rng.js';
+export { learningRate, parseScheduleConfig, type ScheduleConfig, scheduleConfigSchema } from './schedules.js';
+export { shapeSize, Tensor } from './tensor.js';
+export { describeIssues } from './validation.js';

@@ -1,0 +1,115 @@
+import type { Backend } from '../backend.js';
+import type { ParameterDecl } from '../parameter-store.js';
+import { BatchBuffer, type Layer } from './layer.js';
+
+/** A parameter-free elementwise layer; subclasses give the forward map and its derivative loop. */
+abstract class Elementwise implements Layer {
+  abstract readonly type: string;
+  readonly outputSize: number;
+  protected x: Float32Array | null = null;
+  protected y: Float32Array | null = null;
+  private readonly out: BatchBuffer;
+  private readonly dx: BatchBuffer;
+
+  constructor(
+    readonly name: string,
+    readonly inputSize: number,
+    backend: Backend,
+  ) {
+    this.outputSize = inputSize;
+    this.out = new BatchBuffer(backend, inputSize);
+    this.dx = new BatchBuffer(backend, inputSize);
+  }
+
+  parameters(): ParameterDecl[] {
+    return [];
+  }
+  bind(): void {}
+  initialize(): void {}
+
+  forward(x: Float32Array, batch: number, _training: boolean): Float32Array {
+    const n = batch * this.inputSize;
+    const y = this.out.get(batch);
+    this.apply(x, y, n);
+    this.x = x;
+    this.y = y;
+    return y;
+  }
+
+  backward(dy: Float32Array, batch: number, needInputGrad: boolean): Float32Array | null {
+    if (!needInputGrad) return null;
+    const dx = this.dx.get(batch);
+    this.derive(this.x!, this.y!, dy, dx, batch * this.inputSize);
+    return dx;
+  }
+
+  protected abstract apply(x: Float32Array, y: Float32Array, n: number): void;
+  /** dx = dy · f'(x), with y = f(x) at hand. */
+  protected abstract derive(x: Float32Array, y: Float32Array, dy: Float32Array, dx: Float32Array, n: number): void;
+}
+
+export class Relu extends Elementwise {
+  readonly type = 'relu';
+  protected apply(x: Float32Array, y: Float32Array, n: number): void {
+    for (let i = 0; i < n; i++) y[i] = x[i] > 0 ? x[i] : 0;
+  }
+  protected derive(x: Float32Array, _y: Float32Array, dy: Float32Array, dx: Float32Array, n: number): void {
+    for (let i = 0; i < n; i++) dx[i] = x[i] > 0 ? dy[i] : 0;
+  }
+}
+
+export class LeakyRelu extends Elementwise {
+  readonly type = 'leaky_relu';
+  constructor(name: string, inputSize: number, backend: Backend, readonly alpha: number) {
+    super(name, inputSize, backend);
+  }
+  protected apply(x: Float32Array, y: Float32Array, n: number): void {
+    const a = this.alpha;
+    for (let i = 0; i < n; i++) y[i] = x[i] > 0 ? x[i] : a * x[i];
+  }
+  protected derive(x: Float32Array, _y: Float32Array, dy: Float32Array, dx: Float32Array, n: number): void {
+    const a = this.alpha;
+    for (let i = 0; i < n; i++) dx[i] = x[i] > 0 ? dy[i] : a * dy[i];
+  }
+}
+
+export class Tanh extends Elementwise {
+  readonly type = 'tanh';
+  protected apply(x: Float32Array, y: Float32Array, n: number): void {
+    for (let i = 0; i < n; i++) y[i] = Math.tanh(x[i]);
+  }
+  protected derive(_x: Float32Array, y: Float32Array, dy: Float32Array, dx: Float32Array, n: number): void {
+    for (let i = 0; i < n; i++) dx[i] = dy[i] * (1 - y[i] * y[i]);
+  }
+}
+
+export class Sigmoid extends Elementwise {
+  readonly type = 'sigmoid';
+  protected apply(x: Float32Array, y: Float32Array, n: number): void {
+    for (let i = 0; i < n; i++) y[i] = 1 / (1 + Math.exp(-x[i]));
+  }
+  protected derive(_x: Float32Array, y: Float32Array, dy: Float32Array, dx: Float32Array, n: number): void {
+    for (let i = 0; i < n; i++) dx[i] = dy[i] * y[i] * (1 - y[i]);
+  }
+}
+
+const GELU_C = Math.sqrt(2 / Math.PI);
+const GELU_K = 0.044715;
+
+/** GELU, tanh approximation (Hendrycks & Gimpel; PyTorch's approximate='tanh'). */
+export class Gelu extends Elementwise {
+  readonly type = 'gelu';
+  protected apply(x: Float32Array, y: Float32Array, n: number): void {
+    for (let i = 0; i < n; i++) {
+      const v = x[i];
+      y[i] = 0.5 * v * (1 + Math.tanh(GELU_C * (v + GELU_K * v * v * v)));
+    }
+  }
+  protected derive(x: Float32Array, _y: Float32Array, dy: Float32Array, dx: Float32Array, n: number): void {
+    for (let i = 0; i < n; i++) {
+      const v = x[i];
+      const t = Math.tanh(GELU_C * (v + GELU_K * v * v * v));
+      dx[i] = dy[i] * (0.5 * (1 + t) + 0.5 * v * (1 - t * t) * GELU_C * (1 + 3 * GELU_K * v * v));
+    }
+  }
+}

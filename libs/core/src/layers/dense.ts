@@ -1,0 +1,73 @@
+import type { Backend } from '../backend.js';
+import { CoreError } from '../errors.js';
+import { type Initializer, initialize } from '../initializers.js';
+import { addBiasRows, sumRows } from '../ops.js';
+import type { ParameterDecl, ParameterStore } from '../parameter-store.js';
+import type { Rng } from '../rng.js';
+import { BatchBuffer, type Layer } from './layer.js';
+
+/**
+ * y = x·Wᵀ + b with W stored [out, in] (as PyTorch's nn.Linear, so exported weights match).
+ * The three GEMM forms: forward x·Wᵀ, weight gradient dyᵀ·x, input gradient dy·W.
+ */
+export class Dense implements Layer {
+  readonly type = 'dense';
+  private weight!: Float32Array;
+  private bias!: Float32Array;
+  private gradWeight!: Float32Array;
+  private gradBias!: Float32Array;
+  private input: Float32Array | null = null;
+  private readonly out: BatchBuffer;
+  private readonly dx: BatchBuffer;
+
+  constructor(
+    readonly name: string,
+    readonly inputSize: number,
+    readonly outputSize: number,
+    readonly init: Initializer,
+    private readonly backend: Backend,
+  ) {
+    this.out = new BatchBuffer(backend, outputSize);
+    this.dx = new BatchBuffer(backend, inputSize);
+  }
+
+  parameters(): ParameterDecl[] {
+    return [
+      { name: `${this.name}.weight`, shape: [this.outputSize, this.inputSize], role: 'weight' },
+      { name: `${this.name}.bias`, shape: [this.outputSize], role: 'bias' },
+    ];
+  }
+
+  bind(store: ParameterStore): void {
+    this.weight = store.value(`${this.name}.weight`);
+    this.bias = store.value(`${this.name}.bias`);
+    this.gradWeight = store.grad(`${this.name}.weight`);
+    this.gradBias = store.grad(`${this.name}.bias`);
+  }
+
+  initialize(rng: Rng): void {
+    initialize(this.weight, this.init, this.inputSize, this.outputSize, rng);
+    this.bias.fill(0);
+  }
+
+  forward(x: Float32Array, batch: number, _training: boolean): Float32Array {
+    if (x.length < batch * this.inputSize) {
+      throw new CoreError('ERR_SHAPE', `${this.name} (dense ${this.inputSize}→${this.outputSize}): input has ${x.length} values, a batch of ${batch} needs ${batch}×${this.inputSize}`);
+    }
+    const y = this.out.get(batch);
+    this.backend.gemm(false, true, batch, this.outputSize, this.inputSize, x, this.weight, y);
+    addBiasRows(y, this.bias, batch, this.outputSize);
+    this.input = x;
+    return y;
+  }
+
+  backward(dy: Float32Array, batch: number, needInputGrad: boolean): Float32Array | null {
+    if (!this.input) throw new CoreError('ERR_STATE', `${this.name}: backward called before forward`);
+    this.backend.gemm(true, false, this.outputSize, this.inputSize, batch, dy, this.input, this.gradWeight);
+    sumRows(dy, batch, this.outputSize, this.gradBias);
+    if (!needInputGrad) return null;
+    const dx = this.dx.get(batch);
+    this.backend.gemm(false, false, batch, this.inputSize, this.outputSize, dy, this.weight, dx);
+    return dx;
+  }
+}

@@ -1,0 +1,102 @@
+import { describe, expect, it } from 'vitest';
+import { createBackend } from './backends/create-backend.js';
+import { ReferenceBackend } from './backends/reference-backend.js';
+import { WasmBackend } from './backends/wasm-backend.js';
+import { Model } from './model.js';
+import { mlpSpec, parseModelSpec } from './model-spec.js';
+import { createOptimizer } from './optimizers.js';
+import { Rng } from './rng.js';
+
+describe('model spec', () => {
+  it('names the layer, the field and the value of an invalid spec', () => {
+    const bad = { inputSize: 4, layers: [{ type: 'dense', units: 3 }, { type: 'relu' }, { type: 'dense', units: -2 }], loss: 'mse' };
+    expect(() => parseModelSpec(bad)).toThrow(/layers\.2\.units = -2/);
+    expect(() => parseModelSpec({ inputSize: 4, layers: [{ type: 'conv' }], loss: 'mse' })).toThrow(/layers\.0\.type/);
+    expect(() => parseModelSpec({ inputSize: 4, layers: [{ type: 'relu' }], loss: 'mse' })).toThrow(/no dense layer/);
+    expect(() => parseModelSpec({ inputSize: 4, layers: [{ type: 'dense', units: 1 }], loss: 'softmax_cross_entropy' })).toThrow(/at least 2 outputs/);
+    expect(() => parseModelSpec({ inputSize: 4, layers: [{ type: 'dropout', rate: 1 }], loss: 'mse' })).toThrow(/layers\.0\.rate = 1/);
+  });
+
+  it('is JSON: a spec survives a round trip and builds the same model', () => {
+    const spec = mlpSpec([6, 5, 3]);
+    const a = new Model(JSON.parse(JSON.stringify(spec)), new ReferenceBackend(), { seed: 9 });
+    const b = new Model(spec, new ReferenceBackend(), { seed: 9 });
+    expect(a.params.valuesHash()).toBe(b.params.valuesHash());
+  });
+});
+
+describe('flat parameter buffers', () => {
+  const model = new Model(mlpSpec([784, 128, 10]), new ReferenceBackend(), { seed: 1 });
+
+  it('names tensors after the spec layer index and counts weights and biases apart', () => {
+    expect(model.params.tensors.map((t) => `${t.name}:${t.shape.join('x')}`)).toEqual([
+      'layers.0.weight:128x784',
+      'layers.0.bias:128',
+      'layers.2.weight:10x128',
+      'layers.2.bias:10',
+    ]);
+    expect(model.params.counts()).toEqual({ weights: 784 * 128 + 128 * 10, biases: 138, total: 101_770 });
+  });
+
+  it('tensors are views into one contiguous buffer, and so are the gradients and optimizer slots', () => {
+    const w = model.params.value('layers.2.weight');
+    expect(w.buffer).toBe(model.params.values.buffer);
+    model.params.values[model.params.info('layers.2.weight').offset] = 123;
+    expect(w[0]).toBe(123);
+    expect(model.params.grad('layers.2.bias').buffer).toBe(model.params.grads.buffer);
+    const opt = createOptimizer({ type: 'adam', lr: 0.001 }, model.params);
+    expect(opt.state.slots.exp_avg.length).toBe(model.params.length);
+  });
+
+  it('biases start at zero; He-initialised ReLU weights have variance 2/fanIn', () => {
+    expect(model.params.value('layers.0.bias').every((v) => v === 0)).toBe(true);
+    const w = model.params.value('layers.0.weight');
+    const variance = w.reduce((s, v) => s + v * v, 0) / w.length;
+    expect(Math.abs(variance / (2 / 784) - 1)).toBeLessThan(0.05);
+  });
+});
+
+describe('training', () => {
+  it('gives the same gradients on every backend for the same weights and batch', () => {
+    const spec = mlpSpec([20, 16, 5], { activation: 'tanh' });
+    const rng = new Rng(5);
+    const x = Float32Array.from({ length: 8 * 20 }, () => rng.normal());
+    const y = Int32Array.from({ length: 8 }, () => rng.int(5));
+    const grads = [new ReferenceBackend(), new WasmBackend({ memoryMb: 16 }), createBackend('auto').backend].map((be) => {
+      const m = new Model(spec, be, { seed: 3 });
+      const bx = be.alloc(x.length);
+      bx.set(x);
+      m.computeGradients(bx, y, 8);
+      return Float32Array.from(m.params.grads);
+    });
+    for (const g of grads.slice(1)) for (let i = 0; i < g.length; i++) expect(g[i]).toBeCloseTo(grads[0][i], 5);
+  });
+
+  it('learns two Gaussian blobs with dropout, and dropout masks repeat for a seed', () => {
+    const run = (): number[] => {
+      const be = new WasmBackend({ memoryMb: 16 });
+      const spec = parseModelSpec({ inputSize: 2, layers: [{ type: 'dense', units: 16 }, { type: 'relu' }, { type: 'dropout', rate: 0.2 }, { type: 'dense', units: 2 }], loss: 'softmax_cross_entropy' });
+      const m = new Model(spec, be, { seed: 11 });
+      const opt = createOptimizer({ type: 'sgd', lr: 0.1, momentum: 0.9 }, m.params);
+      const rng = new Rng(2);
+      const x = be.alloc(64 * 2);
+      const y = new Int32Array(64);
+      const losses: number[] = [];
+      for (let step = 0; step < 60; step++) {
+        for (let i = 0; i < 64; i++) {
+          y[i] = rng.int(2);
+          x[2 * i] = rng.normal() * 0.5 + (y[i] ? 2 : -2);
+          x[2 * i + 1] = rng.normal() * 0.5;
+        }
+        losses.push(m.computeGradients(x, y, 64).loss);
+        opt.step(0.1);
+      }
+      const evalResult = m.evaluate(x, y, 64);
+      expect(evalResult.correct).toBeGreaterThanOrEqual(62);
+      return losses;
+    };
+    const a = run();
+    expect(a[a.length - 1]).toBeLessThan(a[0] / 5);
+    expect(run()).toEqual(a);
+  });
+});

@@ -1,0 +1,130 @@
+import type { Backend } from './backend.js';
+import { CoreError } from './errors.js';
+import type { Initializer } from './initializers.js';
+import { Gelu, LeakyRelu, Relu, Sigmoid, Tanh } from './layers/activations.js';
+import { Dense } from './layers/dense.js';
+import { Dropout } from './layers/dropout.js';
+import { BatchBuffer, type Layer } from './layers/layer.js';
+import { createLoss, type Loss, type Targets } from './losses.js';
+import { type LayerSpec, type ModelSpec, parseModelSpec } from './model-spec.js';
+import { argmaxRow } from './ops.js';
+import { ParameterStore } from './parameter-store.js';
+import { Rng } from './rng.js';
+
+export interface ModelOptions {
+  /** Seeds the initial weights and the dropout masks. */
+  seed: number;
+}
+
+export interface BatchResult {
+  /** Mean loss over the batch. */
+  loss: number;
+  /** Samples whose arg-max output is the label (classification only; 0 otherwise). */
+  correct: number;
+}
+
+/**
+ * A sequential model built from a JSON spec: its layers, its flat parameter and gradient buffers,
+ * and its loss. Parameter names follow the spec's layer index: `layers.0.weight`, `layers.0.bias`, …
+ */
+export class Model {
+  readonly spec: ModelSpec;
+  readonly layers: readonly Layer[];
+  readonly params: ParameterStore;
+  readonly loss: Loss;
+  /** Dropout masks draw from this; a checkpoint saves its state. */
+  readonly dropoutRng: Rng;
+  private readonly lossGrad: BatchBuffer;
+
+  constructor(
+    spec: unknown,
+    readonly backend: Backend,
+    options: ModelOptions,
+  ) {
+    this.spec = parseModelSpec(spec);
+    const initRng = new Rng(options.seed);
+    this.dropoutRng = new Rng(options.seed ^ 0x5eed);
+    const layers: Layer[] = [];
+    let width = this.spec.inputSize;
+    this.spec.layers.forEach((l, i) => {
+      const layer = this.createLayer(l, `layers.${i}`, width, this.spec.layers[i + 1]);
+      layers.push(layer);
+      width = layer.outputSize;
+    });
+    this.layers = layers;
+    this.params = new ParameterStore(backend, layers.flatMap((l) => l.parameters()));
+    for (const l of layers) {
+      l.bind(this.params);
+      l.initialize(initRng);
+    }
+    this.loss = createLoss(this.spec.loss);
+    this.lossGrad = new BatchBuffer(backend, this.outputSize);
+  }
+
+  get inputSize(): number {
+    return this.spec.inputSize;
+  }
+
+  get outputSize(): number {
+    return this.layers[this.layers.length - 1].outputSize;
+  }
+
+  /** Runs the layers; returns the output buffer (owned by the last layer, valid until the next call). */
+  forward(x: Float32Array, batch: number, training = false): Float32Array {
+    if (x.length < batch * this.inputSize) {
+      throw new CoreError('ERR_SHAPE', `model input: ${x.length} values for a batch of ${batch}×${this.inputSize}`);
+    }
+    let h = x;
+    for (const layer of this.layers) h = layer.forward(h, batch, training);
+    return h;
+  }
+
+  /** Forward, loss and backward on one batch: fills `params.grads` with d(mean loss)/d(params). */
+  computeGradients(x: Float32Array, targets: Targets, batch: number): BatchResult {
+    const out = this.forward(x, batch, true);
+    const grad = this.lossGrad.get(batch);
+    const loss = this.loss.compute(out, targets, batch, this.outputSize, grad);
+    const correct = this.countCorrect(out, targets, batch);
+    let g: Float32Array | null = grad;
+    for (let i = this.layers.length - 1; i >= 0 && g; i--) g = this.layers[i].backward(g, batch, i > 0);
+    return { loss, correct };
+  }
+
+  /** Loss and correct count without gradients (evaluation mode: no dropout). */
+  evaluate(x: Float32Array, targets: Targets, batch: number): BatchResult {
+    const out = this.forward(x, batch, false);
+    return { loss: this.loss.compute(out, targets, batch, this.outputSize, null), correct: this.countCorrect(out, targets, batch) };
+  }
+
+  private countCorrect(out: Float32Array, targets: Targets, batch: number): number {
+    if (!(targets instanceof Int32Array)) return 0;
+    let correct = 0;
+    for (let r = 0; r < batch; r++) if (argmaxRow(out, r, this.outputSize) === targets[r]) correct++;
+    return correct;
+  }
+
+  private createLayer(spec: LayerSpec, name: string, width: number, next: LayerSpec | undefined): Layer {
+    const b = this.backend;
+    switch (spec.type) {
+      case 'dense':
+        return new Dense(name, width, spec.units, spec.init ?? defaultInit(next), b);
+      case 'relu':
+        return new Relu(name, width, b);
+      case 'leaky_relu':
+        return new LeakyRelu(name, width, b, spec.alpha ?? 0.01);
+      case 'tanh':
+        return new Tanh(name, width, b);
+      case 'sigmoid':
+        return new Sigmoid(name, width, b);
+      case 'gelu':
+        return new Gelu(name, width, b);
+      case 'dropout':
+        return new Dropout(name, width, spec.rate, this.dropoutRng, b);
+    }
+  }
+}
+
+/** He for ReLU-like activations that follow, Xavier for tanh, sigmoid and the output layer. */
+function defaultInit(next: LayerSpec | undefined): Initializer {
+  return next && (next.type === 'relu' || next.type === 'leaky_relu' || next.type === 'gelu') ? 'he_normal' : 'xavier_uniform';
+}

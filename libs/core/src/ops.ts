@@ -1,0 +1,43 @@
+// Elementwise kernels and reductions shared by every backend. Rows are samples, columns features;
+// all buffers are row-major and may be longer than rows·cols (reused capacity).
+
+/** y[r, :] += bias for each row. */
+export function addBiasRows(y: Float32Array, bias: Float32Array, rows: number, cols: number): void {
+  for (let r = 0, o = 0; r < rows; r++, o += cols) {
+    for (let c = 0; c < cols; c++) y[o + c] += bias[c];
+  }
+}
+
+/** out[c] = Σ_r x[r, c] (the bias gradient). */
+export function sumRows(x: Float32Array, rows: number, cols: number, out: Float32Array): void {
+  out.fill(0, 0, cols);
+  for (let r = 0, o = 0; r < rows; r++, o += cols) {
+    for (let c = 0; c < cols; c++) out[c] += x[o + c];
+  }
+}
+
+/** Sum of squares, accumulated in float64. */
+export function sumSquares(x: Float32Array): number {
+  let s = 0;
+  for (let i = 0; i < x.length; i++) s += x[i] * x[i];
+  return s;
+}
+
+/** x *= s in place. */
+export function scale(x: Float32Array, s: number): void {
+  for (let i = 0; i < x.length; i++) x[i] *= s;
+}
+
+/** True when every element is finite. */
+export function allFinite(x: Float32Array): boolean {
+  for (let i = 0; i < x.length; i++) if (!Number.isFinite(x[i])) return false;
+  return true;
+}
+
+/** Index of the largest value in row r. */
+export function argmaxRow(x: Float32Array, r: number, cols: number): number {
+  const o = r * cols;
+  let best = 0;
+  for (let c = 1; c < cols; c++) if (x[o + c] > x[o + best]) best = c;
+  return best;
+}

@@ -1,0 +1,93 @@
+import { describe, expect, it } from 'vitest';
+import { ReferenceBackend } from './backends/reference-backend.js';
+import { clipGradNorm, createOptimizer } from './optimizers.js';
+import { ParameterStore } from './parameter-store.js';
+
+/** A store with one weight [2] = (1, -2) and gradient (0.5, 0.25). */
+function store(): ParameterStore {
+  const s = new ParameterStore(new ReferenceBackend(), [{ name: 'w', shape: [2], role: 'weight' }]);
+  s.values.set([1, -2]);
+  s.grads.set([0.5, 0.25]);
+  return s;
+}
+
+const f32 = Math.fround;
+
+describe('optimizers against hand-computed steps', () => {
+  it('plain SGD with L2 decay: p -= lr·(g + wd·p)', () => {
+    const s = store();
+    createOptimizer({ type: 'sgd', lr: 0.1, weightDecay: 0.01 }, s).step(0.1);
+    expect(s.values[0]).toBe(f32(1 - 0.1 * (0.5 + 0.01 * 1)));
+    expect(s.values[1]).toBe(f32(-2 - 0.1 * (0.25 + 0.01 * -2)));
+  });
+
+  it('momentum: v = μv + g; p -= lr·v, over two steps', () => {
+    const s = store();
+    const opt = createOptimizer({ type: 'sgd', lr: 0.1, momentum: 0.9 }, s);
+    opt.step(0.1); // v = g = 0.5 → p = 0.95
+    opt.step(0.1); // v = 0.9·0.5 + 0.5 = 0.95 → p = 0.95 − 0.095 = 0.855
+    expect(s.values[0]).toBeCloseTo(0.855, 6);
+    expect(opt.state.slots.momentum[0]).toBeCloseTo(0.95, 6);
+    expect(opt.state.step).toBe(2);
+  });
+
+  it('Nesterov: p -= lr·(g + μ·v) with v = μv + g', () => {
+    const s = store();
+    const opt = createOptimizer({ type: 'sgd', lr: 0.1, momentum: 0.9, nesterov: true }, s);
+    opt.step(0.1); // v = 0.5, update = 0.5 + 0.45 = 0.95 → p = 0.905
+    expect(s.values[0]).toBeCloseTo(0.905, 6);
+    opt.step(0.1); // v = 0.95, update = 0.5 + 0.855 = 1.355 → p = 0.7695
+    expect(s.values[0]).toBeCloseTo(0.7695, 6);
+  });
+
+  it('Adam: the first step moves each weight by lr·sign(g) (bias correction), the second as computed by hand', () => {
+    const s = store();
+    const opt = createOptimizer({ type: 'adam', lr: 0.01 }, s);
+    opt.step(0.01);
+    expect(s.values[0]).toBeCloseTo(1 - 0.01, 6);
+    expect(s.values[1]).toBeCloseTo(-2 - 0.01, 6);
+    s.grads.set([0.1, 0.25]);
+    opt.step(0.01);
+    // m = 0.9·0.05 + 0.1·0.1 = 0.055; v = 0.999·0.00025 + 0.001·0.01 = 0.00025975
+    // m̂ = 0.055/0.19; v̂ = 0.00025975/0.001999
+    const mhat = 0.055 / (1 - 0.81);
+    const vhat = 0.00025975 / (1 - 0.999 ** 2);
+    expect(s.values[0]).toBeCloseTo(0.99 - (0.01 * mhat) / (Math.sqrt(vhat) + 1e-8), 6);
+  });
+
+  it('AdamW decays the weight apart from the gradient; Adam adds L2 to the gradient', () => {
+    const a = store();
+    createOptimizer({ type: 'adamw', lr: 0.1, weightDecay: 0.5 }, a).step(0.1);
+    expect(a.values[0]).toBeCloseTo(1 * (1 - 0.1 * 0.5) - 0.1, 6);
+    const b = store();
+    createOptimizer({ type: 'adam', lr: 0.1, weightDecay: 0.5 }, b).step(0.1);
+    // g' = 0.5 + 0.5·1 = 1 > 0: the first Adam step is still lr·sign(g').
+    expect(b.values[0]).toBeCloseTo(0.9, 6);
+  });
+
+  it('validates hyperparameters with errors that name the value', () => {
+    const s = store();
+    expect(() => createOptimizer({ type: 'sgd', lr: -1 }, s)).toThrow(/lr = -1/);
+    expect(() => createOptimizer({ type: 'sgd', lr: 0.1, momentum: 1.5 }, s)).toThrow(/momentum = 1.5/);
+    expect(() => createOptimizer({ type: 'adam', lr: 0.1, beta2: 1 }, s)).toThrow(/beta2 = 1/);
+    expect(() => createOptimizer({ type: 'rmsprop', lr: 0.1 }, s)).toThrow(/invalid optimizer/);
+    expect(() => createOptimizer({ type: 'sgd', lr: 0.1, nesterov: true }, s)).toThrow(/nesterov = true needs momentum/);
+    expect(() => createOptimizer({ type: 'sgd', lr: 0.1, mommentum: 0.9 }, s)).toThrow(/mommentum/);
+  });
+});
+
+describe('clipGradNorm', () => {
+  it('scales the gradients to the max norm and returns the norm before', () => {
+    const g = Float32Array.from([3, 4]);
+    expect(clipGradNorm(g, 1)).toBeCloseTo(5, 6);
+    expect(g[0]).toBeCloseTo(0.6, 5);
+    expect(g[1]).toBeCloseTo(0.8, 5);
+    const small = Float32Array.from([0.3, 0.4]);
+    clipGradNorm(small, 1);
+    expect(Array.from(small)).toEqual([f32(0.3), f32(0.4)]);
+  });
+
+  it('throws ERR_NON_FINITE on NaN gradients instead of clipping them into the weights', () => {
+    expect(() => clipGradNorm(Float32Array.from([1, NaN]), 1)).toThrow(expect.objectContaining({ code: 'ERR_NON_FINITE' }));
+  });
+});

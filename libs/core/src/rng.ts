@@ -1,0 +1,90 @@
+import { CoreError } from './errors.js';
+
+/** The four 32-bit words of an Rng; save them and `Rng.fromState` continues the same stream. */
+export type RngState = [number, number, number, number];
+
+/**
+ * xoshiro128** (Blackman and Vigna): small, fast, and its whole state is four uint32 words,
+ * so a checkpoint can save and restore it exactly.
+ */
+export class Rng {
+  private s0: number;
+  private s1: number;
+  private s2: number;
+  private s3: number;
+
+  /** Seeds the four words from `seed` through splitmix32, so nearby seeds give unrelated streams. */
+  constructor(seed: number) {
+    if (!Number.isFinite(seed)) throw new CoreError('ERR_HYPERPARAM', `Rng: seed must be a finite number, got ${seed}`);
+    let x = (Math.trunc(seed) ^ Math.trunc(seed / 2 ** 32)) >>> 0;
+    const next = (): number => {
+      x = (x + 0x9e3779b9) >>> 0;
+      let z = x;
+      z = Math.imul(z ^ (z >>> 16), 0x85ebca6b);
+      z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35);
+      return (z ^ (z >>> 16)) >>> 0;
+    };
+    this.s0 = next();
+    this.s1 = next();
+    this.s2 = next();
+    this.s3 = next();
+  }
+
+  static fromState(state: RngState): Rng {
+    if (!Array.isArray(state) || state.length !== 4 || state.some((w) => !Number.isInteger(w) || w < 0 || w > 0xffffffff)) {
+      throw new CoreError('ERR_STATE', `Rng.fromState: expected four uint32 words, got ${JSON.stringify(state)}`);
+    }
+    if (state.every((w) => w === 0)) throw new CoreError('ERR_STATE', 'Rng.fromState: the all-zero state is invalid for xoshiro128**');
+    const rng = new Rng(0);
+    [rng.s0, rng.s1, rng.s2, rng.s3] = state;
+    return rng;
+  }
+
+  state(): RngState {
+    return [this.s0, this.s1, this.s2, this.s3];
+  }
+
+  nextU32(): number {
+    const result = Math.imul(rotl(Math.imul(this.s1, 5), 7), 9) >>> 0;
+    const t = this.s1 << 9;
+    this.s2 ^= this.s0;
+    this.s3 ^= this.s1;
+    this.s1 ^= this.s2;
+    this.s0 ^= this.s3;
+    this.s2 ^= t;
+    this.s3 = rotl(this.s3, 11);
+    this.s0 >>>= 0;
+    this.s1 >>>= 0;
+    this.s2 >>>= 0;
+    this.s3 >>>= 0;
+    return result;
+  }
+
+  /** Uniform in [0, 1) with 53 random bits. */
+  uniform(): number {
+    const hi = this.nextU32() >>> 5;
+    const lo = this.nextU32() >>> 6;
+    return (hi * 67108864 + lo) / 9007199254740992;
+  }
+
+  /** Standard normal by Box–Muller (the second value is dropped, so the state stays four words). */
+  normal(): number {
+    let u = 0;
+    while (u === 0) u = this.uniform();
+    return Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * this.uniform());
+  }
+
+  /** Uniform integer in [0, n), without modulo bias. */
+  int(n: number): number {
+    if (!Number.isInteger(n) || n <= 0 || n > 0x100000000) throw new CoreError('ERR_HYPERPARAM', `Rng.int: n must be an integer in 1..2^32, got ${n}`);
+    const limit = 0x100000000 - (0x100000000 % n);
+    let x: number;
+    do x = this.nextU32();
+    while (x >= limit);
+    return x % n;
+  }
+}
+
+function rotl(x: number, k: number): number {
+  return (x << k) | (x >>> (32 - k));
+}
