@@ -1,0 +1,43 @@
+import type { Dataset } from './dataset.js';
+import { DataError } from './errors.js';
+
+export type Allocator = (length: number) => Float32Array;
+
+/**
+ * Copies chosen rows of a dataset into buffers allocated once (by the compute backend, so the
+ * model reads them without a copy) and reused for every batch.
+ */
+export class Batcher {
+  readonly x: Float32Array;
+  readonly labels: Int32Array | null;
+  readonly targets: Float32Array | null;
+
+  constructor(
+    readonly dataset: Dataset,
+    readonly capacity: number,
+    alloc: Allocator = (n) => new Float32Array(n),
+  ) {
+    if (!Number.isInteger(capacity) || capacity < 1) throw new DataError('ERR_DATA_CONFIG', `Batcher: capacity must be a positive integer, got ${capacity}`);
+    this.x = alloc(capacity * dataset.features);
+    this.labels = dataset.labels ? new Int32Array(capacity) : null;
+    this.targets = dataset.targets ? alloc(capacity * dataset.targetSize) : null;
+  }
+
+  /** Loads rows order[start .. start+count) and returns how many were loaded (fewer at the end). */
+  fill(order: ArrayLike<number>, start: number, count: number): number {
+    const n = Math.max(0, Math.min(count, this.capacity, order.length - start));
+    const { features, targetSize } = this.dataset;
+    for (let r = 0; r < n; r++) {
+      const i = order[start + r];
+      this.x.set(this.dataset.x.subarray(i * features, (i + 1) * features), r * features);
+      if (this.labels) this.labels[r] = this.dataset.labels![i];
+      if (this.targets) this.targets.set(this.dataset.targets!.subarray(i * targetSize, (i + 1) * targetSize), r * targetSize);
+    }
+    return n;
+  }
+
+  /** The loss targets of the loaded rows: labels for classification, target rows for regression. */
+  batchTargets(): Int32Array | Float32Array {
+    return (this.labels ?? this.targets)!;
+  }
+}

@@ -1,0 +1,61 @@
+import { existsSync, readFileSync } from 'node:fs';
+import { countClasses, type Dataset } from './dataset.js';
+import { DataError } from './errors.js';
+
+export interface CsvOptions {
+  /** The label column: its header name, or its 0-based index. Default: the last column. */
+  label?: string | number;
+  /** Whether the first line names the columns. Default: detected (a first line that is not all numbers). */
+  header?: boolean;
+  /** 'classification' (integer labels) or 'regression' (the label column is a float target). */
+  task?: 'classification' | 'regression';
+}
+
+/** Numeric CSV: one sample per line, comma-separated; errors name the file, line and column. */
+export function loadCsv(file: string, options: CsvOptions = {}): Dataset {
+  if (!existsSync(file)) throw new DataError('ERR_DATA_NOT_FOUND', `${file}: no such file`);
+  const lines = readFileSync(file, 'utf8').split(/\r?\n/);
+  while (lines.length && lines[lines.length - 1].trim() === '') lines.pop();
+  if (!lines.length) throw new DataError('ERR_DATA_FORMAT', `${file}: empty file`);
+  const first = lines[0].split(',').map((c) => c.trim());
+  const hasHeader = options.header ?? first.some((c) => c === '' || Number.isNaN(Number(c)));
+  const columns = first.length;
+  let labelCol: number;
+  if (options.label === undefined) labelCol = columns - 1;
+  else if (typeof options.label === 'number') labelCol = options.label;
+  else {
+    if (!hasHeader) throw new DataError('ERR_DATA_CONFIG', `${file}: label column "${options.label}" given by name, but the file has no header`);
+    labelCol = first.indexOf(options.label);
+    if (labelCol < 0) throw new DataError('ERR_DATA_CONFIG', `${file}: no column named "${options.label}"; columns are ${first.join(', ')}`);
+  }
+  if (!Number.isInteger(labelCol) || labelCol < 0 || labelCol >= columns) {
+    throw new DataError('ERR_DATA_CONFIG', `${file}: label column ${labelCol} outside 0..${columns - 1}`);
+  }
+  if (columns < 2) throw new DataError('ERR_DATA_FORMAT', `${file}: needs at least one feature column and a label column`);
+  const body = hasHeader ? lines.slice(1) : lines;
+  const features = columns - 1;
+  const x = new Float32Array(body.length * features);
+  const y = new Float64Array(body.length);
+  body.forEach((line, r) => {
+    const lineNo = r + (hasHeader ? 2 : 1);
+    const cells = line.split(',');
+    if (cells.length !== columns) throw new DataError('ERR_DATA_FORMAT', `${file}:${lineNo}: ${cells.length} columns, expected ${columns}`);
+    let f = 0;
+    cells.forEach((cell, c) => {
+      const v = Number(cell.trim());
+      if (cell.trim() === '' || !Number.isFinite(v)) throw new DataError('ERR_DATA_FORMAT', `${file}:${lineNo}: column ${c + 1} is "${cell.trim()}", not a finite number`);
+      if (c === labelCol) y[r] = v;
+      else x[r * features + f++] = v;
+    });
+  });
+  const name = `csv:${file}`;
+  if (options.task === 'regression') {
+    return { name, size: body.length, features, x, classes: 0, targets: Float32Array.from(y), targetSize: 1 };
+  }
+  const labels = new Int32Array(body.length);
+  y.forEach((v, r) => {
+    if (!Number.isInteger(v)) throw new DataError('ERR_DATA_FORMAT', `${file}:${r + (hasHeader ? 2 : 1)}: label ${v} is not an integer class (use task "regression" for real targets)`);
+    labels[r] = v;
+  });
+  return { name, size: body.length, features, x, labels, classes: countClasses(labels, file), targetSize: 0 };
+}

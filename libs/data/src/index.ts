@@ -1,0 +1,10 @@
+export { type Allocator, Batcher } from './batcher.js';
+export { countClasses, type Dataset, type DatasetSplit, subset } from './dataset.js';
+export { loadCsv, type CsvOptions } from './csv.js';
+export { DataError, type DataErrorCode } from './errors.js';
+export { type IdxArray, loadIdxFolder, readIdx, writeIdxFolder, writeIdxUbyte } from './idx.js';
+export { type DatasetConfig, datasetConfigSchema, loadDataset, parseDatasetConfig, splitDataset } from './load-dataset.js';
+export { loadEmbeddedMnist, loadMnistAll, MNIST_FEATURES, MNIST_SPLIT_SEED, MNIST_TRAIN_SIZE, writeMnistCache } from './mnist.js';
+export { normalize, type Normalization } from './normalize.js';
+export { epochPermutation, type ShardPlan, shardPlan, sliceStart } from './sampler.js';
+export { gaussianBlobs, linearRegression, spirals } from './synthetic.js';

@@ -1,0 +1,94 @@
+import { z } from 'zod';
+import { loadCsv } from './csv.js';
+import { type Dataset, type DatasetSplit, subset } from './dataset.js';
+import { DataError } from './errors.js';
+import { loadIdxFolder } from './idx.js';
+import { loadEmbeddedMnist } from './mnist.js';
+import { normalize } from './normalize.js';
+import { epochPermutation } from './sampler.js';
+import { gaussianBlobs, linearRegression, spirals } from './synthetic.js';
+
+const normalization = z.enum(['none', 'standardize', 'minmax']).optional();
+const testFraction = z.number().gt(0).lt(1).optional();
+const seed = z.number().int().min(0).optional();
+const samples = z.number().int().positive().optional();
+
+export const datasetConfigSchema = z.discriminatedUnion('source', [
+  z.strictObject({ source: z.literal('mnist'), normalize: normalization }),
+  z.strictObject({ source: z.literal('idx'), dir: z.string().min(1), normalize: normalization }),
+  z.strictObject({
+    source: z.literal('csv'),
+    train: z.string().min(1),
+    test: z.string().min(1).optional(),
+    label: z.union([z.string(), z.number().int().min(0)]).optional(),
+    header: z.boolean().optional(),
+    task: z.enum(['classification', 'regression']).optional(),
+    testFraction,
+    normalize: normalization,
+  }),
+  z.strictObject({
+    source: z.literal('synthetic'),
+    kind: z.enum(['blobs', 'spirals', 'linear']),
+    samples,
+    features: z.number().int().positive().optional(),
+    classes: z.number().int().min(2).optional(),
+    seed,
+    testFraction,
+    normalize: normalization,
+  }),
+]);
+
+/** Where the samples come from; JSON in a job config. */
+export type DatasetConfig = z.infer<typeof datasetConfigSchema>;
+
+export function parseDatasetConfig(input: unknown): DatasetConfig {
+  const parsed = datasetConfigSchema.safeParse(input, { reportInput: true });
+  if (!parsed.success) {
+    const why = parsed.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; ');
+    throw new DataError('ERR_DATA_CONFIG', `invalid dataset: ${why}`);
+  }
+  return parsed.data;
+}
+
+/** A seeded train/test split of one dataset. */
+export function splitDataset(ds: Dataset, testFraction: number, seed = 0): DatasetSplit {
+  const order = epochPermutation(ds.size, seed, 0xffffffff);
+  const nTest = Math.max(1, Math.round(ds.size * testFraction));
+  if (nTest >= ds.size) throw new DataError('ERR_DATA_CONFIG', `${ds.name}: ${ds.size} samples are too few to hold out ${testFraction} for testing`);
+  return { train: subset(ds, order.subarray(nTest), `${ds.name}/train`), test: subset(ds, order.subarray(0, nTest), `${ds.name}/test`) };
+}
+
+export function loadDataset(input: unknown): DatasetSplit {
+  const config = parseDatasetConfig(input);
+  const split = load(config);
+  normalize(split, config.normalize ?? 'none');
+  return split;
+}
+
+function load(c: DatasetConfig): DatasetSplit {
+  switch (c.source) {
+    case 'mnist':
+      return loadEmbeddedMnist();
+    case 'idx':
+      return loadIdxFolder(c.dir);
+    case 'csv': {
+      const opts = { label: c.label, header: c.header, task: c.task };
+      const train = loadCsv(c.train, opts);
+      if (!c.test) return splitDataset(train, c.testFraction ?? 0.2);
+      const test = loadCsv(c.test, opts);
+      if (test.features !== train.features) throw new DataError('ERR_DATA_FORMAT', `${c.test} has ${test.features} features, ${c.train} has ${train.features}`);
+      const classes = Math.max(train.classes, test.classes);
+      return { train: { ...train, classes }, test: { ...test, classes } };
+    }
+    case 'synthetic': {
+      const n = c.samples ?? 2000;
+      const ds =
+        c.kind === 'blobs'
+          ? gaussianBlobs({ samples: n, features: c.features ?? 2, classes: c.classes ?? 3, seed: c.seed })
+          : c.kind === 'spirals'
+            ? spirals({ samples: n, classes: c.classes, seed: c.seed })
+            : linearRegression({ samples: n, features: c.features ?? 4, seed: c.seed });
+      return splitDataset(ds, c.testFraction ?? 0.2, c.seed ?? 0);
+    }
+  }
+}

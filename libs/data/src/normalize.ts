@@ -1,0 +1,31 @@
+import type { DatasetSplit } from './dataset.js';
+
+export type Normalization = 'none' | 'standardize' | 'minmax';
+
+/**
+ * Rescales features in place with statistics from the training set only (so the test set
+ * does not leak into training): standardize to mean 0, std 1, or min-max to [0, 1].
+ */
+export function normalize(split: DatasetSplit, how: Normalization): void {
+  if (how === 'none') return;
+  const { train, test } = split;
+  const f = train.features;
+  const a = new Float64Array(f);
+  const b = new Float64Array(f);
+  if (how === 'standardize') {
+    for (let i = 0; i < train.size; i++) for (let j = 0; j < f; j++) a[j] += train.x[i * f + j];
+    for (let j = 0; j < f; j++) a[j] /= Math.max(1, train.size);
+    for (let i = 0; i < train.size; i++) for (let j = 0; j < f; j++) b[j] += (train.x[i * f + j] - a[j]) ** 2;
+    for (let j = 0; j < f; j++) b[j] = Math.sqrt(b[j] / Math.max(1, train.size)) || 1;
+  } else {
+    a.fill(Infinity);
+    b.fill(-Infinity);
+    for (let i = 0; i < train.size; i++)
+      for (let j = 0; j < f; j++) {
+        a[j] = Math.min(a[j], train.x[i * f + j]);
+        b[j] = Math.max(b[j], train.x[i * f + j]);
+      }
+    for (let j = 0; j < f; j++) b[j] = b[j] - a[j] || 1;
+  }
+  for (const ds of [train, test]) for (let i = 0; i < ds.size; i++) for (let j = 0; j < f; j++) ds.x[i * f + j] = (ds.x[i * f + j] - a[j]) / b[j];
+}
