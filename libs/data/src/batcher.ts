@@ -26,14 +26,22 @@ export class Batcher {
   /** Loads rows order[start .. start+count) and returns how many were loaded (fewer at the end). */
   fill(order: ArrayLike<number>, start: number, count: number): number {
     const n = Math.max(0, Math.min(count, this.capacity, order.length - start));
-    const { features, targetSize } = this.dataset;
-    for (let r = 0; r < n; r++) {
-      const i = order[start + r];
-      this.x.set(this.dataset.x.subarray(i * features, (i + 1) * features), r * features);
-      if (this.labels) this.labels[r] = this.dataset.labels![i];
-      if (this.targets) this.targets.set(this.dataset.targets!.subarray(i * targetSize, (i + 1) * targetSize), r * targetSize);
-    }
+    for (let r = 0; r < n; r++) this.copyRow(order[start + r], r);
     return n;
+  }
+
+  /** Loads rows start .. start+count in dataset order (evaluation) and returns how many. */
+  fillRange(start: number, count: number): number {
+    const n = Math.max(0, Math.min(count, this.capacity, this.dataset.size - start));
+    for (let r = 0; r < n; r++) this.copyRow(start + r, r);
+    return n;
+  }
+
+  private copyRow(i: number, r: number): void {
+    const { features, targetSize } = this.dataset;
+    this.x.set(this.dataset.x.subarray(i * features, (i + 1) * features), r * features);
+    if (this.labels) this.labels[r] = this.dataset.labels![i];
+    if (this.targets) this.targets.set(this.dataset.targets!.subarray(i * targetSize, (i + 1) * targetSize), r * targetSize);
   }
 
   /** The loss targets of the loaded rows: labels for classification, target rows for regression. */

@@ -1,0 +1,74 @@
+import { createHash } from 'node:crypto';
+import { CoreError, describeIssues, modelSpecSchema, optimizerConfigSchema, parseModelSpec, scheduleConfigSchema } from '@ringtrain/core';
+import { datasetConfigSchema } from '@ringtrain/data';
+import { z } from 'zod';
+
+/** The default job: the MLP 784-128-10 on the embedded MNIST, as in the README. */
+export const DEFAULT_JOB = {
+  model: {
+    inputSize: 784,
+    layers: [{ type: 'dense', units: 128 }, { type: 'relu' }, { type: 'dense', units: 10 }],
+    loss: 'softmax_cross_entropy',
+  },
+  dataset: { source: 'mnist' },
+  optimizer: { type: 'sgd', lr: 0.05, momentum: 0.9 },
+  schedule: { type: 'constant' },
+  batchSize: 64,
+  epochs: 10,
+  seed: 1,
+} as const;
+
+export const jobConfigSchema = z.strictObject({
+  model: modelSpecSchema,
+  dataset: datasetConfigSchema,
+  optimizer: optimizerConfigSchema,
+  schedule: scheduleConfigSchema.default({ type: 'constant' }),
+  /** Samples per step (per worker, in a cluster). */
+  batchSize: z.number().int().positive().max(65536),
+  epochs: z.number().int().positive(),
+  seed: z.number().int().min(0).max(2 ** 32 - 1),
+  /** Rescale gradients to this global L2 norm when larger. */
+  clipGradNorm: z.number().positive().optional(),
+  evalBatchSize: z.number().int().positive().default(1000),
+  backend: z.enum(['auto', 'native', 'wasm', 'reference']).default('auto'),
+});
+
+/** Everything that determines a training run; JSON, so it can be shipped, hashed and recorded. */
+export type JobConfig = z.infer<typeof jobConfigSchema>;
+
+/** Validates a job config (after defaults and overrides are merged), or throws naming every bad field. */
+export function parseJobConfig(input: unknown): JobConfig {
+  const parsed = jobConfigSchema.safeParse(input, { reportInput: true });
+  if (!parsed.success) throw new CoreError('ERR_SPEC', `invalid job config: ${describeIssues(parsed.error)}`);
+  parseModelSpec(parsed.data.model); // the checks a schema cannot express (e.g. a dense layer exists)
+  return parsed.data;
+}
+
+/** Deep merge of plain objects; arrays and scalars in `over` replace those in `base`. */
+export function mergeConfig(base: unknown, over: unknown): unknown {
+  if (!isPlainObject(base) || !isPlainObject(over)) return over === undefined ? base : over;
+  const out: Record<string, unknown> = { ...base };
+  for (const [k, v] of Object.entries(over)) out[k] = mergeConfig(base[k], v);
+  return out;
+}
+
+function isPlainObject(x: unknown): x is Record<string, unknown> {
+  return typeof x === 'object' && x !== null && !Array.isArray(x);
+}
+
+/** SHA-256 of the canonical JSON (sorted keys): equal configs hash equal wherever they were written. */
+export function jobConfigHash(config: JobConfig): string {
+  return createHash('sha256').update(canonicalJson(config)).digest('hex').slice(0, 16);
+}
+
+function canonicalJson(x: unknown): string {
+  if (Array.isArray(x)) return `[${x.map(canonicalJson).join(',')}]`;
+  if (isPlainObject(x)) {
+    return `{${Object.keys(x)
+      .filter((k) => x[k] !== undefined)
+      .sort()
+      .map((k) => `${JSON.stringify(k)}:${canonicalJson(x[k])}`)
+      .join(',')}}`;
+  }
+  return JSON.stringify(x);
+}

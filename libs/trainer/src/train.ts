@@ -1,0 +1,82 @@
+import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
+import type { Logger } from 'pino';
+import { type JobConfig, parseJobConfig } from './job-config.js';
+import { type EvalResult, Trainer } from './trainer.js';
+
+export interface StepReport {
+  epoch: number;
+  /** Step within the epoch, 1-based. */
+  step: number;
+  stepsPerEpoch: number;
+  loss: number;
+  samplesPerSecond: number;
+}
+
+export interface EpochReport {
+  epoch: number;
+  trainLoss: number;
+  trainAccuracy: number;
+  test: EvalResult;
+  seconds: number;
+  samplesPerSecond: number;
+}
+
+export interface TrainOptions {
+  logger?: Logger;
+  onStep?: (report: StepReport) => void;
+  onEpoch?: (report: EpochReport) => void;
+  /** Stops after the current step when aborted (Ctrl-C). */
+  signal?: AbortSignal;
+}
+
+export interface TrainResult {
+  config: JobConfig;
+  trainer: Trainer;
+  epochs: EpochReport[];
+  /** True when `signal` stopped the run early. */
+  stopped: boolean;
+}
+
+/** Trains in this process: the whole job config, epoch by epoch, with evaluation after each. */
+export async function train(config: unknown, options: TrainOptions = {}): Promise<TrainResult> {
+  const job = parseJobConfig(config);
+  const trainer = new Trainer(job);
+  const log = options.logger;
+  if (trainer.backendHint) log?.warn(trainer.backendHint);
+  const counts = trainer.model.params.counts();
+  log?.info(
+    { backend: trainer.backend.description, params: counts.total, weights: counts.weights, biases: counts.biases, train: trainer.data.train.size, test: trainer.data.test.size },
+    `backend: ${trainer.backend.description}`,
+  );
+  const epochs: EpochReport[] = [];
+  for (let epoch = 0; epoch < job.epochs; epoch++) {
+    const t0 = performance.now();
+    let lossSum = 0;
+    let correct = 0;
+    let samples = 0;
+    for (let step = 1; step <= trainer.stepsPerEpoch; step++) {
+      const r = trainer.trainStep();
+      lossSum += r.loss * job.batchSize;
+      correct += r.correct;
+      samples += job.batchSize;
+      if (step % 25 === 0 || step === trainer.stepsPerEpoch) {
+        options.onStep?.({ epoch, step, stepsPerEpoch: trainer.stepsPerEpoch, loss: r.loss, samplesPerSecond: samples / ((performance.now() - t0) / 1000) });
+        await yieldToEventLoop();
+        if (options.signal?.aborted) return { config: job, trainer, epochs, stopped: true };
+      }
+    }
+    const seconds = (performance.now() - t0) / 1000;
+    const report: EpochReport = {
+      epoch,
+      trainLoss: lossSum / samples,
+      trainAccuracy: correct / samples,
+      test: trainer.evaluate('test'),
+      seconds,
+      samplesPerSecond: samples / seconds,
+    };
+    epochs.push(report);
+    log?.info({ ...report, test: undefined, testLoss: report.test.loss, testAccuracy: report.test.accuracy }, `epoch ${epoch + 1}/${job.epochs}`);
+    options.onEpoch?.(report);
+  }
+  return { config: job, trainer, epochs, stopped: false };
+}

@@ -1,0 +1,145 @@
+import {
+  type Backend,
+  type BatchResult,
+  clipGradNorm,
+  CoreError,
+  createBackend,
+  createOptimizer,
+  learningRate,
+  Model,
+  type Optimizer,
+} from '@ringtrain/core';
+import { Batcher, type Dataset, type DatasetSplit, epochPermutation, loadDataset, type ShardPlan, shardPlan, sliceStart } from '@ringtrain/data';
+import type { JobConfig } from './job-config.js';
+
+/** Loss and accuracy over a set of samples. */
+export interface EvalResult {
+  loss: number;
+  accuracy: number;
+  samples: number;
+}
+
+export interface TrainerOptions {
+  /** Which of `worldSize` data-parallel replicas this is (0 and 1 for a single process). */
+  rank?: number;
+  worldSize?: number;
+  /** A backend to share (benchmarks); otherwise one is created from `config.backend`. */
+  backend?: Backend;
+  /** A dataset already in memory; otherwise loaded from `config.dataset`. */
+  data?: DatasetSplit;
+}
+
+/**
+ * One replica's training state and its steps. A single process calls `trainStep` in a loop; a
+ * cluster worker calls `computeGradients`, averages `model.params.grads` over the ring, then
+ * `applyUpdate`, so every replica takes the same step.
+ */
+export class Trainer {
+  readonly model: Model;
+  readonly optimizer: Optimizer;
+  readonly backend: Backend;
+  readonly data: DatasetSplit;
+  readonly plan: ShardPlan;
+  readonly rank: number;
+  readonly worldSize: number;
+  /** Set when the backend was chosen automatically without the native one: how to enable it. */
+  readonly backendHint?: string;
+  /** Optimizer steps taken since the start of training. */
+  globalStep = 0;
+  private readonly batcher: Batcher;
+  private readonly evalBatchers: Record<'train' | 'test', Batcher>;
+  private order: Uint32Array | null = null;
+  private orderEpoch = -1;
+
+  constructor(
+    readonly config: JobConfig,
+    options: TrainerOptions = {},
+  ) {
+    this.rank = options.rank ?? 0;
+    this.worldSize = options.worldSize ?? 1;
+    if (options.backend) this.backend = options.backend;
+    else ({ backend: this.backend, hint: this.backendHint } = createBackend(config.backend));
+    this.data = options.data ?? loadDataset(config.dataset);
+    const { train } = this.data;
+    if (train.features !== config.model.inputSize) {
+      throw new CoreError('ERR_SHAPE', `model inputSize ${config.model.inputSize} does not match dataset ${train.name} with ${train.features} features`);
+    }
+    this.model = new Model(config.model, this.backend, { seed: config.seed });
+    if (train.classes > 0 && config.model.loss === 'softmax_cross_entropy' && this.model.outputSize < train.classes) {
+      throw new CoreError('ERR_SHAPE', `model has ${this.model.outputSize} outputs but dataset ${train.name} has ${train.classes} classes`);
+    }
+    this.optimizer = createOptimizer(config.optimizer, this.model.params);
+    this.plan = shardPlan(train.size, config.batchSize, this.worldSize);
+    if (this.plan.stepsPerEpoch === 0) {
+      throw new CoreError('ERR_SHAPE', `dataset ${train.name} has ${train.size} samples, fewer than one global batch of ${config.batchSize}×${this.worldSize}`);
+    }
+    const alloc = (n: number): Float32Array => this.backend.alloc(n);
+    this.batcher = new Batcher(train, config.batchSize, alloc);
+    this.evalBatchers = {
+      train: new Batcher(train, config.evalBatchSize, alloc),
+      test: new Batcher(this.data.test, config.evalBatchSize, alloc),
+    };
+  }
+
+  get stepsPerEpoch(): number {
+    return this.plan.stepsPerEpoch;
+  }
+
+  /** The epoch that `globalStep` falls in. */
+  get epoch(): number {
+    return Math.floor(this.globalStep / this.plan.stepsPerEpoch);
+  }
+
+  /** Forward and backward on this rank's slice of global batch `globalStep`; fills the gradients. */
+  computeGradients(): BatchResult {
+    const epoch = this.epoch;
+    if (this.orderEpoch !== epoch) {
+      this.order = epochPermutation(this.data.train.size, this.config.seed, epoch);
+      this.orderEpoch = epoch;
+    }
+    const step = this.globalStep % this.plan.stepsPerEpoch;
+    const n = this.batcher.fill(this.order!, sliceStart(this.plan, step, this.rank), this.config.batchSize);
+    const result = this.model.computeGradients(this.batcher.x, this.batcher.batchTargets(), n);
+    if (!Number.isFinite(result.loss)) {
+      throw new CoreError('ERR_NON_FINITE', `rank ${this.rank}: loss is ${result.loss} at step ${this.globalStep} (epoch ${epoch}); lower the learning rate or set clipGradNorm`);
+    }
+    return result;
+  }
+
+  /** Clipping (if set), the scheduled learning rate and the optimizer step; advances `globalStep`. */
+  applyUpdate(): number {
+    if (this.config.clipGradNorm) clipGradNorm(this.model.params.grads, this.config.clipGradNorm);
+    const lr = learningRate(this.config.schedule, this.config.optimizer.lr, this.globalStep);
+    this.optimizer.step(lr);
+    this.globalStep++;
+    return lr;
+  }
+
+  /** One whole step of a single process. */
+  trainStep(): BatchResult {
+    const r = this.computeGradients();
+    this.applyUpdate();
+    return r;
+  }
+
+  /**
+   * Loss and accuracy on this rank's share of `which`: contiguous ranges that together cover every
+   * sample exactly once across ranks (sum `samples`-weighted results over ranks for the total).
+   */
+  evaluate(which: 'train' | 'test' = 'test'): EvalResult {
+    const ds: Dataset = this.data[which];
+    const start = Math.floor((ds.size * this.rank) / this.worldSize);
+    const end = Math.floor((ds.size * (this.rank + 1)) / this.worldSize);
+    const batcher = this.evalBatchers[which];
+    let loss = 0;
+    let correct = 0;
+    for (let i = start; i < end; i += this.config.evalBatchSize) {
+      const n = batcher.fillRange(i, Math.min(this.config.evalBatchSize, end - i));
+      const r = this.model.evaluate(batcher.x, batcher.batchTargets(), n);
+      loss += r.loss * n;
+      correct += r.correct;
+    }
+    const samples = end - start;
+    return { loss: samples ? loss / samples : 0, accuracy: samples ? correct / samples : 0, samples };
+  }
+}
