@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 
 const nativeDir = join(dirname(fileURLToPath(import.meta.url)), '..', 'native');
 const hint = 'ringtrain: native OpenBLAS backend not built; WASM SIMD will be used. ' +
-  'To enable it: apt-get install -y libopenblas-dev g++ make python3, then npm rebuild or npm run build.';
+  'To enable it: apt-get install -y libopenblas-dev g++ make python3, then npm run build:native.';
 
 if (process.env.RINGTRAIN_SKIP_NATIVE === '1') {
   rmSync(join(nativeDir, 'build'), { recursive: true, force: true });

@@ -1,3 +1,4 @@
+import { spawnSync } from 'node:child_process';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import type { Backend } from '../backend.js';
@@ -107,6 +108,19 @@ describe('createBackend', () => {
       expect(backend.name).toBe('wasm');
       expect(hint).toMatch(/libopenblas-dev/);
     }
+  });
+
+  it('falls back to wasm with the hint when the native addon cannot load (real process)', () => {
+    // The built package, as a user's process loads it (npm test builds first).
+    const code = `import('${new URL('../../dist/index.js', import.meta.url).pathname}').then(m => { const r = m.createBackend('auto'); console.log(JSON.stringify({ name: r.backend.name, hint: r.hint })); })`;
+    const r = spawnSync(process.execPath, ['-e', code], {
+      encoding: 'utf8',
+      env: { ...process.env, RINGTRAIN_DISABLE_NATIVE: '1' },
+    });
+    expect(r.status, r.stderr).toBe(0);
+    const out = JSON.parse(r.stdout);
+    expect(out.name).toBe('wasm');
+    expect(out.hint).toMatch(/apt-get install -y libopenblas-dev .* npm run build:native \(disabled by RINGTRAIN_DISABLE_NATIVE=1\)/);
   });
 
   it('rejects an unknown backend name', () => {

@@ -7,7 +7,7 @@ import { WasmBackend, type WasmBackendOptions } from './wasm-backend.js';
 export type BackendChoice = BackendName | 'auto';
 
 export const NATIVE_HINT =
-  'native OpenBLAS backend unavailable; to enable it: apt-get install -y libopenblas-dev g++ make python3, then npm rebuild';
+  'native OpenBLAS backend unavailable; to enable it: apt-get install -y libopenblas-dev g++ make python3, then npm run build:native';
 
 export interface CreatedBackend {
   backend: Backend;

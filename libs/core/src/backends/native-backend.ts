@@ -14,6 +14,7 @@ const addonPath = fileURLToPath(new URL('../../native/build/Release/ringtrain_bl
 
 /** Loads the OpenBLAS addon, or says why it cannot. */
 export function loadNativeAddon(): { addon: Addon } | { reason: string } {
+  if (process.env.RINGTRAIN_DISABLE_NATIVE === '1') return { reason: 'disabled by RINGTRAIN_DISABLE_NATIVE=1' };
   if (!existsSync(addonPath)) return { reason: `addon not built (${addonPath} is missing)` };
   try {
     return { addon: createRequire(import.meta.url)(addonPath) as Addon };

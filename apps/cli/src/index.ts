@@ -1,0 +1,2 @@
+export { addJobOptions, type JobFlags, resolveJob } from './job-options.js';
+export { createLogger, type LoggerOptions } from './logger.js';

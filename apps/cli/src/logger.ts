@@ -1,0 +1,18 @@
+import pino, { type Logger } from 'pino';
+import pretty from 'pino-pretty';
+
+export interface LoggerOptions {
+  level?: string;
+  /** Fields on every line, e.g. `{ rank: 2 }`. */
+  base?: Record<string, unknown>;
+}
+
+/** JSON lines when stderr is piped (for machines), readable colour lines on a terminal (for people). */
+export function createLogger(options: LoggerOptions = {}): Logger {
+  const level = options.level ?? process.env.RINGTRAIN_LOG_LEVEL ?? 'info';
+  const base = { ...options.base };
+  if (process.stderr.isTTY) {
+    return pino({ level, base }, pretty({ destination: 2, sync: true, ignore: 'pid,hostname', translateTime: 'HH:MM:ss' }));
+  }
+  return pino({ level, base: { pid: process.pid, ...base } }, pino.destination({ dest: 2, sync: true }));
+}

@@ -1,0 +1,22 @@
+#!/usr/bin/env node
+import { Command, CommanderError } from 'commander';
+import { trainCommand } from './train-command.js';
+
+const program = new Command('ringtrain')
+  .description('data-parallel neural network training over a ring of workers')
+  .version('0.1.0')
+  .showHelpAfterError()
+  .exitOverride()
+  .addCommand(trainCommand());
+
+try {
+  await program.parseAsync(process.argv);
+} catch (err) {
+  if (err instanceof CommanderError) {
+    process.exitCode = err.exitCode;
+  } else {
+    const e = err as Error & { code?: string };
+    process.stderr.write(`ringtrain: ${e.code ? `${e.code}: ` : ''}${e.message}\n`);
+    process.exitCode = 1;
+  }
+}

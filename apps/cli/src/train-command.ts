@@ -1,0 +1,40 @@
+import { train } from '@ringtrain/trainer';
+import { Command } from 'commander';
+import { addJobOptions, type JobFlags, resolveJob } from './job-options.js';
+import { createLogger } from './logger.js';
+import { Progress } from './progress.js';
+
+/** `ringtrain train`: the whole job in this one process (no cluster). */
+export function trainCommand(): Command {
+  return addJobOptions(new Command('train').description('train in this process on the embedded MNIST (or --data), no cluster'))
+    .option('--json', 'print the per-epoch results as one JSON line on stdout')
+    .action(async (flags: JobFlags & { json?: boolean }) => {
+      const job = resolveJob(flags);
+      const log = createLogger();
+      const progress = new Progress('train');
+      const abort = new AbortController();
+      const onSigint = (): void => abort.abort();
+      process.once('SIGINT', onSigint);
+      let totalSteps = 0;
+      const result = await train(job, {
+        logger: log,
+        signal: abort.signal,
+        onStep: (s) => {
+          if (!totalSteps) progress.start((totalSteps = s.stepsPerEpoch * job.epochs));
+          progress.update(s.epoch * s.stepsPerEpoch + s.step, { epoch: `${s.epoch + 1}/${job.epochs}`, loss: s.loss, rate: s.samplesPerSecond });
+        },
+        onEpoch: () => progress.stop(),
+      }).finally(() => {
+        progress.stop();
+        process.off('SIGINT', onSigint);
+      });
+      const last = result.epochs.at(-1);
+      if (flags.json) process.stdout.write(`${JSON.stringify({ epochs: result.epochs, stopped: result.stopped })}\n`);
+      if (result.stopped) {
+        log.warn(`stopped after ${result.trainer.globalStep} steps`);
+        process.exitCode = 130;
+      } else if (last) {
+        log.info(`done: test accuracy ${(100 * last.test.accuracy).toFixed(2)}% after ${job.epochs} epochs`);
+      }
+    });
+}
