@@ -142,3 +142,124 @@ export function gemm(transA: i32, transB: i32, m: i32, n: i32, k: i32, a: usize,
     }
   }
 }
+
+// ---- Optimizer updates over the flat buffers (4 lanes at a time, then the tail). ----
+
+// SGD: v = μ·v + g + wd·p (when v != 0); p -= lr·(nesterov ? g + wd·p + μ·v : v); without v: p -= lr·(g + wd·p).
+export function sgdUpdate(p: usize, g: usize, v: usize, n: i32, lr: f32, mu: f32, wd: f32, nesterov: i32): void {
+  const vlr = f32x4.splat(lr), vmu = f32x4.splat(mu), vwd = f32x4.splat(wd);
+  let i = 0;
+  for (; i + 4 <= n; i += 4) {
+    const o = <usize>i * 4;
+    const pi = v128.load(p + o);
+    const gi = f32x4.add(v128.load(g + o), f32x4.mul(vwd, pi));
+    let step = gi;
+    if (v) {
+      const vi = f32x4.add(f32x4.mul(vmu, v128.load(v + o)), gi);
+      v128.store(v + o, vi);
+      step = nesterov ? f32x4.add(gi, f32x4.mul(vmu, vi)) : vi;
+    }
+    v128.store(p + o, f32x4.sub(pi, f32x4.mul(vlr, step)));
+  }
+  for (; i < n; i++) {
+    const o = <usize>i * 4;
+    const pi = load<f32>(p + o);
+    const gi = load<f32>(g + o) + wd * pi;
+    let step = gi;
+    if (v) {
+      const vi = mu * load<f32>(v + o) + gi;
+      store<f32>(v + o, vi);
+      step = nesterov ? gi + mu * vi : vi;
+    }
+    store<f32>(p + o, pi - lr * step);
+  }
+}
+
+// Adam/AdamW: g' = g + l2·p; m = β1·m + (1−β1)·g'; v = β2·v + (1−β2)·g'²;
+// p = p·shrink − stepSize·m / (√v / rootCorrection + eps).
+export function adamUpdate(p: usize, g: usize, m: usize, v: usize, n: i32, stepSize: f32, b1: f32, b2: f32, eps: f32, rootCorrection: f32, l2: f32, shrink: f32): void {
+  const vb1 = f32x4.splat(b1), vb2 = f32x4.splat(b2), vc1 = f32x4.splat(1 - b1), vc2 = f32x4.splat(1 - b2);
+  const veps = f32x4.splat(eps), vrc = f32x4.splat(rootCorrection), vl2 = f32x4.splat(l2), vsh = f32x4.splat(shrink), vss = f32x4.splat(stepSize);
+  let i = 0;
+  for (; i + 4 <= n; i += 4) {
+    const o = <usize>i * 4;
+    const pi = v128.load(p + o);
+    const gi = f32x4.add(v128.load(g + o), f32x4.mul(vl2, pi));
+    const mi = f32x4.add(f32x4.mul(vb1, v128.load(m + o)), f32x4.mul(vc1, gi));
+    const vi = f32x4.add(f32x4.mul(vb2, v128.load(v + o)), f32x4.mul(vc2, f32x4.mul(gi, gi)));
+    v128.store(m + o, mi);
+    v128.store(v + o, vi);
+    const denom = f32x4.add(f32x4.div(f32x4.sqrt(vi), vrc), veps);
+    v128.store(p + o, f32x4.sub(f32x4.mul(pi, vsh), f32x4.div(f32x4.mul(vss, mi), denom)));
+  }
+  for (; i < n; i++) {
+    const o = <usize>i * 4;
+    const pi = load<f32>(p + o);
+    const gi = load<f32>(g + o) + l2 * pi;
+    const mi = b1 * load<f32>(m + o) + (1 - b1) * gi;
+    const vi = b2 * load<f32>(v + o) + (1 - b2) * gi * gi;
+    store<f32>(m + o, mi);
+    store<f32>(v + o, vi);
+    store<f32>(p + o, pi * shrink - (stepSize * mi) / (Mathf.sqrt(vi) / rootCorrection + eps));
+  }
+}
+
+// ---- Elementwise layer kernels. ----
+
+// y = x > 0 ? x : α·x (ReLU when α = 0). NaN stays NaN, so a diverging run shows in the loss.
+export function leakyRelu(x: usize, y: usize, n: i32, alpha: f32): void {
+  const va = f32x4.splat(alpha), zero = f32x4.splat(0);
+  let i = 0;
+  for (; i + 4 <= n; i += 4) {
+    const o = <usize>i * 4;
+    const xv = v128.load(x + o);
+    v128.store(y + o, v128.bitselect(xv, f32x4.mul(xv, va), f32x4.gt(xv, zero)));
+  }
+  for (; i < n; i++) {
+    const xi = load<f32>(x + <usize>i * 4);
+    store<f32>(y + <usize>i * 4, xi > 0 ? xi : alpha * xi);
+  }
+}
+
+// dx = x > 0 ? dy : α·dy
+export function leakyReluBackward(x: usize, dy: usize, dx: usize, n: i32, alpha: f32): void {
+  const va = f32x4.splat(alpha), zero = f32x4.splat(0);
+  let i = 0;
+  for (; i + 4 <= n; i += 4) {
+    const o = <usize>i * 4;
+    const d = v128.load(dy + o);
+    v128.store(dx + o, v128.bitselect(d, f32x4.mul(d, va), f32x4.gt(v128.load(x + o), zero)));
+  }
+  for (; i < n; i++) {
+    const o = <usize>i * 4;
+    const d = load<f32>(dy + o);
+    store<f32>(dx + o, load<f32>(x + o) > 0 ? d : alpha * d);
+  }
+}
+
+// y[r, :] += b for every row r.
+export function addBiasRows(y: usize, b: usize, rows: i32, cols: i32): void {
+  for (let r = 0; r < rows; r++) {
+    const row = y + <usize>r * <usize>cols * 4;
+    let c = 0;
+    for (; c + 4 <= cols; c += 4) {
+      const o = <usize>c * 4;
+      v128.store(row + o, f32x4.add(v128.load(row + o), v128.load(b + o)));
+    }
+    for (; c < cols; c++) store<f32>(row + <usize>c * 4, load<f32>(row + <usize>c * 4) + load<f32>(b + <usize>c * 4));
+  }
+}
+
+// out[c] = Σ_r x[r, c]
+export function sumRows(x: usize, rows: i32, cols: i32, out: usize): void {
+  for (let c = 0; c < cols; c++) store<f32>(out + <usize>c * 4, 0);
+  for (let r = 0; r < rows; r++) {
+    const row = x + <usize>r * <usize>cols * 4;
+    let c = 0;
+    for (; c + 4 <= cols; c += 4) {
+      const o = <usize>c * 4;
+      v128.store(out + o, f32x4.add(v128.load(out + o), v128.load(row + o)));
+    }
+    for (; c < cols; c++) store<f32>(out + <usize>c * 4, load<f32>(out + <usize>c * 4) + load<f32>(row + <usize>c * 4));
+  }
+}

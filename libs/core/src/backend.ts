@@ -29,6 +29,48 @@ export interface Backend {
     c: Float32Array,
     accumulate?: boolean,
   ): void;
+  /** y[r, :] += bias for each of `rows` rows of `cols`. */
+  addBiasRows(y: Float32Array, bias: Float32Array, rows: number, cols: number): void;
+  /** out[c] = Σ_r x[r, c] (the bias gradient). */
+  sumRows(x: Float32Array, rows: number, cols: number, out: Float32Array): void;
+  /** y = x > 0 ? x : α·x over n elements (ReLU when α = 0). */
+  leakyRelu(x: Float32Array, y: Float32Array, n: number, alpha: number): void;
+  /** dx = x > 0 ? dy : α·dy over n elements. */
+  leakyReluBackward(x: Float32Array, dy: Float32Array, dx: Float32Array, n: number, alpha: number): void;
+  /** One SGD step over flat buffers, in place (`velocity` null without momentum). */
+  sgdUpdate(params: Float32Array, grads: Float32Array, velocity: Float32Array | null, h: SgdHyper): void;
+  /** One Adam/AdamW step over flat buffers, in place. */
+  adamUpdate(params: Float32Array, grads: Float32Array, expAvg: Float32Array, expAvgSq: Float32Array, h: AdamHyper): void;
+}
+
+/** v = μ·v + g + wd·p; p -= lr·(nesterov ? g + wd·p + μ·v : v); without momentum p -= lr·(g + wd·p). */
+export interface SgdHyper {
+  lr: number;
+  momentum: number;
+  weightDecay: number;
+  nesterov: boolean;
+}
+
+/**
+ * g' = g + l2·p; m = β1·m + (1−β1)·g'; v = β2·v + (1−β2)·g'²;
+ * p = p·shrink − stepSize·m / (√v / rootCorrection + eps). Bias corrections are folded into
+ * stepSize = lr/(1−β1ᵗ) and rootCorrection = √(1−β2ᵗ); AdamW decays through shrink = 1 − lr·wd.
+ */
+export interface AdamHyper {
+  stepSize: number;
+  beta1: number;
+  beta2: number;
+  eps: number;
+  rootCorrection: number;
+  l2: number;
+  shrink: number;
+}
+
+/** Every flat buffer of an update must have the parameters' length. */
+export function checkSameLength(what: string, params: Float32Array, ...others: (Float32Array | null)[]): void {
+  for (const o of others) {
+    if (o && o.length !== params.length) throw new CoreError('ERR_SHAPE', `${what}: buffers of ${params.length} and ${o.length} elements`);
+  }
 }
 
 /** Shape checks every backend runs before it touches memory. */

@@ -1,4 +1,4 @@
-export { type Backend, type BackendName, checkGemm } from './backend.js';
+export { type AdamHyper, type Backend, type BackendName, checkGemm, type SgdHyper } from './backend.js';
 export { type BackendChoice, createBackend, type CreatedBackend, NATIVE_HINT } from './backends/create-backend.js';
 export { loadNativeAddon, NativeBackend } from './backends/native-backend.js';
 export { ReferenceBackend } from './backends/reference-backend.js';

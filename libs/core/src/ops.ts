@@ -16,6 +16,16 @@ export function sumRows(x: Float32Array, rows: number, cols: number, out: Float3
   }
 }
 
+/** y = x > 0 ? x : α·x */
+export function leakyRelu(x: Float32Array, y: Float32Array, n: number, alpha: number): void {
+  for (let i = 0; i < n; i++) y[i] = x[i] > 0 ? x[i] : alpha * x[i];
+}
+
+/** dx = x > 0 ? dy : α·dy */
+export function leakyReluBackward(x: Float32Array, dy: Float32Array, dx: Float32Array, n: number, alpha: number): void {
+  for (let i = 0; i < n; i++) dx[i] = x[i] > 0 ? dy[i] : alpha * dy[i];
+}
+
 /** Sum of squares, accumulated in float64. */
 export function sumSquares(x: Float32Array): number {
   let s = 0;

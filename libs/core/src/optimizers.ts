@@ -70,27 +70,14 @@ class Sgd implements Optimizer {
   }
 
   step(lr: number): void {
-    const p = this.store.values;
-    const g = this.store.grads;
-    const wd = this.config.weightDecay ?? 0;
-    const mu = this.config.momentum ?? 0;
-    const v = this.state.slots.momentum;
-    if (!v) {
-      for (let i = 0; i < p.length; i++) p[i] -= lr * (g[i] + wd * p[i]);
-    } else if (this.config.nesterov) {
-      for (let i = 0; i < p.length; i++) {
-        const gi = g[i] + wd * p[i];
-        const vi = mu * v[i] + gi;
-        v[i] = vi;
-        p[i] -= lr * (gi + mu * vi);
-      }
-    } else {
-      for (let i = 0; i < p.length; i++) {
-        const vi = mu * v[i] + g[i] + wd * p[i];
-        v[i] = vi;
-        p[i] -= lr * vi;
-      }
-    }
+    const { values, grads, backend } = this.store;
+    const momentum = this.config.momentum ?? 0;
+    backend.sgdUpdate(values, grads, this.state.slots.momentum ?? null, {
+      lr,
+      momentum,
+      weightDecay: this.config.weightDecay ?? 0,
+      nesterov: this.config.nesterov ?? false,
+    });
     this.state.step++;
   }
 }
@@ -107,26 +94,20 @@ class Adam implements Optimizer {
   }
 
   step(lr: number): void {
-    const p = this.store.values;
-    const g = this.store.grads;
-    const { exp_avg: m, exp_avg_sq: v } = this.state.slots;
+    const { values, grads, backend } = this.store;
     const b1 = this.config.beta1 ?? 0.9;
     const b2 = this.config.beta2 ?? 0.999;
-    const eps = this.config.eps ?? 1e-8;
     const wd = this.config.weightDecay ?? (this.config.type === 'adamw' ? 0.01 : 0);
     const t = ++this.state.step;
-    const stepSize = lr / (1 - b1 ** t);
-    const rootCorrection = Math.sqrt(1 - b2 ** t);
-    const l2 = this.config.type === 'adam' ? wd : 0;
-    const shrink = this.config.type === 'adamw' ? 1 - lr * wd : 1;
-    for (let i = 0; i < p.length; i++) {
-      const gi = g[i] + l2 * p[i];
-      const mi = b1 * m[i] + (1 - b1) * gi;
-      const vi = b2 * v[i] + (1 - b2) * gi * gi;
-      m[i] = mi;
-      v[i] = vi;
-      p[i] = p[i] * shrink - (stepSize * mi) / (Math.sqrt(vi) / rootCorrection + eps);
-    }
+    backend.adamUpdate(values, grads, this.state.slots.exp_avg, this.state.slots.exp_avg_sq, {
+      stepSize: lr / (1 - b1 ** t),
+      beta1: b1,
+      beta2: b2,
+      eps: this.config.eps ?? 1e-8,
+      rootCorrection: Math.sqrt(1 - b2 ** t),
+      l2: this.config.type === 'adam' ? wd : 0,
+      shrink: this.config.type === 'adamw' ? 1 - lr * wd : 1,
+    });
   }
 }
 

@@ -35,7 +35,7 @@ export class ParameterStore {
   private readonly byName: Map<string, TensorInfo>;
 
   constructor(
-    private readonly backend: Backend,
+    readonly backend: Backend,
     decls: ParameterDecl[],
   ) {
     let offset = 0;

@@ -54,6 +54,52 @@ describe.each(backends.map((b) => [b.name, b] as const))('%s backend', (_name, b
     );
   });
 
+  it('elementwise kernels (bias add, column sums, leaky ReLU and its backward) match the reference', () => {
+    fc.assert(
+      fc.property(fc.integer({ min: 1, max: 9 }), fc.integer({ min: 1, max: 23 }), fc.constantFrom(0, 0.01, 0.3), fc.integer(), (rows, cols, alpha, seed) => {
+        const rng = new Rng(seed);
+        const n = rows * cols;
+        const [x, bias, dy] = [filled(be, n, rng), filled(be, cols, rng), filled(be, n, rng)];
+        const run = (b: Backend, xs: Float32Array[]): Float32Array[] => {
+          const [xx, bb, dd] = xs.map((v) => { const c = b.alloc(v.length); c.set(v); return c; });
+          const y = b.alloc(n);
+          const dx = b.alloc(n);
+          const sums = b.alloc(cols);
+          b.leakyRelu(xx, y, n, alpha);
+          b.leakyReluBackward(xx, dd, dx, n, alpha);
+          b.addBiasRows(xx, bb, rows, cols);
+          b.sumRows(dd, rows, cols, sums);
+          return [y, dx, xx, sums];
+        };
+        const got = run(be, [x, bias, dy]);
+        const want = run(reference, [x, bias, dy]);
+        got.forEach((g, i) => expectClose(g, want[i], rows));
+      }),
+      { numRuns: 60 },
+    );
+  });
+
+  it('SGD (plain, momentum, Nesterov, decay) and Adam/AdamW updates match the reference', () => {
+    fc.assert(
+      fc.property(fc.integer({ min: 1, max: 40 }), fc.integer(), fc.boolean(), (n, seed, nesterov) => {
+        const rng = new Rng(seed);
+        const init = [filled(be, n, rng), filled(be, n, rng), filled(be, n, rng), filled(be, n, rng).map(Math.abs)];
+        const copy = (b: Backend): Float32Array[] => init.map((v) => { const c = b.alloc(n); c.set(v); return c; });
+        const ours = copy(be);
+        const ref = copy(reference);
+        const sgd = { lr: 0.1, momentum: 0.9, weightDecay: 0.01, nesterov };
+        const adam = { stepSize: 0.01, beta1: 0.9, beta2: 0.999, eps: 1e-8, rootCorrection: 0.05, l2: 0.01, shrink: 0.999 };
+        for (const [b, [p, g, m, v]] of [[be, ours], [reference, ref]] as const) {
+          b.sgdUpdate(p, g, m, sgd);
+          b.sgdUpdate(p, g, null, { ...sgd, momentum: 0 });
+          b.adamUpdate(p, g, m, v, adam);
+        }
+        ours.forEach((o, i) => expectClose(o, ref[i], 4));
+      }),
+      { numRuns: 60 },
+    );
+  });
+
   it('leaves the elements around C untouched and handles k = 0', () => {
     const rng = new Rng(3);
     const a = filled(be, 5 * 3, rng);

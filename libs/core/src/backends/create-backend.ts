@@ -23,10 +23,10 @@ export function createBackend(choice: BackendChoice = 'auto', options: WasmBacke
     case 'wasm':
       return { backend: new WasmBackend(options) };
     case 'native':
-      return { backend: new NativeBackend() };
+      return { backend: new NativeBackend(options) };
     case 'auto': {
       const native = loadNativeAddon();
-      if ('addon' in native) return { backend: new NativeBackend() };
+      if ('addon' in native) return { backend: new NativeBackend(options) };
       return { backend: new WasmBackend(options), hint: `${NATIVE_HINT} (${native.reason})` };
     }
     default:

@@ -1,8 +1,9 @@
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
-import { type Backend, checkGemm } from '../backend.js';
+import { checkGemm } from '../backend.js';
 import { CoreError } from '../errors.js';
+import { WasmBackend, type WasmBackendOptions } from './wasm-backend.js';
 
 interface Addon {
   gemm(ta: boolean, tb: boolean, m: number, n: number, k: number, a: Float32Array, b: Float32Array, c: Float32Array, acc: boolean): void;
@@ -23,27 +24,29 @@ export function loadNativeAddon(): { addon: Addon } | { reason: string } {
   }
 }
 
-/** The system's OpenBLAS `cblas_sgemm` through the project's N-API addon, pinned to one thread. */
-export class NativeBackend implements Backend {
-  readonly name = 'native' as const;
-  readonly description: string;
+/**
+ * GEMM by the system's OpenBLAS `cblas_sgemm` through the project's N-API addon, pinned to one
+ * thread; everything else (memory, optimizer updates) as the WASM backend, whose SIMD loops beat
+ * plain JS on the elementwise work. The addon reads the WASM memory in place: no copies.
+ */
+export class NativeBackend extends WasmBackend {
+  override readonly name = 'native' as const;
+  override readonly description: string;
   private readonly addon: Addon;
 
-  constructor() {
+  constructor(options: WasmBackendOptions = {}) {
+    super(options);
     const loaded = loadNativeAddon();
     if ('reason' in loaded) throw new CoreError('ERR_BACKEND', `native backend unavailable: ${loaded.reason}`);
     this.addon = loaded.addon;
-    this.description = `native (OpenBLAS ${this.addon.config().trim()}, 1 thread)`;
+    this.description = `native (${this.addon.config().trim()}, 1 thread; elementwise on WASM SIMD)`;
   }
 
-  alloc(length: number): Float32Array {
-    return new Float32Array(length);
-  }
-
-  free(): void {}
-
-  gemm(transA: boolean, transB: boolean, m: number, n: number, k: number, a: Float32Array, b: Float32Array, c: Float32Array, accumulate = false): void {
+  override   gemm(transA: boolean, transB: boolean, m: number, n: number, k: number, a: Float32Array, b: Float32Array, c: Float32Array, accumulate = false): void {
     checkGemm(m, n, k, a, b, c);
+    this.offset(a, 'A');
+    this.offset(b, 'B');
+    this.offset(c, 'C');
     this.addon.gemm(transA, transB, m, n, k, a, b, c, accumulate);
   }
 }

@@ -1,4 +1,5 @@
-import { type Backend, checkGemm } from '../backend.js';
+import { type AdamHyper, type Backend, checkGemm, checkSameLength, type SgdHyper } from '../backend.js';
+import { addBiasRows, leakyRelu, leakyReluBackward, sumRows } from '../ops.js';
 
 /** Plain loops with float64 accumulation: slow, obviously right, the yardstick for the others. */
 export class ReferenceBackend implements Backend {
@@ -21,6 +22,45 @@ export class ReferenceBackend implements Backend {
         }
         c[i * n + j] = sum;
       }
+    }
+  }
+
+  addBiasRows(y: Float32Array, bias: Float32Array, rows: number, cols: number): void {
+    addBiasRows(y, bias, rows, cols);
+  }
+
+  sumRows(x: Float32Array, rows: number, cols: number, out: Float32Array): void {
+    sumRows(x, rows, cols, out);
+  }
+
+  leakyRelu(x: Float32Array, y: Float32Array, n: number, alpha: number): void {
+    leakyRelu(x, y, n, alpha);
+  }
+
+  leakyReluBackward(x: Float32Array, dy: Float32Array, dx: Float32Array, n: number, alpha: number): void {
+    leakyReluBackward(x, dy, dx, n, alpha);
+  }
+
+  sgdUpdate(p: Float32Array, g: Float32Array, v: Float32Array | null, h: SgdHyper): void {
+    checkSameLength('sgdUpdate', p, g, v);
+    for (let i = 0; i < p.length; i++) {
+      const gi = g[i] + h.weightDecay * p[i];
+      let step = gi;
+      if (v) {
+        v[i] = h.momentum * v[i] + gi;
+        step = h.nesterov ? gi + h.momentum * v[i] : v[i];
+      }
+      p[i] -= h.lr * step;
+    }
+  }
+
+  adamUpdate(p: Float32Array, g: Float32Array, m: Float32Array, v: Float32Array, h: AdamHyper): void {
+    checkSameLength('adamUpdate', p, g, m, v);
+    for (let i = 0; i < p.length; i++) {
+      const gi = g[i] + h.l2 * p[i];
+      m[i] = h.beta1 * m[i] + (1 - h.beta1) * gi;
+      v[i] = h.beta2 * v[i] + (1 - h.beta2) * gi * gi;
+      p[i] = p[i] * h.shrink - (h.stepSize * m[i]) / (Math.sqrt(v[i]) / h.rootCorrection + h.eps);
     }
   }
 }

@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { type Backend, checkGemm } from '../backend.js';
+import { type AdamHyper, type Backend, checkGemm, checkSameLength, type SgdHyper } from '../backend.js';
 import { CoreError } from '../errors.js';
 
 const PAGE = 65536;
@@ -10,6 +10,12 @@ export const DEFAULT_WASM_MEMORY_MB = 1024;
 interface Kernels {
   gemm(ta: number, tb: number, m: number, n: number, k: number, a: number, b: number, c: number, acc: number, scratch: number): void;
   gemmScratchBytes(): number;
+  addBiasRows(y: number, b: number, rows: number, cols: number): void;
+  sumRows(x: number, rows: number, cols: number, out: number): void;
+  leakyRelu(x: number, y: number, n: number, alpha: number): void;
+  leakyReluBackward(x: number, dy: number, dx: number, n: number, alpha: number): void;
+  sgdUpdate(p: number, g: number, v: number, n: number, lr: number, mu: number, wd: number, nesterov: number): void;
+  adamUpdate(p: number, g: number, m: number, v: number, n: number, stepSize: number, b1: number, b2: number, eps: number, rc: number, l2: number, shrink: number): void;
 }
 
 export interface WasmBackendOptions {
@@ -24,7 +30,7 @@ export interface WasmBackendOptions {
  * long-lived buffers, so this never fragments in practice).
  */
 export class WasmBackend implements Backend {
-  readonly name = 'wasm' as const;
+  readonly name: Backend['name'] = 'wasm';
   readonly description: string;
   private readonly memory: WebAssembly.Memory;
   private readonly kernels: Kernels;
@@ -95,12 +101,55 @@ export class WasmBackend implements Backend {
     this.kernels.gemm(transA ? 1 : 0, transB ? 1 : 0, m, n, k, this.offset(a, 'A'), this.offset(b, 'B'), this.offset(c, 'C'), accumulate ? 1 : 0, this.scratch);
   }
 
-  private offset(x: Float32Array, name: string): number {
+  addBiasRows(y: Float32Array, bias: Float32Array, rows: number, cols: number): void {
+    checkRows('addBiasRows', y, bias, rows, cols);
+    this.kernels.addBiasRows(this.offset(y, 'y'), this.offset(bias, 'bias'), rows, cols);
+  }
+
+  sumRows(x: Float32Array, rows: number, cols: number, out: Float32Array): void {
+    checkRows('sumRows', x, out, rows, cols);
+    this.kernels.sumRows(this.offset(x, 'x'), rows, cols, this.offset(out, 'out'));
+  }
+
+  leakyRelu(x: Float32Array, y: Float32Array, n: number, alpha: number): void {
+    checkLengths('leakyRelu', n, x, y);
+    this.kernels.leakyRelu(this.offset(x, 'x'), this.offset(y, 'y'), n, alpha);
+  }
+
+  leakyReluBackward(x: Float32Array, dy: Float32Array, dx: Float32Array, n: number, alpha: number): void {
+    checkLengths('leakyReluBackward', n, x, dy, dx);
+    this.kernels.leakyReluBackward(this.offset(x, 'x'), this.offset(dy, 'dy'), this.offset(dx, 'dx'), n, alpha);
+  }
+
+  sgdUpdate(p: Float32Array, g: Float32Array, v: Float32Array | null, h: SgdHyper): void {
+    checkSameLength('sgdUpdate', p, g, v);
+    this.kernels.sgdUpdate(this.offset(p, 'params'), this.offset(g, 'grads'), v ? this.offset(v, 'velocity') : 0, p.length, h.lr, h.momentum, h.weightDecay, h.nesterov ? 1 : 0);
+  }
+
+  adamUpdate(p: Float32Array, g: Float32Array, m: Float32Array, v: Float32Array, h: AdamHyper): void {
+    checkSameLength('adamUpdate', p, g, m, v);
+    this.kernels.adamUpdate(
+      this.offset(p, 'params'), this.offset(g, 'grads'), this.offset(m, 'expAvg'), this.offset(v, 'expAvgSq'), p.length,
+      h.stepSize, h.beta1, h.beta2, h.eps, h.rootCorrection, h.l2, h.shrink,
+    );
+  }
+
+  protected offset(x: Float32Array, name: string): number {
     if (x.buffer !== this.memory.buffer) {
       throw new CoreError('ERR_BACKEND', `wasm backend: ${name} was not allocated by this backend (use backend.alloc), so the kernel cannot see it`);
     }
     return x.byteOffset;
   }
+}
+
+function checkRows(what: string, matrix: Float32Array, row: Float32Array, rows: number, cols: number): void {
+  if (matrix.length < rows * cols || row.length < cols) {
+    throw new CoreError('ERR_SHAPE', `${what}: ${rows}×${cols} needs ${rows * cols} and ${cols} elements, got ${matrix.length} and ${row.length}`);
+  }
+}
+
+function checkLengths(what: string, n: number, ...arrays: Float32Array[]): void {
+  for (const a of arrays) if (a.length < n) throw new CoreError('ERR_SHAPE', `${what}: ${n} elements requested, an array has ${a.length}`);
 }
 
 function align(n: number): number {

@@ -14,7 +14,7 @@ abstract class Elementwise implements Layer {
   constructor(
     readonly name: string,
     readonly inputSize: number,
-    backend: Backend,
+    protected readonly backend: Backend,
   ) {
     this.outputSize = inputSize;
     this.out = new BatchBuffer(backend, inputSize);
@@ -48,28 +48,24 @@ abstract class Elementwise implements Layer {
   protected abstract derive(x: Float32Array, y: Float32Array, dy: Float32Array, dx: Float32Array, n: number): void;
 }
 
-export class Relu extends Elementwise {
-  readonly type = 'relu';
-  protected apply(x: Float32Array, y: Float32Array, n: number): void {
-    for (let i = 0; i < n; i++) y[i] = x[i] > 0 ? x[i] : 0;
-  }
-  protected derive(x: Float32Array, _y: Float32Array, dy: Float32Array, dx: Float32Array, n: number): void {
-    for (let i = 0; i < n; i++) dx[i] = x[i] > 0 ? dy[i] : 0;
-  }
-}
-
+/** max(x, α·x); the hottest activation, so it runs on the backend's kernels. */
 export class LeakyRelu extends Elementwise {
-  readonly type = 'leaky_relu';
+  readonly type: string = 'leaky_relu';
   constructor(name: string, inputSize: number, backend: Backend, readonly alpha: number) {
     super(name, inputSize, backend);
   }
   protected apply(x: Float32Array, y: Float32Array, n: number): void {
-    const a = this.alpha;
-    for (let i = 0; i < n; i++) y[i] = x[i] > 0 ? x[i] : a * x[i];
+    this.backend.leakyRelu(x, y, n, this.alpha);
   }
   protected derive(x: Float32Array, _y: Float32Array, dy: Float32Array, dx: Float32Array, n: number): void {
-    const a = this.alpha;
-    for (let i = 0; i < n; i++) dx[i] = x[i] > 0 ? dy[i] : a * dy[i];
+    this.backend.leakyReluBackward(x, dy, dx, n, this.alpha);
+  }
+}
+
+export class Relu extends LeakyRelu {
+  override readonly type = 'relu';
+  constructor(name: string, inputSize: number, backend: Backend) {
+    super(name, inputSize, backend, 0);
   }
 }
 

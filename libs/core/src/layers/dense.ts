@@ -1,7 +1,6 @@
 import type { Backend } from '../backend.js';
 import { CoreError } from '../errors.js';
 import { type Initializer, initialize } from '../initializers.js';
-import { addBiasRows, sumRows } from '../ops.js';
 import type { ParameterDecl, ParameterStore } from '../parameter-store.js';
 import type { Rng } from '../rng.js';
 import { BatchBuffer, type Layer } from './layer.js';
@@ -56,7 +55,7 @@ export class Dense implements Layer {
     }
     const y = this.out.get(batch);
     this.backend.gemm(false, true, batch, this.outputSize, this.inputSize, x, this.weight, y);
-    addBiasRows(y, this.bias, batch, this.outputSize);
+    this.backend.addBiasRows(y, this.bias, batch, this.outputSize);
     this.input = x;
     return y;
   }
@@ -64,7 +63,7 @@ export class Dense implements Layer {
   backward(dy: Float32Array, batch: number, needInputGrad: boolean): Float32Array | null {
     if (!this.input) throw new CoreError('ERR_STATE', `${this.name}: backward called before forward`);
     this.backend.gemm(true, false, this.outputSize, this.inputSize, batch, dy, this.input, this.gradWeight);
-    sumRows(dy, batch, this.outputSize, this.gradBias);
+    this.backend.sumRows(dy, batch, this.outputSize, this.gradBias);
     if (!needInputGrad) return null;
     const dx = this.dx.get(batch);
     this.backend.gemm(false, false, batch, this.inputSize, this.outputSize, dy, this.weight, dx);

@@ -1,0 +1,35 @@
+#!/usr/bin/env node
+// ringtrain benchmarks, each beside its peer measured in the same run. `npm run bench -- --help`.
+import { spawnSync } from 'node:child_process';
+import { Command, InvalidArgumentError, Option } from 'commander';
+import { gemmBench } from './gemm-bench.js';
+import { trainBench } from './train-bench.js';
+
+const positive = (v: string): number => {
+  const n = Number(v);
+  if (!(n > 0)) throw new InvalidArgumentError(`expected a positive number, got "${v}"`);
+  return n;
+};
+
+const program = new Command('bench')
+  .description('ringtrain benchmarks beside numpy / PyTorch measured in the same run')
+  .addOption(new Option('--only <which>', 'run one benchmark').choices(['gemm', 'train']))
+  .option('--seconds <s>', 'time budget per GEMM measurement', positive, 0.3)
+  .option('--epochs <n>', 'training epochs (the first is warm-up)', positive, 4)
+  .option('--keep-openblas-env', 'keep OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE (they pin an older, slower kernel)')
+  .action((opts: { only?: string; seconds: number; epochs: number; keepOpenblasEnv?: boolean }) => {
+    // OpenBLAS reads these when it loads, so clear them by re-running this process without them;
+    // the peers then inherit the same environment, so both sides run the kernel OpenBLAS picks.
+    if (!opts.keepOpenblasEnv && (process.env.OPENBLAS_CORETYPE || process.env.OPENBLAS_L2_SIZE)) {
+      const env = { ...process.env };
+      delete env.OPENBLAS_CORETYPE;
+      delete env.OPENBLAS_L2_SIZE;
+      const r = spawnSync(process.execPath, process.argv.slice(1), { stdio: 'inherit', env });
+      process.exit(r.status ?? 1);
+    }
+    console.log(`ringtrain bench, ${new Date().toISOString().slice(0, 10)}, node ${process.version}\n`);
+    if (!opts.only || opts.only === 'gemm') console.log(`${gemmBench(opts.seconds)}\n`);
+    if (!opts.only || opts.only === 'train') console.log(`${trainBench(Math.max(2, Math.round(opts.epochs)))}\n`);
+  });
+
+program.parse();

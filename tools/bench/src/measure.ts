@@ -1,0 +1,42 @@
+import { spawnSync } from 'node:child_process';
+
+/** Best rate (ops/s) of `fn` over about `seconds`, with repetitions batched so timer cost vanishes. */
+export function bestRate(fn: () => void, ops: number, seconds: number): number {
+  fn();
+  let reps = 1;
+  let best = Infinity;
+  const deadline = performance.now() + seconds * 1000;
+  while (performance.now() < deadline) {
+    const t0 = performance.now();
+    for (let i = 0; i < reps; i++) fn();
+    const dt = (performance.now() - t0) / 1000 / reps;
+    best = Math.min(best, dt);
+    if (dt * reps < 0.01) reps *= 2;
+  }
+  return ops / best;
+}
+
+export const PYTHON = process.env.RINGTRAIN_BENCH_PYTHON ?? '/usr/bin/python3';
+
+/** Runs a peer script; returns its JSON lines, or null (with the reason on stderr) when it cannot run. */
+export function runPeer(script: string, args: string[], timeoutMs = 600_000): Record<string, unknown>[] | null {
+  const r = spawnSync(PYTHON, [script, ...args], { encoding: 'utf8', timeout: timeoutMs, env: { ...process.env, OMP_NUM_THREADS: '1', OPENBLAS_NUM_THREADS: '1' } });
+  if (r.status !== 0) {
+    process.stderr.write(`peer ${script} failed (${r.error?.message ?? `exit ${r.status}`}): ${r.stderr.split('\n').slice(-3).join(' ')}\n`);
+    return null;
+  }
+  return r.stdout
+    .split('\n')
+    .filter((l) => l.startsWith('{'))
+    .map((l) => JSON.parse(l));
+}
+
+/** A fixed-width text table. */
+export function table(head: string[], rows: (string | number)[][]): string {
+  const cells = [head, ...rows.map((r) => r.map(String))];
+  const widths = head.map((_, c) => Math.max(...cells.map((r) => (r[c] ?? '').length)));
+  const line = (r: string[]): string => `| ${r.map((v, c) => v.padEnd(widths[c])).join(' | ')} |`;
+  return [line(cells[0]), `|${widths.map((w) => '-'.repeat(w + 2)).join('|')}|`, ...cells.slice(1).map(line)].join('\n');
+}
+
+export const fmt = (x: number | undefined, digits = 1): string => (x === undefined || !Number.isFinite(x) ? 'n/a' : x.toFixed(digits));
