@@ -12,6 +12,14 @@
 
 const KC: i32 = 256;
 
+// c + a·b: one fused multiply-add where the build enables relaxed SIMD (kernels-fma.wasm), else
+// a multiply then an add (kernels.wasm). The loader picks the FMA build when the engine takes it.
+@inline
+function madd(a: v128, b: v128, c: v128): v128 {
+  if (ASC_FEATURE_RELAXED_SIMD) return f32x4.relaxed_madd(a, b, c);
+  return f32x4.add(c, f32x4.mul(a, b));
+}
+
 // Pack op(B)[k0..k0+kc) × [j0..j0+w) into `dst` as kc rows of `w` floats; columns past nb are 0.
 @inline
 function packB(transB: i32, b: usize, n: i32, k: i32, k0: i32, kc: i32, j0: i32, nb: i32, w: i32, dst: usize): void {
@@ -52,13 +60,13 @@ function kernel4x8(pa: usize, rs: usize, ks: usize, pb: usize, kc: i32, c: usize
     const b0 = v128.load(pb), b1 = v128.load(pb, 16);
     pb += 32;
     let a = v128.load32_splat(p0);
-    c00 = f32x4.add(c00, f32x4.mul(a, b0)); c01 = f32x4.add(c01, f32x4.mul(a, b1));
+    c00 = madd(a, b0, c00); c01 = madd(a, b1, c01);
     a = v128.load32_splat(p1);
-    c10 = f32x4.add(c10, f32x4.mul(a, b0)); c11 = f32x4.add(c11, f32x4.mul(a, b1));
+    c10 = madd(a, b0, c10); c11 = madd(a, b1, c11);
     a = v128.load32_splat(p2);
-    c20 = f32x4.add(c20, f32x4.mul(a, b0)); c21 = f32x4.add(c21, f32x4.mul(a, b1));
+    c20 = madd(a, b0, c20); c21 = madd(a, b1, c21);
     a = v128.load32_splat(p3);
-    c30 = f32x4.add(c30, f32x4.mul(a, b0)); c31 = f32x4.add(c31, f32x4.mul(a, b1));
+    c30 = madd(a, b0, c30); c31 = madd(a, b1, c31);
     p0 += ks; p1 += ks; p2 += ks; p3 += ks;
   }
   const hi = nb - 4;
@@ -72,8 +80,8 @@ function kernel1x8(pa: usize, ks: usize, pb: usize, kc: i32, c: usize, add: i32,
   let c00 = f32x4.splat(0), c01 = f32x4.splat(0);
   for (let kk = 0; kk < kc; kk++) {
     const a = v128.load32_splat(pa);
-    c00 = f32x4.add(c00, f32x4.mul(a, v128.load(pb)));
-    c01 = f32x4.add(c01, f32x4.mul(a, v128.load(pb, 16)));
+    c00 = madd(a, v128.load(pb), c00);
+    c01 = madd(a, v128.load(pb, 16), c01);
     pb += 32; pa += ks;
   }
   put(c, c00, add, nb, tmp); put(c + 16, c01, add, nb - 4, tmp);
@@ -86,10 +94,10 @@ function kernel4x4(pa: usize, rs: usize, ks: usize, pb: usize, kc: i32, c: usize
   for (let kk = 0; kk < kc; kk++) {
     const b0 = v128.load(pb);
     pb += 16;
-    c0 = f32x4.add(c0, f32x4.mul(v128.load32_splat(p0), b0));
-    c1 = f32x4.add(c1, f32x4.mul(v128.load32_splat(p1), b0));
-    c2 = f32x4.add(c2, f32x4.mul(v128.load32_splat(p2), b0));
-    c3 = f32x4.add(c3, f32x4.mul(v128.load32_splat(p3), b0));
+    c0 = madd(v128.load32_splat(p0), b0, c0);
+    c1 = madd(v128.load32_splat(p1), b0, c1);
+    c2 = madd(v128.load32_splat(p2), b0, c2);
+    c3 = madd(v128.load32_splat(p3), b0, c3);
     p0 += ks; p1 += ks; p2 += ks; p3 += ks;
   }
   put(c, c0, add, nb, tmp); c += ldc;
@@ -101,7 +109,7 @@ function kernel4x4(pa: usize, rs: usize, ks: usize, pb: usize, kc: i32, c: usize
 function kernel1x4(pa: usize, ks: usize, pb: usize, kc: i32, c: usize, add: i32, nb: i32, tmp: usize): void {
   let c0 = f32x4.splat(0);
   for (let kk = 0; kk < kc; kk++) {
-    c0 = f32x4.add(c0, f32x4.mul(v128.load32_splat(pa), v128.load(pb)));
+    c0 = madd(v128.load32_splat(pa), v128.load(pb), c0);
     pb += 16; pa += ks;
   }
   put(c, c0, add, nb, tmp);

@@ -6,6 +6,7 @@ declare namespace WebAssembly {
     readonly buffer: ArrayBuffer;
     grow(delta: number): number;
   }
+  function validate(bytes: ArrayBufferView | ArrayBuffer): boolean;
   class Module {
     constructor(bytes: ArrayBufferView | ArrayBuffer);
   }

@@ -7,27 +7,16 @@ import { loadDataset, loadEmbeddedMnist, writeIdxFolder } from '@ringtrain/data'
 import { DEFAULT_JOB, parseJobConfig, Trainer } from '@ringtrain/trainer';
 import { fmt, runPeer, table } from './measure.js';
 
-/** Wraps a backend to count the time spent in GEMM, so the rest (activations, loss, optimizer) shows. */
-class TimedBackend implements Backend {
-  gemmMs = 0;
-  constructor(private readonly inner: Backend) {}
-  get name() {
-    return this.inner.name;
-  }
-  get description() {
-    return this.inner.description;
-  }
-  alloc(n: number) {
-    return this.inner.alloc(n);
-  }
-  free(b: Float32Array) {
-    this.inner.free(b);
-  }
-  gemm(ta: boolean, tb: boolean, m: number, n: number, k: number, a: Float32Array, b: Float32Array, c: Float32Array, acc?: boolean) {
+/** The backend with a stopwatch on GEMM, so the rest (activations, loss, optimizer) shows. */
+function withGemmTimer(inner: Backend): Backend & { gemmMs: number } {
+  const timed = Object.create(inner) as Backend & { gemmMs: number };
+  timed.gemmMs = 0;
+  timed.gemm = (...args: Parameters<Backend['gemm']>): void => {
     const t = performance.now();
-    this.inner.gemm(ta, tb, m, n, k, a, b, c, acc);
-    this.gemmMs += performance.now() - t;
-  }
+    inner.gemm(...args);
+    timed.gemmMs += performance.now() - t;
+  };
+  return timed;
 }
 
 /** Training samples/s of MLP 784-256-128-10, batch 64, per backend, beside PyTorch single-process. */
@@ -45,7 +34,7 @@ export function trainBench(epochs: number): string {
   const native = createBackend('auto').backend;
   if (native.name === 'native') backends.push(native);
   const results = backends.map((inner) => {
-    const be = new TimedBackend(inner);
+    const be = withGemmTimer(inner);
     const trainer = new Trainer(job, { backend: be, data });
     let seconds = 0;
     let samples = 0;

@@ -10,7 +10,7 @@ import { ReferenceBackend } from './reference-backend.js';
 import { WasmBackend } from './wasm-backend.js';
 
 const reference = new ReferenceBackend();
-const backends: Backend[] = [new WasmBackend({ memoryMb: 64 })];
+const backends: Backend[] = [new WasmBackend({ memoryMb: 64 }), new WasmBackend({ memoryMb: 64, fma: false })];
 const nativeLoads = 'addon' in loadNativeAddon();
 if (nativeLoads) backends.push(new NativeBackend());
 // CI installs OpenBLAS, so there the native backend must be tested, not silently skipped.
@@ -36,7 +36,7 @@ function expectClose(actual: Float32Array, expected: Float32Array, k: number): v
 const dim = fc.oneof(fc.constantFrom(1, 2, 3, 4, 5, 7, 8, 9, 10, 13, 16, 17, 31, 33), fc.integer({ min: 1, max: 70 }));
 const kDim = fc.oneof(dim, fc.constantFrom(255, 256, 257, 300, 521));
 
-describe.each(backends.map((b) => [b.name, b] as const))('%s backend', (_name, be) => {
+describe.each(backends.map((b) => [b.description, b] as const))('%s', (_name, be) => {
   it('matches the reference in all three GEMM forms, with and without accumulate, over random shapes', () => {
     fc.assert(
       fc.property(dim, dim, kDim, fc.boolean(), fc.boolean(), fc.boolean(), fc.integer(), (m, n, k, ta, tb, acc, seed) => {

@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import v8 from 'node:v8';
 import { type AdamHyper, type Backend, checkGemm, checkSameLength, type SgdHyper } from '../backend.js';
 import { CoreError } from '../errors.js';
 
@@ -21,6 +22,8 @@ interface Kernels {
 export interface WasmBackendOptions {
   /** Size of the fixed arena in MiB (default 1024, or RINGTRAIN_WASM_MEMORY_MB). */
   memoryMb?: number;
+  /** Use the relaxed-SIMD FMA kernels when the engine takes them (default true, or RINGTRAIN_WASM_FMA=0). */
+  fma?: boolean;
 }
 
 /**
@@ -45,7 +48,7 @@ export class WasmBackend implements Backend {
     }
     const pages = (mb * 1024 * 1024) / PAGE;
     this.memory = new WebAssembly.Memory({ initial: pages, maximum: pages });
-    const bytes = readFileSync(new URL('../../build/kernels.wasm', import.meta.url));
+    const { bytes, fma } = loadKernelBytes(options.fma ?? process.env.RINGTRAIN_WASM_FMA !== '0');
     const instance = new WebAssembly.Instance(new WebAssembly.Module(bytes), {
       env: {
         memory: this.memory,
@@ -58,7 +61,7 @@ export class WasmBackend implements Backend {
     // The first page is left to the module's own static data.
     this.scratch = PAGE;
     this.top = align(PAGE + this.kernels.gemmScratchBytes());
-    this.description = `wasm (AssemblyScript SIMD, ${mb} MiB arena)`;
+    this.description = `wasm (AssemblyScript SIMD${fma ? ' + relaxed-SIMD FMA' : ''}, ${mb} MiB arena)`;
   }
 
   alloc(length: number): Float32Array {
@@ -140,6 +143,24 @@ export class WasmBackend implements Backend {
     }
     return x.byteOffset;
   }
+}
+
+/**
+ * The kernels built with relaxed-SIMD fused multiply-add (about 15% faster GEMM) when this engine
+ * takes them, else the plain SIMD build. Node 20 keeps relaxed SIMD behind a V8 flag, which can be
+ * set before the module compiles.
+ */
+function loadKernelBytes(wantFma: boolean): { bytes: Buffer; fma: boolean } {
+  if (wantFma) {
+    try {
+      const bytes = readFileSync(new URL('../../build/kernels-fma.wasm', import.meta.url));
+      if (!WebAssembly.validate(bytes)) v8.setFlagsFromString('--experimental-wasm-relaxed-simd');
+      if (WebAssembly.validate(bytes)) return { bytes, fma: true };
+    } catch {
+      // no FMA build: fall through to the plain one
+    }
+  }
+  return { bytes: readFileSync(new URL('../../build/kernels.wasm', import.meta.url)), fma: false };
 }
 
 function checkRows(what: string, matrix: Float32Array, row: Float32Array, rows: number, cols: number): void {
