@@ -7,12 +7,15 @@ export interface LoggerOptions {
   base?: Record<string, unknown>;
 }
 
-/** JSON lines when stderr is piped (for machines), readable colour lines on a terminal (for people). */
+/**
+ * JSON lines when stderr is piped (for machines); on a terminal one readable line per event, the
+ * message carrying the figures (the structured fields stay in the JSON).
+ */
 export function createLogger(options: LoggerOptions = {}): Logger {
   const level = options.level ?? process.env.RINGTRAIN_LOG_LEVEL ?? 'info';
   const base = { ...options.base };
   if (process.stderr.isTTY) {
-    return pino({ level, base }, pretty({ destination: 2, sync: true, ignore: 'pid,hostname', translateTime: 'HH:MM:ss' }));
+    return pino({ level, base }, pretty({ destination: 2, sync: true, ignore: 'pid,hostname', translateTime: 'HH:MM:ss', hideObject: true }));
   }
   return pino({ level, base: { pid: process.pid, ...base } }, pino.destination({ dest: 2, sync: true }));
 }

@@ -13,15 +13,23 @@ export class Progress {
       : null;
   }
 
-  start(total: number): void {
-    this.bar?.start(total, 0, { epoch: '-', loss: '-', rate: '-' });
+  private active = false;
+
+  /** Shows `value` of `total`; the first update after `stop` starts a new bar. */
+  update(value: number, total: number, fields: { epoch: string; loss: number; rate: number }): void {
+    if (!this.bar) return;
+    const payload = { epoch: fields.epoch, loss: fields.loss.toFixed(4), rate: Math.round(fields.rate) };
+    if (!this.active) {
+      this.bar.start(total, value, payload);
+      this.active = true;
+    } else {
+      this.bar.update(value, payload);
+    }
   }
 
-  update(value: number, fields: { epoch: string; loss: number; rate: number }): void {
-    this.bar?.update(value, { epoch: fields.epoch, loss: fields.loss.toFixed(4), rate: Math.round(fields.rate) });
-  }
-
+  /** Clears the bar (before a log line, or at the end). */
   stop(): void {
-    this.bar?.stop();
+    if (this.active) this.bar?.stop();
+    this.active = false;
   }
 }

@@ -15,14 +15,10 @@ export function trainCommand(): Command {
       const abort = new AbortController();
       const onSigint = (): void => abort.abort();
       process.once('SIGINT', onSigint);
-      let totalSteps = 0;
       const result = await train(job, {
         logger: log,
         signal: abort.signal,
-        onStep: (s) => {
-          if (!totalSteps) progress.start((totalSteps = s.stepsPerEpoch * job.epochs));
-          progress.update(s.epoch * s.stepsPerEpoch + s.step, { epoch: `${s.epoch + 1}/${job.epochs}`, loss: s.loss, rate: s.samplesPerSecond });
-        },
+        onStep: (s) => progress.update(s.step, s.stepsPerEpoch, { epoch: `${s.epoch + 1}/${job.epochs}`, loss: s.loss, rate: s.samplesPerSecond }),
         onEpoch: () => progress.stop(),
       }).finally(() => {
         progress.stop();

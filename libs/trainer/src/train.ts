@@ -37,6 +37,8 @@ export interface TrainResult {
   stopped: boolean;
 }
 
+const pct = (x: number): string => `${(100 * x).toFixed(2)}%`;
+
 /** Trains in this process: the whole job config, epoch by epoch, with evaluation after each. */
 export async function train(config: unknown, options: TrainOptions = {}): Promise<TrainResult> {
   const job = parseJobConfig(config);
@@ -46,7 +48,7 @@ export async function train(config: unknown, options: TrainOptions = {}): Promis
   const counts = trainer.model.params.counts();
   log?.info(
     { backend: trainer.backend.description, params: counts.total, weights: counts.weights, biases: counts.biases, train: trainer.data.train.size, test: trainer.data.test.size },
-    `backend: ${trainer.backend.description}`,
+    `backend: ${trainer.backend.description}; ${counts.total} parameters (${counts.weights} weights, ${counts.biases} biases)`,
   );
   const epochs: EpochReport[] = [];
   for (let epoch = 0; epoch < job.epochs; epoch++) {
@@ -75,8 +77,12 @@ export async function train(config: unknown, options: TrainOptions = {}): Promis
       samplesPerSecond: samples / seconds,
     };
     epochs.push(report);
-    log?.info({ ...report, test: undefined, testLoss: report.test.loss, testAccuracy: report.test.accuracy }, `epoch ${epoch + 1}/${job.epochs}`);
     options.onEpoch?.(report);
+    log?.info(
+      { ...report, test: undefined, testLoss: report.test.loss, testAccuracy: report.test.accuracy },
+      `epoch ${epoch + 1}/${job.epochs}: loss ${report.trainLoss.toFixed(4)}, train ${pct(report.trainAccuracy)}, test ${pct(report.test.accuracy)}, ` +
+        `${Math.round(report.samplesPerSecond)} samples/s`,
+    );
   }
   return { config: job, trainer, epochs, stopped: false };
 }
