@@ -1,0 +1,151 @@
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { Communicator } from './communicator.js';
+import { CollectiveError } from './errors.js';
+import { MemoryHub } from './memory-transport.js';
+
+function ring(world: number, segmentBytes = 64, timeoutMs = 5000): { hub: MemoryHub; comms: Communicator[] } {
+  const hub = new MemoryHub(world);
+  return { hub, comms: hub.transports.map((t) => new Communicator(t, { segmentBytes, timeoutMs, sendWindow: 3 })) };
+}
+
+function randomData(world: number, length: number, seed: number): Float32Array[] {
+  let x = seed >>> 0 || 1;
+  const next = (): number => {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    return ((x >>> 0) / 2 ** 32) * 200 - 100;
+  };
+  return Array.from({ length: world }, () => Float32Array.from({ length }, next));
+}
+
+const sameBits = (a: Float32Array, b: Float32Array): boolean => Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength));
+
+describe('ring all-reduce (in-memory transport)', () => {
+  it('equals the float64 sum, bit-identical on every rank, for any world size 1..16, any length, small segments', async () => {
+    await fc.assert(
+      fc.asyncProperty(
+        fc.integer({ min: 1, max: 16 }),
+        fc.oneof(fc.constantFrom(0, 1, 2, 3, 5, 7, 13, 31, 97), fc.integer({ min: 0, max: 700 })),
+        fc.constantFrom(4, 8, 12, 64, 1024),
+        fc.boolean(),
+        fc.integer(),
+        async (world, length, segmentBytes, average, seed) => {
+          const { comms } = ring(world, segmentBytes);
+          const data = randomData(world, length, seed);
+          const expected = Float64Array.from({ length }, (_, i) => data.reduce((s, d) => s + d[i], 0) / (average ? world : 1));
+          await Promise.all(comms.map((c, r) => c.allreduce(data[r], { average })));
+          for (let i = 0; i < length; i++) {
+            const tol = 1e-5 * world * 100;
+            if (Math.abs(data[0][i] - expected[i]) > tol) throw new Error(`element ${i}: ${data[0][i]} vs ${expected[i]}`);
+          }
+          for (const d of data) expect(sameBits(d, data[0])).toBe(true);
+        },
+      ),
+      { numRuns: 120 },
+    );
+  });
+
+  it('reduces subarray views of a larger buffer in place and leaves the rest alone', async () => {
+    const { comms } = ring(3, 16);
+    const bufs = [0, 1, 2].map((r) => Float32Array.from({ length: 20 }, (_, i) => r * 100 + i));
+    await Promise.all(comms.map((c, r) => c.allreduce(bufs[r].subarray(5, 15), { average: false })));
+    expect(bufs[1][4]).toBe(104);
+    expect(bufs[1][15]).toBe(115);
+    expect(bufs[1][5]).toBe(5 + 105 + 205);
+  });
+
+  it('runs several operations in flight at once, each on its own buffer', async () => {
+    const { comms } = ring(4, 32);
+    const a = randomData(4, 300, 1);
+    const b = randomData(4, 77, 2);
+    const c = randomData(4, 5, 3);
+    const sum = (d: Float32Array[], i: number): number => d.reduce((s, x) => s + x[i], 0);
+    const expA = sum(a, 10);
+    const expB = sum(b, 76);
+    const expC = sum(c, 4);
+    await Promise.all(comms.flatMap((comm, r) => [comm.allreduce(a[r], { average: false }), comm.allreduce(b[r], { average: false }), comm.allreduce(c[r], { average: false })]));
+    expect(a[3][10]).toBeCloseTo(expA, 3);
+    expect(b[0][76]).toBeCloseTo(expB, 3);
+    expect(c[2][4]).toBeCloseTo(expC, 3);
+  });
+});
+
+describe('broadcast, all-gather, barrier', () => {
+  it("broadcast copies the root's buffer to every rank", async () => {
+    await fc.assert(
+      fc.asyncProperty(fc.integer({ min: 1, max: 9 }), fc.integer({ min: 0, max: 300 }), fc.nat(), async (world, length, rootSeed) => {
+        const root = rootSeed % world;
+        const { comms } = ring(world, 40);
+        const data = randomData(world, length, rootSeed + 1);
+        const original = Float32Array.from(data[root]);
+        await Promise.all(comms.map((c, r) => c.broadcast(data[r], { root })));
+        for (const d of data) expect(sameBits(d, original)).toBe(true);
+      }),
+      { numRuns: 40 },
+    );
+  });
+
+  it('all-gather returns every rank its parts in rank order; barrier resolves when all arrive', async () => {
+    const { comms } = ring(5);
+    const parts = await Promise.all(comms.map((c, r) => c.allgather(Buffer.from(`rank-${r}-${'x'.repeat(r)}`))));
+    for (const p of parts) expect(p.map((b) => Buffer.from(b).toString())).toEqual([0, 1, 2, 3, 4].map((r) => `rank-${r}-${'x'.repeat(r)}`));
+    let released = 0;
+    const waits = comms.slice(0, 4).map((c) => c.barrier().then(() => released++));
+    await new Promise((r) => setTimeout(r, 50));
+    expect(released).toBe(0);
+    await Promise.all([...waits, comms[4].barrier()]);
+    expect(released).toBe(4);
+  });
+});
+
+describe('failures: every rank fails, nothing hangs', () => {
+  const codeOf = async (p: Promise<unknown>): Promise<CollectiveError> => p.then(() => { throw new Error('resolved'); }, (e: CollectiveError) => e);
+
+  it('different lengths: every rank fails at once with ERR_FINGERPRINT_MISMATCH naming both ranks and fingerprints', async () => {
+    const { comms } = ring(4);
+    const errs = await Promise.all(comms.map((c, r) => codeOf(c.allreduce(new Float32Array(r === 2 ? 11 : 10), { step: 3 }))));
+    for (const e of errs) expect(e.code).toBe('ERR_FINGERPRINT_MISMATCH');
+    expect(errs.some((e) => /rank 2 sent allreduce .* length 11 .*rank 3 is at allreduce seq 0 step 3 length 10/.test(e.message))).toBe(true);
+  });
+
+  it('different steps or layouts are mismatches too', async () => {
+    const a = ring(3);
+    const errs = await Promise.all(a.comms.map((c, r) => codeOf(c.allreduce(new Float32Array(9), { step: r === 0 ? 7 : 8 }))));
+    for (const e of errs) expect(e.code).toBe('ERR_FINGERPRINT_MISMATCH');
+    const b = ring(3);
+    const errs2 = await Promise.all(b.comms.map((c, r) => codeOf(c.broadcast(new Float32Array(9), { layoutHash: r === 1 ? 'aaaaaaaaaaaaaaaa' : 'bbbbbbbbbbbbbbbb' }))));
+    for (const e of errs2) expect(e.code).toBe('ERR_FINGERPRINT_MISMATCH');
+  });
+
+  it('a lost peer fails the operation on every rank with ERR_PEER_LOST naming it, and later calls fail at once', async () => {
+    const { hub, comms } = ring(6, 16, 10_000);
+    const data = randomData(6, 5000, 9);
+    const started = performance.now();
+    const results = comms.map((c, r) => (r === 4 ? null : codeOf(c.allreduce(data[r]))));
+    setTimeout(() => hub.kill(4), 1);
+    const errs = await Promise.all(results.filter((p): p is Promise<CollectiveError> => p !== null));
+    expect(performance.now() - started).toBeLessThan(2000);
+    for (const e of errs) {
+      expect(e.code).toBe('ERR_PEER_LOST');
+      expect(e.message).toMatch(/peer rank 4/);
+    }
+    const later = await codeOf(comms[0].allreduce(new Float32Array(3)));
+    expect(later.code).toBe('ERR_PEER_LOST');
+  });
+
+  it('a rank that never calls makes the others time out with ERR_COLLECTIVE_TIMEOUT naming the operation', async () => {
+    const { comms } = ring(3, 64, 300);
+    const errs = await Promise.all([codeOf(comms[0].allreduce(new Float32Array(8), { step: 5 })), codeOf(comms[1].allreduce(new Float32Array(8), { step: 5 }))]);
+    for (const e of errs) expect(['ERR_COLLECTIVE_TIMEOUT']).toContain(e.code);
+    expect(errs.map((e) => e.message).join('\n')).toMatch(/allreduce seq 0 step 5 length 8 .* timed out after 300 ms waiting on rank/);
+  });
+
+  it('close rejects what is in flight with ERR_CLOSED', async () => {
+    const { comms } = ring(2);
+    const p = codeOf(comms[0].allreduce(new Float32Array(4)));
+    await comms[0].close();
+    expect((await p).code).toBe('ERR_CLOSED');
+  });
+});

@@ -1,0 +1,285 @@
+import type { ControlMessage, FrameHeader } from '@ringtrain/protocol';
+import { opName, PROTOCOL_VERSION } from '@ringtrain/protocol';
+import type { Logger } from 'pino';
+import { CollectiveError } from './errors.js';
+import {
+  AllGatherOp,
+  AllReduceOp,
+  BroadcastOp,
+  type CollectiveKind,
+  describeFingerprint,
+  type Fingerprint,
+  kindOfFrame,
+  type Operation,
+  type OperationHost,
+} from './operations.js';
+import { nextRank, prevRank, type Transport } from './transport.js';
+
+export interface CommunicatorOptions {
+  logger?: Logger;
+  /** Bytes per pipelined segment (default 256 KiB). */
+  segmentBytes?: number;
+  /** Deadline of each operation, from its call (default 30 s). */
+  timeoutMs?: number;
+  /** Frames sent but not yet handed to the wire, at most (backpressure; default 8). */
+  sendWindow?: number;
+  /** Bytes a peer may send for operations this rank has not started yet (default 256 MiB). */
+  maxEarlyBytes?: number;
+}
+
+export interface CollectiveOptions {
+  /** Training step: part of the fingerprint, so ranks at different steps fail instead of mixing. */
+  step?: number;
+  /** 16 hex digits naming the tensor layout (e.g. the parameter layout hash). */
+  layoutHash?: string;
+  /** Overrides the communicator's deadline for this call. */
+  timeoutMs?: number;
+}
+
+interface Pending {
+  op: Operation;
+  resolve: () => void;
+  reject: (e: Error) => void;
+  timer: NodeJS.Timeout;
+}
+
+interface QueuedSend {
+  op: Operation;
+  header: FrameHeader;
+  payload: Uint8Array;
+}
+
+const DEFAULT_HASH = '0000000000000000';
+
+/**
+ * The collectives of one ring: all-reduce, broadcast, all-gather and barrier over a Transport.
+ * Every rank must call the same collectives in the same order; each call takes the next sequence
+ * number, and every frame carries its operation's fingerprint. Several calls may be in flight.
+ *
+ * Failure is final: a lost peer, a timeout, a fingerprint mismatch or a protocol error rejects
+ * every operation in flight, is sent to both neighbours (who pass it on, so the whole ring fails
+ * within a round trip), and every later call rejects with the same root cause.
+ */
+export class Communicator {
+  readonly rank: number;
+  readonly worldSize: number;
+  private seq = 0;
+  private readonly ops = new Map<number, Pending>();
+  private readonly early = new Map<number, { from: number; header: FrameHeader; payload: Uint8Array }[]>();
+  private earlyBytes = 0;
+  private readonly queue: QueuedSend[] = [];
+  private inflight = 0;
+  private failure: CollectiveError | null = null;
+  private readonly segmentElems: number;
+  private readonly timeoutMs: number;
+  private readonly window: number;
+  private readonly maxEarlyBytes: number;
+  private readonly log?: Logger;
+  private readonly host: OperationHost;
+
+  constructor(
+    private readonly transport: Transport,
+    options: CommunicatorOptions = {},
+  ) {
+    this.rank = transport.rank;
+    this.worldSize = transport.worldSize;
+    this.segmentElems = Math.max(1, Math.floor((options.segmentBytes ?? 256 * 1024) / 4));
+    this.timeoutMs = options.timeoutMs ?? 30_000;
+    this.window = options.sendWindow ?? 8;
+    this.maxEarlyBytes = options.maxEarlyBytes ?? 256 * 1024 * 1024;
+    this.log = options.logger;
+    this.host = { rank: this.rank, world: this.worldSize, send: (op, header, payload) => this.enqueue(op, header, payload) };
+    transport.setHandler({
+      frame: (from, header, payload) => this.onFrame(from, header, payload),
+      control: (from, message) => this.onControl(from, message),
+      peerLost: (peer, error) => this.fail(error, peer),
+    });
+  }
+
+  /** The root cause once the ring has failed, else null. */
+  get error(): CollectiveError | null {
+    return this.failure;
+  }
+
+  /** Sums `data` over all ranks in place (or averages, by default), bit-identical on every rank. */
+  allreduce(data: Float32Array, options: CollectiveOptions & { average?: boolean } = {}): Promise<void> {
+    return this.run('allreduce', data.length, options, (fp) => new AllReduceOp(this.host, fp, data, options.average ?? true, this.segmentElems));
+  }
+
+  /** Copies rank `root`'s `data` into every rank's `data`. */
+  broadcast(data: Float32Array, options: CollectiveOptions & { root?: number } = {}): Promise<void> {
+    const root = options.root ?? 0;
+    if (!Number.isInteger(root) || root < 0 || root >= this.worldSize) {
+      return Promise.reject(new CollectiveError('ERR_PROTOCOL', `broadcast root ${root} is outside 0..${this.worldSize - 1}`, { rank: this.rank }));
+    }
+    return this.run('broadcast', data.length, options, (fp) => new BroadcastOp(this.host, fp, data, root, this.segmentElems));
+  }
+
+  /** Every rank's bytes, indexed by rank. */
+  async allgather(bytes: Uint8Array, options: CollectiveOptions = {}): Promise<Uint8Array[]> {
+    let op: AllGatherOp | null = null;
+    await this.run('allgather', 0, options, (fp) => (op = new AllGatherOp(this.host, fp, bytes)));
+    return op ? (op as AllGatherOp).parts : [Uint8Array.from(bytes)];
+  }
+
+  /** Resolves once every rank has called it. */
+  async barrier(options: CollectiveOptions = {}): Promise<void> {
+    await this.allgather(new Uint8Array(0), options);
+  }
+
+  /** Rejects what is in flight with ERR_CLOSED and closes the transport. */
+  async close(): Promise<void> {
+    if (!this.failure) this.failure = new CollectiveError('ERR_CLOSED', `rank ${this.rank}: communicator closed`, { rank: this.rank });
+    this.rejectAll(this.failure);
+    await this.transport.close();
+  }
+
+  private run(kind: CollectiveKind, length: number, options: CollectiveOptions, create: (fp: Fingerprint) => Operation): Promise<void> {
+    const seq = this.seq++;
+    if (this.failure) return Promise.reject(this.failure);
+    const fp: Fingerprint = { kind, seq, step: options.step ?? 0, length, layoutHash: options.layoutHash ?? DEFAULT_HASH };
+    if (this.worldSize === 1) return Promise.resolve(); // alone: the sum, mean and broadcast are the data itself
+    const op = create(fp);
+    return new Promise<void>((resolve, reject) => {
+      const timeoutMs = options.timeoutMs ?? this.timeoutMs;
+      const timer = setTimeout(() => {
+        const left = prevRank(this.rank, this.worldSize);
+        this.fail(
+          new CollectiveError('ERR_COLLECTIVE_TIMEOUT', `rank ${this.rank}: ${describeFingerprint(fp)} timed out after ${timeoutMs} ms waiting on rank ${left} (${op.progress})`, {
+            rank: this.rank,
+            peer: left,
+            op: kind,
+            seq,
+            step: fp.step,
+          }),
+        );
+      }, timeoutMs);
+      this.ops.set(seq, { op, resolve, reject, timer });
+      op.start();
+      for (const f of this.early.get(seq) ?? []) {
+        this.earlyBytes -= f.payload.length;
+        this.onFrame(f.from, f.header, f.payload);
+      }
+      this.early.delete(seq);
+      this.settleIfComplete(seq);
+    });
+  }
+
+  private onFrame(from: number, header: FrameHeader, payload: Uint8Array): void {
+    if (this.failure) return;
+    const pending = this.ops.get(header.seq);
+    if (!pending) {
+      if (header.seq < this.seq) {
+        this.fail(this.mismatch(from, header, `a finished or unknown operation (this rank is at seq ${this.seq})`));
+        return;
+      }
+      // The left neighbour started an operation this rank has not reached yet: keep it, bounded.
+      this.earlyBytes += payload.length;
+      if (this.earlyBytes > this.maxEarlyBytes) {
+        this.fail(new CollectiveError('ERR_EARLY_LIMIT', `rank ${this.rank}: rank ${from} is more than ${this.maxEarlyBytes} bytes ahead (seq ${header.seq}, this rank at ${this.seq})`, { rank: this.rank, peer: from, seq: header.seq }));
+        return;
+      }
+      const list = this.early.get(header.seq) ?? [];
+      list.push({ from, header, payload });
+      this.early.set(header.seq, list);
+      return;
+    }
+    const fp = pending.op.fingerprint;
+    if (kindOfFrame(header.op) !== fp.kind || header.step !== (fp.step >>> 0) || header.layoutHash !== fp.layoutHash || (fp.kind !== 'allgather' && header.tensorLength !== fp.length)) {
+      this.fail(this.mismatch(from, header, describeFingerprint(fp)));
+      return;
+    }
+    pending.op.handle(header, payload);
+    this.settleIfComplete(header.seq);
+  }
+
+  private mismatch(from: number, h: FrameHeader, ours: string): CollectiveError {
+    const theirs = `${kindOfFrame(h.op)} (${opName(h.op)} frame) seq ${h.seq} step ${h.step} length ${h.tensorLength} layout ${h.layoutHash}`;
+    return new CollectiveError('ERR_FINGERPRINT_MISMATCH', `ranks disagree: rank ${from} sent ${theirs}; rank ${this.rank} is at ${ours}`, {
+      rank: this.rank,
+      peer: from,
+      seq: h.seq,
+      step: h.step,
+      op: kindOfFrame(h.op),
+    });
+  }
+
+  private enqueue(op: Operation, header: FrameHeader, payload: Uint8Array): void {
+    op.pendingSends++;
+    this.queue.push({ op, header, payload });
+    this.pump();
+  }
+
+  /** Hands queued frames to the transport, at most `window` unacknowledged at a time. */
+  private pump(): void {
+    while (this.inflight < this.window && this.queue.length && !this.failure) {
+      const { op, header, payload } = this.queue.shift()!;
+      this.inflight++;
+      const to = nextRank(this.rank, this.worldSize);
+      this.transport.sendFrame(to, header, payload).then(
+        () => {
+          this.inflight--;
+          op.pendingSends--;
+          this.settleIfComplete(header.seq);
+          this.pump();
+        },
+        (err: Error) => {
+          this.inflight--;
+          this.fail(err instanceof CollectiveError ? err : new CollectiveError('ERR_PEER_LOST', `rank ${this.rank}: send to rank ${to} failed: ${err.message}`, { rank: this.rank, peer: to }, { cause: err }), to);
+        },
+      );
+    }
+  }
+
+  private settleIfComplete(seq: number): void {
+    const pending = this.ops.get(seq);
+    if (!pending || !pending.op.complete) return;
+    clearTimeout(pending.timer);
+    this.ops.delete(seq);
+    pending.resolve();
+  }
+
+  private onControl(from: number, message: ControlMessage): void {
+    if (message.type !== 'abort' || this.failure) return;
+    const error = new CollectiveError(message.code as CollectiveError['code'], message.origin === this.rank ? message.message : `${message.message} (reported by rank ${message.origin} via rank ${from})`, {
+      rank: message.origin,
+      peer: message.peer,
+      seq: message.seq,
+    });
+    this.fail(error, from);
+  }
+
+  /**
+   * The first failure wins: reject everything, tell both neighbours (except the one it came from or
+   * that is gone), and refuse all later calls with the same error.
+   */
+  private fail(error: CollectiveError, skipPeer?: number): void {
+    if (this.failure) return;
+    this.failure = error;
+    this.log?.error({ code: error.code, rank: this.rank, peer: error.peer, seq: error.seq }, error.message);
+    const abort: ControlMessage = {
+      type: 'abort',
+      v: PROTOCOL_VERSION,
+      origin: error.rank ?? this.rank,
+      code: error.code,
+      message: error.message.slice(0, 4000),
+      ...(error.peer !== undefined ? { peer: error.peer } : {}),
+      ...(error.seq !== undefined ? { seq: error.seq } : {}),
+    };
+    for (const peer of new Set([nextRank(this.rank, this.worldSize), prevRank(this.rank, this.worldSize)])) {
+      if (peer !== skipPeer && peer !== this.rank) this.transport.sendControl(peer, abort);
+    }
+    this.rejectAll(error);
+  }
+
+  private rejectAll(error: Error): void {
+    for (const [seq, p] of this.ops) {
+      clearTimeout(p.timer);
+      this.ops.delete(seq);
+      p.reject(error);
+    }
+    this.queue.length = 0;
+    this.early.clear();
+    this.earlyBytes = 0;
+  }
+}

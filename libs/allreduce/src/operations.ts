@@ -1,0 +1,200 @@
+import { Dtype, type FrameHeader, FrameOp } from '@ringtrain/protocol';
+import { RingLayout } from './ring-layout.js';
+
+export type CollectiveKind = 'allreduce' | 'broadcast' | 'allgather';
+
+/** What every frame of an operation carries, so that ranks out of step are caught. */
+export interface Fingerprint {
+  kind: CollectiveKind;
+  seq: number;
+  step: number;
+  /** Elements (allreduce, broadcast); not compared for allgather, whose parts differ in size. */
+  length: number;
+  layoutHash: string;
+}
+
+export function kindOfFrame(op: number): CollectiveKind {
+  return op === FrameOp.broadcast ? 'broadcast' : op === FrameOp.gatherValues ? 'allgather' : 'allreduce';
+}
+
+export function describeFingerprint(f: Fingerprint): string {
+  return `${f.kind} seq ${f.seq} step ${f.step} length ${f.length} layout ${f.layoutHash}`;
+}
+
+/** The operation's view of the communicator: who it is and how to send to the next rank. */
+export interface OperationHost {
+  readonly rank: number;
+  readonly world: number;
+  send(op: Operation, header: FrameHeader, payload: Uint8Array): void;
+}
+
+/**
+ * One collective in flight. It knows how many frames it must receive; it is complete when all
+ * have arrived and all its own sends have left (so the caller may reuse the buffer).
+ */
+export abstract class Operation {
+  abstract readonly kind: CollectiveKind;
+  protected expected = 0;
+  received = 0;
+  pendingSends = 0;
+
+  constructor(
+    protected readonly host: OperationHost,
+    readonly fingerprint: Fingerprint,
+  ) {}
+
+  /** Sends what this rank can send before hearing from anyone. */
+  abstract start(): void;
+  abstract handle(header: FrameHeader, payload: Uint8Array): void;
+
+  get complete(): boolean {
+    return this.received >= this.expected && this.pendingSends === 0;
+  }
+
+  get progress(): string {
+    return `${this.received}/${this.expected} frames received, ${this.pendingSends} sends pending`;
+  }
+
+  protected header(op: FrameOp, dtype: Dtype, chunk: number, segment: number, offset: number, count: number): FrameHeader {
+    const f = this.fingerprint;
+    return { op, dtype, seq: f.seq, step: f.step, from: this.host.rank, chunk, segment, offset, count, tensorLength: f.length, layoutHash: f.layoutHash };
+  }
+}
+
+const bytesOf = (x: Float32Array, offset: number, count: number): Uint8Array => new Uint8Array(x.buffer, x.byteOffset + offset * 4, count * 4);
+
+/** The payload as float32, without a copy when it is aligned (it nearly always is). */
+function floatsOf(payload: Uint8Array): Float32Array {
+  if (payload.byteOffset % 4 === 0) return new Float32Array(payload.buffer, payload.byteOffset, payload.byteLength / 4);
+  return new Float32Array(Uint8Array.from(payload).buffer);
+}
+
+/**
+ * Ring all-reduce in place: reduce-scatter, then all-gather, pipelined per segment.
+ * Chunk c is summed along the ring starting at rank c and finishes on rank c−1 (its owner), which
+ * averages it and sends the final bits round; every rank ends with identical bits.
+ *
+ * Reduce-scatter: rank r first sends chunk r. A segment of chunk c received from the left has
+ * passed (r−1−c) mod N ranks; after adding our part it goes on to the right, unless we are the
+ * owner (c = r+1), who finishes it and starts its all-gather.
+ */
+export class AllReduceOp extends Operation {
+  readonly kind = 'allreduce' as const;
+  private readonly layout: RingLayout;
+
+  constructor(
+    host: OperationHost,
+    fingerprint: Fingerprint,
+    private readonly data: Float32Array,
+    private readonly average: boolean,
+    segmentElems: number,
+  ) {
+    super(host, fingerprint);
+    const { rank, world } = host;
+    this.layout = new RingLayout(data.length, world, segmentElems);
+    const owned = (rank + 1) % world;
+    for (let c = 0; c < world; c++) {
+      if (c !== rank) this.expected += this.layout.segments(c); // reduce-scatter: all chunks but ours to start
+      if (c !== owned) this.expected += this.layout.segments(c); // all-gather: all chunks but the one we own
+    }
+  }
+
+  start(): void {
+    const c = this.host.rank;
+    for (let j = 0; j < this.layout.segments(c); j++) this.sendSegment(FrameOp.reduceScatter, c, j);
+  }
+
+  handle(h: FrameHeader, payload: Uint8Array): void {
+    const { rank, world } = this.host;
+    const incoming = floatsOf(payload);
+    const d = this.data;
+    if (h.op === FrameOp.reduceScatter) {
+      for (let i = 0, o = h.offset; i < h.count; i++, o++) d[o] += incoming[i];
+      if (h.chunk === (rank + 1) % world) {
+        if (this.average) for (let o = h.offset, end = h.offset + h.count; o < end; o++) d[o] /= world;
+        this.sendSegment(FrameOp.allGather, h.chunk, h.segment);
+      } else {
+        this.sendSegment(FrameOp.reduceScatter, h.chunk, h.segment);
+      }
+    } else {
+      d.set(incoming.subarray(0, h.count), h.offset);
+      // The all-gather of chunk c started at its owner c−1 and stops before returning there.
+      if ((rank + 1) % world !== (h.chunk - 1 + world) % world) this.sendSegment(FrameOp.allGather, h.chunk, h.segment);
+    }
+    this.received++;
+  }
+
+  private sendSegment(op: FrameOp, c: number, j: number): void {
+    const [offset, count] = this.layout.segment(c, j);
+    this.host.send(this, this.header(op, Dtype.float32, c, j, offset, count), bytesOf(this.data, offset, count));
+  }
+}
+
+/**
+ * Rank `root`'s buffer to every rank, segment by segment along the ring. The last rank before the
+ * root returns an empty acknowledgement, so the root too learns whether the ring agreed.
+ */
+export class BroadcastOp extends Operation {
+  readonly kind = 'broadcast' as const;
+  private readonly layout: RingLayout;
+  private static readonly ACK = 1;
+
+  constructor(
+    host: OperationHost,
+    fingerprint: Fingerprint,
+    private readonly data: Float32Array,
+    private readonly root: number,
+    segmentElems: number,
+  ) {
+    super(host, fingerprint);
+    this.layout = new RingLayout(data.length, 1, segmentElems);
+    const segments = this.layout.segments(0);
+    this.expected = segments === 0 ? 0 : host.rank === root ? 1 : segments;
+  }
+
+  start(): void {
+    if (this.host.rank !== this.root) return;
+    for (let j = 0; j < this.layout.segments(0); j++) this.forward(j);
+  }
+
+  handle(h: FrameHeader, payload: Uint8Array): void {
+    this.received++;
+    if (h.chunk === BroadcastOp.ACK) return;
+    this.data.set(floatsOf(payload).subarray(0, h.count), h.offset);
+    if ((this.host.rank + 1) % this.host.world !== this.root) this.forward(h.segment);
+    else if (this.received === this.expected) this.host.send(this, this.header(FrameOp.broadcast, Dtype.float32, BroadcastOp.ACK, 0, 0, 0), new Uint8Array(0));
+  }
+
+  private forward(j: number): void {
+    const [offset, count] = this.layout.segment(0, j);
+    this.host.send(this, this.header(FrameOp.broadcast, Dtype.float32, 0, j, offset, count), bytesOf(this.data, offset, count));
+  }
+}
+
+/** Every rank's bytes to every rank (small values: metrics, hashes); also the barrier. */
+export class AllGatherOp extends Operation {
+  readonly kind = 'allgather' as const;
+  readonly parts: Uint8Array[];
+
+  constructor(host: OperationHost, fingerprint: Fingerprint, own: Uint8Array) {
+    super(host, fingerprint);
+    this.parts = Array.from({ length: host.world }, () => new Uint8Array(0));
+    this.parts[host.rank] = Uint8Array.from(own);
+    this.expected = host.world - 1;
+  }
+
+  start(): void {
+    this.forward(this.host.rank);
+  }
+
+  handle(h: FrameHeader, payload: Uint8Array): void {
+    this.parts[h.chunk] = Uint8Array.from(payload);
+    if ((this.host.rank + 1) % this.host.world !== h.chunk) this.forward(h.chunk);
+    this.received++;
+  }
+
+  private forward(source: number): void {
+    const part = this.parts[source];
+    this.host.send(this, { ...this.header(FrameOp.gatherValues, Dtype.uint8, source, 0, 0, part.length), tensorLength: part.length }, part);
+  }
+}

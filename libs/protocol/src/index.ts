@@ -1,0 +1,15 @@
+export { type AbortMessage, abortMessageSchema, CONTROL_MAGIC, type ControlMessage, controlMessageSchema, decodeControl, encodeControl, isControl } from './control.js';
+export { ProtocolError, type ProtocolErrorCode } from './errors.js';
+export { DEFAULT_LIMITS, type Limits, PROTOCOL_VERSION } from './limits.js';
+export {
+  type DecodedFrame,
+  decodeTensorFrame,
+  Dtype,
+  dtypeBytes,
+  encodeFrameHeader,
+  FRAME_HEADER_BYTES,
+  FRAME_MAGIC,
+  type FrameHeader,
+  FrameOp,
+  opName,
+} from './tensor-frame.js';

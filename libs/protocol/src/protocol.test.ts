@@ -1,0 +1,115 @@
+import fc from 'fast-check';
+import { Packr } from 'msgpackr';
+import { describe, expect, it } from 'vitest';
+import { decodeControl, encodeControl } from './control.js';
+import { decodeTensorFrame, Dtype, encodeFrameHeader, FRAME_HEADER_BYTES, type FrameHeader, FrameOp } from './tensor-frame.js';
+
+const header = (over: Partial<FrameHeader> = {}): FrameHeader => ({
+  op: FrameOp.reduceScatter,
+  dtype: Dtype.float32,
+  seq: 7,
+  step: 42,
+  from: 3,
+  chunk: 2,
+  segment: 5,
+  offset: 100,
+  count: 4,
+  tensorLength: 1000,
+  layoutHash: '0123456789abcdef',
+  ...over,
+});
+
+function frame(h: FrameHeader, payload = new Float32Array(h.count).map((_, i) => i + 0.5)): Buffer {
+  return Buffer.concat([encodeFrameHeader(h), Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength)]);
+}
+
+const codeOf = (fn: () => unknown): string | undefined => {
+  try {
+    fn();
+  } catch (e) {
+    return (e as { code?: string }).code;
+  }
+  return undefined;
+};
+
+describe('tensor frames', () => {
+  it('round-trips every header field and the raw little-endian payload', () => {
+    fc.assert(
+      fc.property(
+        fc.record({
+          seq: fc.nat({ max: 2 ** 32 - 1 }),
+          step: fc.nat({ max: 2 ** 32 - 1 }),
+          from: fc.nat({ max: 65535 }),
+          chunk: fc.nat({ max: 65535 }),
+          segment: fc.nat({ max: 2 ** 32 - 1 }),
+          count: fc.nat({ max: 64 }),
+          offset: fc.nat({ max: 1000 }),
+          layoutHash: fc.stringMatching(/^[0-9a-f]{16}$/),
+          op: fc.constantFrom(FrameOp.reduceScatter, FrameOp.allGather, FrameOp.broadcast),
+        }),
+        (f) => {
+          const h = header({ ...f, tensorLength: f.offset + f.count + 3 });
+          const payload = Float32Array.from({ length: h.count }, (_, i) => Math.fround(i * 1.25 - 3));
+          const decoded = decodeTensorFrame(frame(h, payload));
+          expect(decoded.header).toEqual(h);
+          expect(Array.from(new Float32Array(Uint8Array.from(decoded.payload).buffer))).toEqual(Array.from(payload));
+        },
+      ),
+    );
+  });
+
+  it('the payload is raw float32 little-endian bytes after a 48-byte header', () => {
+    const buf = frame(header({ count: 1, offset: 0 }), Float32Array.of(1));
+    expect(buf.length).toBe(FRAME_HEADER_BYTES + 4);
+    expect([...buf.subarray(48)]).toEqual([0x00, 0x00, 0x80, 0x3f]);
+    expect(buf.subarray(0, 4).toString('latin1')).toBe('RTF0');
+  });
+
+  it('rejects hand-built bad frames with their codes', () => {
+    const good = frame(header());
+    expect(codeOf(() => decodeTensorFrame(good.subarray(0, 20)))).toBe('ERR_FRAME_TRUNCATED');
+    expect(codeOf(() => decodeTensorFrame(good.subarray(0, good.length - 1)))).toBe('ERR_FRAME_TRUNCATED');
+    expect(codeOf(() => decodeTensorFrame(Buffer.concat([good, Buffer.alloc(4)])))).toBe('ERR_FRAME_LENGTH');
+    const badMagic = Buffer.from(good);
+    badMagic[0] = 0x58;
+    expect(codeOf(() => decodeTensorFrame(badMagic))).toBe('ERR_BAD_MAGIC');
+    const badVersion = Buffer.from(good);
+    badVersion[4] = 9;
+    expect(() => decodeTensorFrame(badVersion)).toThrow(/protocol version 9, expected 1/);
+    const badOp = Buffer.from(good);
+    badOp[5] = 77;
+    expect(codeOf(() => decodeTensorFrame(badOp))).toBe('ERR_BAD_FIELD');
+    const badDtype = Buffer.from(good);
+    badDtype[6] = 0;
+    expect(codeOf(() => decodeTensorFrame(badDtype))).toBe('ERR_BAD_FIELD');
+    expect(codeOf(() => decodeTensorFrame(frame(header({ offset: 998, count: 4 }))))).toBe('ERR_FRAME_LENGTH');
+    expect(codeOf(() => decodeTensorFrame(good, { maxFrameBytes: 40, maxMessageBytes: 1 }))).toBe('ERR_FRAME_TOO_LARGE');
+  });
+
+  it('checks the announced size before trusting it: a header claiming 4 G elements is refused, not allocated', () => {
+    const lying = encodeFrameHeader(header({ count: 0xffffffff, offset: 0, tensorLength: 0xffffffff }));
+    expect(codeOf(() => decodeTensorFrame(lying))).toBe('ERR_FRAME_TRUNCATED');
+  });
+});
+
+describe('control messages', () => {
+  it('round-trips an abort', () => {
+    const msg = { type: 'abort', v: 1, origin: 2, code: 'ERR_PEER_LOST', message: 'rank 3 disconnected', peer: 3, seq: 17 } as const;
+    expect(decodeControl(encodeControl(msg))).toEqual(msg);
+  });
+
+  it('rejects bad msgpack, schema violations, wrong versions and oversize with their codes', () => {
+    const good = encodeControl({ type: 'abort', v: 1, origin: 0, code: 'X', message: '' });
+    const head = good.subarray(0, 8);
+    expect(codeOf(() => decodeControl(Buffer.concat([head, Buffer.from([0x82, 0xa4, 0x74])])))).toBe('ERR_MESSAGE_DECODE');
+    const packr = new Packr({ useRecords: false });
+    expect(codeOf(() => decodeControl(Buffer.concat([head, packr.pack({ type: 'abort', v: 1, origin: -1, code: 'X', message: '' })])))).toBe('ERR_MESSAGE_INVALID');
+    expect(() => decodeControl(Buffer.concat([head, packr.pack({ type: 'hello' })])))
+      .toThrow(/invalid control message: type/);
+    const v2 = Buffer.from(good);
+    v2[4] = 2;
+    expect(codeOf(() => decodeControl(v2))).toBe('ERR_BAD_VERSION');
+    expect(codeOf(() => decodeControl(good, { maxFrameBytes: 1e6, maxMessageBytes: 10 }))).toBe('ERR_MESSAGE_TOO_LARGE');
+    expect(codeOf(() => decodeControl(good.subarray(0, 5)))).toBe('ERR_FRAME_TRUNCATED');
+  });
+});
