@@ -225,7 +225,7 @@ export class Communicator {
         },
         (err: Error) => {
           this.inflight--;
-          this.fail(err instanceof CollectiveError ? err : new CollectiveError('ERR_PEER_LOST', `rank ${this.rank}: send to rank ${to} failed: ${err.message}`, { rank: this.rank, peer: to }, { cause: err }), to);
+          this.fail(err instanceof CollectiveError ? err : new CollectiveError('ERR_PEER_LOST', `rank ${this.rank}: send to peer rank ${to} failed: ${err.message}`, { rank: this.rank, peer: to }, { cause: err }), to);
         },
       );
     }

@@ -1,0 +1,91 @@
+// A ring member as a real process, for multi-process tests and benchmarks.
+// Usage: node dist/testing/ring-process.js <rank> <world> [json options]
+// Prints JSON lines on stdout: {"event":"listening","address"} then, after reading {"prev": url}
+// on stdin, {"event":"connected"}; then for each {"run": {...}} line it runs all-reduces and prints
+// {"event":"done",...} or {"event":"error",...}. Data are small integers, so every rank can check
+// the exact sum by itself.
+import { createInterface } from 'node:readline';
+import { Communicator } from '../communicator.js';
+import type { CollectiveError } from '../errors.js';
+import { WebSocketTransport } from '../websocket-transport.js';
+
+interface RunRequest {
+  /** Element counts to cycle through. */
+  sizes: number[];
+  iterations?: number;
+  /** Timed mode: iterations per size after warm-up, reporting the median time (benchmarks). */
+  timed?: boolean;
+  warmup?: number;
+  /** Check the exact sum of every result (default true). */
+  verify?: boolean;
+}
+
+const [rank, world] = [Number(process.argv[2]), Number(process.argv[3])];
+const opts = JSON.parse(process.argv[4] ?? '{}') as { token?: string; peerTimeoutMs?: number; segmentBytes?: number; timeoutMs?: number };
+const say = (o: object): boolean => process.stdout.write(`${JSON.stringify({ rank, t: Date.now(), ...o })}\n`);
+
+const transport = await WebSocketTransport.listen({ rank, worldSize: world, token: opts.token, peerTimeoutMs: opts.peerTimeoutMs ?? 1000, heartbeatMs: 200 });
+const comm = new Communicator(transport, { segmentBytes: opts.segmentBytes, timeoutMs: opts.timeoutMs ?? 30_000 });
+say({ event: 'listening', address: transport.address });
+
+const value = (r: number, iter: number, i: number): number => ((r + 1) * ((i + iter) % 61)) % 17;
+
+async function run(req: RunRequest): Promise<void> {
+  const buffers = new Map(req.sizes.map((n) => [n, new Float32Array(n)]));
+  if (req.timed) {
+    const results = [];
+    for (const n of req.sizes) {
+      const buf = buffers.get(n)!;
+      const times: number[] = [];
+      for (let k = 0; k < (req.warmup ?? 3) + (req.iterations ?? 20); k++) {
+        buf.fill(1);
+        await comm.barrier();
+        const t0 = performance.now();
+        await comm.allreduce(buf, { average: false });
+        if (k >= (req.warmup ?? 3)) times.push(performance.now() - t0);
+        if (buf[0] !== world) throw new Error(`wrong sum ${buf[0]} at size ${n}`);
+      }
+      times.sort((a, b) => a - b);
+      results.push({ elements: n, ms: times[Math.floor(times.length / 2)] });
+    }
+    say({ event: 'done', results });
+    return;
+  }
+  const iterations = req.iterations ?? 100;
+  for (let iter = 0; iter < iterations; iter++) {
+    const n = req.sizes[iter % req.sizes.length];
+    const buf = buffers.get(n)!;
+    for (let i = 0; i < n; i++) buf[i] = value(rank, iter, i);
+    await comm.allreduce(buf, { average: false, step: iter });
+    if (req.verify !== false) {
+      for (let i = 0; i < n; i++) {
+        let expected = 0;
+        for (let r = 0; r < world; r++) expected += value(r, iter, i);
+        if (buf[i] !== expected) throw new Error(`iteration ${iter}, element ${i} of ${n}: got ${buf[i]}, expected ${expected}`);
+      }
+    }
+    if (iter % 100 === 0) say({ event: 'progress', iteration: iter });
+  }
+  say({ event: 'done', iterations });
+}
+
+const lines = createInterface({ input: process.stdin });
+for await (const line of lines) {
+  const msg = JSON.parse(line) as { prev?: string; run?: RunRequest; exit?: boolean };
+  try {
+    if (msg.prev) {
+      await transport.connect(msg.prev);
+      say({ event: 'connected' });
+    } else if (msg.run) {
+      await run(msg.run);
+    } else if (msg.exit) {
+      break;
+    }
+  } catch (err) {
+    const e = err as CollectiveError;
+    say({ event: 'error', code: e.code, message: e.message, peer: e.peer });
+    await comm.close();
+    process.exit(1);
+  }
+}
+await comm.close();

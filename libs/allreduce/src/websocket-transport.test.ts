@@ -1,0 +1,173 @@
+import { connect as tcpConnect } from 'node:net';
+import { encodeControl, encodeFrameHeader, Dtype, FrameOp, type FrameHeader } from '@ringtrain/protocol';
+import fc from 'fast-check';
+import { afterEach, describe, expect, it } from 'vitest';
+import WebSocket from 'ws';
+import { Communicator } from './communicator.js';
+import type { CollectiveError } from './errors.js';
+import type { TransportHandler } from './transport.js';
+import { WebSocketTransport, type WebSocketTransportOptions } from './websocket-transport.js';
+
+const open: WebSocketTransport[] = [];
+afterEach(async () => {
+  await Promise.all(open.splice(0).map((t) => t.close()));
+});
+
+async function formRing(world: number, extra: Partial<WebSocketTransportOptions> = {}): Promise<WebSocketTransport[]> {
+  const ts = await Promise.all(Array.from({ length: world }, (_, rank) => WebSocketTransport.listen({ rank, worldSize: world, connectTimeoutMs: 5000, ...extra })));
+  open.push(...ts);
+  await Promise.all(ts.map((t, r) => t.connect(ts[(r - 1 + world) % world].address)));
+  return ts;
+}
+
+/** A handler that records what the transport delivers. */
+function recorder(): TransportHandler & { frames: [number, FrameHeader, Uint8Array][]; lost: CollectiveError[] } {
+  const rec = {
+    frames: [] as [number, FrameHeader, Uint8Array][],
+    lost: [] as CollectiveError[],
+    frame: (from: number, h: FrameHeader, p: Uint8Array) => rec.frames.push([from, h, Uint8Array.from(p)]),
+    control: () => {},
+    peerLost: (_peer: number, e: CollectiveError) => rec.lost.push(e),
+  };
+  return rec;
+}
+
+const header: FrameHeader = { op: FrameOp.broadcast, dtype: Dtype.float32, seq: 1, step: 2, from: 1, chunk: 0, segment: 0, offset: 0, count: 3, tensorLength: 3, layoutHash: 'abcdefabcdefabcd' };
+const payload = Buffer.from(Float32Array.of(1.5, -2, 3).buffer);
+const until = async (cond: () => boolean, ms = 3000): Promise<void> => {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error('condition not reached');
+    await new Promise((r) => setTimeout(r, 5));
+  }
+};
+
+/** A raw ring client: dials `t` as its right neighbour (rank 1 of 2). */
+function dialAsNeighbour(t: WebSocketTransport, token?: string): WebSocket {
+  return new WebSocket(t.address, {
+    perMessageDeflate: false,
+    headers: { 'x-ringtrain-rank': '1', 'x-ringtrain-world': '2', 'x-ringtrain-version': '1', 'x-ringtrain-ring': '', ...(token ? { 'x-ringtrain-token': token } : {}) },
+  });
+}
+
+describe('ring all-reduce over WebSockets', () => {
+  it('sums correctly and bit-identically across ranks over real sockets, multi-segment', async () => {
+    await fc.assert(
+      fc.asyncProperty(fc.integer({ min: 2, max: 5 }), fc.integer({ min: 0, max: 3000 }), fc.constantFrom(16, 256, 4096), async (world, length, segmentBytes) => {
+        const ts = await formRing(world);
+        const comms = ts.map((t) => new Communicator(t, { segmentBytes, timeoutMs: 5000 }));
+        const data = ts.map((_, r) => Float32Array.from({ length }, (_, i) => ((r + 1) * ((i * 7) % 31)) / 8));
+        await Promise.all(comms.map((c, r) => c.allreduce(data[r], { average: false })));
+        for (let i = 0; i < length; i++) expect(data[0][i]).toBe(data.length && (((i * 7) % 31) / 8) * ((world * (world + 1)) / 2));
+        for (const d of data) expect(Buffer.from(d.buffer).equals(Buffer.from(data[0].buffer))).toBe(true);
+        await Promise.all(open.splice(0).map((t) => t.close()));
+      }),
+      { numRuns: 12 },
+    );
+  });
+});
+
+describe('WebSocket transport: handshake and decoding', () => {
+  it('refuses a wrong or missing token during the upgrade, before any frame is read', async () => {
+    const t = await WebSocketTransport.listen({ rank: 0, worldSize: 2, token: 'secret' });
+    open.push(t);
+    const rec = recorder();
+    t.setHandler(rec);
+    for (const token of ['wrong', undefined]) {
+      const status = await new Promise<number>((resolve) => {
+        const ws = dialAsNeighbour(t, token);
+        ws.on('unexpected-response', (_req, res) => resolve(res.statusCode ?? 0));
+        ws.on('open', () => resolve(101));
+        ws.on('error', () => {});
+      });
+      expect(status).toBe(401);
+    }
+    const client = await WebSocketTransport.listen({ rank: 1, worldSize: 2, token: 'nope', connectTimeoutMs: 2000 });
+    open.push(client);
+    await expect(client.connect(t.address)).rejects.toMatchObject({ code: 'ERR_AUTH', message: expect.stringMatching(/refused the ring connection: 401 wrong or missing ring token/) });
+    expect(rec.frames).toHaveLength(0);
+  });
+
+  it('refuses the wrong neighbour, world size or ring id with ERR_RENDEZVOUS', async () => {
+    const t = await WebSocketTransport.listen({ rank: 0, worldSize: 3, ringId: 'job-a/gen-1' });
+    open.push(t);
+    const wrongRank = await WebSocketTransport.listen({ rank: 2, worldSize: 3, ringId: 'job-a/gen-1', connectTimeoutMs: 1000 });
+    const wrongRing = await WebSocketTransport.listen({ rank: 1, worldSize: 3, ringId: 'job-a/gen-0', connectTimeoutMs: 1000 });
+    open.push(wrongRank, wrongRing);
+    await expect(wrongRank.connect(t.address)).rejects.toMatchObject({ code: 'ERR_RENDEZVOUS', message: expect.stringMatching(/rank 2 is not this rank's right neighbour \(1\)/) });
+    await expect(wrongRing.connect(t.address)).rejects.toMatchObject({ code: 'ERR_RENDEZVOUS', message: expect.stringMatching(/ring "job-a\/gen-0", expected "job-a\/gen-1"/) });
+  });
+
+  it('decodes a frame whose bytes arrive split at every position across TCP segments', async () => {
+    const t = await WebSocketTransport.listen({ rank: 0, worldSize: 2 });
+    open.push(t);
+    const rec = recorder();
+    t.setHandler(rec);
+    const message = Buffer.concat([encodeFrameHeader(header), payload]);
+    // A masked client frame, written by hand: FIN+binary, mask bit + 7-bit length, mask key, data.
+    const mask = Buffer.from([1, 2, 3, 4]);
+    const wsFrame = Buffer.concat([Buffer.from([0x82, 0x80 | message.length]), mask, Buffer.from(message.map((b, i) => b ^ mask[i % 4]))]);
+    const sock = tcpConnect(Number(new URL(t.address).port), '127.0.0.1');
+    await new Promise((r) => sock.once('connect', r));
+    sock.write(
+      'GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n' +
+        'x-ringtrain-rank: 1\r\nx-ringtrain-world: 2\r\nx-ringtrain-version: 1\r\nx-ringtrain-ring: \r\n\r\n',
+    );
+    await new Promise((r) => sock.once('data', r)); // 101 Switching Protocols
+    for (let cut = 1; cut < wsFrame.length; cut += 7) {
+      sock.write(wsFrame.subarray(0, cut));
+      await new Promise((r) => setTimeout(r, 2));
+      sock.write(wsFrame.subarray(cut));
+    }
+    for (const b of wsFrame) {
+      sock.write(Buffer.from([b]));
+      await new Promise((r) => setImmediate(r));
+    }
+    const expectedCount = Math.ceil((wsFrame.length - 1) / 7) + 1;
+    await until(() => rec.frames.length === expectedCount);
+    for (const [from, h, p] of rec.frames) {
+      expect(from).toBe(1);
+      expect(h).toEqual(header);
+      expect(Array.from(new Float32Array(p.buffer))).toEqual([1.5, -2, 3]);
+    }
+    sock.destroy();
+  });
+
+  it('closes the connection with 1002 and the error code on a bad frame, and reports ERR_PROTOCOL', async () => {
+    for (const bad of [
+      Buffer.concat([encodeFrameHeader(header), payload.subarray(0, 8)]), // truncated
+      Buffer.concat([encodeFrameHeader(header), payload, Buffer.alloc(4)]), // longer than announced
+      Buffer.concat([Buffer.from('XXXX'), encodeFrameHeader(header).subarray(4), payload]), // wrong magic
+      Buffer.concat([encodeControl({ type: 'abort', v: 1, origin: 1, code: 'X', message: '' }).subarray(0, 8), Buffer.from([0x82])]), // bad msgpack
+    ]) {
+      const t = await WebSocketTransport.listen({ rank: 0, worldSize: 2 });
+      open.push(t);
+      const rec = recorder();
+      t.setHandler(rec);
+      const ws = dialAsNeighbour(t);
+      await new Promise((r) => ws.once('open', r));
+      const closed = new Promise<[number, string]>((r) => ws.once('close', (code, reason) => r([code, reason.toString()])));
+      ws.send(bad);
+      const [code, reason] = await closed;
+      expect(code).toBe(1002);
+      expect(reason).toMatch(/^ERR_/);
+      await until(() => rec.lost.length === 1);
+      expect(rec.lost[0]).toMatchObject({ code: 'ERR_PROTOCOL', peer: 1, message: expect.stringContaining(reason) });
+      expect(rec.frames).toHaveLength(0);
+    }
+  });
+
+  it('refuses a message over the frame limit (close 1009) without buffering it, and reports ERR_PROTOCOL', async () => {
+    const t = await WebSocketTransport.listen({ rank: 0, worldSize: 2, limits: { maxFrameBytes: 1024, maxMessageBytes: 512 } });
+    open.push(t);
+    const rec = recorder();
+    t.setHandler(rec);
+    const ws = dialAsNeighbour(t);
+    await new Promise((r) => ws.once('open', r));
+    const closed = new Promise<number>((r) => ws.once('close', (code) => r(code)));
+    ws.send(Buffer.alloc(4096));
+    expect(await closed).toBe(1009);
+    await until(() => rec.lost.length === 1);
+    expect(rec.lost[0].code).toBe('ERR_PROTOCOL');
+  });
+});

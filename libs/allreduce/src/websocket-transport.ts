@@ -1,0 +1,316 @@
+import { timingSafeEqual } from 'node:crypto';
+import { createServer, type IncomingMessage, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Duplex } from 'node:stream';
+import {
+  type ControlMessage,
+  decodeControl,
+  decodeTensorFrame,
+  DEFAULT_LIMITS,
+  encodeControl,
+  encodeFrameHeader,
+  type FrameHeader,
+  isControl,
+  type Limits,
+  PROTOCOL_VERSION,
+  ProtocolError,
+} from '@ringtrain/protocol';
+import type { Logger } from 'pino';
+import WebSocket, { WebSocketServer } from 'ws';
+import { CollectiveError } from './errors.js';
+import { nextRank, prevRank, type Transport, type TransportHandler } from './transport.js';
+
+export interface WebSocketTransportOptions {
+  rank: number;
+  worldSize: number;
+  /** Interface to listen on (default 127.0.0.1) and port (default 0: any free port). */
+  host?: string;
+  port?: number;
+  /** The address neighbours dial, when it differs from ws://host:port (containers, NAT). */
+  advertise?: string;
+  /** Shared secret; a ring connection without it is refused during the HTTP upgrade. */
+  token?: string;
+  /** Both ends must name the same ring (e.g. job and generation); others are refused. */
+  ringId?: string;
+  limits?: Limits;
+  /** Ping period (default 500 ms) and the silence after which a peer counts as lost (default 10 s). */
+  heartbeatMs?: number;
+  peerTimeoutMs?: number;
+  /** Deadline for forming the ring in `connect` (default 30 s). */
+  connectTimeoutMs?: number;
+  logger?: Logger;
+}
+
+const H = { token: 'x-ringtrain-token', rank: 'x-ringtrain-rank', world: 'x-ringtrain-world', version: 'x-ringtrain-version', ring: 'x-ringtrain-ring' };
+
+interface Link {
+  ws: WebSocket;
+  peer: number;
+  lastSeen: number;
+}
+
+/**
+ * The ring over WebSockets: each rank listens, dials its left neighbour and is dialled by its
+ * right one. Tensor data flows left to right on the connection the right neighbour opened, so it
+ * leaves as unmasked server frames: header and payload go out as two fragments of one message,
+ * and the payload is never copied on the sending side.
+ *
+ * A peer that sends bytes that do not decode is cut off (close code 1002, reason = the error code)
+ * and reported lost with ERR_PROTOCOL; a closed, failed or silent connection is reported lost with
+ * ERR_PEER_LOST. Ping/pong heartbeats find silent peers.
+ */
+export class WebSocketTransport implements Transport {
+  readonly rank: number;
+  readonly worldSize: number;
+  private handler: TransportHandler | null = null;
+  private upstream: Link | null = null; // to the left neighbour (we dialled it)
+  private downstream: Link | null = null; // from the right neighbour (it dialled us)
+  private downstreamReady: (() => void) | null = null;
+  private readonly lostPeers = new Set<number>();
+  private closing = false;
+  private heartbeat: NodeJS.Timeout | null = null;
+  private lastTick = Date.now();
+  private readonly limits: Limits;
+  private readonly heartbeatMs: number;
+  private readonly peerTimeoutMs: number;
+  private readonly log?: Logger;
+
+  private constructor(
+    private readonly options: WebSocketTransportOptions,
+    private readonly http: Server,
+    private readonly wss: WebSocketServer,
+  ) {
+    this.rank = options.rank;
+    this.worldSize = options.worldSize;
+    this.limits = options.limits ?? DEFAULT_LIMITS;
+    this.heartbeatMs = options.heartbeatMs ?? 500;
+    this.peerTimeoutMs = options.peerTimeoutMs ?? 10_000;
+    this.log = options.logger;
+  }
+
+  /** Starts listening; neighbours can dial `address` once this resolves. */
+  static async listen(options: WebSocketTransportOptions): Promise<WebSocketTransport> {
+    const { rank, worldSize } = options;
+    if (!Number.isInteger(worldSize) || worldSize < 1 || worldSize > 65535 || !Number.isInteger(rank) || rank < 0 || rank >= worldSize) {
+      throw new CollectiveError('ERR_RENDEZVOUS', `invalid rank ${rank} for world size ${worldSize}`);
+    }
+    const http = createServer((_req, res) => res.writeHead(426, { 'content-type': 'text/plain' }).end('ringtrain ring endpoint: WebSocket only\n'));
+    const wss = new WebSocketServer({ noServer: true, perMessageDeflate: false, maxPayload: (options.limits ?? DEFAULT_LIMITS).maxFrameBytes });
+    const t = new WebSocketTransport(options, http, wss);
+    http.on('upgrade', (req, socket, head) => t.onUpgrade(req, socket, head));
+    await new Promise<void>((resolve, reject) => {
+      http.once('error', reject);
+      http.listen(options.port ?? 0, options.host ?? '127.0.0.1', () => resolve());
+    });
+    return t;
+  }
+
+  get address(): string {
+    if (this.options.advertise) return this.options.advertise;
+    const a = this.http.address() as AddressInfo;
+    return `ws://${a.family === 'IPv6' ? `[${a.address}]` : a.address}:${a.port}`;
+  }
+
+  setHandler(handler: TransportHandler): void {
+    this.handler = handler;
+  }
+
+  /** Dials the left neighbour at `prevAddress` and waits for the right one to dial in. */
+  async connect(prevAddress: string): Promise<void> {
+    if (this.worldSize === 1) return;
+    const deadline = Date.now() + (this.options.connectTimeoutMs ?? 30_000);
+    const accepted = this.downstream
+      ? Promise.resolve()
+      : new Promise<void>((resolve) => {
+          this.downstreamReady = resolve;
+        });
+    const ws = await this.dial(prevAddress, deadline);
+    this.upstream = this.attach(ws, prevRank(this.rank, this.worldSize));
+    let timer: NodeJS.Timeout | undefined;
+    const expired = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () => reject(new CollectiveError('ERR_RENDEZVOUS', `rank ${this.rank}: rank ${nextRank(this.rank, this.worldSize)} did not connect within the deadline`, { rank: this.rank, peer: nextRank(this.rank, this.worldSize) })),
+        Math.max(0, deadline - Date.now()),
+      );
+    });
+    try {
+      await Promise.race([accepted, expired]);
+    } finally {
+      clearTimeout(timer);
+    }
+    this.startHeartbeat();
+  }
+
+  sendFrame(to: number, header: FrameHeader, payload: Uint8Array): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const link = this.linkTo(to);
+      if (!link || link.ws.readyState !== WebSocket.OPEN) {
+        reject(new CollectiveError('ERR_PEER_LOST', `rank ${this.rank}: no open connection to peer rank ${to}`, { rank: this.rank, peer: to }));
+        return;
+      }
+      // Two fragments of one message: the 48-byte header, then the caller's bytes as they are.
+      link.ws.send(encodeFrameHeader(header), { binary: true, fin: false });
+      link.ws.send(payload, { binary: true, fin: true }, (err) => {
+        if (err) reject(new CollectiveError('ERR_PEER_LOST', `rank ${this.rank}: send to peer rank ${to} failed: ${err.message}`, { rank: this.rank, peer: to }, { cause: err }));
+        else resolve();
+      });
+    });
+  }
+
+  sendControl(to: number, message: ControlMessage): void {
+    const link = this.linkTo(to, true);
+    if (link?.ws.readyState === WebSocket.OPEN) link.ws.send(encodeControl(message), { binary: true });
+  }
+
+  async close(): Promise<void> {
+    if (this.closing) return;
+    this.closing = true;
+    if (this.heartbeat) clearInterval(this.heartbeat);
+    const links = [this.upstream, this.downstream].filter((l): l is Link => l !== null);
+    await Promise.all(
+      links.map(
+        (l) =>
+          new Promise<void>((resolve) => {
+            if (l.ws.readyState === WebSocket.CLOSED) return resolve();
+            const force = setTimeout(() => l.ws.terminate(), 1000);
+            l.ws.once('close', () => {
+              clearTimeout(force);
+              resolve();
+            });
+            l.ws.close(1000, 'closing');
+          }),
+      ),
+    );
+    this.wss.close();
+    await new Promise<void>((resolve) => this.http.close(() => resolve()));
+  }
+
+  /** Frames go to the right neighbour over the link it opened; control may go either way. */
+  private linkTo(to: number, control = false): Link | null {
+    if (to === nextRank(this.rank, this.worldSize) && this.downstream) return this.downstream;
+    if (control && to === prevRank(this.rank, this.worldSize)) return this.upstream;
+    return null;
+  }
+
+  private onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+    const refuse = (status: number, reason: string): void => {
+      this.log?.warn({ status, remote: req.socket.remoteAddress }, `ring connection refused: ${reason}`);
+      socket.end(`HTTP/1.1 ${status} ${status === 401 ? 'Unauthorized' : 'Conflict'}\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: ${Buffer.byteLength(reason)}\r\n\r\n${reason}`);
+    };
+    const header = (name: string): string => String(req.headers[name] ?? '');
+    if (this.options.token !== undefined && !sameSecret(header(H.token), this.options.token)) return refuse(401, 'wrong or missing ring token');
+    if (header(H.version) !== String(PROTOCOL_VERSION)) return refuse(409, `protocol version ${header(H.version) || 'missing'}, expected ${PROTOCOL_VERSION}`);
+    if (header(H.world) !== String(this.worldSize)) return refuse(409, `world size ${header(H.world)}, expected ${this.worldSize}`);
+    if ((this.options.ringId ?? '') !== header(H.ring)) return refuse(409, `ring "${header(H.ring)}", expected "${this.options.ringId ?? ''}"`);
+    const expected = nextRank(this.rank, this.worldSize);
+    if (header(H.rank) !== String(expected)) return refuse(409, `rank ${header(H.rank)} is not this rank's right neighbour (${expected})`);
+    if (this.downstream || this.closing) return refuse(409, `rank ${expected} is already connected`);
+    this.wss.handleUpgrade(req, socket, head, (ws) => {
+      this.downstream = this.attach(ws, expected);
+      this.downstreamReady?.();
+    });
+  }
+
+  private async dial(address: string, deadline: number): Promise<WebSocket> {
+    const headers: Record<string, string> = {
+      [H.rank]: String(this.rank),
+      [H.world]: String(this.worldSize),
+      [H.version]: String(PROTOCOL_VERSION),
+      [H.ring]: this.options.ringId ?? '',
+    };
+    if (this.options.token !== undefined) headers[H.token] = this.options.token;
+    const peer = prevRank(this.rank, this.worldSize);
+    for (let attempt = 0; ; attempt++) {
+      const outcome = await new Promise<WebSocket | CollectiveError | 'retry'>((resolve) => {
+        const ws = new WebSocket(address, { headers, perMessageDeflate: false, maxPayload: this.limits.maxFrameBytes, handshakeTimeout: Math.max(100, deadline - Date.now()) });
+        ws.once('open', () => resolve(ws));
+        let refused = false;
+        ws.once('unexpected-response', (req, res) => {
+          refused = true;
+          let body = '';
+          res.on('data', (d: Buffer) => (body += d.toString()));
+          res.on('end', () => {
+            const code = res.statusCode === 401 ? 'ERR_AUTH' : 'ERR_RENDEZVOUS';
+            resolve(new CollectiveError(code, `rank ${this.rank}: rank ${peer} at ${address} refused the ring connection: ${res.statusCode} ${body.trim()}`, { rank: this.rank, peer }));
+            req.destroy();
+          });
+        });
+        ws.on('error', () => {
+          if (!refused) resolve('retry');
+        });
+      });
+      if (outcome instanceof WebSocket) return outcome;
+      if (outcome instanceof CollectiveError) throw outcome;
+      if (Date.now() + 100 > deadline) {
+        throw new CollectiveError('ERR_RENDEZVOUS', `rank ${this.rank}: could not reach rank ${peer} at ${address} after ${attempt + 1} attempts`, { rank: this.rank, peer });
+      }
+      await new Promise((r) => setTimeout(r, Math.min(100 * (attempt + 1), 500)));
+    }
+  }
+
+  private attach(ws: WebSocket, peer: number): Link {
+    const link: Link = { ws, peer, lastSeen: Date.now() };
+    ws.binaryType = 'nodebuffer';
+    ws.on('message', (data: Buffer, isBinary: boolean) => {
+      link.lastSeen = Date.now();
+      try {
+        if (!isBinary) throw new ProtocolError('ERR_BAD_MAGIC', 'text message on a ring connection');
+        if (isControl(data)) this.handler?.control(peer, decodeControl(data, this.limits));
+        else {
+          const { header, payload } = decodeTensorFrame(data, this.limits);
+          this.handler?.frame(peer, header, payload);
+        }
+      } catch (err) {
+        if (!(err instanceof ProtocolError)) throw err;
+        ws.close(1002, err.code);
+        this.lost(peer, new CollectiveError('ERR_PROTOCOL', `rank ${this.rank}: rank ${peer} sent a bad frame (${err.code}: ${err.message}); connection closed`, { rank: this.rank, peer }, { cause: err }));
+      }
+    });
+    ws.on('ping', () => (link.lastSeen = Date.now()));
+    ws.on('pong', () => (link.lastSeen = Date.now()));
+    ws.on('error', (err: Error & { code?: string }) => {
+      const code = err.code?.startsWith('WS_ERR_') ? 'ERR_PROTOCOL' : 'ERR_PEER_LOST';
+      this.lost(peer, new CollectiveError(code, `rank ${this.rank}: connection to peer rank ${peer} failed: ${err.message}`, { rank: this.rank, peer }, { cause: err }));
+    });
+    ws.on('close', (code: number, reason: Buffer) => {
+      this.lost(peer, new CollectiveError('ERR_PEER_LOST', `rank ${this.rank}: connection to peer rank ${peer} closed (code ${code}${reason.length ? `, ${reason.toString()}` : ''})`, { rank: this.rank, peer }));
+    });
+    return link;
+  }
+
+  private lost(peer: number, error: CollectiveError): void {
+    if (this.closing || this.lostPeers.has(peer)) return;
+    this.lostPeers.add(peer);
+    for (const link of [this.upstream, this.downstream]) if (link?.peer === peer && link.ws.readyState === WebSocket.OPEN) link.ws.terminate();
+    this.handler?.peerLost(peer, error);
+  }
+
+  /**
+   * Pings both neighbours; one silent for peerTimeoutMs is lost. A tick that comes late means this
+   * process was busy (a long compute step), not that the peer was silent, so it resets the clocks.
+   */
+  private startHeartbeat(): void {
+    this.lastTick = Date.now();
+    this.heartbeat = setInterval(() => {
+      const now = Date.now();
+      const late = now - this.lastTick > 2 * this.heartbeatMs;
+      this.lastTick = now;
+      for (const link of [this.upstream, this.downstream]) {
+        if (!link || link.ws.readyState !== WebSocket.OPEN) continue;
+        if (late) link.lastSeen = now;
+        else if (now - link.lastSeen > this.peerTimeoutMs) {
+          this.lost(link.peer, new CollectiveError('ERR_PEER_LOST', `rank ${this.rank}: peer rank ${link.peer} silent for ${now - link.lastSeen} ms (heartbeat timeout ${this.peerTimeoutMs} ms)`, { rank: this.rank, peer: link.peer }));
+          continue;
+        }
+        link.ws.ping();
+      }
+    }, this.heartbeatMs);
+    this.heartbeat.unref();
+  }
+}
+
+function sameSecret(given: string, expected: string): boolean {
+  const a = Buffer.from(given);
+  const b = Buffer.from(expected);
+  return a.length === b.length && timingSafeEqual(a, b);
+}
