@@ -3,6 +3,7 @@ import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import {
+  checkFollowingPayload,
   type ControlMessage,
   decodeControl,
   decodeTensorFrame,
@@ -47,13 +48,18 @@ interface Link {
   ws: WebSocket;
   peer: number;
   lastSeen: number;
+  /** A header whose payload is the next message. */
+  awaiting: FrameHeader | null;
 }
+
+/** Payloads up to this size share one message with their header (one small copy); larger ones follow it. */
+const INLINE_PAYLOAD_BYTES = 64 * 1024;
 
 /**
  * The ring over WebSockets: each rank listens, dials its left neighbour and is dialled by its
  * right one. Tensor data flows left to right on the connection the right neighbour opened, so it
- * leaves as unmasked server frames: header and payload go out as two fragments of one message,
- * and the payload is never copied on the sending side.
+ * leaves as unmasked server frames. A large payload goes as its own message right after its
+ * header's (PAYLOAD_FOLLOWS): not copied on sending, and copied once (by ws) on receiving.
  *
  * A peer that sends bytes that do not decode is cut off (close code 1002, reason = the error code)
  * and reported lost with ERR_PROTOCOL; a closed, failed or silent connection is reported lost with
@@ -148,12 +154,16 @@ export class WebSocketTransport implements Transport {
         reject(new CollectiveError('ERR_PEER_LOST', `rank ${this.rank}: no open connection to peer rank ${to}`, { rank: this.rank, peer: to }));
         return;
       }
-      // Two fragments of one message: the 48-byte header, then the caller's bytes as they are.
-      link.ws.send(encodeFrameHeader(header), { binary: true, fin: false });
-      link.ws.send(payload, { binary: true, fin: true }, (err) => {
+      const done = (err?: Error): void => {
         if (err) reject(new CollectiveError('ERR_PEER_LOST', `rank ${this.rank}: send to peer rank ${to} failed: ${err.message}`, { rank: this.rank, peer: to }, { cause: err }));
         else resolve();
-      });
+      };
+      if (payload.length <= INLINE_PAYLOAD_BYTES) {
+        link.ws.send(Buffer.concat([encodeFrameHeader(header), payload]), { binary: true }, done);
+      } else {
+        link.ws.send(encodeFrameHeader(header, true), { binary: true });
+        link.ws.send(payload, { binary: true }, done);
+      }
     });
   }
 
@@ -249,16 +259,22 @@ export class WebSocketTransport implements Transport {
   }
 
   private attach(ws: WebSocket, peer: number): Link {
-    const link: Link = { ws, peer, lastSeen: Date.now() };
+    const link: Link = { ws, peer, lastSeen: Date.now(), awaiting: null };
     ws.binaryType = 'nodebuffer';
     ws.on('message', (data: Buffer, isBinary: boolean) => {
       link.lastSeen = Date.now();
       try {
         if (!isBinary) throw new ProtocolError('ERR_BAD_MAGIC', 'text message on a ring connection');
-        if (isControl(data)) this.handler?.control(peer, decodeControl(data, this.limits));
-        else {
+        if (link.awaiting) {
+          const header = link.awaiting;
+          link.awaiting = null;
+          this.handler?.frame(peer, header, checkFollowingPayload(header, data));
+        } else if (isControl(data)) {
+          this.handler?.control(peer, decodeControl(data, this.limits));
+        } else {
           const { header, payload } = decodeTensorFrame(data, this.limits);
-          this.handler?.frame(peer, header, payload);
+          if (payload) this.handler?.frame(peer, header, payload);
+          else link.awaiting = header;
         }
       } catch (err) {
         if (!(err instanceof ProtocolError)) throw err;

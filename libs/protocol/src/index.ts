@@ -2,6 +2,7 @@ export { type AbortMessage, abortMessageSchema, CONTROL_MAGIC, type ControlMessa
 export { ProtocolError, type ProtocolErrorCode } from './errors.js';
 export { DEFAULT_LIMITS, type Limits, PROTOCOL_VERSION } from './limits.js';
 export {
+  checkFollowingPayload,
   type DecodedFrame,
   decodeTensorFrame,
   Dtype,
@@ -12,4 +13,5 @@ export {
   type FrameHeader,
   FrameOp,
   opName,
+  PAYLOAD_FOLLOWS,
 } from './tensor-frame.js';

@@ -2,7 +2,7 @@ import fc from 'fast-check';
 import { Packr } from 'msgpackr';
 import { describe, expect, it } from 'vitest';
 import { decodeControl, encodeControl } from './control.js';
-import { decodeTensorFrame, Dtype, encodeFrameHeader, FRAME_HEADER_BYTES, type FrameHeader, FrameOp } from './tensor-frame.js';
+import { checkFollowingPayload, decodeTensorFrame, Dtype, encodeFrameHeader, FRAME_HEADER_BYTES, type FrameHeader, FrameOp } from './tensor-frame.js';
 
 const header = (over: Partial<FrameHeader> = {}): FrameHeader => ({
   op: FrameOp.reduceScatter,
@@ -88,7 +88,23 @@ describe('tensor frames', () => {
 
   it('checks the announced size before trusting it: a header claiming 4 G elements is refused, not allocated', () => {
     const lying = encodeFrameHeader(header({ count: 0xffffffff, offset: 0, tensorLength: 0xffffffff }));
-    expect(codeOf(() => decodeTensorFrame(lying))).toBe('ERR_FRAME_TRUNCATED');
+    expect(codeOf(() => decodeTensorFrame(lying))).toBe('ERR_FRAME_TOO_LARGE');
+  });
+});
+
+describe('frames whose payload follows in the next message', () => {
+  it('decode to a header without payload, and the follow-up is checked against it', () => {
+    const h = header();
+    const decoded = decodeTensorFrame(encodeFrameHeader(h, true));
+    expect(decoded).toEqual({ header: h, payload: null });
+    expect(checkFollowingPayload(h, new Uint8Array(16)).length).toBe(16);
+    expect(codeOf(() => checkFollowingPayload(h, new Uint8Array(12)))).toBe('ERR_FRAME_TRUNCATED');
+    expect(codeOf(() => checkFollowingPayload(h, new Uint8Array(20)))).toBe('ERR_FRAME_LENGTH');
+    expect(codeOf(() => decodeTensorFrame(Buffer.concat([encodeFrameHeader(h, true), Buffer.alloc(16)])))).toBe('ERR_FRAME_LENGTH');
+    const unknownFlag = encodeFrameHeader(h);
+    unknownFlag[7] = 0x80;
+    expect(codeOf(() => decodeTensorFrame(unknownFlag))).toBe('ERR_BAD_FIELD');
+    expect(codeOf(() => decodeTensorFrame(encodeFrameHeader(header({ count: 1e6, offset: 0, tensorLength: 1e6 }), true), { maxFrameBytes: 1024, maxMessageBytes: 1 }))).toBe('ERR_FRAME_TOO_LARGE');
   });
 });
 

@@ -9,12 +9,17 @@ import { DEFAULT_LIMITS, type Limits, PROTOCOL_VERSION } from './limits.js';
  *  24 offset u32    28 count u32   32 tensorLength u32   36 reserved u32
  *  40 layoutHash 8 bytes           48 payload: count elements of dtype
  *
+ * Flag bit 0 (PAYLOAD_FOLLOWS): the header travels alone and the payload is the next message on
+ * the same connection, so that large payloads are sent and received without being copied into one
+ * buffer with their header. Without it, the payload follows the header in the same message.
+ *
  * seq numbers the collective operation; (op, tensorLength, layoutHash, step, seq) is its
  * fingerprint, which every frame carries so that ranks out of step fail instead of mixing data.
  * offset and count are in elements of the whole tensor.
  */
 export const FRAME_HEADER_BYTES = 48;
 export const FRAME_MAGIC = 0x30465452; // "RTF0" little-endian
+export const PAYLOAD_FOLLOWS = 0x01;
 
 export const FrameOp = {
   reduceScatter: 1,
@@ -53,12 +58,13 @@ export function dtypeBytes(dtype: Dtype): number {
 }
 
 /** Writes the header into a new 48-byte buffer. The payload travels separately (no copy). */
-export function encodeFrameHeader(h: FrameHeader): Buffer {
+export function encodeFrameHeader(h: FrameHeader, payloadFollows = false): Buffer {
   const b = Buffer.alloc(FRAME_HEADER_BYTES);
   b.writeUInt32LE(FRAME_MAGIC, 0);
   b.writeUInt8(PROTOCOL_VERSION, 4);
   b.writeUInt8(h.op, 5);
   b.writeUInt8(h.dtype, 6);
+  b.writeUInt8(payloadFollows ? PAYLOAD_FOLLOWS : 0, 7);
   b.writeUInt32LE(h.seq >>> 0, 8);
   b.writeUInt32LE(h.step >>> 0, 12);
   b.writeUInt16LE(h.from, 16);
@@ -73,8 +79,8 @@ export function encodeFrameHeader(h: FrameHeader): Buffer {
 
 export interface DecodedFrame {
   header: FrameHeader;
-  /** The payload bytes, a view into the received buffer. */
-  payload: Uint8Array;
+  /** The payload bytes, a view into the received buffer; null when the payload follows. */
+  payload: Uint8Array | null;
 }
 
 /** Decodes one whole tensor frame, checking every field and the length before using any of it. */
@@ -93,8 +99,13 @@ export function decodeTensorFrame(buf: Uint8Array, limits: Limits = DEFAULT_LIMI
   const count = v.getUint32(28, true);
   const offset = v.getUint32(24, true);
   const tensorLength = v.getUint32(32, true);
+  const flags = v.getUint8(7);
+  if (flags & ~PAYLOAD_FOLLOWS) throw new ProtocolError('ERR_BAD_FIELD', `unknown frame flags 0x${flags.toString(16)}`);
   const payloadBytes = count * DTYPE_BYTES[dtype];
-  const have = buf.length - FRAME_HEADER_BYTES;
+  if (payloadBytes + FRAME_HEADER_BYTES > limits.maxFrameBytes) throw new ProtocolError('ERR_FRAME_TOO_LARGE', `frame announces ${payloadBytes} payload bytes, over the limit of ${limits.maxFrameBytes}`);
+  const follows = (flags & PAYLOAD_FOLLOWS) !== 0;
+  const have = follows ? payloadBytes : buf.length - FRAME_HEADER_BYTES;
+  if (follows && buf.length !== FRAME_HEADER_BYTES) throw new ProtocolError('ERR_FRAME_LENGTH', `frame with a following payload carries ${buf.length - FRAME_HEADER_BYTES} bytes after its header`);
   if (have < payloadBytes) throw new ProtocolError('ERR_FRAME_TRUNCATED', `frame announces ${count} elements (${payloadBytes} bytes) but carries ${have} bytes`);
   if (have > payloadBytes) throw new ProtocolError('ERR_FRAME_LENGTH', `frame announces ${count} elements (${payloadBytes} bytes) but carries ${have} bytes`);
   if (offset + count > tensorLength) throw new ProtocolError('ERR_FRAME_LENGTH', `frame covers elements ${offset}..${offset + count} past the tensor length ${tensorLength}`);
@@ -111,5 +122,13 @@ export function decodeTensorFrame(buf: Uint8Array, limits: Limits = DEFAULT_LIMI
     tensorLength,
     layoutHash: Buffer.from(buf.buffer, buf.byteOffset + 40, 8).toString('hex'),
   };
-  return { header, payload: buf.subarray(FRAME_HEADER_BYTES) };
+  return { header, payload: follows ? null : buf.subarray(FRAME_HEADER_BYTES) };
+}
+
+/** Checks the message that carries a PAYLOAD_FOLLOWS frame's payload against its header. */
+export function checkFollowingPayload(header: FrameHeader, payload: Uint8Array): Uint8Array {
+  const need = header.count * DTYPE_BYTES[header.dtype];
+  if (payload.length < need) throw new ProtocolError('ERR_FRAME_TRUNCATED', `payload message of ${payload.length} bytes, the header announced ${need}`);
+  if (payload.length > need) throw new ProtocolError('ERR_FRAME_LENGTH', `payload message of ${payload.length} bytes, the header announced ${need}`);
+  return payload;
 }

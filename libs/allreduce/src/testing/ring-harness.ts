@@ -28,8 +28,10 @@ export class ProcessRing {
   }
 
   static async start(world: number, options: object = {}): Promise<ProcessRing> {
+    // RINGTRAIN_NODE_ARGS passes flags such as --cpu-prof to every member (profiling).
+    const nodeArgs = (process.env.RINGTRAIN_NODE_ARGS ?? '').split(' ').filter(Boolean);
     const script = fileURLToPath(new URL('../../dist/testing/ring-process.js', import.meta.url));
-    const procs = Array.from({ length: world }, (_, r) => spawn(process.execPath, [script, String(r), String(world), JSON.stringify(options)], { stdio: ['pipe', 'pipe', 'pipe'] }));
+    const procs = Array.from({ length: world }, (_, r) => spawn(process.execPath, [...nodeArgs, script, String(r), String(world), JSON.stringify(options)], { stdio: ['pipe', 'pipe', 'pipe'] }));
     const ring = new ProcessRing(procs);
     const listening = await ring.waitAll('listening', 15_000);
     listening.sort((a, b) => a.rank - b.rank);

@@ -21,11 +21,11 @@ interface RunRequest {
 }
 
 const [rank, world] = [Number(process.argv[2]), Number(process.argv[3])];
-const opts = JSON.parse(process.argv[4] ?? '{}') as { token?: string; peerTimeoutMs?: number; segmentBytes?: number; timeoutMs?: number };
+const opts = JSON.parse(process.argv[4] ?? '{}') as { token?: string; peerTimeoutMs?: number; segmentBytes?: number; sendWindow?: number; timeoutMs?: number };
 const say = (o: object): boolean => process.stdout.write(`${JSON.stringify({ rank, t: Date.now(), ...o })}\n`);
 
 const transport = await WebSocketTransport.listen({ rank, worldSize: world, token: opts.token, peerTimeoutMs: opts.peerTimeoutMs ?? 1000, heartbeatMs: 200 });
-const comm = new Communicator(transport, { segmentBytes: opts.segmentBytes, timeoutMs: opts.timeoutMs ?? 30_000 });
+const comm = new Communicator(transport, { segmentBytes: opts.segmentBytes, sendWindow: opts.sendWindow, timeoutMs: opts.timeoutMs ?? 30_000 });
 say({ event: 'listening', address: transport.address });
 
 const value = (r: number, iter: number, i: number): number => ((r + 1) * ((i + iter) % 61)) % 17;
@@ -89,3 +89,4 @@ for await (const line of lines) {
   }
 }
 await comm.close();
+process.exit(0);
