@@ -24,9 +24,102 @@ export const abortMessageSchema = z.strictObject({
   seq: z.number().int().min(0).optional(),
 });
 
-export const controlMessageSchema = z.discriminatedUnion('type', [abortMessageSchema]);
+// ---- Coordinator ⇄ worker (the control connection; see docs/protocol.md) ----
+
+const v = z.literal(PROTOCOL_VERSION);
+const generation = z.number().int().min(0);
+const hash = z.string().regex(/^[0-9a-f]{16,64}$/);
+const finite = z.number().finite();
+const count = z.number().int().min(0);
+
+/** Worker → coordinator, first message: who it is and where its ring endpoint listens. */
+export const helloMessageSchema = z.strictObject({
+  type: z.literal('hello'),
+  v,
+  workerId: z.string().min(1).max(128),
+  ringAddress: z.string().min(1).max(512),
+  /** Hash of the job config the worker was started with; null takes the coordinator's. */
+  configHash: hash.nullable(),
+  /** The compute backend it resolved (replicas on different backends round differently). */
+  backend: z.string().max(256),
+  host: z.string().max(256),
+  pid: z.number().int().min(0),
+});
+
+/** Coordinator → worker: refused (version, config, token, too many workers), with the reason. */
+export const rejectMessageSchema = z.strictObject({ type: z.literal('reject'), v, code: z.string().max(64), reason: z.string().max(4096) });
+
+/** Coordinator → worker: its place in a generation of the ring, and the job. */
+export const assignMessageSchema = z.strictObject({
+  type: z.literal('assign'),
+  v,
+  generation,
+  rank,
+  worldSize: z.number().int().min(1).max(65535),
+  prevAddress: z.string().max(512),
+  ringId: z.string().max(256),
+  config: z.unknown(),
+  configHash: hash,
+  /** Report progress every this many steps; check replica hashes every this many (0: at epoch ends). */
+  progressEvery: z.number().int().positive(),
+  verifyEvery: z.number().int().min(0),
+  /** Stop after this many steps (0: run all epochs). */
+  maxSteps: z.number().int().min(0),
+  /** Where rank 0 writes the final weights (safetensors), if anywhere. */
+  saveFinal: z.string().max(4096).optional(),
+});
+
+/** Worker → coordinator: ring formed, initial weights received and verified. */
+export const readyMessageSchema = z.strictObject({ type: z.literal('ready'), v, generation, rank, weightsHash: hash });
+
+/** Coordinator → workers: every rank is ready; train. */
+export const startMessageSchema = z.strictObject({ type: z.literal('start'), v, generation });
+
+/** Worker → coordinator: training figures since its last report. */
+export const progressMessageSchema = z.strictObject({
+  type: z.literal('progress'),
+  v,
+  generation,
+  rank,
+  epoch: count,
+  step: count,
+  loss: finite,
+  samples: count,
+  correct: count,
+  computeMs: finite,
+  allreduceMs: finite,
+  optimizerMs: finite,
+});
+
+/** Worker → coordinator: its share of an evaluation (sums, so the coordinator can add them up). */
+export const evaluatedMessageSchema = z.strictObject({ type: z.literal('evaluated'), v, generation, rank, epoch: count, lossSum: finite, correct: count, samples: count });
+
+/** Worker → coordinator: finished, with the final weights' hash. */
+export const doneMessageSchema = z.strictObject({ type: z.literal('done'), v, generation, rank, steps: count, weightsHash: hash, replicaChecks: count });
+
+/** Worker → coordinator: it failed, and why (the earliest failure is the root cause). */
+export const failedMessageSchema = z.strictObject({ type: z.literal('failed'), v, generation: generation.optional(), rank: rank.optional(), code: z.string().max(64), message: z.string().max(4096) });
+
+/** Coordinator → workers: stop now (a failure elsewhere, or the user). */
+export const stopMessageSchema = z.strictObject({ type: z.literal('stop'), v, code: z.string().max(64), reason: z.string().max(4096) });
+
+export const controlMessageSchema = z.discriminatedUnion('type', [
+  abortMessageSchema,
+  helloMessageSchema,
+  rejectMessageSchema,
+  assignMessageSchema,
+  readyMessageSchema,
+  startMessageSchema,
+  progressMessageSchema,
+  evaluatedMessageSchema,
+  doneMessageSchema,
+  failedMessageSchema,
+  stopMessageSchema,
+]);
 export type ControlMessage = z.infer<typeof controlMessageSchema>;
 export type AbortMessage = z.infer<typeof abortMessageSchema>;
+/** The control message of a given type. */
+export type MessageOf<T extends ControlMessage['type']> = Extract<ControlMessage, { type: T }>;
 
 // moreTypes keeps typed arrays typed (otherwise they come back as Buffer).
 const packr = new Packr({ moreTypes: true, useRecords: false });

@@ -1,4 +1,4 @@
-export { type AbortMessage, abortMessageSchema, CONTROL_MAGIC, type ControlMessage, controlMessageSchema, decodeControl, encodeControl, isControl } from './control.js';
+export { type AbortMessage, abortMessageSchema, CONTROL_MAGIC, type ControlMessage, controlMessageSchema, decodeControl, encodeControl, isControl, type MessageOf } from './control.js';
 export { ProtocolError, type ProtocolErrorCode } from './errors.js';
 export { DEFAULT_LIMITS, type Limits, PROTOCOL_VERSION } from './limits.js';
 export {

@@ -1,0 +1,156 @@
+import { createHash } from 'node:crypto';
+import { closeSync, fsyncSync, openSync, readSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
+import { CheckpointError } from './errors.js';
+
+/** A named float32 tensor. */
+export interface NamedTensor {
+  name: string;
+  shape: number[];
+  data: Float32Array;
+}
+
+export interface SafetensorsFile {
+  tensors: NamedTensor[];
+  /** `__metadata__`: strings only, as the format requires. */
+  metadata: Record<string, string>;
+}
+
+/** Metadata key of the SHA-256 over all tensor bytes, written and verified by this library. */
+export const CHECKSUM_KEY = 'ringtrain.sha256';
+/** Headers larger than this are refused before they are read (safetensors itself allows 100 MB). */
+export const MAX_HEADER_BYTES = 100 * 1024 * 1024;
+
+/**
+ * Writes the safetensors layout (8-byte little-endian header length, JSON header with dtype, shape
+ * and byte offsets per tensor and `__metadata__`, then the raw little-endian data) atomically:
+ * to a temporary file in the same folder, fsync, rename over `path`, fsync the folder. A crash
+ * leaves the old file or the new one, never a torn one under `path`.
+ */
+export function writeSafetensors(path: string, tensors: NamedTensor[], metadata: Record<string, string> = {}): void {
+  const hash = createHash('sha256');
+  const header: Record<string, unknown> = {};
+  let offset = 0;
+  for (const t of tensors) {
+    const bytes = t.data.byteLength;
+    if (t.shape.reduce((a, b) => a * b, 1) !== t.data.length) {
+      throw new CheckpointError('ERR_CHECKPOINT_FORMAT', `tensor ${t.name}: shape [${t.shape.join(', ')}] does not hold ${t.data.length} elements`);
+    }
+    header[t.name] = { dtype: 'F32', shape: t.shape, data_offsets: [offset, offset + bytes] };
+    offset += bytes;
+    hash.update(bytesOf(t.data));
+  }
+  header.__metadata__ = { ...metadata, [CHECKSUM_KEY]: hash.digest('hex') };
+  let json = JSON.stringify(header);
+  json += ' '.repeat((8 - (Buffer.byteLength(json) % 8)) % 8); // data starts 8-byte aligned
+  const head = Buffer.alloc(8 + Buffer.byteLength(json));
+  head.writeBigUInt64LE(BigInt(Buffer.byteLength(json)), 0);
+  head.write(json, 8);
+  const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.${Date.now()}.tmp`);
+  let fd: number | null = null;
+  try {
+    fd = openSync(tmp, 'w', 0o644);
+    writeAll(fd, head);
+    for (const t of tensors) writeAll(fd, bytesOf(t.data));
+    fsyncSync(fd);
+    closeSync(fd);
+    fd = null;
+    renameSync(tmp, path);
+    syncFolder(dirname(path));
+  } catch (err) {
+    if (fd !== null) closeSync(fd);
+    rmSync(tmp, { force: true });
+    if (err instanceof CheckpointError) throw err;
+    throw new CheckpointError('ERR_CHECKPOINT_IO', `cannot write ${path}: ${(err as Error).message}`, { cause: err });
+  }
+}
+
+/** Reads and verifies a safetensors file of float32 tensors: structure, sizes, then the checksum. */
+export function readSafetensors(path: string): SafetensorsFile {
+  let fd: number;
+  let size: number;
+  try {
+    fd = openSync(path, 'r');
+    size = statSync(path).size;
+  } catch (err) {
+    throw new CheckpointError('ERR_CHECKPOINT_IO', `cannot read ${path}: ${(err as Error).message}`, { cause: err });
+  }
+  try {
+    const fail = (code: 'ERR_CHECKPOINT_TRUNCATED' | 'ERR_CHECKPOINT_FORMAT', why: string): never => {
+      throw new CheckpointError(code, `${path}: ${why}`);
+    };
+    if (size < 8) fail('ERR_CHECKPOINT_TRUNCATED', `${size} bytes, shorter than the 8-byte header length`);
+    const lenBuf = Buffer.alloc(8);
+    readSync(fd, lenBuf, 0, 8, 0);
+    const headerLen = lenBuf.readBigUInt64LE(0);
+    if (headerLen > BigInt(MAX_HEADER_BYTES)) fail('ERR_CHECKPOINT_FORMAT', `header claims ${headerLen} bytes, over the ${MAX_HEADER_BYTES}-byte limit`);
+    if (headerLen > BigInt(size - 8)) fail('ERR_CHECKPOINT_TRUNCATED', `header claims ${headerLen} bytes, the file has ${size - 8} after the length`);
+    const n = Number(headerLen);
+    const jsonBuf = Buffer.alloc(n);
+    readSync(fd, jsonBuf, 0, n, 8);
+    let header: Record<string, unknown>;
+    try {
+      header = JSON.parse(jsonBuf.toString('utf8'));
+    } catch (err) {
+      return fail('ERR_CHECKPOINT_FORMAT', `header is not JSON (${(err as Error).message})`);
+    }
+    if (typeof header !== 'object' || header === null || Array.isArray(header)) fail('ERR_CHECKPOINT_FORMAT', 'header is not a JSON object');
+    const dataStart = 8 + n;
+    const dataBytes = size - dataStart;
+    const metadata = (header.__metadata__ ?? {}) as Record<string, string>;
+    if (typeof metadata !== 'object' || Object.values(metadata).some((x) => typeof x !== 'string')) fail('ERR_CHECKPOINT_FORMAT', '__metadata__ must map strings to strings');
+    const entries = Object.entries(header)
+      .filter(([k]) => k !== '__metadata__')
+      .map(([name, info]) => {
+        const i = info as { dtype?: unknown; shape?: unknown; data_offsets?: unknown };
+        if (i?.dtype !== 'F32') fail('ERR_CHECKPOINT_FORMAT', `tensor ${name}: dtype ${JSON.stringify(i?.dtype)}; this reader takes F32`);
+        const shape = i.shape as number[];
+        const offs = i.data_offsets as number[];
+        if (!Array.isArray(shape) || !shape.every((d) => Number.isSafeInteger(d) && d >= 0)) fail('ERR_CHECKPOINT_FORMAT', `tensor ${name}: bad shape ${JSON.stringify(i.shape)}`);
+        if (!Array.isArray(offs) || offs.length !== 2 || !offs.every((o) => Number.isSafeInteger(o) && o >= 0) || offs[1] < offs[0]) fail('ERR_CHECKPOINT_FORMAT', `tensor ${name}: bad data_offsets ${JSON.stringify(i.data_offsets)}`);
+        if (offs[1] - offs[0] !== shape.reduce((a, b) => a * b, 1) * 4) fail('ERR_CHECKPOINT_FORMAT', `tensor ${name}: shape [${shape.join(', ')}] needs ${shape.reduce((a, b) => a * b, 1) * 4} bytes, offsets span ${offs[1] - offs[0]}`);
+        if (offs[1] > dataBytes) fail('ERR_CHECKPOINT_TRUNCATED', `tensor ${name} ends at byte ${offs[1]} of the data, which has ${dataBytes}`);
+        return { name, shape, start: offs[0], end: offs[1] };
+      })
+      .sort((a, b) => a.start - b.start);
+    let expect = 0;
+    for (const e of entries) {
+      if (e.start !== expect) fail('ERR_CHECKPOINT_FORMAT', `tensor ${e.name} starts at byte ${e.start}, expected ${expect} (overlap or gap)`);
+      expect = e.end;
+    }
+    if (expect !== dataBytes) fail(expect < dataBytes ? 'ERR_CHECKPOINT_FORMAT' : 'ERR_CHECKPOINT_TRUNCATED', `tensors cover ${expect} data bytes, the file has ${dataBytes}`);
+    const data = Buffer.alloc(dataBytes);
+    if (dataBytes) readSync(fd, data, 0, dataBytes, dataStart);
+    const sum = metadata[CHECKSUM_KEY];
+    if (sum !== undefined) {
+      const actual = createHash('sha256').update(data).digest('hex');
+      if (actual !== sum) throw new CheckpointError('ERR_CHECKPOINT_CHECKSUM', `${path}: data SHA-256 ${actual.slice(0, 16)}… does not match the recorded ${sum.slice(0, 16)}…`);
+    }
+    const aligned = new Float32Array(data.buffer.slice(data.byteOffset, data.byteOffset + dataBytes));
+    const tensors = entries.map((e) => ({ name: e.name, shape: e.shape, data: aligned.subarray(e.start / 4, e.end / 4) }));
+    return { tensors, metadata };
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function bytesOf(x: Float32Array): Uint8Array {
+  return new Uint8Array(x.buffer, x.byteOffset, x.byteLength);
+}
+
+function writeAll(fd: number, bytes: Uint8Array): void {
+  for (let done = 0; done < bytes.length; ) done += writeSync(fd, bytes, done, bytes.length - done);
+}
+
+/** fsync the folder, so the rename itself survives a crash (not possible on every platform). */
+function syncFolder(dir: string): void {
+  let fd: number | null = null;
+  try {
+    fd = openSync(dir, 'r');
+    fsyncSync(fd);
+  } catch {
+    // Windows cannot open folders; the rename is still atomic there.
+  } finally {
+    if (fd !== null) closeSync(fd);
+  }
+}
