@@ -41,7 +41,7 @@ export function resolveJob(flags: JobFlags): JobConfig {
     const current = (job as { optimizer: { type: string; lr: number } }).optimizer;
     over.optimizer =
       flags.optimizer && flags.optimizer !== current.type
-        ? { type: flags.optimizer, lr: flags.lr ?? (flags.optimizer === 'sgd' ? 0.05 : 0.001) }
+        ? { type: flags.optimizer, lr: flags.lr ?? (flags.optimizer === 'sgd' ? 0.1 : 0.001) }
         : { ...current, lr: flags.lr ?? current.lr };
   }
   if (flags.data) over.dataset = parseDataFlag(flags.data);

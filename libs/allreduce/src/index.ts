@@ -1,7 +1,7 @@
 export { type CollectiveOptions, Communicator, type CommunicatorOptions } from './communicator.js';
 export { CollectiveError, type CollectiveErrorCode, type CollectiveErrorContext } from './errors.js';
 export { MemoryHub, MemoryTransport } from './memory-transport.js';
-export { WebSocketTransport, type WebSocketTransportOptions } from './websocket-transport.js';
+export { type RingPlace, WebSocketTransport, type WebSocketTransportOptions } from './websocket-transport.js';
 export { type CollectiveKind, describeFingerprint, type Fingerprint } from './operations.js';
 export { RingLayout } from './ring-layout.js';
 export { nextRank, prevRank, type Transport, type TransportHandler } from './transport.js';

