@@ -15,7 +15,14 @@ export function createLogger(options: LoggerOptions = {}): Logger {
   const level = options.level ?? process.env.RINGTRAIN_LOG_LEVEL ?? 'info';
   const base = { ...options.base };
   if (process.stderr.isTTY) {
-    return pino({ level, base }, pretty({ destination: 2, sync: true, ignore: 'pid,hostname', translateTime: 'HH:MM:ss', hideObject: true }));
+    return pino({ level, base }, pretty({
+        destination: 2,
+        sync: true,
+        ignore: 'pid,hostname',
+        translateTime: 'HH:MM:ss',
+        hideObject: true,
+        messageFormat: (log, key) => (log.rank !== undefined ? `[rank ${log.rank}] ${log[key]}` : String(log[key])),
+      }));
   }
   return pino({ level, base: { pid: process.pid, ...base } }, pino.destination({ dest: 2, sync: true }));
 }

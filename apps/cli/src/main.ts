@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 import { Command, CommanderError } from 'commander';
+import { coordinatorCommand, launchCommand, workerCommand } from './cluster-commands.js';
 import { trainCommand } from './train-command.js';
 
 const program = new Command('ringtrain')
@@ -7,6 +8,9 @@ const program = new Command('ringtrain')
   .version('0.1.0')
   .showHelpAfterError()
   .exitOverride()
+  .addCommand(launchCommand())
+  .addCommand(coordinatorCommand())
+  .addCommand(workerCommand())
   .addCommand(trainCommand());
 
 try {

@@ -256,7 +256,8 @@ export class Communicator {
   private fail(error: CollectiveError, skipPeer?: number): void {
     if (this.failure) return;
     this.failure = error;
-    this.log?.error({ code: error.code, rank: this.rank, peer: error.peer, seq: error.seq }, error.message);
+    // With nothing in flight this is news only for the next call, which will reject with it.
+    this.log?.[this.ops.size ? 'error' : 'debug']({ code: error.code, rank: this.rank, peer: error.peer, seq: error.seq }, error.message);
     const abort: ControlMessage = {
       type: 'abort',
       v: PROTOCOL_VERSION,

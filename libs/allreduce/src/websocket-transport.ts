@@ -74,6 +74,9 @@ const INLINE_PAYLOAD_BYTES = 64 * 1024;
 export class WebSocketTransport implements Transport {
   private place: RingPlace | null = null;
   private handler: TransportHandler | null = null;
+  /** What arrived before a handler was set (a fast neighbour starts as soon as the ring forms). */
+  private held: ((h: TransportHandler) => void)[] = [];
+  private heldBytes = 0;
   private upstream: Link | null = null; // to the left neighbour (we dialled it)
   private downstream: Link | null = null; // from the right neighbour (it dialled us)
   private downstreamReady: (() => void) | null = null;
@@ -134,6 +137,16 @@ export class WebSocketTransport implements Transport {
 
   setHandler(handler: TransportHandler): void {
     this.handler = handler;
+    for (const deliver of this.held.splice(0)) deliver(handler);
+    this.heldBytes = 0;
+  }
+
+  /** Hands an event to the handler, or holds it (bounded) until there is one. */
+  private deliver(bytes: number, event: (h: TransportHandler) => void): void {
+    if (this.handler) return event(this.handler);
+    this.heldBytes += bytes;
+    if (this.heldBytes > this.limits.maxFrameBytes * 2) throw new ProtocolError('ERR_FRAME_TOO_LARGE', `over ${this.limits.maxFrameBytes * 2} bytes arrived before this rank was ready to receive`);
+    this.held.push(event);
   }
 
   /** Takes its place: dials the left neighbour and waits for the right one to dial in. */
@@ -152,8 +165,7 @@ export class WebSocketTransport implements Transport {
       : new Promise<void>((resolve) => {
           this.downstreamReady = resolve;
         });
-    const ws = await this.dial(prevAddress, deadline);
-    this.upstream = this.attach(ws, prevRank(this.rank, this.worldSize));
+    await this.dial(prevAddress, deadline);
     let timer: NodeJS.Timeout | undefined;
     const expired = new Promise<never>((_, reject) => {
       timer = setTimeout(
@@ -244,7 +256,8 @@ export class WebSocketTransport implements Transport {
     });
   }
 
-  private async dial(address: string, deadline: number): Promise<WebSocket> {
+  /** Dials the left neighbour until it accepts, refuses for good, or the deadline passes. */
+  private async dial(address: string, deadline: number): Promise<void> {
     const headers: Record<string, string> = {
       [H.rank]: String(this.rank),
       [H.world]: String(this.worldSize),
@@ -256,7 +269,12 @@ export class WebSocketTransport implements Transport {
     for (let attempt = 0; ; attempt++) {
       const outcome = await new Promise<WebSocket | CollectiveError | 'retry'>((resolve) => {
         const ws = new WebSocket(address, { headers, perMessageDeflate: false, maxPayload: this.limits.maxFrameBytes, handshakeTimeout: Math.max(100, deadline - Date.now()) });
-        ws.once('open', () => resolve(ws));
+        // Listen from the first moment: the neighbour may send in the same packet as its handshake
+        // reply, and ws delivers those messages before any promise continuation could attach.
+        ws.once('open', () => {
+          this.upstream = this.attach(ws, peer);
+          resolve(ws);
+        });
         let refused = false;
         ws.once('unexpected-response', (req, res) => {
           refused = true;
@@ -273,7 +291,7 @@ export class WebSocketTransport implements Transport {
           if (!refused) resolve('retry');
         });
       });
-      if (outcome instanceof WebSocket) return outcome;
+      if (outcome instanceof WebSocket) return;
       if (outcome instanceof CollectiveError) throw outcome;
       if (Date.now() + 100 > deadline) {
         throw new CollectiveError('ERR_RENDEZVOUS', `rank ${this.rank}: could not reach rank ${peer} at ${address} after ${attempt + 1} attempts`, { rank: this.rank, peer });
@@ -292,12 +310,14 @@ export class WebSocketTransport implements Transport {
         if (link.awaiting) {
           const header = link.awaiting;
           link.awaiting = null;
-          this.handler?.frame(peer, header, checkFollowingPayload(header, data));
+          const payload = checkFollowingPayload(header, data);
+          this.deliver(data.length, (h) => h.frame(peer, header, payload));
         } else if (isControl(data)) {
-          this.handler?.control(peer, decodeControl(data, this.limits));
+          const message = decodeControl(data, this.limits);
+          this.deliver(data.length, (h) => h.control(peer, message));
         } else {
           const { header, payload } = decodeTensorFrame(data, this.limits);
-          if (payload) this.handler?.frame(peer, header, payload);
+          if (payload) this.deliver(data.length, (h) => h.frame(peer, header, payload));
           else link.awaiting = header;
         }
       } catch (err) {
@@ -322,7 +342,7 @@ export class WebSocketTransport implements Transport {
     if (this.closing || this.lostPeers.has(peer)) return;
     this.lostPeers.add(peer);
     for (const link of [this.upstream, this.downstream]) if (link?.peer === peer && link.ws.readyState === WebSocket.OPEN) link.ws.terminate();
-    this.handler?.peerLost(peer, error);
+    this.deliver(0, (h) => h.peerLost(peer, error));
   }
 
   /**

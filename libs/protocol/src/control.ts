@@ -40,8 +40,6 @@ export const helloMessageSchema = z.strictObject({
   ringAddress: z.string().min(1).max(512),
   /** Hash of the job config the worker was started with; null takes the coordinator's. */
   configHash: hash.nullable(),
-  /** The compute backend it resolved (replicas on different backends round differently). */
-  backend: z.string().max(256),
   host: z.string().max(256),
   pid: z.number().int().min(0),
 });
@@ -70,7 +68,17 @@ export const assignMessageSchema = z.strictObject({
 });
 
 /** Worker → coordinator: ring formed, initial weights received and verified. */
-export const readyMessageSchema = z.strictObject({ type: z.literal('ready'), v, generation, rank, weightsHash: hash });
+export const readyMessageSchema = z.strictObject({
+  type: z.literal('ready'),
+  v,
+  generation,
+  rank,
+  weightsHash: hash,
+  /** The compute backend it resolved: replicas on different backends round differently. */
+  backend: z.string().max(256),
+  /** Steps the run will take (for progress displays). */
+  totalSteps: count,
+});
 
 /** Coordinator → workers: every rank is ready; train. */
 export const startMessageSchema = z.strictObject({ type: z.literal('start'), v, generation });

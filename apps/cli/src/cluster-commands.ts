@@ -1,0 +1,163 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { fileURLToPath } from 'node:url';
+import { Coordinator, CoordinatorError, type RunStats } from '@ringtrain/coordinator';
+import { runWorker } from '@ringtrain/worker';
+import { Command } from 'commander';
+import type { Logger } from 'pino';
+import { addJobOptions, type JobFlags, nonNegativeInt, positiveInt, resolveJob } from './job-options.js';
+import { createLogger } from './logger.js';
+import { Progress } from './progress.js';
+
+interface RunFlags extends JobFlags {
+  workers: number;
+  host?: string;
+  port: number;
+  token?: string;
+  maxSteps?: number;
+  verifyEvery?: number;
+  saveFinal?: string;
+  json?: boolean;
+}
+
+function addRunOptions(cmd: Command): Command {
+  return addJobOptions(cmd)
+    .requiredOption('-n, --workers <n>', 'number of workers in the ring', positiveInt)
+    .option('--max-steps <n>', 'stop after this many steps', positiveInt)
+    .option('--verify-every <n>', 'compare replica weight hashes every N steps (default: each epoch end)', positiveInt)
+    .option('--save-final <file>', 'write the final weights to this safetensors file')
+    .option('--json', 'print the run summary as one JSON line on stdout');
+}
+
+/** `ringtrain launch`: a coordinator in this process and N worker processes on this machine. */
+export function launchCommand(): Command {
+  return addRunOptions(new Command('launch').description('train on N local worker processes (coordinator included), like torchrun --standalone'))
+    .option('--port <n>', 'coordinator port (default: any free port)', nonNegativeInt, 0)
+    .action(async (flags: RunFlags) => {
+      // Local children get a fresh random token, so nothing else on the machine can join the job.
+      const token = flags.token ?? process.env.RINGTRAIN_TOKEN ?? randomBytes(16).toString('hex');
+      await coordinate({ ...flags, host: '127.0.0.1', token }, (address, log) => spawnWorkers(flags.workers, address, token, log));
+    });
+}
+
+/** `ringtrain coordinator`: the coordinator alone, for workers on other hosts or containers. */
+export function coordinatorCommand(): Command {
+  return addRunOptions(new Command('coordinator').description('run the coordinator; workers join with `ringtrain worker --coordinator ws://HOST:PORT`'))
+    .option('--host <address>', 'interface to listen on', '0.0.0.0')
+    .option('--port <n>', 'port to listen on', nonNegativeInt, 29500)
+    .option('--token <secret>', 'shared job token (or RINGTRAIN_TOKEN)')
+    .action(async (flags: RunFlags) => coordinate({ ...flags, token: flags.token ?? process.env.RINGTRAIN_TOKEN }));
+}
+
+/** `ringtrain worker`: one worker; it takes its rank, ring and job from the coordinator. */
+export function workerCommand(): Command {
+  return addJobOptions(new Command('worker').description('join a coordinator as one worker of the ring'))
+    .requiredOption('--coordinator <url>', 'coordinator address, e.g. ws://10.0.0.5:29500')
+    .option('--token <secret>', 'shared job token (or RINGTRAIN_TOKEN)')
+    .option('--ring-host <address>', 'interface the ring endpoint listens on', '127.0.0.1')
+    .option('--ring-port <n>', 'ring endpoint port (default: any free port)', nonNegativeInt, 0)
+    .option('--advertise <url>', 'ring address that peers dial, if not ws://ring-host:ring-port (NAT, containers)')
+    .action(async (flags: JobFlags & { coordinator: string; token?: string; ringHost: string; ringPort: number; advertise?: string }) => {
+      const log = createLogger();
+      // A config given here is only checked against the coordinator's (the coordinator's is used).
+      const ownConfig = flags.config || flags.epochs || flags.batchSize || flags.lr || flags.seed !== undefined || flags.optimizer || flags.hidden || flags.data || flags.backend;
+      try {
+        const result = await runWorker({
+          coordinator: flags.coordinator,
+          token: flags.token ?? process.env.RINGTRAIN_TOKEN,
+          config: ownConfig ? resolveJob(flags) : undefined,
+          ringHost: flags.ringHost,
+          ringPort: flags.ringPort,
+          advertise: flags.advertise,
+          logger: log,
+        });
+        log.info({ rank: result.rank }, `rank ${result.rank}: done after ${result.steps} steps`);
+      } catch (err) {
+        const e = err as Error & { code?: string };
+        if (e.code === 'ERR_INTERRUPTED') {
+          log.warn(`stopped: ${e.message}`);
+          process.exitCode = 130;
+        } else {
+          log.error({ code: e.code }, e.message);
+          process.exitCode = 1;
+        }
+      }
+    });
+}
+
+async function coordinate(flags: RunFlags, startWorkers?: (address: string, log: Logger) => ChildProcess[]): Promise<void> {
+  const job = resolveJob(flags);
+  const log = createLogger();
+  const coordinator = new Coordinator({
+    config: job,
+    workers: flags.workers,
+    host: flags.host,
+    port: flags.port,
+    token: flags.token,
+    logger: log,
+    maxSteps: flags.maxSteps,
+    verifyEvery: flags.verifyEvery,
+    saveFinal: flags.saveFinal,
+  });
+  const address = await coordinator.listen();
+  const children = startWorkers?.(address, log) ?? [];
+  const progress = new Progress('train');
+  coordinator.onProgress = (s) => progress.update(s.step, s.totalSteps, { epoch: `${s.epoch + 1}/${job.epochs}`, loss: s.loss, rate: s.samplesPerSecond });
+  coordinator.onEpoch = () => progress.stop();
+  const onSignal = (): void => coordinator.stop('interrupted (SIGINT/SIGTERM)');
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  try {
+    const stats = await coordinator.run();
+    progress.stop();
+    report(stats, job.epochs, log);
+    if (flags.json) process.stdout.write(`${JSON.stringify(stats)}\n`);
+  } catch (err) {
+    progress.stop();
+    const e = err as CoordinatorError;
+    if (flags.json) process.stdout.write(`${JSON.stringify({ error: { code: e.code, message: e.message, rank: e.rank }, ...coordinator.stats.toJSON() })}\n`);
+    process.stderr.write(`ringtrain: ${e.code}: ${e.message}\n`);
+    process.exitCode = e instanceof CoordinatorError && e.code === 'ERR_INTERRUPTED' ? 130 : 1;
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+    await reap(children, 5000);
+    await coordinator.close();
+  }
+}
+
+function report(stats: RunStats, epochs: number, log: Logger): void {
+  const last = stats.epochs.at(-1);
+  const t = stats.timing.map((r) => `rank ${r.rank}: compute ${(r.computeMs / 1000).toFixed(2)} s, all-reduce ${(r.allreduceMs / 1000).toFixed(2)} s, optimizer ${(r.optimizerMs / 1000).toFixed(2)} s`);
+  log.info({ ...stats.toJSON() }, `done: ${stats.step} steps in ${stats.seconds.toFixed(1)} s (${Math.round(stats.samplesPerSecond)} samples/s)` + (last ? `, test accuracy ${(100 * last.testAccuracy).toFixed(2)}% after ${stats.epochs.length}/${epochs} epochs` : ''));
+  for (const line of t) log.info(line);
+}
+
+function spawnWorkers(n: number, address: string, token: string, log: Logger): ChildProcess[] {
+  const main = fileURLToPath(new URL('./main.js', import.meta.url));
+  return Array.from({ length: n }, (_, i) => {
+    const child = spawn(process.execPath, [main, 'worker', '--coordinator', address], {
+      stdio: ['ignore', 'inherit', 'inherit'],
+      env: { ...process.env, RINGTRAIN_TOKEN: token, RINGTRAIN_LOG_LEVEL: process.env.RINGTRAIN_WORKER_LOG_LEVEL ?? 'warn' },
+    });
+    child.on('error', (err) => log.error(`worker ${i} could not start: ${err.message}`));
+    return child;
+  });
+}
+
+/** Waits for the children to exit; kills what is left after `ms`, so no process outlives the launch. */
+async function reap(children: ChildProcess[], ms: number): Promise<void> {
+  await Promise.all(
+    children.map(
+      (c) =>
+        new Promise<void>((resolve) => {
+          if (c.exitCode !== null || c.signalCode !== null) return resolve();
+          const timer = setTimeout(() => c.kill('SIGKILL'), ms);
+          c.once('exit', () => {
+            clearTimeout(timer);
+            resolve();
+          });
+        }),
+    ),
+  );
+}

@@ -1,0 +1,2 @@
+export { Coordinator, CoordinatorError, type CoordinatorOptions, type CoordinatorState } from './coordinator.js';
+export { type EpochStats, type RankTiming, RunStats } from './run-stats.js';

@@ -1,0 +1,107 @@
+import type { MessageOf } from '@ringtrain/protocol';
+
+export interface EpochStats {
+  trainLoss: number;
+  testLoss: number;
+  testAccuracy: number;
+  testSamples: number;
+}
+
+export interface RankTiming {
+  rank: number;
+  computeMs: number;
+  allreduceMs: number;
+  optimizerMs: number;
+}
+
+/** What the coordinator knows of a run: progress, per-epoch evaluation, where each rank's time went. */
+export class RunStats {
+  step = 0;
+  totalSteps = 0;
+  epoch = 0;
+  loss = 0;
+  samples = 0;
+  readonly epochs: EpochStats[] = [];
+  readonly timing: RankTiming[];
+  weightsHash = '';
+  replicaChecks = 0;
+  private startedAt = 0;
+  private endedAt = 0;
+  private readonly evals = new Map<number, MessageOf<'evaluated'>[]>();
+  private readonly trainLoss = new Map<number, { sum: number; n: number }>();
+
+  constructor(
+    readonly worldSize: number,
+    readonly totalEpochs: number,
+  ) {
+    this.timing = Array.from({ length: worldSize }, (_, rank) => ({ rank, computeMs: 0, allreduceMs: 0, optimizerMs: 0 }));
+  }
+
+  start(totalSteps: number): void {
+    this.totalSteps = totalSteps;
+    this.startedAt = performance.now();
+  }
+
+  get seconds(): number {
+    return ((this.endedAt || performance.now()) - this.startedAt) / 1000;
+  }
+
+  /** Training samples per second over all ranks since the start. */
+  get samplesPerSecond(): number {
+    return this.seconds > 0 ? this.samples / this.seconds : 0;
+  }
+
+  addProgress(p: MessageOf<'progress'>): void {
+    const t = this.timing[p.rank];
+    t.computeMs += p.computeMs;
+    t.allreduceMs += p.allreduceMs;
+    t.optimizerMs += p.optimizerMs;
+    this.samples += p.samples;
+    if (p.rank === 0) {
+      this.step = p.step;
+      this.epoch = p.epoch;
+      this.loss = p.loss;
+    }
+    const l = this.trainLoss.get(p.epoch) ?? { sum: 0, n: 0 };
+    l.sum += p.loss * p.samples;
+    l.n += p.samples;
+    this.trainLoss.set(p.epoch, l);
+  }
+
+  /** Adds a rank's share of an epoch's evaluation; true once every rank's share is in. */
+  addEvaluation(e: MessageOf<'evaluated'>): boolean {
+    const list = this.evals.get(e.epoch) ?? [];
+    list.push(e);
+    this.evals.set(e.epoch, list);
+    if (list.length < this.worldSize) return false;
+    const samples = list.reduce((s, x) => s + x.samples, 0);
+    const l = this.trainLoss.get(e.epoch);
+    this.epochs[e.epoch] = {
+      trainLoss: l && l.n ? l.sum / l.n : NaN,
+      testLoss: list.reduce((s, x) => s + x.lossSum, 0) / samples,
+      testAccuracy: list.reduce((s, x) => s + x.correct, 0) / samples,
+      testSamples: samples,
+    };
+    return true;
+  }
+
+  finish(weightsHash: string, steps: number, replicaChecks: number): void {
+    this.endedAt = performance.now();
+    this.weightsHash = weightsHash;
+    this.step = steps;
+    this.replicaChecks = replicaChecks;
+  }
+
+  toJSON(): object {
+    return {
+      worldSize: this.worldSize,
+      steps: this.step,
+      seconds: this.seconds,
+      samplesPerSecond: this.samplesPerSecond,
+      epochs: this.epochs,
+      timing: this.timing,
+      weightsHash: this.weightsHash,
+      replicaChecks: this.replicaChecks,
+    };
+  }
+}

@@ -1,0 +1,127 @@
+import { type ControlMessage, decodeControl, encodeControl, type MessageOf } from '@ringtrain/protocol';
+import WebSocket from 'ws';
+
+export class ChannelError extends Error {
+  constructor(
+    readonly code: string,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+    this.name = 'ChannelError';
+  }
+}
+
+type Type = ControlMessage['type'];
+
+/**
+ * The worker's control connection to the coordinator: typed messages in, typed messages out, and
+ * `next` to wait (with a deadline) for the next message of some types. A `stop` or the loss of the
+ * connection is remembered and reported to whoever waits, and to `onStop`.
+ */
+export class ControlChannel {
+  private readonly inbox: ControlMessage[] = [];
+  private waiter: (() => void) | null = null;
+  private ended: ChannelError | null = null;
+  onStop: ((error: ChannelError) => void) | null = null;
+
+  private constructor(private readonly ws: WebSocket) {
+    ws.on('message', (data: Buffer) => {
+      let msg: ControlMessage;
+      try {
+        msg = decodeControl(data);
+      } catch (err) {
+        this.end(new ChannelError('ERR_PROTOCOL', `bad message from the coordinator: ${(err as Error).message}`, { cause: err }));
+        ws.close(1002, 'ERR_PROTOCOL');
+        return;
+      }
+      if (msg.type === 'stop') this.end(new ChannelError(msg.code, msg.reason));
+      else this.inbox.push(msg);
+      this.wake();
+    });
+    ws.on('close', (code, reason) => this.end(new ChannelError('ERR_COORDINATOR_LOST', `connection to the coordinator closed (code ${code}${reason.length ? `, ${reason}` : ''})`)));
+    ws.on('error', (err) => this.end(new ChannelError('ERR_COORDINATOR_LOST', `connection to the coordinator failed: ${err.message}`, { cause: err })));
+  }
+
+  /** Dials the coordinator, retrying refused connections until the deadline (it may start later). */
+  static async connect(url: string, options: { token?: string; timeoutMs?: number } = {}): Promise<ControlChannel> {
+    const deadline = Date.now() + (options.timeoutMs ?? 30_000);
+    const headers = options.token !== undefined ? { 'x-ringtrain-token': options.token } : undefined;
+    for (;;) {
+      const result = await new Promise<WebSocket | ChannelError | 'retry'>((resolve) => {
+        const ws = new WebSocket(url, { headers, perMessageDeflate: false, handshakeTimeout: 5000, maxPayload: 16 * 1024 * 1024 });
+        let refused = false;
+        ws.once('open', () => resolve(ws));
+        ws.once('unexpected-response', (req, res) => {
+          refused = true;
+          let body = '';
+          res.on('data', (d: Buffer) => (body += d.toString()));
+          res.on('end', () => {
+            req.destroy();
+            resolve(new ChannelError(res.statusCode === 401 ? 'ERR_AUTH' : 'ERR_REJECTED', `the coordinator at ${url} refused the connection: ${res.statusCode} ${body.trim()}`));
+          });
+        });
+        ws.on('error', () => {
+          if (!refused) resolve('retry');
+        });
+      });
+      if (result instanceof WebSocket) return new ControlChannel(result);
+      if (result instanceof ChannelError) throw result;
+      if (Date.now() > deadline) throw new ChannelError('ERR_COORDINATOR_LOST', `cannot reach the coordinator at ${url}`);
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  }
+
+  /** Why the channel ended (a stop, or the connection), or null while it is open. */
+  get error(): ChannelError | null {
+    return this.ended;
+  }
+
+  send(msg: ControlMessage): void {
+    if (this.ws.readyState === WebSocket.OPEN) this.ws.send(encodeControl(msg));
+  }
+
+  /** The next message of one of `types`; others that arrive meanwhile stay queued. */
+  async next<T extends Type>(types: T[], timeoutMs: number, what: string): Promise<MessageOf<T>> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const i = this.inbox.findIndex((m) => (types as Type[]).includes(m.type));
+      if (i >= 0) return this.inbox.splice(i, 1)[0] as MessageOf<T>;
+      if (this.ended) throw this.ended;
+      const left = deadline - Date.now();
+      if (left <= 0) throw new ChannelError('ERR_TIMEOUT', `no ${what} from the coordinator within ${timeoutMs} ms`);
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, left);
+        this.waiter = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.ws.readyState === WebSocket.CLOSED) return;
+    await new Promise<void>((resolve) => {
+      const force = setTimeout(() => this.ws.terminate(), 1000);
+      this.ws.once('close', () => {
+        clearTimeout(force);
+        resolve();
+      });
+      this.ws.close(1000, 'done');
+    });
+  }
+
+  private end(error: ChannelError): void {
+    if (this.ended) return;
+    this.ended = error;
+    this.onStop?.(error);
+    this.wake();
+  }
+
+  private wake(): void {
+    const w = this.waiter;
+    this.waiter = null;
+    w?.();
+  }
+}

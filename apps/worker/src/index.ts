@@ -1,0 +1,2 @@
+export { ChannelError, ControlChannel } from './control-channel.js';
+export { runWorker, WorkerError, type WorkerOptions, type WorkerResult } from './worker.js';

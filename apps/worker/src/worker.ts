@@ -1,0 +1,181 @@
+import { hostname } from 'node:os';
+import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
+import { CollectiveError, Communicator, WebSocketTransport } from '@ringtrain/allreduce';
+import { writeSafetensors } from '@ringtrain/checkpoint';
+import { type JobConfig, jobConfigHash, parseJobConfig, Trainer } from '@ringtrain/trainer';
+import { PROTOCOL_VERSION } from '@ringtrain/protocol';
+import type { Logger } from 'pino';
+import { ChannelError, ControlChannel } from './control-channel.js';
+
+export interface WorkerOptions {
+  /** ws://host:port of the coordinator. */
+  coordinator: string;
+  /** Shared token for the coordinator and the ring. */
+  token?: string;
+  /** The config this worker was started with, if any: the coordinator refuses a different one. */
+  config?: JobConfig;
+  /** Where the ring endpoint listens (default 127.0.0.1, any port) and the address peers dial. */
+  ringHost?: string;
+  ringPort?: number;
+  advertise?: string;
+  logger: Logger;
+  /** A ring neighbour silent this long is lost (default 3 s). */
+  peerTimeoutMs?: number;
+  /** How long to wait for the coordinator to assign a place and say start (default 120 s). */
+  joinTimeoutMs?: number;
+}
+
+export interface WorkerResult {
+  rank: number;
+  worldSize: number;
+  steps: number;
+  weightsHash: string;
+}
+
+/** Stable codes of what ends a worker. */
+export class WorkerError extends Error {
+  constructor(
+    readonly code: string,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+    this.name = 'WorkerError';
+  }
+}
+
+/**
+ * The agent: join the coordinator → take a rank and form the ring → receive rank 0's initial weights
+ * and check them → train (local gradients, ring all-reduce of the flat gradient buffer, the same
+ * optimizer step on every replica) → report → finish. Any failure is reported to the coordinator
+ * and thrown.
+ */
+export async function runWorker(options: WorkerOptions): Promise<WorkerResult> {
+  let log = options.logger;
+  const transport = await WebSocketTransport.listen({
+    host: options.ringHost ?? '127.0.0.1',
+    port: options.ringPort ?? 0,
+    advertise: options.advertise,
+    token: options.token,
+    peerTimeoutMs: options.peerTimeoutMs ?? 3000,
+    logger: log,
+  });
+  let channel: ControlChannel | null = null;
+  let comm: Communicator | null = null;
+  let rank: number | undefined;
+  let generation: number | undefined;
+  try {
+    channel = await ControlChannel.connect(options.coordinator, { token: options.token });
+    const ch = channel;
+    ch.send({
+      type: 'hello',
+      v: PROTOCOL_VERSION,
+      workerId: `${hostname()}:${process.pid}`,
+      ringAddress: transport.address,
+      configHash: options.config ? jobConfigHash(options.config) : null,
+      host: hostname(),
+      pid: process.pid,
+    });
+    const joinTimeout = options.joinTimeoutMs ?? 120_000;
+    const reply = await ch.next(['assign', 'reject'], joinTimeout, 'rank assignment');
+    if (reply.type === 'reject') throw new WorkerError(reply.code, `the coordinator refused this worker: ${reply.reason}`);
+    const assign = reply;
+    ({ rank, generation } = assign);
+    log = log.child({ rank });
+    const config = parseJobConfig(assign.config);
+    if (jobConfigHash(config) !== assign.configHash) throw new WorkerError('ERR_CONFIG_MISMATCH', `the job config from the coordinator does not match its hash ${assign.configHash}`);
+    const trainer = new Trainer(config, { rank: assign.rank, worldSize: assign.worldSize });
+    if (trainer.backendHint) log.warn(trainer.backendHint);
+    log.info({ backend: trainer.backend.description, generation }, `rank ${rank} of ${assign.worldSize}: backend ${trainer.backend.description}`);
+
+    await transport.join({ rank: assign.rank, worldSize: assign.worldSize, ringId: assign.ringId, prevAddress: assign.prevAddress });
+    comm = new Communicator(transport, { logger: log, timeoutMs: 60_000 });
+    const c = comm;
+    // A stop from the coordinator ends the ring at once: collectives in flight reject.
+    ch.onStop = () => void c.close();
+    const params = trainer.model.params;
+    const layoutHash = params.layoutHash();
+    await c.broadcast(params.values, { root: 0, layoutHash });
+    const initialHash = await verifyReplicas(c, trainer, 'initial weights');
+    const { progressEvery, verifyEvery, maxSteps } = assign;
+    const totalSteps = maxSteps > 0 ? Math.min(maxSteps, config.epochs * trainer.stepsPerEpoch) : config.epochs * trainer.stepsPerEpoch;
+    ch.send({ type: 'ready', v: PROTOCOL_VERSION, generation: assign.generation, rank: assign.rank, weightsHash: initialHash, backend: trainer.backend.description, totalSteps });
+    await ch.next(['start'], joinTimeout, 'start');
+
+    let replicaChecks = 1;
+    let report = { loss: 0, samples: 0, correct: 0, computeMs: 0, allreduceMs: 0, optimizerMs: 0, steps: 0 };
+    while (trainer.globalStep < totalSteps) {
+      const step = trainer.globalStep;
+      const epoch = trainer.epoch;
+      const t0 = performance.now();
+      const r = trainer.computeGradients();
+      const t1 = performance.now();
+      await c.allreduce(params.grads, { step, layoutHash });
+      const t2 = performance.now();
+      trainer.applyUpdate();
+      const t3 = performance.now();
+      report.loss += r.loss;
+      report.samples += config.batchSize;
+      report.correct += r.correct;
+      report.computeMs += t1 - t0;
+      report.allreduceMs += t2 - t1;
+      report.optimizerMs += t3 - t2;
+      report.steps++;
+      const epochEnds = trainer.globalStep % trainer.stepsPerEpoch === 0 || trainer.globalStep === totalSteps;
+      if (report.steps >= progressEvery || epochEnds) {
+        const { steps, ...sums } = report;
+        ch.send({ type: 'progress', v: PROTOCOL_VERSION, generation: assign.generation, rank: assign.rank, epoch, step: trainer.globalStep, ...sums, loss: sums.loss / steps });
+        report = { loss: 0, samples: 0, correct: 0, computeMs: 0, allreduceMs: 0, optimizerMs: 0, steps: 0 };
+        if (assign.worldSize === 1) await yieldToEventLoop(); // alone, no collective yields to the event loop
+      }
+      if (ch.error) throw ch.error;
+      if ((verifyEvery > 0 && trainer.globalStep % verifyEvery === 0) || epochEnds) {
+        await verifyReplicas(c, trainer, `step ${trainer.globalStep}`);
+        replicaChecks++;
+      }
+      if (epochEnds) {
+        const ev = trainer.evaluate('test');
+        ch.send({ type: 'evaluated', v: PROTOCOL_VERSION, generation: assign.generation, rank: assign.rank, epoch, lossSum: ev.loss * ev.samples, correct: Math.round(ev.accuracy * ev.samples), samples: ev.samples });
+      }
+    }
+    const finalHash = await verifyReplicas(c, trainer, 'final weights');
+    if (assign.rank === 0 && assign.saveFinal) {
+      writeSafetensors(
+        assign.saveFinal,
+        params.tensors.map((t) => ({ name: t.name, shape: t.shape, data: params.value(t.name) })),
+        { format: 'ringtrain-weights/1', step: String(trainer.globalStep), worldSize: String(assign.worldSize), configHash: assign.configHash, config: JSON.stringify(config) },
+      );
+      log.info(`final weights written to ${assign.saveFinal}`);
+    }
+    ch.send({ type: 'done', v: PROTOCOL_VERSION, generation: assign.generation, rank: assign.rank, steps: trainer.globalStep, weightsHash: finalHash, replicaChecks });
+    ch.onStop = null;
+    // Hold the ring open until the coordinator has heard from every rank (it then says DONE).
+    await ch.next([], 30_000, 'end of the run').catch((err: ChannelError) => {
+      if (err.code !== 'DONE') log.warn(`after finishing: ${err.message}`);
+    });
+    return { rank: assign.rank, worldSize: assign.worldSize, steps: trainer.globalStep, weightsHash: finalHash };
+  } catch (err) {
+    // A stop or lost coordinator is the root cause of the collective errors it provokes.
+    const e = channel?.error && channel.error.code !== 'DONE' && (err instanceof CollectiveError || err instanceof ChannelError) ? channel.error : (err as Error & { code?: string });
+    const code = e.code ?? 'ERR_WORKER';
+    if (!(e instanceof ChannelError)) {
+      channel?.send({ type: 'failed', v: PROTOCOL_VERSION, generation, rank, code, message: e.message.slice(0, 4000) });
+    }
+    throw e instanceof WorkerError || e instanceof ChannelError || e instanceof CollectiveError ? e : new WorkerError(code, e.message, { cause: e });
+  } finally {
+    await comm?.close();
+    await transport.close();
+    await channel?.close();
+  }
+}
+
+/** All ranks compare SHA-256 of their weights; a difference is a bug or corruption, never noise. */
+async function verifyReplicas(comm: Communicator, trainer: Trainer, when: string): Promise<string> {
+  const hash = trainer.model.params.valuesHash();
+  const all = (await comm.allgather(Buffer.from(hash, 'hex'))).map((b) => Buffer.from(b).toString('hex'));
+  const differing = all.map((h, r) => [r, h] as const).filter(([, h]) => h !== all[0]);
+  if (differing.length) {
+    throw new WorkerError('ERR_REPLICA_DIVERGED', `replicas differ at ${when}: rank 0 has ${all[0].slice(0, 16)}…, ${differing.map(([r, h]) => `rank ${r} has ${h.slice(0, 16)}…`).join(', ')}`);
+  }
+  return hash;
+}
