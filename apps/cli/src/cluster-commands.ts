@@ -98,6 +98,7 @@ async function coordinate(flags: RunFlags, startWorkers?: (address: string, log:
     maxSteps: flags.maxSteps,
     verifyEvery: flags.verifyEvery,
     saveFinal: flags.saveFinal,
+    joinTimeoutMs: process.env.RINGTRAIN_JOIN_TIMEOUT_MS ? Number(process.env.RINGTRAIN_JOIN_TIMEOUT_MS) : undefined,
   });
   const address = await coordinator.listen();
   const children = startWorkers?.(address, log) ?? [];

@@ -139,6 +139,7 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerResult> {
       }
     }
     const finalHash = await verifyReplicas(c, trainer, 'final weights');
+    replicaChecks++;
     if (assign.rank === 0 && assign.saveFinal) {
       writeSafetensors(
         assign.saveFinal,

@@ -109,6 +109,15 @@ describe('frames whose payload follows in the next message', () => {
 });
 
 describe('control messages', () => {
+  it('validates coordinator messages field by field', () => {
+    const hello = { type: 'hello', v: 1, workerId: 'h:1', ringAddress: 'ws://127.0.0.1:5', configHash: null, host: 'h', pid: 1 } as const;
+    expect(decodeControl(encodeControl(hello))).toEqual(hello);
+    const packr = new Packr({ useRecords: false });
+    const head = encodeControl(hello).subarray(0, 8);
+    expect(() => decodeControl(Buffer.concat([head, packr.pack({ ...hello, pid: -4 })]))).toThrow(/pid/);
+    expect(() => decodeControl(Buffer.concat([head, packr.pack({ ...hello, extra: 1 })]))).toThrow(/extra/);
+  });
+
   it('round-trips an abort', () => {
     const msg = { type: 'abort', v: 1, origin: 2, code: 'ERR_PEER_LOST', message: 'rank 3 disconnected', peer: 3, seq: 17 } as const;
     expect(decodeControl(encodeControl(msg))).toEqual(msg);
@@ -120,7 +129,7 @@ describe('control messages', () => {
     expect(codeOf(() => decodeControl(Buffer.concat([head, Buffer.from([0x82, 0xa4, 0x74])])))).toBe('ERR_MESSAGE_DECODE');
     const packr = new Packr({ useRecords: false });
     expect(codeOf(() => decodeControl(Buffer.concat([head, packr.pack({ type: 'abort', v: 1, origin: -1, code: 'X', message: '' })])))).toBe('ERR_MESSAGE_INVALID');
-    expect(() => decodeControl(Buffer.concat([head, packr.pack({ type: 'hello' })])))
+    expect(() => decodeControl(Buffer.concat([head, packr.pack({ type: 'bogus' })])))
       .toThrow(/invalid control message: type/);
     const v2 = Buffer.from(good);
     v2[4] = 2;

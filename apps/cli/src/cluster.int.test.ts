@@ -1,0 +1,148 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { readSafetensors } from '@ringtrain/checkpoint';
+import { DEFAULT_JOB, parseJobConfig, Trainer } from '@ringtrain/trainer';
+import { afterEach, describe, expect, it } from 'vitest';
+
+const main = fileURLToPath(new URL('../dist/main.js', import.meta.url));
+const running: ChildProcess[] = [];
+afterEach(() => {
+  for (const p of running.splice(0)) if (p.exitCode === null) p.kill('SIGKILL');
+});
+
+interface Run {
+  proc: ChildProcess;
+  lines: Record<string, unknown>[];
+  stdout: string;
+  stderr: string;
+  exited: Promise<number | null>;
+}
+
+function ringtrain(args: string[], env: NodeJS.ProcessEnv = {}): Run {
+  const proc = spawn(process.execPath, [main, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  running.push(proc);
+  const run: Run = { proc, lines: [], stdout: '', stderr: '', exited: new Promise((r) => proc.once('exit', (code) => r(code))) };
+  proc.stdout!.on('data', (d: Buffer) => (run.stdout += d));
+  proc.stderr!.on('data', (d: Buffer) => {
+    run.stderr += d;
+    for (const l of d.toString().split('\n')) if (l.startsWith('{')) run.lines.push(JSON.parse(l));
+  });
+  return run;
+}
+
+async function until(cond: () => boolean, ms: number, what: string): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+const alive = (pid: number): boolean => {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+};
+
+/** Worker pids, from the coordinator's "joined" log lines (worker ids are host:pid). */
+const workerPids = (run: Run): number[] => run.lines.filter((l) => typeof l.workerId === 'string' && String(l.msg).includes('joined')).map((l) => Number(String(l.workerId).split(':').pop()));
+
+describe('ringtrain launch (real processes on loopback)', () => {
+  it('4 workers train the MLP 784-128-10 on the embedded MNIST to ≥ 95% test accuracy', async () => {
+    const run = ringtrain(['launch', '--workers', '4', '--json']);
+    expect(await run.exited).toBe(0);
+    const summary = JSON.parse(run.stdout.trim());
+    expect(summary.worldSize).toBe(4);
+    expect(summary.epochs).toHaveLength(15);
+    expect(summary.epochs.at(-1).testSamples).toBe(2000);
+    expect(summary.epochs.at(-1).testAccuracy).toBeGreaterThanOrEqual(0.95);
+    expect(summary.replicaChecks).toBeGreaterThanOrEqual(16);
+    expect(summary.timing).toHaveLength(4);
+    for (const pid of workerPids(run)) expect(alive(pid)).toBe(false);
+  }, 120_000);
+
+  describe('N workers with batch b take the same steps as one process with batch N·b', () => {
+    const b = 16;
+    const maxRel = (x: Float32Array, y: Float32Array): number => {
+      let m = 0;
+      for (let i = 0; i < x.length; i++) m = Math.max(m, Math.abs(x[i] - y[i]) / Math.max(1e-3, Math.abs(y[i])));
+      return m;
+    };
+    for (const n of [1, 2, 4]) {
+      it(`N = ${n}: ≤ 1e-5 after 1 step, ≤ 1e-3 after 50, replicas bit-identical at every step`, async () => {
+        const dir = mkdtempSync(join(tmpdir(), 'ringtrain-eq-'));
+        for (const steps of [1, 50]) {
+          const file = join(dir, `n${n}-s${steps}.safetensors`);
+          const run = ringtrain(['launch', '--workers', String(n), '--batch-size', String(b), '--max-steps', String(steps), '--verify-every', '1', '--save-final', file, '--json']);
+          expect(await run.exited, run.stderr).toBe(0);
+          // a replica check after every step, plus the initial and the final one
+          expect(JSON.parse(run.stdout).replicaChecks).toBeGreaterThanOrEqual(steps + 2);
+          const single = new Trainer(parseJobConfig({ ...DEFAULT_JOB, batchSize: n * b }));
+          for (let s = 0; s < steps; s++) single.trainStep();
+          const saved = readSafetensors(file);
+          expect(saved.metadata.step).toBe(String(steps));
+          const flat = new Float32Array(single.model.params.length);
+          for (const t of saved.tensors) flat.set(t.data, single.model.params.info(t.name).offset);
+          const rel = maxRel(flat, single.model.params.values);
+          console.log(`N = ${n}, ${steps} step(s): max relative difference ${rel.toExponential(2)}`);
+          expect(rel).toBeLessThanOrEqual(steps === 1 ? 1e-5 : 1e-3);
+        }
+      }, 60_000);
+    }
+  });
+
+  it('SIGKILL of a worker mid-epoch: the run ends within 5 s with an error naming the rank, no process left', async () => {
+    const run = ringtrain(['launch', '--workers', '4', '--epochs', '500'], { RINGTRAIN_WORKER_LOG_LEVEL: 'info' });
+    await until(() => run.lines.some((l) => l.epoch === 1 && String(l.msg).startsWith('epoch')), 60_000, 'the second epoch');
+    const pids = workerPids(run);
+    expect(pids).toHaveLength(4);
+    const victim = run.lines.find((l) => l.rank === 2 && String(l.msg).startsWith('rank 2 of 4'))!.pid as number;
+    const killedAt = Date.now();
+    process.kill(victim, 'SIGKILL');
+    const code = await run.exited;
+    const elapsed = Date.now() - killedAt;
+    expect(code).toBe(1);
+    expect(elapsed).toBeLessThan(5000);
+    expect(run.stderr).toMatch(/ringtrain: ERR_PEER_LOST: .*rank 2/);
+    await until(() => pids.every((p) => !alive(p)), 5000, 'all workers to exit');
+    console.log(`launch exited ${elapsed} ms after the kill`);
+  }, 90_000);
+
+  it('Ctrl-C (SIGINT) stops every process cleanly with exit code 130', async () => {
+    const run = ringtrain(['launch', '--workers', '2', '--epochs', '500']);
+    await until(() => run.lines.some((l) => String(l.msg).startsWith('epoch 1/')), 60_000, 'the first epoch');
+    const pids = workerPids(run);
+    run.proc.kill('SIGINT');
+    expect(await run.exited).toBe(130);
+    await until(() => pids.every((p) => !alive(p)), 5000, 'all workers to exit');
+  }, 90_000);
+});
+
+describe('ringtrain coordinator + worker (separate processes)', () => {
+  it('refuses a worker started with a different job config, and one with a wrong token', async () => {
+    const coord = ringtrain(['coordinator', '--workers', '1', '--port', '0', '--host', '127.0.0.1', '--token', 'sesame']);
+    await until(() => coord.lines.some((l) => typeof l.address === 'string'), 20_000, 'the coordinator');
+    const address = coord.lines.find((l) => typeof l.address === 'string')!.address as string;
+    const other = ringtrain(['worker', '--coordinator', address, '--token', 'sesame', '--epochs', '3']);
+    expect(await other.exited).toBe(1);
+    expect(other.stderr).toMatch(/ERR_CONFIG_MISMATCH|job config hash .* differs/);
+    const intruder = ringtrain(['worker', '--coordinator', address, '--token', 'wrong']);
+    expect(await intruder.exited).toBe(1);
+    expect(intruder.stderr).toMatch(/refused the connection: 401/);
+    const good = ringtrain(['worker', '--coordinator', address, '--token', 'sesame']);
+    expect(await good.exited).toBe(0);
+    expect(await coord.exited).toBe(0);
+  }, 90_000);
+
+  it('a coordinator whose workers never come fails with a clear rendezvous error', async () => {
+    const coord = ringtrain(['coordinator', '--workers', '2', '--port', '0', '--host', '127.0.0.1'], { RINGTRAIN_JOIN_TIMEOUT_MS: '1000' });
+    expect(await coord.exited).toBe(1);
+    expect(coord.stderr).toMatch(/ERR_RENDEZVOUS: only 0 of 2 workers joined within 1000 ms/);
+  }, 30_000);
+});
