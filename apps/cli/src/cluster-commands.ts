@@ -136,8 +136,10 @@ function report(stats: RunStats, epochs: number, log: Logger): void {
 
 function spawnWorkers(n: number, address: string, token: string, log: Logger): ChildProcess[] {
   const main = fileURLToPath(new URL('./main.js', import.meta.url));
+  // RINGTRAIN_NODE_ARGS passes flags such as --cpu-prof to every worker (profiling).
+  const nodeArgs = (process.env.RINGTRAIN_NODE_ARGS ?? '').split(' ').filter(Boolean);
   return Array.from({ length: n }, (_, i) => {
-    const child = spawn(process.execPath, [main, 'worker', '--coordinator', address], {
+    const child = spawn(process.execPath, [...nodeArgs, main, 'worker', '--coordinator', address], {
       stdio: ['ignore', 'inherit', 'inherit'],
       env: { ...process.env, RINGTRAIN_TOKEN: token, RINGTRAIN_LOG_LEVEL: process.env.RINGTRAIN_WORKER_LOG_LEVEL ?? 'warn' },
     });

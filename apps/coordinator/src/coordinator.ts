@@ -331,7 +331,9 @@ export class Coordinator {
       for (const m of this.members) {
         if (m.ws.readyState !== WebSocket.OPEN || m.done) continue;
         if (late) m.lastSeen = now;
-        else if (this.state !== 'gathering' && now - m.lastSeen > timeout) {
+        // Only while running: before that a worker may be busy loading its data for a while (the
+        // ready deadline covers it), and in running every step yields to answer pings.
+        else if (this.state === 'running' && now - m.lastSeen > timeout) {
           m.ws.terminate();
           return this.fail(new CoordinatorError('ERR_PEER_LOST', `rank ${m.rank} (${m.workerId}) silent for ${now - m.lastSeen} ms`, m.rank));
         }

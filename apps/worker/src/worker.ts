@@ -89,7 +89,7 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerResult> {
     log.info({ backend: trainer.backend.description, generation }, `rank ${rank} of ${assign.worldSize}: backend ${trainer.backend.description}`);
 
     await transport.join({ rank: assign.rank, worldSize: assign.worldSize, ringId: assign.ringId, prevAddress: assign.prevAddress });
-    comm = new Communicator(transport, { logger: log, timeoutMs: 60_000 });
+    comm = new Communicator(transport, { logger: log, timeoutMs: 60_000, segmentBytes: process.env.RINGTRAIN_SEGMENT_BYTES ? Number(process.env.RINGTRAIN_SEGMENT_BYTES) : undefined });
     const c = comm;
     // A stop from the coordinator ends the ring at once: collectives in flight reject.
     ch.onStop = () => void c.close();

@@ -3,6 +3,7 @@
 import { spawnSync } from 'node:child_process';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { allreduceBench } from './allreduce-bench.js';
+import { clusterBench } from './cluster-bench.js';
 import { gemmBench } from './gemm-bench.js';
 import { trainBench } from './train-bench.js';
 
@@ -14,12 +15,14 @@ const positive = (v: string): number => {
 
 const program = new Command('bench')
   .description('ringtrain benchmarks beside numpy / PyTorch measured in the same run')
-  .addOption(new Option('--only <which>', 'run one benchmark').choices(['gemm', 'train', 'allreduce']))
+  .addOption(new Option('--only <which>', 'run one benchmark').choices(['gemm', 'train', 'allreduce', 'cluster']))
+  .option('--backend <name>', 'cluster benchmark backend', 'auto')
+  .option('--samples <n>', 'cluster benchmark training samples', positive, 60000)
   .option('--segment-bytes <n>', 'all-reduce segment size', positive, 256 * 1024)
   .option('--seconds <s>', 'time budget per GEMM measurement', positive, 0.3)
   .option('--epochs <n>', 'training epochs (the first is warm-up)', positive, 4)
   .option('--keep-openblas-env', 'keep OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE (they pin an older, slower kernel)')
-  .action(async (opts: { only?: string; seconds: number; epochs: number; segmentBytes: number; keepOpenblasEnv?: boolean }) => {
+  .action(async (opts: { only?: string; seconds: number; epochs: number; segmentBytes: number; backend: string; samples: number; keepOpenblasEnv?: boolean }) => {
     // OpenBLAS reads these when it loads, so clear them by re-running this process without them;
     // the peers then inherit the same environment, so both sides run the kernel OpenBLAS picks.
     if (!opts.keepOpenblasEnv && (process.env.OPENBLAS_CORETYPE || process.env.OPENBLAS_L2_SIZE)) {
@@ -33,6 +36,7 @@ const program = new Command('bench')
     if (!opts.only || opts.only === 'gemm') console.log(`${gemmBench(opts.seconds)}\n`);
     if (!opts.only || opts.only === 'train') console.log(`${trainBench(Math.max(2, Math.round(opts.epochs)))}\n`);
     if (!opts.only || opts.only === 'allreduce') console.log(`${await allreduceBench(opts.segmentBytes)}\n`);
+    if (!opts.only || opts.only === 'cluster') console.log(`${clusterBench(opts.backend, opts.samples)}\n`);
   });
 
 await program.parseAsync();
