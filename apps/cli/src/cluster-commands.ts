@@ -1,15 +1,27 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Coordinator, CoordinatorError, type RunStats } from '@ringtrain/coordinator';
+import { type Checkpoint, findLatestCheckpoint, loadCheckpoint } from '@ringtrain/checkpoint';
+import type { MessageOf } from '@ringtrain/protocol';
+import { type JobConfig, parseJobConfig } from '@ringtrain/trainer';
 import { runWorker } from '@ringtrain/worker';
-import { Command } from 'commander';
+import { Command, Option } from 'commander';
 import type { Logger } from 'pino';
 import { addJobOptions, type JobFlags, nonNegativeInt, positiveInt, resolveJob } from './job-options.js';
 import { createLogger } from './logger.js';
 import { Progress } from './progress.js';
 
 interface RunFlags extends JobFlags {
+  checkpointDir?: string;
+  saveEvery?: number;
+  keepLast: number;
+  keepBest: number;
+  bestMetric: 'test_accuracy' | 'test_loss';
+  onSaveError: 'stop' | 'warn';
+  resume?: string;
+  initFrom?: string;
   workers: number;
   host?: string;
   port: number;
@@ -26,7 +38,15 @@ function addRunOptions(cmd: Command): Command {
     .option('--max-steps <n>', 'stop after this many steps', positiveInt)
     .option('--verify-every <n>', 'compare replica weight hashes every N steps (default: each epoch end)', positiveInt)
     .option('--save-final <file>', 'write the final weights to this safetensors file')
-    .option('--json', 'print the run summary as one JSON line on stdout');
+    .option('--json', 'print the run summary as one JSON line on stdout')
+    .option('--checkpoint-dir <dir>', 'write checkpoints here (each epoch end, and every --save-every steps)')
+    .option('--save-every <n>', 'also checkpoint every n steps', positiveInt)
+    .option('--keep-last <k>', 'checkpoints to keep, newest first', positiveInt, 3)
+    .option('--keep-best <m>', 'also keep the best m by --best-metric', nonNegativeInt, 1)
+    .addOption(new Option('--best-metric <name>', 'metric for --keep-best').choices(['test_accuracy', 'test_loss']).default('test_accuracy'))
+    .addOption(new Option('--on-save-error <policy>', 'when a checkpoint cannot be written').choices(['stop', 'warn']).default('stop'))
+    .option('--resume <file|latest>', 'continue exactly from a checkpoint (latest: the newest valid one in --checkpoint-dir)')
+    .option('--init-from <file>', 'start from the weights of a checkpoint (new optimizer, schedule and data position)');
 }
 
 /** `ringtrain launch`: a coordinator in this process and N worker processes on this machine. */
@@ -86,8 +106,8 @@ export function workerCommand(): Command {
 }
 
 async function coordinate(flags: RunFlags, startWorkers?: (address: string, log: Logger) => ChildProcess[]): Promise<void> {
-  const job = resolveJob(flags);
   const log = createLogger();
+  const { job, resume } = resolveRun(flags, log);
   const coordinator = new Coordinator({
     config: job,
     workers: flags.workers,
@@ -98,6 +118,11 @@ async function coordinate(flags: RunFlags, startWorkers?: (address: string, log:
     maxSteps: flags.maxSteps,
     verifyEvery: flags.verifyEvery,
     saveFinal: flags.saveFinal,
+    resume,
+    initFrom: flags.initFrom && resolve(flags.initFrom),
+    checkpoint: flags.checkpointDir
+      ? { dir: resolve(flags.checkpointDir), everySteps: flags.saveEvery ?? 0, atEpochEnd: true, keepLast: flags.keepLast, keepBest: flags.keepBest, metric: flags.bestMetric, onError: flags.onSaveError }
+      : undefined,
     joinTimeoutMs: process.env.RINGTRAIN_JOIN_TIMEOUT_MS ? Number(process.env.RINGTRAIN_JOIN_TIMEOUT_MS) : undefined,
   });
   const address = await coordinator.listen();
@@ -125,6 +150,31 @@ async function coordinate(flags: RunFlags, startWorkers?: (address: string, log:
     await reap(children, 5000);
     await coordinator.close();
   }
+}
+
+/**
+ * The job and, with --resume, where to continue: the checkpoint's own job config (so the data order,
+ * model and optimizer are the same), with --epochs free to extend the run.
+ */
+function resolveRun(flags: RunFlags, log: Logger): { job: JobConfig; resume?: MessageOf<'assign'>['resume'] } {
+  if (!flags.resume) return { job: resolveJob(flags) };
+  let ckpt: Checkpoint;
+  if (flags.resume === 'latest') {
+    if (!flags.checkpointDir) throw new Error('--resume latest needs --checkpoint-dir');
+    const found = findLatestCheckpoint(flags.checkpointDir);
+    for (const s of found.skipped) log.warn(`skipping ${s.path}: ${s.reason}`);
+    if (found.skipped.length) log.warn(`falling back to ${found.checkpoint.path}, the newest valid checkpoint`);
+    ckpt = found.checkpoint;
+  } else {
+    ckpt = loadCheckpoint(flags.resume);
+  }
+  const job = parseJobConfig({ ...(ckpt.meta.config as object), ...(flags.epochs ? { epochs: flags.epochs } : {}), ...(flags.backend ? { backend: flags.backend } : {}) });
+  const m = ckpt.meta;
+  log.info({ path: ckpt.path, step: m.step, epoch: m.epoch, cursor: m.cursor, worldSize: m.worldSize }, `resuming from ${ckpt.path}: step ${m.step}, epoch ${m.epoch}, sample ${m.cursor}, saved by ${m.worldSize} workers`);
+  return {
+    job,
+    resume: { path: resolve(ckpt.path), state: { globalStep: m.step, epoch: m.epoch, cursor: m.cursor, optimizerStep: m.optimizer.step, dropoutRng: m.rng.dropout } },
+  };
 }
 
 function report(stats: RunStats, epochs: number, log: Logger): void {

@@ -30,6 +30,10 @@ export interface CoordinatorOptions {
   maxSteps?: number;
   /** Rank 0 writes the final weights here (safetensors). */
   saveFinal?: string;
+  /** Periodic checkpoints by rank 0; resume from one, or take only its weights. */
+  checkpoint?: MessageOf<'assign'>['checkpoint'];
+  resume?: MessageOf<'assign'>['resume'];
+  initFrom?: string;
 }
 
 export type CoordinatorState = 'gathering' | 'forming' | 'running' | 'finished' | 'failed' | 'stopped';
@@ -219,6 +223,9 @@ export class Coordinator {
         verifyEvery: this.options.verifyEvery ?? 0,
         maxSteps: this.options.maxSteps ?? 0,
         ...(this.options.saveFinal ? { saveFinal: this.options.saveFinal } : {}),
+        ...(this.options.checkpoint ? { checkpoint: this.options.checkpoint } : {}),
+        ...(this.options.resume ? { resume: this.options.resume } : {}),
+        ...(this.options.initFrom ? { initFrom: this.options.initFrom } : {}),
       });
     }
     this.log.info({ generation: this.generation, ring: this.members.map((m) => m.workerId) }, `generation ${this.generation}: ring of ${n} formed, ranks assigned`);
@@ -258,6 +265,10 @@ export class Coordinator {
         }
         return;
       }
+      case 'saved':
+        this.stats.checkpoints.push({ step: msg.step, path: msg.path, stallMs: msg.stallMs, writeMs: msg.writeMs });
+        this.log.info({ step: msg.step, path: msg.path, stallMs: msg.stallMs, writeMs: msg.writeMs }, `checkpoint at step ${msg.step}: ${msg.path} (training paused ${msg.stallMs.toFixed(1)} ms to copy, written in ${msg.writeMs.toFixed(0)} ms)`);
+        return;
       case 'failed':
         return this.fail(new CoordinatorError(msg.code, `rank ${m.rank} (${m.workerId}) failed: ${msg.message}`, m.rank));
       default:

@@ -24,6 +24,8 @@ export class RunStats {
   readonly epochs: EpochStats[] = [];
   readonly timing: RankTiming[];
   weightsHash = '';
+  /** Checkpoints written during the run, oldest first. */
+  readonly checkpoints: { step: number; path: string; stallMs: number; writeMs: number }[] = [];
   replicaChecks = 0;
   private startedAt = 0;
   private endedAt = 0;
@@ -102,6 +104,7 @@ export class RunStats {
       timing: this.timing,
       weightsHash: this.weightsHash,
       replicaChecks: this.replicaChecks,
+      checkpoints: this.checkpoints,
     };
   }
 }

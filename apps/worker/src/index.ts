@@ -1,2 +1,3 @@
 export { ChannelError, ControlChannel } from './control-channel.js';
-export { runWorker, WorkerError, type WorkerOptions, type WorkerResult } from './worker.js';
+export { WorkerError } from './errors.js';
+export { runWorker, type WorkerOptions, type WorkerResult } from './worker.js';

@@ -4,8 +4,13 @@ import { CollectiveError, Communicator, WebSocketTransport } from '@ringtrain/al
 import { writeSafetensors } from '@ringtrain/checkpoint';
 import { type JobConfig, jobConfigHash, parseJobConfig, Trainer } from '@ringtrain/trainer';
 import { PROTOCOL_VERSION } from '@ringtrain/protocol';
+import type { RngState } from '@ringtrain/core';
 import type { Logger } from 'pino';
+import { restoreTensors, startCheckpoint } from './checkpointing.js';
 import { ChannelError, ControlChannel } from './control-channel.js';
+import { WorkerError } from './errors.js';
+
+export { WorkerError };
 
 export interface WorkerOptions {
   /** ws://host:port of the coordinator. */
@@ -32,17 +37,6 @@ export interface WorkerResult {
   weightsHash: string;
 }
 
-/** Stable codes of what ends a worker. */
-export class WorkerError extends Error {
-  constructor(
-    readonly code: string,
-    message: string,
-    options?: { cause?: unknown },
-  ) {
-    super(message, options);
-    this.name = 'WorkerError';
-  }
-}
 
 /**
  * The agent: join the coordinator → take a rank and form the ring → receive rank 0's initial weights
@@ -95,14 +89,26 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerResult> {
     ch.onStop = () => void c.close();
     const params = trainer.model.params;
     const layoutHash = params.layoutHash();
-    await c.broadcast(params.values, { root: 0, layoutHash });
+    if (assign.resume) {
+      await restoreTensors(c, trainer, assign.resume.path, false);
+      trainer.restore({ ...assign.resume.state, dropoutRng: assign.resume.state.dropoutRng as RngState });
+      log.info(`resumed from ${assign.resume.path} at step ${trainer.globalStep} (epoch ${trainer.epoch}, sample ${trainer.cursor})`);
+    } else if (assign.initFrom) {
+      await restoreTensors(c, trainer, assign.initFrom, true);
+      log.info(`weights initialised from ${assign.initFrom}`);
+    } else {
+      await c.broadcast(params.values, { root: 0, layoutHash });
+    }
     const initialHash = await verifyReplicas(c, trainer, 'initial weights');
-    const { progressEvery, verifyEvery, maxSteps } = assign;
-    const totalSteps = maxSteps > 0 ? Math.min(maxSteps, config.epochs * trainer.stepsPerEpoch) : config.epochs * trainer.stepsPerEpoch;
+    const { progressEvery, verifyEvery, maxSteps, checkpoint } = assign;
+    const remaining = (config.epochs - trainer.epoch) * trainer.stepsPerEpoch - Math.floor(trainer.cursor / trainer.globalBatch);
+    const totalSteps = Math.max(0, maxSteps > 0 ? Math.min(maxSteps, trainer.globalStep + remaining) : trainer.globalStep + remaining);
     ch.send({ type: 'ready', v: PROTOCOL_VERSION, generation: assign.generation, rank: assign.rank, weightsHash: initialHash, backend: trainer.backend.description, totalSteps });
     await ch.next(['start'], joinTimeout, 'start');
 
     let replicaChecks = 1;
+    let metrics: Record<string, number> = {};
+    let pendingWrite: Promise<unknown> = Promise.resolve();
     let report = { loss: 0, samples: 0, correct: 0, computeMs: 0, allreduceMs: 0, optimizerMs: 0, steps: 0 };
     while (trainer.globalStep < totalSteps) {
       const step = trainer.globalStep;
@@ -112,7 +118,7 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerResult> {
       const t1 = performance.now();
       await c.allreduce(params.grads, { step, layoutHash });
       const t2 = performance.now();
-      trainer.applyUpdate();
+      const epochEnded = trainer.applyUpdate();
       const t3 = performance.now();
       report.loss += r.loss;
       report.samples += config.batchSize;
@@ -121,7 +127,7 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerResult> {
       report.allreduceMs += t2 - t1;
       report.optimizerMs += t3 - t2;
       report.steps++;
-      const epochEnds = trainer.globalStep % trainer.stepsPerEpoch === 0 || trainer.globalStep === totalSteps;
+      const epochEnds = epochEnded || trainer.globalStep === totalSteps;
       if (report.steps >= progressEvery || epochEnds) {
         const { steps, ...sums } = report;
         ch.send({ type: 'progress', v: PROTOCOL_VERSION, generation: assign.generation, rank: assign.rank, epoch, step: trainer.globalStep, ...sums, loss: sums.loss / steps });
@@ -135,9 +141,25 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerResult> {
       }
       if (epochEnds) {
         const ev = trainer.evaluate('test');
-        ch.send({ type: 'evaluated', v: PROTOCOL_VERSION, generation: assign.generation, rank: assign.rank, epoch, lossSum: ev.loss * ev.samples, correct: Math.round(ev.accuracy * ev.samples), samples: ev.samples });
+        const share = { lossSum: ev.loss * ev.samples, correct: Math.round(ev.accuracy * ev.samples), samples: ev.samples };
+        ch.send({ type: 'evaluated', v: PROTOCOL_VERSION, generation: assign.generation, rank: assign.rank, epoch, ...share });
+        metrics = await globalMetrics(c, share);
+      }
+      const saveNow = checkpoint && ((checkpoint.everySteps > 0 && trainer.globalStep % checkpoint.everySteps === 0) || (checkpoint.atEpochEnd && epochEnded));
+      if (saveNow && assign.rank === 0) {
+        await pendingWrite; // one write at a time
+        const { stallMs, written } = startCheckpoint(trainer, checkpoint, metrics, assign.worldSize);
+        const step = trainer.globalStep;
+        pendingWrite = written.then(
+          ({ path, writeMs }) => ch.send({ type: 'saved', v: PROTOCOL_VERSION, generation: assign.generation, rank: 0, step, path, stallMs, writeMs }),
+          (err: Error) => {
+            if (checkpoint.onError === 'warn') return log.warn(`checkpoint at step ${step} not saved, training goes on: ${err.message}`);
+            throw err;
+          },
+        );
       }
     }
+    await pendingWrite;
     const finalHash = await verifyReplicas(c, trainer, 'final weights');
     replicaChecks++;
     if (assign.rank === 0 && assign.saveFinal) {
@@ -168,6 +190,14 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerResult> {
     await transport.close();
     await channel?.close();
   }
+}
+
+/** Every rank's evaluation share added up, so each rank (rank 0 for its checkpoints) knows the totals. */
+async function globalMetrics(comm: Communicator, share: { lossSum: number; correct: number; samples: number }): Promise<Record<string, number>> {
+  const parts = await comm.allgather(new Uint8Array(Float64Array.of(share.lossSum, share.correct, share.samples).buffer));
+  const sum = [0, 0, 0];
+  for (const p of parts) new Float64Array(Uint8Array.from(p).buffer).forEach((v, i) => (sum[i] += v));
+  return sum[2] ? { test_loss: sum[0] / sum[2], test_accuracy: sum[1] / sum[2] } : {};
 }
 
 /** All ranks compare SHA-256 of their weights; a difference is a bug or corruption, never noise. */

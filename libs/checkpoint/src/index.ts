@@ -1,2 +1,24 @@
+export {
+  applyRetention,
+  type Checkpoint,
+  CHECKPOINT_FORMAT,
+  type CheckpointMeta,
+  checkpointName,
+  findLatestCheckpoint,
+  listCheckpoints,
+  loadCheckpoint,
+  type RetentionPolicy,
+  saveCheckpoint,
+} from './checkpoint-store.js';
 export { CheckpointError, type CheckpointErrorCode } from './errors.js';
-export { CHECKSUM_KEY, MAX_HEADER_BYTES, type NamedTensor, readSafetensors, type SafetensorsFile, writeSafetensors } from './safetensors.js';
+export {
+  CHECKSUM_KEY,
+  MAX_HEADER_BYTES,
+  type NamedTensor,
+  type RawTensor,
+  readSafetensors,
+  readSafetensorsHeader,
+  type SafetensorsFile,
+  writeSafetensors,
+  writeSafetensorsAsync,
+} from './safetensors.js';

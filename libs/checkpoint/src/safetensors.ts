@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import { closeSync, fsyncSync, openSync, readSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
+import { type FileHandle, open, rename, rm } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { CheckpointError } from './errors.js';
 
@@ -9,6 +10,50 @@ export interface NamedTensor {
   shape: number[];
   data: Float32Array;
 }
+
+/** Any dtype, as raw little-endian bytes (exports: F16, I8, and INT4 packed two per U8 byte). */
+export interface RawTensor {
+  name: string;
+  dtype: 'F32' | 'F16' | 'I8' | 'U8';
+  shape: number[];
+  bytes: Uint8Array;
+}
+
+const DTYPE_SIZE = { F32: 4, F16: 2, I8: 1, U8: 1 } as const;
+
+function toRaw(t: NamedTensor | RawTensor): RawTensor {
+  if ('bytes' in t) return t;
+  if (t.shape.reduce((a, b) => a * b, 1) !== t.data.length) {
+    throw new CheckpointError('ERR_CHECKPOINT_FORMAT', `tensor ${t.name}: shape [${t.shape.join(', ')}] does not hold ${t.data.length} elements`);
+  }
+  return { name: t.name, dtype: 'F32', shape: t.shape, bytes: bytesOf(t.data) };
+}
+
+/** The file's bytes as a header buffer and the tensors' own bytes (not copied). */
+function encode(tensors: (NamedTensor | RawTensor)[], metadata: Record<string, string>): Uint8Array[] {
+  const raws = tensors.map(toRaw);
+  const hash = createHash('sha256');
+  const header: Record<string, unknown> = {};
+  let offset = 0;
+  for (const t of raws) {
+    const elements = t.shape.reduce((a, b) => a * b, 1);
+    if (t.bytes.length !== elements * DTYPE_SIZE[t.dtype]) {
+      throw new CheckpointError('ERR_CHECKPOINT_FORMAT', `tensor ${t.name}: ${t.bytes.length} bytes for shape [${t.shape.join(', ')}] of ${t.dtype}`);
+    }
+    header[t.name] = { dtype: t.dtype, shape: t.shape, data_offsets: [offset, offset + t.bytes.length] };
+    offset += t.bytes.length;
+    hash.update(t.bytes);
+  }
+  header.__metadata__ = { ...metadata, [CHECKSUM_KEY]: hash.digest('hex') };
+  let json = JSON.stringify(header);
+  json += ' '.repeat((8 - (Buffer.byteLength(json) % 8)) % 8); // data starts 8-byte aligned
+  const head = Buffer.alloc(8 + Buffer.byteLength(json));
+  head.writeBigUInt64LE(BigInt(Buffer.byteLength(json)), 0);
+  head.write(json, 8);
+  return [head, ...raws.map((t) => t.bytes)];
+}
+
+const tempName = (path: string): string => join(dirname(path), `.${basename(path)}.${process.pid}.${Date.now()}.tmp`);
 
 export interface SafetensorsFile {
   tensors: NamedTensor[];
@@ -27,31 +72,13 @@ export const MAX_HEADER_BYTES = 100 * 1024 * 1024;
  * to a temporary file in the same folder, fsync, rename over `path`, fsync the folder. A crash
  * leaves the old file or the new one, never a torn one under `path`.
  */
-export function writeSafetensors(path: string, tensors: NamedTensor[], metadata: Record<string, string> = {}): void {
-  const hash = createHash('sha256');
-  const header: Record<string, unknown> = {};
-  let offset = 0;
-  for (const t of tensors) {
-    const bytes = t.data.byteLength;
-    if (t.shape.reduce((a, b) => a * b, 1) !== t.data.length) {
-      throw new CheckpointError('ERR_CHECKPOINT_FORMAT', `tensor ${t.name}: shape [${t.shape.join(', ')}] does not hold ${t.data.length} elements`);
-    }
-    header[t.name] = { dtype: 'F32', shape: t.shape, data_offsets: [offset, offset + bytes] };
-    offset += bytes;
-    hash.update(bytesOf(t.data));
-  }
-  header.__metadata__ = { ...metadata, [CHECKSUM_KEY]: hash.digest('hex') };
-  let json = JSON.stringify(header);
-  json += ' '.repeat((8 - (Buffer.byteLength(json) % 8)) % 8); // data starts 8-byte aligned
-  const head = Buffer.alloc(8 + Buffer.byteLength(json));
-  head.writeBigUInt64LE(BigInt(Buffer.byteLength(json)), 0);
-  head.write(json, 8);
-  const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.${Date.now()}.tmp`);
+export function writeSafetensors(path: string, tensors: (NamedTensor | RawTensor)[], metadata: Record<string, string> = {}): void {
+  const parts = encode(tensors, metadata);
+  const tmp = tempName(path);
   let fd: number | null = null;
   try {
     fd = openSync(tmp, 'w', 0o644);
-    writeAll(fd, head);
-    for (const t of tensors) writeAll(fd, bytesOf(t.data));
+    for (const p of parts) writeAll(fd, p);
     fsyncSync(fd);
     closeSync(fd);
     fd = null;
@@ -60,9 +87,37 @@ export function writeSafetensors(path: string, tensors: NamedTensor[], metadata:
   } catch (err) {
     if (fd !== null) closeSync(fd);
     rmSync(tmp, { force: true });
-    if (err instanceof CheckpointError) throw err;
-    throw new CheckpointError('ERR_CHECKPOINT_IO', `cannot write ${path}: ${(err as Error).message}`, { cause: err });
+    throw ioError(path, err);
   }
+}
+
+/** As writeSafetensors, without blocking the event loop (the caller must not change the tensors meanwhile). */
+export async function writeSafetensorsAsync(path: string, tensors: (NamedTensor | RawTensor)[], metadata: Record<string, string> = {}): Promise<void> {
+  const parts = encode(tensors, metadata);
+  const tmp = tempName(path);
+  let file: FileHandle | null = null;
+  try {
+    file = await open(tmp, 'w', 0o644);
+    for (const p of parts) {
+      for (let done = 0; done < p.length; ) done += (await file.write(p, done, p.length - done)).bytesWritten;
+    }
+    await file.sync();
+    await file.close();
+    file = null;
+    await rename(tmp, path);
+    syncFolder(dirname(path));
+  } catch (err) {
+    await file?.close().catch(() => {});
+    await rm(tmp, { force: true });
+    throw ioError(path, err);
+  }
+}
+
+function ioError(path: string, err: unknown): CheckpointError {
+  if (err instanceof CheckpointError) return err;
+  const e = err as NodeJS.ErrnoException;
+  const why = e.code === 'ENOSPC' ? 'the disk is full' : e.code === 'EACCES' || e.code === 'EROFS' ? 'the folder is not writable' : e.code === 'ENOENT' ? 'the folder does not exist' : e.message;
+  return new CheckpointError('ERR_CHECKPOINT_IO', `cannot write ${path}: ${why} (${e.code ?? 'error'}); any previous file there is intact`, { cause: err });
 }
 
 /** Reads and verifies a safetensors file of float32 tensors: structure, sizes, then the checksum. */
@@ -129,6 +184,31 @@ export function readSafetensors(path: string): SafetensorsFile {
     const aligned = new Float32Array(data.buffer.slice(data.byteOffset, data.byteOffset + dataBytes));
     const tensors = entries.map((e) => ({ name: e.name, shape: e.shape, data: aligned.subarray(e.start / 4, e.end / 4) }));
     return { tensors, metadata };
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** Just the JSON header of a safetensors file (tensor entries and `__metadata__`), without its data. */
+export function readSafetensorsHeader(path: string): Record<string, unknown> {
+  let fd: number;
+  try {
+    fd = openSync(path, 'r');
+  } catch (err) {
+    throw new CheckpointError('ERR_CHECKPOINT_IO', `cannot read ${path}: ${(err as Error).message}`, { cause: err });
+  }
+  try {
+    const lenBuf = Buffer.alloc(8);
+    if (readSync(fd, lenBuf, 0, 8, 0) < 8) throw new CheckpointError('ERR_CHECKPOINT_TRUNCATED', `${path}: shorter than the 8-byte header length`);
+    const n = lenBuf.readBigUInt64LE(0);
+    if (n > BigInt(MAX_HEADER_BYTES)) throw new CheckpointError('ERR_CHECKPOINT_FORMAT', `${path}: header claims ${n} bytes, over the ${MAX_HEADER_BYTES}-byte limit`);
+    const json = Buffer.alloc(Number(n));
+    if (readSync(fd, json, 0, json.length, 8) < json.length) throw new CheckpointError('ERR_CHECKPOINT_TRUNCATED', `${path}: header claims ${n} bytes, the file is shorter`);
+    try {
+      return JSON.parse(json.toString('utf8'));
+    } catch (err) {
+      throw new CheckpointError('ERR_CHECKPOINT_FORMAT', `${path}: header is not JSON (${(err as Error).message})`);
+    }
   } finally {
     closeSync(fd);
   }

@@ -31,13 +31,18 @@ export class Rng {
   }
 
   static fromState(state: RngState): Rng {
-    if (!Array.isArray(state) || state.length !== 4 || state.some((w) => !Number.isInteger(w) || w < 0 || w > 0xffffffff)) {
-      throw new CoreError('ERR_STATE', `Rng.fromState: expected four uint32 words, got ${JSON.stringify(state)}`);
-    }
-    if (state.every((w) => w === 0)) throw new CoreError('ERR_STATE', 'Rng.fromState: the all-zero state is invalid for xoshiro128**');
     const rng = new Rng(0);
-    [rng.s0, rng.s1, rng.s2, rng.s3] = state;
+    rng.setState(state);
     return rng;
+  }
+
+  /** Continues the stream from a saved state (in place, so holders of this Rng follow). */
+  setState(state: RngState): void {
+    if (!Array.isArray(state) || state.length !== 4 || state.some((w) => !Number.isInteger(w) || w < 0 || w > 0xffffffff)) {
+      throw new CoreError('ERR_STATE', `Rng state: expected four uint32 words, got ${JSON.stringify(state)}`);
+    }
+    if (state.every((w) => w === 0)) throw new CoreError('ERR_STATE', 'Rng state: the all-zero state is invalid for xoshiro128**');
+    [this.s0, this.s1, this.s2, this.s3] = state;
   }
 
   state(): RngState {

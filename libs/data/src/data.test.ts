@@ -8,7 +8,7 @@ import { loadCsv } from './csv.js';
 import { loadIdxFolder, readIdx, writeIdxFolder, writeIdxUbyte } from './idx.js';
 import { loadDataset } from './load-dataset.js';
 import { loadEmbeddedMnist, loadMnistAll, writeMnistCache } from './mnist.js';
-import { epochPermutation, shardPlan, sliceStart } from './sampler.js';
+import { epochPermutation, shardPlan } from './sampler.js';
 import { gaussianBlobs, linearRegression } from './synthetic.js';
 
 const tmp = (): string => mkdtempSync(join(tmpdir(), 'ringtrain-data-'));
@@ -111,16 +111,8 @@ describe('sampler', () => {
     expect(Array.from(epochPermutation(1000, 8, 3))).not.toEqual(Array.from(a));
   });
 
-  it('shards: every rank gets the same number of steps and disjoint contiguous slices of each global batch', () => {
-    for (const world of [1, 2, 3, 4]) {
-      const plan = shardPlan(1000, 16, world);
-      expect(plan.stepsPerEpoch).toBe(Math.floor(1000 / (16 * world)));
-      const seen = new Set<number>();
-      for (let s = 0; s < plan.stepsPerEpoch; s++)
-        for (let r = 0; r < world; r++) for (let i = 0; i < 16; i++) seen.add(sliceStart(plan, s, r) + i);
-      expect(seen.size).toBe(plan.stepsPerEpoch * 16 * world);
-      expect(Math.max(...seen)).toBe(plan.stepsPerEpoch * 16 * world - 1);
-    }
+  it('shards: every rank gets the same number of steps; the short tail is dropped', () => {
+    for (const world of [1, 2, 3, 4]) expect(shardPlan(1000, 16, world).stepsPerEpoch).toBe(Math.floor(1000 / (16 * world)));
   });
 });
 

@@ -25,7 +25,7 @@ export function epochPermutation(n: number, seed: number, epoch: number): Uint32
   return p;
 }
 
-/** Where one rank's slice of a global batch lies: global batch g covers order[g·N·b, (g+1)·N·b). */
+/** How an epoch is cut into global batches of worldSize·batchPerRank samples. */
 export interface ShardPlan {
   /** Global batches per epoch: the same on every rank, so no rank waits on another. */
   stepsPerEpoch: number;
@@ -35,16 +35,10 @@ export interface ShardPlan {
 }
 
 /**
- * Splits an epoch of `size` samples into global batches of worldSize·batchPerRank, each cut into
- * worldSize contiguous slices. The tail that does not fill a global batch is dropped (as
- * DistributedSampler with drop_last), so every rank runs exactly the same number of steps.
+ * Global batch g of an epoch covers order[g·N·b, (g+1)·N·b) and rank r takes its r-th contiguous
+ * slice of b. The tail that does not fill a global batch is dropped (as DistributedSampler with
+ * drop_last), so every rank runs exactly the same number of steps.
  */
 export function shardPlan(size: number, batchPerRank: number, worldSize: number): ShardPlan {
-  const global = batchPerRank * worldSize;
-  return { stepsPerEpoch: Math.floor(size / global), batchPerRank, worldSize };
-}
-
-/** Offset into the epoch order of `rank`'s slice of global batch `step`. */
-export function sliceStart(plan: ShardPlan, step: number, rank: number): number {
-  return (step * plan.worldSize + rank) * plan.batchPerRank;
+  return { stepsPerEpoch: Math.floor(size / (batchPerRank * worldSize)), batchPerRank, worldSize };
 }

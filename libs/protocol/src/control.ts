@@ -65,6 +65,27 @@ export const assignMessageSchema = z.strictObject({
   maxSteps: z.number().int().min(0),
   /** Where rank 0 writes the final weights (safetensors), if anywhere. */
   saveFinal: z.string().max(4096).optional(),
+  /** Periodic checkpoints, written by rank 0. */
+  checkpoint: z
+    .strictObject({
+      dir: z.string().min(1).max(4096),
+      everySteps: count,
+      atEpochEnd: z.boolean(),
+      keepLast: z.number().int().min(1),
+      keepBest: count,
+      metric: z.enum(['test_accuracy', 'test_loss']),
+      onError: z.enum(['stop', 'warn']),
+    })
+    .optional(),
+  /** Continue from a checkpoint (rank 0 reads its tensors and broadcasts them)… */
+  resume: z
+    .strictObject({
+      path: z.string().max(4096),
+      state: z.strictObject({ globalStep: count, epoch: count, cursor: count, optimizerStep: count, dropoutRng: z.array(z.number().int().min(0).max(0xffffffff)).length(4) }),
+    })
+    .optional(),
+  /** …or start from its weights only (fine-tuning). */
+  initFrom: z.string().max(4096).optional(),
 });
 
 /** Worker → coordinator: ring formed, initial weights received and verified. */
@@ -102,6 +123,9 @@ export const progressMessageSchema = z.strictObject({
 /** Worker → coordinator: its share of an evaluation (sums, so the coordinator can add them up). */
 export const evaluatedMessageSchema = z.strictObject({ type: z.literal('evaluated'), v, generation, rank, epoch: count, lossSum: finite, correct: count, samples: count });
 
+/** Rank 0 → coordinator: a checkpoint is on disk. */
+export const savedMessageSchema = z.strictObject({ type: z.literal('saved'), v, generation, rank, step: count, path: z.string().max(4096), stallMs: finite, writeMs: finite });
+
 /** Worker → coordinator: finished, with the final weights' hash. */
 export const doneMessageSchema = z.strictObject({ type: z.literal('done'), v, generation, rank, steps: count, weightsHash: hash, replicaChecks: count });
 
@@ -121,6 +145,7 @@ export const controlMessageSchema = z.discriminatedUnion('type', [
   progressMessageSchema,
   evaluatedMessageSchema,
   doneMessageSchema,
+  savedMessageSchema,
   failedMessageSchema,
   stopMessageSchema,
 ]);

@@ -8,9 +8,23 @@ import {
   learningRate,
   Model,
   type Optimizer,
+  type RngState,
 } from '@ringtrain/core';
-import { Batcher, type Dataset, type DatasetSplit, epochPermutation, loadDataset, type ShardPlan, shardPlan, sliceStart } from '@ringtrain/data';
+import { Batcher, type Dataset, type DatasetSplit, epochPermutation, loadDataset, type ShardPlan, shardPlan } from '@ringtrain/data';
 import type { JobConfig } from './job-config.js';
+
+/**
+ * Where training stands, all of it that is not a tensor: a checkpoint saves it, `restore` resumes
+ * from it. `cursor` counts the samples of the current epoch's order already consumed, so a resume
+ * with another number of workers continues from the same place in the same order.
+ */
+export interface TrainerState {
+  globalStep: number;
+  epoch: number;
+  cursor: number;
+  optimizerStep: number;
+  dropoutRng: RngState;
+}
 
 /** Loss and accuracy over a set of samples. */
 export interface EvalResult {
@@ -46,6 +60,9 @@ export class Trainer {
   readonly backendHint?: string;
   /** Optimizer steps taken since the start of training. */
   globalStep = 0;
+  /** The current epoch, and the samples of its order consumed so far. */
+  epoch = 0;
+  cursor = 0;
   private readonly batcher: Batcher;
   private readonly evalBatchers: Record<'train' | 'test', Batcher>;
   private order: Uint32Array | null = null;
@@ -85,20 +102,35 @@ export class Trainer {
     return this.plan.stepsPerEpoch;
   }
 
-  /** The epoch that `globalStep` falls in. */
-  get epoch(): number {
-    return Math.floor(this.globalStep / this.plan.stepsPerEpoch);
+  /** Samples in one step over all ranks. */
+  get globalBatch(): number {
+    return this.config.batchSize * this.worldSize;
   }
 
-  /** Forward and backward on this rank's slice of global batch `globalStep`; fills the gradients. */
+  state(): TrainerState {
+    return { globalStep: this.globalStep, epoch: this.epoch, cursor: this.cursor, optimizerStep: this.optimizer.state.step, dropoutRng: this.model.dropoutRng.state() };
+  }
+
+  /** Continues from a saved state (the tensors are restored separately, into the flat buffers). */
+  restore(s: TrainerState): void {
+    if (s.cursor < 0 || s.cursor > this.data.train.size) throw new CoreError('ERR_STATE', `sample cursor ${s.cursor} is outside the training set of ${this.data.train.size}`);
+    this.globalStep = s.globalStep;
+    this.epoch = s.epoch;
+    this.cursor = s.cursor + this.globalBatch > this.data.train.size ? 0 : s.cursor;
+    if (this.cursor !== s.cursor) this.epoch++; // the saved epoch's tail is too short for this world size
+    this.optimizer.state.step = s.optimizerStep;
+    this.model.dropoutRng.setState(s.dropoutRng);
+  }
+
+  /** Forward and backward on this rank's slice of the next global batch; fills the gradients. */
   computeGradients(): BatchResult {
     const epoch = this.epoch;
     if (this.orderEpoch !== epoch) {
       this.order = epochPermutation(this.data.train.size, this.config.seed, epoch);
       this.orderEpoch = epoch;
     }
-    const step = this.globalStep % this.plan.stepsPerEpoch;
-    const n = this.batcher.fill(this.order!, sliceStart(this.plan, step, this.rank), this.config.batchSize);
+    // Global batch = order[cursor, cursor + N·b); rank r takes its r-th contiguous slice of b.
+    const n = this.batcher.fill(this.order!, this.cursor + this.rank * this.config.batchSize, this.config.batchSize);
     const result = this.model.computeGradients(this.batcher.x, this.batcher.batchTargets(), n);
     if (!Number.isFinite(result.loss)) {
       throw new CoreError('ERR_NON_FINITE', `rank ${this.rank}: loss is ${result.loss} at step ${this.globalStep} (epoch ${epoch}); lower the learning rate or set clipGradNorm`);
@@ -106,13 +138,22 @@ export class Trainer {
     return result;
   }
 
-  /** Clipping (if set), the scheduled learning rate and the optimizer step; advances `globalStep`. */
-  applyUpdate(): number {
+  /**
+   * Clipping (if set), the scheduled learning rate and the optimizer step; advances the step and
+   * the cursor. Returns true when this step ended an epoch (the tail too short for a global batch
+   * is dropped, so every rank takes the same number of steps).
+   */
+  applyUpdate(): boolean {
     if (this.config.clipGradNorm) clipGradNorm(this.model.params.grads, this.config.clipGradNorm);
-    const lr = learningRate(this.config.schedule, this.config.optimizer.lr, this.globalStep);
-    this.optimizer.step(lr);
+    this.optimizer.step(learningRate(this.config.schedule, this.config.optimizer.lr, this.globalStep));
     this.globalStep++;
-    return lr;
+    this.cursor += this.globalBatch;
+    if (this.cursor + this.globalBatch > this.data.train.size) {
+      this.epoch++;
+      this.cursor = 0;
+      return true;
+    }
+    return false;
   }
 
   /** One whole step of a single process. */

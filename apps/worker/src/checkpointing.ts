@@ -1,0 +1,71 @@
+import { type CheckpointMeta, loadCheckpoint, type NamedTensor, saveCheckpoint } from '@ringtrain/checkpoint';
+import type { Communicator } from '@ringtrain/allreduce';
+import type { MessageOf } from '@ringtrain/protocol';
+import { jobConfigHash, type Trainer } from '@ringtrain/trainer';
+import { WorkerError } from './errors.js';
+
+type Policy = NonNullable<MessageOf<'assign'>['checkpoint']>;
+
+const SLOT_PREFIX = 'optimizer.';
+
+/** Parameters by name and every optimizer slot as `optimizer.<slot>.<parameter>`: views, no copies. */
+function namedViews(trainer: Trainer): NamedTensor[] {
+  const params = trainer.model.params;
+  const out: NamedTensor[] = params.tensors.map((t) => ({ name: t.name, shape: t.shape, data: params.value(t.name) }));
+  for (const [slot, buffer] of Object.entries(trainer.optimizer.state.slots).sort()) {
+    for (const t of params.tensors) out.push({ name: `${SLOT_PREFIX}${slot}.${t.name}`, shape: t.shape, data: params.viewOf(buffer, t.name) });
+  }
+  return out;
+}
+
+/**
+ * Rank 0's save: copy the buffers (the only time training waits), then write in the background.
+ * Returns the path and the stall; the write's promise settles later.
+ */
+export function startCheckpoint(trainer: Trainer, policy: Policy, metrics: Record<string, number>, worldSize: number): { stallMs: number; written: Promise<{ path: string; writeMs: number }> } {
+  const t0 = performance.now();
+  const snapshot = namedViews(trainer).map((t) => ({ ...t, data: t.data.slice() }));
+  const state = trainer.state();
+  const stallMs = performance.now() - t0;
+  const meta: CheckpointMeta = {
+    step: state.globalStep,
+    epoch: state.epoch,
+    cursor: state.cursor,
+    worldSize,
+    configHash: jobConfigHash(trainer.config),
+    config: trainer.config,
+    modelSpec: trainer.config.model,
+    optimizer: { type: trainer.config.optimizer.type, step: state.optimizerStep, slots: Object.keys(trainer.optimizer.state.slots).sort() },
+    rng: { dropout: state.dropoutRng },
+    metrics,
+    savedAt: new Date().toISOString(),
+  };
+  const written = saveCheckpoint(policy.dir, snapshot, meta, { keepLast: policy.keepLast, keepBest: policy.keepBest, metric: policy.metric }).then((path) => ({ path, writeMs: performance.now() - t0 }));
+  return { stallMs, written };
+}
+
+/**
+ * Rank 0 reads a checkpoint into its replica (weights, and optimizer slots unless `weightsOnly`),
+ * refusing one whose model differs. Every rank then receives rank 0's buffers by broadcast.
+ */
+export async function restoreTensors(comm: Communicator, trainer: Trainer, path: string, weightsOnly: boolean): Promise<void> {
+  const params = trainer.model.params;
+  const slots = Object.entries(trainer.optimizer.state.slots).sort(([a], [b]) => a.localeCompare(b));
+  if (comm.rank === 0) {
+    const ckpt = loadCheckpoint(path);
+    const byName = new Map(ckpt.tensors.map((t) => [t.name, t]));
+    if (JSON.stringify(ckpt.meta.modelSpec) !== JSON.stringify(trainer.config.model)) {
+      throw new WorkerError('ERR_MODEL_MISMATCH', `${path} holds a different model (${JSON.stringify(ckpt.meta.modelSpec)}) than the job's (${JSON.stringify(trainer.config.model)})`);
+    }
+    const wanted = namedViews(trainer).filter((t) => !weightsOnly || !t.name.startsWith(SLOT_PREFIX));
+    for (const t of wanted) {
+      const src = byName.get(t.name);
+      if (!src) throw new WorkerError('ERR_MODEL_MISMATCH', `${path} has no tensor ${t.name}${t.name.startsWith(SLOT_PREFIX) ? ' (the optimizer differs; use --init-from to load weights only)' : ''}`);
+      if (src.shape.join('x') !== t.shape.join('x')) throw new WorkerError('ERR_MODEL_MISMATCH', `${path}: ${t.name} has shape [${src.shape}], the model needs [${t.shape}]`);
+      t.data.set(src.data);
+    }
+  }
+  const layoutHash = params.layoutHash();
+  await comm.broadcast(params.values, { root: 0, layoutHash });
+  if (!weightsOnly) for (const [, buffer] of slots) await comm.broadcast(buffer, { root: 0, layoutHash });
+}

@@ -1,0 +1,156 @@
+import { readdirSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { CheckpointError } from './errors.js';
+import { type NamedTensor, readSafetensors, readSafetensorsHeader, writeSafetensors, writeSafetensorsAsync } from './safetensors.js';
+
+export const CHECKPOINT_FORMAT = 'ringtrain-checkpoint/1';
+
+/** Everything about a training state that is not a tensor. */
+export interface CheckpointMeta {
+  step: number;
+  epoch: number;
+  /** Samples of the current epoch's order already consumed. */
+  cursor: number;
+  worldSize: number;
+  configHash: string;
+  /** The job config (JSON) and the model spec within it. */
+  config: unknown;
+  modelSpec: unknown;
+  optimizer: { type: string; step: number; slots: string[] };
+  rng: { dropout: number[] };
+  metrics: Record<string, number>;
+  savedAt: string;
+}
+
+export interface Checkpoint {
+  path: string;
+  meta: CheckpointMeta;
+  /** Parameters by name, and optimizer slots as `optimizer.<slot>.<parameter>`. */
+  tensors: NamedTensor[];
+}
+
+export interface RetentionPolicy {
+  /** Keep the newest K checkpoints (default 3). */
+  keepLast?: number;
+  /** Also keep the best M by `metric` (default 0). */
+  keepBest?: number;
+  /** `test_accuracy` (higher is better) or `test_loss` (lower is better). */
+  metric?: 'test_accuracy' | 'test_loss';
+}
+
+const NAME = /^ckpt-step-(\d{10})\.safetensors$/;
+export const checkpointName = (step: number): string => `ckpt-step-${String(step).padStart(10, '0')}.safetensors`;
+
+function toMetadata(meta: CheckpointMeta): Record<string, string> {
+  return {
+    format: CHECKPOINT_FORMAT,
+    step: String(meta.step),
+    epoch: String(meta.epoch),
+    cursor: String(meta.cursor),
+    world_size: String(meta.worldSize),
+    config_hash: meta.configHash,
+    config: JSON.stringify(meta.config),
+    model_spec: JSON.stringify(meta.modelSpec),
+    optimizer: JSON.stringify(meta.optimizer),
+    rng: JSON.stringify(meta.rng),
+    metrics: JSON.stringify(meta.metrics),
+    saved_at: meta.savedAt,
+  };
+}
+
+/** Reads and verifies a checkpoint (structure, checksum, then its metadata). */
+export function loadCheckpoint(path: string): Checkpoint {
+  const file = readSafetensors(path);
+  const m = file.metadata;
+  if (m.format !== CHECKPOINT_FORMAT) throw new CheckpointError('ERR_CHECKPOINT_FORMAT', `${path}: not a ringtrain checkpoint (format ${JSON.stringify(m.format ?? null)}, expected ${CHECKPOINT_FORMAT})`);
+  try {
+    const meta: CheckpointMeta = {
+      step: int(m.step, 'step'),
+      epoch: int(m.epoch, 'epoch'),
+      cursor: int(m.cursor, 'cursor'),
+      worldSize: int(m.world_size, 'world_size'),
+      configHash: m.config_hash,
+      config: JSON.parse(m.config),
+      modelSpec: JSON.parse(m.model_spec),
+      optimizer: JSON.parse(m.optimizer),
+      rng: JSON.parse(m.rng),
+      metrics: JSON.parse(m.metrics),
+      savedAt: m.saved_at,
+    };
+    return { path, meta, tensors: file.tensors };
+  } catch (err) {
+    throw new CheckpointError('ERR_CHECKPOINT_FORMAT', `${path}: bad checkpoint metadata: ${(err as Error).message}`, { cause: err });
+  }
+}
+
+function int(v: string | undefined, name: string): number {
+  const n = Number(v);
+  if (!Number.isSafeInteger(n) || n < 0) throw new Error(`${name} = ${JSON.stringify(v)} is not a count`);
+  return n;
+}
+
+/** Checkpoints in `dir`, newest first (by the step in their names). */
+export function listCheckpoints(dir: string): { path: string; step: number }[] {
+  let names: string[];
+  try {
+    names = readdirSync(dir);
+  } catch (err) {
+    throw new CheckpointError('ERR_CHECKPOINT_IO', `cannot list ${dir}: ${(err as Error).message}`, { cause: err });
+  }
+  return names
+    .map((n) => [n, NAME.exec(n)] as const)
+    .filter((x): x is readonly [string, RegExpExecArray] => x[1] !== null)
+    .map(([n, m]) => ({ path: join(dir, n), step: Number(m[1]) }))
+    .sort((a, b) => b.step - a.step);
+}
+
+/**
+ * The newest checkpoint in `dir` that loads and verifies; the newer ones that do not are returned
+ * in `skipped` with the reason, so the caller can say so.
+ */
+export function findLatestCheckpoint(dir: string): { checkpoint: Checkpoint; skipped: { path: string; reason: string }[] } {
+  const skipped: { path: string; reason: string }[] = [];
+  for (const { path } of listCheckpoints(dir)) {
+    try {
+      return { checkpoint: loadCheckpoint(path), skipped };
+    } catch (err) {
+      skipped.push({ path, reason: (err as Error).message });
+    }
+  }
+  throw new CheckpointError('ERR_CHECKPOINT_IO', `no valid checkpoint in ${dir}${skipped.length ? ` (${skipped.length} rejected: ${skipped.map((s) => s.reason).join('; ')})` : ''}`);
+}
+
+/** Writes `ckpt-step-<step>.safetensors` in `dir` (atomically), then applies retention. */
+export async function saveCheckpoint(dir: string, tensors: NamedTensor[], meta: CheckpointMeta, policy: RetentionPolicy = {}, background = true): Promise<string> {
+  const path = join(dir, checkpointName(meta.step));
+  if (background) await writeSafetensorsAsync(path, tensors, toMetadata(meta));
+  else writeSafetensors(path, tensors, toMetadata(meta));
+  applyRetention(dir, policy);
+  return path;
+}
+
+/** Deletes all but the newest `keepLast` and the best `keepBest` by the metric. */
+export function applyRetention(dir: string, policy: RetentionPolicy): void {
+  const all = listCheckpoints(dir);
+  const keep = new Set(all.slice(0, policy.keepLast ?? 3).map((c) => c.path));
+  if (policy.keepBest) {
+    const metric = policy.metric ?? 'test_accuracy';
+    const scored = all
+      .map((c) => ({ ...c, score: metricOf(c.path, metric) }))
+      .filter((c) => c.score !== undefined)
+      .sort((a, b) => (metric === 'test_loss' ? a.score! - b.score! : b.score! - a.score!));
+    for (const c of scored.slice(0, policy.keepBest)) keep.add(c.path);
+  }
+  for (const c of all) if (!keep.has(c.path)) rmSync(c.path, { force: true });
+}
+
+/** A metric from a checkpoint's header only (no need to read or verify its data to rank it). */
+function metricOf(path: string, metric: string): number | undefined {
+  try {
+    const header = readSafetensorsHeader(path) as { __metadata__: { metrics: string } };
+    const v = JSON.parse(header.__metadata__.metrics)[metric];
+    return typeof v === 'number' ? v : undefined;
+  } catch {
+    return undefined;
+  }
+}
