@@ -1,4 +1,4 @@
-import { readdirSync, rmSync } from 'node:fs';
+import { mkdirSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { CheckpointError } from './errors.js';
 import { type NamedTensor, readSafetensors, readSafetensorsHeader, writeSafetensors, writeSafetensorsAsync } from './safetensors.js';
@@ -120,9 +120,14 @@ export function findLatestCheckpoint(dir: string): { checkpoint: Checkpoint; ski
   throw new CheckpointError('ERR_CHECKPOINT_IO', `no valid checkpoint in ${dir}${skipped.length ? ` (${skipped.length} rejected: ${skipped.map((s) => s.reason).join('; ')})` : ''}`);
 }
 
-/** Writes `ckpt-step-<step>.safetensors` in `dir` (atomically), then applies retention. */
+/** Writes `ckpt-step-<step>.safetensors` in `dir` (created if missing; atomically), then applies retention. */
 export async function saveCheckpoint(dir: string, tensors: NamedTensor[], meta: CheckpointMeta, policy: RetentionPolicy = {}, background = true): Promise<string> {
   const path = join(dir, checkpointName(meta.step));
+  try {
+    mkdirSync(dir, { recursive: true });
+  } catch (err) {
+    throw new CheckpointError('ERR_CHECKPOINT_IO', `cannot write ${path}: cannot create the folder ${dir} (${(err as NodeJS.ErrnoException).code})`, { cause: err });
+  }
   if (background) await writeSafetensorsAsync(path, tensors, toMetadata(meta));
   else writeSafetensors(path, tensors, toMetadata(meta));
   applyRetention(dir, policy);
