@@ -2,6 +2,7 @@
 import { Command, CommanderError } from 'commander';
 import { coordinatorCommand, launchCommand, workerCommand } from './cluster-commands.js';
 import { trainCommand } from './train-command.js';
+import { evaluateCommand, exportCommand, inspectCommand, predictCommand } from './weights-commands.js';
 
 const program = new Command('ringtrain')
   .description('data-parallel neural network training over a ring of workers')
@@ -11,7 +12,11 @@ const program = new Command('ringtrain')
   .addCommand(launchCommand())
   .addCommand(coordinatorCommand())
   .addCommand(workerCommand())
-  .addCommand(trainCommand());
+  .addCommand(trainCommand())
+  .addCommand(inspectCommand())
+  .addCommand(exportCommand())
+  .addCommand(evaluateCommand())
+  .addCommand(predictCommand());
 
 try {
   await program.parseAsync(process.argv);

@@ -60,6 +60,8 @@ function toMetadata(meta: CheckpointMeta): Record<string, string> {
 
 /** Reads and verifies a checkpoint (structure, checksum, then its metadata). */
 export function loadCheckpoint(path: string): Checkpoint {
+  const format = (readSafetensorsHeader(path).__metadata__ as Record<string, string> | undefined)?.format;
+  if (format !== CHECKPOINT_FORMAT) throw new CheckpointError('ERR_CHECKPOINT_FORMAT', `${path}: not a ringtrain checkpoint (format ${JSON.stringify(format ?? null)}, expected ${CHECKPOINT_FORMAT})`);
   const file = readSafetensors(path);
   const m = file.metadata;
   if (m.format !== CHECKPOINT_FORMAT) throw new CheckpointError('ERR_CHECKPOINT_FORMAT', `${path}: not a ringtrain checkpoint (format ${JSON.stringify(m.format ?? null)}, expected ${CHECKPOINT_FORMAT})`);

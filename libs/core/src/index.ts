@@ -24,3 +24,4 @@ export { Rng, type RngState } from './rng.js';
 export { learningRate, parseScheduleConfig, type ScheduleConfig, scheduleConfigSchema } from './schedules.js';
 export { shapeSize, Tensor } from './tensor.js';
 export { describeIssues } from './validation.js';
+export { dequantizeRows, fromFloat16, packInt4, type QuantizedRows, quantizeRows, toFloat16, unpackInt4 } from './quantize.js';

@@ -1,4 +1,4 @@
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { gunzipSync, gzipSync } from 'node:zlib';
 import { countClasses, type Dataset, type DatasetSplit } from './dataset.js';
@@ -97,6 +97,7 @@ export function loadIdxFolder(dir: string): DatasetSplit {
 
 /** Writes a split as an MNIST-format folder (for peers such as PyTorch to train on the same data). */
 export function writeIdxFolder(dir: string, split: DatasetSplit, side = 28): void {
+  mkdirSync(dir, { recursive: true });
   for (const [prefix, ds] of [['train', split.train], ['t10k', split.test]] as const) {
     const pixels = Uint8Array.from(ds.x, (v) => Math.round(Math.min(1, Math.max(0, v)) * 255));
     writeIdxUbyte(join(dir, `${prefix}-images-idx3-ubyte`), [ds.size, side, side], pixels);

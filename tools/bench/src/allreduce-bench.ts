@@ -2,7 +2,8 @@ import { spawn, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { ProcessRing } from '@ringtrain/allreduce/testing';
-import { fmt, runPeer, table } from './measure.js';
+import { fmt, runPeer } from './measure.js';
+import { table } from '@ringtrain/cli';
 
 export const SIZES = [4096, 65536, 1 << 20, 4 << 20, 16 << 20, 64 << 20];
 

@@ -4,7 +4,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { peersDir } from './allreduce-bench.js';
-import { fmt, runPeer, table } from './measure.js';
+import { fmt, runPeer } from './measure.js';
+import { table } from '@ringtrain/cli';
 
 interface Summary {
   samplesPerSecond: number;

@@ -1,6 +1,7 @@
 import { fileURLToPath } from 'node:url';
 import { type Backend, createBackend, ReferenceBackend, WasmBackend } from '@ringtrain/core';
-import { bestRate, fmt, runPeer, table } from './measure.js';
+import { bestRate, fmt, runPeer } from './measure.js';
+import { table } from '@ringtrain/cli';
 
 const SHAPES: [number, number, number][] = [
   [128, 784, 256],

@@ -5,7 +5,8 @@ import { fileURLToPath } from 'node:url';
 import { type Backend, createBackend, WasmBackend } from '@ringtrain/core';
 import { loadDataset, loadEmbeddedMnist, writeIdxFolder } from '@ringtrain/data';
 import { DEFAULT_JOB, parseJobConfig, Trainer } from '@ringtrain/trainer';
-import { fmt, runPeer, table } from './measure.js';
+import { fmt, runPeer } from './measure.js';
+import { table } from '@ringtrain/cli';
 
 /** The backend with a stopwatch on GEMM, so the rest (activations, loss, optimizer) shows. */
 function withGemmTimer(inner: Backend): Backend & { gemmMs: number } {

@@ -1,0 +1,183 @@
+import { readFileSync, statSync, writeFileSync } from 'node:fs';
+import { type Checkpoint, loadCheckpoint, type RawTensor, writeSafetensors } from '@ringtrain/checkpoint';
+import { createBackend, dequantizeRows, fromFloat16, Model, packInt4, quantizeRows, toFloat16 } from '@ringtrain/core';
+import { Batcher, type Dataset, loadDataset, readIdx } from '@ringtrain/data';
+import { parseJobConfig } from '@ringtrain/trainer';
+import { Command, Option } from 'commander';
+import { table } from './table.js';
+
+/** A model rebuilt from a checkpoint's spec, with its weights. */
+function modelOf(ckpt: Checkpoint): Model {
+  const model = new Model(ckpt.meta.modelSpec, createBackend('auto').backend, { seed: 0 });
+  for (const t of model.params.tensors) {
+    const src = ckpt.tensors.find((x) => x.name === t.name);
+    if (!src) throw new Error(`${ckpt.path} has no tensor ${t.name}`);
+    model.params.value(t.name).set(src.data);
+  }
+  return model;
+}
+
+/** Loss and accuracy of `model` over `ds`, in batches. */
+function evaluate(model: Model, ds: Dataset): { loss: number; accuracy: number; samples: number } {
+  const batch = 1000;
+  const b = new Batcher(ds, batch, (n) => model.backend.alloc(n));
+  let loss = 0;
+  let correct = 0;
+  for (let i = 0; i < ds.size; i += batch) {
+    const n = b.fillRange(i, batch);
+    const r = model.evaluate(b.x, b.batchTargets(), n);
+    loss += r.loss * n;
+    correct += r.correct;
+  }
+  return { loss: loss / ds.size, accuracy: correct / ds.size, samples: ds.size };
+}
+
+function testSet(ckpt: Checkpoint, data?: string): Dataset {
+  const config = parseJobConfig(ckpt.meta.config);
+  const source = data ? dataFlag(data) : config.dataset;
+  return loadDataset(source).test;
+}
+
+function dataFlag(spec: string): unknown {
+  if (spec === 'mnist') return { source: 'mnist' };
+  const [kind, ...rest] = spec.split(':');
+  return kind === 'idx' ? { source: 'idx', dir: rest.join(':') } : { source: 'csv', train: rest.join(':') };
+}
+
+const mb = (bytes: number): string => (bytes >= 1e6 ? `${(bytes / 1e6).toFixed(2)} MB` : `${(bytes / 1e3).toFixed(1)} kB`);
+
+/** Bytes the parameters take at a precision: int8/int4 weights carry one fp32 scale per output row; biases stay fp32. */
+function sizeAt(ckpt: Checkpoint, precision: 'fp32' | 'fp16' | 'int8' | 'int4'): number {
+  let bytes = 0;
+  for (const t of ckpt.tensors) {
+    if (t.name.startsWith('optimizer.')) continue;
+    const n = t.data.length;
+    const isWeight = t.shape.length === 2;
+    if (precision === 'fp32' || (!isWeight && precision !== 'fp16')) bytes += n * 4;
+    else if (precision === 'fp16') bytes += n * 2;
+    else bytes += (precision === 'int8' ? n : t.shape[0] * Math.ceil(t.shape[1] / 2)) + t.shape[0] * 4;
+  }
+  return bytes;
+}
+
+export function inspectCommand(): Command {
+  return new Command('inspect')
+    .description('show a checkpoint: tensors, parameter counts, sizes at FP32/FP16/INT8/INT4, step, metrics, config')
+    .argument('<checkpoint>', 'a .safetensors checkpoint')
+    .option('--json', 'print it as JSON')
+    .action((path: string, flags: { json?: boolean }) => {
+      const ckpt = loadCheckpoint(path);
+      const params = ckpt.tensors.filter((t) => !t.name.startsWith('optimizer.'));
+      const weights = params.filter((t) => t.shape.length === 2).reduce((s, t) => s + t.data.length, 0);
+      const biases = params.filter((t) => t.shape.length !== 2).reduce((s, t) => s + t.data.length, 0);
+      const sizes = { fp32: sizeAt(ckpt, 'fp32'), fp16: sizeAt(ckpt, 'fp16'), int8: sizeAt(ckpt, 'int8'), int4: sizeAt(ckpt, 'int4') };
+      const fileBytes = statSync(path).size;
+      const m = ckpt.meta;
+      if (flags.json) {
+        process.stdout.write(`${JSON.stringify({ path, fileBytes, tensors: ckpt.tensors.map((t) => ({ name: t.name, shape: t.shape, count: t.data.length })), weights, biases, sizes, meta: m })}\n`);
+        return;
+      }
+      const rows = ckpt.tensors.map((t) => [t.name, `[${t.shape.join(', ')}]`, String(t.data.length)]);
+      process.stdout.write(`${path}\n${table(['tensor', 'shape', 'count'], rows)}\n\n`);
+      process.stdout.write(`parameters: ${weights + biases} (${weights} weights, ${biases} biases); file ${mb(fileBytes)} with optimizer state\n`);
+      process.stdout.write(`parameters at FP32 ${mb(sizes.fp32)}, FP16 ${mb(sizes.fp16)}, INT8 ${mb(sizes.int8)}, INT4 ${mb(sizes.int4)} (INT8/INT4 with per-row FP32 scales; biases FP32)\n`);
+      process.stdout.write(`step ${m.step}, epoch ${m.epoch}, sample ${m.cursor}, saved by ${m.worldSize} workers at ${m.savedAt}\n`);
+      process.stdout.write(`metrics ${JSON.stringify(m.metrics)}\noptimizer ${m.optimizer.type} (step ${m.optimizer.step}, slots ${m.optimizer.slots.join(', ') || 'none'})\nconfig ${JSON.stringify(m.config)}\n`);
+    });
+}
+
+export function exportCommand(): Command {
+  return new Command('export')
+    .description('write the weights only, optionally quantized, and report the test accuracy before and after')
+    .argument('<checkpoint>', 'a .safetensors checkpoint')
+    .requiredOption('-o, --output <file>', 'where to write')
+    .addOption(new Option('--format <format>', 'file format').choices(['safetensors', 'json']).default('safetensors'))
+    .addOption(new Option('--quantize <precision>', 'weight precision').choices(['fp16', 'int8', 'int4']))
+    .option('--data <source>', 'evaluate on this test set instead of the checkpoint config\'s')
+    .action((path: string, flags: { output: string; format: 'safetensors' | 'json'; quantize?: 'fp16' | 'int8' | 'int4'; data?: string }) => {
+      const ckpt = loadCheckpoint(path);
+      const model = modelOf(ckpt);
+      const test = testSet(ckpt, flags.data);
+      const before = evaluate(model, test);
+      const out: RawTensor[] = [];
+      for (const t of model.params.tensors) {
+        const w = model.params.value(t.name);
+        const isWeight = t.shape.length === 2;
+        if (!flags.quantize || !isWeight) {
+          out.push({ name: t.name, dtype: 'F32', shape: t.shape, bytes: new Uint8Array(w.slice().buffer) });
+        } else if (flags.quantize === 'fp16') {
+          const h = Uint16Array.from(w, toFloat16);
+          out.push({ name: t.name, dtype: 'F16', shape: t.shape, bytes: new Uint8Array(h.buffer) });
+          w.set(Float32Array.from(h, fromFloat16));
+        } else {
+          const bits = flags.quantize === 'int8' ? 8 : 4;
+          const q = quantizeRows(w, t.shape[0], t.shape[1], bits);
+          const bytes = bits === 8 ? new Uint8Array(q.values.buffer) : packInt4(q);
+          out.push({ name: t.name, dtype: bits === 8 ? 'I8' : 'U8', shape: bits === 8 ? t.shape : [t.shape[0], Math.ceil(t.shape[1] / 2)], bytes });
+          out.push({ name: `${t.name}.scale`, dtype: 'F32', shape: [t.shape[0]], bytes: new Uint8Array(q.scales.buffer) });
+          dequantizeRows(q, w); // the model now computes with what the file holds
+        }
+      }
+      const after = evaluate(model, test);
+      const metadata = { format: 'ringtrain-weights/1', quantization: flags.quantize ?? 'none', model_spec: JSON.stringify(ckpt.meta.modelSpec), source: path, step: String(ckpt.meta.step) };
+      if (flags.format === 'safetensors') writeSafetensors(flags.output, out, metadata);
+      else {
+        const tensors = Object.fromEntries(model.params.tensors.map((t) => [t.name, { shape: t.shape, values: Array.from(model.params.value(t.name)) }]));
+        writeFileSync(flags.output, JSON.stringify({ ...metadata, model_spec: ckpt.meta.modelSpec, tensors }));
+      }
+      const pct = (x: number): string => `${(100 * x).toFixed(2)}%`;
+      process.stdout.write(`${flags.output}: ${mb(statSync(flags.output).size)}; test accuracy ${pct(before.accuracy)} at fp32, ${pct(after.accuracy)} ${flags.quantize ?? 'fp32'} (${((after.accuracy - before.accuracy) * 100).toFixed(2)} points) on ${test.size} samples\n`);
+    });
+}
+
+export function evaluateCommand(): Command {
+  return new Command('evaluate')
+    .description("test loss and accuracy of a checkpoint's weights")
+    .argument('<checkpoint>', 'a .safetensors checkpoint')
+    .option('--data <source>', 'mnist, idx:<folder> or csv:<file> (default: the checkpoint config\'s test set)')
+    .action((path: string, flags: { data?: string }) => {
+      const ckpt = loadCheckpoint(path);
+      const r = evaluate(modelOf(ckpt), testSet(ckpt, flags.data));
+      process.stdout.write(`${JSON.stringify({ checkpoint: path, step: ckpt.meta.step, ...r })}\n`);
+    });
+}
+
+export function predictCommand(): Command {
+  return new Command('predict')
+    .description('predict the class of each input row (CSV of features, or an IDX file of images)')
+    .argument('<checkpoint>', 'a .safetensors checkpoint')
+    .requiredOption('--input <file>', 'CSV rows of features (no label column), or an IDX images file')
+    .action((path: string, flags: { input: string }) => {
+      const model = modelOf(loadCheckpoint(path));
+      const x = readInputs(flags.input, model.inputSize);
+      const rows = x.length / model.inputSize;
+      const buf = model.backend.alloc(x.length);
+      buf.set(x);
+      const out = model.forward(buf, rows);
+      for (let r = 0; r < rows; r++) {
+        const o = out.subarray(r * model.outputSize, (r + 1) * model.outputSize);
+        let best = 0;
+        for (let c = 1; c < o.length; c++) if (o[c] > o[best]) best = c;
+        process.stdout.write(`${best}\n`);
+      }
+    });
+}
+
+function readInputs(file: string, features: number): Float32Array {
+  if (/\.csv$/i.test(file)) {
+    // One sample per line, features only; a first line that is not numbers is a header.
+    const lines = readFileSync(file, 'utf8').split(/\r?\n/).filter((l) => l.trim() !== '');
+    const values: number[] = [];
+    lines.forEach((line, i) => {
+      const cells = line.split(',').map((c) => Number(c.trim()));
+      if (i === 0 && cells.some(Number.isNaN)) return;
+      if (cells.length !== features || cells.some((v) => !Number.isFinite(v))) throw new Error(`${file}:${i + 1}: expected ${features} numbers, got "${line.slice(0, 60)}"`);
+      values.push(...cells);
+    });
+    return Float32Array.from(values);
+  }
+  const idx = readIdx(file);
+  const n = idx.dims.slice(1).reduce((a, b) => a * b, 1);
+  if (n !== features) throw new Error(`${file}: ${n} values per item, the model takes ${features}`);
+  return Float32Array.from(idx.data, idx.type === 0x08 ? (v: number) => v / 255 : (v: number) => v);
+}
