@@ -50,7 +50,7 @@ describe('checkpoint store', () => {
     const { checkpoint, skipped } = findLatestCheckpoint(d);
     expect(checkpoint.meta.step).toBe(20);
     expect(skipped).toHaveLength(1);
-    expect(skipped[0].reason).toMatch(/ckpt-step-0000000030.safetensors: 3 bytes, shorter than the 8-byte header length/);
+    expect(skipped[0].reason).toMatch(/ckpt-step-0000000030.safetensors: .*shorter than the 8-byte header length/);
     expect(() => loadCheckpoint(join(d, 'ckpt-step-0000000030.safetensors'))).toThrow(expect.objectContaining({ code: 'ERR_CHECKPOINT_TRUNCATED' }));
   });
 
