@@ -19,29 +19,52 @@ function namedViews(trainer: Trainer): NamedTensor[] {
 }
 
 /**
- * Rank 0's save: copy the buffers (the only time training waits), then write in the background.
- * Returns the path and the stall; the write's promise settles later.
+ * Rank 0's periodic saves. Training waits only while the buffers are copied into a snapshot (kept
+ * and reused, so later copies touch no new memory); the write runs in the background, one at a time.
  */
-export function startCheckpoint(trainer: Trainer, policy: Policy, metrics: Record<string, number>, worldSize: number): { stallMs: number; written: Promise<{ path: string; writeMs: number }> } {
-  const t0 = performance.now();
-  const snapshot = namedViews(trainer).map((t) => ({ ...t, data: t.data.slice() }));
-  const state = trainer.state();
-  const stallMs = performance.now() - t0;
-  const meta: CheckpointMeta = {
-    step: state.globalStep,
-    epoch: state.epoch,
-    cursor: state.cursor,
-    worldSize,
-    configHash: jobConfigHash(trainer.config),
-    config: trainer.config,
-    modelSpec: trainer.config.model,
-    optimizer: { type: trainer.config.optimizer.type, step: state.optimizerStep, slots: Object.keys(trainer.optimizer.state.slots).sort() },
-    rng: { dropout: state.dropoutRng },
-    metrics,
-    savedAt: new Date().toISOString(),
-  };
-  const written = saveCheckpoint(policy.dir, snapshot, meta, { keepLast: policy.keepLast, keepBest: policy.keepBest, metric: policy.metric }).then((path) => ({ path, writeMs: performance.now() - t0 }));
-  return { stallMs, written };
+export class CheckpointWriter {
+  private snapshot: NamedTensor[] | null = null;
+  private writing: Promise<unknown> = Promise.resolve();
+
+  constructor(
+    private readonly trainer: Trainer,
+    private readonly policy: Policy,
+    private readonly worldSize: number,
+  ) {}
+
+  /** Copies the state and starts the write; `written` settles when the file is on disk. */
+  async save(metrics: Record<string, number>): Promise<{ stallMs: number; written: Promise<{ path: string; writeMs: number }> }> {
+    await this.writing;
+    const t0 = performance.now();
+    const views = namedViews(this.trainer);
+    this.snapshot ??= views.map((t) => ({ ...t, data: new Float32Array(t.data.length) }));
+    views.forEach((t, i) => this.snapshot![i].data.set(t.data));
+    const state = this.trainer.state();
+    const stallMs = performance.now() - t0;
+    const config = this.trainer.config;
+    const meta: CheckpointMeta = {
+      step: state.globalStep,
+      epoch: state.epoch,
+      cursor: state.cursor,
+      worldSize: this.worldSize,
+      configHash: jobConfigHash(config),
+      config,
+      modelSpec: config.model,
+      optimizer: { type: config.optimizer.type, step: state.optimizerStep, slots: Object.keys(this.trainer.optimizer.state.slots).sort() },
+      rng: { dropout: state.dropoutRng },
+      metrics,
+      savedAt: new Date().toISOString(),
+    };
+    const { keepLast, keepBest, metric } = this.policy;
+    const written = saveCheckpoint(this.policy.dir, this.snapshot, meta, { keepLast, keepBest, metric }).then((path) => ({ path, writeMs: performance.now() - t0 }));
+    this.writing = written.catch(() => {});
+    return { stallMs, written };
+  }
+
+  /** Resolves when the last write has finished (or failed). */
+  async flush(): Promise<void> {
+    await this.writing;
+  }
 }
 
 /**

@@ -6,7 +6,7 @@ import { type JobConfig, jobConfigHash, parseJobConfig, Trainer } from '@ringtra
 import { PROTOCOL_VERSION } from '@ringtrain/protocol';
 import type { RngState } from '@ringtrain/core';
 import type { Logger } from 'pino';
-import { restoreTensors, startCheckpoint } from './checkpointing.js';
+import { CheckpointWriter, restoreTensors } from './checkpointing.js';
 import { ChannelError, ControlChannel } from './control-channel.js';
 import { WorkerError } from './errors.js';
 
@@ -108,7 +108,8 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerResult> {
 
     let replicaChecks = 1;
     let metrics: Record<string, number> = {};
-    let pendingWrite: Promise<unknown> = Promise.resolve();
+    const writer = checkpoint && assign.rank === 0 ? new CheckpointWriter(trainer, checkpoint, assign.worldSize) : null;
+    let writeError: Error | null = null;
     let report = { loss: 0, samples: 0, correct: 0, computeMs: 0, allreduceMs: 0, optimizerMs: 0, steps: 0 };
     while (trainer.globalStep < totalSteps) {
       const step = trainer.globalStep;
@@ -146,20 +147,21 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerResult> {
         metrics = await globalMetrics(c, share);
       }
       const saveNow = checkpoint && ((checkpoint.everySteps > 0 && trainer.globalStep % checkpoint.everySteps === 0) || (checkpoint.atEpochEnd && epochEnded));
-      if (saveNow && assign.rank === 0) {
-        await pendingWrite; // one write at a time
-        const { stallMs, written } = startCheckpoint(trainer, checkpoint, metrics, assign.worldSize);
+      if (saveNow && writer) {
+        const { stallMs, written } = await writer.save(metrics);
         const step = trainer.globalStep;
-        pendingWrite = written.then(
+        written.then(
           ({ path, writeMs }) => ch.send({ type: 'saved', v: PROTOCOL_VERSION, generation: assign.generation, rank: 0, step, path, stallMs, writeMs }),
           (err: Error) => {
-            if (checkpoint.onError === 'warn') return log.warn(`checkpoint at step ${step} not saved, training goes on: ${err.message}`);
-            throw err;
+            if (checkpoint.onError === 'warn') log.warn(`checkpoint at step ${step} not saved, training goes on: ${err.message}`);
+            else writeError ??= err;
           },
         );
       }
+      if (writeError) throw writeError;
     }
-    await pendingWrite;
+    await writer?.flush();
+    if (writeError) throw writeError;
     const finalHash = await verifyReplicas(c, trainer, 'final weights');
     replicaChecks++;
     if (assign.rank === 0 && assign.saveFinal) {

@@ -29,10 +29,8 @@ function toRaw(t: NamedTensor | RawTensor): RawTensor {
   return { name: t.name, dtype: 'F32', shape: t.shape, bytes: bytesOf(t.data) };
 }
 
-/** The file's bytes as a header buffer and the tensors' own bytes (not copied). */
-function encode(tensors: (NamedTensor | RawTensor)[], metadata: Record<string, string>): Uint8Array[] {
-  const raws = tensors.map(toRaw);
-  const hash = createHash('sha256');
+/** The file's bytes as a header buffer and the tensors' own bytes (not copied); `checksum` is the data's SHA-256. */
+function encode(raws: RawTensor[], metadata: Record<string, string>, checksum: string): Uint8Array[] {
   const header: Record<string, unknown> = {};
   let offset = 0;
   for (const t of raws) {
@@ -42,15 +40,33 @@ function encode(tensors: (NamedTensor | RawTensor)[], metadata: Record<string, s
     }
     header[t.name] = { dtype: t.dtype, shape: t.shape, data_offsets: [offset, offset + t.bytes.length] };
     offset += t.bytes.length;
-    hash.update(t.bytes);
   }
-  header.__metadata__ = { ...metadata, [CHECKSUM_KEY]: hash.digest('hex') };
+  header.__metadata__ = { ...metadata, [CHECKSUM_KEY]: checksum };
   let json = JSON.stringify(header);
   json += ' '.repeat((8 - (Buffer.byteLength(json) % 8)) % 8); // data starts 8-byte aligned
   const head = Buffer.alloc(8 + Buffer.byteLength(json));
   head.writeBigUInt64LE(BigInt(Buffer.byteLength(json)), 0);
   head.write(json, 8);
   return [head, ...raws.map((t) => t.bytes)];
+}
+
+/** SHA-256 of all tensor bytes, in 4 MiB pieces with a turn of the event loop between them. */
+async function checksumAsync(raws: RawTensor[]): Promise<string> {
+  const hash = createHash('sha256');
+  const piece = 4 << 20;
+  for (const t of raws) {
+    for (let o = 0; o < t.bytes.length; o += piece) {
+      hash.update(t.bytes.subarray(o, o + piece));
+      await new Promise((r) => setImmediate(r));
+    }
+  }
+  return hash.digest('hex');
+}
+
+function checksum(raws: RawTensor[]): string {
+  const hash = createHash('sha256');
+  for (const t of raws) hash.update(t.bytes);
+  return hash.digest('hex');
 }
 
 const tempName = (path: string): string => join(dirname(path), `.${basename(path)}.${process.pid}.${Date.now()}.tmp`);
@@ -73,7 +89,8 @@ export const MAX_HEADER_BYTES = 100 * 1024 * 1024;
  * leaves the old file or the new one, never a torn one under `path`.
  */
 export function writeSafetensors(path: string, tensors: (NamedTensor | RawTensor)[], metadata: Record<string, string> = {}): void {
-  const parts = encode(tensors, metadata);
+  const raws = tensors.map(toRaw);
+  const parts = encode(raws, metadata, checksum(raws));
   const tmp = tempName(path);
   let fd: number | null = null;
   try {
@@ -93,13 +110,15 @@ export function writeSafetensors(path: string, tensors: (NamedTensor | RawTensor
 
 /** As writeSafetensors, without blocking the event loop (the caller must not change the tensors meanwhile). */
 export async function writeSafetensorsAsync(path: string, tensors: (NamedTensor | RawTensor)[], metadata: Record<string, string> = {}): Promise<void> {
-  const parts = encode(tensors, metadata);
+  const raws = tensors.map(toRaw);
+  const parts = encode(raws, metadata, await checksumAsync(raws));
   const tmp = tempName(path);
   let file: FileHandle | null = null;
   try {
     file = await open(tmp, 'w', 0o644);
     for (const p of parts) {
-      for (let done = 0; done < p.length; ) done += (await file.write(p, done, p.length - done)).bytesWritten;
+      // 4 MiB a write, so no single call holds a large piece of memory hostage.
+      for (let done = 0; done < p.length; ) done += (await file.write(p, done, Math.min(4 << 20, p.length - done))).bytesWritten;
     }
     await file.sync();
     await file.close();

@@ -3,6 +3,7 @@
 import { spawnSync } from 'node:child_process';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { allreduceBench } from './allreduce-bench.js';
+import { checkpointBench } from './checkpoint-bench.js';
 import { clusterBench } from './cluster-bench.js';
 import { gemmBench } from './gemm-bench.js';
 import { trainBench } from './train-bench.js';
@@ -15,7 +16,7 @@ const positive = (v: string): number => {
 
 const program = new Command('bench')
   .description('ringtrain benchmarks beside numpy / PyTorch measured in the same run')
-  .addOption(new Option('--only <which>', 'run one benchmark').choices(['gemm', 'train', 'allreduce', 'cluster']))
+  .addOption(new Option('--only <which>', 'run one benchmark').choices(['gemm', 'train', 'allreduce', 'cluster', 'checkpoint']))
   .option('--backend <name>', 'cluster benchmark backend', 'auto')
   .option('--samples <n>', 'cluster benchmark training samples', positive, 60000)
   .option('--segment-bytes <n>', 'all-reduce segment size', positive, 256 * 1024)
@@ -37,6 +38,7 @@ const program = new Command('bench')
     if (!opts.only || opts.only === 'train') console.log(`${trainBench(Math.max(2, Math.round(opts.epochs)))}\n`);
     if (!opts.only || opts.only === 'allreduce') console.log(`${await allreduceBench(opts.segmentBytes)}\n`);
     if (!opts.only || opts.only === 'cluster') console.log(`${clusterBench(opts.backend, opts.samples)}\n`);
+    if (!opts.only || opts.only === 'checkpoint') console.log(`${await checkpointBench()}\n`);
   });
 
 await program.parseAsync();
