@@ -133,6 +133,7 @@ async function coordinate(flags: RunFlags, startWorkers?: (address: string, log:
   const onSignal = (): void => coordinator.stop('interrupted (SIGINT/SIGTERM)');
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
+  let grace = 5000;
   try {
     const stats = await coordinator.run();
     progress.stop();
@@ -144,10 +145,12 @@ async function coordinate(flags: RunFlags, startWorkers?: (address: string, log:
     if (flags.json) process.stdout.write(`${JSON.stringify({ error: { code: e.code, message: e.message, rank: e.rank }, ...coordinator.stats.toJSON() })}\n`);
     process.stderr.write(`ringtrain: ${e.code}: ${e.message}\n`);
     process.exitCode = e instanceof CoordinatorError && e.code === 'ERR_INTERRUPTED' ? 130 : 1;
+    // After a failure the healthy workers stop within milliseconds; one that hangs gets killed soon.
+    if (process.exitCode === 1) grace = 500;
   } finally {
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
-    await reap(children, 5000);
+    await reap(children, grace);
     await coordinator.close();
   }
 }
