@@ -1,4 +1,5 @@
 import { type ControlMessage, decodeControl, encodeControl, type MessageOf } from '@ringtrain/protocol';
+import { dialUntil } from '@ringtrain/allreduce';
 import WebSocket from 'ws';
 
 export class ChannelError extends Error {
@@ -43,33 +44,16 @@ export class ControlChannel {
     ws.on('error', (err) => this.end(new ChannelError('ERR_COORDINATOR_LOST', `connection to the coordinator failed: ${err.message}`, { cause: err })));
   }
 
-  /** Dials the coordinator, retrying refused connections until the deadline (it may start later). */
+  /** Dials the coordinator, retrying until the deadline (it may start later). */
   static async connect(url: string, options: { token?: string; timeoutMs?: number } = {}): Promise<ControlChannel> {
-    const deadline = Date.now() + (options.timeoutMs ?? 30_000);
     const headers = options.token !== undefined ? { 'x-ringtrain-token': options.token } : undefined;
-    for (;;) {
-      const result = await new Promise<WebSocket | ChannelError | 'retry'>((resolve) => {
-        const ws = new WebSocket(url, { headers, perMessageDeflate: false, handshakeTimeout: 5000, maxPayload: 16 * 1024 * 1024 });
-        let refused = false;
-        ws.once('open', () => resolve(ws));
-        ws.once('unexpected-response', (req, res) => {
-          refused = true;
-          let body = '';
-          res.on('data', (d: Buffer) => (body += d.toString()));
-          res.on('end', () => {
-            req.destroy();
-            resolve(new ChannelError(res.statusCode === 401 ? 'ERR_AUTH' : 'ERR_REJECTED', `the coordinator at ${url} refused the connection: ${res.statusCode} ${body.trim()}`));
-          });
-        });
-        ws.on('error', () => {
-          if (!refused) resolve('retry');
-        });
-      });
-      if (result instanceof WebSocket) return new ControlChannel(result);
-      if (result instanceof ChannelError) throw result;
-      if (Date.now() > deadline) throw new ChannelError('ERR_COORDINATOR_LOST', `cannot reach the coordinator at ${url}`);
-      await new Promise((r) => setTimeout(r, 200));
-    }
+    let channel: ControlChannel | null = null;
+    const result = await dialUntil(url, { headers, maxPayload: 16 * 1024 * 1024 }, Date.now() + (options.timeoutMs ?? 30_000), (ws) => {
+      channel = new ControlChannel(ws);
+    });
+    if ('status' in result) throw new ChannelError(result.status === 401 ? 'ERR_AUTH' : 'ERR_REJECTED', `the coordinator at ${url} refused the connection: ${result.status} ${result.body}`);
+    if ('unreachable' in result || !channel) throw new ChannelError('ERR_COORDINATOR_LOST', `cannot reach the coordinator at ${url}`);
+    return channel;
   }
 
   /** Why the channel ended (a stop, or the connection), or null while it is open. */

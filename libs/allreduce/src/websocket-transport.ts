@@ -18,6 +18,7 @@ import {
 } from '@ringtrain/protocol';
 import type { Logger } from 'pino';
 import WebSocket, { WebSocketServer } from 'ws';
+import { dialUntil } from './dial.js';
 import { CollectiveError } from './errors.js';
 import { nextRank, prevRank, type Transport, type TransportHandler } from './transport.js';
 
@@ -266,38 +267,14 @@ export class WebSocketTransport implements Transport {
     };
     if (this.options.token !== undefined) headers[H.token] = this.options.token;
     const peer = prevRank(this.rank, this.worldSize);
-    for (let attempt = 0; ; attempt++) {
-      const outcome = await new Promise<WebSocket | CollectiveError | 'retry'>((resolve) => {
-        const ws = new WebSocket(address, { headers, perMessageDeflate: false, maxPayload: this.limits.maxFrameBytes, handshakeTimeout: Math.max(100, deadline - Date.now()) });
-        // Listen from the first moment: the neighbour may send in the same packet as its handshake
-        // reply, and ws delivers those messages before any promise continuation could attach.
-        ws.once('open', () => {
-          this.upstream = this.attach(ws, peer);
-          resolve(ws);
-        });
-        let refused = false;
-        ws.once('unexpected-response', (req, res) => {
-          refused = true;
-          let body = '';
-          res.on('data', (d: Buffer) => (body += d.toString()));
-          res.on('end', () => {
-            req.destroy();
-            if (res.statusCode === 503) return resolve('retry'); // the neighbour has not been placed yet
-            const code = res.statusCode === 401 ? 'ERR_AUTH' : 'ERR_RENDEZVOUS';
-            resolve(new CollectiveError(code, `rank ${this.rank}: rank ${peer} at ${address} refused the ring connection: ${res.statusCode} ${body.trim()}`, { rank: this.rank, peer }));
-          });
-        });
-        ws.on('error', () => {
-          if (!refused) resolve('retry');
-        });
-      });
-      if (outcome instanceof WebSocket) return;
-      if (outcome instanceof CollectiveError) throw outcome;
-      if (Date.now() + 100 > deadline) {
-        throw new CollectiveError('ERR_RENDEZVOUS', `rank ${this.rank}: could not reach rank ${peer} at ${address} after ${attempt + 1} attempts`, { rank: this.rank, peer });
-      }
-      await new Promise((r) => setTimeout(r, Math.min(100 * (attempt + 1), 500)));
+    const result = await dialUntil(address, { headers, maxPayload: this.limits.maxFrameBytes }, deadline, (ws) => {
+      this.upstream = this.attach(ws, peer);
+    });
+    if ('status' in result) {
+      const code = result.status === 401 ? 'ERR_AUTH' : 'ERR_RENDEZVOUS';
+      throw new CollectiveError(code, `rank ${this.rank}: rank ${peer} at ${address} refused the ring connection: ${result.status} ${result.body}`, { rank: this.rank, peer });
     }
+    if ('unreachable' in result) throw new CollectiveError('ERR_RENDEZVOUS', `rank ${this.rank}: could not reach rank ${peer} at ${address} before the deadline`, { rank: this.rank, peer });
   }
 
   private attach(ws: WebSocket, peer: number): Link {

@@ -1,0 +1,38 @@
+import WebSocket, { type ClientOptions } from 'ws';
+
+/** How a dial ended: connected, refused with an HTTP status (and its body), or never reached. */
+export type DialResult = { ws: WebSocket } | { status: number; body: string } | { unreachable: true };
+
+/**
+ * Dials `url` until it accepts, refuses with a status other than 503 (503 means "not ready yet,
+ * retry"), or `deadline` (ms since the epoch) passes. `onOpen` runs synchronously when the
+ * connection opens, so that a peer that speaks first is never missed (ws delivers messages that
+ * arrive with the handshake reply before any promise continuation could attach a listener).
+ */
+export async function dialUntil(url: string, options: ClientOptions, deadline: number, onOpen: (ws: WebSocket) => void): Promise<DialResult> {
+  for (let attempt = 0; ; attempt++) {
+    const result = await new Promise<DialResult | 'retry'>((resolve) => {
+      const ws = new WebSocket(url, { perMessageDeflate: false, handshakeTimeout: Math.max(100, Math.min(5000, deadline - Date.now())), ...options });
+      let refused = false;
+      ws.once('open', () => {
+        onOpen(ws);
+        resolve({ ws });
+      });
+      ws.once('unexpected-response', (req, res) => {
+        refused = true;
+        let body = '';
+        res.on('data', (d: Buffer) => (body += d.toString()));
+        res.on('end', () => {
+          req.destroy();
+          resolve(res.statusCode === 503 ? 'retry' : { status: res.statusCode ?? 0, body: body.trim() });
+        });
+      });
+      ws.on('error', () => {
+        if (!refused) resolve('retry');
+      });
+    });
+    if (result !== 'retry') return result;
+    if (Date.now() + 100 > deadline) return { unreachable: true };
+    await new Promise((r) => setTimeout(r, Math.min(100 * (attempt + 1), 500)));
+  }
+}
