@@ -47,7 +47,15 @@ describe('ringtrain train (real process)', () => {
   });
 
   it('prints help for every command', () => {
-    expect(ringtrain('--help').stdout).toMatch(/train/);
+    const top = ringtrain('--help').stdout;
+    const commands = ['launch', 'coordinator', 'worker', 'train', 'inspect', 'export', 'evaluate', 'predict'];
+    for (const c of commands) {
+      expect(top).toMatch(new RegExp(`\\n +${c}\\b`));
+      const help = ringtrain(c, '--help');
+      expect(help.code).toBe(0);
+      expect(help.stdout).toMatch(new RegExp(`^Usage: ringtrain ${c}`));
+    }
     expect(ringtrain('train', '--help').stdout).toMatch(/--batch-size <n>/);
+    expect(ringtrain('launch', '--help').stdout).toMatch(/--resume <file\|latest>/);
   });
 });

@@ -1,3 +1,4 @@
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -75,5 +76,28 @@ describe('safetensors', () => {
     writeFileSync(bad, Buffer.from('PK'));
     expect(codeOf(() => readSafetensors(bad))).toBe('ERR_CHECKPOINT_TRUNCATED');
     expect(codeOf(() => readSafetensors(join(d, 'missing')))).toBe('ERR_CHECKPOINT_IO');
+  });
+});
+
+// Python's numpy, where the machine has it (CI installs python3-numpy), reads the file by the
+// published layout alone: 8-byte length, JSON header, raw little-endian data.
+const python = process.env.RINGTRAIN_PYTHON ?? '/usr/bin/python3';
+const hasNumpy = spawnSync(python, ['-c', 'import numpy'], { encoding: 'utf8' }).status === 0;
+
+describe('interoperability', () => {
+  it.skipIf(!hasNumpy)('numpy parses a ringtrain file by the safetensors layout and gets the same tensors', () => {
+    const path = join(dir(), 'w.safetensors');
+    writeSafetensors(path, tensors, { step: '3' });
+    const script = [
+      'import json, struct, sys, numpy as np',
+      'b = open(sys.argv[1], "rb").read()',
+      '(n,) = struct.unpack("<Q", b[:8])',
+      'h = json.loads(b[8:8 + n])',
+      'out = {k: np.frombuffer(b[8 + n + v["data_offsets"][0]:8 + n + v["data_offsets"][1]], dtype="<f4").reshape(v["shape"]).tolist() for k, v in h.items() if k != "__metadata__"}',
+      'print(json.dumps({"tensors": out, "step": h["__metadata__"]["step"]}))',
+    ].join('\n');
+    const r = spawnSync(python, ['-c', script, path], { encoding: 'utf8' });
+    expect(r.status, r.stderr).toBe(0);
+    expect(JSON.parse(r.stdout)).toEqual({ tensors: { 'layers.0.weight': [[1, 2, 3], [4, 5, 6]], 'layers.0.bias': [-1, 0.5] }, step: '3' });
   });
 });
