@@ -24,7 +24,7 @@ export interface WorkerOptions {
   ringPort?: number;
   advertise?: string;
   logger: Logger;
-  /** A ring neighbour silent this long is lost (default 2.5 s). */
+  /** A ring neighbour silent this long is lost (default 2.5 s, or RINGTRAIN_PEER_TIMEOUT_MS). */
   peerTimeoutMs?: number;
   /** How long to wait for the coordinator to assign a place and say start (default 120 s). */
   joinTimeoutMs?: number;
@@ -51,7 +51,7 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerResult> {
     port: options.ringPort ?? 0,
     advertise: options.advertise,
     token: options.token,
-    peerTimeoutMs: options.peerTimeoutMs ?? 2500,
+    peerTimeoutMs: options.peerTimeoutMs ?? (Number(process.env.RINGTRAIN_PEER_TIMEOUT_MS) || 2500),
     logger: log,
   });
   let channel: ControlChannel | null = null;

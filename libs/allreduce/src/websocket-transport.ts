@@ -31,7 +31,7 @@ export interface WebSocketTransportOptions {
   /** Shared secret; a ring connection without it is refused during the HTTP upgrade. */
   token?: string;
   limits?: Limits;
-  /** Ping period (default 500 ms) and the silence after which a peer counts as lost (default 10 s). */
+  /** Ping period (default 500 ms) and the silence after which a peer counts as lost (default 1.5 s). */
   heartbeatMs?: number;
   peerTimeoutMs?: number;
   /** Deadline for forming the ring in `connect` (default 30 s). */
@@ -97,7 +97,7 @@ export class WebSocketTransport implements Transport {
   ) {
     this.limits = options.limits ?? DEFAULT_LIMITS;
     this.heartbeatMs = options.heartbeatMs ?? 500;
-    this.peerTimeoutMs = options.peerTimeoutMs ?? 10_000;
+    this.peerTimeoutMs = options.peerTimeoutMs ?? 1500;
     this.log = options.logger;
   }
 
@@ -227,6 +227,7 @@ export class WebSocketTransport implements Transport {
       ),
     );
     this.wss.close();
+    this.http.closeAllConnections();
     await new Promise<void>((resolve) => this.http.close(() => resolve()));
   }
 
