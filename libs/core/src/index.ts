@@ -9,7 +9,7 @@ export type { Layer } from './layers/layer.js';
 export { createLoss, type Loss, MeanSquaredError, SoftmaxCrossEntropy, type Targets } from './losses.js';
 export { type BatchResult, Model, type ModelOptions } from './model.js';
 export { type LayerSpec, LOSSES, type LossName, mlpSpec, type ModelSpec, modelSpecSchema, outputSize, parseModelSpec } from './model-spec.js';
-export { addBiasRows, allFinite, argmaxRow, scale, sumRows, sumSquares } from './ops.js';
+export { addBiasRows, argmaxRow, scale, sumRows, sumSquares } from './ops.js';
 export {
   clipGradNorm,
   createOptimizer,
@@ -22,6 +22,6 @@ export {
 export { type ParameterCounts, type ParameterDecl, type ParameterRole, ParameterStore, type TensorInfo } from './parameter-store.js';
 export { Rng, type RngState } from './rng.js';
 export { learningRate, parseScheduleConfig, type ScheduleConfig, scheduleConfigSchema } from './schedules.js';
-export { shapeSize, Tensor } from './tensor.js';
+export { shapeSize } from './shape.js';
 export { describeIssues } from './validation.js';
 export { dequantizeRows, fromFloat16, packInt4, type QuantizedRows, quantizeRows, toFloat16, unpackInt4 } from './quantize.js';

@@ -38,12 +38,6 @@ export function scale(x: Float32Array, s: number): void {
   for (let i = 0; i < x.length; i++) x[i] *= s;
 }
 
-/** True when every element is finite. */
-export function allFinite(x: Float32Array): boolean {
-  for (let i = 0; i < x.length; i++) if (!Number.isFinite(x[i])) return false;
-  return true;
-}
-
 /** Index of the largest value in row r. */
 export function argmaxRow(x: Float32Array, r: number, cols: number): number {
   const o = r * cols;

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import type { Backend } from './backend.js';
 import { CoreError } from './errors.js';
-import { shapeSize } from './tensor.js';
+import { shapeSize } from './shape.js';
 
 export type ParameterRole = 'weight' | 'bias';
 

@@ -6,7 +6,6 @@ export {
   type DecodedFrame,
   decodeTensorFrame,
   Dtype,
-  dtypeBytes,
   encodeFrameHeader,
   FRAME_HEADER_BYTES,
   FRAME_MAGIC,

@@ -53,10 +53,6 @@ export function opName(op: number): string {
   return OP_NAMES[op] ?? `op#${op}`;
 }
 
-export function dtypeBytes(dtype: Dtype): number {
-  return DTYPE_BYTES[dtype];
-}
-
 /** Writes the header into a new 48-byte buffer. The payload travels separately (no copy). */
 export function encodeFrameHeader(h: FrameHeader, payloadFollows = false): Buffer {
   const b = Buffer.alloc(FRAME_HEADER_BYTES);
