@@ -1,6 +1,7 @@
 import { timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { hostname } from 'node:os';
 import type { Duplex } from 'node:stream';
 import {
   checkFollowingPayload,
@@ -130,10 +131,12 @@ export class WebSocketTransport implements Transport {
     return this.place;
   }
 
+  /** The address neighbours dial: `advertise`, or the listening address (this host's name when listening on all interfaces). */
   get address(): string {
     if (this.options.advertise) return this.options.advertise;
     const a = this.http.address() as AddressInfo;
-    return `ws://${a.family === 'IPv6' ? `[${a.address}]` : a.address}:${a.port}`;
+    const host = a.address === '0.0.0.0' || a.address === '::' ? hostname() : a.family === 'IPv6' ? `[${a.address}]` : a.address;
+    return `ws://${host}:${a.port}`;
   }
 
   setHandler(handler: TransportHandler): void {
