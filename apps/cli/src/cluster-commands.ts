@@ -7,6 +7,7 @@ import { type Checkpoint, findLatestCheckpoint, loadCheckpoint } from '@ringtrai
 import type { MessageOf } from '@ringtrain/protocol';
 import { type JobConfig, parseJobConfig } from '@ringtrain/trainer';
 import { runWorker } from '@ringtrain/worker';
+import { hasRingProcessEnv, ringProcessEnv } from '@ringtrain/allreduce';
 import { Command, Option } from 'commander';
 import type { Logger } from 'pino';
 import { addJobOptions, type JobFlags, nonNegativeInt, positiveInt, resolveJob } from './job-options.js';
@@ -78,6 +79,7 @@ export function workerCommand(): Command {
     .option('--ring-port <n>', 'ring endpoint port (default: any free port)', nonNegativeInt, 0)
     .option('--advertise <url>', 'ring address that peers dial, if not ws://ring-host:ring-port (NAT, containers)')
     .action(async (flags: JobFlags & { coordinator: string; token?: string; ringHost: string; ringPort: number; advertise?: string }) => {
+      if (!hasRingProcessEnv() && process.env.RINGTRAIN_NO_REEXEC !== '1') return reexecTuned();
       const log = createLogger();
       // A config given here is only checked against the coordinator's (the coordinator's is used).
       const ownConfig = flags.config || flags.epochs || flags.batchSize || flags.lr || flags.seed !== undefined || flags.optimizer || flags.hidden || flags.data || flags.backend;
@@ -194,11 +196,26 @@ function spawnWorkers(n: number, address: string, token: string, log: Logger): C
   return Array.from({ length: n }, (_, i) => {
     const child = spawn(process.execPath, [...nodeArgs, main, 'worker', '--coordinator', address], {
       stdio: ['ignore', 'inherit', 'inherit'],
-      env: { ...process.env, RINGTRAIN_TOKEN: token, RINGTRAIN_LOG_LEVEL: process.env.RINGTRAIN_WORKER_LOG_LEVEL ?? 'warn' },
+      env: { ...ringProcessEnv(), RINGTRAIN_TOKEN: token, RINGTRAIN_LOG_LEVEL: process.env.RINGTRAIN_WORKER_LOG_LEVEL ?? 'warn' },
     });
     child.on('error', (err) => log.error(`worker ${i} could not start: ${err.message}`));
     return child;
   });
+}
+
+/**
+ * Runs this same command again with the ring's allocator settings (read only at process start),
+ * passing signals through and exiting with its code.
+ */
+async function reexecTuned(): Promise<void> {
+  const child = spawn(process.execPath, [...process.execArgv, ...process.argv.slice(1)], { stdio: 'inherit', env: ringProcessEnv() });
+  const forward = (signal: NodeJS.Signals): void => void child.kill(signal);
+  process.on('SIGINT', forward);
+  process.on('SIGTERM', forward);
+  const code = await new Promise<number>((resolve) => child.once('exit', (c, sig) => resolve(c ?? (sig === 'SIGINT' ? 130 : 1))));
+  process.off('SIGINT', forward);
+  process.off('SIGTERM', forward);
+  process.exitCode = code;
 }
 
 /** Waits for the children to exit; kills what is left after `ms`, so no process outlives the launch. */
