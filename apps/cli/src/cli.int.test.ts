@@ -1,5 +1,5 @@
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -44,6 +44,16 @@ describe('ringtrain train (real process)', () => {
     expect(ringtrain('train', '--config', join(dir, 'bad.json')).stderr).toMatch(/bad\.json is not valid JSON/);
     writeFileSync(join(dir, 'bad2.json'), '{"optimizer": {"type": "sgd", "lr": -1}}');
     expect(ringtrain('train', '--config', join(dir, 'bad2.json')).stderr).toMatch(/ERR_SPEC: invalid job config: optimizer\.lr = -1/);
+  });
+
+  it("the README's job config example is a valid job that trains", () => {
+    const readme = readFileSync(fileURLToPath(new URL('../../../README.md', import.meta.url)), 'utf8');
+    const example = /### Job config\n\n```json\n([\s\S]*?)```/.exec(readme)![1];
+    const dir = mkdtempSync(join(tmpdir(), 'ringtrain-cli-'));
+    writeFileSync(join(dir, 'job.json'), example);
+    const r = ringtrain('train', '--config', join(dir, 'job.json'), '--epochs', '1', '--json');
+    expect(r.code, r.stderr).toBe(0);
+    expect(JSON.parse(r.stdout).epochs[0].test.accuracy).toBeGreaterThan(0.85);
   });
 
   it('prints help for every command', () => {

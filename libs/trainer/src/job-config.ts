@@ -47,9 +47,14 @@ export function parseJobConfig(input: unknown): JobConfig {
   return parsed.data;
 }
 
-/** Deep merge of plain objects; arrays and scalars in `over` replace those in `base`. */
+/**
+ * Deep merge of plain objects; arrays and scalars in `over` replace those in `base`, and so does an
+ * object of another kind (a different `type` or `source`: an adamw optimizer replaces the default
+ * sgd one whole instead of inheriting its momentum).
+ */
 export function mergeConfig(base: unknown, over: unknown): unknown {
   if (!isPlainObject(base) || !isPlainObject(over)) return over === undefined ? base : over;
+  for (const key of ['type', 'source']) if (over[key] !== undefined && over[key] !== base[key]) return over;
   const out: Record<string, unknown> = { ...base };
   for (const [k, v] of Object.entries(over)) out[k] = mergeConfig(base[k], v);
   return out;

@@ -72,6 +72,16 @@ describe('job config', () => {
     expect(jobConfigHash(smallJob({ seed: 2 }))).not.toBe(jobConfigHash(a.config));
   });
 
+  it('a config of another kind replaces the default one whole; one of the same kind is merged into it', () => {
+    const adamw = parseJobConfig(mergeConfig(DEFAULT_JOB, { optimizer: { type: 'adamw', lr: 0.001, weightDecay: 0.01 } }));
+    expect(adamw.optimizer).toEqual({ type: 'adamw', lr: 0.001, weightDecay: 0.01 });
+    const slower = parseJobConfig(mergeConfig(DEFAULT_JOB, { optimizer: { lr: 0.01 } }));
+    expect(slower.optimizer).toEqual({ type: 'sgd', lr: 0.01, momentum: 0.9 });
+    const csv = parseJobConfig(mergeConfig(DEFAULT_JOB, { dataset: { source: 'csv', train: 'x.csv' }, model: { inputSize: 4 } }));
+    expect(csv.dataset).toEqual({ source: 'csv', train: 'x.csv' });
+    expect(csv.model.layers).toEqual(DEFAULT_JOB.model.layers);
+  });
+
   it('rejects unknown and invalid fields, naming them', () => {
     expect(() => parseJobConfig({ ...DEFAULT_JOB, batchsize: 3 })).toThrow(/batchsize/);
     expect(() => parseJobConfig({ ...DEFAULT_JOB, batchSize: 0 })).toThrow(/batchSize = 0/);
