@@ -2,6 +2,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import v8 from 'node:v8';
 import { Coordinator, CoordinatorError, type RunStats } from '@ringtrain/coordinator';
 import { type Checkpoint, findLatestCheckpoint, loadCheckpoint } from '@ringtrain/checkpoint';
 import type { MessageOf } from '@ringtrain/protocol';
@@ -80,6 +81,10 @@ export function workerCommand(): Command {
     .option('--advertise <url>', 'ring address that peers dial, if not ws://ring-host:ring-port (NAT, containers)')
     .action(async (flags: JobFlags & { coordinator: string; token?: string; ringHost: string; ringPort: number; advertise?: string }) => {
       if (!hasRingProcessEnv() && process.env.RINGTRAIN_NO_REEXEC !== '1') return reexecTuned();
+      // Every received message is a new buffer, and V8's incremental marking, started by that
+      // external memory, costs far more than the stop-the-world collections it replaces here
+      // (measured: 4 workers on 2 cores, 24–34k → 47–49k samples/s).
+      v8.setFlagsFromString('--no-incremental-marking');
       const log = createLogger();
       // A config given here is only checked against the coordinator's (the coordinator's is used).
       const ownConfig = flags.config || flags.epochs || flags.batchSize || flags.lr || flags.seed !== undefined || flags.optimizer || flags.hidden || flags.data || flags.backend;
