@@ -17,7 +17,7 @@ import { nextRank, prevRank, type Transport } from './transport.js';
 
 export interface CommunicatorOptions {
   logger?: Logger;
-  /** Bytes per pipelined segment (default 256 KiB). */
+  /** Bytes per pipelined segment (default 1 MiB: fewer, larger messages measured faster than 256 KiB at 1–16 MiB and equal at 64 MiB). */
   segmentBytes?: number;
   /** Deadline of each operation, from its call (default 30 s). */
   timeoutMs?: number;
@@ -83,7 +83,7 @@ export class Communicator {
   ) {
     this.rank = transport.rank;
     this.worldSize = transport.worldSize;
-    this.segmentElems = Math.max(1, Math.floor((options.segmentBytes ?? 256 * 1024) / 4));
+    this.segmentElems = Math.max(1, Math.floor((options.segmentBytes ?? 1024 * 1024) / 4));
     this.timeoutMs = options.timeoutMs ?? 30_000;
     this.window = options.sendWindow ?? 8;
     this.maxEarlyBytes = options.maxEarlyBytes ?? 256 * 1024 * 1024;
