@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { mlpSpec, outputSize, parseModelSpec } from '@ringtrain/core';
 import { type JobConfig, DEFAULT_JOB, mergeConfig, parseJobConfig } from '@ringtrain/trainer';
 import { type Command, InvalidArgumentError, Option } from 'commander';
 
@@ -47,15 +48,15 @@ export function resolveJob(flags: JobFlags): JobConfig {
   if (flags.data) over.dataset = parseDataFlag(flags.data);
   job = mergeConfig(job, over);
   if (flags.hidden) {
-    const model = (job as { model: { inputSize: number; layers: { type: string; units?: number }[]; loss: string } }).model;
-    const outputs = [...model.layers].reverse().find((l) => l.type === 'dense')?.units ?? 10;
-    const layers = flags.hidden.flatMap((units) => [{ type: 'dense', units }, { type: 'relu' }]);
-    job = { ...(job as object), model: { ...model, layers: [...layers, { type: 'dense', units: outputs }] } };
+    // A ReLU MLP with these hidden widths, keeping the config's input size, output width and loss.
+    const model = parseModelSpec((job as { model: unknown }).model);
+    job = { ...(job as object), model: mlpSpec([model.inputSize, ...flags.hidden, outputSize(model)], { loss: model.loss }) };
   }
   return parseJobConfig(job);
 }
 
-function parseDataFlag(spec: string): unknown {
+/** `mnist`, `idx:<folder>` or `csv:<file>` as a dataset config. */
+export function parseDataFlag(spec: string): unknown {
   if (spec === 'mnist') return { source: 'mnist' };
   const [kind, ...rest] = spec.split(':');
   const path = rest.join(':');

@@ -2,8 +2,9 @@ import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import { type Checkpoint, loadCheckpoint, type RawTensor, writeSafetensors } from '@ringtrain/checkpoint';
 import { createBackend, dequantizeRows, fromFloat16, Model, packInt4, quantizeRows, toFloat16 } from '@ringtrain/core';
 import { Batcher, type Dataset, loadDataset, readIdx } from '@ringtrain/data';
-import { parseJobConfig } from '@ringtrain/trainer';
+import { type EvalResult, evaluateRange, parseJobConfig } from '@ringtrain/trainer';
 import { Command, Option } from 'commander';
+import { parseDataFlag } from './job-options.js';
 import { table } from './table.js';
 
 /** A model rebuilt from a checkpoint's spec, with its weights. */
@@ -17,31 +18,15 @@ function modelOf(ckpt: Checkpoint): Model {
   return model;
 }
 
-/** Loss and accuracy of `model` over `ds`, in batches. */
-function evaluate(model: Model, ds: Dataset): { loss: number; accuracy: number; samples: number } {
-  const batch = 1000;
-  const b = new Batcher(ds, batch, (n) => model.backend.alloc(n));
-  let loss = 0;
-  let correct = 0;
-  for (let i = 0; i < ds.size; i += batch) {
-    const n = b.fillRange(i, batch);
-    const r = model.evaluate(b.x, b.batchTargets(), n);
-    loss += r.loss * n;
-    correct += r.correct;
-  }
-  return { loss: loss / ds.size, accuracy: correct / ds.size, samples: ds.size };
+/** Loss and accuracy of `model` over all of `ds`. */
+function evaluate(model: Model, ds: Dataset): EvalResult {
+  return evaluateRange(model, new Batcher(ds, 1000, (n) => model.backend.alloc(n)));
 }
 
 function testSet(ckpt: Checkpoint, data?: string): Dataset {
   const config = parseJobConfig(ckpt.meta.config);
-  const source = data ? dataFlag(data) : config.dataset;
+  const source = data ? parseDataFlag(data) : config.dataset;
   return loadDataset(source).test;
-}
-
-function dataFlag(spec: string): unknown {
-  if (spec === 'mnist') return { source: 'mnist' };
-  const [kind, ...rest] = spec.split(':');
-  return kind === 'idx' ? { source: 'idx', dir: rest.join(':') } : { source: 'csv', train: rest.join(':') };
 }
 
 const mb = (bytes: number): string => (bytes >= 1e6 ? `${(bytes / 1e6).toFixed(2)} MB` : `${(bytes / 1e3).toFixed(1)} kB`);

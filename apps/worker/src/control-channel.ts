@@ -1,16 +1,11 @@
 import { type ControlMessage, decodeControl, encodeControl, type MessageOf } from '@ringtrain/protocol';
 import { dialUntil } from '@ringtrain/allreduce';
 import WebSocket from 'ws';
+import { WorkerError } from './errors.js';
 
-export class ChannelError extends Error {
-  constructor(
-    readonly code: string,
-    message: string,
-    options?: { cause?: unknown },
-  ) {
-    super(message, options);
-    this.name = 'ChannelError';
-  }
+/** The control connection ended: a `stop` from the coordinator (its code) or a lost connection. */
+export class ChannelError extends WorkerError {
+  override name = 'ChannelError';
 }
 
 type Type = ControlMessage['type'];

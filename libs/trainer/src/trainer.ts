@@ -171,16 +171,20 @@ export class Trainer {
     const ds: Dataset = this.data[which];
     const start = Math.floor((ds.size * this.rank) / this.worldSize);
     const end = Math.floor((ds.size * (this.rank + 1)) / this.worldSize);
-    const batcher = this.evalBatchers[which];
-    let loss = 0;
-    let correct = 0;
-    for (let i = start; i < end; i += this.config.evalBatchSize) {
-      const n = batcher.fillRange(i, Math.min(this.config.evalBatchSize, end - i));
-      const r = this.model.evaluate(batcher.x, batcher.batchTargets(), n);
-      loss += r.loss * n;
-      correct += r.correct;
-    }
-    const samples = end - start;
-    return { loss: samples ? loss / samples : 0, accuracy: samples ? correct / samples : 0, samples };
+    return evaluateRange(this.model, this.evalBatchers[which], start, end);
   }
+}
+
+/** Loss and accuracy of `model` on the samples [start, end) of the batcher's dataset, a batch at a time. */
+export function evaluateRange(model: Model, batcher: Batcher, start = 0, end = batcher.dataset.size): EvalResult {
+  let loss = 0;
+  let correct = 0;
+  for (let i = start; i < end; i += batcher.capacity) {
+    const n = batcher.fillRange(i, Math.min(batcher.capacity, end - i));
+    const r = model.evaluate(batcher.x, batcher.batchTargets(), n);
+    loss += r.loss * n;
+    correct += r.correct;
+  }
+  const samples = end - start;
+  return { loss: samples ? loss / samples : 0, accuracy: samples ? correct / samples : 0, samples };
 }
