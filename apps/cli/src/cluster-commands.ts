@@ -2,6 +2,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { setTimeout as sleep } from 'node:timers/promises';
 import v8 from 'node:v8';
 import { Coordinator, CoordinatorError, type RunStats } from '@ringtrain/coordinator';
 import { type Checkpoint, findLatestCheckpoint, loadCheckpoint } from '@ringtrain/checkpoint';
@@ -32,6 +33,11 @@ interface RunFlags extends JobFlags {
   verifyEvery?: number;
   saveFinal?: string;
   json?: boolean;
+  statusToken?: string;
+  adminToken?: string;
+  healthEvery: number;
+  statusInterval: number;
+  linger: number;
 }
 
 function addRunOptions(cmd: Command): Command {
@@ -48,7 +54,12 @@ function addRunOptions(cmd: Command): Command {
     .addOption(new Option('--best-metric <name>', 'metric for --keep-best').choices(['test_accuracy', 'test_loss']).default('test_accuracy'))
     .addOption(new Option('--on-save-error <policy>', 'when a checkpoint cannot be written').choices(['stop', 'warn']).default('stop'))
     .option('--resume <file|latest>', 'continue exactly from a checkpoint (latest: the newest valid one in --checkpoint-dir)')
-    .option('--init-from <file>', 'start from the weights of a checkpoint (new optimizer, schedule and data position)');
+    .option('--init-from <file>', 'start from the weights of a checkpoint (new optimizer, schedule and data position)')
+    .option('--status-token <secret>', 'token to read the status socket, dashboard data and /metrics (or RINGTRAIN_STATUS_TOKEN; open when unset)')
+    .option('--admin-token <secret>', 'token for control actions over the status socket: stop, checkpoint now (or RINGTRAIN_ADMIN_TOKEN; disabled when unset)')
+    .option('--health-every <n>', 'measure per-layer weight and gradient norms every n steps (0: never)', nonNegativeInt, 50)
+    .option('--status-interval <ms>', 'at most one metrics event per this many ms on the status socket', positiveInt, 250)
+    .option('--linger <s>', 'after the run, keep serving the dashboard, status and /metrics this many seconds (Ctrl-C ends it)', nonNegativeInt, 0);
 }
 
 /** `ringtrain launch`: a coordinator in this process and N worker processes on this machine. */
@@ -131,15 +142,26 @@ async function coordinate(flags: RunFlags, startWorkers?: (address: string, log:
       ? { dir: resolve(flags.checkpointDir), everySteps: flags.saveEvery ?? 0, atEpochEnd: true, keepLast: flags.keepLast, keepBest: flags.keepBest, metric: flags.bestMetric, onError: flags.onSaveError }
       : undefined,
     joinTimeoutMs: process.env.RINGTRAIN_JOIN_TIMEOUT_MS ? Number(process.env.RINGTRAIN_JOIN_TIMEOUT_MS) : undefined,
+    statusToken: flags.statusToken ?? process.env.RINGTRAIN_STATUS_TOKEN,
+    adminToken: flags.adminToken ?? process.env.RINGTRAIN_ADMIN_TOKEN,
+    healthEvery: flags.healthEvery,
+    statusIntervalMs: flags.statusInterval,
   });
   const address = await coordinator.listen();
+  log.info({ dashboard: coordinator.dashboardUrl }, `dashboard: ${coordinator.dashboardUrl} · watch: ringtrain status ${address}`);
   const children = startWorkers?.(address, log) ?? [];
   const progress = new Progress('train');
   coordinator.onProgress = (s) => progress.update(s.step, s.totalSteps, { epoch: `${s.epoch + 1}/${job.epochs}`, loss: s.loss, rate: s.samplesPerSecond });
   coordinator.onEpoch = () => progress.stop();
-  const onSignal = (): void => coordinator.stop('interrupted (SIGINT/SIGTERM)');
-  process.once('SIGINT', onSignal);
-  process.once('SIGTERM', onSignal);
+  // Ctrl-C stops the run; after the run, it ends the linger. Handled until the very end, so that
+  // a signal between the two never kills the process with the workers still being reaped.
+  const interrupted = new AbortController();
+  const onSignal = (): void => {
+    coordinator.stop('interrupted (SIGINT/SIGTERM)');
+    interrupted.abort();
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
   let grace = 5000;
   try {
     const stats = await coordinator.run();
@@ -155,10 +177,11 @@ async function coordinate(flags: RunFlags, startWorkers?: (address: string, log:
     // After a failure the healthy workers stop within milliseconds; one that hangs gets killed soon.
     if (process.exitCode === 1) grace = 500;
   } finally {
+    await reap(children, grace);
+    if (flags.linger > 0 && !interrupted.signal.aborted) await linger(flags.linger, coordinator.dashboardUrl, interrupted.signal, log);
+    await coordinator.close();
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
-    await reap(children, grace);
-    await coordinator.close();
   }
 }
 
@@ -221,6 +244,12 @@ async function reexecTuned(): Promise<void> {
   process.off('SIGINT', forward);
   process.off('SIGTERM', forward);
   process.exitCode = code;
+}
+
+/** Keeps the status side up after the run for `seconds`, or until interrupted (SIGINT/SIGTERM). */
+async function linger(seconds: number, dashboard: string, interrupted: AbortSignal, log: Logger): Promise<void> {
+  log.info(`the run is over; the dashboard (${dashboard}), status socket and /metrics stay up for ${seconds} s (Ctrl-C to end now)`);
+  await sleep(seconds * 1000, undefined, { signal: interrupted }).catch(() => {});
 }
 
 /** Waits for the children to exit; kills what is left after `ms`, so no process outlives the launch. */

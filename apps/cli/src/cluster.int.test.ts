@@ -1,54 +1,13 @@
-import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { readSafetensors } from '@ringtrain/checkpoint';
 import { DEFAULT_JOB, parseJobConfig, Trainer } from '@ringtrain/trainer';
 import { afterEach, describe, expect, it } from 'vitest';
+import { alive, killStarted, type Run, startRingtrain, until } from './testing/run-process.js';
 
-const main = fileURLToPath(new URL('../dist/main.js', import.meta.url));
-const running: ChildProcess[] = [];
-afterEach(() => {
-  for (const p of running.splice(0)) if (p.exitCode === null) p.kill('SIGKILL');
-});
-
-interface Run {
-  proc: ChildProcess;
-  lines: Record<string, unknown>[];
-  stdout: string;
-  stderr: string;
-  exited: Promise<number | null>;
-}
-
-function ringtrain(args: string[], env: NodeJS.ProcessEnv = {}): Run {
-  const proc = spawn(process.execPath, [main, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-  running.push(proc);
-  const run: Run = { proc, lines: [], stdout: '', stderr: '', exited: new Promise((r) => proc.once('exit', (code) => r(code))) };
-  proc.stdout!.on('data', (d: Buffer) => (run.stdout += d));
-  proc.stderr!.on('data', (d: Buffer) => {
-    run.stderr += d;
-    for (const l of d.toString().split('\n')) if (l.startsWith('{')) run.lines.push(JSON.parse(l));
-  });
-  return run;
-}
-
-async function until(cond: () => boolean, ms: number, what: string): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
-
-const alive = (pid: number): boolean => {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-};
+afterEach(killStarted);
+const ringtrain = startRingtrain;
 
 /** Worker pids, from the coordinator's "joined" log lines (worker ids are host:pid). */
 const workerPids = (run: Run): number[] => run.lines.filter((l) => typeof l.workerId === 'string' && String(l.msg).includes('joined')).map((l) => Number(String(l.workerId).split(':').pop()));

@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 import { Command, CommanderError } from 'commander';
 import { coordinatorCommand, launchCommand, workerCommand } from './cluster-commands.js';
+import { controlCommand, statusCommand } from './status-command.js';
 import { trainCommand } from './train-command.js';
 import { evaluateCommand, exportCommand, inspectCommand, predictCommand } from './weights-commands.js';
 
@@ -12,6 +13,8 @@ const program = new Command('ringtrain')
   .addCommand(launchCommand())
   .addCommand(coordinatorCommand())
   .addCommand(workerCommand())
+  .addCommand(statusCommand())
+  .addCommand(controlCommand())
   .addCommand(trainCommand())
   .addCommand(inspectCommand())
   .addCommand(exportCommand())

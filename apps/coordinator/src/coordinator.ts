@@ -1,12 +1,17 @@
-import { timingSafeEqual } from 'node:crypto';
+import { randomUUID, timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
-import { type ControlMessage, decodeControl, encodeControl, type MessageOf, PROTOCOL_VERSION } from '@ringtrain/protocol';
+import { type ConfigSummary, type ControlMessage, decodeControl, encodeControl, type MessageOf, PROTOCOL_VERSION } from '@ringtrain/protocol';
 import { type JobConfig, jobConfigHash } from '@ringtrain/trainer';
 import type { Logger } from 'pino';
 import WebSocket, { WebSocketServer } from 'ws';
+import type { HealthThresholds } from './health-watch.js';
+import { PrometheusMetrics } from './prometheus.js';
 import { RunStats } from './run-stats.js';
+import { StatusFeed } from './status-feed.js';
+import { type CommandOutcome, StatusServer } from './status-server.js';
+import type { StragglerOptions } from './stragglers.js';
 
 export interface CoordinatorOptions {
   config: JobConfig;
@@ -34,6 +39,16 @@ export interface CoordinatorOptions {
   checkpoint?: MessageOf<'assign'>['checkpoint'];
   resume?: MessageOf<'assign'>['resume'];
   initFrom?: string;
+  /** Read access to the status socket, dashboard data and /metrics (open when unset). */
+  statusToken?: string;
+  /** Control actions over the status socket (stop, checkpoint now); disabled when unset. */
+  adminToken?: string;
+  /** At most one metrics event per this many ms (default 250). */
+  statusIntervalMs?: number;
+  /** Rank 0 measures per-tensor norms every this many steps (default 50; 0: never). */
+  healthEvery?: number;
+  health?: HealthThresholds;
+  stragglers?: StragglerOptions;
 }
 
 export type CoordinatorState = 'gathering' | 'forming' | 'running' | 'finished' | 'failed' | 'stopped';
@@ -85,6 +100,9 @@ export class Coordinator {
   private heartbeat: NodeJS.Timeout | null = null;
   private lastTick = Date.now();
   readonly stats: RunStats;
+  readonly feed: StatusFeed;
+  readonly metrics: PrometheusMetrics;
+  private readonly status: StatusServer;
   /** Called after every progress report and every completed evaluation. */
   onProgress: ((stats: RunStats) => void) | null = null;
   onEpoch: ((epoch: number, stats: RunStats) => void) | null = null;
@@ -96,10 +114,33 @@ export class Coordinator {
     this.configHash = jobConfigHash(options.config);
     this.log = options.logger;
     this.stats = new RunStats(options.workers, options.config.epochs);
-    this.http = createServer((_req, res) => res.writeHead(426, { 'content-type': 'text/plain' }).end('ringtrain coordinator: WebSocket only\n'));
+    this.feed = new StatusFeed({
+      runId: randomUUID(),
+      workers: options.workers,
+      config: summarizeConfig(options.config, this.configHash),
+      intervalMs: options.statusIntervalMs,
+      health: options.health,
+      stragglers: options.stragglers,
+    });
+    this.metrics = new PrometheusMetrics();
+    this.status = new StatusServer({
+      feed: this.feed,
+      metrics: this.metrics,
+      statusToken: options.statusToken,
+      adminToken: options.adminToken,
+      onCommand: (action) => this.command(action),
+      logger: options.logger,
+    });
+    this.http = createServer((req, res) => this.status.handleRequest(req, res));
     this.wss = new WebSocketServer({ noServer: true, perMessageDeflate: false, maxPayload: 1024 * 1024 });
-    this.http.on('upgrade', (req, socket, head) => this.onUpgrade(req, socket, head));
+    this.http.on('upgrade', (req, socket, head) => {
+      if (new URL(req.url ?? '/', 'http://x').pathname === '/status') this.status.handleUpgrade(req, socket, head);
+      else this.onUpgrade(req, socket, head);
+    });
   }
+
+  /** Where the dashboard is served (set by `listen`). */
+  dashboardUrl = '';
 
   get currentState(): CoordinatorState {
     return this.state;
@@ -112,7 +153,9 @@ export class Coordinator {
       this.http.listen(this.options.port ?? 0, this.options.host ?? '127.0.0.1', () => resolve());
     });
     const a = this.http.address() as AddressInfo;
-    const address = `ws://${a.family === 'IPv6' ? `[${a.address}]` : a.address}:${a.port}`;
+    const host = a.family === 'IPv6' ? `[${a.address}]` : a.address;
+    const address = `ws://${host}:${a.port}`;
+    this.dashboardUrl = `http://${host === '0.0.0.0' || host === '[::]' ? '127.0.0.1' : host}:${a.port}/`;
     this.log.info({ address, workers: this.options.workers, configHash: this.configHash }, `coordinator listening on ${address}, waiting for ${this.options.workers} workers`);
     return address;
   }
@@ -134,6 +177,8 @@ export class Coordinator {
   async close(): Promise<void> {
     if (this.heartbeat) clearInterval(this.heartbeat);
     if (this.deadline) clearTimeout(this.deadline);
+    this.feed.close();
+    await this.status.close();
     for (const m of this.members) m.ws.close(1000, 'coordinator closing');
     this.wss.close();
     this.http.closeAllConnections?.();
@@ -196,6 +241,7 @@ export class Coordinator {
     }
     const member: Member = { ws, workerId: hello.workerId, ringAddress: hello.ringAddress, pid: hello.pid, host: hello.host, rank: -1, lastSeen: Date.now() };
     this.members.push(member);
+    this.feed.workerJoined({ workerId: hello.workerId, host: hello.host, pid: hello.pid, address: hello.ringAddress });
     this.log.info({ workerId: hello.workerId, ringAddress: hello.ringAddress }, `worker ${hello.workerId} joined (${this.members.length}/${this.options.workers})`);
     if (this.members.length === this.options.workers) this.form();
     return member;
@@ -203,10 +249,11 @@ export class Coordinator {
 
   /** All workers are here: ranks in joining order, the ring in rank order, one generation. */
   private form(): void {
-    this.state = 'forming';
     this.generation++;
     const n = this.members.length;
     this.members.forEach((m, r) => (m.rank = r));
+    this.feed.ranksAssigned(this.members.map((m) => m.workerId));
+    this.setState('forming');
     const ringId = `${this.configHash}/gen-${this.generation}`;
     for (const m of this.members) {
       this.send(m, {
@@ -222,6 +269,7 @@ export class Coordinator {
         progressEvery: this.options.progressEvery ?? 10,
         verifyEvery: this.options.verifyEvery ?? 0,
         maxSteps: this.options.maxSteps ?? 0,
+        healthEvery: this.options.healthEvery ?? 50,
         ...(this.options.saveFinal ? { saveFinal: this.options.saveFinal } : {}),
         ...(this.options.checkpoint ? { checkpoint: this.options.checkpoint } : {}),
         ...(this.options.resume ? { resume: this.options.resume } : {}),
@@ -236,17 +284,20 @@ export class Coordinator {
     switch (msg.type) {
       case 'ready': {
         m.ready = msg;
+        this.feed.setRankState(m.rank, 'ready');
         if (this.members.every((x) => x.ready)) this.begin();
         return;
       }
       case 'progress':
         this.stats.addProgress(msg);
+        this.feed.progress(msg);
         this.onProgress?.(this.stats);
         return;
       case 'evaluated': {
         const complete = this.stats.addEvaluation(msg);
         if (complete) {
           const e = this.stats.epochs[msg.epoch];
+          this.feed.evaluation({ epoch: msg.epoch, step: this.stats.step, trainLoss: Number.isFinite(e.trainLoss) ? e.trainLoss : null, testLoss: e.testLoss, testAccuracy: e.testAccuracy, samples: e.testSamples });
           this.log.info(
             { epoch: msg.epoch, testLoss: e.testLoss, testAccuracy: e.testAccuracy, trainLoss: e.trainLoss, samplesPerSecond: this.stats.samplesPerSecond },
             `epoch ${msg.epoch + 1}/${this.options.config.epochs}: loss ${e.trainLoss.toFixed(4)}, test ${(100 * e.testAccuracy).toFixed(2)}% on ${e.testSamples} samples, ${Math.round(this.stats.samplesPerSecond)} samples/s`,
@@ -257,6 +308,7 @@ export class Coordinator {
       }
       case 'done': {
         m.done = msg;
+        this.feed.setRankState(m.rank, 'done');
         if (this.members.every((x) => x.done)) {
           const hashes = new Set(this.members.map((x) => x.done!.weightsHash));
           if (hashes.size !== 1) return this.fail(new CoordinatorError('ERR_REPLICA_DIVERGED', `final weights differ across ranks: ${this.members.map((x) => `rank ${x.rank} ${x.done!.weightsHash.slice(0, 12)}`).join(', ')}`));
@@ -267,9 +319,23 @@ export class Coordinator {
       }
       case 'saved':
         this.stats.checkpoints.push({ step: msg.step, path: msg.path, stallMs: msg.stallMs, writeMs: msg.writeMs });
+        this.feed.checkpointSaved({ step: msg.step, path: msg.path, stallMs: msg.stallMs, writeMs: msg.writeMs });
         this.log.info({ step: msg.step, path: msg.path, stallMs: msg.stallMs, writeMs: msg.writeMs }, `checkpoint at step ${msg.step}: ${msg.path} (training paused ${msg.stallMs.toFixed(1)} ms to copy, written in ${msg.writeMs.toFixed(0)} ms)`);
         return;
+      case 'saveFailed':
+        this.feed.checkpointFailed(msg.step, msg.message);
+        return;
+      case 'health':
+        this.feed.health({ step: msg.step, tensors: msg.tensors });
+        return;
+      case 'nonFinite': {
+        const where = msg.what === 'loss' ? 'loss' : `gradient${msg.tensor ? ` of ${msg.tensor}` : ''}`;
+        const then = msg.action === 'skip' ? 'the step is skipped on every rank' : 'the run stops';
+        this.feed.warning({ code: 'WARN_NON_FINITE', message: `rank ${m.rank}: ${where} is ${msg.value} at step ${msg.step}; ${then}`, rank: m.rank, step: msg.step, ...(msg.tensor ? { tensor: msg.tensor } : {}) });
+        return;
+      }
       case 'failed':
+        this.feed.setRankState(m.rank, 'failed', msg.message);
         return this.fail(new CoordinatorError(msg.code, `rank ${m.rank} (${m.workerId}) failed: ${msg.message}`, m.rank));
       default:
         this.log.warn({ type: msg.type, rank: m.rank }, `unexpected ${msg.type} from rank ${m.rank}`);
@@ -284,8 +350,10 @@ export class Coordinator {
       return this.fail(new CoordinatorError('ERR_BACKEND_MISMATCH', `workers resolved different backends, so replicas would drift apart: ${this.members.map((m) => `rank ${m.rank}: ${m.ready!.backend}`).join('; ')}; set "backend" in the job config`));
     }
     if (this.deadline) clearTimeout(this.deadline);
-    this.state = 'running';
     this.stats.start(this.members[0].ready!.totalSteps);
+    this.feed.started(this.members[0].ready!.totalSteps, this.options.resume?.state.globalStep ?? 0, this.members[0].ready!.parameters);
+    this.metrics.started(this.options.resume?.state.globalStep ?? 0);
+    this.setState('running');
     for (const m of this.members) this.send(m, { type: 'start', v: PROTOCOL_VERSION, generation: this.generation });
     this.log.info(`all ${this.members.length} ranks ready with identical weights (${[...hashes][0].slice(0, 12)}…) on ${[...backends][0]}; training`);
   }
@@ -293,10 +361,12 @@ export class Coordinator {
   private onDisconnect(m: Member): void {
     if (this.state === 'gathering') {
       this.members.splice(this.members.indexOf(m), 1);
+      this.feed.workerLeft(m.workerId);
       this.log.warn(`worker ${m.workerId} left before the run started (${this.members.length}/${this.options.workers})`);
       return;
     }
     if (m.done || this.state === 'finished' || this.state === 'failed' || this.state === 'stopped') return;
+    this.feed.setRankState(m.rank, 'lost', 'disconnected');
     this.fail(new CoordinatorError('ERR_PEER_LOST', `rank ${m.rank} (${m.workerId}, pid ${m.pid} on ${m.host}) disconnected`, m.rank));
   }
 
@@ -307,7 +377,9 @@ export class Coordinator {
   /** The end of the run: the first cause wins; every worker still connected is told to stop. */
   private finish(state: 'finished' | 'failed' | 'stopped', error?: CoordinatorError): void {
     if (this.state === 'finished' || this.state === 'failed' || this.state === 'stopped') return;
-    this.state = state;
+    this.setState(state, error);
+    const last = this.stats.epochs.at(-1);
+    this.feed.end({ steps: this.stats.step, seconds: this.stats.seconds, samplesPerSecond: this.stats.samplesPerSecond, testAccuracy: last ? last.testAccuracy : null });
     if (this.deadline) clearTimeout(this.deadline);
     if (this.heartbeat) clearInterval(this.heartbeat);
     if (error) {
@@ -320,6 +392,24 @@ export class Coordinator {
       for (const m of this.members) this.send(m, { type: 'stop', v: PROTOCOL_VERSION, code: 'DONE', reason: 'all ranks finished' });
       this.settle?.resolve(this.stats);
     }
+  }
+
+  private setState(state: CoordinatorState, error?: CoordinatorError): void {
+    this.state = state;
+    this.feed.setState(state, this.generation, error ? { code: error.code, message: error.message, ...(error.rank !== undefined ? { rank: error.rank } : {}) } : null);
+  }
+
+  /** A control action from an admin on the status socket. */
+  private command(action: 'stop' | 'checkpoint'): CommandOutcome {
+    if (this.state === 'finished' || this.state === 'failed' || this.state === 'stopped') return { ok: false, code: 'ERR_STATE', message: `the run is already ${this.state}` };
+    if (action === 'stop') {
+      this.stop('stopped by an admin over the status socket');
+      return { ok: true, message: 'stopping the run' };
+    }
+    if (!this.options.checkpoint) return { ok: false, code: 'ERR_NO_CHECKPOINT_DIR', message: 'this run writes no checkpoints: start it with --checkpoint-dir' };
+    if (this.state !== 'running') return { ok: false, code: 'ERR_STATE', message: `checkpoints are taken while running, not while ${this.state}` };
+    this.send(this.members[0], { type: 'checkpointNow', v: PROTOCOL_VERSION });
+    return { ok: true, message: 'rank 0 writes a checkpoint after its current step' };
   }
 
   private send(m: Member, msg: ControlMessage): void {
@@ -346,6 +436,7 @@ export class Coordinator {
         // ready deadline covers it), and in running every step yields to answer pings.
         else if (this.state === 'running' && now - m.lastSeen > timeout) {
           m.ws.terminate();
+          this.feed.setRankState(m.rank, 'lost', `silent for ${now - m.lastSeen} ms`);
           return this.fail(new CoordinatorError('ERR_PEER_LOST', `rank ${m.rank} (${m.workerId}) silent for ${now - m.lastSeen} ms`, m.rank));
         }
         m.ws.ping();
@@ -353,4 +444,32 @@ export class Coordinator {
     }, period);
     this.heartbeat.unref();
   }
+}
+
+/** The few facts of a job a person watching it wants to see first. */
+function summarizeConfig(config: JobConfig, configHash: string): ConfigSummary {
+  const sizes = [config.model.inputSize];
+  let parameters = 0;
+  for (const layer of config.model.layers) {
+    if (layer.type !== 'dense') continue;
+    parameters += sizes.at(-1)! * layer.units + layer.units;
+    sizes.push(layer.units);
+  }
+  const activations = [...new Set(config.model.layers.filter((l) => l.type !== 'dense' && l.type !== 'dropout').map((l) => l.type))];
+  const o = config.optimizer as { type: string; momentum?: number };
+  return {
+    model: `MLP ${sizes.join('-')}${activations.length ? ` (${activations.join(', ')})` : ''}`,
+    parameters,
+    optimizer: o.momentum ? `${o.type} (momentum ${o.momentum})` : o.type,
+    lr: config.optimizer.lr,
+    batchSize: config.batchSize,
+    epochs: config.epochs,
+    dataset: describeDataset(config.dataset as { source: string; kind?: string; path?: string }),
+    configHash,
+  };
+}
+
+function describeDataset(d: { source: string; kind?: string; path?: string }): string {
+  if (d.kind) return `${d.source} (${d.kind})`;
+  return d.path ? `${d.source} ${d.path}` : d.source;
 }

@@ -60,6 +60,12 @@ export class ControlChannel {
     if (this.ws.readyState === WebSocket.OPEN) this.ws.send(encodeControl(msg));
   }
 
+  /** A queued message of `type`, removed from the queue, or null (never waits). */
+  take<T extends Type>(type: T): MessageOf<T> | null {
+    const i = this.inbox.findIndex((m) => m.type === type);
+    return i >= 0 ? (this.inbox.splice(i, 1)[0] as MessageOf<T>) : null;
+  }
+
   /** The next message of one of `types`; others that arrive meanwhile stay queued. */
   async next<T extends Type>(types: T[], timeoutMs: number, what: string): Promise<MessageOf<T>> {
     const deadline = Date.now() + timeoutMs;

@@ -1,5 +1,5 @@
 import { hostname } from 'node:os';
-import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
+import { setTimeout as sleep, setImmediate as yieldToEventLoop } from 'node:timers/promises';
 import { CollectiveError, Communicator, WebSocketTransport } from '@ringtrain/allreduce';
 import { writeSafetensors } from '@ringtrain/checkpoint';
 import { type JobConfig, jobConfigHash, parseJobConfig, Trainer } from '@ringtrain/trainer';
@@ -9,6 +9,7 @@ import type { Logger } from 'pino';
 import { CheckpointWriter, restoreTensors } from './checkpointing.js';
 import { ChannelError, ControlChannel } from './control-channel.js';
 import { WorkerError } from './errors.js';
+import { faultsFromEnv } from './faults.js';
 
 export { WorkerError };
 
@@ -100,39 +101,78 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerResult> {
       await c.broadcast(params.values, { root: 0, layoutHash });
     }
     const initialHash = await verifyReplicas(c, trainer, 'initial weights');
-    const { progressEvery, verifyEvery, maxSteps, checkpoint } = assign;
+    const { progressEvery, verifyEvery, maxSteps, checkpoint, healthEvery } = assign;
     const remaining = (config.epochs - trainer.epoch) * trainer.stepsPerEpoch - Math.floor(trainer.cursor / trainer.globalBatch);
     const totalSteps = Math.max(0, maxSteps > 0 ? Math.min(maxSteps, trainer.globalStep + remaining) : trainer.globalStep + remaining);
-    ch.send({ type: 'ready', v: PROTOCOL_VERSION, generation: assign.generation, rank: assign.rank, weightsHash: initialHash, backend: trainer.backend.description, totalSteps });
+    ch.send({
+      type: 'ready',
+      v: PROTOCOL_VERSION,
+      generation: assign.generation,
+      rank: assign.rank,
+      weightsHash: initialHash,
+      backend: trainer.backend.description,
+      totalSteps,
+      parameters: params.length,
+    });
     await ch.next(['start'], joinTimeout, 'start');
 
+    const faults = faultsFromEnv();
+    const delayMs = faults.delayMs(assign.rank);
+    const ids = { v: PROTOCOL_VERSION, generation: assign.generation, rank: assign.rank } as const;
     let replicaChecks = 1;
     let metrics: Record<string, number> = {};
     const writer = checkpoint && assign.rank === 0 ? new CheckpointWriter(trainer, checkpoint, assign.worldSize) : null;
     let writeError: Error | null = null;
-    let report = { loss: 0, samples: 0, correct: 0, computeMs: 0, allreduceMs: 0, optimizerMs: 0, steps: 0 };
+    const emptyReport = () => ({ loss: 0, samples: 0, correct: 0, dataMs: 0, computeMs: 0, allreduceMs: 0, optimizerMs: 0, steps: 0, skipped: 0 });
+    let report = emptyReport();
     while (trainer.globalStep < totalSteps) {
       const step = trainer.globalStep;
       const epoch = trainer.epoch;
       const t0 = performance.now();
       const r = trainer.computeGradients();
+      if (delayMs) await sleep(delayMs);
+      if (faults.nanAt(assign.rank, step)) params.grads[0] = Number.NaN;
+      // Checked before the ring so the report names this rank; a NaN left in the gradient reaches
+      // every rank through the all-reduce, so that under "skip" all of them skip the same step.
+      const bad = trainer.checkFinite(r.loss);
+      if (bad) {
+        ch.send({ type: 'nonFinite', ...ids, step, what: bad.what, ...(bad.tensor ? { tensor: bad.tensor } : {}), value: bad.value, action: config.nonFinite });
+        if (config.nonFinite === 'stop') throw trainer.nonFiniteError(bad, step);
+        if (bad.what === 'loss') params.grads[0] = Number.NaN;
+      }
       const t1 = performance.now();
       await c.allreduce(params.grads, { step, layoutHash });
       const t2 = performance.now();
-      const epochEnded = trainer.applyUpdate();
+      // The reduced gradient is bit-identical on every rank, so every rank decides alike.
+      const skip = bad !== null || trainer.checkFinite(0) !== null;
+      if (skip && config.nonFinite === 'stop') throw new WorkerError('ERR_NON_FINITE', `the all-reduced gradient is not finite at step ${step} (the sum overflowed); lower the learning rate or set clipGradNorm`);
+      let epochEnded: boolean;
+      if (skip) {
+        epochEnded = trainer.skipUpdate();
+        report.skipped++;
+      } else if (assign.rank === 0 && healthEvery > 0 && step % healthEvery === 0) {
+        const measured = trainer.applyUpdateWithHealth();
+        epochEnded = measured.epochEnded;
+        ch.send({ type: 'health', ...ids, step: trainer.globalStep, tensors: measured.tensors });
+      } else {
+        epochEnded = trainer.applyUpdate();
+      }
       const t3 = performance.now();
-      report.loss += r.loss;
+      if (!skip) {
+        report.loss += r.loss;
+        report.correct += r.correct;
+      }
       report.samples += config.batchSize;
-      report.correct += r.correct;
-      report.computeMs += t1 - t0;
+      report.dataMs += r.dataMs;
+      report.computeMs += t1 - t0 - r.dataMs;
       report.allreduceMs += t2 - t1;
       report.optimizerMs += t3 - t2;
       report.steps++;
       const epochEnds = epochEnded || trainer.globalStep === totalSteps;
       if (report.steps >= progressEvery || epochEnds) {
-        const { steps, ...sums } = report;
-        ch.send({ type: 'progress', v: PROTOCOL_VERSION, generation: assign.generation, rank: assign.rank, epoch, step: trainer.globalStep, ...sums, loss: sums.loss / steps });
-        report = { loss: 0, samples: 0, correct: 0, computeMs: 0, allreduceMs: 0, optimizerMs: 0, steps: 0 };
+        const counted = report.steps - report.skipped;
+        ch.send({ type: 'progress', ...ids, epoch, step: trainer.globalStep, ...report, loss: counted ? report.loss / counted : 0, lr: trainer.learningRate });
+        report = emptyReport();
         if (assign.worldSize === 1) await yieldToEventLoop(); // alone, no collective yields to the event loop
       }
       if (ch.error) throw ch.error;
@@ -143,18 +183,21 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerResult> {
       if (epochEnds) {
         const ev = trainer.evaluate('test');
         const share = { lossSum: ev.loss * ev.samples, correct: Math.round(ev.accuracy * ev.samples), samples: ev.samples };
-        ch.send({ type: 'evaluated', v: PROTOCOL_VERSION, generation: assign.generation, rank: assign.rank, epoch, ...share });
+        ch.send({ type: 'evaluated', ...ids, epoch, ...share });
         metrics = await globalMetrics(c, share);
       }
-      const saveNow = checkpoint && ((checkpoint.everySteps > 0 && trainer.globalStep % checkpoint.everySteps === 0) || (checkpoint.atEpochEnd && epochEnded));
+      const asked = writer !== null && ch.take('checkpointNow') !== null;
+      const saveNow = checkpoint && (asked || (checkpoint.everySteps > 0 && trainer.globalStep % checkpoint.everySteps === 0) || (checkpoint.atEpochEnd && epochEnded));
       if (saveNow && writer) {
         const { stallMs, written } = await writer.save(metrics);
         const step = trainer.globalStep;
         written.then(
-          ({ path, writeMs }) => ch.send({ type: 'saved', v: PROTOCOL_VERSION, generation: assign.generation, rank: 0, step, path, stallMs, writeMs }),
+          ({ path, writeMs }) => ch.send({ type: 'saved', ...ids, step, path, stallMs, writeMs }),
           (err: Error) => {
-            if (checkpoint.onError === 'warn') log.warn(`checkpoint at step ${step} not saved, training goes on: ${err.message}`);
-            else writeError ??= err;
+            if (checkpoint.onError === 'warn') {
+              log.warn(`checkpoint at step ${step} not saved, training goes on: ${err.message}`);
+              ch.send({ type: 'saveFailed', ...ids, step, message: err.message.slice(0, 4000) });
+            } else writeError ??= err;
           },
         );
       }

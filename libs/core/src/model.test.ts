@@ -3,6 +3,7 @@ import { createBackend } from './backends/create-backend.js';
 import { ReferenceBackend } from './backends/reference-backend.js';
 import { WasmBackend } from './backends/wasm-backend.js';
 import { Model } from './model.js';
+import { allFinite, firstNonFinite } from './ops.js';
 import { mlpSpec, parseModelSpec } from './model-spec.js';
 import { createOptimizer } from './optimizers.js';
 import { Rng } from './rng.js';
@@ -46,6 +47,25 @@ describe('flat parameter buffers', () => {
     expect(model.params.grad('layers.2.bias').buffer).toBe(model.params.grads.buffer);
     const opt = createOptimizer({ type: 'adam', lr: 0.001 }, model.params);
     expect(opt.state.slots.exp_avg.length).toBe(model.params.length);
+  });
+
+  it('per-tensor norms, the tensor at a flat index, and the finiteness check', () => {
+    const norms = model.params.tensorNorms();
+    const w = model.params.value('layers.2.weight');
+    expect(norms[2]).toBeCloseTo(Math.sqrt(w.reduce((s, v) => s + v * v, 0)), 6);
+    expect(model.params.tensorAt(784 * 128 + 5)?.name).toBe('layers.0.bias');
+    expect(model.params.tensorAt(model.params.length)).toBeUndefined();
+    const g = new Float32Array(1003).fill(0.5);
+    expect(allFinite(g)).toBe(true);
+    for (const bad of [Number.NaN, Number.POSITIVE_INFINITY, Number.NEGATIVE_INFINITY]) {
+      for (const at of [0, 1001, 1002]) {
+        const copy = g.slice();
+        copy[at] = bad;
+        expect(allFinite(copy)).toBe(false);
+        expect(firstNonFinite(copy)).toBe(at);
+      }
+    }
+    expect(firstNonFinite(g)).toBe(-1);
   });
 
   it('biases start at zero; He-initialised ReLU weights have variance 2/fanIn', () => {

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import type { Backend } from './backend.js';
 import { CoreError } from './errors.js';
+import { sumSquares } from './ops.js';
 import { shapeSize } from './shape.js';
 
 export type ParameterRole = 'weight' | 'bias';
@@ -82,6 +83,16 @@ export class ParameterStore {
   /** A new zero-filled buffer with the same layout (one optimizer slot). */
   newSlot(): Float32Array {
     return this.backend.alloc(this.values.length);
+  }
+
+  /** The L2 norm of each tensor's slice of `buffer` (values, gradients, or a delta laid out alike). */
+  tensorNorms(buffer: Float32Array = this.values): number[] {
+    return this.tensors.map((t) => Math.sqrt(sumSquares(buffer.subarray(t.offset, t.offset + t.length))));
+  }
+
+  /** The tensor holding element `index` of the flat buffers. */
+  tensorAt(index: number): TensorInfo | undefined {
+    return this.tensors.find((t) => index >= t.offset && index < t.offset + t.length);
   }
 
   counts(): ParameterCounts {

@@ -63,6 +63,8 @@ export const assignMessageSchema = z.strictObject({
   verifyEvery: z.number().int().min(0),
   /** Stop after this many steps (0: run all epochs). */
   maxSteps: z.number().int().min(0),
+  /** Rank 0 measures every tensor's norms every this many steps (0: never). */
+  healthEvery: z.number().int().min(0),
   /** Where rank 0 writes the final weights (safetensors), if anywhere. */
   saveFinal: z.string().max(4096).optional(),
   /** Periodic checkpoints, written by rank 0. */
@@ -99,6 +101,8 @@ export const readyMessageSchema = z.strictObject({
   backend: z.string().max(256),
   /** Steps the run will take (for progress displays). */
   totalSteps: count,
+  /** Parameters in the model: each all-reduce moves 4 bytes per parameter. */
+  parameters: count,
 });
 
 /** Coordinator → workers: every rank is ready; train. */
@@ -115,10 +119,50 @@ export const progressMessageSchema = z.strictObject({
   loss: finite,
   samples: count,
   correct: count,
+  /** Steps since the last report; the times below are summed over them. */
+  steps: z.number().int().positive(),
+  dataMs: finite,
   computeMs: finite,
   allreduceMs: finite,
   optimizerMs: finite,
+  /** Learning rate of the last step, and steps skipped (non-finite values) since the last report. */
+  lr: finite,
+  skipped: count,
 });
+
+/** Any number, NaN and ±Inf included: a report about diverging values must be able to carry them. */
+const anyNumber = z.custom<number>((x) => typeof x === 'number', 'expected a number');
+
+/** Rank 0 → coordinator, every healthEvery steps: each tensor's norms after that step. */
+export const healthMessageSchema = z.strictObject({
+  type: z.literal('health'),
+  v,
+  generation,
+  rank,
+  step: count,
+  tensors: z
+    .array(z.strictObject({ name: z.string().max(256), role: z.enum(['weight', 'bias']), weightNorm: anyNumber, gradNorm: anyNumber, updateRatio: anyNumber }))
+    .max(4096),
+});
+
+/** Worker → coordinator: its loss or gradient was NaN/±Inf at a step, and what the run does about it. */
+export const nonFiniteMessageSchema = z.strictObject({
+  type: z.literal('nonFinite'),
+  v,
+  generation,
+  rank,
+  step: count,
+  what: z.enum(['loss', 'gradient']),
+  tensor: z.string().max(256).optional(),
+  value: anyNumber,
+  action: z.enum(['stop', 'skip']),
+});
+
+/** Rank 0 → coordinator: a checkpoint could not be written (under onError "warn"; "stop" fails the run). */
+export const saveFailedMessageSchema = z.strictObject({ type: z.literal('saveFailed'), v, generation, rank, step: count, message: z.string().max(4096) });
+
+/** Coordinator → rank 0: write a checkpoint after the current step (an admin asked). */
+export const checkpointNowMessageSchema = z.strictObject({ type: z.literal('checkpointNow'), v });
 
 /** Worker → coordinator: its share of an evaluation (sums, so the coordinator can add them up). */
 export const evaluatedMessageSchema = z.strictObject({ type: z.literal('evaluated'), v, generation, rank, epoch: count, lossSum: finite, correct: count, samples: count });
@@ -146,6 +190,10 @@ export const controlMessageSchema = z.discriminatedUnion('type', [
   evaluatedMessageSchema,
   doneMessageSchema,
   savedMessageSchema,
+  saveFailedMessageSchema,
+  healthMessageSchema,
+  nonFiniteMessageSchema,
+  checkpointNowMessageSchema,
   failedMessageSchema,
   stopMessageSchema,
 ]);

@@ -33,6 +33,8 @@ export const jobConfigSchema = z.strictObject({
   /** Rescale gradients to this global L2 norm when larger. */
   clipGradNorm: z.number().positive().optional(),
   evalBatchSize: z.number().int().positive().default(1000),
+  /** A NaN or ±Inf loss or gradient: stop the run naming the rank and step, or skip that step on every rank. */
+  nonFinite: z.enum(['stop', 'skip']).default('stop'),
   backend: z.enum(['auto', 'native', 'wasm', 'reference']).default('auto'),
 });
 

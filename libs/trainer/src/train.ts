@@ -58,9 +58,13 @@ export async function train(config: unknown, options: TrainOptions = {}): Promis
     let samples = 0;
     for (let step = 1; step <= trainer.stepsPerEpoch; step++) {
       const r = trainer.trainStep();
-      lossSum += r.loss * job.batchSize;
-      correct += r.correct;
-      samples += job.batchSize;
+      if (r.skipped) {
+        log?.warn({ step: trainer.globalStep - 1, loss: r.loss }, `step ${trainer.globalStep - 1} skipped: a loss or gradient is not finite (nonFinite "skip")`);
+      } else {
+        lossSum += r.loss * job.batchSize;
+        correct += r.correct;
+        samples += job.batchSize;
+      }
       if (step % 25 === 0 || step === trainer.stepsPerEpoch) {
         options.onStep?.({ epoch, step, stepsPerEpoch: trainer.stepsPerEpoch, loss: r.loss, samplesPerSecond: samples / ((performance.now() - t0) / 1000) });
         await yieldToEventLoop();

@@ -89,10 +89,40 @@ describe('job config', () => {
     expect(() => new Trainer(smallJob({ model: { inputSize: 5 } }))).toThrow(/model inputSize 5 does not match dataset .* with 8 features/);
   });
 
-  it('stops with ERR_NON_FINITE naming the step when the loss diverges', () => {
+  it('stops with ERR_NON_FINITE naming the step when the loss or a gradient diverges', () => {
     const t = new Trainer(smallJob({ optimizer: { type: 'sgd', lr: 1e38 } }));
     expect(() => {
       for (let i = 0; i < 20; i++) t.trainStep();
-    }).toThrow(expect.objectContaining({ code: 'ERR_NON_FINITE', message: expect.stringMatching(/rank 0: loss is (NaN|Infinity) at step \d+/) }));
+    }).toThrow(expect.objectContaining({ code: 'ERR_NON_FINITE', message: expect.stringMatching(/rank 0: (loss|gradient of layers\.\d\.(weight|bias)) is (NaN|-?Infinity) at step \d+/) }));
+  });
+
+  it('names the tensor of a non-finite gradient; with nonFinite "skip" the step passes and the weights stay', () => {
+    const t = new Trainer(smallJob({ nonFinite: 'skip' }));
+    const r = t.computeGradients();
+    expect(t.checkFinite(r.loss)).toBeNull();
+    t.model.params.grad('layers.2.bias')[1] = Number.NaN;
+    expect(t.checkFinite(r.loss)).toEqual({ what: 'gradient', tensor: 'layers.2.bias', value: Number.NaN });
+    expect(t.checkFinite(Number.POSITIVE_INFINITY)).toEqual({ what: 'loss', value: Number.POSITIVE_INFINITY });
+    const before = t.model.params.valuesHash();
+    t.skipUpdate();
+    expect(t.model.params.valuesHash()).toBe(before);
+    expect(t.globalStep).toBe(1);
+    expect(t.cursor).toBe(8);
+  });
+
+  it('health: weight and gradient norms per tensor and the update/weight ratio of the step', () => {
+    const t = new Trainer(smallJob({ optimizer: { type: 'sgd', lr: 0.1 } }));
+    t.computeGradients();
+    const w0 = t.model.params.value('layers.0.weight').slice();
+    const g0 = t.model.params.grad('layers.0.weight').slice();
+    const { tensors } = t.applyUpdateWithHealth();
+    const norm = (a: Float32Array) => Math.sqrt(a.reduce((s, v) => s + v * v, 0));
+    const w1 = t.model.params.value('layers.0.weight');
+    expect(tensors.map((x) => x.name)).toEqual(['layers.0.weight', 'layers.0.bias', 'layers.2.weight', 'layers.2.bias']);
+    expect(tensors[0].gradNorm).toBeCloseTo(norm(g0), 5);
+    expect(tensors[0].weightNorm).toBeCloseTo(norm(w1), 5);
+    // Plain SGD: the update is lr·g.
+    expect(tensors[0].updateRatio).toBeCloseTo((0.1 * norm(g0)) / norm(w1), 4);
+    expect(norm(w1.map((v, i) => v - w0[i]))).toBeCloseTo(0.1 * norm(g0), 4);
   });
 });

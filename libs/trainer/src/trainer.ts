@@ -1,9 +1,11 @@
 import {
+  allFinite,
   type Backend,
   type BatchResult,
   clipGradNorm,
   CoreError,
   createBackend,
+  firstNonFinite,
   createOptimizer,
   learningRate,
   Model,
@@ -31,6 +33,28 @@ export interface EvalResult {
   loss: number;
   accuracy: number;
   samples: number;
+}
+
+/** A step's gradients: the batch's loss and accuracy, and the time spent gathering the batch. */
+export interface StepResult extends BatchResult {
+  dataMs: number;
+}
+
+/** One tensor's health at a sampled step: how big it is, its gradient, and how much the step moved it. */
+export interface TensorHealth {
+  name: string;
+  role: 'weight' | 'bias';
+  weightNorm: number;
+  gradNorm: number;
+  /** ‖Δw‖ / ‖w‖ of this step (about 1e-3 is healthy; far above, the step is too large). */
+  updateRatio: number;
+}
+
+/** What was not finite on this replica, and where (the first tensor with a bad gradient). */
+export interface NonFinite {
+  what: 'loss' | 'gradient';
+  tensor?: string;
+  value: number;
 }
 
 export interface TrainerOptions {
@@ -64,6 +88,7 @@ export class Trainer {
   epoch = 0;
   cursor = 0;
   private readonly batcher: Batcher;
+  private before: Float32Array | null = null;
   private readonly evalBatchers: Record<'train' | 'test', Batcher>;
   private order: Uint32Array | null = null;
   private orderEpoch = -1;
@@ -122,8 +147,17 @@ export class Trainer {
     this.model.dropoutRng.setState(s.dropoutRng);
   }
 
-  /** Forward and backward on this rank's slice of the next global batch; fills the gradients. */
-  computeGradients(): BatchResult {
+  /** The scheduled learning rate of the next step. */
+  get learningRate(): number {
+    return learningRate(this.config.schedule, this.config.optimizer.lr, this.globalStep);
+  }
+
+  /**
+   * Forward and backward on this rank's slice of the next global batch; fills the gradients. The
+   * loss may come back NaN or ±Inf: `checkFinite` tells, the caller applies `config.nonFinite`.
+   */
+  computeGradients(): StepResult {
+    const t0 = performance.now();
     const epoch = this.epoch;
     if (this.orderEpoch !== epoch) {
       this.order = epochPermutation(this.data.train.size, this.config.seed, epoch);
@@ -131,11 +165,50 @@ export class Trainer {
     }
     // Global batch = order[cursor, cursor + N·b); rank r takes its r-th contiguous slice of b.
     const n = this.batcher.fill(this.order!, this.cursor + this.rank * this.config.batchSize, this.config.batchSize);
-    const result = this.model.computeGradients(this.batcher.x, this.batcher.batchTargets(), n);
-    if (!Number.isFinite(result.loss)) {
-      throw new CoreError('ERR_NON_FINITE', `rank ${this.rank}: loss is ${result.loss} at step ${this.globalStep} (epoch ${epoch}); lower the learning rate or set clipGradNorm`);
-    }
-    return result;
+    const dataMs = performance.now() - t0;
+    return { ...this.model.computeGradients(this.batcher.x, this.batcher.batchTargets(), n), dataMs };
+  }
+
+  /** null when the loss and every gradient are finite; otherwise what is not, and where. */
+  checkFinite(loss: number): NonFinite | null {
+    if (!Number.isFinite(loss)) return { what: 'loss', value: loss };
+    const grads = this.model.params.grads;
+    if (allFinite(grads)) return null;
+    const at = firstNonFinite(grads);
+    // at is -1 when the values are finite but their sum overflowed: they are exploding all the same.
+    return { what: 'gradient', tensor: at >= 0 ? this.model.params.tensorAt(at)?.name : undefined, value: at >= 0 ? grads[at] : Number.POSITIVE_INFINITY };
+  }
+
+  /** The error for a non-finite value under the `stop` policy. */
+  nonFiniteError(bad: NonFinite, step = this.globalStep): CoreError {
+    const where = bad.what === 'loss' ? 'loss' : `gradient${bad.tensor ? ` of ${bad.tensor}` : ''}`;
+    return new CoreError('ERR_NON_FINITE', `rank ${this.rank}: ${where} is ${bad.value} at step ${step} (epoch ${this.epoch}); lower the learning rate, set clipGradNorm, or set nonFinite to "skip"`);
+  }
+
+  /** Passes over this step's batch without changing the weights (the `skip` policy). */
+  skipUpdate(): boolean {
+    return this.advance();
+  }
+
+  /** `applyUpdate`, measuring every tensor before and after (for the health report every K steps). */
+  applyUpdateWithHealth(): { epochEnded: boolean; tensors: TensorHealth[] } {
+    const params = this.model.params;
+    this.before ??= new Float32Array(params.length);
+    this.before.set(params.values);
+    const gradNorms = params.tensorNorms(params.grads);
+    const epochEnded = this.applyUpdate();
+    const weightNorms = params.tensorNorms();
+    const delta = this.before;
+    for (let i = 0; i < delta.length; i++) delta[i] = params.values[i] - delta[i];
+    const deltaNorms = params.tensorNorms(delta);
+    const tensors = params.tensors.map((t, i) => ({
+      name: t.name,
+      role: t.role,
+      weightNorm: weightNorms[i],
+      gradNorm: gradNorms[i],
+      updateRatio: weightNorms[i] > 0 ? deltaNorms[i] / weightNorms[i] : deltaNorms[i] > 0 ? Number.POSITIVE_INFINITY : 0,
+    }));
+    return { epochEnded, tensors };
   }
 
   /**
@@ -145,7 +218,11 @@ export class Trainer {
    */
   applyUpdate(): boolean {
     if (this.config.clipGradNorm) clipGradNorm(this.model.params.grads, this.config.clipGradNorm);
-    this.optimizer.step(learningRate(this.config.schedule, this.config.optimizer.lr, this.globalStep));
+    this.optimizer.step(this.learningRate);
+    return this.advance();
+  }
+
+  private advance(): boolean {
     this.globalStep++;
     this.cursor += this.globalBatch;
     if (this.cursor + this.globalBatch > this.data.train.size) {
@@ -156,11 +233,14 @@ export class Trainer {
     return false;
   }
 
-  /** One whole step of a single process. */
-  trainStep(): BatchResult {
+  /** One whole step of a single process; a non-finite loss or gradient stops or skips by `config.nonFinite`. */
+  trainStep(): StepResult & { skipped: boolean } {
     const r = this.computeGradients();
-    this.applyUpdate();
-    return r;
+    const bad = this.checkFinite(r.loss);
+    if (bad && this.config.nonFinite === 'stop') throw this.nonFiniteError(bad);
+    if (bad) this.skipUpdate();
+    else this.applyUpdate();
+    return { ...r, skipped: bad !== null };
   }
 
   /**

@@ -1,0 +1,216 @@
+import { dialUntil } from '@ringtrain/allreduce';
+import { parseStatusEvent, type RankInfo, type StatusEvent, type StatusEventOf } from '@ringtrain/protocol';
+import { Argument, Command } from 'commander';
+import logUpdate from 'log-update';
+import type WebSocket from 'ws';
+import { positiveInt } from './job-options.js';
+import { table } from './table.js';
+
+/** ws://host:port/status from what a person types: ws://host:port, http://host:port/, host:port. */
+export function statusUrl(given: string): string {
+  const url = new URL(/^[a-z]+:\/\//i.test(given) ? given : `ws://${given}`);
+  if (url.protocol === 'http:') url.protocol = 'ws:';
+  if (url.protocol === 'https:') url.protocol = 'wss:';
+  url.pathname = '/status';
+  url.search = '';
+  return url.toString();
+}
+
+interface StatusFlags {
+  token?: string;
+  json?: boolean;
+  timeout: number;
+}
+
+/** Opens the status socket (retrying until the deadline: the coordinator may not be up yet). */
+async function openStatus(given: string, token: string | undefined, timeoutS: number, onEvent: (e: StatusEvent, ws: WebSocket) => void): Promise<WebSocket> {
+  const url = statusUrl(given);
+  const headers = token ? { authorization: `Bearer ${token}` } : undefined;
+  const result = await dialUntil(url, { headers }, Date.now() + timeoutS * 1000, (ws) => {
+    ws.on('message', (data) => onEvent(parseStatusEvent(String(data)), ws));
+  });
+  if ('status' in result) throw Object.assign(new Error(`the coordinator refused the status connection: ${result.status} ${result.body}`), { code: result.status === 401 ? 'ERR_AUTH' : 'ERR_REJECTED' });
+  if ('unreachable' in result) throw Object.assign(new Error(`no coordinator answered at ${url} within ${timeoutS} s`), { code: 'ERR_UNREACHABLE' });
+  return result.ws;
+}
+
+const EXIT_CODES = { finished: 0, failed: 1, stopped: 130 } as const;
+const TERMINAL = new Set(['finished', 'failed', 'stopped']);
+
+/** What an `end` event would have said, from the snapshot of a run that is over. */
+function endOf(s: StatusEventOf<'snapshot'>): StatusEventOf<'end'> {
+  const last = s.evaluations.at(-1);
+  return { type: 'end', v: s.v, seq: s.seq, time: s.time, state: s.state, error: s.error, steps: s.metrics?.step ?? 0, seconds: s.startedAt ? (s.time - s.startedAt) / 1000 : 0, samplesPerSecond: s.metrics?.samplesPerSecond ?? 0, testAccuracy: last ? last.testAccuracy : null };
+}
+
+/** `ringtrain status <url>`: the run, live, redrawn in place; or the events as JSON lines. */
+export function statusCommand(): Command {
+  return new Command('status')
+    .description('watch a run live: state, progress, loss, throughput, per-rank step times, warnings')
+    .argument('<url>', 'the coordinator, e.g. ws://127.0.0.1:29500 (as printed by launch/coordinator)')
+    .option('--token <secret>', 'status (or admin) token (or RINGTRAIN_STATUS_TOKEN)')
+    .option('--json', 'print every event as one JSON line (for scripts)')
+    .option('--timeout <s>', 'give up if no coordinator answers within this many seconds', positiveInt, 30)
+    .action(async (url: string, flags: StatusFlags) => {
+      const view = new StatusView(flags.json ? null : process.stdout.isTTY ? logUpdate : (text) => process.stdout.write(`${text}\n`));
+      let ended: StatusEventOf<'end'> | null = null;
+      const ws = await openStatus(url, flags.token ?? process.env.RINGTRAIN_STATUS_TOKEN, flags.timeout, (e, socket) => {
+        if (flags.json) process.stdout.write(`${JSON.stringify(e)}\n`);
+        else view.apply(e);
+        // The end of the run, or a run already over (a coordinator that lingers): the watch is over.
+        const over = e.type === 'end' ? e : e.type === 'snapshot' && TERMINAL.has(e.state) ? endOf(e) : null;
+        if (over) {
+          if (!flags.json && over !== e) view.apply(over);
+          ended = over;
+          socket.close(1000, 'run ended');
+        }
+      });
+      const onSignal = (): void => ws.close(1000, 'watcher left');
+      process.once('SIGINT', onSignal);
+      const code = await new Promise<number>((resolve) => ws.once('close', (c) => resolve(c)));
+      process.off('SIGINT', onSignal);
+      view.done();
+      const end = ended as StatusEventOf<'end'> | null;
+      if (end) process.exitCode = EXIT_CODES[end.state as keyof typeof EXIT_CODES] ?? 0;
+      else if (code !== 1000) {
+        process.stderr.write(`ringtrain: the status connection closed (code ${code}) before the run ended\n`);
+        process.exitCode = 1;
+      }
+    });
+}
+
+/** `ringtrain control <url> stop|checkpoint`: a control action, with the admin token. */
+export function controlCommand(): Command {
+  return new Command('control')
+    .description('ask a running job to stop, or to write a checkpoint now (needs the admin token)')
+    .argument('<url>', 'the coordinator, e.g. ws://127.0.0.1:29500')
+    .addArgument(new Argument('<action>', 'stop: end the run on every worker; checkpoint: rank 0 saves after its current step').choices(['stop', 'checkpoint']))
+    .option('--token <secret>', 'admin token (or RINGTRAIN_ADMIN_TOKEN)')
+    .option('--timeout <s>', 'deadline for the answer, seconds', positiveInt, 10)
+    .action(async (url: string, action: 'stop' | 'checkpoint', flags: { token?: string; timeout: number }) => {
+      let resolveReply: (e: StatusEventOf<'commandResult'>) => void = () => {};
+      const reply = new Promise<StatusEventOf<'commandResult'>>((resolve) => (resolveReply = resolve));
+      const ws = await openStatus(url, flags.token ?? process.env.RINGTRAIN_ADMIN_TOKEN, flags.timeout, (e) => {
+        if (e.type === 'commandResult') resolveReply(e);
+      });
+      ws.send(JSON.stringify({ type: 'command', id: 1, action }));
+      const timer = setTimeout(() => resolveReply({ type: 'commandResult', v: 1, seq: 1, time: Date.now(), id: 1, ok: false, code: 'ERR_TIMEOUT', message: `no answer within ${flags.timeout} s` }), flags.timeout * 1000);
+      const r = await reply;
+      clearTimeout(timer);
+      ws.close(1000, 'done');
+      if (r.ok) process.stdout.write(`${r.message}\n`);
+      else {
+        process.stderr.write(`ringtrain: ${r.code}: ${r.message}\n`);
+        process.exitCode = 1;
+      }
+    });
+}
+
+/** The terminal view: what the last snapshot said, updated by each event, drawn as text. */
+export class StatusView {
+  private snap: StatusEventOf<'snapshot'> | null = null;
+  private end: StatusEventOf<'end'> | null = null;
+  private lastDraw = 0;
+
+  constructor(private readonly draw: ((text: string) => void) | null) {}
+
+  apply(e: StatusEvent): void {
+    if (e.type === 'snapshot') this.snap = e;
+    const s = this.snap;
+    if (!s) return;
+    switch (e.type) {
+      case 'state':
+        s.state = e.state;
+        s.error = e.error;
+        break;
+      case 'rank': {
+        const i = s.ranks.findIndex((r) => r.workerId === e.rank.workerId);
+        if (i >= 0) s.ranks[i] = e.rank;
+        else s.ranks.push(e.rank);
+        s.ranks.sort((a, b) => a.rank - b.rank);
+        break;
+      }
+      case 'metrics':
+        s.metrics = e.metrics;
+        s.ranks = e.ranks;
+        break;
+      case 'evaluation':
+        s.evaluations.push(e.evaluation);
+        break;
+      case 'checkpoint':
+        if (e.checkpoint) s.checkpoints.push(e.checkpoint);
+        break;
+      case 'warning':
+        s.warnings.push(e.warning);
+        break;
+      case 'end':
+        this.end = e;
+        break;
+      default:
+    }
+    // Redraw at most 10 times a second on a terminal; a pipe gets only the final picture.
+    const now = Date.now();
+    if (this.draw && this.draw === logUpdate && (now - this.lastDraw > 100 || e.type === 'end')) {
+      this.lastDraw = now;
+      this.draw(this.render());
+    }
+  }
+
+  done(): void {
+    if (!this.draw || !this.snap) return;
+    if (this.draw === logUpdate) {
+      logUpdate(this.render());
+      logUpdate.done();
+    } else this.draw(this.render());
+  }
+
+  render(): string {
+    const s = this.snap!;
+    const m = s.metrics;
+    const c = s.config;
+    const lines = [
+      `ringtrain · run ${s.runId.slice(0, 8)} · ${s.state}${s.generation ? ` (generation ${s.generation})` : ''} · ${s.ranks.length}/${s.workers} workers`,
+      `${c.model}, ${c.parameters.toLocaleString('en')} parameters · ${c.dataset} · ${c.optimizer}, lr ${m?.lr ?? c.lr} · batch ${c.batchSize}/rank`,
+    ];
+    if (m) {
+      const frac = m.totalSteps ? m.step / m.totalSteps : 0;
+      const eta = m.etaSeconds === null ? '–' : formatSeconds(m.etaSeconds);
+      lines.push(`${bar(frac, 30)} ${(100 * frac).toFixed(1).padStart(5)}%  step ${m.step}/${m.totalSteps}  epoch ${m.epoch + 1}/${c.epochs}  ETA ${eta}`);
+      const acc = s.evaluations.at(-1);
+      lines.push(
+        `loss ${m.loss === null ? 'NaN' : m.loss.toFixed(4)}` +
+          (acc ? ` · test ${(100 * acc.testAccuracy).toFixed(2)}%` : '') +
+          ` · ${Math.round(m.samplesPerSecond).toLocaleString('en')} samples/s · all-reduce ${(m.allreduceBusbw / 1e6).toFixed(0)} MB/s busbw`,
+      );
+    }
+    lines.push('', rankTable(s.ranks));
+    const warnings = s.warnings.slice(-5);
+    if (warnings.length) lines.push('', `warnings (${s.warnings.length}):`, ...warnings.map((w) => `  ${w.code}: ${w.message}`));
+    const ck = s.checkpoints.at(-1);
+    if (ck) lines.push('', `last checkpoint: step ${ck.step} ${ck.path} (training paused ${ck.stallMs.toFixed(1)} ms)`);
+    const end = this.end;
+    if (end) {
+      lines.push('', end.error ? `run ${end.state}: ${end.error.code}: ${end.error.message}` : `run ${end.state}: ${end.steps} steps in ${end.seconds.toFixed(1)} s, ${Math.round(end.samplesPerSecond).toLocaleString('en')} samples/s${end.testAccuracy !== null ? `, test accuracy ${(100 * end.testAccuracy).toFixed(2)}%` : ''}`);
+    }
+    return lines.join('\n');
+  }
+}
+
+function rankTable(ranks: RankInfo[]): string {
+  const ms = (x: number | undefined): string => (x === undefined ? '–' : `${x.toFixed(2)} ms`);
+  return table(
+    ['rank', 'worker', 'state', 'step', 'data', 'compute', 'all-reduce', 'optimizer'],
+    ranks.map((r) => [r.rank < 0 ? '–' : r.rank, r.workerId, r.state === 'slow' ? 'SLOW' : r.state, r.step, ms(r.phases?.dataMs), ms(r.phases?.computeMs), ms(r.phases?.allreduceMs), ms(r.phases?.optimizerMs)]),
+  );
+}
+
+function bar(frac: number, width: number): string {
+  const full = Math.round(Math.max(0, Math.min(1, frac)) * width);
+  return `[${'█'.repeat(full)}${'░'.repeat(width - full)}]`;
+}
+
+function formatSeconds(s: number): string {
+  if (s >= 3600) return `${Math.floor(s / 3600)} h ${Math.round((s % 3600) / 60)} min`;
+  if (s >= 60) return `${Math.floor(s / 60)} min ${Math.round(s % 60)} s`;
+  return `${Math.round(s)} s`;
+}

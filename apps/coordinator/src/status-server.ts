@@ -1,0 +1,226 @@
+import { timingSafeEqual } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { createRequire } from 'node:module';
+import type { Duplex } from 'node:stream';
+import { fileURLToPath } from 'node:url';
+import { STATUS_VERSION, type StatusCommand, statusCommandSchema, type StatusEventBody } from '@ringtrain/protocol';
+import type { Logger } from 'pino';
+import WebSocket, { WebSocketServer } from 'ws';
+import type { PrometheusMetrics } from './prometheus.js';
+import type { StatusFeed } from './status-feed.js';
+
+export type Access = 'read' | 'admin';
+export type CommandOutcome = { ok: true; message: string } | { ok: false; code: string; message: string };
+
+export interface StatusServerOptions {
+  feed: StatusFeed;
+  metrics: PrometheusMetrics;
+  /** Needed to read the status, the dashboard's data and /metrics, when set. */
+  statusToken?: string;
+  /** Needed for control actions (stop, checkpoint); without one they are disabled. */
+  adminToken?: string;
+  onCommand: (action: StatusCommand['action']) => CommandOutcome;
+  logger: Logger;
+  /** A client with more than this many bytes unsent is behind: it gets a snapshot when it catches up (default 1 MiB). */
+  maxBufferedBytes?: number;
+}
+
+const require = createRequire(import.meta.url);
+const dashboardDir = fileURLToPath(new URL('../dashboard/', import.meta.url));
+
+/** Files the dashboard page loads, all served from here (no CDN). */
+const ASSETS: Record<string, { file: string; type: string }> = {
+  '/': { file: `${dashboardDir}index.html`, type: 'text/html; charset=utf-8' },
+  '/dashboard.js': { file: `${dashboardDir}dashboard.js`, type: 'text/javascript; charset=utf-8' },
+  '/dashboard.css': { file: `${dashboardDir}dashboard.css`, type: 'text/css; charset=utf-8' },
+  '/assets/uPlot.iife.min.js': { file: require.resolve('uplot/dist/uPlot.iife.min.js'), type: 'text/javascript; charset=utf-8' },
+  '/assets/uPlot.min.css': { file: require.resolve('uplot/dist/uPlot.min.css'), type: 'text/css; charset=utf-8' },
+};
+
+/** One status socket client: numbered events, and a bound on what may wait unsent for it. */
+class Client {
+  private seq = 0;
+  /** Behind: events are dropped until its buffer drains, then it gets a fresh snapshot. */
+  behind = false;
+  alive = true;
+
+  constructor(
+    readonly ws: WebSocket,
+    readonly access: Access,
+    private readonly maxBuffered: number,
+  ) {}
+
+  /** Sends unless the client is behind; returns false when the event was dropped. */
+  offer(event: StatusEventBody, force = false): boolean {
+    if (this.ws.readyState !== WebSocket.OPEN) return true;
+    if (!force && (this.behind || this.ws.bufferedAmount > this.maxBuffered)) {
+      this.behind = true;
+      return false;
+    }
+    this.ws.send(JSON.stringify({ v: STATUS_VERSION, seq: ++this.seq, time: Date.now(), ...event }));
+    return true;
+  }
+
+  get drained(): boolean {
+    return this.ws.bufferedAmount < this.maxBuffered / 4;
+  }
+}
+
+/**
+ * The coordinator's read side, on the coordinator's port: the status socket (`/status`), the
+ * dashboard (`/`), `/metrics` (Prometheus) and `/api/status` (one snapshot as JSON). Training never
+ * waits for a client: events are dropped for a client that is behind, which then gets a snapshot.
+ */
+export class StatusServer {
+  private readonly wss = new WebSocketServer({ noServer: true, perMessageDeflate: false, maxPayload: 4096 });
+  private readonly clients = new Set<Client>();
+  private readonly timer: NodeJS.Timeout;
+  private readonly maxBuffered: number;
+  private readonly unsubscribe: () => void;
+
+  constructor(private readonly options: StatusServerOptions) {
+    this.maxBuffered = options.maxBufferedBytes ?? 1024 * 1024;
+    this.unsubscribe = options.feed.subscribe((event) => this.publish(event));
+    // Catch up clients that were behind, and drop the ones that stopped answering pings.
+    let ticks = 0;
+    this.timer = setInterval(() => {
+      for (const c of this.clients) {
+        if (c.behind && c.drained) {
+          c.behind = false;
+          c.offer(this.options.feed.snapshot(c.access, true));
+          this.options.metrics.statusResyncs.inc();
+        }
+      }
+      if (++ticks % 40 === 0) {
+        for (const c of this.clients) {
+          if (!c.alive) c.ws.terminate();
+          c.alive = false;
+          c.ws.ping();
+        }
+      }
+    }, 250);
+    this.timer.unref();
+  }
+
+  get clientCount(): number {
+    return this.clients.size;
+  }
+
+  /** Plain HTTP: the dashboard, its assets, /metrics and /api/status. */
+  handleRequest(req: IncomingMessage, res: ServerResponse): void {
+    const url = new URL(req.url ?? '/', 'http://x');
+    if (req.method !== 'GET' && req.method !== 'HEAD') return void res.writeHead(405, { allow: 'GET, HEAD' }).end();
+    const asset = ASSETS[url.pathname];
+    if (asset) {
+      // The page and its code carry no data of the run; the data needs the token.
+      res.writeHead(200, { 'content-type': asset.type, 'cache-control': 'no-cache' });
+      return void res.end(req.method === 'HEAD' ? undefined : readFileSync(asset.file));
+    }
+    if (url.pathname === '/metrics' || url.pathname === '/api/status') {
+      const access = this.authorize(req);
+      if (!access) return void res.writeHead(401, { 'content-type': 'text/plain', 'www-authenticate': 'Bearer' }).end('wrong or missing status token\n');
+      if (url.pathname === '/api/status') {
+        res.writeHead(200, { 'content-type': 'application/json' });
+        return void res.end(JSON.stringify({ v: STATUS_VERSION, seq: 1, time: Date.now(), ...this.options.feed.snapshot(access) }));
+      }
+      this.options.metrics.statusClients.set(this.clients.size);
+      this.options.metrics.registry.metrics().then(
+        (text) => res.writeHead(200, { 'content-type': this.options.metrics.registry.contentType }).end(text),
+        (err: Error) => res.writeHead(500).end(err.message),
+      );
+      return;
+    }
+    if (req.headers.upgrade === undefined && url.pathname === '/status') return void res.writeHead(426, { 'content-type': 'text/plain' }).end('the status socket speaks WebSocket\n');
+    res.writeHead(404, { 'content-type': 'text/plain' }).end(`not found: ${url.pathname}\n`);
+  }
+
+  /** A WebSocket upgrade to /status: checked for the token before the handshake completes. */
+  handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+    const access = this.authorize(req);
+    if (!access) {
+      this.options.logger.warn({ remote: req.socket.remoteAddress }, 'status client refused: wrong or missing token');
+      socket.end('HTTP/1.1 401 Unauthorized\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: 29\r\n\r\nwrong or missing status token\n');
+      return;
+    }
+    this.wss.handleUpgrade(req, socket, head, (ws) => this.onConnection(ws, access));
+  }
+
+  /** The run is over: every client gets what is left and a normal close. */
+  async close(): Promise<void> {
+    clearInterval(this.timer);
+    this.unsubscribe();
+    const closing = [...this.clients].map(
+      (c) =>
+        new Promise<void>((resolve) => {
+          if (c.ws.readyState === WebSocket.CLOSED) return resolve();
+          const force = setTimeout(() => c.ws.terminate(), 2000);
+          c.ws.once('close', () => {
+            clearTimeout(force);
+            resolve();
+          });
+          c.ws.close(1000, 'run ended');
+        }),
+    );
+    await Promise.all(closing);
+    this.wss.close();
+  }
+
+  private onConnection(ws: WebSocket, access: Access): void {
+    const client = new Client(ws, access, this.maxBuffered);
+    this.clients.add(client);
+    this.options.metrics.statusClients.set(this.clients.size);
+    client.offer(this.options.feed.snapshot(access), true);
+    ws.on('pong', () => (client.alive = true));
+    ws.on('message', (data, isBinary) => this.onCommand(client, isBinary ? null : String(data)));
+    ws.on('close', () => {
+      this.clients.delete(client);
+      this.options.metrics.statusClients.set(this.clients.size);
+    });
+    ws.on('error', () => {});
+  }
+
+  private onCommand(client: Client, text: string | null): void {
+    let command: StatusCommand;
+    try {
+      if (text === null) throw new Error('commands are JSON text');
+      command = statusCommandSchema.parse(JSON.parse(text));
+    } catch (err) {
+      client.offer({ type: 'commandResult', id: 0, ok: false, code: 'ERR_BAD_COMMAND', message: `not a command: ${(err as Error).message.slice(0, 500)}` }, true);
+      return;
+    }
+    const reply = (o: CommandOutcome): void => void client.offer({ type: 'commandResult', id: command.id, ...o }, true);
+    if (this.options.adminToken === undefined) return reply({ ok: false, code: 'ERR_FORBIDDEN', message: 'control actions are disabled: start the coordinator with --admin-token' });
+    if (client.access !== 'admin') return reply({ ok: false, code: 'ERR_FORBIDDEN', message: `${command.action} needs the admin token` });
+    this.options.logger.warn({ action: command.action }, `status client asked: ${command.action}`);
+    reply(this.options.onCommand(command.action));
+  }
+
+  private publish(event: StatusEventBody): void {
+    this.options.metrics.observe(event);
+    const terminal = event.type === 'end';
+    for (const c of this.clients) {
+      if (terminal && c.behind) {
+        // The last word goes out whole: a fresh picture, then the end.
+        c.behind = false;
+        c.offer(this.options.feed.snapshot(c.access, true), true);
+      }
+      if (!c.offer(event, terminal)) this.options.metrics.statusDropped.inc();
+    }
+  }
+
+  /** The access a request's token gives (`Authorization: Bearer T` or `?token=T`), or null. */
+  private authorize(req: IncomingMessage): Access | null {
+    const url = new URL(req.url ?? '/', 'http://x');
+    const auth = String(req.headers.authorization ?? '');
+    const given = auth.startsWith('Bearer ') ? auth.slice(7) : (url.searchParams.get('token') ?? '');
+    const { statusToken, adminToken } = this.options;
+    if (adminToken !== undefined && same(given, adminToken)) return 'admin';
+    if (statusToken === undefined || same(given, statusToken)) return 'read';
+    return null;
+  }
+}
+
+function same(a: string, b: string): boolean {
+  return a.length === b.length && timingSafeEqual(Buffer.from(a), Buffer.from(b));
+}

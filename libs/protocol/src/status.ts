@@ -1,0 +1,150 @@
+import { z } from 'zod';
+
+/**
+ * The status socket (`ws://coordinator/status`): JSON text messages, each an object with `v` (this
+ * schema's version), `type`, `seq` (per connection, from 1; a gap means events were coalesced) and
+ * `time` (ms since the epoch). The first message is a `snapshot`; a client that falls behind gets a
+ * new snapshot (`resync: true`) instead of the events it missed. See docs/status.md.
+ */
+export const STATUS_VERSION = 1;
+
+const num = z.number();
+/** Norms and losses of a diverging run are NaN or ±Inf; JSON carries those as null. */
+const reading = z.number().nullable();
+const count = z.number().int().min(0);
+const rankNo = z.number().int().min(0);
+
+export const runStates = ['gathering', 'forming', 'running', 'finished', 'failed', 'stopped'] as const;
+export const rankStates = ['joined', 'ready', 'training', 'slow', 'done', 'lost', 'failed'] as const;
+
+/** Per-step milliseconds in each phase. */
+export const phasesSchema = z.strictObject({ dataMs: num, computeMs: num, allreduceMs: num, optimizerMs: num });
+
+export const rankInfoSchema = z.strictObject({
+  rank: z.number().int().min(-1),
+  workerId: z.string(),
+  host: z.string(),
+  pid: count,
+  address: z.string(),
+  state: z.enum(rankStates),
+  step: count,
+  /** Per-step phase times over the straggler window (null before the first report). */
+  phases: phasesSchema.nullable(),
+});
+
+export const configSummarySchema = z.strictObject({
+  model: z.string(),
+  parameters: count,
+  optimizer: z.string(),
+  lr: num,
+  batchSize: count,
+  epochs: count,
+  dataset: z.string(),
+  configHash: z.string(),
+});
+
+/** One point of the training curves: averages over the ranks and over the steps since the previous point. */
+export const metricsPointSchema = z.strictObject({
+  step: count,
+  epoch: count,
+  totalSteps: count,
+  /** Training samples over all ranks in the steps since the previous point. */
+  samples: count,
+  loss: reading,
+  samplesPerSecond: num,
+  lr: num,
+  phases: phasesSchema,
+  /** nccl-tests bus bandwidth of the gradient all-reduce, bytes/s. */
+  allreduceBusbw: num,
+  etaSeconds: num.nullable(),
+  skippedSteps: count,
+});
+
+export const evaluationSchema = z.strictObject({ epoch: count, step: count, trainLoss: reading, testLoss: num, testAccuracy: num, samples: count });
+export const checkpointInfoSchema = z.strictObject({ step: count, path: z.string(), stallMs: num, writeMs: num });
+export const warningSchema = z.strictObject({
+  code: z.string(),
+  message: z.string(),
+  rank: rankNo.optional(),
+  step: count.optional(),
+  tensor: z.string().optional(),
+});
+export const tensorHealthSchema = z.strictObject({ name: z.string(), role: z.enum(['weight', 'bias']), weightNorm: reading, gradNorm: reading, updateRatio: reading });
+export const healthReportSchema = z.strictObject({ step: count, tensors: z.array(tensorHealthSchema) });
+export const runErrorSchema = z.strictObject({ code: z.string(), message: z.string(), rank: rankNo.optional() });
+
+const base = { v: z.literal(STATUS_VERSION), seq: z.number().int().positive(), time: num };
+
+export const statusEventSchema = z.discriminatedUnion('type', [
+  z.strictObject({
+    ...base,
+    type: z.literal('snapshot'),
+    /** True when sent again to a client that fell behind (events since its last message were dropped). */
+    resync: z.boolean(),
+    runId: z.string(),
+    state: z.enum(runStates),
+    generation: count,
+    workers: count,
+    worldSize: count,
+    config: configSummarySchema,
+    startedAt: num.nullable(),
+    ranks: z.array(rankInfoSchema),
+    metrics: metricsPointSchema.nullable(),
+    /** The curves so far (thinned to at most a few thousand points on long runs). */
+    history: z.array(metricsPointSchema),
+    evaluations: z.array(evaluationSchema),
+    checkpoints: z.array(checkpointInfoSchema),
+    warnings: z.array(warningSchema),
+    health: healthReportSchema.nullable(),
+    error: runErrorSchema.nullable(),
+    /** What the client may do: "read", or "admin" (stop, checkpoint). */
+    access: z.enum(['read', 'admin']),
+  }),
+  z.strictObject({ ...base, type: z.literal('state'), state: z.enum(runStates), generation: count, error: runErrorSchema.nullable() }),
+  z.strictObject({ ...base, type: z.literal('rank'), rank: rankInfoSchema, reason: z.string().optional() }),
+  z.strictObject({ ...base, type: z.literal('metrics'), metrics: metricsPointSchema, ranks: z.array(rankInfoSchema) }),
+  z.strictObject({ ...base, type: z.literal('evaluation'), evaluation: evaluationSchema }),
+  z.strictObject({ ...base, type: z.literal('checkpoint'), ok: z.boolean(), checkpoint: checkpointInfoSchema.optional(), step: count, error: z.string().optional() }),
+  z.strictObject({ ...base, type: z.literal('health'), health: healthReportSchema }),
+  z.strictObject({ ...base, type: z.literal('warning'), warning: warningSchema }),
+  z.strictObject({
+    ...base,
+    type: z.literal('end'),
+    state: z.enum(runStates),
+    error: runErrorSchema.nullable(),
+    steps: count,
+    seconds: num,
+    samplesPerSecond: num,
+    testAccuracy: num.nullable(),
+  }),
+  z.strictObject({ ...base, type: z.literal('commandResult'), id: z.number().int(), ok: z.boolean(), code: z.string().optional(), message: z.string() }),
+]);
+
+/** Client → coordinator: a control action (needs the admin token). */
+export const statusCommandSchema = z.strictObject({ type: z.literal('command'), id: z.number().int().min(0), action: z.enum(['stop', 'checkpoint']) });
+
+export type StatusEvent = z.infer<typeof statusEventSchema>;
+export type StatusEventOf<T extends StatusEvent['type']> = Extract<StatusEvent, { type: T }>;
+/** An event as the coordinator produces it, before a connection numbers and stamps it. */
+export type StatusEventBody<T extends StatusEvent['type'] = StatusEvent['type']> = T extends StatusEvent['type'] ? Omit<StatusEventOf<T>, 'v' | 'seq' | 'time'> : never;
+export type StatusCommand = z.infer<typeof statusCommandSchema>;
+export type RankInfo = z.infer<typeof rankInfoSchema>;
+export type RankState = (typeof rankStates)[number];
+export type RunState = (typeof runStates)[number];
+export type MetricsPoint = z.infer<typeof metricsPointSchema>;
+export type Phases = z.infer<typeof phasesSchema>;
+export type Evaluation = z.infer<typeof evaluationSchema>;
+export type CheckpointInfo = z.infer<typeof checkpointInfoSchema>;
+export type StatusWarning = z.infer<typeof warningSchema>;
+export type HealthReport = z.infer<typeof healthReportSchema>;
+export type ConfigSummary = z.infer<typeof configSummarySchema>;
+export type RunError = z.infer<typeof runErrorSchema>;
+
+/** Parses one status message (a client's check that the coordinator speaks this schema). */
+export function parseStatusEvent(text: string): StatusEvent {
+  const parsed = statusEventSchema.safeParse(JSON.parse(text));
+  if (!parsed.success) {
+    throw new Error(`invalid status event: ${parsed.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; ')}`);
+  }
+  return parsed.data;
+}
