@@ -68,7 +68,6 @@ export class StatusFeed {
   private readonly rankPhases: Phases[][] = [];
   private readonly rounds = new Map<number, Round>();
   private pending: Round | null = null;
-  private lastFlush = 0;
   private lastPoint: MetricsPoint | null = null;
   private history: MetricsPoint[] = [];
   private readonly evaluations: Evaluation[] = [];
@@ -171,7 +170,6 @@ export class StatusFeed {
   started(totalSteps: number, startStep: number, parameters: number): void {
     this.startedAt = Date.now();
     this.startedPerf = performance.now();
-    this.lastFlush = this.startedPerf;
     this.totalSteps = totalSteps;
     this.startStep = startStep;
     this.step = startStep;
@@ -264,8 +262,7 @@ export class StatusFeed {
     if (!p) return;
     this.pending = null;
     const now = performance.now();
-    const seconds = (now - this.lastFlush) / 1000;
-    this.lastFlush = now;
+    const stepMs = PHASES.reduce((sum, k) => sum + p.phases[k], 0);
     const n = this.worldSize;
     const allreduceSeconds = p.phases.allreduceMs / 1000;
     const stepsPerSecond = (this.step - this.startStep) / ((now - this.startedPerf) / 1000);
@@ -275,7 +272,9 @@ export class StatusFeed {
       totalSteps: this.totalSteps,
       samples: p.samples,
       loss: p.counted > 0 ? p.lossSum / p.counted : null,
-      samplesPerSecond: seconds > 0 ? p.samples / seconds : 0,
+      // From the ranks' own step times, not from when reports happened to arrive: steady, and
+      // free of the evaluation and checkpoint pauses between steps.
+      samplesPerSecond: stepMs > 0 ? p.samples / ((p.steps * stepMs) / 1000) : 0,
       lr: p.lr,
       phases: p.phases,
       allreduceBusbw: n > 1 && allreduceSeconds > 0 ? ((this.bytesPerAllreduce / allreduceSeconds) * 2 * (n - 1)) / n : 0,

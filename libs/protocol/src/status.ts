@@ -51,6 +51,7 @@ export const metricsPointSchema = z.strictObject({
   /** Training samples over all ranks in the steps since the previous point. */
   samples: count,
   loss: reading,
+  /** Training throughput over all ranks, from their step times (evaluation and checkpoint pauses excluded). */
   samplesPerSecond: num,
   lr: num,
   phases: phasesSchema,

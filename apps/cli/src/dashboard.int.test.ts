@@ -1,0 +1,62 @@
+import { existsSync, mkdirSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { type Browser, chromium } from 'playwright-core';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { killStarted, startRingtrain, until } from './testing/run-process.js';
+
+// Debian's chromium (see .ci/run). Without it the test is skipped, loudly, unless
+// RINGTRAIN_EXPECT_BROWSER=1 (CI) makes a missing browser a failure.
+const CHROMIUM = process.env.RINGTRAIN_CHROMIUM ?? '/usr/bin/chromium';
+const haveBrowser = existsSync(CHROMIUM);
+if (!haveBrowser) {
+  if (process.env.RINGTRAIN_EXPECT_BROWSER === '1') throw new Error(`RINGTRAIN_EXPECT_BROWSER=1 but there is no browser at ${CHROMIUM} (apt-get install chromium)`);
+  console.warn(`dashboard test skipped: no browser at ${CHROMIUM} (apt-get install chromium)`);
+}
+const artifacts = fileURLToPath(new URL('../test-artifacts/', import.meta.url));
+
+let browser: Browser | null = null;
+afterEach(killStarted);
+afterAll(async () => browser?.close());
+
+describe.skipIf(!haveBrowser)('the dashboard in a real headless Chromium', () => {
+  it('loads without console errors, its charts gain points as the run advances, and it lists every rank', async () => {
+    const run = startRingtrain(['launch', '--workers', '3', '--hidden', '1024,512', '--epochs', '10', '--status-token', 'reader', '--linger', '60']);
+    await until(() => run.lines.some((l) => typeof l.dashboard === 'string'), 20_000, 'the dashboard address');
+    const url = `${String(run.lines.find((l) => typeof l.dashboard === 'string')!.dashboard)}?token=reader`;
+
+    browser = await chromium.launch({
+      executablePath: CHROMIUM,
+      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'],
+    });
+    const page = await browser.newPage({ viewport: { width: 1280, height: 1000 } });
+    const errors: string[] = [];
+    page.on('console', (m) => m.type() === 'error' && errors.push(m.text()));
+    page.on('pageerror', (e) => errors.push(e.message));
+    const requests: string[] = [];
+    page.on('request', (r) => requests.push(r.url()));
+    await page.goto(url);
+
+    const points = (id: string) => page.$eval(`#${id}`, (el) => Number((el as HTMLElement).dataset.points));
+    await page.waitForFunction(() => Number(document.querySelector<HTMLElement>('#chart-loss')!.dataset.points) > 0, null, { timeout: 30_000 });
+    const first = await points('chart-loss');
+    await page.waitForFunction((n) => Number(document.querySelector<HTMLElement>('#chart-rate')!.dataset.points) > n + 3, first, { timeout: 30_000 });
+    await page.waitForFunction(() => Number(document.querySelector<HTMLElement>('#chart-accuracy')!.dataset.points) >= 2, null, { timeout: 60_000 });
+    expect(await points('chart-time')).toBeGreaterThan(first);
+    const ranks = await page.$$eval('#ranks tbody tr', (rows) => rows.map((r) => [r.cells[0].textContent, r.cells[2].textContent]));
+    expect(ranks.map((r) => r[0])).toEqual(['0', '1', '2']);
+    expect(ranks.every((r) => r[1] === 'training' || r[1] === 'slow' || r[1] === 'done')).toBe(true);
+    expect(await page.textContent('#state')).toMatch(/running|finished/);
+    expect(await page.$$eval('#health tbody tr', (rows) => rows.length)).toBe(6); // 3 dense layers: weight + bias
+    mkdirSync(artifacts, { recursive: true });
+    await page.screenshot({ path: `${artifacts}dashboard.png`, fullPage: true });
+
+    await page.waitForFunction(() => document.querySelector('#state')!.textContent === 'finished', null, { timeout: 60_000 });
+    expect(await page.$eval('[data-fact="test accuracy"]', (el) => el.textContent)).toMatch(/^\d+\.\d\d%$/);
+    expect(errors).toEqual([]);
+    // Everything came from the coordinator: no CDN.
+    const origin = new URL(url).origin;
+    expect(requests.filter((r) => !r.startsWith(origin) && !r.startsWith('data:'))).toEqual([]);
+    run.proc.kill('SIGINT');
+    expect(await run.exited).toBe(0);
+  }, 150_000);
+});
