@@ -3,13 +3,12 @@ import { randomBytes } from 'node:crypto';
 import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
-import v8 from 'node:v8';
 import { Coordinator, CoordinatorError, type RunStats } from '@ringtrain/coordinator';
 import { type Checkpoint, findLatestCheckpoint, loadCheckpoint } from '@ringtrain/checkpoint';
 import type { MessageOf } from '@ringtrain/protocol';
 import { type JobConfig, parseJobConfig } from '@ringtrain/trainer';
 import { runWorker } from '@ringtrain/worker';
-import { hasRingProcessEnv, ringProcessEnv } from '@ringtrain/allreduce';
+import { hasRingNodeFlags, hasRingProcessEnv, RING_NODE_FLAGS, ringProcessEnv } from '@ringtrain/allreduce';
 import { Command, Option } from 'commander';
 import type { Logger } from 'pino';
 import { addJobOptions, type JobFlags, nonNegativeInt, positiveInt, resolveJob } from './job-options.js';
@@ -91,11 +90,7 @@ export function workerCommand(): Command {
     .option('--ring-port <n>', 'ring endpoint port (default: any free port)', nonNegativeInt, 0)
     .option('--advertise <url>', 'ring address that peers dial, if not ws://ring-host:ring-port (NAT, containers)')
     .action(async (flags: JobFlags & { coordinator: string; token?: string; ringHost: string; ringPort: number; advertise?: string }) => {
-      if (!hasRingProcessEnv() && process.env.RINGTRAIN_NO_REEXEC !== '1') return reexecTuned();
-      // Every received message is a new buffer, and V8's incremental marking, started by that
-      // external memory, costs far more than the stop-the-world collections it replaces here
-      // (measured: 4 workers on 2 cores, 24–34k → 47–49k samples/s).
-      v8.setFlagsFromString('--no-incremental-marking');
+      if (!(hasRingProcessEnv() && hasRingNodeFlags()) && process.env.RINGTRAIN_NO_REEXEC !== '1') return reexecTuned();
       const log = createLogger();
       // A config given here is only checked against the coordinator's (the coordinator's is used).
       const ownConfig = flags.config || flags.epochs || flags.batchSize || flags.lr || flags.seed !== undefined || flags.optimizer || flags.hidden || flags.data || flags.backend;
@@ -222,7 +217,7 @@ function spawnWorkers(n: number, address: string, token: string, log: Logger): C
   // RINGTRAIN_NODE_ARGS passes flags such as --cpu-prof to every worker (profiling).
   const nodeArgs = (process.env.RINGTRAIN_NODE_ARGS ?? '').split(' ').filter(Boolean);
   return Array.from({ length: n }, (_, i) => {
-    const child = spawn(process.execPath, [...nodeArgs, main, 'worker', '--coordinator', address], {
+    const child = spawn(process.execPath, [...RING_NODE_FLAGS, ...nodeArgs, main, 'worker', '--coordinator', address], {
       stdio: ['ignore', 'inherit', 'inherit'],
       env: { ...ringProcessEnv(), RINGTRAIN_TOKEN: token, RINGTRAIN_LOG_LEVEL: process.env.RINGTRAIN_WORKER_LOG_LEVEL ?? 'warn' },
     });
@@ -232,11 +227,12 @@ function spawnWorkers(n: number, address: string, token: string, log: Logger): C
 }
 
 /**
- * Runs this same command again with the ring's allocator settings (read only at process start),
+ * Runs this same command again with the ring's allocator settings and V8 flags (both read only at process start),
  * passing signals through and exiting with its code.
  */
 async function reexecTuned(): Promise<void> {
-  const child = spawn(process.execPath, [...process.execArgv, ...process.argv.slice(1)], { stdio: 'inherit', env: ringProcessEnv() });
+  const flags = RING_NODE_FLAGS.filter((f) => !process.execArgv.includes(f));
+  const child = spawn(process.execPath, [...flags, ...process.execArgv, ...process.argv.slice(1)], { stdio: 'inherit', env: ringProcessEnv() });
   const forward = (signal: NodeJS.Signals): void => void child.kill(signal);
   process.on('SIGINT', forward);
   process.on('SIGTERM', forward);

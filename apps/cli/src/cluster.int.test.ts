@@ -58,7 +58,7 @@ describe('ringtrain launch (real processes on loopback)', () => {
 
   it('SIGKILL of a worker mid-epoch: the run ends within 5 s with an error naming the rank, no process left', async () => {
     const run = ringtrain(['launch', '--workers', '4', '--epochs', '500'], { RINGTRAIN_WORKER_LOG_LEVEL: 'info' });
-    await until(() => run.lines.some((l) => l.epoch === 1 && String(l.msg).startsWith('epoch')), 60_000, 'the second epoch');
+    await until(() => run.lines.some((l) => l.epoch === 1 && String(l.msg).startsWith('epoch')), 60_000, 'the second epoch', run);
     const pids = workerPids(run);
     expect(pids).toHaveLength(4);
     const victim = run.lines.find((l) => l.rank === 2 && String(l.msg).startsWith('rank 2 of 4'))!.pid as number;
@@ -75,7 +75,7 @@ describe('ringtrain launch (real processes on loopback)', () => {
 
   it('a worker that hangs (SIGSTOP) ends the run within 5 s with an error naming it', async () => {
     const run = ringtrain(['launch', '--workers', '3', '--epochs', '500'], { RINGTRAIN_WORKER_LOG_LEVEL: 'info' });
-    await until(() => run.lines.some((l) => l.epoch === 1 && String(l.msg).startsWith('epoch')), 60_000, 'the second epoch');
+    await until(() => run.lines.some((l) => l.epoch === 1 && String(l.msg).startsWith('epoch')), 60_000, 'the second epoch', run);
     const pids = workerPids(run);
     const victim = run.lines.find((l) => l.rank === 1 && String(l.msg).startsWith('rank 1 of 3'))!.pid as number;
     const stoppedAt = Date.now();
@@ -95,7 +95,7 @@ describe('ringtrain launch (real processes on loopback)', () => {
 
   it('Ctrl-C (SIGINT) stops every process cleanly with exit code 130', async () => {
     const run = ringtrain(['launch', '--workers', '2', '--epochs', '500']);
-    await until(() => run.lines.some((l) => String(l.msg).startsWith('epoch 1/')), 60_000, 'the first epoch');
+    await until(() => run.lines.some((l) => String(l.msg).startsWith('epoch 1/')), 60_000, 'the first epoch', run);
     const pids = workerPids(run);
     run.proc.kill('SIGINT');
     expect(await run.exited).toBe(130);
@@ -106,7 +106,7 @@ describe('ringtrain launch (real processes on loopback)', () => {
 describe('ringtrain coordinator + worker (separate processes)', () => {
   it('refuses a worker started with a different job config, and one with a wrong token', async () => {
     const coord = ringtrain(['coordinator', '--workers', '1', '--port', '0', '--host', '127.0.0.1', '--token', 'sesame']);
-    await until(() => coord.lines.some((l) => typeof l.address === 'string'), 20_000, 'the coordinator');
+    await until(() => coord.lines.some((l) => typeof l.address === 'string'), 20_000, 'the coordinator', coord);
     const address = coord.lines.find((l) => typeof l.address === 'string')!.address as string;
     const other = ringtrain(['worker', '--coordinator', address, '--token', 'sesame', '--epochs', '3']);
     expect(await other.exited).toBe(1);

@@ -21,7 +21,7 @@ afterAll(async () => browser?.close());
 describe.skipIf(!haveBrowser)('the dashboard in a real headless Chromium', () => {
   it('loads without console errors, its charts gain points as the run advances, and it lists every rank', async () => {
     const run = startRingtrain(['launch', '--workers', '3', '--hidden', '1024,512', '--epochs', '10', '--status-token', 'reader', '--linger', '60']);
-    await until(() => run.lines.some((l) => typeof l.dashboard === 'string'), 20_000, 'the dashboard address');
+    await until(() => run.lines.some((l) => typeof l.dashboard === 'string'), 20_000, 'the dashboard address', run);
     const url = `${String(run.lines.find((l) => typeof l.dashboard === 'string')!.dashboard)}?token=reader`;
 
     browser = await chromium.launch({

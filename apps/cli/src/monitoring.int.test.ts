@@ -13,7 +13,7 @@ afterEach(killStarted);
 
 /** The coordinator's dashboard URL, from its log line. */
 async function dashboardOf(run: Run): Promise<string> {
-  await until(() => run.lines.some((l) => typeof l.dashboard === 'string'), 20_000, 'the dashboard address');
+  await until(() => run.lines.some((l) => typeof l.dashboard === 'string'), 20_000, 'the dashboard address', run);
   return String(run.lines.find((l) => typeof l.dashboard === 'string')!.dashboard);
 }
 
@@ -111,6 +111,7 @@ describe('watching a run (real coordinator, workers and sockets)', () => {
     expect(reader.of('evaluation').map((x) => x.evaluation.epoch)).toEqual([0, 1, 2]);
     expect(reader.of('health').length).toBeGreaterThanOrEqual(186 / 20 - 1);
     expect(reader.of('health')[0].health.tensors.map((t) => t.name)).toEqual(['layers.0.weight', 'layers.0.bias', 'layers.2.weight', 'layers.2.bias']);
+    expect(reader.of('warning')).toEqual([]); // a healthy run raises none
     // The evaluation comes after the metrics point of its step.
     const firstEval = e.findIndex((x) => x.type === 'evaluation');
     expect(e.slice(0, firstEval).some((x) => x.type === 'metrics' && x.metrics.step === 62)).toBe(true);
@@ -132,6 +133,11 @@ describe('watching a run (real coordinator, workers and sockets)', () => {
     expect(value(samples, 'ringtrain_rank_state', { rank: '1', state: 'done' })).toBe(1);
     expect(value(samples, 'ringtrain_test_accuracy')).toBeCloseTo(end.testAccuracy!, 6);
     expect(value(samples, 'ringtrain_status_clients')).toBe(2);
+    // The schema is served for clients in other languages; /api/status is a snapshot.
+    const schema = await (await fetch(`${base}api/status-schema`)).json();
+    expect(schema.anyOf.map((x: { properties: { type: { const: string } } }) => x.properties.type.const)).toEqual(['snapshot', 'state', 'rank', 'metrics', 'evaluation', 'checkpoint', 'health', 'warning', 'end', 'commandResult']);
+    const api = await fetch(`${base}api/status`, { headers: { authorization: 'Bearer reader' } });
+    expect(parseStatusEvent(await api.text())).toMatchObject({ type: 'snapshot', state: 'finished', metrics: { step: 186 } });
     // Lingering: a client that connects now learns that the run is over.
     const late = new Watcher(base, 'reader');
     await until(() => late.events.length > 0, 5000, 'a late snapshot');
@@ -188,6 +194,17 @@ describe('watching a run (real coordinator, workers and sockets)', () => {
     expect(view.render()).toMatch(/\| 1 +\| \S+ +\| SLOW/);
     expect(view.render()).toMatch(/WARN_RANK_SLOW: rank 1/);
   }, 120_000);
+
+  it('too high a learning rate is flagged, naming the layers whose updates are too large', async () => {
+    const run = startRingtrain(['launch', '--workers', '2', '--epochs', '2', '--lr', '1.5', '--health-every', '5', '--linger', '30']);
+    const w = new Watcher(await dashboardOf(run));
+    await w.opened;
+    await until(() => w.ended(), 60_000, 'the end of the run');
+    run.proc.kill('SIGINT');
+    const exploding = w.of('warning').filter((x) => x.warning.code === 'WARN_GRADIENT_EXPLODING');
+    expect(exploding.length).toBeGreaterThan(0);
+    expect(exploding[0].warning).toMatchObject({ tensor: expect.stringMatching(/^layers\.\d\.weight$/), message: expect.stringMatching(/learning rate is too high/) });
+  }, 60_000);
 
   it('an injected NaN stops the run naming the rank and step (nonFinite "stop")', async () => {
     const run = startRingtrain(['launch', '--workers', '2', '--epochs', '3', '--linger', '30'], { RINGTRAIN_FAULT_NAN: '1@20' });

@@ -111,6 +111,7 @@ export class StatusView {
   private snap: StatusEventOf<'snapshot'> | null = null;
   private end: StatusEventOf<'end'> | null = null;
   private lastDraw = 0;
+  private spread: StatusEventOf<'metrics'>['computeSpread'] = null;
 
   constructor(private readonly draw: ((text: string) => void) | null) {}
 
@@ -133,6 +134,7 @@ export class StatusView {
       case 'metrics':
         s.metrics = e.metrics;
         s.ranks = e.ranks;
+        this.spread = e.computeSpread;
         break;
       case 'evaluation':
         s.evaluations.push(e.evaluation);
@@ -184,6 +186,8 @@ export class StatusView {
       );
     }
     lines.push('', rankTable(s.ranks));
+    const sp = this.spread;
+    if (sp) lines.push(`compute per step over the ranks: min ${sp.min.toFixed(2)} ms, median ${sp.median.toFixed(2)} ms, max ${sp.max.toFixed(2)} ms`);
     const warnings = s.warnings.slice(-5);
     if (warnings.length) lines.push('', `warnings (${s.warnings.length}):`, ...warnings.map((w) => `  ${w.code}: ${w.message}`));
     const ck = s.checkpoints.at(-1);

@@ -6,7 +6,7 @@
 const token = new URLSearchParams(location.search).get('token');
 const $ = (id) => document.getElementById(id);
 
-const run = { history: [], evaluations: [], ranks: [], checkpoints: [], warnings: [], metrics: null, state: 'gathering', config: null, access: 'read' };
+const run = { history: [], evaluations: [], ranks: [], checkpoints: [], warnings: [], metrics: null, spread: null, state: 'gathering', config: null, access: 'read' };
 
 // ---- charts ----
 
@@ -162,6 +162,7 @@ function drawSummary() {
     ['test accuracy', lastEval ? `${(100 * lastEval.testAccuracy).toFixed(2)}%` : '–'],
     ['samples/s', fmt.int(m?.samplesPerSecond)],
     ['all-reduce busbw', m ? fmt.bytes(m.allreduceBusbw) : '–'],
+    ['compute min/median/max', run.spread ? `${fmt.ms(run.spread.min)} / ${fmt.ms(run.spread.median)} / ${fmt.ms(run.spread.max)}` : '–'],
   ];
   $('facts').replaceChildren(
     ...facts.map(([k, v]) => {
@@ -212,6 +213,7 @@ const handlers = {
   },
   metrics(e) {
     run.metrics = e.metrics;
+    run.spread = e.computeSpread;
     run.history.push(e.metrics);
     run.ranks = e.ranks;
     drawSummary();

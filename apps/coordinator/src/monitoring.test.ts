@@ -95,6 +95,8 @@ describe('status feed', () => {
     const m = metrics[0].type === 'metrics' ? metrics[0].metrics : null;
     expect(m).toMatchObject({ step: 30, totalSteps: 100, samples: 480, loss: 2, skippedSteps: 0 });
     expect(m!.phases.computeMs).toBeCloseTo(0.3); // (0.2 + 0.4) / 2 ms per step
+    const spread = metrics[0].type === 'metrics' ? metrics[0].computeSpread : null;
+    expect([spread!.min, spread!.median, spread!.max].map((x) => x.toFixed(6))).toEqual(['0.200000', '0.200000', '0.400000']);
     // busbw: 4000 bytes in 0.5 ms per step, ×2(N−1)/N = 1 at N = 2.
     expect(m!.allreduceBusbw).toBeCloseTo(4000 / 0.0005);
     expect(events.at(-1)).toMatchObject({ type: 'evaluation' });
@@ -130,8 +132,8 @@ describe('Prometheus metrics', () => {
     prom.started(0);
     const phases = { dataMs: 0.1, computeMs: 2, allreduceMs: 3, optimizerMs: 0.5 };
     const point = { step: 30, epoch: 0, totalSteps: 100, samples: 480, loss: 0.5, samplesPerSecond: 1000, lr: 0.1, phases, allreduceBusbw: 1e6, etaSeconds: 1, skippedSteps: 0 };
-    prom.observe({ type: 'metrics', metrics: point, ranks: [] });
-    prom.observe({ type: 'metrics', metrics: { ...point, step: 40, samples: 160 }, ranks: [] });
+    prom.observe({ type: 'metrics', metrics: point, ranks: [], computeSpread: null });
+    prom.observe({ type: 'metrics', metrics: { ...point, step: 40, samples: 160 }, ranks: [], computeSpread: null });
     prom.observe({ type: 'state', state: 'running', generation: 1, error: null });
     prom.observe({ type: 'checkpoint', ok: true, step: 40, checkpoint: { step: 40, path: 'x', stallMs: 10, writeMs: 200 } });
     const text = await prom.registry.metrics();

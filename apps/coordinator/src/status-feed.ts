@@ -289,7 +289,7 @@ export class StatusFeed {
       const half = Math.floor(max / 2);
       this.history = [...this.history.slice(0, half).filter((_, i) => i % 2 === 0), ...this.history.slice(half)];
     }
-    this.emit({ type: 'metrics', metrics: point, ranks: this.ranks.map((r) => ({ ...r })) });
+    this.emit({ type: 'metrics', metrics: point, ranks: this.ranks.map((r) => ({ ...r })), computeSpread: this.stragglers?.spread() ?? null });
   }
 
   private onStraggler(rank: number, slow: boolean, ratio: number): void {

@@ -4,7 +4,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { createRequire } from 'node:module';
 import type { Duplex } from 'node:stream';
 import { fileURLToPath } from 'node:url';
-import { STATUS_VERSION, type StatusCommand, statusCommandSchema, type StatusEventBody } from '@ringtrain/protocol';
+import { STATUS_VERSION, type StatusCommand, statusCommandSchema, type StatusEventBody, statusJsonSchema } from '@ringtrain/protocol';
 import type { Logger } from 'pino';
 import WebSocket, { WebSocketServer } from 'ws';
 import type { PrometheusMetrics } from './prometheus.js';
@@ -69,7 +69,8 @@ class Client {
 
 /**
  * The coordinator's read side, on the coordinator's port: the status socket (`/status`), the
- * dashboard (`/`), `/metrics` (Prometheus) and `/api/status` (one snapshot as JSON). Training never
+ * dashboard (`/`), `/metrics` (Prometheus), `/api/status` (one snapshot as JSON) and
+ * `/api/status-schema` (the events' JSON Schema). Training never
  * waits for a client: events are dropped for a client that is behind, which then gets a snapshot.
  */
 export class StatusServer {
@@ -116,6 +117,10 @@ export class StatusServer {
       // The page and its code carry no data of the run; the data needs the token.
       res.writeHead(200, { 'content-type': asset.type, 'cache-control': 'no-cache' });
       return void res.end(req.method === 'HEAD' ? undefined : readFileSync(asset.file));
+    }
+    if (url.pathname === '/api/status-schema') {
+      res.writeHead(200, { 'content-type': 'application/schema+json' });
+      return void res.end(JSON.stringify(statusJsonSchema(), null, 2));
     }
     if (url.pathname === '/metrics' || url.pathname === '/api/status') {
       const access = this.authorize(req);

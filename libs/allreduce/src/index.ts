@@ -6,4 +6,4 @@ export { type RingPlace, WebSocketTransport, type WebSocketTransportOptions } fr
 export { type CollectiveKind, describeFingerprint, type Fingerprint } from './operations.js';
 export { RingLayout } from './ring-layout.js';
 export { nextRank, prevRank, type Transport, type TransportHandler } from './transport.js';
-export { hasRingProcessEnv, ringProcessEnv } from './process-env.js';
+export { hasRingNodeFlags, hasRingProcessEnv, RING_NODE_FLAGS, ringProcessEnv } from './process-env.js';

@@ -35,5 +35,6 @@ export {
   type StatusEventBody,
   type StatusEventOf,
   statusEventSchema,
+  statusJsonSchema,
   type StatusWarning,
 } from './status.js';

@@ -103,7 +103,14 @@ export const statusEventSchema = z.discriminatedUnion('type', [
   }),
   z.strictObject({ ...base, type: z.literal('state'), state: z.enum(runStates), generation: count, error: runErrorSchema.nullable() }),
   z.strictObject({ ...base, type: z.literal('rank'), rank: rankInfoSchema, reason: z.string().optional() }),
-  z.strictObject({ ...base, type: z.literal('metrics'), metrics: metricsPointSchema, ranks: z.array(rankInfoSchema) }),
+  z.strictObject({
+    ...base,
+    type: z.literal('metrics'),
+    metrics: metricsPointSchema,
+    ranks: z.array(rankInfoSchema),
+    /** Ranks' own compute ms per step (data + forward/backward) over the straggler window: min, median, max. */
+    computeSpread: z.strictObject({ min: num, median: num, max: num }).nullable(),
+  }),
   z.strictObject({ ...base, type: z.literal('evaluation'), evaluation: evaluationSchema }),
   z.strictObject({ ...base, type: z.literal('checkpoint'), ok: z.boolean(), checkpoint: checkpointInfoSchema.optional(), step: count, error: z.string().optional() }),
   z.strictObject({ ...base, type: z.literal('health'), health: healthReportSchema }),
@@ -140,6 +147,11 @@ export type StatusWarning = z.infer<typeof warningSchema>;
 export type HealthReport = z.infer<typeof healthReportSchema>;
 export type ConfigSummary = z.infer<typeof configSummarySchema>;
 export type RunError = z.infer<typeof runErrorSchema>;
+
+/** The events as a JSON Schema (draft 2020-12), for clients in other languages; served at /api/status-schema. */
+export function statusJsonSchema(): object {
+  return { title: `ringtrain status events v${STATUS_VERSION}`, ...z.toJSONSchema(statusEventSchema) };
+}
 
 /** Parses one status message (a client's check that the coordinator speaks this schema). */
 export function parseStatusEvent(text: string): StatusEvent {

@@ -36,9 +36,13 @@ export function killStarted(): void {
   for (const p of running.splice(0)) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
 }
 
-export async function until(cond: () => boolean, ms: number, what: string): Promise<void> {
+/** Polls `cond` until it holds; fails after `ms`, or at once when `run` (if given) has exited. */
+export async function until(cond: () => boolean, ms: number, what: string, run?: Run): Promise<void> {
   const end = Date.now() + ms;
+  let exited = false;
+  run?.exited.then(() => (exited = true));
   while (!cond()) {
+    if (exited) throw new Error(`the process exited (code ${run!.proc.exitCode}) before ${what}; its stderr ends with:\n${run!.stderr.slice(-2000)}`);
     if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 20));
   }

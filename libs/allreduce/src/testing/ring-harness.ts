@@ -1,7 +1,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { ringProcessEnv } from '../process-env.js';
+import { RING_NODE_FLAGS, ringProcessEnv } from '../process-env.js';
 
 export interface RingEvent {
   rank: number;
@@ -32,7 +32,7 @@ export class ProcessRing {
     // RINGTRAIN_NODE_ARGS passes flags such as --cpu-prof to every member (profiling).
     const nodeArgs = (process.env.RINGTRAIN_NODE_ARGS ?? '').split(' ').filter(Boolean);
     const script = fileURLToPath(new URL('../../dist/testing/ring-process.js', import.meta.url));
-    const procs = Array.from({ length: world }, (_, r) => spawn(process.execPath, [...nodeArgs, script, String(r), String(world), JSON.stringify(options)], { stdio: ['pipe', 'pipe', 'pipe'], env: ringProcessEnv() }));
+    const procs = Array.from({ length: world }, (_, r) => spawn(process.execPath, [...RING_NODE_FLAGS, ...nodeArgs, script, String(r), String(world), JSON.stringify(options)], { stdio: ['pipe', 'pipe', 'pipe'], env: ringProcessEnv() }));
     const ring = new ProcessRing(procs);
     const listening = await ring.waitAll('listening', 15_000);
     listening.sort((a, b) => a.rank - b.rank);

@@ -5,7 +5,6 @@
 // {"event":"done",...} or {"event":"error",...}. Data are small integers, so every rank can check
 // the exact sum by itself.
 import { createInterface } from 'node:readline';
-import v8 from 'node:v8';
 import { Communicator } from '../communicator.js';
 import type { CollectiveError } from '../errors.js';
 import { WebSocketTransport } from '../websocket-transport.js';
@@ -21,8 +20,6 @@ interface RunRequest {
   verify?: boolean;
 }
 
-// As in `ringtrain worker`: incremental marking, set off by the receive buffers, costs more than it saves.
-v8.setFlagsFromString('--no-incremental-marking');
 const [rank, world] = [Number(process.argv[2]), Number(process.argv[3])];
 const opts = JSON.parse(process.argv[4] ?? '{}') as { token?: string; peerTimeoutMs?: number; segmentBytes?: number; sendWindow?: number; timeoutMs?: number };
 const say = (o: object): boolean => process.stdout.write(`${JSON.stringify({ rank, t: Date.now(), ...o })}\n`);
