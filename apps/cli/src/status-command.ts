@@ -1,5 +1,5 @@
 import { dialUntil } from '@ringtrain/allreduce';
-import { parseStatusEvent, type RankInfo, type StatusEvent, type StatusEventOf } from '@ringtrain/protocol';
+import { parseStatusEvent, type RankInfo, STATUS_VERSION, type StatusEvent, type StatusEventOf } from '@ringtrain/protocol';
 import { Argument, Command } from 'commander';
 import logUpdate from 'log-update';
 import type WebSocket from 'ws';
@@ -27,7 +27,19 @@ async function openStatus(given: string, token: string | undefined, timeoutS: nu
   const url = statusUrl(given);
   const headers = token ? { authorization: `Bearer ${token}` } : undefined;
   const result = await dialUntil(url, { headers }, Date.now() + timeoutS * 1000, (ws) => {
-    ws.on('message', (data) => onEvent(parseStatusEvent(String(data)), ws));
+    ws.on('message', (data) => {
+      let event: StatusEvent;
+      try {
+        event = parseStatusEvent(String(data));
+      } catch (err) {
+        // Another schema version, or not a coordinator: say so instead of guessing.
+        process.stderr.write(`ringtrain: ERR_STATUS_SCHEMA: the coordinator sent an event this client cannot read (schema v${STATUS_VERSION}): ${(err as Error).message.slice(0, 500)}\n`);
+        process.exitCode = 1;
+        ws.close(1002, 'unreadable event');
+        return;
+      }
+      onEvent(event, ws);
+    });
   });
   if ('status' in result) throw Object.assign(new Error(`the coordinator refused the status connection: ${result.status} ${result.body}`), { code: result.status === 401 ? 'ERR_AUTH' : 'ERR_REJECTED' });
   if ('unreachable' in result) throw Object.assign(new Error(`no coordinator answered at ${url} within ${timeoutS} s`), { code: 'ERR_UNREACHABLE' });
@@ -72,7 +84,7 @@ export function statusCommand(): Command {
       view.done();
       const end = ended as StatusEventOf<'end'> | null;
       if (end) process.exitCode = EXIT_CODES[end.state as keyof typeof EXIT_CODES] ?? 0;
-      else if (code !== 1000) {
+      else if (code !== 1000 && !process.exitCode) {
         process.stderr.write(`ringtrain: the status connection closed (code ${code}) before the run ended\n`);
         process.exitCode = 1;
       }
