@@ -56,7 +56,7 @@ function addRunOptions(cmd: Command): Command {
     .option('--init-from <file>', 'start from the weights of a checkpoint (new optimizer, schedule and data position)')
     .option('--status-token <secret>', 'token to read the status socket, dashboard data and /metrics (or RINGTRAIN_STATUS_TOKEN; open when unset)')
     .option('--admin-token <secret>', 'token for control actions over the status socket: stop, checkpoint now (or RINGTRAIN_ADMIN_TOKEN; disabled when unset)')
-    .option('--health-every <n>', 'measure per-layer weight and gradient norms every n steps (0: never)', nonNegativeInt, 50)
+    .option('--health-every <n>', 'measure per-layer weight and gradient norms every n steps (0: never; each costs about 4 passes over the weights)', nonNegativeInt, 100)
     .option('--status-interval <ms>', 'at most one metrics event per this many ms on the status socket', positiveInt, 250)
     .option('--linger <s>', 'after the run, keep serving the dashboard, status and /metrics this many seconds (Ctrl-C ends it)', nonNegativeInt, 0);
 }
@@ -207,7 +207,7 @@ function resolveRun(flags: RunFlags, log: Logger): { job: JobConfig; resume?: Me
 
 function report(stats: RunStats, epochs: number, log: Logger): void {
   const last = stats.epochs.at(-1);
-  const t = stats.timing.map((r) => `rank ${r.rank}: compute ${(r.computeMs / 1000).toFixed(2)} s, all-reduce ${(r.allreduceMs / 1000).toFixed(2)} s, optimizer ${(r.optimizerMs / 1000).toFixed(2)} s`);
+  const t = stats.timing.map((r) => `rank ${r.rank}: data ${(r.dataMs / 1000).toFixed(2)} s, compute ${(r.computeMs / 1000).toFixed(2)} s, all-reduce ${(r.allreduceMs / 1000).toFixed(2)} s, optimizer ${(r.optimizerMs / 1000).toFixed(2)} s`);
   log.info({ ...stats.toJSON() }, `done: ${stats.step} steps in ${stats.seconds.toFixed(1)} s (${Math.round(stats.samplesPerSecond)} samples/s)` + (last ? `, test accuracy ${(100 * last.testAccuracy).toFixed(2)}% after ${stats.epochs.length}/${epochs} epochs` : ''));
   for (const line of t) log.info(line);
 }

@@ -45,7 +45,7 @@ export interface CoordinatorOptions {
   adminToken?: string;
   /** At most one metrics event per this many ms (default 250). */
   statusIntervalMs?: number;
-  /** Rank 0 measures per-tensor norms every this many steps (default 50; 0: never). */
+  /** Rank 0 measures per-tensor norms every this many steps (default 100; 0: never). */
   healthEvery?: number;
   health?: HealthThresholds;
   stragglers?: StragglerOptions;
@@ -269,7 +269,7 @@ export class Coordinator {
         progressEvery: this.options.progressEvery ?? 10,
         verifyEvery: this.options.verifyEvery ?? 0,
         maxSteps: this.options.maxSteps ?? 0,
-        healthEvery: this.options.healthEvery ?? 50,
+        healthEvery: this.options.healthEvery ?? 100,
         ...(this.options.saveFinal ? { saveFinal: this.options.saveFinal } : {}),
         ...(this.options.checkpoint ? { checkpoint: this.options.checkpoint } : {}),
         ...(this.options.resume ? { resume: this.options.resume } : {}),

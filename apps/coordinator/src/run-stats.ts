@@ -9,6 +9,7 @@ export interface EpochStats {
 
 export interface RankTiming {
   rank: number;
+  dataMs: number;
   computeMs: number;
   allreduceMs: number;
   optimizerMs: number;
@@ -36,7 +37,7 @@ export class RunStats {
     readonly worldSize: number,
     readonly totalEpochs: number,
   ) {
-    this.timing = Array.from({ length: worldSize }, (_, rank) => ({ rank, computeMs: 0, allreduceMs: 0, optimizerMs: 0 }));
+    this.timing = Array.from({ length: worldSize }, (_, rank) => ({ rank, dataMs: 0, computeMs: 0, allreduceMs: 0, optimizerMs: 0 }));
   }
 
   start(totalSteps: number): void {
@@ -55,6 +56,7 @@ export class RunStats {
 
   addProgress(p: MessageOf<'progress'>): void {
     const t = this.timing[p.rank];
+    t.dataMs += p.dataMs;
     t.computeMs += p.computeMs;
     t.allreduceMs += p.allreduceMs;
     t.optimizerMs += p.optimizerMs;

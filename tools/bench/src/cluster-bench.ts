@@ -10,7 +10,7 @@ import { table } from '@ringtrain/cli';
 interface Summary {
   samplesPerSecond: number;
   seconds: number;
-  timing: { rank: number; computeMs: number; allreduceMs: number; optimizerMs: number }[];
+  timing: { rank: number; dataMs: number; computeMs: number; allreduceMs: number; optimizerMs: number }[];
   epochs: { testAccuracy: number }[];
 }
 
@@ -43,15 +43,15 @@ export function clusterBench(backend: string, samples: number): string {
     rows.push([String(n), fmt(ours?.samplesPerSecond, 0), fmt(theirs, 0), fmt((ours?.samplesPerSecond ?? NaN) / (theirs ?? NaN), 2)]);
     for (const t of ours?.timing ?? []) {
       const total = ours!.seconds * 1000;
-      const idle = total - t.computeMs - t.allreduceMs - t.optimizerMs;
+      const idle = total - t.dataMs - t.computeMs - t.allreduceMs - t.optimizerMs;
       const pct = (x: number): string => `${fmt((100 * x) / total, 0)}%`;
-      where.push([String(n), String(t.rank), pct(t.computeMs), pct(t.allreduceMs), pct(t.optimizerMs), pct(idle)]);
+      where.push([String(n), String(t.rank), pct(t.dataMs), pct(t.computeMs), pct(t.allreduceMs), pct(t.optimizerMs), pct(idle)]);
     }
   }
   return (
     `Data-parallel training, MLP 784-256-128-10, batch 64 per worker, one epoch of ${samples} synthetic samples, backend ${backend}\n` +
     `${table(['workers', 'ringtrain samples/s', 'pytorch DDP samples/s', 'ratio'], rows)}\n\n` +
-    `Where each rank's time went (share of the run; all-reduce includes waiting for the slowest rank; other = data loading, evaluation, reports)\n` +
-    table(['workers', 'rank', 'compute', 'all-reduce', 'optimizer', 'other'], where)
+    `Where each rank's time went (share of the run; compute = forward/backward and the finiteness check; all-reduce includes waiting for the slowest rank; other = evaluation, replica checks, reports)\n` +
+    table(['workers', 'rank', 'data', 'compute', 'all-reduce', 'optimizer', 'other'], where)
   );
 }
