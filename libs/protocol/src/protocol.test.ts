@@ -2,6 +2,7 @@ import fc from 'fast-check';
 import { Packr } from 'msgpackr';
 import { describe, expect, it } from 'vitest';
 import { decodeControl, encodeControl } from './control.js';
+import { parseStatusEvent, statusJsonSchema } from './status.js';
 import { checkFollowingPayload, decodeTensorFrame, Dtype, encodeFrameHeader, FRAME_HEADER_BYTES, type FrameHeader, FrameOp } from './tensor-frame.js';
 
 const header = (over: Partial<FrameHeader> = {}): FrameHeader => ({
@@ -138,3 +139,36 @@ describe('control messages', () => {
     expect(codeOf(() => decodeControl(good.subarray(0, 5)))).toBe('ERR_FRAME_TRUNCATED');
   });
 });
+
+describe('monitoring messages', () => {
+  it('carry NaN and ±Inf readings through msgpack (a diverging run must be reportable)', () => {
+    const health = { type: 'health', v: 1, generation: 1, rank: 0, step: 10, tensors: [{ name: 'w', role: 'weight', weightNorm: Number.NaN, gradNorm: Number.POSITIVE_INFINITY, updateRatio: 0.5 }] } as const;
+    const back = decodeControl(encodeControl(health));
+    expect(back).toEqual(health);
+    const nf = { type: 'nonFinite', v: 1, generation: 1, rank: 2, step: 7, what: 'gradient', tensor: 'w', value: Number.NEGATIVE_INFINITY, action: 'skip' } as const;
+    expect(decodeControl(encodeControl(nf))).toEqual(nf);
+  });
+
+  it('rejects a progress report without its step count or with a negative time', () => {
+    const ok = { type: 'progress', v: 1, generation: 1, rank: 0, epoch: 0, step: 10, steps: 10, loss: 1, samples: 640, correct: 1, dataMs: 1, computeMs: 1, allreduceMs: 1, optimizerMs: 1, lr: 0.1, skipped: 0 } as const;
+    expect(decodeControl(encodeControl(ok))).toEqual(ok);
+    const packr = new Packr({ useRecords: false });
+    const raw = (body: object) => Buffer.concat([Buffer.from([0x52, 0x54, 0x43, 0x30, 1, 0, 0, 0]), packr.pack(body)]);
+    const { steps: _, ...noSteps } = ok;
+    expect(codeOf(() => decodeControl(raw(noSteps)))).toBe('ERR_MESSAGE_INVALID');
+    expect(() => decodeControl(raw({ ...ok, steps: 0 }))).toThrow(/steps/);
+  });
+});
+
+describe('status events', () => {
+  it('validate against the versioned schema, and the JSON Schema lists every event type', () => {
+    const e = { v: 1, seq: 1, time: 1, type: 'warning', warning: { code: 'WARN_RANK_SLOW', message: 'rank 1 is slow', rank: 1 } };
+    expect(parseStatusEvent(JSON.stringify(e))).toEqual(e);
+    expect(() => parseStatusEvent(JSON.stringify({ ...e, v: 2 }))).toThrow(/v/);
+    expect(() => parseStatusEvent(JSON.stringify({ ...e, type: 'gossip' }))).toThrow(/invalid status event/);
+    const schema = statusJsonSchema() as { title: string; anyOf: unknown[] };
+    expect(schema.title).toBe('ringtrain status events v1');
+    expect(schema.anyOf).toHaveLength(10);
+  });
+});
+
