@@ -1,4 +1,6 @@
-import { existsSync, mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { type Browser, chromium } from 'playwright-core';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
@@ -19,10 +21,13 @@ afterEach(killStarted);
 afterAll(async () => browser?.close());
 
 describe.skipIf(!haveBrowser)('the dashboard in a real headless Chromium', () => {
-  it('loads without console errors, its charts gain points as the run advances, and it lists every rank', async () => {
-    const run = startRingtrain(['launch', '--workers', '3', '--hidden', '1024,512', '--epochs', '10', '--status-token', 'reader', '--linger', '60']);
+  it('loads without console errors, its charts gain points as the run advances, it lists every rank and checkpoint, and an admin can ask for a checkpoint', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'ringtrain-dash-'));
+    const run = startRingtrain(['launch', '--workers', '3', '--hidden', '1024,512', '--epochs', '10', '--checkpoint-dir', dir, '--status-token', 'reader', '--admin-token', 'boss', '--linger', '60']);
     await until(() => run.lines.some((l) => typeof l.dashboard === 'string'), 20_000, 'the dashboard address', run);
-    const url = `${String(run.lines.find((l) => typeof l.dashboard === 'string')!.dashboard)}?token=reader`;
+    const dashboard = String(run.lines.find((l) => typeof l.dashboard === 'string')!.dashboard);
+    // The admin's view: the same page, with the control buttons.
+    const url = `${dashboard}?token=boss`;
 
     browser = await chromium.launch({
       executablePath: CHROMIUM,
@@ -47,6 +52,17 @@ describe.skipIf(!haveBrowser)('the dashboard in a real headless Chromium', () =>
     expect(ranks.every((r) => r[1] === 'training' || r[1] === 'slow' || r[1] === 'done')).toBe(true);
     expect(await page.textContent('#state')).toMatch(/running|finished/);
     expect(await page.$$eval('#health tbody tr', (rows) => rows.length)).toBe(6); // 3 dense layers: weight + bias
+    expect(await page.isVisible('#checkpoint-now')).toBe(true);
+    await page.waitForFunction(() => document.querySelectorAll('#checkpoints tbody tr').length >= 1, null, { timeout: 30_000 });
+    await page.click('#checkpoint-now');
+    await page.waitForFunction(() => /rank 0 writes a checkpoint/.test(document.querySelector('#connection')!.textContent ?? ''), null, { timeout: 10_000 });
+    // A reader sees the same run, without the buttons.
+    const reader = await browser.newPage();
+    reader.on('pageerror', (e) => errors.push(e.message));
+    await reader.goto(`${dashboard}?token=reader`);
+    await reader.waitForFunction(() => document.querySelectorAll('#ranks tbody tr').length === 3, null, { timeout: 10_000 });
+    expect(await reader.isVisible('#checkpoint-now')).toBe(false);
+    await reader.close();
     mkdirSync(artifacts, { recursive: true });
     await page.screenshot({ path: `${artifacts}dashboard.png`, fullPage: true });
 
