@@ -3,6 +3,7 @@ import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { type ConfigSummary, type ControlMessage, decodeControl, encodeControl, type MessageOf, PROTOCOL_VERSION } from '@ringtrain/protocol';
+import { describeModel, parameterCount } from '@ringtrain/core';
 import { type JobConfig, jobConfigHash } from '@ringtrain/trainer';
 import type { Logger } from 'pino';
 import WebSocket, { WebSocketServer } from 'ws';
@@ -448,18 +449,10 @@ export class Coordinator {
 
 /** The few facts of a job a person watching it wants to see first. */
 function summarizeConfig(config: JobConfig, configHash: string): ConfigSummary {
-  const sizes = [config.model.inputSize];
-  let parameters = 0;
-  for (const layer of config.model.layers) {
-    if (layer.type !== 'dense') continue;
-    parameters += sizes.at(-1)! * layer.units + layer.units;
-    sizes.push(layer.units);
-  }
-  const activations = [...new Set(config.model.layers.filter((l) => l.type !== 'dense' && l.type !== 'dropout').map((l) => l.type))];
   const o = config.optimizer as { type: string; momentum?: number };
   return {
-    model: `MLP ${sizes.join('-')}${activations.length ? ` (${activations.join(', ')})` : ''}`,
-    parameters,
+    model: describeModel(config.model),
+    parameters: parameterCount(config.model),
     optimizer: o.momentum ? `${o.type} (momentum ${o.momentum})` : o.type,
     lr: config.optimizer.lr,
     batchSize: config.batchSize,

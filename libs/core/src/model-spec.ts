@@ -47,6 +47,25 @@ export function outputSize(spec: ModelSpec): number {
   return size;
 }
 
+/** Widths from the input through every dense layer, e.g. [784, 128, 10]. */
+export function layerWidths(spec: ModelSpec): number[] {
+  return [spec.inputSize, ...spec.layers.flatMap((l) => (l.type === 'dense' ? [l.units] : []))];
+}
+
+/** Learned parameters (dense weights and biases), without building the model. */
+export function parameterCount(spec: ModelSpec): number {
+  const w = layerWidths(spec);
+  let n = 0;
+  for (let i = 1; i < w.length; i++) n += w[i - 1] * w[i] + w[i];
+  return n;
+}
+
+/** One line for people: "MLP 784-128-10 (relu)". */
+export function describeModel(spec: ModelSpec): string {
+  const activations = [...new Set(spec.layers.filter((l) => l.type !== 'dense' && l.type !== 'dropout').map((l) => l.type))];
+  return `MLP ${layerWidths(spec).join('-')}${activations.length ? ` (${activations.join(', ')})` : ''}`;
+}
+
 /** An MLP spec: dense layers of the given widths with `activation` between them. */
 export function mlpSpec(
   sizes: number[],

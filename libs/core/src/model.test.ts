@@ -4,7 +4,7 @@ import { ReferenceBackend } from './backends/reference-backend.js';
 import { WasmBackend } from './backends/wasm-backend.js';
 import { Model } from './model.js';
 import { allFinite, firstNonFinite } from './ops.js';
-import { mlpSpec, parseModelSpec } from './model-spec.js';
+import { describeModel, mlpSpec, parameterCount, parseModelSpec } from './model-spec.js';
 import { createOptimizer } from './optimizers.js';
 import { Rng } from './rng.js';
 
@@ -37,6 +37,9 @@ describe('flat parameter buffers', () => {
       'layers.2.bias:10',
     ]);
     expect(model.params.counts()).toEqual({ weights: 784 * 128 + 128 * 10, biases: 138, total: 101_770 });
+    // The same count from the spec alone, and a one-line description.
+    expect(parameterCount(mlpSpec([784, 128, 10]))).toBe(101_770);
+    expect(describeModel(mlpSpec([784, 128, 10]))).toBe('MLP 784-128-10 (relu)');
   });
 
   it('tensors are views into one contiguous buffer, and so are the gradients and optimizer slots', () => {
