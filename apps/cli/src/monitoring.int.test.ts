@@ -131,6 +131,7 @@ describe('watching a run (real coordinator, workers and sockets)', () => {
     expect(value(samples, 'ringtrain_step_phase_seconds_count', { phase: 'allreduce' })).toBe(186);
     expect(value(samples, 'ringtrain_run_state', { state: 'finished' })).toBe(1);
     expect(value(samples, 'ringtrain_rank_state', { rank: '1', state: 'done' })).toBe(1);
+    expect(value(samples, 'ringtrain_rank_step_phase_seconds', { rank: '1', phase: 'compute' })).toBeGreaterThan(0);
     expect(value(samples, 'ringtrain_test_accuracy')).toBeCloseTo(end.testAccuracy!, 6);
     expect(value(samples, 'ringtrain_status_clients')).toBe(2);
     // The schema is served for clients in other languages; /api/status is a snapshot.

@@ -24,6 +24,12 @@ export class PrometheusMetrics {
     buckets: SECONDS_BUCKETS,
     registers: [this.registry],
   });
+  private readonly rankPhase = new Gauge({
+    name: 'ringtrain_rank_step_phase_seconds',
+    help: "Each rank's time per step in each phase, mean over its last reports (a straggler stands out in compute)",
+    labelNames: ['rank', 'phase'],
+    registers: [this.registry],
+  });
   private readonly runState = new Gauge({ name: 'ringtrain_run_state', help: 'The run state (1 for the current one)', labelNames: ['state'], registers: [this.registry] });
   private readonly rankState = new Gauge({ name: 'ringtrain_rank_state', help: 'Each rank state (1 for the current one)', labelNames: ['rank', 'state'], registers: [this.registry] });
   private readonly testAccuracy = new Gauge({ name: 'ringtrain_test_accuracy', help: 'Test accuracy at the latest evaluation', registers: [this.registry] });
@@ -61,6 +67,14 @@ export class PrometheusMetrics {
         this.rate.set(m.samplesPerSecond);
         this.busbw.set(m.allreduceBusbw);
         this.skipped.inc(m.skippedSteps);
+        for (const r of e.ranks) {
+          if (!r.phases || r.rank < 0) continue;
+          const rank = String(r.rank);
+          this.rankPhase.set({ rank, phase: 'data' }, r.phases.dataMs / 1000);
+          this.rankPhase.set({ rank, phase: 'compute' }, r.phases.computeMs / 1000);
+          this.rankPhase.set({ rank, phase: 'allreduce' }, r.phases.allreduceMs / 1000);
+          this.rankPhase.set({ rank, phase: 'optimizer' }, r.phases.optimizerMs / 1000);
+        }
         // A point stands for `steps` steps with these mean times: one observation per step.
         for (let i = 0; i < steps; i++) {
           this.phase.observe({ phase: 'data' }, m.phases.dataMs / 1000);
