@@ -199,8 +199,13 @@ export class WebSocketTransport implements Transport {
       if (payload.length <= INLINE_PAYLOAD_BYTES) {
         link.ws.send(Buffer.concat([encodeFrameHeader(header), payload]), { binary: true }, done);
       } else {
+        // Header and payload leave in one writev: two would wake the receiver twice, and on
+        // loopback each syscall runs the whole TCP path. Node's cork nests around ws's own.
+        const socket = socketOf(link.ws);
+        socket?.cork();
         link.ws.send(encodeFrameHeader(header, true), { binary: true });
         link.ws.send(payload, { binary: true }, done);
+        socket?.uncork();
       }
     });
   }
@@ -355,3 +360,10 @@ function sameSecret(given: string, expected: string): boolean {
   const b = Buffer.from(expected);
   return a.length === b.length && timingSafeEqual(a, b);
 }
+
+/** The TCP socket under a ws connection (ws 8 keeps it in `_socket`; pinned), or undefined. */
+function socketOf(ws: WebSocket): Duplex | undefined {
+  const socket = (ws as unknown as { _socket?: Duplex })._socket;
+  return typeof socket?.cork === 'function' ? socket : undefined;
+}
+
