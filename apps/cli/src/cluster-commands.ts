@@ -11,7 +11,7 @@ import { runWorker } from '@ringtrain/worker';
 import { hasRingNodeFlags, hasRingProcessEnv, RING_NODE_FLAGS, ringProcessEnv } from '@ringtrain/allreduce';
 import { Command, Option } from 'commander';
 import type { Logger } from 'pino';
-import { addJobOptions, type JobFlags, nonNegativeInt, positiveInt, resolveJob } from './job-options.js';
+import { addJobOptions, type JobFlags, nonNegativeInt, positiveInt, positiveNumber, resolveJob } from './job-options.js';
 import { createLogger } from './logger.js';
 import { Progress } from './progress.js';
 
@@ -37,6 +37,10 @@ interface RunFlags extends JobFlags {
   healthEvery: number;
   statusInterval: number;
   linger: number;
+  maxGradNorm: number;
+  maxUpdateRatio: number;
+  minGradNorm: number;
+  slowRatio: number;
 }
 
 function addRunOptions(cmd: Command): Command {
@@ -58,6 +62,10 @@ function addRunOptions(cmd: Command): Command {
     .option('--admin-token <secret>', 'token for control actions over the status socket: stop, checkpoint now (or RINGTRAIN_ADMIN_TOKEN; disabled when unset)')
     .option('--health-every <n>', 'measure per-layer weight and gradient norms every n steps (0: never; each costs about 4 passes over the weights)', nonNegativeInt, 100)
     .option('--status-interval <ms>', 'at most one metrics event per this many ms on the status socket', positiveInt, 250)
+    .option('--max-grad-norm <x>', 'warn when a tensor\'s gradient norm exceeds this (exploding)', positiveNumber, 1e3)
+    .option('--max-update-ratio <x>', 'warn when a step moves a weight tensor by more than this fraction of its norm', positiveNumber, 0.1)
+    .option('--min-grad-norm <x>', 'warn when a weight tensor\'s gradient norm falls below this (vanishing)', positiveNumber, 1e-7)
+    .option('--slow-ratio <x>', 'flag a rank whose compute per step stays above this multiple of the median rank\'s', positiveNumber, 1.5)
     .option('--linger <s>', 'after the run, keep serving the dashboard, status and /metrics this many seconds (Ctrl-C ends it)', nonNegativeInt, 0);
 }
 
@@ -141,6 +149,8 @@ async function coordinate(flags: RunFlags, startWorkers?: (address: string, log:
     adminToken: flags.adminToken ?? process.env.RINGTRAIN_ADMIN_TOKEN,
     healthEvery: flags.healthEvery,
     statusIntervalMs: flags.statusInterval,
+    health: { maxGradNorm: flags.maxGradNorm, maxUpdateRatio: flags.maxUpdateRatio, minGradNorm: flags.minGradNorm },
+    stragglers: { ratio: flags.slowRatio },
   });
   const address = await coordinator.listen();
   log.info({ dashboard: coordinator.dashboardUrl }, `dashboard: ${coordinator.dashboardUrl} · watch: ringtrain status ${address}`);

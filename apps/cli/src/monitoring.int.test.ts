@@ -205,7 +205,15 @@ describe('watching a run (real coordinator, workers and sockets)', () => {
     const exploding = w.of('warning').filter((x) => x.warning.code === 'WARN_GRADIENT_EXPLODING');
     expect(exploding.length).toBeGreaterThan(0);
     expect(exploding[0].warning).toMatchObject({ tensor: expect.stringMatching(/^layers\.\d\.weight$/), message: expect.stringMatching(/learning rate is too high/) });
-  }, 60_000);
+    // The thresholds are the user's: raised far enough, the same run warns no more.
+    const lenient = startRingtrain(['launch', '--workers', '2', '--epochs', '2', '--lr', '1.5', '--health-every', '5', '--max-update-ratio', '100', '--max-grad-norm', '1e9', '--linger', '30']);
+    const w2 = new Watcher(await dashboardOf(lenient));
+    await w2.opened;
+    await until(() => w2.ended(), 60_000, 'the end of the lenient run');
+    lenient.proc.kill('SIGINT');
+    expect(w2.of('health').length).toBeGreaterThan(0);
+    expect(w2.of('warning').filter((x) => x.warning.code === 'WARN_GRADIENT_EXPLODING')).toEqual([]);
+  }, 90_000);
 
   it('an injected NaN stops the run naming the rank and step (nonFinite "stop")', async () => {
     const run = startRingtrain(['launch', '--workers', '2', '--epochs', '3', '--linger', '30'], { RINGTRAIN_FAULT_NAN: '1@20' });
