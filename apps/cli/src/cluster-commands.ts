@@ -154,6 +154,10 @@ async function coordinate(flags: RunFlags, startWorkers?: (address: string, log:
   });
   const address = await coordinator.listen();
   log.info({ dashboard: coordinator.dashboardUrl }, `dashboard: ${coordinator.dashboardUrl} · watch: ringtrain status ${address}`);
+  const loopback = ['127.0.0.1', 'localhost', '::1'].includes(flags.host ?? '127.0.0.1');
+  if (!loopback && !(flags.statusToken ?? process.env.RINGTRAIN_STATUS_TOKEN)) {
+    log.warn(`the status socket, dashboard data and /metrics on ${flags.host} are readable by anyone who can reach it; set --status-token to require a token`);
+  }
   const children = startWorkers?.(address, log) ?? [];
   const progress = new Progress('train');
   coordinator.onProgress = (s) => progress.update(s.step, s.totalSteps, { epoch: `${s.epoch + 1}/${job.epochs}`, loss: s.loss, rate: s.samplesPerSecond });
