@@ -180,7 +180,8 @@ export class Communicator {
         return;
       }
       const list = this.early.get(header.seq) ?? [];
-      list.push({ from, header, payload });
+      // Kept past this call, so copied: the transport reuses the payload's memory.
+      list.push({ from, header, payload: Uint8Array.prototype.slice.call(payload) });
       this.early.set(header.seq, list);
       return;
     }

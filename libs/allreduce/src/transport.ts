@@ -3,6 +3,7 @@ import type { CollectiveError } from './errors.js';
 
 /** What a transport delivers to the algorithms above it. */
 export interface TransportHandler {
+  /** A frame; `payload` is valid only during the call (the transport may reuse its memory): copy what you keep. */
   frame(from: number, header: FrameHeader, payload: Uint8Array): void;
   control(from: number, message: ControlMessage): void;
   /** A neighbour is gone (closed, failed, silent); raised at most once per peer. */

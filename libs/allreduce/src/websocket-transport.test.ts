@@ -76,6 +76,24 @@ describe('ring all-reduce over WebSockets', () => {
   });
 });
 
+describe('large segments, received into a reused buffer', () => {
+  it('stay exact when frames arrive before the operation starts, and across consecutive all-reduces', async () => {
+    const world = 3;
+    const length = 700_001; // ~2.8 MB: 256 KiB segments, several per chunk, a ragged end
+    const ts = await formRing(world);
+    const comms = ts.map((t) => new Communicator(t, { segmentBytes: 256 * 1024, timeoutMs: 20_000 }));
+    const value = (r: number, i: number, k: number): number => ((r + 1 + k) * ((i * 13) % 97)) / 16;
+    for (let k = 0; k < 3; k++) {
+      const data = ts.map((_, r) => Float32Array.from({ length }, (_, i) => value(r, i, k)));
+      // Rank 2 joins late: its left neighbour's first segments are early, kept past the handler call.
+      const late = new Promise<void>((resolve) => setTimeout(resolve, 50)).then(() => comms[2].allreduce(data[2], { average: false }));
+      await Promise.all([comms[0].allreduce(data[0], { average: false }), comms[1].allreduce(data[1], { average: false }), late]);
+      for (let i = 0; i < length; i += 997) expect(data[1][i]).toBe(value(0, i, k) + value(1, i, k) + value(2, i, k));
+      for (const d of data) expect(Buffer.from(d.buffer).equals(Buffer.from(data[0].buffer))).toBe(true);
+    }
+  });
+});
+
 describe('WebSocket transport: handshake and decoding', () => {
   it('refuses a wrong or missing token during the upgrade, before any frame is read', async () => {
     const t = await placed(2, { token: 'secret' });
