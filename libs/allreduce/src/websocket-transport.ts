@@ -67,7 +67,8 @@ const INLINE_PAYLOAD_BYTES = 64 * 1024;
  * The ring over WebSockets: each rank listens, dials its left neighbour and is dialled by its
  * right one. Tensor data flows left to right on the connection the right neighbour opened, so it
  * leaves as unmasked server frames. A large payload goes as its own message right after its
- * header's (PAYLOAD_FOLLOWS): not copied on sending, and copied once (by ws) on receiving.
+ * header's (PAYLOAD_FOLLOWS): not copied on sending (both leave in one writev), and gathered
+ * once on receiving, into a buffer the connection reuses.
  *
  * A peer that sends bytes that do not decode is cut off (close code 1002, reason = the error code)
  * and reported lost with ERR_PROTOCOL; a closed, failed or silent connection is reported lost with
