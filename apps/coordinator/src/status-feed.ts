@@ -96,10 +96,6 @@ export class StatusFeed {
     clearInterval(this.timer);
   }
 
-  get runState(): RunState {
-    return this.state;
-  }
-
   snapshot(access: 'read' | 'admin', resync = false): StatusEventBody<'snapshot'> {
     return {
       type: 'snapshot',

@@ -104,10 +104,6 @@ export class StatusServer {
     this.timer.unref();
   }
 
-  get clientCount(): number {
-    return this.clients.size;
-  }
-
   /** Plain HTTP: the dashboard, its assets, /metrics and /api/status. */
   handleRequest(req: IncomingMessage, res: ServerResponse): void {
     const url = new URL(req.url ?? '/', 'http://x');
