@@ -47,6 +47,8 @@ describe.skipIf(!haveBrowser)('the dashboard in a real headless Chromium', () =>
     await page.waitForFunction((n) => Number(document.querySelector<HTMLElement>('#chart-rate')!.dataset.points) > n + 3, first, { timeout: 30_000 });
     await page.waitForFunction(() => Number(document.querySelector<HTMLElement>('#chart-accuracy')!.dataset.points) >= 2, null, { timeout: 60_000 });
     expect(await points('chart-time')).toBeGreaterThan(first);
+    expect(await points('chart-ranks')).toBeGreaterThan(first);
+    expect(await page.$eval('#chart-ranks', (el) => (el as HTMLElement).dataset.series)).toBe('3');
     const ranks = await page.$$eval('#ranks tbody tr', (rows) => rows.map((r) => [r.cells[0].textContent, r.cells[2].textContent]));
     expect(ranks.map((r) => r[0])).toEqual(['0', '1', '2']);
     expect(ranks.every((r) => r[1] === 'training' || r[1] === 'slow' || r[1] === 'done')).toBe(true);

@@ -40,6 +40,26 @@ const charts = {
   ]),
 };
 
+// One line per rank: made when the world size is known, remade if it changes.
+const RANK_COLOURS = ['#2f5bea', '#e07b00', '#1f8a4c', '#c62828', '#6a3de8', '#00838f', '#ad1457', '#5d4037'];
+let rankChart = null;
+
+function drawRankChart() {
+  const h = run.history.filter((p) => p.rankComputeMs && p.rankComputeMs.length);
+  const n = h.length ? h[h.length - 1].rankComputeMs.length : 0;
+  if (!n) return;
+  if (!rankChart || rankChart.n !== n) {
+    const el = $('chart-ranks');
+    el.replaceChildren();
+    const series = Array.from({ length: n }, (_, r) => ({ label: `rank ${r}`, stroke: RANK_COLOURS[r % RANK_COLOURS.length] }));
+    rankChart = { ...makeChart('chart-ranks', series), n };
+    el.dataset.series = String(n);
+  }
+  const cols = [h.map((p) => p.step)];
+  for (let r = 0; r < n; r++) cols.push(h.map((p) => (p.rankComputeMs.length === n ? p.rankComputeMs[r] : null)));
+  setData(rankChart, cols);
+}
+
 function setData(c, data) {
   c.chart.setData(data);
   c.el.dataset.points = String(data[0].length);
@@ -60,10 +80,11 @@ function drawCharts() {
   setData(charts.accuracy, [run.evaluations.map((e) => e.step), run.evaluations.map((e) => 100 * e.testAccuracy)]);
   setData(charts.rate, [h.map((p) => p.step), h.map((p) => p.samplesPerSecond)]);
   setData(charts.time, [h.map((p) => p.step), h.map((p) => p.phases.dataMs + p.phases.computeMs), h.map((p) => p.phases.allreduceMs)]);
+  drawRankChart();
 }
 
 window.addEventListener('resize', () => {
-  for (const c of Object.values(charts)) c.chart.setSize({ width: c.el.clientWidth, height: 220 });
+  for (const c of [...Object.values(charts), ...(rankChart ? [rankChart] : [])]) c.chart.setSize({ width: c.el.clientWidth, height: 220 });
 });
 
 // ---- tables and facts ----

@@ -131,7 +131,7 @@ describe('Prometheus metrics', () => {
     const prom = new PrometheusMetrics();
     prom.started(0);
     const phases = { dataMs: 0.1, computeMs: 2, allreduceMs: 3, optimizerMs: 0.5 };
-    const point = { step: 30, epoch: 0, totalSteps: 100, samples: 480, loss: 0.5, samplesPerSecond: 1000, lr: 0.1, phases, allreduceBusbw: 1e6, etaSeconds: 1, skippedSteps: 0 };
+    const point = { step: 30, epoch: 0, totalSteps: 100, samples: 480, loss: 0.5, samplesPerSecond: 1000, lr: 0.1, phases, allreduceBusbw: 1e6, etaSeconds: 1, skippedSteps: 0, rankComputeMs: [2, 2] };
     prom.observe({ type: 'metrics', metrics: point, ranks: [], computeSpread: null });
     prom.observe({ type: 'metrics', metrics: { ...point, step: 40, samples: 160 }, ranks: [], computeSpread: null });
     prom.observe({ type: 'state', state: 'running', generation: 1, error: null });

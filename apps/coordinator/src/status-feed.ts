@@ -276,6 +276,7 @@ export class StatusFeed {
       allreduceBusbw: n > 1 && allreduceSeconds > 0 ? ((this.bytesPerAllreduce / allreduceSeconds) * 2 * (n - 1)) / n : 0,
       etaSeconds: stepsPerSecond > 0 ? (this.totalSteps - this.step) / stepsPerSecond : null,
       skippedSteps: p.skipped,
+      rankComputeMs: this.ranks.map((r) => (r.phases ? r.phases.dataMs + r.phases.computeMs : 0)),
     };
     this.lastPoint = point;
     this.history.push(point);

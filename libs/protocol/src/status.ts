@@ -59,6 +59,8 @@ export const metricsPointSchema = z.strictObject({
   allreduceBusbw: num,
   etaSeconds: num.nullable(),
   skippedSteps: count,
+  /** Each rank's own compute (data + forward/backward) ms per step, by rank: stragglers over time. */
+  rankComputeMs: z.array(num),
 });
 
 export const evaluationSchema = z.strictObject({ epoch: count, step: count, trainLoss: reading, testLoss: num, testAccuracy: num, samples: count });
