@@ -49,6 +49,14 @@ class Watcher {
   }
 }
 
+/** Watches a run from its coordinator's start to its `end` event. */
+async function watchToEnd(run: Run, ms = 60_000): Promise<Watcher> {
+  const w = new Watcher(await dashboardOf(run));
+  await w.opened;
+  await until(() => w.ended(), ms, 'the end of the run');
+  return w;
+}
+
 interface Sample {
   name: string;
   labels: Record<string, string>;
@@ -181,16 +189,14 @@ describe('watching a run (real coordinator, workers and sockets)', () => {
 
   it('a slowed worker is flagged slow, in the stream and in the terminal view', async () => {
     const run = startRingtrain(['launch', '--workers', '3', '--epochs', '5', '--linger', '30'], { RINGTRAIN_FAULT_DELAY_MS: '1:6' });
-    const w = new Watcher(await dashboardOf(run));
-    await w.opened;
-    await until(() => w.ended(), 90_000, 'the end of the run');
+    const w = await watchToEnd(run, 90_000);
     run.proc.kill('SIGINT');
     const slow = w.of('rank').filter((r) => r.rank.state === 'slow');
     expect(slow.map((r) => r.rank.rank)).toEqual([1]);
     expect(slow[0].reason).toMatch(/compute \d+\.\d× the median rank's/);
     expect(w.of('warning').filter((x) => x.warning.code === 'WARN_RANK_SLOW').map((x) => x.warning.rank)).toEqual([1]);
     // The terminal view, as it stood when the rank was flagged.
-    const view = new StatusView(null);
+    const view = new StatusView('none');
     for (const e of w.events.slice(0, w.events.indexOf(slow[0]) + 2)) view.apply(e);
     expect(view.render()).toMatch(/\| 1 +\| \S+ +\| SLOW/);
     expect(view.render()).toMatch(/WARN_RANK_SLOW: rank 1/);
@@ -198,18 +204,14 @@ describe('watching a run (real coordinator, workers and sockets)', () => {
 
   it('too high a learning rate is flagged, naming the layers whose updates are too large', async () => {
     const run = startRingtrain(['launch', '--workers', '2', '--epochs', '2', '--lr', '1.5', '--health-every', '5', '--linger', '30']);
-    const w = new Watcher(await dashboardOf(run));
-    await w.opened;
-    await until(() => w.ended(), 60_000, 'the end of the run');
+    const w = await watchToEnd(run, 60_000);
     run.proc.kill('SIGINT');
     const exploding = w.of('warning').filter((x) => x.warning.code === 'WARN_GRADIENT_EXPLODING');
     expect(exploding.length).toBeGreaterThan(0);
     expect(exploding[0].warning).toMatchObject({ tensor: expect.stringMatching(/^layers\.\d\.weight$/), message: expect.stringMatching(/learning rate is too high/) });
     // The thresholds are the user's: raised far enough, the same run warns no more.
     const lenient = startRingtrain(['launch', '--workers', '2', '--epochs', '2', '--lr', '1.5', '--health-every', '5', '--max-update-ratio', '100', '--max-grad-norm', '1e9', '--linger', '30']);
-    const w2 = new Watcher(await dashboardOf(lenient));
-    await w2.opened;
-    await until(() => w2.ended(), 60_000, 'the end of the lenient run');
+    const w2 = await watchToEnd(lenient, 60_000);
     lenient.proc.kill('SIGINT');
     expect(w2.of('health').length).toBeGreaterThan(0);
     expect(w2.of('warning').filter((x) => x.warning.code === 'WARN_GRADIENT_EXPLODING')).toEqual([]);
@@ -217,9 +219,7 @@ describe('watching a run (real coordinator, workers and sockets)', () => {
 
   it('an injected NaN stops the run naming the rank and step (nonFinite "stop")', async () => {
     const run = startRingtrain(['launch', '--workers', '2', '--epochs', '3', '--linger', '30'], { RINGTRAIN_FAULT_NAN: '1@20' });
-    const w = new Watcher(await dashboardOf(run));
-    await w.opened;
-    await until(() => w.ended(), 60_000, 'the end of the run');
+    const w = await watchToEnd(run, 60_000);
     run.proc.kill('SIGINT');
     expect(await run.exited).toBe(1);
     expect(run.stderr).toMatch(/ERR_NON_FINITE: rank 1 .*rank 1: gradient of layers\.0\.weight is NaN at step 20/);
@@ -231,11 +231,8 @@ describe('watching a run (real coordinator, workers and sockets)', () => {
     const dir = mkdtempSync(join(tmpdir(), 'ringtrain-nan-'));
     writeFileSync(join(dir, 'job.json'), JSON.stringify({ nonFinite: 'skip', epochs: 2 }));
     const run = startRingtrain(['launch', '--workers', '2', '--config', join(dir, 'job.json'), '--linger', '30', '--json', '--verify-every', '1'], { RINGTRAIN_FAULT_NAN: '0@30' });
-    const base = await dashboardOf(run);
-    const w = new Watcher(base);
-    await w.opened;
-    await until(() => w.ended(), 60_000, 'the end of the run');
-    const { samples } = await scrape(base);
+    const w = await watchToEnd(run);
+    const { samples } = await scrape(await dashboardOf(run));
     run.proc.kill('SIGINT');
     expect(await run.exited).toBe(0);
     expect(w.of('warning').map((x) => x.warning)).toContainEqual(expect.objectContaining({ code: 'WARN_NON_FINITE', rank: 0, step: 30, message: expect.stringMatching(/skipped on every rank/) }));

@@ -21,7 +21,7 @@ describe('ringtrain status', () => {
       { ...base, seq: 2, type: 'metrics', metrics: point, ranks: [rank(0, 'training'), rank(1, 'slow')], computeSpread: { min: 2, median: 2, max: 6 } },
       { ...base, seq: 3, type: 'warning', warning: { code: 'WARN_RANK_SLOW', message: 'rank 1 (h:1) is slow', rank: 1 } },
     ];
-    const view = new StatusView(null);
+    const view = new StatusView('none');
     for (const e of events) view.apply(e);
     const text = view.render();
     expect(text).toMatch(/running \(generation 1\) · 2\/2 workers/);

@@ -64,7 +64,7 @@ export function statusCommand(): Command {
     .option('--json', 'print every event as one JSON line (for scripts)')
     .option('--timeout <s>', 'give up if no coordinator answers within this many seconds', positiveInt, 30)
     .action(async (url: string, flags: StatusFlags) => {
-      const view = new StatusView(flags.json ? null : process.stdout.isTTY ? logUpdate : (text) => process.stdout.write(`${text}\n`));
+      const view = new StatusView(flags.json ? 'none' : process.stdout.isTTY ? 'live' : 'final');
       let ended: StatusEventOf<'end'> | null = null;
       const ws = await openStatus(url, flags.token ?? process.env.RINGTRAIN_STATUS_TOKEN, flags.timeout, (e, socket) => {
         if (flags.json) process.stdout.write(`${JSON.stringify(e)}\n`);
@@ -118,14 +118,17 @@ export function controlCommand(): Command {
     });
 }
 
-/** The terminal view: what the last snapshot said, updated by each event, drawn as text. */
+/**
+ * The terminal view: what the last snapshot said, updated by each event, drawn as text. `live`
+ * redraws it in place (a terminal), `final` prints it once at the end (a pipe), `none` never.
+ */
 export class StatusView {
   private snap: StatusEventOf<'snapshot'> | null = null;
   private end: StatusEventOf<'end'> | null = null;
   private lastDraw = 0;
   private spread: StatusEventOf<'metrics'>['computeSpread'] = null;
 
-  constructor(private readonly draw: ((text: string) => void) | null) {}
+  constructor(private readonly output: 'live' | 'final' | 'none') {}
 
   apply(e: StatusEvent): void {
     if (e.type === 'snapshot') this.snap = e;
@@ -162,20 +165,20 @@ export class StatusView {
         break;
       default:
     }
-    // Redraw at most 10 times a second on a terminal; a pipe gets only the final picture.
+    // At most 10 redraws a second.
     const now = Date.now();
-    if (this.draw && this.draw === logUpdate && (now - this.lastDraw > 100 || e.type === 'end')) {
+    if (this.output === 'live' && (now - this.lastDraw > 100 || e.type === 'end')) {
       this.lastDraw = now;
-      this.draw(this.render());
+      logUpdate(this.render());
     }
   }
 
   done(): void {
-    if (!this.draw || !this.snap) return;
-    if (this.draw === logUpdate) {
+    if (this.output === 'none' || !this.snap) return;
+    if (this.output === 'live') {
       logUpdate(this.render());
       logUpdate.done();
-    } else this.draw(this.render());
+    } else process.stdout.write(`${this.render()}\n`);
   }
 
   render(): string {

@@ -124,6 +124,7 @@ export class Coordinator {
       stragglers: options.stragglers,
     });
     this.metrics = new PrometheusMetrics();
+    this.feed.subscribe((event) => this.metrics.observe(event));
     this.status = new StatusServer({
       feed: this.feed,
       metrics: this.metrics,

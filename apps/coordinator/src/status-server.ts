@@ -5,6 +5,7 @@ import { createRequire } from 'node:module';
 import type { Duplex } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { STATUS_VERSION, type StatusCommand, statusCommandSchema, type StatusEventBody, statusJsonSchema } from '@ringtrain/protocol';
+import { closeWebSocket } from '@ringtrain/allreduce';
 import type { Logger } from 'pino';
 import WebSocket, { WebSocketServer } from 'ws';
 import type { PrometheusMetrics } from './prometheus.js';
@@ -29,8 +30,8 @@ export interface StatusServerOptions {
 const require = createRequire(import.meta.url);
 const dashboardDir = fileURLToPath(new URL('../dashboard/', import.meta.url));
 
-/** Files the dashboard page loads, all served from here (no CDN). */
-const ASSETS: Record<string, { file: string; type: string }> = {
+/** Files the dashboard page loads, all served from here (no CDN); each read once, when first asked for. */
+const ASSETS: Record<string, { file: string; type: string; body?: Buffer }> = {
   '/': { file: `${dashboardDir}index.html`, type: 'text/html; charset=utf-8' },
   '/dashboard.js': { file: `${dashboardDir}dashboard.js`, type: 'text/javascript; charset=utf-8' },
   '/dashboard.css': { file: `${dashboardDir}dashboard.css`, type: 'text/css; charset=utf-8' },
@@ -112,7 +113,7 @@ export class StatusServer {
     if (asset) {
       // The page and its code carry no data of the run; the data needs the token.
       res.writeHead(200, { 'content-type': asset.type, 'cache-control': 'no-cache' });
-      return void res.end(req.method === 'HEAD' ? undefined : readFileSync(asset.file));
+      return void res.end(req.method === 'HEAD' ? undefined : (asset.body ??= readFileSync(asset.file)));
     }
     if (url.pathname === '/api/status-schema') {
       res.writeHead(200, { 'content-type': 'application/schema+json' });
@@ -125,7 +126,6 @@ export class StatusServer {
         res.writeHead(200, { 'content-type': 'application/json' });
         return void res.end(JSON.stringify({ v: STATUS_VERSION, seq: 1, time: Date.now(), ...this.options.feed.snapshot(access) }));
       }
-      this.options.metrics.statusClients.set(this.clients.size);
       this.options.metrics.registry.metrics().then(
         (text) => res.writeHead(200, { 'content-type': this.options.metrics.registry.contentType }).end(text),
         (err: Error) => res.writeHead(500).end(err.message),
@@ -151,19 +151,7 @@ export class StatusServer {
   async close(): Promise<void> {
     clearInterval(this.timer);
     this.unsubscribe();
-    const closing = [...this.clients].map(
-      (c) =>
-        new Promise<void>((resolve) => {
-          if (c.ws.readyState === WebSocket.CLOSED) return resolve();
-          const force = setTimeout(() => c.ws.terminate(), 2000);
-          c.ws.once('close', () => {
-            clearTimeout(force);
-            resolve();
-          });
-          c.ws.close(1000, 'run ended');
-        }),
-    );
-    await Promise.all(closing);
+    await Promise.all([...this.clients].map((c) => closeWebSocket(c.ws, 'run ended', 2000)));
     this.wss.close();
   }
 
@@ -198,7 +186,6 @@ export class StatusServer {
   }
 
   private publish(event: StatusEventBody): void {
-    this.options.metrics.observe(event);
     const terminal = event.type === 'end';
     for (const c of this.clients) {
       if (terminal && c.behind) {

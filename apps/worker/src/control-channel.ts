@@ -1,5 +1,5 @@
 import { type ControlMessage, decodeControl, encodeControl, type MessageOf } from '@ringtrain/protocol';
-import { dialUntil } from '@ringtrain/allreduce';
+import { closeWebSocket, dialUntil } from '@ringtrain/allreduce';
 import WebSocket from 'ws';
 import { WorkerError } from './errors.js';
 
@@ -85,16 +85,8 @@ export class ControlChannel {
     }
   }
 
-  async close(): Promise<void> {
-    if (this.ws.readyState === WebSocket.CLOSED) return;
-    await new Promise<void>((resolve) => {
-      const force = setTimeout(() => this.ws.terminate(), 1000);
-      this.ws.once('close', () => {
-        clearTimeout(force);
-        resolve();
-      });
-      this.ws.close(1000, 'done');
-    });
+  close(): Promise<void> {
+    return closeWebSocket(this.ws, 'done');
   }
 
   private end(error: ChannelError): void {

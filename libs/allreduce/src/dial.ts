@@ -36,3 +36,17 @@ export async function dialUntil(url: string, options: ClientOptions, deadline: n
     await new Promise((r) => setTimeout(r, Math.min(100 * (attempt + 1), 500)));
   }
 }
+
+/** Closes `ws` normally; a peer that does not answer the close within `ms` is cut off. */
+export function closeWebSocket(ws: WebSocket, reason: string, ms = 1000): Promise<void> {
+  return new Promise((resolve) => {
+    if (ws.readyState === WebSocket.CLOSED) return resolve();
+    const force = setTimeout(() => ws.terminate(), ms);
+    ws.once('close', () => {
+      clearTimeout(force);
+      resolve();
+    });
+    ws.close(1000, reason);
+  });
+}
+

@@ -1,5 +1,5 @@
 export { type CollectiveOptions, Communicator, type CommunicatorOptions } from './communicator.js';
-export { type DialResult, dialUntil } from './dial.js';
+export { closeWebSocket, type DialResult, dialUntil } from './dial.js';
 export { CollectiveError, type CollectiveErrorCode, type CollectiveErrorContext } from './errors.js';
 export { MemoryHub, MemoryTransport } from './memory-transport.js';
 export { type RingPlace, WebSocketTransport, type WebSocketTransportOptions } from './websocket-transport.js';

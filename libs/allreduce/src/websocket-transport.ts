@@ -19,7 +19,7 @@ import {
 } from '@ringtrain/protocol';
 import type { Logger } from 'pino';
 import WebSocket, { WebSocketServer } from 'ws';
-import { dialUntil } from './dial.js';
+import { closeWebSocket, dialUntil } from './dial.js';
 import { CollectiveError } from './errors.js';
 import { nextRank, prevRank, type Transport, type TransportHandler } from './transport.js';
 
@@ -224,20 +224,7 @@ export class WebSocketTransport implements Transport {
     this.closing = true;
     if (this.heartbeat) clearInterval(this.heartbeat);
     const links = [this.upstream, this.downstream].filter((l): l is Link => l !== null);
-    await Promise.all(
-      links.map(
-        (l) =>
-          new Promise<void>((resolve) => {
-            if (l.ws.readyState === WebSocket.CLOSED) return resolve();
-            const force = setTimeout(() => l.ws.terminate(), 1000);
-            l.ws.once('close', () => {
-              clearTimeout(force);
-              resolve();
-            });
-            l.ws.close(1000, 'closing');
-          }),
-      ),
-    );
+    await Promise.all(links.map((l) => closeWebSocket(l.ws, 'closing')));
     this.wss.close();
     this.http.closeAllConnections();
     await new Promise<void>((resolve) => this.http.close(() => resolve()));
