@@ -4,8 +4,8 @@ import { Communicator } from './communicator.js';
 import { CollectiveError } from './errors.js';
 import { MemoryHub } from './memory-transport.js';
 
-function ring(world: number, segmentBytes = 64, timeoutMs = 5000): { hub: MemoryHub; comms: Communicator[] } {
-  const hub = new MemoryHub(world);
+function ring(world: number, segmentBytes = 64, timeoutMs = 5000, pieceBytes = 0): { hub: MemoryHub; comms: Communicator[] } {
+  const hub = new MemoryHub(world, { pieceBytes });
   return { hub, comms: hub.transports.map((t) => new Communicator(t, { segmentBytes, timeoutMs, sendWindow: 3 })) };
 }
 
@@ -31,8 +31,10 @@ describe('ring all-reduce (in-memory transport)', () => {
         fc.constantFrom(4, 8, 12, 64, 1024),
         fc.boolean(),
         fc.integer(),
-        async (world, length, segmentBytes, average, seed) => {
-          const { comms } = ring(world, segmentBytes);
+        // 0: each payload arrives whole; else in misaligned pieces of 1..n bytes, as socket reads cut them.
+        fc.constantFrom(0, 0, 1, 3, 6, 61),
+        async (world, length, segmentBytes, average, seed, pieceBytes) => {
+          const { comms } = ring(world, segmentBytes, 5000, pieceBytes);
           const data = randomData(world, length, seed);
           const expected = Float64Array.from({ length }, (_, i) => data.reduce((s, d) => s + d[i], 0) / (average ? world : 1));
           await Promise.all(comms.map((c, r) => c.allreduce(data[r], { average })));

@@ -2,6 +2,7 @@ import type { ControlMessage, FrameHeader } from '@ringtrain/protocol';
 import { opName, PROTOCOL_VERSION } from '@ringtrain/protocol';
 import type { Logger } from 'pino';
 import { CollectiveError } from './errors.js';
+import { Payload } from './payload.js';
 import {
   AllGatherOp,
   AllReduceOp,
@@ -65,7 +66,7 @@ export class Communicator {
   readonly worldSize: number;
   private seq = 0;
   private readonly ops = new Map<number, Pending>();
-  private readonly early = new Map<number, { from: number; header: FrameHeader; payload: Uint8Array }[]>();
+  private readonly early = new Map<number, { from: number; header: FrameHeader; payload: Payload }[]>();
   private earlyBytes = 0;
   private readonly queue: QueuedSend[] = [];
   private inflight = 0;
@@ -157,7 +158,7 @@ export class Communicator {
       this.ops.set(seq, { op, resolve, reject, timer });
       op.start();
       for (const f of this.early.get(seq) ?? []) {
-        this.earlyBytes -= f.payload.length;
+        this.earlyBytes -= f.payload.byteLength;
         this.onFrame(f.from, f.header, f.payload);
       }
       this.early.delete(seq);
@@ -165,7 +166,7 @@ export class Communicator {
     });
   }
 
-  private onFrame(from: number, header: FrameHeader, payload: Uint8Array): void {
+  private onFrame(from: number, header: FrameHeader, payload: Payload): void {
     if (this.failure) return;
     const pending = this.ops.get(header.seq);
     if (!pending) {
@@ -174,14 +175,14 @@ export class Communicator {
         return;
       }
       // The left neighbour started an operation this rank has not reached yet: keep it, bounded.
-      this.earlyBytes += payload.length;
+      this.earlyBytes += payload.byteLength;
       if (this.earlyBytes > this.maxEarlyBytes) {
         this.fail(new CollectiveError('ERR_EARLY_LIMIT', `rank ${this.rank}: rank ${from} is more than ${this.maxEarlyBytes} bytes ahead (seq ${header.seq}, this rank at ${this.seq})`, { rank: this.rank, peer: from, seq: header.seq }));
         return;
       }
       const list = this.early.get(header.seq) ?? [];
       // Kept past this call, so copied: the transport reuses the payload's memory.
-      list.push({ from, header, payload: Uint8Array.prototype.slice.call(payload) });
+      list.push({ from, header, payload: Payload.of(payload.bytes()) });
       this.early.set(header.seq, list);
       return;
     }

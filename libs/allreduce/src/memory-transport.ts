@@ -1,17 +1,25 @@
 import type { ControlMessage, FrameHeader } from '@ringtrain/protocol';
 import { CollectiveError } from './errors.js';
+import { Payload } from './payload.js';
 import type { Transport, TransportHandler } from './transport.js';
 
 /**
  * N transports in one process, for tests: frames are copied (as a wire would) and delivered on a
  * later turn of the event loop, in order per sender–receiver pair. `kill(rank)` makes a rank
  * vanish as a crashed process would: its ring neighbours see peerLost.
+ *
+ * With `pieceBytes`, each payload arrives as a socket would deliver it: cut into pieces of 1 to
+ * pieceBytes bytes at any byte boundary (floats split between pieces), each at an odd address.
  */
 export class MemoryHub {
   readonly transports: MemoryTransport[];
   private readonly dead = new Set<number>();
+  private cuts = 12345;
 
-  constructor(readonly worldSize: number) {
+  constructor(
+    readonly worldSize: number,
+    private readonly options: { pieceBytes?: number } = {},
+  ) {
     this.transports = Array.from({ length: worldSize }, (_, rank) => new MemoryTransport(this, rank));
   }
 
@@ -29,6 +37,22 @@ export class MemoryHub {
 
   isDead(rank: number): boolean {
     return this.dead.has(rank);
+  }
+
+  /** The payload as the receiver gets it: one copy, or misaligned pieces (see pieceBytes). */
+  wire(bytes: Uint8Array): Payload {
+    const most = this.options.pieceBytes;
+    if (!most) return Payload.of(Uint8Array.from(bytes));
+    const pieces: Uint8Array[] = [];
+    for (let at = 0; at < bytes.length; ) {
+      this.cuts = (this.cuts * 1103515245 + 12345) >>> 0;
+      const take = Math.min(bytes.length - at, 1 + ((this.cuts >>> 8) % most));
+      const piece = new Uint8Array(take + 1).subarray(1);
+      piece.set(bytes.subarray(at, at + take));
+      pieces.push(piece);
+      at += take;
+    }
+    return new Payload(pieces);
   }
 
   deliver(to: number, fn: (t: MemoryTransport) => void): void {
@@ -59,7 +83,7 @@ export class MemoryTransport implements Transport {
   async sendFrame(to: number, header: FrameHeader, payload: Uint8Array): Promise<void> {
     if (this.closed || this.hub.isDead(this.rank)) throw new CollectiveError('ERR_CLOSED', `rank ${this.rank}: transport closed`, { rank: this.rank });
     if (this.hub.isDead(to)) throw new CollectiveError('ERR_PEER_LOST', `rank ${this.rank}: peer rank ${to} is gone`, { rank: this.rank, peer: to });
-    const copy = Uint8Array.from(payload);
+    const copy = this.hub.wire(payload);
     const h = { ...header };
     this.hub.deliver(to, (t) => t.handler?.frame(this.rank, h, copy));
   }

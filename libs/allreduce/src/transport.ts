@@ -1,10 +1,11 @@
 import type { ControlMessage, FrameHeader } from '@ringtrain/protocol';
 import type { CollectiveError } from './errors.js';
+import type { Payload } from './payload.js';
 
 /** What a transport delivers to the algorithms above it. */
 export interface TransportHandler {
   /** A frame; `payload` is valid only during the call (the transport may reuse its memory): copy what you keep. */
-  frame(from: number, header: FrameHeader, payload: Uint8Array): void;
+  frame(from: number, header: FrameHeader, payload: Payload): void;
   control(from: number, message: ControlMessage): void;
   /** A neighbour is gone (closed, failed, silent); raised at most once per peer. */
   peerLost(peer: number, error: CollectiveError): void;

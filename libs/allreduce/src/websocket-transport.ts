@@ -21,6 +21,7 @@ import type { Logger } from 'pino';
 import WebSocket, { WebSocketServer } from 'ws';
 import { closeWebSocket, dialUntil } from './dial.js';
 import { CollectiveError } from './errors.js';
+import { Payload } from './payload.js';
 import { nextRank, prevRank, type Transport, type TransportHandler } from './transport.js';
 
 export interface WebSocketTransportOptions {
@@ -58,6 +59,8 @@ interface Link {
   lastSeen: number;
   /** A header whose payload is the next message. */
   awaiting: FrameHeader | null;
+  /** The next message's bytes, left in the socket's read buffers (see receiveInPieces). */
+  pieces: Buffer[] | null;
 }
 
 /** Payloads up to this size share one message with their header (one small copy); larger ones follow it. */
@@ -67,8 +70,8 @@ const INLINE_PAYLOAD_BYTES = 64 * 1024;
  * The ring over WebSockets: each rank listens, dials its left neighbour and is dialled by its
  * right one. Tensor data flows left to right on the connection the right neighbour opened, so it
  * leaves as unmasked server frames. A large payload goes as its own message right after its
- * header's (PAYLOAD_FOLLOWS): not copied on sending (both leave in one writev), and gathered
- * once on receiving, into a buffer the connection reuses.
+ * header's (PAYLOAD_FOLLOWS): not copied on sending (both leave in one writev), and not gathered
+ * on receiving: the collectives add or copy it straight from the socket's read buffers.
  *
  * A peer that sends bytes that do not decode is cut off (close code 1002, reason = the error code)
  * and reported lost with ERR_PROTOCOL; a closed, failed or silent connection is reported lost with
@@ -146,10 +149,7 @@ export class WebSocketTransport implements Transport {
     this.heldBytes = 0;
   }
 
-  /**
-   * Hands an event to the handler, or holds it (bounded) until there is one. A held frame's
-   * payload is copied: received payloads live in a buffer that the next message reuses.
-   */
+  /** Hands an event to the handler, or holds it (bounded) until there is one. */
   private deliver(bytes: number, event: (h: TransportHandler) => void): void {
     if (this.handler) return event(this.handler);
     this.heldBytes += bytes;
@@ -278,28 +278,31 @@ export class WebSocketTransport implements Transport {
   }
 
   private attach(ws: WebSocket, peer: number): Link {
-    const link: Link = { ws, peer, lastSeen: Date.now(), awaiting: null };
+    const link: Link = { ws, peer, lastSeen: Date.now(), awaiting: null, pieces: null };
     ws.binaryType = 'nodebuffer';
-    receiveIntoReusedBuffer(ws);
-    ws.on('message', (data: Buffer, isBinary: boolean) => {
+    receiveInPieces(ws, (pieces) => (link.pieces = pieces));
+    ws.on('message', (message: Buffer, isBinary: boolean) => {
       link.lastSeen = Date.now();
+      const pieces = link.pieces;
+      link.pieces = null;
       try {
         if (!isBinary) throw new ProtocolError('ERR_BAD_MAGIC', 'text message on a ring connection');
         if (link.awaiting) {
           const header = link.awaiting;
           link.awaiting = null;
-          const payload = checkFollowingPayload(header, data);
-          if (this.handler) this.handler.frame(peer, header, payload);
-          else {
-            const kept = Uint8Array.prototype.slice.call(payload);
-            this.deliver(data.length, (h) => h.frame(peer, header, kept));
-          }
-        } else if (isControl(data)) {
-          const message = decodeControl(data, this.limits);
-          this.deliver(data.length, (h) => h.control(peer, message));
+          const payload = pieces ? new Payload(pieces) : Payload.of(message);
+          checkFollowingPayload(header, payload.byteLength);
+          this.deliver(payload.byteLength, (h) => h.frame(peer, header, payload));
+          return;
+        }
+        // A large message that is not a following payload (another sender may inline one): gathered.
+        const data = pieces ? Buffer.concat(pieces) : message;
+        if (isControl(data)) {
+          const control = decodeControl(data, this.limits);
+          this.deliver(data.length, (h) => h.control(peer, control));
         } else {
           const { header, payload } = decodeTensorFrame(data, this.limits);
-          if (payload) this.deliver(data.length, (h) => h.frame(peer, header, payload));
+          if (payload) this.deliver(data.length, (h) => h.frame(peer, header, Payload.of(payload)));
           else link.awaiting = header;
         }
       } catch (err) {
@@ -363,44 +366,50 @@ function socketOf(ws: WebSocket): Duplex | undefined {
   return typeof socket?.cork === 'function' ? socket : undefined;
 }
 
-/** Messages at least this large are received into the link's reused buffer. */
-const REUSE_FROM_BYTES = 128 * 1024;
+/** Messages at least this large are handed over in the socket's read buffers. */
+const PIECES_FROM_BYTES = 128 * 1024;
 
 interface WsReceiver {
   _buffers: Buffer[];
   _bufferedBytes: number;
+  _fin: boolean;
+  _opcode: number;
+  _masked: boolean;
+  _compressed: boolean;
+  _fragments: Buffer[];
   consume(n: number): Buffer;
 }
 
 /**
- * ws gathers a message that spans several socket reads into a fresh buffer; for the ring's 1 MiB
- * segments that is a new 1 MiB allocation per message, and V8 answers the external memory with a
- * scavenge every few all-reduces (~9% of a 16 MiB all-reduce at N = 4). Here the large ones are
- * gathered into one buffer per connection instead, reused by the next message: a payload is valid
- * only while the handler runs (Transport contract). Relies on ws 8's receiver (pinned); if its
- * shape differs, ws's own allocation stays.
+ * ws gathers a message that spans several socket reads into one fresh buffer: for the ring's
+ * 1 MiB segments a copy of every received byte (5% of a 16 MiB all-reduce's CPU at N = 4) and a
+ * new allocation that V8 answers with scavenges. Here a large, whole, unmasked binary message is
+ * instead left in the read buffers it arrived in: `onPieces` gets them, and ws emits the message
+ * as empty. Node gives every socket read a buffer of its own, so the pieces stay valid. Relies
+ * on ws 8's receiver (pinned); if its shape differs, ws gathers as before.
  */
-function receiveIntoReusedBuffer(ws: WebSocket): void {
+function receiveInPieces(ws: WebSocket, onPieces: (pieces: Buffer[]) => void): void {
   const receiver = (ws as unknown as { _receiver?: WsReceiver })._receiver;
-  if (!receiver || typeof receiver.consume !== 'function' || !Array.isArray(receiver._buffers)) return;
+  if (!receiver || typeof receiver.consume !== 'function' || !Array.isArray(receiver._buffers) || !Array.isArray(receiver._fragments)) return;
   const own = receiver.consume.bind(receiver);
-  let reused = Buffer.alloc(0);
   receiver.consume = (n: number): Buffer => {
     const buffers = receiver._buffers;
-    if (n < REUSE_FROM_BYTES || n <= buffers[0].length) return own(n);
-    if (reused.length < n) reused = Buffer.allocUnsafe(n);
+    const whole = receiver._fin && receiver._fragments.length === 0 && receiver._opcode === 2 && !receiver._masked && !receiver._compressed;
+    if (n < PIECES_FROM_BYTES || !whole) return own(n);
     receiver._bufferedBytes -= n;
-    const dst = reused.subarray(0, n);
-    let offset = 0;
-    while (offset < n) {
+    const pieces: Buffer[] = [];
+    for (let left = n; left > 0; ) {
       const buf = buffers[0];
-      const take = Math.min(buf.length, n - offset);
-      dst.set(take === buf.length ? buf : buf.subarray(0, take), offset);
-      if (take === buf.length) buffers.shift();
-      else buffers[0] = buf.subarray(take);
-      offset += take;
+      if (buf.length <= left) {
+        pieces.push(buffers.shift()!);
+        left -= buf.length;
+      } else {
+        pieces.push(buf.subarray(0, left));
+        buffers[0] = buf.subarray(left);
+        left = 0;
+      }
     }
-    return dst;
+    onPieces(pieces);
+    return Buffer.alloc(0);
   };
 }
-

@@ -122,9 +122,8 @@ export function decodeTensorFrame(buf: Uint8Array, limits: Limits = DEFAULT_LIMI
 }
 
 /** Checks the message that carries a PAYLOAD_FOLLOWS frame's payload against its header. */
-export function checkFollowingPayload(header: FrameHeader, payload: Uint8Array): Uint8Array {
+export function checkFollowingPayload(header: FrameHeader, payloadBytes: number): void {
   const need = header.count * DTYPE_BYTES[header.dtype];
-  if (payload.length < need) throw new ProtocolError('ERR_FRAME_TRUNCATED', `payload message of ${payload.length} bytes, the header announced ${need}`);
-  if (payload.length > need) throw new ProtocolError('ERR_FRAME_LENGTH', `payload message of ${payload.length} bytes, the header announced ${need}`);
-  return payload;
+  if (payloadBytes < need) throw new ProtocolError('ERR_FRAME_TRUNCATED', `payload message of ${payloadBytes} bytes, the header announced ${need}`);
+  if (payloadBytes > need) throw new ProtocolError('ERR_FRAME_LENGTH', `payload message of ${payloadBytes} bytes, the header announced ${need}`);
 }

@@ -1,17 +1,22 @@
-// Builds the optional OpenBLAS addon. Never fails the install: without a compiler or OpenBLAS
-// the WASM backend runs instead, and this prints how to enable the native one.
+// Builds one of the project's optional N-API addons with node-gyp:
+//   node scripts/build-addon.mjs <native dir> <what it is> <what runs without it> [apt packages]
+// Never fails the install: without a compiler (or a library the addon links) the portable code
+// runs instead, and this prints how to enable the native one. RINGTRAIN_SKIP_NATIVE=1 skips it.
 import { spawnSync } from 'node:child_process';
 import { existsSync, rmSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { dirname, join, resolve } from 'node:path';
 
-const nativeDir = join(dirname(fileURLToPath(import.meta.url)), '..', 'native');
-const hint = 'ringtrain: native OpenBLAS backend not built; WASM SIMD will be used. ' +
-  'To enable it: apt-get install -y libopenblas-dev g++ make python3, then npm run build:native.';
+const [dir, what, fallback, packages = 'g++ make python3'] = process.argv.slice(2);
+if (!dir || !what || !fallback) {
+  console.error('usage: node scripts/build-addon.mjs <native dir> <what it is> <what runs without it> [apt packages]');
+  process.exit(2);
+}
+const nativeDir = resolve(dir);
+const hint = `ringtrain: ${what} not built; ${fallback} will be used. To enable it: apt-get install -y ${packages}, then npm run build:native.`;
 
 if (process.env.RINGTRAIN_SKIP_NATIVE === '1') {
   rmSync(join(nativeDir, 'build'), { recursive: true, force: true });
-  console.log('ringtrain: RINGTRAIN_SKIP_NATIVE=1, native backend skipped.');
+  console.log(`ringtrain: RINGTRAIN_SKIP_NATIVE=1, ${what} skipped.`);
   process.exit(0);
 }
 const args = ['rebuild'];
@@ -25,7 +30,7 @@ const gypCandidates = [
 const cmd = gypCandidates.length ? [process.execPath, gypCandidates[0], ...args] : ['node-gyp', ...args];
 const r = spawnSync(cmd[0], cmd.slice(1), { cwd: nativeDir, encoding: 'utf8' });
 if (r.status === 0) {
-  console.log('ringtrain: native OpenBLAS backend built.');
+  console.log(`ringtrain: ${what} built.`);
 } else {
   rmSync(join(nativeDir, 'build'), { recursive: true, force: true });
   const why = (r.error?.message ?? r.stderr ?? '').split('\n').find((l) => /error/i.test(l)) ?? 'build failed';

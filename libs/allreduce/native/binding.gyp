@@ -1,0 +1,9 @@
+{
+  "targets": [
+    {
+      "target_name": "ringtrain_reduce",
+      "sources": ["ringtrain_reduce.c"],
+      "cflags": ["-O3", "-std=c11"]
+    }
+  ]
+}

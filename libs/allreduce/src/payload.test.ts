@@ -1,0 +1,86 @@
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { Payload } from './payload.js';
+import { addFloat32, addFloat32Js, addFloat32Portable, reduceKernel } from './reduce-kernel.js';
+
+const bitsOf = (a: Float32Array): Buffer => Buffer.from(a.buffer, a.byteOffset, a.byteLength);
+
+/** `bytes` copied to `misalign` bytes past an 8-aligned address. */
+function at(bytes: Uint8Array, misalign: number): Uint8Array {
+  const out = new Uint8Array(bytes.length + 8).subarray(misalign, misalign + bytes.length);
+  out.set(bytes);
+  return out;
+}
+
+/** Float32 values with awkward bits: subnormals, signed zeros, infinities, large and tiny. */
+const awkward = fc.float({ noNaN: true });
+
+describe('reduce kernel', () => {
+  it('is the native one where the build expects it', () => {
+    if (process.env.RINGTRAIN_EXPECT_NATIVE === '1') expect(reduceKernel).toEqual({ native: true });
+    else expect(typeof reduceKernel.native).toBe('boolean');
+  });
+
+  it('adds float32s at any source alignment, bit-identical to the JS loop, natively and portably', () => {
+    fc.assert(
+      fc.property(fc.array(fc.tuple(awkward, awkward), { maxLength: 300 }), fc.integer({ min: 0, max: 7 }), (pairs, misalign) => {
+        const a = Float32Array.from(pairs, (p) => p[0]);
+        const b = Float32Array.from(pairs, (p) => p[1]);
+        const viaJs = a.slice();
+        addFloat32Js(viaJs, b);
+        for (const add of [addFloat32, addFloat32Portable]) {
+          const viaKernel = a.slice();
+          add(viaKernel, at(new Uint8Array(b.buffer), misalign));
+          expect(bitsOf(viaKernel).equals(bitsOf(viaJs))).toBe(true);
+        }
+      }),
+    );
+  });
+
+  it('refuses sources and destinations of different sizes', () => {
+    for (const add of [addFloat32, addFloat32Portable]) {
+      expect(() => add(new Float32Array(4), new Uint8Array(12))).toThrow(/float32s/);
+      expect(() => add(new Float32Array(1), new Uint8Array(5))).toThrow(/float32s/);
+    }
+  });
+});
+
+describe('payload in pieces', () => {
+  it('adds and copies the same bits as one gathered buffer, wherever the pieces are cut', () => {
+    fc.assert(
+      fc.property(fc.array(fc.tuple(awkward, awkward), { minLength: 1, maxLength: 200 }), fc.array(fc.integer({ min: 0, max: 40 }), { maxLength: 30 }), (pairs, cuts) => {
+        const dst = Float32Array.from(pairs, (p) => p[0]);
+        const src = new Uint8Array(Float32Array.from(pairs, (p) => p[1]).buffer);
+        // Cut src at the given sizes (0-byte pieces too), the rest in one last piece; each misaligned.
+        const pieces: Uint8Array[] = [];
+        let from = 0;
+        for (const c of cuts) {
+          const to = Math.min(src.length, from + c);
+          pieces.push(at(src.subarray(from, to), (from + c) % 8));
+          from = to;
+        }
+        pieces.push(at(src.subarray(from), 3));
+        const payload = new Payload(pieces);
+        expect(payload.byteLength).toBe(src.length);
+        expect(Buffer.from(payload.bytes()).equals(Buffer.from(src))).toBe(true);
+
+        const whole = dst.slice();
+        addFloat32Js(whole, new Float32Array(src.buffer));
+        const split = dst.slice();
+        payload.addFloat32To(split);
+        expect(bitsOf(split).equals(bitsOf(whole))).toBe(true);
+
+        const copied = new Uint8Array(src.length);
+        payload.copyTo(copied);
+        expect(Buffer.from(copied).equals(Buffer.from(src))).toBe(true);
+      }),
+    );
+  });
+
+  it('adds into a destination shorter than the payload, leaving what follows alone', () => {
+    const payload = new Payload([at(new Uint8Array(Float32Array.of(1, 2).buffer).subarray(0, 5), 1), at(new Uint8Array(Float32Array.of(1, 2, 3).buffer).subarray(5), 2)]);
+    const dst = Float32Array.of(10, 20, 30, 40);
+    payload.addFloat32To(dst.subarray(0, 2));
+    expect(Array.from(dst)).toEqual([11, 22, 30, 40]);
+  });
+});
