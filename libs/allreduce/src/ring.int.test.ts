@@ -16,6 +16,19 @@ describe('ring all-reduce across real processes on loopback', () => {
     expect(ring.events.filter((e) => e.event === 'error')).toEqual([]);
   });
 
+  it('large segments, read into reused buffers and reduced in place: exact over hundreds of all-reduces', async () => {
+    // 1 MiB segments ride the 4 MiB read ring (wrapping round it); 6 MiB ones outgrow it and take fresh buffers.
+    for (const segmentBytes of [1 << 20, 6 << 20]) {
+      ring = await ProcessRing.start(3, { segmentBytes });
+      ring.broadcast({ run: { sizes: [3_000_001, 262_147, 7, 1_500_000, 4_700_000], iterations: segmentBytes === 1 << 20 ? 150 : 20 } });
+      const done = await ring.waitAll('done', 120_000);
+      expect(done).toHaveLength(3);
+      expect(ring.events.filter((e) => e.event === 'error')).toEqual([]);
+      await ring.stop();
+      ring = null;
+    }
+  });
+
   it('SIGKILL of one process mid-operation: the others fail with ERR_PEER_LOST naming it within 2 s', async () => {
     ring = await ProcessRing.start(4, { peerTimeoutMs: 1000 });
     ring.broadcast({ run: { sizes: [2_000_000], iterations: 100_000, verify: false } });

@@ -1,6 +1,6 @@
 import { timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, NetConnectOpts, Socket } from 'node:net';
 import { hostname } from 'node:os';
 import type { Duplex } from 'node:stream';
 import {
@@ -22,6 +22,7 @@ import WebSocket, { WebSocketServer } from 'ws';
 import { closeWebSocket, dialUntil } from './dial.js';
 import { CollectiveError } from './errors.js';
 import { Payload } from './payload.js';
+import { connectWithArena, type HeldBytes, ReadArena } from './read-arena.js';
 import { nextRank, prevRank, type Transport, type TransportHandler } from './transport.js';
 
 export interface WebSocketTransportOptions {
@@ -71,7 +72,8 @@ const INLINE_PAYLOAD_BYTES = 64 * 1024;
  * right one. Tensor data flows left to right on the connection the right neighbour opened, so it
  * leaves as unmasked server frames. A large payload goes as its own message right after its
  * header's (PAYLOAD_FOLLOWS): not copied on sending (both leave in one writev), and not gathered
- * on receiving: the collectives add or copy it straight from the socket's read buffers.
+ * on receiving: the collectives add or copy it straight from the socket's read buffers, which
+ * come from a per-connection pool (ReadArena) rather than a fresh allocation per read.
  *
  * A peer that sends bytes that do not decode is cut off (close code 1002, reason = the error code)
  * and reported lost with ERR_PROTOCOL; a closed, failed or silent connection is reported lost with
@@ -155,6 +157,13 @@ export class WebSocketTransport implements Transport {
     this.heldBytes += bytes;
     if (this.heldBytes > this.limits.maxFrameBytes * 2) throw new ProtocolError('ERR_FRAME_TOO_LARGE', `over ${this.limits.maxFrameBytes * 2} bytes arrived before this rank was ready to receive`);
     this.held.push(event);
+  }
+
+  /** A frame to the handler; one held for later is copied, since its bytes live in reused read buffers. */
+  private deliverFrame(peer: number, header: FrameHeader, payload: Payload): void {
+    if (this.handler) return this.handler.frame(peer, header, payload);
+    const kept = Payload.of(payload.bytes());
+    this.deliver(kept.byteLength, (h) => h.frame(peer, header, kept));
   }
 
   /** Takes its place: dials the left neighbour and waits for the right one to dial in. */
@@ -267,8 +276,16 @@ export class WebSocketTransport implements Transport {
     };
     if (this.options.token !== undefined) headers[H.token] = this.options.token;
     const peer = prevRank(this.rank, this.worldSize);
-    const result = await dialUntil(address, { headers, maxPayload: this.limits.maxFrameBytes }, deadline, (ws) => {
+    // The tensor data arrive on this connection: its reads go to a block pool (plain TCP only).
+    let arena: ReadArena | null = null;
+    const createConnection = (opts: NetConnectOpts): Socket => connectWithArena(opts, (arena = new ReadArena(READ_ARENA_BLOCKS)));
+    const pooled = address.startsWith('ws://') ? { createConnection: createConnection as never } : {};
+    // Synchronous message events (ws's default for clients, pinned here): the pool relies on a
+    // consumed message being used only during its event.
+    const result = await dialUntil(address, { headers, maxPayload: this.limits.maxFrameBytes, allowSynchronousEvents: true, ...pooled }, deadline, (ws) => {
       this.upstream = this.attach(ws, peer);
+      const receiver = (ws as unknown as { _receiver?: HeldBytes })._receiver;
+      if (arena && receiver && typeof receiver._bufferedBytes === 'number' && Array.isArray(receiver._fragments)) arena.track(receiver);
     });
     if ('status' in result) {
       const code = result.status === 401 ? 'ERR_AUTH' : 'ERR_RENDEZVOUS';
@@ -292,7 +309,7 @@ export class WebSocketTransport implements Transport {
           link.awaiting = null;
           const payload = pieces ? new Payload(pieces) : Payload.of(message);
           checkFollowingPayload(header, payload.byteLength);
-          this.deliver(payload.byteLength, (h) => h.frame(peer, header, payload));
+          this.deliverFrame(peer, header, payload);
           return;
         }
         // A large message that is not a following payload (another sender may inline one): gathered.
@@ -302,7 +319,7 @@ export class WebSocketTransport implements Transport {
           this.deliver(data.length, (h) => h.control(peer, control));
         } else {
           const { header, payload } = decodeTensorFrame(data, this.limits);
-          if (payload) this.deliver(data.length, (h) => h.frame(peer, header, Payload.of(payload)));
+          if (payload) this.deliverFrame(peer, header, Payload.of(payload));
           else link.awaiting = header;
         }
       } catch (err) {
@@ -366,6 +383,9 @@ function socketOf(ws: WebSocket): Duplex | undefined {
   return typeof socket?.cork === 'function' ? socket : undefined;
 }
 
+/** The most 64 KiB read blocks an upstream connection keeps (see ReadArena). */
+const READ_ARENA_BLOCKS = 64;
+
 /** Messages at least this large are handed over in the socket's read buffers. */
 const PIECES_FROM_BYTES = 128 * 1024;
 
@@ -385,8 +405,8 @@ interface WsReceiver {
  * 1 MiB segments a copy of every received byte (5% of a 16 MiB all-reduce's CPU at N = 4) and a
  * new allocation that V8 answers with scavenges. Here a large, whole, unmasked binary message is
  * instead left in the read buffers it arrived in: `onPieces` gets them, and ws emits the message
- * as empty. Node gives every socket read a buffer of its own, so the pieces stay valid. Relies
- * on ws 8's receiver (pinned); if its shape differs, ws gathers as before.
+ * as empty. They stay valid while the message event runs (the read pool reuses them after).
+ * Relies on ws 8's receiver (pinned); if its shape differs, ws gathers as before.
  */
 function receiveInPieces(ws: WebSocket, onPieces: (pieces: Buffer[]) => void): void {
   const receiver = (ws as unknown as { _receiver?: WsReceiver })._receiver;
