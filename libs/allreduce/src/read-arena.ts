@@ -37,7 +37,8 @@ export class ReadArena {
   /** The buffer for the next socket read. */
   next(): Buffer {
     const holder = this.holder;
-    if (!holder || holder._fragments.length > 0) return this.take(null);
+    if (!holder) return Buffer.allocUnsafe(BLOCK_BYTES); // nothing to count reads against yet
+    if (holder._fragments.length > 0) return this.take(null);
     let live = holder._bufferedBytes + holder.writableLength;
     let keep = 0;
     for (let i = this.reads.length - 1; i >= 0 && live > 0; i--, keep++) live -= this.reads[i].length;
