@@ -46,27 +46,58 @@ async function iperf(): Promise<number | undefined> {
   }
 }
 
-/** Ring all-reduce time and bus bandwidth beside Gloo's, N = 2 and 4, on loopback. */
-export async function allreduceBench(segmentBytes: number): Promise<string> {
+interface Cell {
+  ours: number[];
+  gloo: number[];
+  ratio: number[];
+  ofIperf: number[];
+}
+
+const range = (xs: number[], digits: number): string => {
+  const ok = xs.filter(Number.isFinite);
+  if (!ok.length) return 'n/a';
+  const [lo, hi] = [fmt(Math.min(...ok), digits), fmt(Math.max(...ok), digits)];
+  return lo === hi ? lo : `${lo}–${hi}`;
+};
+
+/**
+ * Ring all-reduce time and bus bandwidth beside Gloo's, N = 2 and 4, on loopback. With runs > 1
+ * each run measures ours, then Gloo, then iperf3 again, and each cell shows the range over runs
+ * (this machine's figures move by ±10% between runs; the ratio within a run is what counts).
+ */
+export async function allreduceBench(segmentBytes: number, runs = 1): Promise<string> {
   const gloo = `${peersDir()}gloo_allreduce.py`;
-  const out: string[] = [];
-  const ceiling = await iperf();
-  for (const n of [2, 4]) {
-    const ours = await ringtrain(n, segmentBytes);
-    const peer = existsSync(gloo) ? runPeer(gloo, ['--workers', String(n), '--sizes', SIZES.join(',')]) : null;
-    const rows = ours.map((r) => {
-      const g = peer?.find((p) => p.bytes === r.bytes) as { ms: number; busbw_MBps: number } | undefined;
-      return [
-        r.bytes >= 1 << 20 ? `${r.bytes >> 20} MiB` : `${r.bytes >> 10} KiB`,
-        fmt(r.ms, 3),
-        fmt(r.busbw, 0),
-        fmt(g?.ms, 3),
-        fmt(g?.busbw_MBps, 0),
-        fmt(r.busbw / (g?.busbw_MBps ?? NaN), 2),
-        ceiling ? `${fmt((100 * r.busbw) / ceiling, 0)}%` : 'n/a',
-      ];
-    });
-    out.push(`N = ${n}\n${table(['size', 'ringtrain ms', 'busbw MB/s', 'gloo ms', 'gloo busbw MB/s', 'ratio', 'of iperf3'], rows)}`);
+  const cells = new Map<string, Cell>();
+  const ceilings: number[] = [];
+  for (let run = 0; run < runs; run++) {
+    const ceiling = await iperf();
+    if (ceiling) ceilings.push(ceiling);
+    for (const n of [2, 4]) {
+      const ours = await ringtrain(n, segmentBytes);
+      const peer = existsSync(gloo) ? runPeer(gloo, ['--workers', String(n), '--sizes', SIZES.join(',')]) : null;
+      for (const r of ours) {
+        const g = peer?.find((p) => p.bytes === r.bytes) as { ms: number; busbw_MBps: number } | undefined;
+        const key = `${n}:${r.bytes}`;
+        const cell = cells.get(key) ?? { ours: [], gloo: [], ratio: [], ofIperf: [] };
+        cell.ours.push(r.ms);
+        cell.gloo.push(g?.ms ?? NaN);
+        cell.ratio.push(r.busbw / (g?.busbw_MBps ?? NaN));
+        cell.ofIperf.push(ceiling ? (100 * r.busbw) / ceiling : NaN);
+        cells.set(key, cell);
+      }
+    }
   }
-  return `Ring all-reduce on loopback, float32, median of 20 (segment ${segmentBytes >> 10} KiB); busbw = bytes/time · 2(N−1)/N\n${out.join('\n\n')}\niperf3 loopback, one stream: ${ceiling ? `${fmt(ceiling, 0)} MB/s` : 'n/a (apt-get install iperf3)'}`;
+  const out = [2, 4].map((n) => {
+    const rows = SIZES.map((bytes) => {
+      const c = cells.get(`${n}:${bytes}`)!;
+      const busbws = c.ours.map((ms) => busbw(bytes, ms, n));
+      const glooBusbws = c.gloo.map((ms) => busbw(bytes, ms, n));
+      const pct = range(c.ofIperf, 0);
+      return [bytes >= 1 << 20 ? `${bytes >> 20} MiB` : `${bytes >> 10} KiB`, range(c.ours, 3), range(busbws, 0), range(c.gloo, 3), range(glooBusbws, 0), range(c.ratio, 2), pct === 'n/a' ? pct : `${pct}%`];
+    });
+    return `N = ${n}\n${table(['size', 'ringtrain ms', 'busbw MB/s', 'gloo ms', 'gloo busbw MB/s', 'ratio', 'of iperf3'], rows)}`;
+  });
+  const runsNote = runs > 1 ? `; ${runs} runs, each cell their range` : '';
+  const iperfNote = ceilings.length ? ceilings.map((c) => `${fmt(c, 0)} MB/s`).join(', ') : 'n/a (apt-get install iperf3)';
+  return `Ring all-reduce on loopback, float32, median of 20 (segment ${segmentBytes >> 10} KiB${runsNote}); busbw = bytes/time · 2(N−1)/N; ratio = Gloo's time / ours\n${out.join('\n\n')}\niperf3 loopback, one stream: ${iperfNote}`;
 }

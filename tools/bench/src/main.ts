@@ -20,10 +20,11 @@ const program = new Command('bench')
   .option('--backend <name>', 'cluster benchmark backend', 'auto')
   .option('--samples <n>', 'cluster benchmark training samples', positive, 60000)
   .option('--segment-bytes <n>', 'all-reduce segment size', positive, 1024 * 1024)
+  .option('--runs <n>', 'all-reduce: repeat ours, Gloo and iperf3 n times and show the ranges', positive, 1)
   .option('--seconds <s>', 'time budget per GEMM measurement', positive, 0.3)
   .option('--epochs <n>', 'training epochs (the first is warm-up)', positive, 4)
   .option('--keep-openblas-env', 'keep OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE (they pin an older, slower kernel)')
-  .action(async (opts: { only?: string; seconds: number; epochs: number; segmentBytes: number; backend: string; samples: number; keepOpenblasEnv?: boolean }) => {
+  .action(async (opts: { only?: string; seconds: number; epochs: number; segmentBytes: number; runs: number; backend: string; samples: number; keepOpenblasEnv?: boolean }) => {
     // OpenBLAS reads these when it loads, so clear them by re-running this process without them;
     // the peers then inherit the same environment, so both sides run the kernel OpenBLAS picks.
     if (!opts.keepOpenblasEnv && (process.env.OPENBLAS_CORETYPE || process.env.OPENBLAS_L2_SIZE)) {
@@ -36,7 +37,7 @@ const program = new Command('bench')
     console.log(`ringtrain bench, ${new Date().toISOString().slice(0, 10)}, node ${process.version}\n`);
     if (!opts.only || opts.only === 'gemm') console.log(`${gemmBench(opts.seconds)}\n`);
     if (!opts.only || opts.only === 'train') console.log(`${trainBench(Math.max(2, Math.round(opts.epochs)))}\n`);
-    if (!opts.only || opts.only === 'allreduce') console.log(`${await allreduceBench(opts.segmentBytes)}\n`);
+    if (!opts.only || opts.only === 'allreduce') console.log(`${await allreduceBench(opts.segmentBytes, Math.round(opts.runs))}\n`);
     if (!opts.only || opts.only === 'cluster') console.log(`${clusterBench(opts.backend, opts.samples)}\n`);
     if (!opts.only || opts.only === 'checkpoint') console.log(`${await checkpointBench()}\n`);
   });
