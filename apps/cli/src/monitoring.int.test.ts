@@ -244,6 +244,24 @@ describe('watching a run (real coordinator, workers and sockets)', () => {
     expect(summary.epochs.at(-1).testAccuracy).toBeGreaterThan(0.9);
   }, 90_000);
 
+  it('a sum that overflows though every rank is finite is caught at its own step: skipped, or the run stops', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'ringtrain-overflow-'));
+    writeFileSync(join(dir, 'job.json'), JSON.stringify({ nonFinite: 'skip', epochs: 1 }));
+    const skipping = startRingtrain(['launch', '--workers', '2', '--config', join(dir, 'job.json'), '--linger', '30', '--json', '--verify-every', '1'], { RINGTRAIN_FAULT_OVERFLOW: '25' });
+    const w = await watchToEnd(skipping);
+    skipping.proc.kill('SIGINT');
+    expect(await skipping.exited).toBe(0);
+    expect(w.of('warning').map((x) => x.warning)).toContainEqual(
+      expect.objectContaining({ code: 'WARN_NON_FINITE', rank: 0, step: 25, message: expect.stringMatching(/all-reduced gradient \(a sum of finite gradients overflowed\) is Infinity at step 25; the step is skipped on every rank/) }),
+    );
+    expect(w.of('metrics').reduce((s, m) => s + m.metrics.skippedSteps, 0)).toBe(1);
+    expect(JSON.parse(skipping.stdout).replicaChecks).toBeGreaterThanOrEqual(60);
+
+    const stopping = startRingtrain(['launch', '--workers', '2', '--epochs', '1'], { RINGTRAIN_FAULT_OVERFLOW: '25' });
+    expect(await stopping.exited).toBe(1);
+    expect(stopping.stderr).toMatch(/ERR_NON_FINITE: .*the all-reduced gradient \(a sum of finite gradients overflowed\) is Infinity at step 25/);
+  }, 90_000);
+
   it('control actions: checkpoint now and stop, with the admin token, from the socket and from `ringtrain control`', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'ringtrain-ctl-'));
     const run = startRingtrain(['launch', '--workers', '2', '--epochs', '200', '--checkpoint-dir', dir, '--admin-token', 'boss']);

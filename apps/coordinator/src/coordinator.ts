@@ -4,7 +4,7 @@ import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { type ConfigSummary, type ControlMessage, decodeControl, encodeControl, type MessageOf, PROTOCOL_VERSION } from '@ringtrain/protocol';
 import { describeModel, parameterCount } from '@ringtrain/core';
-import { type JobConfig, jobConfigHash } from '@ringtrain/trainer';
+import { describeNonFinite, type JobConfig, jobConfigHash } from '@ringtrain/trainer';
 import type { Logger } from 'pino';
 import WebSocket, { WebSocketServer } from 'ws';
 import type { HealthThresholds } from './health-watch.js';
@@ -331,7 +331,7 @@ export class Coordinator {
         this.feed.health({ step: msg.step, tensors: msg.tensors });
         return;
       case 'nonFinite': {
-        const where = msg.what === 'loss' ? 'loss' : `gradient${msg.tensor ? ` of ${msg.tensor}` : ''}`;
+        const where = describeNonFinite(msg);
         const then = msg.action === 'skip' ? 'the step is skipped on every rank' : 'the run stops';
         this.feed.warning({ code: 'WARN_NON_FINITE', message: `rank ${m.rank}: ${where} is ${msg.value} at step ${msg.step}; ${then}`, rank: m.rank, step: msg.step, ...(msg.tensor ? { tensor: msg.tensor } : {}) });
         return;

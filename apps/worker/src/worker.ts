@@ -2,7 +2,7 @@ import { hostname } from 'node:os';
 import { setTimeout as sleep, setImmediate as yieldToEventLoop } from 'node:timers/promises';
 import { CollectiveError, Communicator, WebSocketTransport } from '@ringtrain/allreduce';
 import { writeSafetensors } from '@ringtrain/checkpoint';
-import { type JobConfig, jobConfigHash, parseJobConfig, Trainer } from '@ringtrain/trainer';
+import { type JobConfig, jobConfigHash, type NonFinite, parseJobConfig, Trainer } from '@ringtrain/trainer';
 import { PROTOCOL_VERSION } from '@ringtrain/protocol';
 import type { RngState } from '@ringtrain/core';
 import type { Logger } from 'pino';
@@ -132,6 +132,7 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerResult> {
       const r = trainer.computeGradients();
       if (delayMs) await sleep(delayMs);
       if (faults.nanAt(assign.rank, step)) params.grads[0] = Number.NaN;
+      if (faults.overflowAt(step)) params.grads[params.grads.length - 1] = 3e38;
       // Checked before the ring so the report names this rank; a NaN left in the gradient reaches
       // every rank through the all-reduce, so that under "skip" all of them skip the same step.
       const bad = trainer.checkFinite(r.loss);
@@ -142,11 +143,16 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerResult> {
         params.grads[0] = Number.NaN;
       }
       const t1 = performance.now();
-      await c.allreduce(params.grads, { step, layoutHash });
+      const { finite } = await c.allreduce(params.grads, { step, layoutHash });
       const t2 = performance.now();
-      // The reduced gradient is bit-identical on every rank, so every rank decides alike, and a
-      // bad gradient anywhere poisoned element 0: one element to look at, not the whole buffer.
-      const skip = !Number.isFinite(params.grads[0]);
+      // The all-reduce tells every rank alike whether the result is finite. Not finite with no
+      // poison in element 0: every rank's own gradient was finite, but their sum overflowed.
+      const skip = !finite;
+      if (skip && Number.isFinite(params.grads[0])) {
+        const overflow: NonFinite = { what: 'gradientSum', value: params.grads.find((x) => !Number.isFinite(x)) ?? Number.NaN };
+        if (assign.rank === 0) ch.send({ type: 'nonFinite', ...ids, step, what: overflow.what, value: overflow.value, action: config.nonFinite });
+        if (config.nonFinite === 'stop') throw trainer.nonFiniteError(overflow, step);
+      }
       let epochEnded: boolean;
       if (skip) {
         epochEnded = trainer.skipUpdate();

@@ -49,6 +49,27 @@ describe('ring all-reduce (in-memory transport)', () => {
     );
   });
 
+  it('tells every rank alike whether the result is finite: a NaN anywhere, or a sum that overflows', async () => {
+    for (const world of [1, 2, 3, 5]) {
+      for (const pieceBytes of [0, 5]) {
+        const cases: [string, (r: number, d: Float32Array) => void, boolean][] = [
+          ['finite', () => {}, true],
+          ['a NaN on the last rank', (r, d) => r === world - 1 && (d[d.length - 1] = Number.NaN), false],
+          // 3e38 on every rank: finite everywhere, but their sum is not (unless alone).
+          ['an overflowing sum', (_, d) => (d[77] = 3e38), world === 1],
+        ];
+        for (const [what, spoil, finite] of cases) {
+          const { comms } = ring(world, 64, 5000, pieceBytes);
+          const data = randomData(world, 301, 9);
+          data.forEach((d, r) => spoil(r, d));
+          const results = await Promise.all(comms.map((c, r) => c.allreduce(data[r], { average: false })));
+          expect(results.map((x) => x.finite), `${what}, world ${world}`).toEqual(Array(world).fill(finite));
+          expect(results[0].finite).toBe(data[0].every(Number.isFinite));
+        }
+      }
+    }
+  });
+
   it('reduces subarray views of a larger buffer in place and leaves the rest alone', async () => {
     const { comms } = ring(3, 16);
     const bufs = [0, 1, 2].map((r) => Float32Array.from({ length: 20 }, (_, i) => r * 100 + i));

@@ -3,6 +3,7 @@ import { opName, PROTOCOL_VERSION } from '@ringtrain/protocol';
 import type { Logger } from 'pino';
 import { CollectiveError } from './errors.js';
 import { Payload } from './payload.js';
+import { allFiniteFloat32 } from './reduce-kernel.js';
 import {
   AllGatherOp,
   AllReduceOp,
@@ -35,6 +36,11 @@ export interface CollectiveOptions {
   layoutHash?: string;
   /** Overrides the communicator's deadline for this call. */
   timeoutMs?: number;
+}
+
+export interface AllReduceResult {
+  /** False when any element of the result is ±Inf or NaN: a rank's own, or a sum that overflowed. */
+  finite: boolean;
 }
 
 interface Pending {
@@ -102,9 +108,14 @@ export class Communicator {
     return this.failure;
   }
 
-  /** Sums `data` over all ranks in place (or averages, by default), bit-identical on every rank. */
-  allreduce(data: Float32Array, options: CollectiveOptions & { average?: boolean } = {}): Promise<void> {
-    return this.run('allreduce', data.length, options, (fp) => new AllReduceOp(this.host, fp, data, options.average ?? true, this.segmentElems));
+  /**
+   * Sums `data` over all ranks in place (or averages, by default), bit-identical on every rank.
+   * Tells whether every element of the result is finite; every rank gets the same answer.
+   */
+  async allreduce(data: Float32Array, options: CollectiveOptions & { average?: boolean } = {}): Promise<AllReduceResult> {
+    let op: AllReduceOp | null = null;
+    await this.run('allreduce', data.length, options, (fp) => (op = new AllReduceOp(this.host, fp, data, options.average ?? true, this.segmentElems)));
+    return { finite: op ? (op as AllReduceOp).finite : allFiniteFloat32(data) };
   }
 
   /** Copies rank `root`'s `data` into every rank's `data`. */

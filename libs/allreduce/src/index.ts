@@ -1,4 +1,4 @@
-export { type CollectiveOptions, Communicator, type CommunicatorOptions } from './communicator.js';
+export { type AllReduceResult, type CollectiveOptions, Communicator, type CommunicatorOptions } from './communicator.js';
 export { closeWebSocket, type DialResult, dialUntil } from './dial.js';
 export { CollectiveError, type CollectiveErrorCode, type CollectiveErrorContext } from './errors.js';
 export { MemoryHub, MemoryTransport } from './memory-transport.js';

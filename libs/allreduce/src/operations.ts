@@ -1,5 +1,6 @@
 import { Dtype, type FrameHeader, FrameOp } from '@ringtrain/protocol';
 import type { Payload } from './payload.js';
+import { allFiniteFloat32 } from './reduce-kernel.js';
 import { RingLayout } from './ring-layout.js';
 
 export type CollectiveKind = 'allreduce' | 'broadcast' | 'allgather';
@@ -75,6 +76,13 @@ const bytesOf = (x: Float32Array, offset: number, count: number): Uint8Array => 
  */
 export class AllReduceOp extends Operation {
   readonly kind = 'allreduce' as const;
+  /**
+   * Whether every element of the result is finite. A rank's result is the chunk it finished
+   * itself (checked in that last add) and the chunks it received in the all-gather (checked as
+   * they land), so every rank reaches the same verdict on the same bits: it sees a sum that
+   * overflowed although every rank's own values were finite.
+   */
+  finite = true;
   private readonly layout: RingLayout;
 
   constructor(
@@ -103,8 +111,9 @@ export class AllReduceOp extends Operation {
     const { rank, world } = this.host;
     const d = this.data;
     if (h.op === FrameOp.reduceScatter) {
-      payload.addFloat32To(d.subarray(h.offset, h.offset + h.count));
+      const finite = payload.addFloat32To(d.subarray(h.offset, h.offset + h.count));
       if (h.chunk === (rank + 1) % world) {
+        this.finite &&= finite;
         if (this.average) for (let o = h.offset, end = h.offset + h.count; o < end; o++) d[o] /= world;
         this.sendSegment(FrameOp.allGather, h.chunk, h.segment);
       } else {
@@ -112,6 +121,7 @@ export class AllReduceOp extends Operation {
       }
     } else {
       payload.copyTo(bytesOf(d, h.offset, h.count));
+      if (this.finite) this.finite = allFiniteFloat32(d.subarray(h.offset, h.offset + h.count));
       // The all-gather of chunk c started at its owner c−1 and stops before returning there.
       if ((rank + 1) % world !== (h.chunk - 1 + world) % world) this.sendSegment(FrameOp.allGather, h.chunk, h.segment);
     }

@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { Payload } from './payload.js';
-import { addFloat32, addFloat32Js, addFloat32Portable, reduceKernel } from './reduce-kernel.js';
+import { addFloat32, addFloat32Js, addFloat32Portable, allFiniteFloat32, allFiniteJs, reduceKernel } from './reduce-kernel.js';
 
 const bitsOf = (a: Float32Array): Buffer => Buffer.from(a.buffer, a.byteOffset, a.byteLength);
 
@@ -28,13 +28,32 @@ describe('reduce kernel', () => {
         const b = Float32Array.from(pairs, (p) => p[1]);
         const viaJs = a.slice();
         addFloat32Js(viaJs, b);
+        const finite = viaJs.every(Number.isFinite);
         for (const add of [addFloat32, addFloat32Portable]) {
           const viaKernel = a.slice();
-          add(viaKernel, at(new Uint8Array(b.buffer), misalign));
+          expect(add(viaKernel, at(new Uint8Array(b.buffer), misalign))).toBe(finite);
           expect(bitsOf(viaKernel).equals(bitsOf(viaJs))).toBe(true);
         }
       }),
     );
+  });
+
+  it('tells whether every sum is finite, and finds ±Inf and NaN anywhere', () => {
+    const big = Float32Array.of(1, 3e38, -2);
+    expect(addFloat32(big, new Uint8Array(Float32Array.of(1, 3e38, 5).buffer))).toBe(false); // 6e38 overflows
+    expect(big[1]).toBe(Number.POSITIVE_INFINITY);
+    expect(addFloat32(Float32Array.of(1, 2), new Uint8Array(Float32Array.of(3, 4).buffer))).toBe(true);
+    for (const check of [allFiniteFloat32, allFiniteJs]) {
+      for (const bad of [Number.NaN, Number.POSITIVE_INFINITY, Number.NEGATIVE_INFINITY]) {
+        for (const where of [0, 5, 36]) {
+          const x = Float32Array.from({ length: 37 }, (_, i) => i - 18.5);
+          x[where] = bad;
+          expect(check(x)).toBe(false);
+        }
+      }
+      expect(check(Float32Array.of(3.4e38, -3.4e38, 1e-45, -0))).toBe(true);
+      expect(check(new Float32Array(0))).toBe(true);
+    }
   });
 
   it('refuses sources and destinations of different sizes', () => {
@@ -67,7 +86,7 @@ describe('payload in pieces', () => {
         const whole = dst.slice();
         addFloat32Js(whole, new Float32Array(src.buffer));
         const split = dst.slice();
-        payload.addFloat32To(split);
+        expect(payload.addFloat32To(split)).toBe(whole.every(Number.isFinite));
         expect(bitsOf(split).equals(bitsOf(whole))).toBe(true);
 
         const copied = new Uint8Array(src.length);

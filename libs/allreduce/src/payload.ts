@@ -39,12 +39,14 @@ export class Payload {
   }
 
   /**
-   * dst[i] += (the payload's float32 i) for every element of dst. A float split between two
-   * pieces is put together in a 4-byte scratch; each element gets the same single float32
-   * addition either way, so the sums are bit-identical to an add from one gathered buffer.
+   * dst[i] += (the payload's float32 i) for every element of dst; returns whether every sum is
+   * finite. A float split between two pieces is put together in a 4-byte scratch; each element
+   * gets the same single float32 addition either way, so the sums are bit-identical to an add
+   * from one gathered buffer.
    */
-  addFloat32To(dst: Float32Array): void {
+  addFloat32To(dst: Float32Array): boolean {
     if (this.pieces.length === 1) return addFloat32(dst, this.pieces[0].subarray(0, dst.length * 4));
+    let finite = true;
     let element = 0; // next element of dst to add into
     let carried = 0; // bytes of a split float already in the scratch
     for (const p of this.pieces) {
@@ -55,18 +57,19 @@ export class Payload {
         carried += take;
         at = take;
         if (carried < 4) continue;
-        addFloat32(dst.subarray(element, element + 1), splitFloat);
+        finite = addFloat32(dst.subarray(element, element + 1), splitFloat) && finite;
         element++;
         carried = 0;
       }
       const whole = Math.min((p.length - at) >> 2, dst.length - element);
-      if (whole > 0) addFloat32(dst.subarray(element, element + whole), p.subarray(at, at + whole * 4));
+      if (whole > 0) finite = addFloat32(dst.subarray(element, element + whole), p.subarray(at, at + whole * 4)) && finite;
       element += whole;
       at += whole * 4;
-      if (element >= dst.length) return;
+      if (element >= dst.length) break;
       carried = p.length - at;
       if (carried) splitFloat.set(p.subarray(at), 0);
     }
+    return finite;
   }
 }
 

@@ -3,7 +3,8 @@ import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 
 interface ReduceAddon {
-  addFloat32(dst: ArrayBufferView, src: ArrayBufferView): void;
+  addFloat32(dst: ArrayBufferView, src: ArrayBufferView): boolean;
+  allFiniteFloat32(x: ArrayBufferView): boolean;
 }
 
 const addonPath = fileURLToPath(new URL('../native/build/Release/ringtrain_reduce.node', import.meta.url));
@@ -39,17 +40,42 @@ export function addFloat32Js(dst: Float32Array, src: Float32Array): void {
   for (; i < n; i++) dst[i] += src[i];
 }
 
+/**
+ * True when no element is ±Inf or NaN. The sum of float32 values, taken in float64, cannot
+ * overflow, so it is NaN or ±Inf exactly when an element is; four sums let V8 keep up with memory.
+ */
+export function allFiniteJs(x: Float32Array): boolean {
+  let s0 = 0;
+  let s1 = 0;
+  let s2 = 0;
+  let s3 = 0;
+  const n = x.length & ~3;
+  for (let i = 0; i < n; i += 4) {
+    s0 += x[i];
+    s1 += x[i + 1];
+    s2 += x[i + 2];
+    s3 += x[i + 3];
+  }
+  for (let i = n; i < x.length; i++) s0 += x[i];
+  return Number.isFinite(s0 + s1 + s2 + s3);
+}
+
 /** addFloat32 without the addon: the JS loop needs an aligned view, so a misaligned src is copied first. */
-export function addFloat32Portable(dst: Float32Array, src: Uint8Array): void {
+export function addFloat32Portable(dst: Float32Array, src: Uint8Array): boolean {
   if (src.length !== dst.length * 4) throw new RangeError(`addFloat32: ${src.length} source bytes for ${dst.length} float32s`);
   addFloat32Js(dst, floatsOf(src));
+  return allFiniteJs(dst);
 }
 
 /**
  * dst += src, where src holds dst.length little-endian float32s at any byte alignment; the native
- * loop reads them in place. Both kernels give bit-identical sums (one IEEE float32 addition per element).
+ * loop reads them in place. Returns whether every sum is finite (a sum of finite values can
+ * overflow). Both kernels give bit-identical sums (one IEEE float32 addition per element).
  */
-export const addFloat32: (dst: Float32Array, src: Uint8Array) => void = 'addon' in loaded ? (dst, src) => loaded.addon.addFloat32(dst, src) : addFloat32Portable;
+export const addFloat32: (dst: Float32Array, src: Uint8Array) => boolean = 'addon' in loaded ? (dst, src) => loaded.addon.addFloat32(dst, src) : addFloat32Portable;
+
+/** True when no element of x is ±Inf or NaN. */
+export const allFiniteFloat32: (x: Float32Array) => boolean = 'addon' in loaded ? (x) => loaded.addon.allFiniteFloat32(x) : allFiniteJs;
 
 /** Bytes as float32, without a copy when they are aligned (they nearly always are). */
 function floatsOf(bytes: Uint8Array): Float32Array {

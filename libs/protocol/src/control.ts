@@ -152,7 +152,8 @@ export const nonFiniteMessageSchema = z.strictObject({
   generation,
   rank,
   step: count,
-  what: z.enum(['loss', 'gradient']),
+  /** gradientSum: every rank's own gradient was finite, their sum in the all-reduce overflowed. */
+  what: z.enum(['loss', 'gradient', 'gradientSum']),
   tensor: z.string().max(256).optional(),
   value: anyNumber,
   action: z.enum(['stop', 'skip']),

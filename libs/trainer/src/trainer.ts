@@ -52,9 +52,17 @@ export interface TensorHealth {
 
 /** What was not finite on this replica, and where (the first tensor with a bad gradient). */
 export interface NonFinite {
-  what: 'loss' | 'gradient';
+  /** 'gradientSum': every rank's own gradient was finite, but their sum in the all-reduce overflowed. */
+  what: 'loss' | 'gradient' | 'gradientSum';
   tensor?: string;
   value: number;
+}
+
+/** The bad value's place, for messages: "loss", "gradient of layers.0.weight", … */
+export function describeNonFinite(bad: Pick<NonFinite, 'what' | 'tensor'>): string {
+  if (bad.what === 'loss') return 'loss';
+  if (bad.what === 'gradientSum') return 'the all-reduced gradient (a sum of finite gradients overflowed)';
+  return `gradient${bad.tensor ? ` of ${bad.tensor}` : ''}`;
 }
 
 export interface TrainerOptions {
@@ -181,8 +189,7 @@ export class Trainer {
 
   /** The error for a non-finite value under the `stop` policy. */
   nonFiniteError(bad: NonFinite, step = this.globalStep): CoreError {
-    const where = bad.what === 'loss' ? 'loss' : `gradient${bad.tensor ? ` of ${bad.tensor}` : ''}`;
-    return new CoreError('ERR_NON_FINITE', `rank ${this.rank}: ${where} is ${bad.value} at step ${step} (epoch ${this.epoch}); lower the learning rate, set clipGradNorm, or set nonFinite to "skip"`);
+    return new CoreError('ERR_NON_FINITE', `rank ${this.rank}: ${describeNonFinite(bad)} is ${bad.value} at step ${step} (epoch ${this.epoch}); lower the learning rate, set clipGradNorm, or set nonFinite to "skip"`);
   }
 
   /** Passes over this step's batch without changing the weights (the `skip` policy). */
