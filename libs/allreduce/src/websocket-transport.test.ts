@@ -2,7 +2,7 @@ import { connect as tcpConnect } from 'node:net';
 import { encodeControl, encodeFrameHeader, Dtype, FrameOp, type FrameHeader } from '@ringtrain/protocol';
 import fc from 'fast-check';
 import { afterEach, describe, expect, it } from 'vitest';
-import WebSocket from 'ws';
+import WebSocket, { WebSocketServer } from 'ws';
 import { Communicator } from './communicator.js';
 import type { CollectiveError } from './errors.js';
 import type { Payload } from './payload.js';
@@ -195,6 +195,46 @@ describe('WebSocket transport: handshake and decoding', () => {
       await until(() => rec.lost.length === 1);
       expect(rec.lost[0]).toMatchObject({ code: 'ERR_PROTOCOL', peer: 1, message: expect.stringContaining(reason) });
       expect(rec.frames).toHaveLength(0);
+    }
+  });
+
+  it('on the connection it dialled, where large payloads arrive in pieces: exact bytes, and each malformed one closes it with 1002', async () => {
+    const big = (floats: number): FrameHeader => ({ ...header, op: FrameOp.allGather, count: floats, tensorLength: 1 << 20 });
+    const data = Buffer.from(Float32Array.from({ length: 65_536 }, (_, i) => i * 0.5 - 7).buffer); // 256 KiB
+    const cases: [string, Buffer[], string | null][] = [
+      ['a whole payload', [encodeFrameHeader(big(65_536), true), data], null],
+      ['a payload shorter than announced', [encodeFrameHeader(big(65_536), true), data.subarray(0, 200_000)], 'ERR_FRAME_TRUNCATED'],
+      ['a payload longer than announced', [encodeFrameHeader(big(32_768), true), data], 'ERR_FRAME_LENGTH'],
+      ['a large message with no header before it', [Buffer.alloc(262_144)], 'ERR_BAD_MAGIC'],
+    ];
+    for (const [what, messages, code] of cases) {
+      // A stand-in for rank 0 of 2: it accepts the transport's dial and dials it back.
+      const server = new WebSocketServer({ port: 0, host: '127.0.0.1' });
+      await new Promise((r) => server.once('listening', r));
+      const accepted = new Promise<WebSocket>((r) => server.once('connection', r));
+      const t = await WebSocketTransport.listen({ connectTimeoutMs: 3000 });
+      open.push(t);
+      const joined = t.join({ rank: 1, worldSize: 2, prevAddress: `ws://127.0.0.1:${(server.address() as { port: number }).port}` });
+      const back = new WebSocket(t.address, { headers: { 'x-ringtrain-rank': '0', 'x-ringtrain-world': '2', 'x-ringtrain-version': '1', 'x-ringtrain-ring': '' } });
+      await joined;
+      const rec = recorder();
+      t.setHandler(rec);
+      const upstream = await accepted;
+      const closed = new Promise<[number, string]>((r) => upstream.once('close', (c, reason) => r([c, reason.toString()])));
+      for (const m of messages) upstream.send(m);
+      if (code === null) {
+        await until(() => rec.frames.length === 1);
+        expect(Buffer.from(rec.frames[0][2]).equals(data), what).toBe(true);
+        expect(rec.lost, what).toEqual([]);
+      } else {
+        expect(await closed, what).toEqual([1002, code]);
+        await until(() => rec.lost.length === 1);
+        expect(rec.lost[0], what).toMatchObject({ code: 'ERR_PROTOCOL', peer: 0 });
+        expect(rec.frames, what).toHaveLength(0);
+      }
+      back.terminate();
+      upstream.terminate();
+      await new Promise((r) => server.close(r));
     }
   });
 
