@@ -23,6 +23,12 @@ const BLOCK_BYTES = 64 * 1024;
 export class ReadArena {
   /** Reads that may still hold unconsumed bytes, oldest first; block null: a fresh buffer. */
   private readonly reads: { block: Buffer | null; length: number }[] = [];
+  /**
+   * The buffer handed out for the next read, until bytes land in it. Node 20 asks for the next
+   * buffer only after a read that found bytes; should a read ever find none and Node ask again,
+   * the same buffer goes out again rather than being counted as holding 64 KiB of data.
+   */
+  private pending: { block: Buffer | null; buffer: Buffer } | null = null;
   private readonly free: Buffer[] = [];
   private blocks = 0;
   private holder: HeldBytes | null = null;
@@ -36,6 +42,7 @@ export class ReadArena {
 
   /** The buffer for the next socket read. */
   next(): Buffer {
+    if (this.pending) return this.pending.buffer; // nothing was read into it: hand it out again
     const holder = this.holder;
     if (!holder) return Buffer.allocUnsafe(BLOCK_BYTES); // nothing to count reads against yet
     if (holder._fragments.length > 0) return this.take(null);
@@ -51,15 +58,18 @@ export class ReadArena {
     return this.take(null);
   }
 
-  /** After a read of n bytes into the last buffer handed out: only those n are held. */
+  /** After a read of n bytes into the buffer handed out last: those n bytes are held. */
   filled(n: number): void {
-    const last = this.reads[this.reads.length - 1];
-    if (last) last.length = n;
+    const p = this.pending;
+    if (!p || n <= 0) return;
+    this.pending = null;
+    this.reads.push({ block: p.block, length: n });
   }
 
   private take(block: Buffer | null): Buffer {
-    this.reads.push({ block, length: BLOCK_BYTES });
-    return block ?? Buffer.allocUnsafe(BLOCK_BYTES);
+    const buffer = block ?? Buffer.allocUnsafe(BLOCK_BYTES);
+    this.pending = { block, buffer };
+    return buffer;
   }
 }
 
