@@ -143,7 +143,8 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerResult> {
         params.grads[0] = Number.NaN;
       }
       const t1 = performance.now();
-      const { finite } = await c.allreduce(params.grads, { step, layoutHash });
+      // Alone there is nothing to sum: the gradient is this rank's own, checked above.
+      const finite = assign.worldSize === 1 ? bad === null : (await c.allreduce(params.grads, { step, layoutHash })).finite;
       const t2 = performance.now();
       // The all-reduce tells every rank alike whether the result is finite. Not finite with no
       // poison in element 0: every rank's own gradient was finite, but their sum overflowed.
