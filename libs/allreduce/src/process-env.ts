@@ -3,8 +3,11 @@
  * message it receives; glibc serves allocations of 128 KiB and more with mmap and gives them back
  * at free, so every segment of every all-reduce page-faults fresh zeroed memory from the kernel.
  * Raising glibc's mmap and trim thresholds keeps those buffers in the heap for reuse: measured
- * 4 MiB all-reduces at N = 2 in 6.3 ms instead of 10.5 ms. Other C libraries ignore the variable.
- * GLIBC_TUNABLES is read at process start, so this is for the processes one spawns.
+ * 4 MiB all-reduces at N = 2 in 6.3 ms instead of 10.5 ms. Large payloads now arrive in pooled
+ * read blocks (ReadArena), so little is left for this and for RING_NODE_FLAGS to do; together
+ * they still measured 21–23 ms against 22.5–24 ms without (N = 4, 16 MiB), so they stay. Other C
+ * libraries ignore the variable. GLIBC_TUNABLES is read at process start, so this is for the
+ * processes one spawns.
  */
 export function ringProcessEnv(env: NodeJS.ProcessEnv = process.env): NodeJS.ProcessEnv {
   const wanted = ['glibc.malloc.mmap_threshold=67108864', 'glibc.malloc.trim_threshold=134217728'];
