@@ -4,7 +4,6 @@ export { CollectiveError, type CollectiveErrorCode, type CollectiveErrorContext 
 export { MemoryHub, MemoryTransport } from './memory-transport.js';
 export { type RingPlace, WebSocketTransport, type WebSocketTransportOptions } from './websocket-transport.js';
 export { type CollectiveKind, describeFingerprint, type Fingerprint } from './operations.js';
-export { reduceKernel } from './reduce-kernel.js';
 export { RingLayout } from './ring-layout.js';
 export { nextRank, prevRank, type Transport, type TransportHandler } from './transport.js';
 export { hasRingNodeFlags, hasRingProcessEnv, RING_NODE_FLAGS, ringProcessEnv } from './process-env.js';

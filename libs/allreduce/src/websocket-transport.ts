@@ -278,14 +278,14 @@ export class WebSocketTransport implements Transport {
     const peer = prevRank(this.rank, this.worldSize);
     // The tensor data arrive on this connection: its reads go to a block pool (plain TCP only).
     let arena: ReadArena | null = null;
-    const createConnection = (opts: NetConnectOpts): Socket => connectWithArena(opts, (arena = new ReadArena(READ_ARENA_BLOCKS)));
+    const createConnection = (opts: NetConnectOpts): Socket => connectWithArena(opts, (arena = new ReadArena()));
     const pooled = address.startsWith('ws://') ? { createConnection: createConnection as never } : {};
     // Synchronous message events (ws's default for clients, pinned here): the pool relies on a
     // consumed message being used only during its event.
     const result = await dialUntil(address, { headers, maxPayload: this.limits.maxFrameBytes, allowSynchronousEvents: true, ...pooled }, deadline, (ws) => {
       this.upstream = this.attach(ws, peer);
-      const receiver = (ws as unknown as { _receiver?: HeldBytes })._receiver;
-      if (arena && receiver && typeof receiver._bufferedBytes === 'number' && Array.isArray(receiver._fragments)) arena.track(receiver);
+      const receiver = receiverOf(ws);
+      if (arena && receiver) arena.track(receiver);
     });
     if ('status' in result) {
       const code = result.status === 401 ? 'ERR_AUTH' : 'ERR_RENDEZVOUS';
@@ -383,21 +383,25 @@ function socketOf(ws: WebSocket): Duplex | undefined {
   return typeof socket?.cork === 'function' ? socket : undefined;
 }
 
-/** The most 64 KiB read blocks an upstream connection keeps (see ReadArena). */
-const READ_ARENA_BLOCKS = 64;
-
 /** Messages at least this large are handed over in the socket's read buffers. */
 const PIECES_FROM_BYTES = 128 * 1024;
 
-interface WsReceiver {
+/** What the transport uses of ws 8's receiver (pinned), which the read pool's HeldBytes is part of. */
+interface WsReceiver extends HeldBytes {
   _buffers: Buffer[];
-  _bufferedBytes: number;
   _fin: boolean;
   _opcode: number;
   _masked: boolean;
   _compressed: boolean;
   _fragments: Buffer[];
   consume(n: number): Buffer;
+}
+
+/** ws's receiver, or undefined if its shape is not the one this transport relies on. */
+function receiverOf(ws: WebSocket): WsReceiver | undefined {
+  const r = (ws as unknown as { _receiver?: WsReceiver })._receiver;
+  const shaped = r && typeof r.consume === 'function' && Array.isArray(r._buffers) && Array.isArray(r._fragments) && typeof r._bufferedBytes === 'number' && typeof r.writableLength === 'number';
+  return shaped ? r : undefined;
 }
 
 /**
@@ -409,8 +413,8 @@ interface WsReceiver {
  * Relies on ws 8's receiver (pinned); if its shape differs, ws gathers as before.
  */
 function receiveInPieces(ws: WebSocket, onPieces: (pieces: Buffer[]) => void): void {
-  const receiver = (ws as unknown as { _receiver?: WsReceiver })._receiver;
-  if (!receiver || typeof receiver.consume !== 'function' || !Array.isArray(receiver._buffers) || !Array.isArray(receiver._fragments)) return;
+  const receiver = receiverOf(ws);
+  if (!receiver) return;
   const own = receiver.consume.bind(receiver);
   receiver.consume = (n: number): Buffer => {
     const buffers = receiver._buffers;

@@ -44,9 +44,9 @@ export function sumSquares(x: Float32Array): number {
 }
 
 /**
- * True when every element is finite. A sum is NaN or ±Inf as soon as one element is (or when the
- * values are so large that it overflows, which is as bad); four accumulators let V8 keep up with
- * memory (~25 µs for 100k floats).
+ * True when every element is finite. The float64 sum of float32 values cannot overflow, so it is
+ * NaN or ±Inf exactly when an element is; four accumulators let V8 keep up with memory (~25 µs
+ * for 100k floats).
  */
 export function allFinite(x: Float32Array): boolean {
   let s0 = 0;

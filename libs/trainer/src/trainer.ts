@@ -183,7 +183,7 @@ export class Trainer {
     const grads = this.model.params.grads;
     if (allFinite(grads)) return null;
     const at = firstNonFinite(grads);
-    // at is -1 when the values are finite but their sum overflowed: they are exploding all the same.
+    // allFinite is exact, so some element is bad (at >= 0); the guard is only a safety net.
     return { what: 'gradient', tensor: at >= 0 ? this.model.params.tensorAt(at)?.name : undefined, value: at >= 0 ? grads[at] : Number.POSITIVE_INFINITY };
   }
 
