@@ -42,7 +42,7 @@ async function openStatus(given: string, token: string | undefined, timeoutS: nu
     });
   });
   if ('status' in result) throw Object.assign(new Error(`the coordinator refused the status connection: ${result.status} ${result.body}`), { code: result.status === 401 ? 'ERR_AUTH' : 'ERR_REJECTED' });
-  if ('unreachable' in result) throw Object.assign(new Error(`no coordinator answered at ${url} within ${timeoutS} s`), { code: 'ERR_UNREACHABLE' });
+  if (!('ws' in result)) throw Object.assign(new Error(`no coordinator answered at ${url} within ${timeoutS} s`), { code: 'ERR_UNREACHABLE' });
   return result.ws;
 }
 

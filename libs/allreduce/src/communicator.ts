@@ -139,10 +139,18 @@ export class Communicator {
     await this.allgather(new Uint8Array(0), options);
   }
 
-  /** Rejects what is in flight with ERR_CLOSED and closes the transport. */
-  async close(): Promise<void> {
+  /**
+   * Rejects what is in flight with ERR_CLOSED and refuses later calls, but leaves the transport
+   * open: its owner leaves this ring and joins the next generation's.
+   */
+  detach(): void {
     if (!this.failure) this.failure = new CollectiveError('ERR_CLOSED', `rank ${this.rank}: communicator closed`, { rank: this.rank });
     this.rejectAll(this.failure);
+  }
+
+  /** Rejects what is in flight with ERR_CLOSED and closes the transport. */
+  async close(): Promise<void> {
+    this.detach();
     await this.transport.close();
   }
 

@@ -1,7 +1,10 @@
 import WebSocket, { type ClientOptions } from 'ws';
 
 /** How a dial ended: connected, refused with an HTTP status (and its body), or never reached. */
-export type DialResult = { ws: WebSocket } | { status: number; body: string } | { unreachable: true };
+export type DialResult = { ws: WebSocket } | { status: number; body: string } | { unreachable: true } | { aborted: true };
+
+/** How long a refusal's body may take to arrive: a server that never ends it must not hang the dial. */
+const REFUSAL_BODY_MS = 2000;
 
 /**
  * Dials `url` until it accepts, refuses with a status other than 503 (503 means "not ready yet,
@@ -9,29 +12,39 @@ export type DialResult = { ws: WebSocket } | { status: number; body: string } | 
  * connection opens, so that a peer that speaks first is never missed (ws delivers messages that
  * arrive with the handshake reply before any promise continuation could attach a listener).
  */
-export async function dialUntil(url: string, options: ClientOptions, deadline: number, onOpen: (ws: WebSocket) => void): Promise<DialResult> {
+export async function dialUntil(url: string, options: ClientOptions, deadline: number, onOpen: (ws: WebSocket) => void, signal?: AbortSignal): Promise<DialResult> {
   for (let attempt = 0; ; attempt++) {
+    if (signal?.aborted) return { aborted: true };
     const result = await new Promise<DialResult | 'retry'>((resolve) => {
       const ws = new WebSocket(url, { perMessageDeflate: false, handshakeTimeout: Math.max(100, Math.min(5000, deadline - Date.now())), ...options });
       let refused = false;
       ws.once('open', () => {
+        if (signal?.aborted) {
+          ws.terminate();
+          return resolve({ aborted: true });
+        }
         onOpen(ws);
         resolve({ ws });
       });
       ws.once('unexpected-response', (req, res) => {
         refused = true;
         let body = '';
-        res.on('data', (d: Buffer) => (body += d.toString()));
-        res.on('end', () => {
+        const settle = (): void => {
+          clearTimeout(timer);
           req.destroy();
-          resolve(res.statusCode === 503 ? 'retry' : { status: res.statusCode ?? 0, body: body.trim() });
-        });
+          resolve(res.statusCode === 503 ? 'retry' : { status: res.statusCode ?? 0, body: body.trim().slice(0, 4096) });
+        };
+        const timer = setTimeout(settle, REFUSAL_BODY_MS);
+        res.on('data', (d: Buffer) => (body += d.toString()));
+        res.on('end', settle);
+        res.on('error', settle);
       });
       ws.on('error', () => {
         if (!refused) resolve('retry');
       });
     });
     if (result !== 'retry') return result;
+    if (signal?.aborted) return { aborted: true };
     if (Date.now() + 100 > deadline) return { unreachable: true };
     await new Promise((r) => setTimeout(r, Math.min(100 * (attempt + 1), 500)));
   }

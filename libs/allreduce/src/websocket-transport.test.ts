@@ -77,6 +77,45 @@ describe('ring all-reduce over WebSockets', () => {
   });
 });
 
+describe('generations: leave a ring, join the next at the same address', () => {
+  it('survivors of a lost rank leave, form a ring of 3 under a new ring id, and sum exactly; the dead ring stays silent', async () => {
+    const ts = await Promise.all(Array.from({ length: 4 }, () => WebSocketTransport.listen({ connectTimeoutMs: 5000 })));
+    open.push(...ts);
+    const addresses = ts.map((t) => t.address);
+    await Promise.all(ts.map((t, r) => t.join({ rank: r, worldSize: 4, ringId: 'job/gen-1', prevAddress: addresses[(r + 3) % 4] })));
+    const comms = ts.map((t) => new Communicator(t, { timeoutMs: 5000 }));
+    const big = (r: number): Float32Array => Float32Array.from({ length: 300_000 }, (_, i) => r + i);
+    // Rank 2 dies in the middle of an all-reduce: everyone else's call rejects.
+    const settled = Promise.allSettled(comms.filter((_, r) => r !== 2).map((c) => c.allreduce(big(comms.indexOf(c)))));
+    await ts[2].close();
+    const outcomes = await settled;
+    expect(outcomes.map((o) => o.status)).toEqual(['rejected', 'rejected', 'rejected']);
+    const survivors = [ts[0], ts[1], ts[3]];
+    comms.forEach((c) => c.detach());
+    await Promise.all(survivors.map((t) => t.leave()));
+    for (const t of survivors) expect(t.address).toBe(addresses[ts.indexOf(t)]);
+    await Promise.all(survivors.map((t, r) => t.join({ rank: r, worldSize: 3, ringId: 'job/gen-2', prevAddress: survivors[(r + 2) % 3].address })));
+    const next = survivors.map((t) => new Communicator(t, { timeoutMs: 5000 }));
+    const data = survivors.map((_, r) => Float32Array.from({ length: 1000 }, (_, i) => (r + 1) * i));
+    await Promise.all(next.map((c, r) => c.allreduce(data[r], { average: false })));
+    for (const d of data) for (let i = 0; i < 1000; i++) expect(d[i]).toBe(6 * i);
+    // A straggler of generation 1 is refused by generation 2's ring.
+    const stale = new WebSocket(survivors[0].address, { headers: { 'x-ringtrain-rank': '1', 'x-ringtrain-world': '3', 'x-ringtrain-version': '1', 'x-ringtrain-ring': 'job/gen-1' } });
+    const status = await new Promise<number>((resolve) => stale.once('unexpected-response', (_req, res) => resolve(res.statusCode ?? 0)));
+    expect(status).toBe(409);
+  });
+
+  it('a leave during a join ends the join at once with ERR_CLOSED', async () => {
+    const t = await WebSocketTransport.listen({ connectTimeoutMs: 20_000 });
+    open.push(t);
+    const joining = t.join({ rank: 0, worldSize: 2, ringId: 'g1', prevAddress: 'ws://127.0.0.1:9' });
+    const t0 = Date.now();
+    await t.leave();
+    await expect(joining).rejects.toMatchObject({ code: 'ERR_CLOSED' });
+    expect(Date.now() - t0).toBeLessThan(2000);
+  });
+});
+
 describe("large segments, received in the socket's read buffers", () => {
   it('stay exact when frames arrive before the operation starts, and across consecutive all-reduces', async () => {
     const world = 3;

@@ -92,6 +92,9 @@ export class WebSocketTransport implements Transport {
   private closing = false;
   private heartbeat: NodeJS.Timeout | null = null;
   private lastTick = Date.now();
+  /** Counts the rings this endpoint has been part of: a link of an older one is ignored. */
+  private ringEpoch = 0;
+  private abandonJoin: (() => void) | null = null;
   private readonly limits: Limits;
   private readonly heartbeatMs: number;
   private readonly peerTimeoutMs: number;
@@ -177,23 +180,30 @@ export class WebSocketTransport implements Transport {
     if (worldSize === 1) return;
     const prevAddress = place.prevAddress;
     const deadline = Date.now() + (this.options.connectTimeoutMs ?? 30_000);
+    // `leave` during the join (the generation was replaced meanwhile) ends it at once.
+    const left = new AbortController();
+    this.abandonJoin = () => left.abort();
     const accepted = this.downstream
       ? Promise.resolve()
       : new Promise<void>((resolve) => {
           this.downstreamReady = resolve;
         });
-    await this.dial(prevAddress, deadline);
     let timer: NodeJS.Timeout | undefined;
     const expired = new Promise<never>((_, reject) => {
+      const fail = (): void => reject(new CollectiveError('ERR_CLOSED', `rank ${rank}: left the ring of ${worldSize} while joining it`, { rank }));
+      left.signal.addEventListener('abort', fail);
       timer = setTimeout(
-        () => reject(new CollectiveError('ERR_RENDEZVOUS', `rank ${this.rank}: rank ${nextRank(this.rank, this.worldSize)} did not connect within the deadline`, { rank: this.rank, peer: nextRank(this.rank, this.worldSize) })),
+        () => reject(new CollectiveError('ERR_RENDEZVOUS', `rank ${rank}: rank ${nextRank(rank, worldSize)} did not connect within the deadline`, { rank, peer: nextRank(rank, worldSize) })),
         Math.max(0, deadline - Date.now()),
       );
     });
+    expired.catch(() => {});
     try {
+      await Promise.race([this.dial(prevAddress, deadline, left.signal), expired]);
       await Promise.race([accepted, expired]);
     } finally {
       clearTimeout(timer);
+      this.abandonJoin = null;
     }
     this.startHeartbeat();
   }
@@ -226,6 +236,27 @@ export class WebSocketTransport implements Transport {
   sendControl(to: number, message: ControlMessage): void {
     const link = this.linkTo(to, true);
     if (link?.ws.readyState === WebSocket.OPEN) link.ws.send(encodeControl(message), { binary: true });
+  }
+
+  /**
+   * Leaves the current ring but keeps listening at the same address, ready to `join` the next
+   * generation's. Links of the old ring close; nothing they report reaches the next one.
+   */
+  async leave(): Promise<void> {
+    this.abandonJoin?.();
+    if (this.heartbeat) clearInterval(this.heartbeat);
+    this.heartbeat = null;
+    const links = [this.upstream, this.downstream].filter((l): l is Link => l !== null);
+    this.ringEpoch++;
+    this.place = null;
+    this.handler = null;
+    this.held = [];
+    this.heldBytes = 0;
+    this.upstream = null;
+    this.downstream = null;
+    this.downstreamReady = null;
+    this.lostPeers.clear();
+    await Promise.all(links.map((l) => closeWebSocket(l.ws, 'generation over')));
   }
 
   async close(): Promise<void> {
@@ -267,7 +298,8 @@ export class WebSocketTransport implements Transport {
   }
 
   /** Dials the left neighbour until it accepts, refuses for good, or the deadline passes. */
-  private async dial(address: string, deadline: number): Promise<void> {
+  private async dial(address: string, deadline: number, signal?: AbortSignal): Promise<void> {
+    const rank = this.rank;
     const headers: Record<string, string> = {
       [H.rank]: String(this.rank),
       [H.world]: String(this.worldSize),
@@ -286,7 +318,8 @@ export class WebSocketTransport implements Transport {
       this.upstream = this.attach(ws, peer);
       const receiver = receiverOf(ws);
       if (arena && receiver) arena.track(receiver);
-    });
+    }, signal);
+    if ('aborted' in result) throw new CollectiveError('ERR_CLOSED', `rank ${rank}: left the ring while dialling rank ${peer}`, { rank, peer });
     if ('status' in result) {
       const code = result.status === 401 ? 'ERR_AUTH' : 'ERR_RENDEZVOUS';
       throw new CollectiveError(code, `rank ${this.rank}: rank ${peer} at ${address} refused the ring connection: ${result.status} ${result.body}`, { rank: this.rank, peer });
@@ -296,9 +329,12 @@ export class WebSocketTransport implements Transport {
 
   private attach(ws: WebSocket, peer: number): Link {
     const link: Link = { ws, peer, lastSeen: Date.now(), awaiting: null, pieces: null };
+    const epoch = this.ringEpoch;
+    const current = (): boolean => epoch === this.ringEpoch;
     ws.binaryType = 'nodebuffer';
     receiveInPieces(ws, (pieces) => (link.pieces = pieces));
     ws.on('message', (message: Buffer, isBinary: boolean) => {
+      if (!current()) return;
       link.lastSeen = Date.now();
       const pieces = link.pieces;
       link.pieces = null;
@@ -331,10 +367,12 @@ export class WebSocketTransport implements Transport {
     ws.on('ping', () => (link.lastSeen = Date.now()));
     ws.on('pong', () => (link.lastSeen = Date.now()));
     ws.on('error', (err: Error & { code?: string }) => {
+      if (!current()) return;
       const code = err.code?.startsWith('WS_ERR_') ? 'ERR_PROTOCOL' : 'ERR_PEER_LOST';
       this.lost(peer, new CollectiveError(code, `rank ${this.rank}: connection to peer rank ${peer} failed: ${err.message}`, { rank: this.rank, peer }, { cause: err }));
     });
     ws.on('close', (code: number, reason: Buffer) => {
+      if (!current()) return;
       this.lost(peer, new CollectiveError('ERR_PEER_LOST', `rank ${this.rank}: connection to peer rank ${peer} closed (code ${code}${reason.length ? `, ${reason.toString()}` : ''})`, { rank: this.rank, peer }));
     });
     return link;

@@ -1,3 +1,4 @@
+import fc from 'fast-check';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -8,7 +9,7 @@ import { loadCsv } from './csv.js';
 import { loadIdxFolder, readIdx, writeIdxFolder, writeIdxUbyte } from './idx.js';
 import { loadDataset } from './load-dataset.js';
 import { loadEmbeddedMnist, loadMnistAll, writeMnistCache } from './mnist.js';
-import { epochPermutation, shardPlan } from './sampler.js';
+import { epochPermutation, rankSlice, shardPlan } from './sampler.js';
 import { gaussianBlobs, linearRegression } from './synthetic.js';
 
 const tmp = (): string => mkdtempSync(join(tmpdir(), 'ringtrain-data-'));
@@ -112,7 +113,24 @@ describe('sampler', () => {
   });
 
   it('shards: every rank gets the same number of steps; the short tail is dropped', () => {
-    for (const world of [1, 2, 3, 4]) expect(shardPlan(1000, 16, world).stepsPerEpoch).toBe(Math.floor(1000 / (16 * world)));
+    for (const world of [1, 2, 3, 4]) expect(shardPlan(1000, 16 * world).stepsPerEpoch).toBe(Math.floor(1000 / (16 * world)));
+  });
+
+  it('rank slices cover a global batch exactly once, in order, at most one sample apart', () => {
+    fc.assert(
+      fc.property(fc.integer({ min: 1, max: 4096 }), fc.integer({ min: 1, max: 64 }), (batch, world) => {
+        const slices = Array.from({ length: world }, (_, r) => rankSlice(batch, r, world));
+        let next = 0;
+        for (const s of slices) {
+          expect(s.start).toBe(next);
+          next += s.count;
+        }
+        expect(next).toBe(batch);
+        const counts = slices.map((s) => s.count);
+        expect(Math.max(...counts) - Math.min(...counts)).toBeLessThanOrEqual(1);
+      }),
+    );
+    expect([0, 1, 2].map((r) => rankSlice(256, r, 3))).toEqual([{ start: 0, count: 85 }, { start: 85, count: 85 }, { start: 170, count: 86 }]);
   });
 });
 

@@ -25,20 +25,34 @@ export function epochPermutation(n: number, seed: number, epoch: number): Uint32
   return p;
 }
 
-/** How an epoch is cut into global batches of worldSize·batchPerRank samples. */
+/** How an epoch is cut into global batches of a fixed number of samples. */
 export interface ShardPlan {
   /** Global batches per epoch: the same on every rank, so no rank waits on another. */
   stepsPerEpoch: number;
-  /** Samples per rank per step. */
-  batchPerRank: number;
-  worldSize: number;
+  /** Samples per step over all ranks: fixed for the run, whatever the number of workers. */
+  globalBatch: number;
 }
 
 /**
- * Global batch g of an epoch covers order[g·N·b, (g+1)·N·b) and rank r takes its r-th contiguous
- * slice of b. The tail that does not fill a global batch is dropped (as DistributedSampler with
- * drop_last), so every rank runs exactly the same number of steps.
+ * Global batch g of an epoch covers order[g·B, (g+1)·B). The tail that does not fill a global
+ * batch is dropped (as DistributedSampler with drop_last), so every rank runs exactly the same
+ * number of steps.
  */
-export function shardPlan(size: number, batchPerRank: number, worldSize: number): ShardPlan {
-  return { stepsPerEpoch: Math.floor(size / (batchPerRank * worldSize)), batchPerRank, worldSize };
+export function shardPlan(size: number, globalBatch: number): ShardPlan {
+  return { stepsPerEpoch: Math.floor(size / globalBatch), globalBatch };
+}
+
+/** One rank's slice of a global batch: its offset in the batch and its number of samples. */
+export interface RankSlice {
+  start: number;
+  count: number;
+}
+
+/**
+ * Rank r of N takes samples [⌊B·r/N⌋, ⌊B·(r+1)/N⌋) of each global batch of B: contiguous slices
+ * that cover the batch exactly once, even (B/N each) when N divides B, at most one apart otherwise.
+ */
+export function rankSlice(globalBatch: number, rank: number, worldSize: number): RankSlice {
+  const start = Math.floor((globalBatch * rank) / worldSize);
+  return { start, count: Math.floor((globalBatch * (rank + 1)) / worldSize) - start };
 }

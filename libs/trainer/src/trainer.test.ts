@@ -57,6 +57,51 @@ describe('data-parallel arithmetic in one process', () => {
     }
   });
 
+  // Elastic membership: the global batch stays B while ranks come and go; uneven slices are
+  // weighted by their sample count, so the averaged gradient is still the whole batch's.
+  it('a fixed global batch split over 4, then 3 (uneven), then 4 replicas follows one replica of batch B', () => {
+    const B = 32;
+    const single = new Trainer(smallJob({ batchSize: B }));
+    const pool = Array.from({ length: 4 }, (_, rank) => new Trainer(smallJob({ batchSize: 8 }), { rank, worldSize: 4, globalBatch: B }));
+    const worldAt = (step: number): number => (step > 10 && step <= 30 ? 3 : 4);
+    let maxRel = 0;
+    for (let step = 1; step <= 40; step++) {
+      const world = worldAt(step);
+      const replicas = pool.slice(0, world);
+      if (world !== worldAt(step - 1)) {
+        // The survivors (and later the newcomer) take the state of replica 0, as a new generation does.
+        for (const [rank, r] of pool.entries()) {
+          if (r !== pool[0]) {
+            r.model.params.values.set(pool[0].model.params.values);
+            for (const [k, buf] of Object.entries(pool[0].optimizer.state.slots)) r.optimizer.state.slots[k].set(buf);
+            r.restore(pool[0].state());
+          }
+          if (rank < world) r.place(rank, world);
+        }
+      }
+      single.trainStep();
+      const counts = replicas.map((r) => {
+        r.computeGradients();
+        return r.localBatch;
+      });
+      expect(counts.reduce((a, c) => a + c, 0)).toBe(B);
+      if (world === 3) expect(counts).toEqual([10, 11, 11]);
+      const avg = new Float32Array(single.model.params.length);
+      for (const r of replicas) r.model.params.grads.forEach((g, i) => (avg[i] += g / world));
+      for (const r of replicas) {
+        r.model.params.grads.set(avg);
+        r.applyUpdate();
+      }
+      expect(new Set(replicas.map((r) => r.model.params.valuesHash())).size).toBe(1);
+      expect(replicas[0].cursor).toBe(single.cursor);
+      const x = replicas[0].model.params.values;
+      const y = single.model.params.values;
+      for (let i = 0; i < x.length; i++) maxRel = Math.max(maxRel, Math.abs(x[i] - y[i]) / Math.max(1e-3, Math.abs(y[i])));
+    }
+    expect(maxRel).toBeLessThanOrEqual(1e-4);
+    expect(maxRel).toBeGreaterThan(0); // different summation order: close, not equal, so the check is real
+  });
+
   it('evaluation shares cover every test sample exactly once across ranks', () => {
     const shares = [0, 1, 2].map((rank) => new Trainer(smallJob(), { rank, worldSize: 3 }).evaluate('test'));
     expect(shares.reduce((s, e) => s + e.samples, 0)).toBe(240);

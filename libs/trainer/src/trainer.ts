@@ -11,8 +11,9 @@ import {
   Model,
   type Optimizer,
   type RngState,
+  scale,
 } from '@ringtrain/core';
-import { Batcher, type Dataset, type DatasetSplit, epochPermutation, loadDataset, type ShardPlan, shardPlan } from '@ringtrain/data';
+import { Batcher, type Dataset, type DatasetSplit, epochPermutation, loadDataset, type RankSlice, rankSlice, type ShardPlan, shardPlan } from '@ringtrain/data';
 import type { JobConfig } from './job-config.js';
 
 /**
@@ -69,6 +70,11 @@ export interface TrainerOptions {
   /** Which of `worldSize` data-parallel replicas this is (0 and 1 for a single process). */
   rank?: number;
   worldSize?: number;
+  /**
+   * Samples per step over all ranks (default batchSize × worldSize). Fixed for a run: when workers
+   * come and go, the same global batch is split over whoever is there, so the trajectory does not change.
+   */
+  globalBatch?: number;
   /** A backend to share (benchmarks); otherwise one is created from `config.backend`. */
   backend?: Backend;
   /** A dataset already in memory; otherwise loaded from `config.dataset`. */
@@ -86,8 +92,10 @@ export class Trainer {
   readonly backend: Backend;
   readonly data: DatasetSplit;
   readonly plan: ShardPlan;
-  readonly rank: number;
-  readonly worldSize: number;
+  /** This replica's place: it changes when the membership does (see `place`). */
+  rank: number;
+  worldSize: number;
+  private slice: RankSlice;
   /** Set when the backend was chosen automatically without the native one: how to enable it. */
   readonly backendHint?: string;
   /** Optimizer steps taken since the start of training. */
@@ -95,7 +103,7 @@ export class Trainer {
   /** The current epoch, and the samples of its order consumed so far. */
   epoch = 0;
   cursor = 0;
-  private readonly batcher: Batcher;
+  private batcher: Batcher;
   private before: Float32Array | null = null;
   private readonly evalBatchers: Record<'train' | 'test', Batcher>;
   private order: Uint32Array | null = null;
@@ -119,12 +127,14 @@ export class Trainer {
       throw new CoreError('ERR_SHAPE', `model has ${this.model.outputSize} outputs but dataset ${train.name} has ${train.classes} classes`);
     }
     this.optimizer = createOptimizer(config.optimizer, this.model.params);
-    this.plan = shardPlan(train.size, config.batchSize, this.worldSize);
+    const globalBatch = options.globalBatch ?? config.batchSize * this.worldSize;
+    this.plan = shardPlan(train.size, globalBatch);
     if (this.plan.stepsPerEpoch === 0) {
-      throw new CoreError('ERR_SHAPE', `dataset ${train.name} has ${train.size} samples, fewer than one global batch of ${config.batchSize}×${this.worldSize}`);
+      throw new CoreError('ERR_SHAPE', `dataset ${train.name} has ${train.size} samples, fewer than one global batch of ${globalBatch}`);
     }
     const alloc = (n: number): Float32Array => this.backend.alloc(n);
-    this.batcher = new Batcher(train, config.batchSize, alloc);
+    this.slice = this.checkedSlice(this.rank, this.worldSize);
+    this.batcher = new Batcher(train, Math.max(1, this.slice.count), alloc);
     this.evalBatchers = {
       train: new Batcher(train, config.evalBatchSize, alloc),
       test: new Batcher(this.data.test, config.evalBatchSize, alloc),
@@ -137,7 +147,30 @@ export class Trainer {
 
   /** Samples in one step over all ranks. */
   get globalBatch(): number {
-    return this.config.batchSize * this.worldSize;
+    return this.plan.globalBatch;
+  }
+
+  /** This rank's samples per step. */
+  get localBatch(): number {
+    return this.slice.count;
+  }
+
+  /**
+   * Moves this replica to another place in a new generation of the ring: the same global batch,
+   * split over `worldSize` ranks (unevenly where it does not divide).
+   */
+  place(rank: number, worldSize: number): void {
+    this.slice = this.checkedSlice(rank, worldSize);
+    this.rank = rank;
+    this.worldSize = worldSize;
+    if (this.slice.count > this.batcher.capacity) this.batcher = new Batcher(this.data.train, this.slice.count, (n) => this.backend.alloc(n));
+  }
+
+  private checkedSlice(rank: number, worldSize: number): RankSlice {
+    if (!Number.isInteger(worldSize) || worldSize < 1 || worldSize > this.globalBatch || !Number.isInteger(rank) || rank < 0 || rank >= worldSize) {
+      throw new CoreError('ERR_SHAPE', `rank ${rank} of ${worldSize} cannot take a slice of a global batch of ${this.globalBatch}`);
+    }
+    return rankSlice(this.globalBatch, rank, worldSize);
   }
 
   state(): TrainerState {
@@ -171,10 +204,17 @@ export class Trainer {
       this.order = epochPermutation(this.data.train.size, this.config.seed, epoch);
       this.orderEpoch = epoch;
     }
-    // Global batch = order[cursor, cursor + N·b); rank r takes its r-th contiguous slice of b.
-    const n = this.batcher.fill(this.order!, this.cursor + this.rank * this.config.batchSize, this.config.batchSize);
+    // Global batch = order[cursor, cursor + B); rank r takes its slice [⌊B·r/N⌋, ⌊B·(r+1)/N⌋).
+    const { start, count } = this.slice;
+    const n = this.batcher.fill(this.order!, this.cursor + start, count);
     const dataMs = performance.now() - t0;
-    return { ...this.model.computeGradients(this.batcher.x, this.batcher.batchTargets(), n), dataMs };
+    const result = this.model.computeGradients(this.batcher.x, this.batcher.batchTargets(), n);
+    // The gradient is this slice's mean; the all-reduce averages over N ranks. Uneven slices are
+    // weighted by n·N/B so that the average is the whole batch's mean (even slices: ×1, skipped,
+    // which keeps the even case bit-identical).
+    const weight = (n * this.worldSize) / this.globalBatch;
+    if (weight !== 1) scale(this.model.params.grads, weight);
+    return { ...result, dataMs };
   }
 
   /** null when the loss and every gradient are finite; otherwise what is not, and where. */
