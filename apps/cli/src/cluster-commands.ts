@@ -1,5 +1,6 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { hostname } from 'node:os';
 import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -9,7 +10,7 @@ import type { MessageOf } from '@ringtrain/protocol';
 import { type JobConfig, parseJobConfig } from '@ringtrain/trainer';
 import { runWorker } from '@ringtrain/worker';
 import { hasRingNodeFlags, hasRingProcessEnv, RING_NODE_FLAGS, ringProcessEnv } from '@ringtrain/allreduce';
-import { Command, Option } from 'commander';
+import { Command, InvalidArgumentError, Option } from 'commander';
 import type { Logger } from 'pino';
 import { addJobOptions, type JobFlags, nonNegativeInt, positiveInt, positiveNumber, resolveJob } from './job-options.js';
 import { createLogger } from './logger.js';
@@ -24,7 +25,9 @@ interface RunFlags extends JobFlags {
   onSaveError: 'stop' | 'warn';
   resume?: string;
   initFrom?: string;
-  workers: number;
+  workers: { min: number; max: number };
+  maxRestarts: number;
+  rejoinTimeout: number;
   host?: string;
   port: number;
   token?: string;
@@ -45,7 +48,9 @@ interface RunFlags extends JobFlags {
 
 function addRunOptions(cmd: Command): Command {
   return addJobOptions(cmd)
-    .requiredOption('-n, --workers <n>', 'number of workers in the ring', positiveInt)
+    .requiredOption('-n, --workers <n|min:max>', 'workers in the ring: N, or MIN:MAX for an elastic run (below MIN it pauses, up to MAX join live)', workerRange)
+    .option('--max-restarts <k>', 'membership changes caused by faults that the run survives (joins and clean leaves are free)', nonNegativeInt, 3)
+    .option('--rejoin-timeout <s>', 'below MIN workers, how long the run waits for workers to join before it fails', positiveInt, 300)
     .option('--max-steps <n>', 'stop after this many steps', positiveInt)
     .option('--verify-every <n>', 'compare replica weight hashes every N steps (default: each epoch end)', positiveInt)
     .option('--save-final <file>', 'write the final weights to this safetensors file')
@@ -76,7 +81,7 @@ export function launchCommand(): Command {
     .action(async (flags: RunFlags) => {
       // Local children get a fresh random token, so nothing else on the machine can join the job.
       const token = flags.token ?? process.env.RINGTRAIN_TOKEN ?? randomBytes(16).toString('hex');
-      await coordinate({ ...flags, host: '127.0.0.1', token }, (address, log) => spawnWorkers(flags.workers, address, token, log));
+      await coordinate({ ...flags, host: '127.0.0.1', token }, (address, log) => new LocalWorkers(flags.workers.max, address, token, flags.maxRestarts, log));
     });
 }
 
@@ -100,6 +105,13 @@ export function workerCommand(): Command {
     .action(async (flags: JobFlags & { coordinator: string; token?: string; ringHost: string; ringPort: number; advertise?: string }) => {
       if (!(hasRingProcessEnv() && hasRingNodeFlags()) && process.env.RINGTRAIN_NO_REEXEC !== '1') return reexecTuned();
       const log = createLogger();
+      // SIGTERM (a preemption, Kubernetes ending a pod) means: leave at the next step boundary.
+      const leave = new AbortController();
+      const onTerm = (): void => {
+        log.warn('SIGTERM: leaving the run at the next step boundary');
+        leave.abort();
+      };
+      process.on('SIGTERM', onTerm);
       // A config given here is only checked against the coordinator's (the coordinator's is used).
       const ownConfig = flags.config || flags.epochs || flags.batchSize || flags.lr || flags.seed !== undefined || flags.optimizer || flags.hidden || flags.data || flags.backend;
       try {
@@ -111,8 +123,12 @@ export function workerCommand(): Command {
           ringPort: flags.ringPort,
           advertise: flags.advertise,
           logger: log,
+          peerTimeoutMs: envNumber('RINGTRAIN_PEER_TIMEOUT_MS'),
+          segmentBytes: envNumber('RINGTRAIN_SEGMENT_BYTES'),
+          leave: leave.signal,
         });
-        log.info({ rank: result.rank }, `rank ${result.rank}: done after ${result.steps} steps`);
+        if (result.left) log.warn({ rank: result.rank }, `left the run after ${result.steps} steps`);
+        else log.info({ rank: result.rank }, `rank ${result.rank}: done after ${result.steps} steps`);
       } catch (err) {
         const e = err as Error & { code?: string };
         if (e.code === 'ERR_INTERRUPTED') {
@@ -122,16 +138,41 @@ export function workerCommand(): Command {
           log.error({ code: e.code }, e.message);
           process.exitCode = 1;
         }
+      } finally {
+        process.off('SIGTERM', onTerm);
       }
     });
 }
 
-async function coordinate(flags: RunFlags, startWorkers?: (address: string, log: Logger) => ChildProcess[]): Promise<void> {
+/** A positive number from the environment, or undefined. */
+function envNumber(name: string): number | undefined {
+  const v = Number(process.env[name]);
+  return Number.isFinite(v) && v > 0 ? v : undefined;
+}
+
+/** `--workers 4` (4:4) or `--workers 2:4`. */
+function workerRange(value: string): { min: number; max: number } {
+  const m = /^(\d+)(?::(\d+))?$/.exec(value.trim());
+  const min = m ? Number(m[1]) : Number.NaN;
+  const max = m?.[2] !== undefined ? Number(m[2]) : min;
+  if (!m || min < 1 || max < min || max > 1024) throw new InvalidArgumentError(`expected N or MIN:MAX with 1 ≤ MIN ≤ MAX ≤ 1024, got "${value}"`);
+  return { min, max };
+}
+
+async function coordinate(flags: RunFlags, startWorkers?: (address: string, log: Logger) => LocalWorkers): Promise<void> {
   const log = createLogger();
   const { job, resume } = resolveRun(flags, log);
+  let children: LocalWorkers | null = null;
   const coordinator = new Coordinator({
     config: job,
-    workers: flags.workers,
+    workers: flags.workers.max,
+    minWorkers: flags.workers.min,
+    maxRestarts: flags.maxRestarts,
+    rejoinTimeoutMs: flags.rejoinTimeout * 1000,
+    describeExit: (pid) => children?.describeExit(pid),
+    onDropped: (pid, host) => {
+      if (host === hostname()) children?.end(pid);
+    },
     host: flags.host,
     port: flags.port,
     token: flags.token,
@@ -158,7 +199,7 @@ async function coordinate(flags: RunFlags, startWorkers?: (address: string, log:
   if (!loopback && !(flags.statusToken ?? process.env.RINGTRAIN_STATUS_TOKEN)) {
     log.warn(`the status socket, dashboard data and /metrics on ${flags.host} are readable by anyone who can reach it; set --status-token to require a token`);
   }
-  const children = startWorkers?.(address, log) ?? [];
+  children = startWorkers?.(address, log) ?? null;
   const progress = new Progress('train');
   coordinator.onProgress = (s) => progress.update(s.step, s.totalSteps, { epoch: `${s.epoch + 1}/${job.epochs}`, loss: s.loss, rate: s.samplesPerSecond });
   coordinator.onEpoch = () => progress.stop();
@@ -186,7 +227,7 @@ async function coordinate(flags: RunFlags, startWorkers?: (address: string, log:
     // After a failure the healthy workers stop within milliseconds; one that hangs gets killed soon.
     if (process.exitCode === 1) grace = 500;
   } finally {
-    await reap(children, grace);
+    await children?.stop(grace);
     if (flags.linger > 0 && !interrupted.signal.aborted) await linger(flags.linger, coordinator.dashboardUrl, interrupted.signal, log);
     await coordinator.close();
     process.off('SIGINT', onSignal);
@@ -226,18 +267,89 @@ function report(stats: RunStats, epochs: number, log: Logger): void {
   for (const line of t) log.info(line);
 }
 
-function spawnWorkers(n: number, address: string, token: string, log: Logger): ChildProcess[] {
-  const main = fileURLToPath(new URL('./main.js', import.meta.url));
-  // RINGTRAIN_NODE_ARGS passes flags such as --cpu-prof to every worker (profiling).
-  const nodeArgs = (process.env.RINGTRAIN_NODE_ARGS ?? '').split(' ').filter(Boolean);
-  return Array.from({ length: n }, (_, i) => {
-    const child = spawn(process.execPath, [...RING_NODE_FLAGS, ...nodeArgs, main, 'worker', '--coordinator', address], {
-      stdio: ['ignore', 'inherit', 'inherit'],
-      env: { ...ringProcessEnv(), RINGTRAIN_TOKEN: token, RINGTRAIN_LOG_LEVEL: process.env.RINGTRAIN_WORKER_LOG_LEVEL ?? 'warn' },
+/**
+ * `launch`'s worker processes: N at the start, and a dead one respawned (with backoff, within the
+ * restart budget), so that a local run heals itself. Each one's stderr passes through, and its last
+ * lines are kept for the root-cause record.
+ */
+class LocalWorkers {
+  private readonly children = new Set<ChildProcess>();
+  private readonly exits = new Map<number, { exit: string; stderr: string[] }>();
+  private readonly tails = new Map<number, string[]>();
+  private respawns = 0;
+  private stopping = false;
+  private readonly main = fileURLToPath(new URL('./main.js', import.meta.url));
+
+  constructor(
+    n: number,
+    private readonly address: string,
+    private readonly token: string,
+    private readonly maxRespawns: number,
+    private readonly log: Logger,
+  ) {
+    for (let i = 0; i < n; i++) this.spawn();
+  }
+
+  /** How a worker process ended, and its last stderr lines (once it has exited). */
+  describeExit(pid: number): { exit?: string; stderr?: string[] } | undefined {
+    return this.exits.get(pid) ?? (this.tails.has(pid) ? { stderr: this.tails.get(pid) } : undefined);
+  }
+
+  private spawn(): void {
+    // RINGTRAIN_NODE_ARGS passes flags such as --cpu-prof to every worker (profiling).
+    const nodeArgs = (process.env.RINGTRAIN_NODE_ARGS ?? '').split(' ').filter(Boolean);
+    const child = spawn(process.execPath, [...RING_NODE_FLAGS, ...nodeArgs, this.main, 'worker', '--coordinator', this.address], {
+      stdio: ['ignore', 'inherit', 'pipe'],
+      env: { ...ringProcessEnv(), RINGTRAIN_TOKEN: this.token, RINGTRAIN_LOG_LEVEL: process.env.RINGTRAIN_WORKER_LOG_LEVEL ?? 'warn' },
     });
-    child.on('error', (err) => log.error(`worker ${i} could not start: ${err.message}`));
-    return child;
-  });
+    this.children.add(child);
+    const pid = child.pid ?? -1;
+    const tail: string[] = [];
+    this.tails.set(pid, tail);
+    child.stderr?.on('data', (d: Buffer) => {
+      process.stderr.write(d);
+      tail.push(...d.toString().split('\n').filter(Boolean));
+      if (tail.length > 20) tail.splice(0, tail.length - 20);
+    });
+    child.on('error', (err) => this.log.error(`a worker could not start: ${err.message}`));
+    child.once('exit', (code, signal) => {
+      this.children.delete(child);
+      this.exits.set(pid, { exit: signal ? `signal ${signal}` : `exit code ${code}`, stderr: tail.slice(-10) });
+      if (this.stopping || code === 0) return;
+      if (this.respawns >= this.maxRespawns) {
+        this.log.error(`worker pid ${pid} ended (${signal ?? `exit code ${code}`}); the restart budget of ${this.maxRespawns} is spent, so it is not replaced`);
+        return;
+      }
+      const delay = Math.min(5000, 250 * 2 ** this.respawns++);
+      this.log.warn(`worker pid ${pid} ended (${signal ?? `exit code ${code}`}); starting a replacement in ${delay} ms (${this.respawns}/${this.maxRespawns})`);
+      setTimeout(() => {
+        if (!this.stopping) this.spawn();
+      }, delay).unref();
+    });
+  }
+
+  /** Ends a worker the coordinator dropped (a hung one stays dropped; the exit brings a replacement). */
+  end(pid: number): void {
+    for (const c of this.children) if (c.pid === pid && c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+  }
+
+  /** Waits for the workers to exit; kills what is left after `ms`, so no process outlives the launch. */
+  async stop(ms: number): Promise<void> {
+    this.stopping = true;
+    await Promise.all(
+      [...this.children].map(
+        (c) =>
+          new Promise<void>((resolve) => {
+            if (c.exitCode !== null || c.signalCode !== null) return resolve();
+            const timer = setTimeout(() => c.kill('SIGKILL'), ms);
+            c.once('exit', () => {
+              clearTimeout(timer);
+              resolve();
+            });
+          }),
+      ),
+    );
+  }
 }
 
 /**
@@ -260,21 +372,4 @@ async function reexecTuned(): Promise<void> {
 async function linger(seconds: number, dashboard: string, interrupted: AbortSignal, log: Logger): Promise<void> {
   log.info(`the run is over; the dashboard (${dashboard}), status socket and /metrics stay up for ${seconds} s (Ctrl-C to end now)`);
   await sleep(seconds * 1000, undefined, { signal: interrupted }).catch(() => {});
-}
-
-/** Waits for the children to exit; kills what is left after `ms`, so no process outlives the launch. */
-async function reap(children: ChildProcess[], ms: number): Promise<void> {
-  await Promise.all(
-    children.map(
-      (c) =>
-        new Promise<void>((resolve) => {
-          if (c.exitCode !== null || c.signalCode !== null) return resolve();
-          const timer = setTimeout(() => c.kill('SIGKILL'), ms);
-          c.once('exit', () => {
-            clearTimeout(timer);
-            resolve();
-          });
-        }),
-    ),
-  );
 }

@@ -1,13 +1,14 @@
-import { randomUUID, timingSafeEqual } from 'node:crypto';
+import { createHash, randomUUID, timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
-import { type ConfigSummary, type ControlMessage, decodeControl, encodeControl, type MessageOf, PROTOCOL_VERSION } from '@ringtrain/protocol';
+import { type ConfigSummary, type ControlMessage, decodeControl, encodeControl, type GenerationChange, type MessageOf, PROTOCOL_VERSION } from '@ringtrain/protocol';
 import { describeModel, parameterCount } from '@ringtrain/core';
 import { describeNonFinite, type JobConfig, jobConfigHash } from '@ringtrain/trainer';
 import type { Logger } from 'pino';
 import WebSocket, { WebSocketServer } from 'ws';
 import type { HealthThresholds } from './health-watch.js';
+import { type Conn, type Effect, type Fault, type GenerationRecord, type Member, Membership, type MembershipState, type Timer } from './membership.js';
 import { PrometheusMetrics } from './prometheus.js';
 import { RunStats } from './run-stats.js';
 import { StatusFeed } from './status-feed.js';
@@ -16,8 +17,17 @@ import type { StragglerOptions } from './stragglers.js';
 
 export interface CoordinatorOptions {
   config: JobConfig;
-  /** Workers that form the ring. */
+  /** Workers that form the ring: at most `workers`, at least `minWorkers` (default: `workers`). */
   workers: number;
+  minWorkers?: number;
+  /** Membership changes caused by faults that the run survives (default 3); joins and leaves are free. */
+  maxRestarts?: number;
+  /** Below minWorkers the run waits this long for workers to join, then fails (default 300 s). */
+  rejoinTimeoutMs?: number;
+  /** With fewer than `workers` joined (but at least minWorkers), the first generation forms after this quiet time (default 2 s). */
+  lastCallMs?: number;
+  /** After a fault, how long members have to answer before the next generation forms without them (default 1 s). */
+  quorumMs?: number;
   host?: string;
   port?: number;
   /** Shared token: workers without it are refused during the upgrade. */
@@ -50,9 +60,13 @@ export interface CoordinatorOptions {
   healthEvery?: number;
   health?: HealthThresholds;
   stragglers?: StragglerOptions;
+  /** How a worker process ended and its last stderr lines, where the caller owns the process (launch). */
+  describeExit?: (pid: number) => { exit?: string; stderr?: string[] } | undefined;
+  /** A worker process was dropped from the ring (lost, silent, or not answering): its owner may end it and start another. */
+  onDropped?: (pid: number, host: string) => void;
 }
 
-export type CoordinatorState = 'gathering' | 'forming' | 'running' | 'finished' | 'failed' | 'stopped';
+export type CoordinatorState = MembershipState;
 
 export class CoordinatorError extends Error {
   constructor(
@@ -65,41 +79,34 @@ export class CoordinatorError extends Error {
   }
 }
 
-interface Member {
+interface Connection {
   ws: WebSocket;
-  workerId: string;
-  ringAddress: string;
-  pid: number;
-  host: string;
-  rank: number;
   lastSeen: number;
-  ready?: MessageOf<'ready'>;
-  done?: MessageOf<'done'>;
 }
 
 /**
- * Owns membership, the data plan and run control; never touches gradients. A state machine over
- * generations (one set of ranks and one ring each):
- *
- *   gathering ──all N joined──▶ forming ──all ready, hashes agree──▶ running ──all done──▶ finished
- *       │                          │                                    │
- *       └──── join/ready deadline, a lost or failed worker ─────────────┴──▶ failed  (stop: stopped)
- *
- * A later version restarts a failed generation with the survivors (generation + 1) instead of
- * ending; the ring id carries the generation so that stale peers are refused.
+ * The coordinator's network side: it owns the listener, the connections, the deadlines and the run
+ * record, and feeds everything a worker says to the membership machine (membership.ts), which
+ * decides. It never touches gradients.
  */
 export class Coordinator {
-  private state: CoordinatorState = 'gathering';
-  private generation = 0;
-  private readonly members: Member[] = [];
+  private readonly membership: Membership;
+  private readonly conns = new Map<Conn, Connection>();
+  private nextConn = 1;
+  private readonly timers = new Map<Timer, NodeJS.Timeout>();
   private readonly http: Server;
   private readonly wss: WebSocketServer;
   private readonly configHash: string;
   private readonly log: Logger;
   private settle: { resolve: (s: RunStats) => void; reject: (e: CoordinatorError) => void } | null = null;
-  private deadline: NodeJS.Timeout | null = null;
+  private outcome: { stats: RunStats } | { error: CoordinatorError } | null = null;
   private heartbeat: NodeJS.Timeout | null = null;
   private lastTick = Date.now();
+  private started = false;
+  /** The generation that formed last and when its membership change began, until it trains. */
+  private forming: { record: GenerationRecord; since: number } | null = null;
+  private changeSince: number | null = null;
+  readonly runId: string;
   readonly stats: RunStats;
   readonly feed: StatusFeed;
   readonly metrics: PrometheusMetrics;
@@ -107,17 +114,48 @@ export class Coordinator {
   /** Called after every progress report and every completed evaluation. */
   onProgress: ((stats: RunStats) => void) | null = null;
   onEpoch: ((epoch: number, stats: RunStats) => void) | null = null;
+  /** Called when a new generation trains (after a fault, a join or a leave; not at the start). */
+  onGeneration: ((change: GenerationChange) => void) | null = null;
 
   constructor(private readonly options: CoordinatorOptions) {
-    if (!Number.isInteger(options.workers) || options.workers < 1 || options.workers > 1024) {
-      throw new CoordinatorError('ERR_CONFIG', `workers must be an integer in 1..1024, got ${options.workers}`);
+    const max = options.workers;
+    const min = options.minWorkers ?? max;
+    if (!Number.isInteger(max) || max < 1 || max > 1024 || !Number.isInteger(min) || min < 1 || min > max) {
+      throw new CoordinatorError('ERR_CONFIG', `workers must be MIN:MAX with 1 ≤ MIN ≤ MAX ≤ 1024, got ${min}:${max}`);
     }
     this.configHash = jobConfigHash(options.config);
     this.log = options.logger;
-    this.stats = new RunStats(options.workers, options.config.epochs);
+    this.runId = randomUUID();
+    const globalBatch = options.config.batchSize * max;
+    this.membership = new Membership({
+      runId: this.runId,
+      configHash: this.configHash,
+      min,
+      max,
+      maxRestarts: options.maxRestarts ?? 3,
+      joinTimeoutMs: options.joinTimeoutMs ?? 60_000,
+      readyTimeoutMs: options.readyTimeoutMs ?? 60_000,
+      lastCallMs: options.lastCallMs ?? 2000,
+      quorumMs: options.quorumMs ?? 1000,
+      rejoinTimeoutMs: options.rejoinTimeoutMs ?? 300_000,
+      assign: {
+        config: options.config,
+        configHash: this.configHash,
+        globalBatch,
+        progressEvery: options.progressEvery ?? 10,
+        verifyEvery: options.verifyEvery ?? 0,
+        maxSteps: options.maxSteps ?? 0,
+        healthEvery: options.healthEvery ?? 100,
+        ...(options.saveFinal ? { saveFinal: options.saveFinal } : {}),
+        ...(options.checkpoint ? { checkpoint: options.checkpoint } : {}),
+        ...(options.resume ? { resume: options.resume } : {}),
+        ...(options.initFrom ? { initFrom: options.initFrom } : {}),
+      },
+    });
+    this.stats = new RunStats(max, options.config.epochs);
     this.feed = new StatusFeed({
-      runId: randomUUID(),
-      workers: options.workers,
+      runId: this.runId,
+      workers: max,
       config: summarizeConfig(options.config, this.configHash),
       intervalMs: options.statusIntervalMs,
       health: options.health,
@@ -145,7 +183,11 @@ export class Coordinator {
   dashboardUrl = '';
 
   get currentState(): CoordinatorState {
-    return this.state;
+    return this.membership.state;
+  }
+
+  get generation(): number {
+    return this.membership.generation;
   }
 
   /** Starts listening; returns the address workers dial. */
@@ -158,30 +200,33 @@ export class Coordinator {
     const host = a.family === 'IPv6' ? `[${a.address}]` : a.address;
     const address = `ws://${host}:${a.port}`;
     this.dashboardUrl = `http://${host === '0.0.0.0' || host === '[::]' ? '127.0.0.1' : host}:${a.port}/`;
-    this.log.info({ address, workers: this.options.workers, configHash: this.configHash }, `coordinator listening on ${address}, waiting for ${this.options.workers} workers`);
+    const { min, max } = this.membership.options;
+    const size = min === max ? `${max}` : `${min} to ${max}`;
+    this.log.info({ address, workers: max, minWorkers: min, configHash: this.configHash }, `coordinator listening on ${address}, waiting for ${size} workers`);
     return address;
   }
 
   /** Resolves with the run's figures when every worker finished; rejects with the root cause otherwise. */
   run(): Promise<RunStats> {
-    this.armDeadline(this.options.joinTimeoutMs ?? 60_000, () => `only ${this.members.length} of ${this.options.workers} workers joined within ${this.options.joinTimeoutMs ?? 60_000} ms`);
-    this.startHeartbeat();
-    return new Promise((resolve, reject) => {
+    const result = new Promise<RunStats>((resolve, reject) => {
       this.settle = { resolve, reject };
     });
+    this.apply(this.membership.start());
+    this.startHeartbeat();
+    return result;
   }
 
   /** Stops the run (the user asked): every worker is told to stop. */
   stop(reason = 'stopped by the user'): void {
-    this.finish('stopped', new CoordinatorError('ERR_INTERRUPTED', reason));
+    this.apply(this.membership.handle({ type: 'stop', code: 'ERR_INTERRUPTED', reason }));
   }
 
   async close(): Promise<void> {
     if (this.heartbeat) clearInterval(this.heartbeat);
-    if (this.deadline) clearTimeout(this.deadline);
+    for (const t of this.timers.values()) clearTimeout(t);
     this.feed.close();
     await this.status.close();
-    for (const m of this.members) m.ws.close(1000, 'coordinator closing');
+    for (const c of this.conns.values()) c.ws.close(1000, 'coordinator closing');
     this.wss.close();
     this.http.closeAllConnections?.();
     await new Promise<void>((resolve) => this.http.close(() => resolve()));
@@ -190,7 +235,7 @@ export class Coordinator {
   private onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
     const token = this.options.token;
     const given = String(req.headers['x-ringtrain-token'] ?? '');
-    if (token !== undefined && !(given.length === token.length && timingSafeEqual(Buffer.from(given), Buffer.from(token)))) {
+    if (token !== undefined && !sameSecret(given, token)) {
       this.log.warn({ remote: req.socket.remoteAddress }, 'worker refused: wrong or missing token');
       socket.end('HTTP/1.1 401 Unauthorized\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: 27\r\n\r\nwrong or missing job token\n');
       return;
@@ -199,104 +244,201 @@ export class Coordinator {
   }
 
   private onConnection(ws: WebSocket): void {
-    let member: Member | null = null;
+    const conn = this.nextConn++;
+    const c: Connection = { ws, lastSeen: Date.now() };
+    this.conns.set(conn, c);
+    let said = false;
     const helloTimer = setTimeout(() => ws.close(1008, 'no hello'), 10_000);
     ws.on('message', (data: Buffer) => {
+      c.lastSeen = Date.now();
       let msg: ControlMessage;
       try {
         msg = decodeControl(data);
       } catch (err) {
         const code = (err as { code?: string }).code ?? 'ERR_PROTOCOL';
+        // A worker that cannot speak the protocol is cut off; the membership machine sees a lost connection.
+        this.log.warn({ code, conn }, `a worker sent a bad message, connection closed: ${(err as Error).message}`);
         ws.close(1002, code);
-        const who = member ? `rank ${member.rank} (${member.workerId})` : 'a worker';
-        if (member && this.state !== 'gathering') this.fail(new CoordinatorError('ERR_PROTOCOL', `${who} sent a bad message: ${(err as Error).message}`, member.rank));
-        else this.log.warn({ code }, `${who} sent a bad message, connection closed: ${(err as Error).message}`);
         return;
       }
-      if (member) member.lastSeen = Date.now();
-      if (!member) {
+      if (!said) {
         if (msg.type !== 'hello') return void ws.close(1002, 'expected hello');
+        said = true;
         clearTimeout(helloTimer);
-        member = this.onHello(ws, msg);
+        this.apply(this.membership.handle({ type: 'hello', conn, hello: msg }));
       } else {
-        this.onMessage(member, msg);
+        this.apply(this.membership.handle({ type: 'message', conn, msg }));
       }
     });
-    ws.on('pong', () => member && (member.lastSeen = Date.now()));
+    ws.on('pong', () => {
+      c.lastSeen = Date.now();
+      this.apply(this.membership.handle({ type: 'alive', conn }));
+    });
     ws.on('close', () => {
       clearTimeout(helloTimer);
-      if (member) this.onDisconnect(member);
+      this.conns.delete(conn);
+      this.apply(this.membership.handle({ type: 'disconnect', conn }));
     });
     ws.on('error', () => {});
   }
 
-  private onHello(ws: WebSocket, hello: MessageOf<'hello'>): Member | null {
-    const reject = (code: string, reason: string): null => {
-      this.log.warn({ workerId: hello.workerId, code }, `worker ${hello.workerId} refused: ${reason}`);
-      ws.send(encodeControl({ type: 'reject', v: PROTOCOL_VERSION, code, reason }));
-      ws.close(1008, code);
-      return null;
-    };
-    if (this.state !== 'gathering') return reject('ERR_FULL', `the job already has its ${this.options.workers} workers (state ${this.state})`);
-    if (hello.configHash !== null && hello.configHash !== this.configHash) {
-      return reject('ERR_CONFIG_MISMATCH', `the worker's job config hash ${hello.configHash} differs from the coordinator's ${this.configHash}; start both with the same config`);
-    }
-    const member: Member = { ws, workerId: hello.workerId, ringAddress: hello.ringAddress, pid: hello.pid, host: hello.host, rank: -1, lastSeen: Date.now() };
-    this.members.push(member);
-    this.feed.workerJoined({ workerId: hello.workerId, host: hello.host, pid: hello.pid, address: hello.ringAddress });
-    this.log.info({ workerId: hello.workerId, ringAddress: hello.ringAddress }, `worker ${hello.workerId} joined (${this.members.length}/${this.options.workers})`);
-    if (this.members.length === this.options.workers) this.form();
-    return member;
-  }
-
-  /** All workers are here: ranks in joining order, the ring in rank order, one generation. */
-  private form(): void {
-    this.generation++;
-    const n = this.members.length;
-    this.members.forEach((m, r) => (m.rank = r));
-    this.feed.ranksAssigned(this.members.map((m) => m.workerId));
-    this.setState('forming');
-    const ringId = `${this.configHash}/gen-${this.generation}`;
-    for (const m of this.members) {
-      this.send(m, {
-        type: 'assign',
-        v: PROTOCOL_VERSION,
-        generation: this.generation,
-        rank: m.rank,
-        worldSize: n,
-        prevAddress: this.members[(m.rank - 1 + n) % n].ringAddress,
-        ringId,
-        config: this.options.config,
-        configHash: this.configHash,
-        progressEvery: this.options.progressEvery ?? 10,
-        verifyEvery: this.options.verifyEvery ?? 0,
-        maxSteps: this.options.maxSteps ?? 0,
-        healthEvery: this.options.healthEvery ?? 100,
-        ...(this.options.saveFinal ? { saveFinal: this.options.saveFinal } : {}),
-        ...(this.options.checkpoint ? { checkpoint: this.options.checkpoint } : {}),
-        ...(this.options.resume ? { resume: this.options.resume } : {}),
-        ...(this.options.initFrom ? { initFrom: this.options.initFrom } : {}),
-      });
-    }
-    this.log.info({ generation: this.generation, ring: this.members.map((m) => m.workerId) }, `generation ${this.generation}: ring of ${n} formed, ranks assigned`);
-    this.armDeadline(this.options.readyTimeoutMs ?? 60_000, () => `only ${this.members.filter((m) => m.ready).length} of ${n} workers were ready within ${this.options.readyTimeoutMs ?? 60_000} ms`);
-  }
-
-  private onMessage(m: Member, msg: ControlMessage): void {
-    switch (msg.type) {
-      case 'ready': {
-        m.ready = msg;
-        this.feed.setRankState(m.rank, 'ready');
-        if (this.members.every((x) => x.ready)) this.begin();
-        return;
+  /** Carries out what the membership machine decided. */
+  private apply(effects: Effect[]): void {
+    for (const e of effects) {
+      switch (e.type) {
+        case 'send': {
+          const c = this.conns.get(e.conn);
+          if (c?.ws.readyState === WebSocket.OPEN) c.ws.send(encodeControl(e.msg));
+          break;
+        }
+        case 'close': {
+          const c = this.conns.get(e.conn);
+          if (!c) break;
+          if (e.code === 1001) c.ws.terminate();
+          else c.ws.close(e.code, e.reason);
+          break;
+        }
+        case 'arm': {
+          clearTimeout(this.timers.get(e.timer));
+          const t = setTimeout(() => this.apply(this.membership.handle({ type: 'timer', name: e.timer })), e.ms);
+          this.timers.set(e.timer, t);
+          break;
+        }
+        case 'cancel':
+          clearTimeout(this.timers.get(e.timer));
+          this.timers.delete(e.timer);
+          break;
+        case 'ping':
+          for (const c of this.conns.values()) if (c.ws.readyState === WebSocket.OPEN) c.ws.ping();
+          break;
+        case 'joined': {
+          const m = e.member;
+          this.feed.workerJoined({ workerId: m.workerId, host: m.host, pid: m.pid, address: m.ringAddress });
+          const { min, max } = this.membership.options;
+          this.log.info({ workerId: m.workerId, ringAddress: m.ringAddress }, `worker ${m.workerId} joined (${this.membership.all.length}/${min === max ? max : `${min}:${max}`})`);
+          break;
+        }
+        case 'left':
+          this.onLeft(e.member, e.reason);
+          break;
+        case 'refused':
+          this.log.warn({ code: e.code, conn: e.conn }, `message refused: ${e.reason}`);
+          break;
+        case 'report':
+          this.onReport(e.member, e.msg);
+          break;
+        case 'generation':
+          this.onFormed(e.record);
+          break;
+        case 'state':
+          this.onState(e.state, e.error);
+          break;
+        case 'running':
+          this.onRunning(e.generation, e.ready);
+          break;
+        case 'finished': {
+          const d = e.done;
+          this.stats.finish(d[0].weightsHash, d[0].steps, Math.min(...d.map((x) => x.replicaChecks)));
+          this.outcome = { stats: this.stats };
+          break;
+        }
       }
+    }
+  }
+
+  private onLeft(m: Member, reason: string): void {
+    if (m.rank < 0 || this.membership.state === 'gathering') {
+      this.feed.workerLeft(m.workerId);
+      this.log.warn(`worker ${m.workerId} left before it trained: ${reason}`);
+      return;
+    }
+    this.changeSince ??= Date.now();
+    this.feed.setRankState(m.rank, 'lost', reason);
+    if (!reason.startsWith('left cleanly')) this.options.onDropped?.(m.pid, m.host);
+    this.log.warn({ rank: m.rank, workerId: m.workerId }, `rank ${m.rank} (${m.workerId}) ${reason}`);
+  }
+
+  private onFormed(record: GenerationRecord): void {
+    this.forming = { record, since: this.changeSince ?? Date.now() };
+    this.feed.ranksAssigned(record.ranks);
+    const why = record.cause === 'start' ? '' : ` after a ${record.cause}${record.fault ? ` (${record.fault.message})` : ''}`;
+    this.log.info({ generation: record.generation, ring: record.ranks, restarts: record.restarts }, `generation ${record.generation}: ring of ${record.worldSize} formed${why}, ranks assigned`);
+  }
+
+  private onState(state: MembershipState, fault: Fault | null): void {
+    const generation = this.membership.generation;
+    if (state === 'regrouping' || state === 'waiting') this.changeSince ??= Date.now();
+    if (state === 'waiting') {
+      this.log.warn(`fewer than ${this.membership.options.min} workers: the run waits up to ${this.membership.options.rejoinTimeoutMs} ms for workers to join`);
+    }
+    const error = fault ? new CoordinatorError(fault.code, fault.message, fault.rank) : null;
+    this.feed.setState(state, generation, error ? { code: error.code, message: error.message, ...(error.rank !== undefined ? { rank: error.rank } : {}) } : null);
+    if (state !== 'finished' && state !== 'failed' && state !== 'stopped') return;
+    const last = this.stats.epochs.at(-1);
+    this.feed.end({ steps: this.stats.step, seconds: this.stats.seconds, samplesPerSecond: this.stats.samplesPerSecond, testAccuracy: last ? last.testAccuracy : null });
+    for (const t of this.timers.values()) clearTimeout(t);
+    if (this.heartbeat) clearInterval(this.heartbeat);
+    if (error) {
+      this.log.error({ code: error.code, rank: error.rank }, error.message);
+      this.settle?.reject(error);
+    } else if (state === 'finished') {
+      this.settle?.resolve(this.outcome && 'stats' in this.outcome ? this.outcome.stats : this.stats);
+    } else {
+      this.settle?.reject(new CoordinatorError('ERR_INTERRUPTED', 'stopped'));
+    }
+  }
+
+  private onRunning(generation: number, ready: MessageOf<'ready'>[]): void {
+    const first = ready[0];
+    if (!this.started) {
+      this.started = true;
+      this.stats.start(first.totalSteps);
+      this.feed.started(first.totalSteps, this.options.resume?.state.globalStep ?? 0, first.parameters);
+      this.metrics.started(this.options.resume?.state.globalStep ?? 0);
+      this.log.info(`all ${ready.length} ranks ready with identical weights (${first.weightsHash.slice(0, 12)}…) on ${first.backend}; training`);
+    } else {
+      this.feed.resumed();
+    }
+    const f = this.forming;
+    this.forming = null;
+    this.changeSince = null;
+    if (!f || f.record.generation !== generation) return;
+    const { record } = f;
+    const exit = record.fault?.pid !== undefined ? this.options.describeExit?.(record.fault.pid) : undefined;
+    const change: GenerationChange = {
+      generation,
+      cause: record.cause,
+      worldSize: record.worldSize,
+      ranks: record.ranks,
+      restarts: record.restarts,
+      step: first.step,
+      recoveryMs: Date.now() - f.since,
+      fault: record.fault ? { ...record.fault, ...(exit?.exit ? { exit: exit.exit } : {}), ...(exit?.stderr?.length ? { stderr: exit.stderr } : {}) } : null,
+    };
+    this.feed.generationChanged(change);
+    if (record.cause !== 'start') {
+      this.log.warn(
+        { generation, cause: record.cause, worldSize: record.worldSize, step: first.step, recoveryMs: change.recoveryMs, restarts: record.restarts, fault: change.fault },
+        `generation ${generation} trains from step ${first.step} with ${record.worldSize} workers, ${change.recoveryMs} ms after the ${record.cause}` +
+          (change.fault ? `; first failure: ${change.fault.message}${change.fault.exit ? ` (${change.fault.exit})` : ''}` : ''),
+      );
+      this.onGeneration?.(change);
+    }
+  }
+
+  /** A worker's report, already checked by the membership machine: the run record takes it. */
+  private onReport(m: Member, msg: ControlMessage): void {
+    switch (msg.type) {
+      case 'ready':
+        this.feed.setRankState(m.rank, 'ready');
+        return;
       case 'progress':
         this.stats.addProgress(msg);
         this.feed.progress(msg);
         this.onProgress?.(this.stats);
         return;
       case 'evaluated': {
-        const complete = this.stats.addEvaluation(msg);
+        const complete = this.stats.addEvaluation(msg, this.membership.ring.length);
         if (complete) {
           const e = this.stats.epochs[msg.epoch];
           this.feed.evaluation({ epoch: msg.epoch, step: this.stats.step, trainLoss: Number.isFinite(e.trainLoss) ? e.trainLoss : null, testLoss: e.testLoss, testAccuracy: e.testAccuracy, samples: e.testSamples });
@@ -308,17 +450,9 @@ export class Coordinator {
         }
         return;
       }
-      case 'done': {
-        m.done = msg;
+      case 'done':
         this.feed.setRankState(m.rank, 'done');
-        if (this.members.every((x) => x.done)) {
-          const hashes = new Set(this.members.map((x) => x.done!.weightsHash));
-          if (hashes.size !== 1) return this.fail(new CoordinatorError('ERR_REPLICA_DIVERGED', `final weights differ across ranks: ${this.members.map((x) => `rank ${x.rank} ${x.done!.weightsHash.slice(0, 12)}`).join(', ')}`));
-          this.stats.finish(msg.weightsHash, msg.steps, Math.min(...this.members.map((x) => x.done!.replicaChecks)));
-          this.finish('finished');
-        }
         return;
-      }
       case 'saved':
         this.stats.checkpoints.push({ step: msg.step, path: msg.path, stallMs: msg.stallMs, writeMs: msg.writeMs });
         this.feed.checkpointSaved({ step: msg.step, path: msg.path, stallMs: msg.stallMs, writeMs: msg.writeMs });
@@ -338,92 +472,34 @@ export class Coordinator {
       }
       case 'failed':
         this.feed.setRankState(m.rank, 'failed', msg.message);
-        return this.fail(new CoordinatorError(msg.code, `rank ${m.rank} (${m.workerId}) failed: ${msg.message}`, m.rank));
-      default:
-        this.log.warn({ type: msg.type, rank: m.rank }, `unexpected ${msg.type} from rank ${m.rank}`);
+        return;
+      case 'aborted':
+        this.changeSince ??= Date.now();
+        this.log.warn({ rank: m.rank, step: msg.step, code: msg.code }, `rank ${m.rank} paused after step ${msg.step}: ${msg.message}`);
+        return;
+      case 'leave':
+        this.changeSince ??= Date.now();
+        return;
     }
-  }
-
-  private begin(): void {
-    const hashes = new Set(this.members.map((m) => m.ready!.weightsHash));
-    if (hashes.size !== 1) return this.fail(new CoordinatorError('ERR_REPLICA_DIVERGED', 'initial weights differ across ranks after the broadcast'));
-    const backends = new Set(this.members.map((m) => m.ready!.backend));
-    if (backends.size !== 1) {
-      return this.fail(new CoordinatorError('ERR_BACKEND_MISMATCH', `workers resolved different backends, so replicas would drift apart: ${this.members.map((m) => `rank ${m.rank}: ${m.ready!.backend}`).join('; ')}; set "backend" in the job config`));
-    }
-    if (this.deadline) clearTimeout(this.deadline);
-    this.stats.start(this.members[0].ready!.totalSteps);
-    this.feed.started(this.members[0].ready!.totalSteps, this.options.resume?.state.globalStep ?? 0, this.members[0].ready!.parameters);
-    this.metrics.started(this.options.resume?.state.globalStep ?? 0);
-    this.setState('running');
-    for (const m of this.members) this.send(m, { type: 'start', v: PROTOCOL_VERSION, generation: this.generation });
-    this.log.info(`all ${this.members.length} ranks ready with identical weights (${[...hashes][0].slice(0, 12)}…) on ${[...backends][0]}; training`);
-  }
-
-  private onDisconnect(m: Member): void {
-    if (this.state === 'gathering') {
-      this.members.splice(this.members.indexOf(m), 1);
-      this.feed.workerLeft(m.workerId);
-      this.log.warn(`worker ${m.workerId} left before the run started (${this.members.length}/${this.options.workers})`);
-      return;
-    }
-    if (m.done || this.state === 'finished' || this.state === 'failed' || this.state === 'stopped') return;
-    this.feed.setRankState(m.rank, 'lost', 'disconnected');
-    this.fail(new CoordinatorError('ERR_PEER_LOST', `rank ${m.rank} (${m.workerId}, pid ${m.pid} on ${m.host}) disconnected`, m.rank));
-  }
-
-  private fail(error: CoordinatorError): void {
-    this.finish('failed', error);
-  }
-
-  /** The end of the run: the first cause wins; every worker still connected is told to stop. */
-  private finish(state: 'finished' | 'failed' | 'stopped', error?: CoordinatorError): void {
-    if (this.state === 'finished' || this.state === 'failed' || this.state === 'stopped') return;
-    this.setState(state, error);
-    const last = this.stats.epochs.at(-1);
-    this.feed.end({ steps: this.stats.step, seconds: this.stats.seconds, samplesPerSecond: this.stats.samplesPerSecond, testAccuracy: last ? last.testAccuracy : null });
-    if (this.deadline) clearTimeout(this.deadline);
-    if (this.heartbeat) clearInterval(this.heartbeat);
-    if (error) {
-      this.log.error({ code: error.code, rank: error.rank }, error.message);
-      for (const m of this.members) if (!m.done) this.send(m, { type: 'stop', v: PROTOCOL_VERSION, code: error.code, reason: error.message.slice(0, 4000) });
-      this.settle?.reject(error);
-    } else {
-      // Workers keep their ring open until every rank is done: an early close would fail a
-      // neighbour still finishing its last collective.
-      for (const m of this.members) this.send(m, { type: 'stop', v: PROTOCOL_VERSION, code: 'DONE', reason: 'all ranks finished' });
-      this.settle?.resolve(this.stats);
-    }
-  }
-
-  private setState(state: CoordinatorState, error?: CoordinatorError): void {
-    this.state = state;
-    this.feed.setState(state, this.generation, error ? { code: error.code, message: error.message, ...(error.rank !== undefined ? { rank: error.rank } : {}) } : null);
   }
 
   /** A control action from an admin on the status socket. */
   private command(action: 'stop' | 'checkpoint'): CommandOutcome {
-    if (this.state === 'finished' || this.state === 'failed' || this.state === 'stopped') return { ok: false, code: 'ERR_STATE', message: `the run is already ${this.state}` };
+    const state = this.membership.state;
+    if (state === 'finished' || state === 'failed' || state === 'stopped') return { ok: false, code: 'ERR_STATE', message: `the run is already ${state}` };
     if (action === 'stop') {
       this.stop('stopped by an admin over the status socket');
       return { ok: true, message: 'stopping the run' };
     }
     if (!this.options.checkpoint) return { ok: false, code: 'ERR_NO_CHECKPOINT_DIR', message: 'this run writes no checkpoints: start it with --checkpoint-dir' };
-    if (this.state !== 'running') return { ok: false, code: 'ERR_STATE', message: `checkpoints are taken while running, not while ${this.state}` };
-    this.send(this.members[0], { type: 'checkpointNow', v: PROTOCOL_VERSION });
+    if (state !== 'running') return { ok: false, code: 'ERR_STATE', message: `checkpoints are taken while running, not while ${state}` };
+    const rank0 = this.membership.ring[0];
+    const c = rank0 && this.conns.get(rank0.conn);
+    if (c?.ws.readyState === WebSocket.OPEN) c.ws.send(encodeControl({ type: 'checkpointNow', v: PROTOCOL_VERSION }));
     return { ok: true, message: 'rank 0 writes a checkpoint after its current step' };
   }
 
-  private send(m: Member, msg: ControlMessage): void {
-    if (m.ws.readyState === WebSocket.OPEN) m.ws.send(encodeControl(msg));
-  }
-
-  private armDeadline(ms: number, why: () => string): void {
-    if (this.deadline) clearTimeout(this.deadline);
-    this.deadline = setTimeout(() => this.fail(new CoordinatorError('ERR_RENDEZVOUS', why())), ms);
-  }
-
-  /** A worker silent for peerTimeoutMs is lost; a late tick means this process was busy, not the worker. */
+  /** A worker silent for peerTimeoutMs while training is lost; a late tick means this process was busy, not the worker. */
   private startHeartbeat(): void {
     const period = this.options.heartbeatMs ?? 1000;
     const timeout = this.options.peerTimeoutMs ?? 3000;
@@ -431,21 +507,31 @@ export class Coordinator {
       const now = Date.now();
       const late = now - this.lastTick > 2 * period;
       this.lastTick = now;
-      for (const m of this.members) {
-        if (m.ws.readyState !== WebSocket.OPEN || m.done) continue;
-        if (late) m.lastSeen = now;
+      for (const [conn, c] of this.conns) {
+        if (c.ws.readyState !== WebSocket.OPEN) continue;
+        const m = this.membership.memberOf(conn);
+        if (late) c.lastSeen = now;
         // Only while running: before that a worker may be busy loading its data for a while (the
         // ready deadline covers it), and in running every step yields to answer pings.
-        else if (this.state === 'running' && now - m.lastSeen > timeout) {
-          m.ws.terminate();
-          this.feed.setRankState(m.rank, 'lost', `silent for ${now - m.lastSeen} ms`);
-          return this.fail(new CoordinatorError('ERR_PEER_LOST', `rank ${m.rank} (${m.workerId}) silent for ${now - m.lastSeen} ms`, m.rank));
+        else if (m && !m.done && this.membership.state === 'running' && now - c.lastSeen > timeout) {
+          this.apply(this.membership.handle({ type: 'silent', conn, ms: now - c.lastSeen }));
+          continue;
         }
-        m.ws.ping();
+        c.ws.ping();
       }
     }, period);
     this.heartbeat.unref();
   }
+}
+
+/**
+ * Compares a given secret with the expected one in constant time. Both are hashed first: equal-length
+ * digests, whatever the strings' lengths in characters or bytes (non-ASCII input cannot throw).
+ */
+export function sameSecret(given: string, expected: string): boolean {
+  const a = createHash('sha256').update(given).digest();
+  const b = createHash('sha256').update(expected).digest();
+  return timingSafeEqual(a, b);
 }
 
 /** The few facts of a job a person watching it wants to see first. */

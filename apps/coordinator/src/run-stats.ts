@@ -31,6 +31,8 @@ export class RunStats {
   private startedAt = 0;
   private endedAt = 0;
   private readonly evals = new Map<number, MessageOf<'evaluated'>[]>();
+  /** World size of the generation whose evaluation shares are being collected, per epoch. */
+  private readonly evalWorld = new Map<number, { generation: number; worldSize: number }>();
   private readonly trainLoss = new Map<number, { sum: number; n: number }>();
 
   constructor(
@@ -72,12 +74,20 @@ export class RunStats {
     this.trainLoss.set(p.epoch, l);
   }
 
-  /** Adds a rank's share of an epoch's evaluation; true once every rank's share is in. */
-  addEvaluation(e: MessageOf<'evaluated'>): boolean {
-    const list = this.evals.get(e.epoch) ?? [];
+  /**
+   * Adds a rank's share of an epoch's evaluation; true once every rank of its generation (of
+   * `worldSize` ranks) has sent its share. Shares of an older generation are replaced.
+   */
+  addEvaluation(e: MessageOf<'evaluated'>, worldSize = this.worldSize): boolean {
+    const seen = this.evalWorld.get(e.epoch);
+    if (!seen || seen.generation !== e.generation) {
+      this.evalWorld.set(e.epoch, { generation: e.generation, worldSize });
+      this.evals.set(e.epoch, []);
+    }
+    const list = this.evals.get(e.epoch)!;
+    if (list.some((x) => x.rank === e.rank)) return false;
     list.push(e);
-    this.evals.set(e.epoch, list);
-    if (list.length < this.worldSize) return false;
+    if (list.length < this.evalWorld.get(e.epoch)!.worldSize) return false;
     const samples = list.reduce((s, x) => s + x.samples, 0);
     const l = this.trainLoss.get(e.epoch);
     this.epochs[e.epoch] = {

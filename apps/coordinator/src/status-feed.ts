@@ -2,6 +2,7 @@ import type {
   CheckpointInfo,
   ConfigSummary,
   Evaluation,
+  GenerationChange,
   HealthReport,
   MessageOf,
   MetricsPoint,
@@ -58,6 +59,7 @@ export class StatusFeed {
   private generation = 0;
   private worldSize = 0;
   private error: RunError | null = null;
+  private readonly generations: GenerationChange[] = [];
   private startedAt: number | null = null;
   private startedPerf = 0;
   private startStep = 0;
@@ -115,6 +117,7 @@ export class StatusFeed {
       warnings: [...this.warnings],
       health: this.lastHealth,
       error: this.error,
+      generations: [...this.generations],
       access,
     };
   }
@@ -127,6 +130,14 @@ export class StatusFeed {
     this.generation = generation;
     this.error = error;
     this.emit({ type: 'state', state, generation, error });
+  }
+
+  /** A new generation is training: why it formed, what failed first, how long the recovery took. */
+  generationChanged(change: GenerationChange): void {
+    this.generations.push(change);
+    if (this.generations.length > LIST_LIMIT) this.generations.splice(1, 1); // keep the start
+    this.worldSize = change.worldSize;
+    this.emit({ type: 'generation', change });
   }
 
   workerJoined(w: { workerId: string; host: string; pid: number; address: string }): void {
@@ -145,10 +156,11 @@ export class StatusFeed {
   /** The ring is formed: ranks in the order given (worker ids). */
   ranksAssigned(workerIds: string[]): void {
     this.worldSize = workerIds.length;
+    this.rounds.clear(); // a generation's half-reported steps end with it
     const byId = new Map(this.ranks.map((r) => [r.workerId, r]));
     this.ranks.length = 0;
     workerIds.forEach((id, rank) => {
-      const info = byId.get(id)!;
+      const info = byId.get(id) ?? { rank, workerId: id, host: '', pid: 0, address: '', state: 'joined' as const, step: 0, phases: null };
       info.rank = rank;
       this.ranks.push(info);
       this.rankPhases[rank] = [];
@@ -161,6 +173,11 @@ export class StatusFeed {
     if (!info || info.rank !== rank || info.state === state) return;
     info.state = state;
     this.emit({ type: 'rank', rank: { ...info }, ...(reason ? { reason } : {}) });
+  }
+
+  /** A later generation trains: its ranks are training again. */
+  resumed(): void {
+    for (const r of this.ranks) this.setRankState(r.rank, 'training');
   }
 
   started(totalSteps: number, startStep: number, parameters: number): void {

@@ -29,7 +29,6 @@ export class CheckpointWriter {
   constructor(
     private readonly trainer: Trainer,
     private readonly policy: Policy,
-    private readonly worldSize: number,
   ) {}
 
   /** Copies the state and starts the write; `written` settles when the file is on disk. */
@@ -46,7 +45,7 @@ export class CheckpointWriter {
       step: state.globalStep,
       epoch: state.epoch,
       cursor: state.cursor,
-      worldSize: this.worldSize,
+      worldSize: this.trainer.worldSize,
       configHash: jobConfigHash(config),
       config,
       modelSpec: config.model,

@@ -20,6 +20,8 @@ export class ControlChannel {
   private waiter: (() => void) | null = null;
   private ended: ChannelError | null = null;
   onStop: ((error: ChannelError) => void) | null = null;
+  /** Called for every message queued (after it is queued). */
+  onArrival: ((msg: ControlMessage) => void) | null = null;
 
   private constructor(private readonly ws: WebSocket) {
     ws.on('message', (data: Buffer) => {
@@ -32,7 +34,10 @@ export class ControlChannel {
         return;
       }
       if (msg.type === 'stop') this.end(new ChannelError(msg.code, msg.reason));
-      else this.inbox.push(msg);
+      else {
+        this.inbox.push(msg);
+        this.onArrival?.(msg);
+      }
       this.wake();
     });
     ws.on('close', (code, reason) => this.end(new ChannelError('ERR_COORDINATOR_LOST', `connection to the coordinator closed (code ${code}${reason.length ? `, ${reason}` : ''})`)));
@@ -64,6 +69,16 @@ export class ControlChannel {
   take<T extends Type>(type: T): MessageOf<T> | null {
     const i = this.inbox.findIndex((m) => m.type === type);
     return i >= 0 ? (this.inbox.splice(i, 1)[0] as MessageOf<T>) : null;
+  }
+
+  /** Puts a message taken by `next` back at the front of the queue. */
+  putBack(msg: ControlMessage): void {
+    this.inbox.unshift(msg);
+  }
+
+  /** Whether a message of `type` is queued (it stays queued). */
+  has(type: Type): boolean {
+    return this.inbox.some((m) => m.type === type);
   }
 
   /** The next message of one of `types`; others that arrive meanwhile stay queued. */

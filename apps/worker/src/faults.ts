@@ -1,23 +1,44 @@
+import { appendFileSync } from 'node:fs';
+
 /**
  * Faults injected on purpose, for tests and drills of the monitoring (never set in production):
  *   RINGTRAIN_FAULT_NAN=<rank>@<step>        that rank's gradient gets a NaN at that step
  *   RINGTRAIN_FAULT_DELAY_MS=<rank>:<ms>     that rank sleeps this long in every step (a straggler)
  *   RINGTRAIN_FAULT_OVERFLOW=<step>          every rank's last gradient element gets 3e38 at that
  *                                            step: finite on each rank, their sum overflows
+ *   RINGTRAIN_FAULT_KILL=<rank>@<step>       that rank's process dies by SIGKILL at that step of the
+ *                                            first generation, after its gradients and before the
+ *                                            all-reduce (a crash drill; later generations redo the
+ *                                            step without dying again)
+ *   RINGTRAIN_STEP_LOG=<file>                every rank appends one JSON line per completed step
+ *                                            (generation, rank, step, epoch, cursor, its slice): the
+ *                                            drills check that no sample is skipped or repeated
  */
 export interface Faults {
   nanAt(rank: number, step: number): boolean;
   overflowAt(step: number): boolean;
   delayMs(rank: number): number;
+  /** Records a completed step (when RINGTRAIN_STEP_LOG is set). */
+  logStep(entry: { generation: number; rank: number; step: number; epoch: number; cursor: number; start: number; count: number }): void;
+  /** Kills this process (SIGKILL) when it is `rank` at `step` of generation 1. */
+  exitAt(rank: number, step: number, generation: number): void;
 }
 
 export function faultsFromEnv(env: NodeJS.ProcessEnv = process.env): Faults {
   const nan = /^(\d+)@(\d+)$/.exec(env.RINGTRAIN_FAULT_NAN ?? '');
   const delay = /^(\d+):(\d+)$/.exec(env.RINGTRAIN_FAULT_DELAY_MS ?? '');
   const overflow = /^(\d+)$/.exec(env.RINGTRAIN_FAULT_OVERFLOW ?? '');
+  const kill = /^(\d+)@(\d+)$/.exec(env.RINGTRAIN_FAULT_KILL ?? '');
+  const stepLog = env.RINGTRAIN_STEP_LOG;
   return {
+    logStep: (entry) => {
+      if (stepLog) appendFileSync(stepLog, `${JSON.stringify(entry)}\n`);
+    },
     nanAt: (rank, step) => nan !== null && Number(nan[1]) === rank && Number(nan[2]) === step,
     delayMs: (rank) => (delay !== null && Number(delay[1]) === rank ? Number(delay[2]) : 0),
     overflowAt: (step) => overflow !== null && Number(overflow[1]) === step,
+    exitAt: (rank, step, generation) => {
+      if (kill !== null && generation === 1 && Number(kill[1]) === rank && Number(kill[2]) === step) process.kill(process.pid, 'SIGKILL');
+    },
   };
 }

@@ -42,12 +42,14 @@ export const helloMessageSchema = z.strictObject({
   configHash: hash.nullable(),
   host: z.string().max(256),
   pid: z.number().int().min(0),
+  /** The training state this worker holds from an earlier generation (a restarted coordinator re-adopts it). */
+  held: z.strictObject({ runId: z.string().max(64), step: z.number().int().min(0), weightsHash: z.string().regex(/^[0-9a-f]{16,64}$/) }).optional(),
 });
 
 /** Coordinator → worker: refused (version, config, token, too many workers), with the reason. */
 export const rejectMessageSchema = z.strictObject({ type: z.literal('reject'), v, code: z.string().max(64), reason: z.string().max(4096) });
 
-/** Coordinator → worker: its place in a generation of the ring, and the job. */
+/** Coordinator → worker: its place in a generation of the ring, and the job. A newer one replaces it at once. */
 export const assignMessageSchema = z.strictObject({
   type: z.literal('assign'),
   v,
@@ -58,6 +60,10 @@ export const assignMessageSchema = z.strictObject({
   ringId: z.string().max(256),
   config: z.unknown(),
   configHash: hash,
+  /** The run this generation belongs to (stays the same across generations and coordinator restarts). */
+  runId: z.string().min(1).max(64),
+  /** Samples per step over all ranks: fixed for the run, split over this generation's ranks. */
+  globalBatch: z.number().int().positive(),
   /** Report progress every this many steps; check replica hashes every this many (0: at epoch ends). */
   progressEvery: z.number().int().positive(),
   verifyEvery: z.number().int().min(0),
@@ -97,6 +103,8 @@ export const readyMessageSchema = z.strictObject({
   generation,
   rank,
   weightsHash: hash,
+  /** Steps completed: the step this generation continues from. */
+  step: count,
   /** The compute backend it resolved: replicas on different backends round differently. */
   backend: z.string().max(256),
   /** Steps the run will take (for progress displays). */
@@ -177,6 +185,26 @@ export const doneMessageSchema = z.strictObject({ type: z.literal('done'), v, ge
 /** Worker → coordinator: it failed, and why (the earliest failure is the root cause). */
 export const failedMessageSchema = z.strictObject({ type: z.literal('failed'), v, generation: generation.optional(), rank: rank.optional(), code: z.string().max(64), message: z.string().max(4096) });
 
+/**
+ * Worker → coordinator: this generation's ring failed under it (a lost or silent peer); its weights
+ * are those of its last complete step, and it waits for the next generation.
+ */
+export const abortedMessageSchema = z.strictObject({
+  type: z.literal('aborted'),
+  v,
+  generation,
+  rank,
+  /** Steps this replica has completed. */
+  step: count,
+  code: z.string().max(64),
+  message: z.string().max(4096),
+  /** The ring peer it lost, when known. */
+  peer: rank.optional(),
+});
+
+/** Worker → coordinator: it leaves the run cleanly after `step` (SIGTERM, preemption); not a failure. */
+export const leaveMessageSchema = z.strictObject({ type: z.literal('leave'), v, generation, rank, step: count, reason: z.string().max(4096) });
+
 /** Coordinator → workers: stop now (a failure elsewhere, or the user). */
 export const stopMessageSchema = z.strictObject({ type: z.literal('stop'), v, code: z.string().max(64), reason: z.string().max(4096) });
 
@@ -196,6 +224,8 @@ export const controlMessageSchema = z.discriminatedUnion('type', [
   nonFiniteMessageSchema,
   checkpointNowMessageSchema,
   failedMessageSchema,
+  abortedMessageSchema,
+  leaveMessageSchema,
   stopMessageSchema,
 ]);
 export type ControlMessage = z.infer<typeof controlMessageSchema>;

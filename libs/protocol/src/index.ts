@@ -18,6 +18,7 @@ export {
   type CheckpointInfo,
   type ConfigSummary,
   type Evaluation,
+  type GenerationChange,
   type HealthReport,
   type MetricsPoint,
   parseStatusEvent,

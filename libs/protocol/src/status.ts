@@ -14,7 +14,7 @@ const reading = z.number().nullable();
 const count = z.number().int().min(0);
 const rankNo = z.number().int().min(0);
 
-export const runStates = ['gathering', 'forming', 'running', 'finished', 'failed', 'stopped'] as const;
+export const runStates = ['gathering', 'forming', 'running', 'regrouping', 'waiting', 'finished', 'failed', 'stopped'] as const;
 export const rankStates = ['joined', 'ready', 'training', 'slow', 'done', 'lost', 'failed'] as const;
 
 /** Per-step milliseconds in each phase. */
@@ -76,6 +76,35 @@ export const tensorHealthSchema = z.strictObject({ name: z.string(), role: z.enu
 export const healthReportSchema = z.strictObject({ step: count, tensors: z.array(tensorHealthSchema) });
 export const runErrorSchema = z.strictObject({ code: z.string(), message: z.string(), rank: rankNo.optional() });
 
+/** A membership change: why the new generation formed, and for a fault, what failed first. */
+export const generationChangeSchema = z.strictObject({
+  generation: count,
+  cause: z.enum(['start', 'fault', 'join', 'leave']),
+  worldSize: count,
+  /** Worker ids in rank order. */
+  ranks: z.array(z.string()),
+  /** Membership changes caused by faults so far (the --max-restarts budget). */
+  restarts: count,
+  /** The step the new generation continues from. */
+  step: count,
+  /** From the fault (or join, or leave) to training again. */
+  recoveryMs: num,
+  fault: z
+    .strictObject({
+      code: z.string(),
+      message: z.string(),
+      rank: rankNo.optional(),
+      workerId: z.string().optional(),
+      host: z.string().optional(),
+      pid: count.optional(),
+      /** How the process ended ("exit code 1", "signal SIGKILL"), where the launcher owns it. */
+      exit: z.string().optional(),
+      /** Its last lines of stderr, where the launcher owns it. */
+      stderr: z.array(z.string()).optional(),
+    })
+    .nullable(),
+});
+
 const base = { v: z.literal(STATUS_VERSION), seq: z.number().int().positive(), time: num };
 
 export const statusEventSchema = z.discriminatedUnion('type', [
@@ -100,11 +129,14 @@ export const statusEventSchema = z.discriminatedUnion('type', [
     warnings: z.array(warningSchema),
     health: healthReportSchema.nullable(),
     error: runErrorSchema.nullable(),
+    /** Every membership change so far (the first is the start). */
+    generations: z.array(generationChangeSchema),
     /** What the client may do: "read", or "admin" (stop, checkpoint). */
     access: z.enum(['read', 'admin']),
   }),
   z.strictObject({ ...base, type: z.literal('state'), state: z.enum(runStates), generation: count, error: runErrorSchema.nullable() }),
   z.strictObject({ ...base, type: z.literal('rank'), rank: rankInfoSchema, reason: z.string().optional() }),
+  z.strictObject({ ...base, type: z.literal('generation'), change: generationChangeSchema }),
   z.strictObject({
     ...base,
     type: z.literal('metrics'),
@@ -149,6 +181,7 @@ export type StatusWarning = z.infer<typeof warningSchema>;
 export type HealthReport = z.infer<typeof healthReportSchema>;
 export type ConfigSummary = z.infer<typeof configSummarySchema>;
 export type RunError = z.infer<typeof runErrorSchema>;
+export type GenerationChange = z.infer<typeof generationChangeSchema>;
 
 /** The events as a JSON Schema (draft 2020-12), for clients in other languages; served at /api/status-schema. */
 export function statusJsonSchema(): object {

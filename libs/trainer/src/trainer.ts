@@ -66,6 +66,27 @@ export function describeNonFinite(bad: Pick<NonFinite, 'what' | 'tensor'>): stri
   return `gradient${bad.tensor ? ` of ${bad.tensor}` : ''}`;
 }
 
+export interface StepOptions {
+  /** Runs between the gradients and the non-finite check (fault drills). */
+  afterGradients?: () => void | Promise<void>;
+  /** Told of every non-finite value before the rule acts on it. */
+  onNonFinite?: (bad: NonFinite) => void;
+  /** Also measure every tensor's norms (the health report). */
+  health?: boolean;
+}
+
+/** What one data-parallel step did and where its time went. */
+export interface StepOutcome extends StepResult {
+  skipped: boolean;
+  epochEnded: boolean;
+  /** This rank's own non-finite value (the step was skipped on every rank), if any. */
+  nonFinite: NonFinite | null;
+  computeMs: number;
+  allreduceMs: number;
+  optimizerMs: number;
+  tensors?: TensorHealth[];
+}
+
 export interface TrainerOptions {
   /** Which of `worldSize` data-parallel replicas this is (0 and 1 for a single process). */
   rank?: number;
@@ -153,6 +174,11 @@ export class Trainer {
   /** This rank's samples per step. */
   get localBatch(): number {
     return this.slice.count;
+  }
+
+  /** This rank's slice of each global batch: its offset in the batch and its number of samples. */
+  get batchSlice(): RankSlice {
+    return { ...this.slice };
   }
 
   /**
@@ -283,11 +309,57 @@ export class Trainer {
   /** One whole step of a single process; a non-finite loss or gradient stops or skips by `config.nonFinite`. */
   trainStep(): StepResult & { skipped: boolean } {
     const r = this.computeGradients();
-    const bad = this.checkFinite(r.loss);
-    if (bad && this.config.nonFinite === 'stop') throw this.nonFiniteError(bad);
-    if (bad) this.skipUpdate();
-    else this.applyUpdate();
-    return { ...r, skipped: bad !== null };
+    const bad = this.screen(r.loss);
+    const { skipped } = this.finishStep(bad === null);
+    return { ...r, skipped };
+  }
+
+  /**
+   * One data-parallel step: gradients on this rank's slice, the non-finite rule, `reduce` (the
+   * all-reduce average of `model.params.grads`, resolving whether the result is finite on every
+   * rank alike), then the update. The rule, here and only here:
+   * - a NaN/±Inf loss or gradient of this rank is reported (`onNonFinite`); under "stop" the step
+   *   throws; under "skip" element 0 of the gradient is poisoned, so that after the all-reduce
+   *   every rank sees a non-finite result and skips the same step;
+   * - a non-finite reduced gradient with no poison in it means finite gradients whose sum
+   *   overflowed ("gradientSum"): reported, then stopped or skipped alike.
+   * The optimizer runs only after `reduce` resolved: when it rejects (a lost peer), the weights,
+   * the optimizer state, the step and the cursor are untouched.
+   */
+  async step(reduce: (grads: Float32Array) => Promise<boolean>, options: StepOptions = {}): Promise<StepOutcome> {
+    const t0 = performance.now();
+    const r = this.computeGradients();
+    await options.afterGradients?.();
+    const bad = this.screen(r.loss, options.onNonFinite);
+    const t1 = performance.now();
+    const finite = await reduce(this.model.params.grads);
+    const t2 = performance.now();
+    const end = this.finishStep(finite, options.onNonFinite, options.health ?? false);
+    const t3 = performance.now();
+    return { ...r, ...end, nonFinite: bad, computeMs: t1 - t0 - r.dataMs, allreduceMs: t2 - t1, optimizerMs: t3 - t2 };
+  }
+
+  /** This rank's own loss and gradient: null when finite, else reported, then stop (throw) or poison. */
+  private screen(loss: number, onNonFinite?: (bad: NonFinite) => void): NonFinite | null {
+    const bad = this.checkFinite(loss);
+    if (!bad) return null;
+    onNonFinite?.(bad);
+    if (this.config.nonFinite === 'stop') throw this.nonFiniteError(bad);
+    this.model.params.grads[0] = Number.NaN; // NaN + x = NaN: every rank sees it after the all-reduce
+    return bad;
+  }
+
+  /** Skips the update when the (reduced) gradient is not finite, else applies it. */
+  private finishStep(finite: boolean, onNonFinite?: (bad: NonFinite) => void, health = false): { skipped: boolean; epochEnded: boolean; tensors?: TensorHealth[] } {
+    const grads = this.model.params.grads;
+    if (!finite && Number.isFinite(grads[0])) {
+      const overflow: NonFinite = { what: 'gradientSum', value: grads.find((x) => !Number.isFinite(x)) ?? Number.NaN };
+      onNonFinite?.(overflow);
+      if (this.config.nonFinite === 'stop') throw this.nonFiniteError(overflow);
+    }
+    if (!finite) return { skipped: true, epochEnded: this.skipUpdate() };
+    if (health) return { skipped: false, ...this.applyUpdateWithHealth() };
+    return { skipped: false, epochEnded: this.applyUpdate() };
   }
 
   /**

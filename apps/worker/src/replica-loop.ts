@@ -1,0 +1,146 @@
+import { setTimeout as sleep, setImmediate as yieldToEventLoop } from 'node:timers/promises';
+import type { Communicator } from '@ringtrain/allreduce';
+import { type MessageOf, PROTOCOL_VERSION } from '@ringtrain/protocol';
+import type { Trainer } from '@ringtrain/trainer';
+import type { Logger } from 'pino';
+import type { CheckpointWriter } from './checkpointing.js';
+import type { ControlChannel } from './control-channel.js';
+import { WorkerError } from './errors.js';
+import type { Faults } from './faults.js';
+
+export interface ReplicaLoopOptions {
+  assign: MessageOf<'assign'>;
+  trainer: Trainer;
+  comm: Communicator;
+  channel: ControlChannel;
+  /** Rank 0's checkpoint writer (null on other ranks or without a checkpoint policy). */
+  writer: CheckpointWriter | null;
+  faults: Faults;
+  log: Logger;
+  /** The step to stop at (the run's last, or --max-steps). */
+  totalSteps: number;
+  /** True once this worker should leave at the next step boundary (SIGTERM). */
+  leaving: () => boolean;
+}
+
+/** How a generation's steps ended: all taken, or at a step boundary to regroup or to leave. */
+export type LoopEnd = 'done' | 'regroup' | 'leave';
+
+/** Every rank's evaluation share added up, so each rank (rank 0 for its checkpoints) knows the totals. */
+async function globalMetrics(comm: Communicator, share: { lossSum: number; correct: number; samples: number }): Promise<Record<string, number>> {
+  const parts = await comm.allgather(new Uint8Array(Float64Array.of(share.lossSum, share.correct, share.samples).buffer));
+  const sum = [0, 0, 0];
+  for (const p of parts) new Float64Array(Uint8Array.from(p).buffer).forEach((v, i) => (sum[i] += v));
+  return sum[2] ? { test_loss: sum[0] / sum[2], test_accuracy: sum[1] / sum[2] } : {};
+}
+
+/** All ranks compare SHA-256 of their weights; a difference is a bug or corruption, never noise. */
+export async function verifyReplicas(comm: Communicator, trainer: Trainer, when: string): Promise<string> {
+  const hash = trainer.model.params.valuesHash();
+  const all = (await comm.allgather(Buffer.from(hash, 'hex'))).map((b) => Buffer.from(b).toString('hex'));
+  const differing = all.map((h, r) => [r, h] as const).filter(([, h]) => h !== all[0]);
+  if (differing.length) {
+    throw new WorkerError('ERR_REPLICA_DIVERGED', `replicas differ at ${when}: rank 0 has ${all[0].slice(0, 16)}…, ${differing.map(([r, h]) => `rank ${r} has ${h.slice(0, 16)}…`).join(', ')}`);
+  }
+  return hash;
+}
+
+const emptyReport = () => ({ loss: 0, samples: 0, correct: 0, dataMs: 0, computeMs: 0, allreduceMs: 0, optimizerMs: 0, steps: 0, skipped: 0 });
+
+/**
+ * The replica loop of one generation: step after step (the trainer's step: gradients, the
+ * non-finite rule, the all-reduce, the update), with the reports, replica checks, evaluations and
+ * checkpoints around it. Between steps it looks for a newer generation (a join or a fault
+ * elsewhere) and for a request to leave; a collective that fails rejects, and the weights are those
+ * of the last complete step.
+ */
+export async function runReplicaLoop(o: ReplicaLoopOptions): Promise<{ end: LoopEnd; replicaChecks: number }> {
+  const { assign, trainer, comm, channel: ch, writer, faults, log, totalSteps } = o;
+  const { progressEvery, verifyEvery, checkpoint, healthEvery } = assign;
+  const config = trainer.config;
+  const params = trainer.model.params;
+  const layoutHash = params.layoutHash();
+  const delayMs = faults.delayMs(assign.rank);
+  const ids = { v: PROTOCOL_VERSION, generation: assign.generation, rank: assign.rank } as const;
+  const alone = assign.worldSize === 1;
+  let replicaChecks = 0;
+  let metrics: Record<string, number> = {};
+  let writeError: Error | null = null;
+  let report = emptyReport();
+  while (trainer.globalStep < totalSteps) {
+    if (o.leaving()) return { end: 'leave', replicaChecks };
+    if (ch.has('assign')) return { end: 'regroup', replicaChecks };
+    const step = trainer.globalStep;
+    const epoch = trainer.epoch;
+    const cursor = trainer.cursor;
+    const r = await trainer.step(
+      // Alone there is nothing to sum: the gradient is this rank's own, checked before.
+      async (grads) => (alone ? true : (await comm.allreduce(grads, { step, layoutHash })).finite),
+      {
+        afterGradients: async () => {
+          faults.exitAt(assign.rank, step, assign.generation);
+          if (delayMs) await sleep(delayMs);
+          if (faults.nanAt(assign.rank, step)) params.grads[0] = Number.NaN;
+          if (faults.overflowAt(step)) params.grads[params.grads.length - 1] = 3e38;
+        },
+        onNonFinite: (bad) => {
+          // This rank's own value is reported by it; an overflowed sum (the same on every rank) by rank 0.
+          if (bad.what !== 'gradientSum' || assign.rank === 0) {
+            ch.send({ type: 'nonFinite', ...ids, step, what: bad.what, ...(bad.tensor ? { tensor: bad.tensor } : {}), value: bad.value, action: config.nonFinite });
+          }
+        },
+        health: assign.rank === 0 && healthEvery > 0 && step % healthEvery === 0,
+      },
+    );
+    faults.logStep({ generation: assign.generation, rank: assign.rank, step, epoch, cursor, ...trainer.batchSlice });
+    if (r.tensors) ch.send({ type: 'health', ...ids, step: trainer.globalStep, tensors: r.tensors });
+    if (!r.skipped) {
+      report.loss += r.loss;
+      report.correct += r.correct;
+    }
+    report.samples += trainer.localBatch;
+    report.dataMs += r.dataMs;
+    report.computeMs += r.computeMs;
+    report.allreduceMs += r.allreduceMs;
+    report.optimizerMs += r.optimizerMs;
+    report.skipped += r.skipped ? 1 : 0;
+    report.steps++;
+    const epochEnds = r.epochEnded || trainer.globalStep === totalSteps;
+    if (report.steps >= progressEvery || epochEnds) {
+      const counted = report.steps - report.skipped;
+      ch.send({ type: 'progress', ...ids, epoch, step: trainer.globalStep, ...report, loss: counted ? report.loss / counted : 0, lr: trainer.learningRate });
+      report = emptyReport();
+      if (alone) await yieldToEventLoop(); // alone, no collective yields to the event loop
+    }
+    if (ch.error) throw ch.error;
+    if ((verifyEvery > 0 && trainer.globalStep % verifyEvery === 0) || epochEnds) {
+      await verifyReplicas(comm, trainer, `step ${trainer.globalStep}`);
+      replicaChecks++;
+    }
+    if (epochEnds) {
+      const ev = trainer.evaluate('test');
+      const share = { lossSum: ev.loss * ev.samples, correct: Math.round(ev.accuracy * ev.samples), samples: ev.samples };
+      ch.send({ type: 'evaluated', ...ids, epoch, ...share });
+      metrics = await globalMetrics(comm, share);
+    }
+    const asked = writer !== null && ch.take('checkpointNow') !== null;
+    const saveNow = checkpoint && (asked || (checkpoint.everySteps > 0 && trainer.globalStep % checkpoint.everySteps === 0) || (checkpoint.atEpochEnd && r.epochEnded));
+    if (saveNow && writer) {
+      const { stallMs, written } = await writer.save(metrics);
+      const saved = trainer.globalStep;
+      written.then(
+        ({ path, writeMs }) => ch.send({ type: 'saved', ...ids, step: saved, path, stallMs, writeMs }),
+        (err: Error) => {
+          if (checkpoint.onError === 'warn') {
+            log.warn(`checkpoint at step ${saved} not saved, training goes on: ${err.message}`);
+            ch.send({ type: 'saveFailed', ...ids, step: saved, message: err.message.slice(0, 4000) });
+          } else writeError ??= err;
+        },
+      );
+    }
+    if (writeError) throw writeError;
+  }
+  await writer?.flush();
+  if (writeError) throw writeError;
+  return { end: 'done', replicaChecks };
+}
