@@ -168,7 +168,16 @@ describe('status events', () => {
     expect(() => parseStatusEvent(JSON.stringify({ ...e, type: 'gossip' }))).toThrow(/invalid status event/);
     const schema = statusJsonSchema() as { title: string; anyOf: unknown[] };
     expect(schema.title).toBe('ringtrain status events v1');
-    expect(schema.anyOf).toHaveLength(10);
+    expect(schema.anyOf).toHaveLength(11);
+    const change = {
+      v: 1,
+      seq: 2,
+      time: 2,
+      type: 'generation',
+      change: { generation: 2, cause: 'fault', worldSize: 3, ranks: ['a:1', 'b:2', 'c:3'], restarts: 1, step: 40, recoveryMs: 812, fault: { code: 'ERR_PEER_LOST', message: 'rank 1 disconnected', rank: 1, pid: 7, exit: 'signal SIGKILL' } },
+    };
+    expect(parseStatusEvent(JSON.stringify(change))).toEqual(change);
+    expect(() => parseStatusEvent(JSON.stringify({ ...change, change: { ...change.change, cause: 'magic' } }))).toThrow(/cause/);
   });
 });
 
