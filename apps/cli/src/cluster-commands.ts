@@ -78,10 +78,14 @@ function addRunOptions(cmd: Command): Command {
 export function launchCommand(): Command {
   return addRunOptions(new Command('launch').description('train on N local worker processes (coordinator included), like torchrun --standalone'))
     .option('--port <n>', 'coordinator port (default: any free port)', nonNegativeInt, 0)
-    .action(async (flags: RunFlags) => {
+    .option('--coordinator <url>', 'start no coordinator: supervise MAX local workers for this one (as torchrun does on each node)')
+    .option('--token <secret>', 'with --coordinator: its job token (or RINGTRAIN_TOKEN)')
+    .action(async (flags: RunFlags & { coordinator?: string }) => {
+      if (flags.coordinator) return superviseWorkers(flags.coordinator, flags.token ?? process.env.RINGTRAIN_TOKEN, flags.workers.max, flags.maxRestarts);
       // Local children get a fresh random token, so nothing else on the machine can join the job.
       const token = flags.token ?? process.env.RINGTRAIN_TOKEN ?? randomBytes(16).toString('hex');
-      await coordinate({ ...flags, host: '127.0.0.1', token }, (address, log) => new LocalWorkers(flags.workers.max, address, token, flags.maxRestarts, log));
+      // The coordinator lives in this process: if it dies, so did the launch, and the children stop soon.
+      await coordinate({ ...flags, host: '127.0.0.1', token }, (address, log) => new LocalWorkers(flags.workers.max, address, token, flags.maxRestarts, log, ['--coordinator-timeout', '10']));
     });
 }
 
@@ -102,7 +106,8 @@ export function workerCommand(): Command {
     .option('--ring-host <address>', 'interface the ring endpoint listens on', '127.0.0.1')
     .option('--ring-port <n>', 'ring endpoint port (default: any free port)', nonNegativeInt, 0)
     .option('--advertise <url>', 'ring address that peers dial, if not ws://ring-host:ring-port (NAT, containers)')
-    .action(async (flags: JobFlags & { coordinator: string; token?: string; ringHost: string; ringPort: number; advertise?: string }) => {
+    .option('--coordinator-timeout <s>', 'when the coordinator is lost, dial it again this long (a restarted one re-adopts the run) before giving up', nonNegativeInt, 120)
+    .action(async (flags: JobFlags & { coordinator: string; token?: string; ringHost: string; ringPort: number; advertise?: string; coordinatorTimeout: number }) => {
       if (!(hasRingProcessEnv() && hasRingNodeFlags()) && process.env.RINGTRAIN_NO_REEXEC !== '1') return reexecTuned();
       const log = createLogger();
       // SIGTERM (a preemption, Kubernetes ending a pod) means: leave at the next step boundary.
@@ -126,6 +131,7 @@ export function workerCommand(): Command {
           peerTimeoutMs: envNumber('RINGTRAIN_PEER_TIMEOUT_MS'),
           segmentBytes: envNumber('RINGTRAIN_SEGMENT_BYTES'),
           leave: leave.signal,
+          coordinatorTimeoutMs: flags.coordinatorTimeout * 1000,
         });
         if (result.left) log.warn({ rank: result.rank }, `left the run after ${result.steps} steps`);
         else log.info({ rank: result.rank }, `rank ${result.rank}: done after ${result.steps} steps`);
@@ -280,14 +286,30 @@ class LocalWorkers {
   private stopping = false;
   private readonly main = fileURLToPath(new URL('./main.js', import.meta.url));
 
+  private idle: (() => void) | null = null;
+  private unreplaced = 0;
+  private pending = 0;
+
   constructor(
     n: number,
     private readonly address: string,
-    private readonly token: string,
+    private readonly token: string | undefined,
     private readonly maxRespawns: number,
     private readonly log: Logger,
+    private readonly workerArgs: string[] = [],
   ) {
     for (let i = 0; i < n; i++) this.spawn();
+  }
+
+  /** Resolves once no worker is left or about to be started: 0 when none ended unreplaced with an error, else 1. */
+  whenIdle(): Promise<number> {
+    return new Promise((resolve) => {
+      const check = (): void => {
+        if (this.children.size === 0 && this.pending === 0) resolve(this.unreplaced ? 1 : 0);
+      };
+      this.idle = check;
+      check();
+    });
   }
 
   /** How a worker process ended, and its last stderr lines (once it has exited). */
@@ -298,9 +320,9 @@ class LocalWorkers {
   private spawn(): void {
     // RINGTRAIN_NODE_ARGS passes flags such as --cpu-prof to every worker (profiling).
     const nodeArgs = (process.env.RINGTRAIN_NODE_ARGS ?? '').split(' ').filter(Boolean);
-    const child = spawn(process.execPath, [...RING_NODE_FLAGS, ...nodeArgs, this.main, 'worker', '--coordinator', this.address], {
+    const child = spawn(process.execPath, [...RING_NODE_FLAGS, ...nodeArgs, this.main, 'worker', '--coordinator', this.address, ...this.workerArgs], {
       stdio: ['ignore', 'inherit', 'pipe'],
-      env: { ...ringProcessEnv(), RINGTRAIN_TOKEN: this.token, RINGTRAIN_LOG_LEVEL: process.env.RINGTRAIN_WORKER_LOG_LEVEL ?? 'warn' },
+      env: { ...ringProcessEnv(), ...(this.token !== undefined ? { RINGTRAIN_TOKEN: this.token } : {}), RINGTRAIN_LOG_LEVEL: process.env.RINGTRAIN_WORKER_LOG_LEVEL ?? 'warn' },
     });
     this.children.add(child);
     const pid = child.pid ?? -1;
@@ -315,17 +337,26 @@ class LocalWorkers {
     child.once('exit', (code, signal) => {
       this.children.delete(child);
       this.exits.set(pid, { exit: signal ? `signal ${signal}` : `exit code ${code}`, stderr: tail.slice(-10) });
-      if (this.stopping || code === 0) return;
+      if (this.stopping || code === 0) return this.idle?.();
       if (this.respawns >= this.maxRespawns) {
+        this.unreplaced++;
         this.log.error(`worker pid ${pid} ended (${signal ?? `exit code ${code}`}); the restart budget of ${this.maxRespawns} is spent, so it is not replaced`);
-        return;
+        return this.idle?.();
       }
       const delay = Math.min(5000, 250 * 2 ** this.respawns++);
       this.log.warn(`worker pid ${pid} ended (${signal ?? `exit code ${code}`}); starting a replacement in ${delay} ms (${this.respawns}/${this.maxRespawns})`);
+      this.pending++;
       setTimeout(() => {
+        this.pending--;
         if (!this.stopping) this.spawn();
-      }, delay).unref();
+        else this.idle?.();
+      }, delay);
     });
+  }
+
+  /** Sends `signal` to every worker. */
+  signal(signal: NodeJS.Signals): void {
+    for (const c of this.children) if (c.exitCode === null && c.signalCode === null) c.kill(signal);
   }
 
   /** Ends a worker the coordinator dropped (a hung one stays dropped; the exit brings a replacement). */
@@ -350,6 +381,23 @@ class LocalWorkers {
       ),
     );
   }
+}
+
+/** `launch --coordinator URL`: N local workers for a coordinator elsewhere, replaced when they die; exits when none is left. */
+async function superviseWorkers(url: string, token: string | undefined, n: number, maxRestarts: number): Promise<void> {
+  const log = createLogger();
+  const workers = new LocalWorkers(n, url, token, maxRestarts, log);
+  log.info(`supervising ${n} workers for the coordinator at ${url} (up to ${maxRestarts} replacements)`);
+  // Passed on: each worker leaves at its next step boundary; what is left after 5 s is killed.
+  const stop = (signal: NodeJS.Signals): void => {
+    workers.signal(signal);
+    void workers.stop(5000);
+  };
+  process.on('SIGINT', stop);
+  process.on('SIGTERM', stop);
+  process.exitCode = await workers.whenIdle();
+  process.off('SIGINT', stop);
+  process.off('SIGTERM', stop);
 }
 
 /**

@@ -106,7 +106,6 @@ export class Coordinator {
   /** The generation that formed last and when its membership change began, until it trains. */
   private forming: { record: GenerationRecord; since: number } | null = null;
   private changeSince: number | null = null;
-  readonly runId: string;
   readonly stats: RunStats;
   readonly feed: StatusFeed;
   readonly metrics: PrometheusMetrics;
@@ -125,10 +124,10 @@ export class Coordinator {
     }
     this.configHash = jobConfigHash(options.config);
     this.log = options.logger;
-    this.runId = randomUUID();
+    const runId = randomUUID();
     const globalBatch = options.config.batchSize * max;
     this.membership = new Membership({
-      runId: this.runId,
+      runId,
       configHash: this.configHash,
       min,
       max,
@@ -154,7 +153,7 @@ export class Coordinator {
     });
     this.stats = new RunStats(max, options.config.epochs);
     this.feed = new StatusFeed({
-      runId: this.runId,
+      runId,
       workers: max,
       config: summarizeConfig(options.config, this.configHash),
       intervalMs: options.statusIntervalMs,
@@ -188,6 +187,11 @@ export class Coordinator {
 
   get generation(): number {
     return this.membership.generation;
+  }
+
+  /** The run's id (kept across coordinator restarts: a restarted coordinator adopts its workers' run). */
+  get runId(): string {
+    return this.membership.runId;
   }
 
   /** Starts listening; returns the address workers dial. */
@@ -336,6 +340,10 @@ export class Coordinator {
         case 'running':
           this.onRunning(e.generation, e.ready);
           break;
+        case 'adopted':
+          this.feed.adoptRun(e.runId);
+          this.log.warn({ runId: e.runId, generation: e.generation, step: e.step }, `re-adopting run ${e.runId}: its workers hold its state (generation ${e.generation}, step ${e.step})`);
+          break;
         case 'finished': {
           const d = e.done;
           this.stats.finish(d[0].weightsHash, d[0].steps, Math.min(...d.map((x) => x.replicaChecks)));
@@ -393,8 +401,8 @@ export class Coordinator {
     if (!this.started) {
       this.started = true;
       this.stats.start(first.totalSteps);
-      this.feed.started(first.totalSteps, this.options.resume?.state.globalStep ?? 0, first.parameters);
-      this.metrics.started(this.options.resume?.state.globalStep ?? 0);
+      this.feed.started(first.totalSteps, first.step, first.parameters);
+      this.metrics.started(first.step);
       this.log.info(`all ${ready.length} ranks ready with identical weights (${first.weightsHash.slice(0, 12)}…) on ${first.backend}; training`);
     } else {
       this.feed.resumed();

@@ -76,8 +76,8 @@ function checkInvariants(h: Harness): void {
     expect(ranks).toEqual(list.map((_, i) => i));
     for (const a of list) {
       expect(a.worldSize).toBe(list.length);
-      expect(a.ringId).toBe(`${HASH}/gen-${gen}`);
-      expect(a.runId).toBe('run-1');
+      expect(a.ringId).toBe(`${a.runId.slice(0, 8)}/${HASH}/gen-${gen}`);
+      expect(a.runId).toBe(h.m.runId);
     }
     expect(gen).toBeLessThanOrEqual(h.m.generation);
   }
@@ -223,6 +223,24 @@ describe('membership state machine', () => {
     diverged.send(1, { type: 'done', v, generation: 1, rank: 0, steps: 100, weightsHash: HASH, replicaChecks: 3 });
     diverged.send(2, { type: 'done', v, generation: 1, rank: 1, steps: 100, weightsHash: 'cd'.repeat(16), replicaChecks: 3 });
     expect(diverged.m.state).toBe('failed');
+  });
+
+  it('a restarted coordinator re-adopts the run its workers hold; a worker of another run is refused', () => {
+    const h = new Harness(options({ min: 2, max: 2 }));
+    const held = (conn: Conn, runId: string, generation: number): MessageOf<'hello'> => ({ ...hello(conn), held: { runId, generation, step: 71, weightsHash: HASH } });
+    const e = h.record(h.m.handle({ type: 'hello', conn: 1, hello: held(1, 'old-run', 3) }));
+    expect(e).toContainEqual({ type: 'adopted', runId: 'old-run', generation: 3, step: 71 });
+    h.record(h.m.handle({ type: 'hello', conn: 2, hello: held(2, 'old-run', 2) }));
+    expect(h.m.runId).toBe('old-run');
+    expect(h.assigns.get(4)!.map((a) => [a.runId, a.ringId])).toEqual([
+      ['old-run', `old-run/${HASH}/gen-4`],
+      ['old-run', `old-run/${HASH}/gen-4`],
+    ]);
+    const other = new Harness(options({ min: 1, max: 3 }));
+    other.hello(1);
+    other.timer('lastCall');
+    const refused = other.record(other.m.handle({ type: 'hello', conn: 2, hello: held(2, 'old-run', 3) }));
+    expect(refused).toContainEqual(expect.objectContaining({ type: 'send', conn: 2, msg: expect.objectContaining({ type: 'reject', code: 'ERR_OTHER_RUN' }) }));
   });
 
   it('property: over random event sequences, never two live generations, a rank never assigned twice, never a throw', () => {

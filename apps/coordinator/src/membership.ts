@@ -104,6 +104,8 @@ export type Effect =
   | { type: 'refused'; conn: Conn; code: string; reason: string }
   | { type: 'generation'; record: GenerationRecord }
   | { type: 'state'; state: MembershipState; generation: number; error: Fault | null }
+  /** A restarted coordinator took over the run its workers hold (its id and generations). */
+  | { type: 'adopted'; runId: string; generation: number; step: number }
   | { type: 'running'; generation: number; ready: MessageOf<'ready'>[] }
   | { type: 'finished'; done: MessageOf<'done'>[] };
 
@@ -114,6 +116,9 @@ const REPORTS: ReadonlySet<ControlMessage['type']> = new Set(['progress', 'evalu
 export class Membership {
   private current: MembershipState = 'gathering';
   private gen = 0;
+  private run: string;
+  /** True once this run's identity is settled: a generation formed, or held state was adopted. */
+  private settled = false;
   private restartCount = 0;
   private readonly members = new Map<Conn, Member>();
   /** The fault that ended the current generation, until the next one forms. */
@@ -122,6 +127,7 @@ export class Membership {
   private out: Effect[] = [];
 
   constructor(readonly options: MembershipOptions) {
+    this.run = options.runId;
     if (!Number.isInteger(options.min) || !Number.isInteger(options.max) || options.min < 1 || options.max < options.min || options.max > 1024) {
       throw new RangeError(`workers must be MIN:MAX with 1 ≤ MIN ≤ MAX ≤ 1024, got ${options.min}:${options.max}`);
     }
@@ -133,6 +139,11 @@ export class Membership {
 
   get generation(): number {
     return this.gen;
+  }
+
+  /** The run's id: this coordinator's own, or the one it re-adopted from its workers. */
+  get runId(): string {
+    return this.run;
   }
 
   get restarts(): number {
@@ -217,6 +228,17 @@ export class Membership {
       return this.reject(conn, 'ERR_CONFIG_MISMATCH', `the worker's job config hash ${hello.configHash} differs from the coordinator's ${this.options.configHash}; start both with the same config`);
     }
     if (this.members.size >= this.options.max) return this.reject(conn, 'ERR_FULL', `the job already has its ${this.options.max} workers (state ${this.current})`);
+    if (hello.held) {
+      // A worker that holds a run's training state: a restarted coordinator takes that run over
+      // (its id, and generations numbered after the last one); another run's worker is refused.
+      if (!this.settled && this.current === 'gathering') {
+        if (this.run !== hello.held.runId) this.emit({ type: 'adopted', runId: hello.held.runId, generation: hello.held.generation, step: hello.held.step });
+        this.run = hello.held.runId;
+        this.gen = Math.max(this.gen, hello.held.generation);
+      } else if (hello.held.runId !== this.run) {
+        return this.reject(conn, 'ERR_OTHER_RUN', `the worker holds the state of run ${hello.held.runId}, this coordinator runs ${this.run}`);
+      }
+    }
     const member: Member = { conn, workerId: hello.workerId, host: hello.host, pid: hello.pid, ringAddress: hello.ringAddress, rank: -1, generation: 0, ready: null, done: null, answered: true };
     this.members.set(conn, member);
     this.emit({ type: 'joined', member });
@@ -384,6 +406,7 @@ export class Membership {
     }
     this.emit({ type: 'cancel', timer: 'rejoin' });
     const ring = order.slice(0, this.options.max);
+    this.settled = true;
     this.gen++;
     const n = ring.length;
     ring.forEach((m, r) => {
@@ -396,12 +419,12 @@ export class Membership {
     this.pendingFault = null;
     this.emit({ type: 'generation', record: { generation: this.gen, cause, worldSize: n, ranks: ring.map((m) => m.workerId), restarts: this.restartCount, fault } });
     this.setState('forming', null);
-    const ringId = `${this.options.configHash}/gen-${this.gen}`;
+    const ringId = `${this.run.slice(0, 8)}/${this.options.configHash}/gen-${this.gen}`;
     for (const m of ring) {
       this.emit({
         type: 'send',
         conn: m.conn,
-        msg: { ...this.options.assign, type: 'assign', v: PROTOCOL_VERSION, generation: this.gen, rank: m.rank, worldSize: n, prevAddress: ring[(m.rank - 1 + n) % n].ringAddress, ringId, runId: this.options.runId },
+        msg: { ...this.options.assign, type: 'assign', v: PROTOCOL_VERSION, generation: this.gen, rank: m.rank, worldSize: n, prevAddress: ring[(m.rank - 1 + n) % n].ringAddress, ringId, runId: this.run },
       });
     }
     this.emit({ type: 'arm', timer: 'ready', ms: this.options.readyTimeoutMs });

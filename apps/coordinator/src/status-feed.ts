@@ -60,6 +60,7 @@ export class StatusFeed {
   private worldSize = 0;
   private error: RunError | null = null;
   private readonly generations: GenerationChange[] = [];
+  private runId: string;
   private startedAt: number | null = null;
   private startedPerf = 0;
   private startStep = 0;
@@ -83,6 +84,7 @@ export class StatusFeed {
   private readonly intervalMs: number;
 
   constructor(private readonly options: StatusFeedOptions) {
+    this.runId = options.runId;
     this.intervalMs = options.intervalMs ?? 250;
     this.healthWatch = new HealthWatch(options.health);
     this.timer = setInterval(() => this.flush(), this.intervalMs);
@@ -102,7 +104,7 @@ export class StatusFeed {
     return {
       type: 'snapshot',
       resync,
-      runId: this.options.runId,
+      runId: this.runId,
       state: this.state,
       generation: this.generation,
       workers: this.options.workers,
@@ -130,6 +132,11 @@ export class StatusFeed {
     this.generation = generation;
     this.error = error;
     this.emit({ type: 'state', state, generation, error });
+  }
+
+  /** A restarted coordinator continues the run its workers hold: the run keeps its id. */
+  adoptRun(runId: string): void {
+    this.runId = runId;
   }
 
   /** A new generation is training: why it formed, what failed first, how long the recovery took. */

@@ -34,6 +34,8 @@ export interface WorkerOptions {
   segmentBytes?: number;
   /** Aborted: leave the run cleanly at the next step boundary (SIGTERM, preemption). */
   leave?: AbortSignal;
+  /** How long to dial a lost coordinator again before giving up (default 120 s; 0: give up at once). */
+  coordinatorTimeoutMs?: number;
 }
 
 export interface WorkerResult {
@@ -48,146 +50,228 @@ export interface WorkerResult {
 /** A generation's ring failed under this worker: it waits for the next one. */
 class GenerationLost extends Error {}
 
+type Result = WorkerResult;
+
 /**
  * The agent: join the coordinator, then take part in generation after generation of the ring
  * until the run ends. Each generation: form the ring → share the training state (the most
  * advanced replica's, or rank 0's fresh weights at the start) → ready → the replica loop. A lost
  * peer, a newer generation or a regroup ends a generation, not the worker: it reports `aborted`,
- * leaves that ring and waits for its next place. A fatal error (a stop, a lost coordinator, a
- * non-finite value under "stop", a failed checkpoint) is reported to the coordinator and thrown.
+ * leaves that ring and waits for its next place. A lost coordinator does not end it either: it
+ * finishes its step, leaves the ring, and dials the coordinator again for up to
+ * `coordinatorTimeoutMs`, offering the state it holds; a restarted coordinator re-adopts the run.
+ * A fatal error (a stop, a non-finite value under "stop", a failed checkpoint) is reported to the
+ * coordinator and thrown.
  */
 export async function runWorker(options: WorkerOptions): Promise<WorkerResult> {
-  let log = options.logger;
   const transport = await WebSocketTransport.listen({
     host: options.ringHost ?? '127.0.0.1',
     port: options.ringPort ?? 0,
     advertise: options.advertise,
     token: options.token,
     peerTimeoutMs: options.peerTimeoutMs ?? 2500,
-    logger: log,
+    logger: options.logger,
   });
-  let channel: ControlChannel | null = null;
-  let comm: Communicator | null = null;
-  let assign: MessageOf<'assign'> | null = null;
-  let trainer: Trainer | null = null;
-  let writer: CheckpointWriter | null = null;
-  const faults = faultsFromEnv();
-  const joinTimeout = options.joinTimeoutMs ?? 120_000;
+  const agent = new Agent(options, transport);
   try {
-    channel = await ControlChannel.connect(options.coordinator, { token: options.token });
-    const ch = channel;
+    return await agent.run();
+  } finally {
+    await agent.close();
+  }
+}
+
+class Agent {
+  private ch: ControlChannel | null = null;
+  private comm: Communicator | null = null;
+  private trainer: Trainer | null = null;
+  private writer: CheckpointWriter | null = null;
+  private last: MessageOf<'assign'> | null = null;
+  /** Whether this replica holds the run's training state (from a completed state sync). */
+  private readonly state = { held: false };
+  /** Outside the replica loop a newer generation or a lost coordinator interrupts at once; inside it, at the next step boundary. */
+  private interruptible = true;
+  private log: Logger;
+  private readonly faults = faultsFromEnv();
+  private readonly joinTimeout: number;
+
+  constructor(
+    private readonly options: WorkerOptions,
+    private readonly transport: WebSocketTransport,
+  ) {
+    this.log = options.logger;
+    this.joinTimeout = options.joinTimeoutMs ?? 120_000;
+  }
+
+  async run(): Promise<Result> {
+    try {
+      let assign = await this.join(await ControlChannel.connect(this.options.coordinator, { token: this.options.token }));
+      for (;;) {
+        try {
+          const next = await this.generation(assign);
+          if (!('generation' in next)) return next;
+          assign = next;
+        } catch (err) {
+          if (!this.coordinatorLost() || (this.options.coordinatorTimeoutMs ?? 120_000) <= 0) throw err;
+          assign = await this.reconnect();
+        }
+      }
+    } catch (err) {
+      const ch = this.ch;
+      // A stop or lost coordinator is the root cause of the collective errors it provokes.
+      const e = ch?.error && ch.error.code !== 'DONE' && (err instanceof CollectiveError || err instanceof ChannelError || err instanceof GenerationLost) ? ch.error : (err as Error & { code?: string });
+      const code = e.code ?? 'ERR_WORKER';
+      if (!(e instanceof ChannelError)) ch?.send({ type: 'failed', v: PROTOCOL_VERSION, generation: this.last?.generation, rank: this.last?.rank, code, message: e.message.slice(0, 4000) });
+      throw e instanceof WorkerError || e instanceof ChannelError || e instanceof CollectiveError ? e : new WorkerError(code, e.message, { cause: e });
+    }
+  }
+
+  async close(): Promise<void> {
+    this.comm?.detach();
+    await this.writer?.flush();
+    await this.transport.close();
+    await this.ch?.close();
+  }
+
+  private coordinatorLost(): boolean {
+    return this.ch?.error?.code === 'ERR_COORDINATOR_LOST';
+  }
+
+  /** Says hello on a new control connection (with the state it holds) and waits for a place. */
+  private async join(ch: ControlChannel): Promise<MessageOf<'assign'>> {
+    this.ch = ch;
+    const t = this.trainer;
+    const a = this.last;
     ch.send({
       type: 'hello',
       v: PROTOCOL_VERSION,
       workerId: `${hostname()}:${process.pid}`,
-      ringAddress: transport.address,
-      configHash: options.config ? jobConfigHash(options.config) : null,
+      ringAddress: this.transport.address,
+      configHash: this.options.config ? jobConfigHash(this.options.config) : null,
       host: hostname(),
       pid: process.pid,
+      ...(this.state.held && t && a ? { held: { runId: a.runId, generation: a.generation, step: t.globalStep, weightsHash: t.model.params.valuesHash() } } : {}),
     });
-    // Outside the replica loop a newer generation interrupts at once (a join or a sync waiting
-    // on peers that have moved on); inside it, at the next step boundary.
-    let interruptible = true;
-    const abandon = (): void => {
-      comm?.detach();
-      void transport.leave();
-    };
     ch.onArrival = (msg) => {
-      if (msg.type === 'assign' && interruptible) abandon();
+      if (msg.type === 'assign' && this.interruptible) this.abandon();
     };
-    ch.onStop = () => abandon();
-    const reply = await ch.next(['assign', 'reject'], joinTimeout, 'rank assignment');
+    // A stop ends the ring at once; a lost coordinator only outside the replica loop (inside it,
+    // the step in flight finishes first).
+    ch.onStop = (e) => {
+      if (e.code !== 'ERR_COORDINATOR_LOST' || this.interruptible) this.abandon();
+    };
+    const reply = await ch.next(['assign', 'reject'], this.joinTimeout, 'rank assignment');
     if (reply.type === 'reject') throw new WorkerError(reply.code, `the coordinator refused this worker: ${reply.reason}`);
-    assign = reply;
-    // Whether this replica holds the run's training state (from a completed state sync).
-    const state = { held: false };
-    for (;;) {
-      const a: MessageOf<'assign'> = assign;
-      log = options.logger.child({ rank: a.rank, generation: a.generation });
-      if (!trainer) {
-        const config = parseJobConfig(a.config);
-        if (jobConfigHash(config) !== a.configHash) throw new WorkerError('ERR_CONFIG_MISMATCH', `the job config from the coordinator does not match its hash ${a.configHash}`);
-        trainer = new Trainer(config, { rank: a.rank, worldSize: a.worldSize, globalBatch: a.globalBatch });
-        if (trainer.backendHint) log.warn(trainer.backendHint);
-        log.info({ backend: trainer.backend.description }, `rank ${a.rank} of ${a.worldSize}: backend ${trainer.backend.description}`);
-      }
-      const t = trainer;
-      t.place(a.rank, a.worldSize);
-      interruptible = true;
-      let outcome: Awaited<ReturnType<typeof runGeneration>>;
-      try {
-        await transport.join({ rank: a.rank, worldSize: a.worldSize, ringId: a.ringId, prevAddress: a.prevAddress });
-        comm = new Communicator(transport, { logger: log, timeoutMs: 60_000, segmentBytes: options.segmentBytes });
-        if (ch.has('assign')) throw new GenerationLost('a newer generation formed while this one was joining');
-        const c = comm;
-        if (a.rank === 0 && a.checkpoint) writer ??= new CheckpointWriter(t, a.checkpoint);
-        outcome = await runGeneration(a, t, c, ch, a.rank === 0 ? writer : null, state, () => (interruptible = false), log, options.leave, faults);
-      } catch (err) {
-        if (ch.error) throw err;
-        if (!(err instanceof CollectiveError || err instanceof GenerationLost)) throw err;
-        // This generation's ring broke (or was replaced): the weights are those of the last complete step.
-        log.warn({ code: (err as { code?: string }).code, step: t.globalStep }, `generation ${a.generation} ended under rank ${a.rank}: ${err.message}; waiting for the next`);
-        if (!ch.has('assign')) {
-          const peer = err instanceof CollectiveError && err.peer !== undefined ? { peer: err.peer } : {};
-          ch.send({ type: 'aborted', v: PROTOCOL_VERSION, generation: a.generation, rank: a.rank, step: t.globalStep, code: (err as { code?: string }).code ?? 'ERR_ABORTED', message: err.message.slice(0, 4000), ...peer });
-        }
-        outcome = { end: 'regroup' };
-      }
-      if (outcome.end === 'done') {
-        ch.onStop = null;
-        ch.onArrival = null;
-        // Hold on until the coordinator has heard from every rank (it then says DONE); a fault
-        // elsewhere before that forms one more generation, which has no steps left to take.
-        const next = await ch.next(['assign'], 30_000, 'end of the run').catch((err: ChannelError) => {
-          if (err.code !== 'DONE') log.warn(`after finishing: ${err.message}`);
-          return null;
-        });
-        comm?.detach();
-        comm = null;
-        await transport.leave();
-        if (!next) return { rank: a.rank, worldSize: a.worldSize, steps: t.globalStep, weightsHash: outcome.weightsHash, left: false };
-        ch.onStop = () => abandon();
-        ch.onArrival = (msg) => {
-          if (msg.type === 'assign' && interruptible) abandon();
-        };
-        assign = newest(ch, next);
-        continue;
-      }
-      const leaving = outcome.end === 'leave' || (outcome.end === 'regroup' && options.leave?.aborted);
-      // The coordinator hears of a leave before the ring closes, so that the neighbours' broken
-      // links are not taken for a fault.
-      if (leaving) ch.send({ type: 'leave', v: PROTOCOL_VERSION, generation: a.generation, rank: a.rank, step: t.globalStep, reason: 'asked to leave (SIGTERM)' });
-      comm?.detach();
-      comm = null;
-      await transport.leave();
-      if (leaving) {
-        log.warn(`left the run after step ${t.globalStep}`);
-        await writer?.flush();
-        return { rank: a.rank, worldSize: a.worldSize, steps: t.globalStep, weightsHash: t.model.params.valuesHash(), left: true };
-      }
-      // Regroup: the next place, while the coordinator forms it (a stop or a lost coordinator ends
-      // the wait; below the minimum size the coordinator may wait up to its rejoin timeout).
-      const next = await nextPlace(ch, Math.max(joinTimeout, 600_000), options.leave);
-      if (!next) {
-        ch.send({ type: 'leave', v: PROTOCOL_VERSION, generation: a.generation, rank: a.rank, step: t.globalStep, reason: 'asked to leave (SIGTERM)' });
-        log.warn(`left the run after step ${t.globalStep}`);
-        return { rank: a.rank, worldSize: a.worldSize, steps: t.globalStep, weightsHash: t.model.params.valuesHash(), left: true };
-      }
-      assign = newest(ch, next);
+    return reply;
+  }
+
+  private abandon(): void {
+    this.comm?.detach();
+    void this.transport.leave();
+  }
+
+  private async leaveRing(): Promise<void> {
+    this.comm?.detach();
+    this.comm = null;
+    await this.transport.leave();
+  }
+
+  /** The coordinator is gone: dial it again until it is back (re-adopting the run) or the timeout passes. */
+  private async reconnect(): Promise<MessageOf<'assign'>> {
+    await this.leaveRing();
+    const timeoutMs = this.options.coordinatorTimeoutMs ?? 120_000;
+    const step = this.trainer?.globalStep ?? 0;
+    this.log.warn(`lost the coordinator at step ${step}; dialling ${this.options.coordinator} again for up to ${timeoutMs / 1000} s`);
+    let ch: ControlChannel;
+    try {
+      ch = await ControlChannel.connect(this.options.coordinator, { token: this.options.token, timeoutMs });
+    } catch (err) {
+      await this.finalCheckpoint();
+      throw new WorkerError('ERR_COORDINATOR_LOST', `the coordinator at ${this.options.coordinator} did not come back within ${timeoutMs / 1000} s (this worker holds step ${step}): ${(err as Error).message}`, { cause: err });
     }
-  } catch (err) {
-    // A stop or lost coordinator is the root cause of the collective errors it provokes.
-    const e = channel?.error && channel.error.code !== 'DONE' && (err instanceof CollectiveError || err instanceof ChannelError || err instanceof GenerationLost) ? channel.error : (err as Error & { code?: string });
-    const code = e.code ?? 'ERR_WORKER';
-    if (!(e instanceof ChannelError)) {
-      channel?.send({ type: 'failed', v: PROTOCOL_VERSION, generation: assign?.generation, rank: assign?.rank, code, message: e.message.slice(0, 4000) });
+    if (this.ch) this.ch.onStop = null;
+    const assign = await this.join(ch);
+    this.log.warn(`back with the coordinator: generation ${assign.generation}, rank ${assign.rank} of ${assign.worldSize}`);
+    return assign;
+  }
+
+  /** Before giving up on the coordinator, the last rank 0 writes what it holds (when checkpoints are configured). */
+  private async finalCheckpoint(): Promise<void> {
+    if (!this.writer || !this.state.held || this.last?.rank !== 0) return;
+    try {
+      const { written } = await this.writer.save({});
+      const { path } = await written;
+      this.log.warn(`final checkpoint at step ${this.trainer!.globalStep}: ${path}`);
+    } catch (err) {
+      this.log.error(`final checkpoint not written: ${(err as Error).message}`);
     }
-    throw e instanceof WorkerError || e instanceof ChannelError || e instanceof CollectiveError ? e : new WorkerError(code, e.message, { cause: e });
-  } finally {
-    comm?.detach();
-    await writer?.flush();
-    await transport.close();
-    await channel?.close();
+  }
+
+  /** One generation; resolves with the next assignment, or the result when the run is over for this worker. */
+  private async generation(a: MessageOf<'assign'>): Promise<MessageOf<'assign'> | Result> {
+    const ch = this.ch!;
+    this.last = a;
+    this.log = this.options.logger.child({ rank: a.rank, generation: a.generation });
+    const log = this.log;
+    if (!this.trainer) {
+      const config = parseJobConfig(a.config);
+      if (jobConfigHash(config) !== a.configHash) throw new WorkerError('ERR_CONFIG_MISMATCH', `the job config from the coordinator does not match its hash ${a.configHash}`);
+      this.trainer = new Trainer(config, { rank: a.rank, worldSize: a.worldSize, globalBatch: a.globalBatch });
+      if (this.trainer.backendHint) log.warn(this.trainer.backendHint);
+      log.info({ backend: this.trainer.backend.description }, `rank ${a.rank} of ${a.worldSize}: backend ${this.trainer.backend.description}`);
+    }
+    const t = this.trainer;
+    if (t.globalBatch !== a.globalBatch) throw new WorkerError('ERR_CONFIG_MISMATCH', `the coordinator's global batch ${a.globalBatch} differs from this run's ${t.globalBatch}`);
+    t.place(a.rank, a.worldSize);
+    this.interruptible = true;
+    const result = (left: boolean, weightsHash = t.model.params.valuesHash()): Result => ({ rank: a.rank, worldSize: a.worldSize, steps: t.globalStep, weightsHash, left });
+    let outcome: GenerationEnd;
+    try {
+      await this.transport.join({ rank: a.rank, worldSize: a.worldSize, ringId: a.ringId, prevAddress: a.prevAddress });
+      this.comm = new Communicator(this.transport, { logger: log, timeoutMs: 60_000, segmentBytes: this.options.segmentBytes });
+      if (ch.has('assign')) throw new GenerationLost('a newer generation formed while this one was joining');
+      if (a.rank === 0 && a.checkpoint) this.writer ??= new CheckpointWriter(t, a.checkpoint);
+      outcome = await runGeneration(a, t, this.comm, ch, a.rank === 0 ? this.writer : null, this.state, () => (this.interruptible = false), log, this.options.leave, this.faults);
+    } catch (err) {
+      if (ch.error) throw err;
+      if (!(err instanceof CollectiveError || err instanceof GenerationLost)) throw err;
+      // This generation's ring broke (or was replaced): the weights are those of the last complete step.
+      log.warn({ code: (err as { code?: string }).code, step: t.globalStep }, `generation ${a.generation} ended under rank ${a.rank}: ${err.message}; waiting for the next`);
+      if (!ch.has('assign')) {
+        const peer = err instanceof CollectiveError && err.peer !== undefined ? { peer: err.peer } : {};
+        ch.send({ type: 'aborted', v: PROTOCOL_VERSION, generation: a.generation, rank: a.rank, step: t.globalStep, code: (err as { code?: string }).code ?? 'ERR_ABORTED', message: err.message.slice(0, 4000), ...peer });
+      }
+      outcome = { end: 'regroup' };
+    }
+    this.interruptible = true;
+    if (outcome.end === 'done') {
+      // Hold on until the coordinator has heard from every rank (it then says DONE); a fault
+      // elsewhere before that forms one more generation, which has no steps left to take.
+      const next = await ch.next(['assign'], 30_000, 'end of the run').catch((err: ChannelError) => {
+        if (err.code !== 'DONE') log.warn(`after finishing: ${err.message}`);
+        return null;
+      });
+      await this.leaveRing();
+      return next ? newest(ch, next) : result(false, outcome.weightsHash);
+    }
+    const leaving = outcome.end === 'leave' || this.options.leave?.aborted;
+    // The coordinator hears of a leave before the ring closes, so that the neighbours' broken
+    // links are not taken for a fault.
+    if (leaving) ch.send({ type: 'leave', v: PROTOCOL_VERSION, generation: a.generation, rank: a.rank, step: t.globalStep, reason: 'asked to leave (SIGTERM)' });
+    await this.leaveRing();
+    if (leaving) {
+      log.warn(`left the run after step ${t.globalStep}`);
+      return result(true);
+    }
+    if (ch.error) throw ch.error;
+    // Regroup: the next place, while the coordinator forms it (a stop or a lost coordinator ends
+    // the wait; below the minimum size the coordinator may wait up to its rejoin timeout).
+    const next = await nextPlace(ch, Math.max(this.joinTimeout, 600_000), this.options.leave);
+    if (!next) {
+      ch.send({ type: 'leave', v: PROTOCOL_VERSION, generation: a.generation, rank: a.rank, step: t.globalStep, reason: 'asked to leave (SIGTERM)' });
+      log.warn(`left the run after step ${t.globalStep}`);
+      return result(true);
+    }
+    return newest(ch, next);
   }
 }
 

@@ -43,7 +43,7 @@ export const helloMessageSchema = z.strictObject({
   host: z.string().max(256),
   pid: z.number().int().min(0),
   /** The training state this worker holds from an earlier generation (a restarted coordinator re-adopts it). */
-  held: z.strictObject({ runId: z.string().max(64), step: z.number().int().min(0), weightsHash: z.string().regex(/^[0-9a-f]{16,64}$/) }).optional(),
+  held: z.strictObject({ runId: z.string().min(1).max(64), generation: z.number().int().min(0), step: z.number().int().min(0), weightsHash: z.string().regex(/^[0-9a-f]{16,64}$/) }).optional(),
 });
 
 /** Coordinator → worker: refused (version, config, token, too many workers), with the reason. */
