@@ -283,6 +283,8 @@ class LocalWorkers {
   private readonly exits = new Map<number, { exit: string; stderr: string[] }>();
   private readonly tails = new Map<number, string[]>();
   private respawns = 0;
+  private streak = 0;
+  private lastDeath = 0;
   private stopping = false;
   private readonly main = fileURLToPath(new URL('./main.js', import.meta.url));
 
@@ -343,7 +345,11 @@ class LocalWorkers {
         this.log.error(`worker pid ${pid} ended (${signal ?? `exit code ${code}`}); the restart budget of ${this.maxRespawns} is spent, so it is not replaced`);
         return this.idle?.();
       }
-      const delay = Math.min(5000, 250 * 2 ** this.respawns++);
+      // Backoff doubles for deaths in quick succession (a crash loop) and starts over after 10 quiet seconds.
+      if (Date.now() - this.lastDeath > 10_000) this.streak = 0;
+      this.lastDeath = Date.now();
+      this.respawns++;
+      const delay = Math.min(5000, 100 * 2 ** this.streak++);
       this.log.warn(`worker pid ${pid} ended (${signal ?? `exit code ${code}`}); starting a replacement in ${delay} ms (${this.respawns}/${this.maxRespawns})`);
       this.pending++;
       setTimeout(() => {

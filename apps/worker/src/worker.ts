@@ -226,6 +226,9 @@ class Agent {
     const result = (left: boolean, weightsHash = t.model.params.valuesHash()): Result => ({ rank: a.rank, worldSize: a.worldSize, steps: t.globalStep, weightsHash, left });
     let outcome: GenerationEnd;
     try {
+      // A newer place may have arrived while this one was on its way: joining a ring that its
+      // peers have already left would wait for them until the deadline.
+      if (ch.has('assign')) throw new GenerationLost('a newer generation formed before this one was joined');
       await this.transport.join({ rank: a.rank, worldSize: a.worldSize, ringId: a.ringId, prevAddress: a.prevAddress });
       this.comm = new Communicator(this.transport, { logger: log, timeoutMs: 60_000, segmentBytes: this.options.segmentBytes });
       if (ch.has('assign')) throw new GenerationLost('a newer generation formed while this one was joining');

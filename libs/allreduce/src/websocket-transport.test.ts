@@ -99,10 +99,10 @@ describe('generations: leave a ring, join the next at the same address', () => {
     const data = survivors.map((_, r) => Float32Array.from({ length: 1000 }, (_, i) => (r + 1) * i));
     await Promise.all(next.map((c, r) => c.allreduce(data[r], { average: false })));
     for (const d of data) for (let i = 0; i < 1000; i++) expect(d[i]).toBe(6 * i);
-    // A straggler of generation 1 is refused by generation 2's ring.
+    // A straggler of generation 1 is not let into generation 2's ring (told to retry: it is on its way to a newer one).
     const stale = new WebSocket(survivors[0].address, { headers: { 'x-ringtrain-rank': '1', 'x-ringtrain-world': '3', 'x-ringtrain-version': '1', 'x-ringtrain-ring': 'job/gen-1' } });
     const status = await new Promise<number>((resolve) => stale.once('unexpected-response', (_req, res) => resolve(res.statusCode ?? 0)));
-    expect(status).toBe(409);
+    expect(status).toBe(503);
   });
 
   it('a leave during a join ends the join at once with ERR_CLOSED', async () => {
@@ -177,7 +177,22 @@ describe('WebSocket transport: handshake and decoding', () => {
     const wrongRing = await WebSocketTransport.listen({ connectTimeoutMs: 1000 });
     open.push(wrongRank, wrongRing);
     await expect(wrongRank.join({ rank: 2, worldSize: 3, ringId: 'job-a/gen-1', prevAddress: t.address })).rejects.toMatchObject({ code: 'ERR_RENDEZVOUS', message: expect.stringMatching(/rank 2 is not this rank's right neighbour \(1\)/) });
-    await expect(wrongRing.join({ rank: 1, worldSize: 3, ringId: 'job-a/gen-0', prevAddress: t.address })).rejects.toMatchObject({ code: 'ERR_RENDEZVOUS', message: expect.stringMatching(/ring "job-a\/gen-0", expected "job-a\/gen-1"/) });
+    await expect(wrongRing.join({ rank: 1, worldSize: 3, ringId: 'job-b/gen-1', prevAddress: t.address })).rejects.toMatchObject({ code: 'ERR_RENDEZVOUS', message: expect.stringMatching(/409 ring "job-b\/gen-1", expected "job-a\/gen-1"/) });
+  });
+
+  it('a neighbour still in another generation of the same ring is retried (503) until it catches up, not refused', async () => {
+    const t = await placed(2, {}, 'job-a/gen-2');
+    const late = await WebSocketTransport.listen({ connectTimeoutMs: 5000 });
+    open.push(late);
+    const t0 = Date.now();
+    // The dialler is one generation ahead; the listener moves on 400 ms later.
+    const joining = late.join({ rank: 1, worldSize: 2, ringId: 'job-a/gen-3', prevAddress: t.address });
+    joining.catch(() => {});
+    await new Promise((r) => setTimeout(r, 400));
+    await t.leave();
+    t.join({ rank: 0, worldSize: 2, ringId: 'job-a/gen-3', prevAddress: late.address }).catch(() => {});
+    await joining;
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(400);
   });
 
   it('decodes a frame whose bytes arrive split at every position across TCP segments', async () => {

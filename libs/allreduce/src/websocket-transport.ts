@@ -286,8 +286,15 @@ export class WebSocketTransport implements Transport {
     if (!this.place) return refuse(503, 'this rank has not been given its place yet; retry');
     if (this.options.token !== undefined && !sameSecret(header(H.token), this.options.token)) return refuse(401, 'wrong or missing ring token');
     if (header(H.version) !== String(PROTOCOL_VERSION)) return refuse(409, `protocol version ${header(H.version) || 'missing'}, expected ${PROTOCOL_VERSION}`);
+    const ring = this.place.ringId ?? '';
+    if (ring !== header(H.ring)) {
+      // Another generation of the same ring: one of the two is still on its way from the last
+      // generation to the next, so the dialler retries; another ring altogether is refused for good.
+      const family = (id: string): string => id.replace(/\/gen-\d+$/, '');
+      const transient = /\/gen-\d+$/.test(ring) && family(ring) === family(header(H.ring));
+      return refuse(transient ? 503 : 409, `ring "${header(H.ring)}", expected "${ring}"${transient ? '; retry' : ''}`);
+    }
     if (header(H.world) !== String(this.worldSize)) return refuse(409, `world size ${header(H.world)}, expected ${this.worldSize}`);
-    if ((this.place.ringId ?? '') !== header(H.ring)) return refuse(409, `ring "${header(H.ring)}", expected "${this.place.ringId ?? ''}"`);
     const expected = nextRank(this.rank, this.worldSize);
     if (header(H.rank) !== String(expected)) return refuse(409, `rank ${header(H.rank)} is not this rank's right neighbour (${expected})`);
     if (this.downstream || this.closing) return refuse(409, `rank ${expected} is already connected`);

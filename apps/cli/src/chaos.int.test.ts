@@ -1,0 +1,136 @@
+import { mkdtempSync, readdirSync, readFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { afterEach, describe, expect, it } from 'vitest';
+import { alive, killStarted, type Run, startRingtrain, until } from './testing/run-process.js';
+
+afterEach(killStarted);
+
+/** A port that was free a moment ago (the coordinator must come back on the same one). */
+async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = (server.address() as { port: number }).port;
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+
+/** The live child processes of `pid` (from /proc). */
+function childrenOf(pid: number): number[] {
+  const out: number[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      if (ppid === pid) out.push(Number(entry));
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return out;
+}
+
+interface StepEntry {
+  generation: number;
+  rank: number;
+  step: number;
+  epoch: number;
+  cursor: number;
+  start: number;
+  count: number;
+}
+
+const trainsAgain = (runs: Run[]) => runs.flatMap((r) => r.lines).filter((l) => typeof l.cause === 'string' && typeof l.recoveryMs === 'number');
+
+describe('chaos (real processes)', () => {
+  // 4 workers (3:4, so the survivors go on while a replacement starts) under `launch` supervising
+  // them, and a coordinator that is killed once and restarted. A fault may cost the step in flight
+  // and the time to regroup; nothing else: every step is taken once, every sample used once.
+  it('10 SIGKILLs, a 5 s SIGSTOP and a coordinator restart: the run finishes at ≥ 95%, every step and sample once, no orphan', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'ringtrain-chaos-'));
+    const log = join(dir, 'steps.jsonl');
+    const port = await freePort();
+    const url = `ws://127.0.0.1:${port}`;
+    const coordArgs = ['coordinator', '--workers', '3:4', '--host', '127.0.0.1', '--port', String(port), '--token', 'chaos', '--max-restarts', '40', '--json'];
+    const coordinators: Run[] = [startRingtrain(coordArgs)];
+    const workers = startRingtrain(
+      ['launch', '--workers', '4', '--coordinator', url, '--token', 'chaos', '--max-restarts', '40'],
+      // Rank 0 sleeps 60 ms a step, so that the 465 steps last about 30 s: time for every fault to land mid-run.
+    { RINGTRAIN_STEP_LOG: log, RINGTRAIN_WORKER_LOG_LEVEL: 'info', RINGTRAIN_FAULT_DELAY_MS: '0:60' });
+    const coord = (): Run => coordinators.at(-1)!;
+    const seen = new Set<number>();
+    const stepNow = (): number => {
+      const lines = readFileSync(log, 'utf8').trim().split('\n');
+      return lines.length ? (JSON.parse(lines.at(-1)!) as StepEntry).step : 0;
+    };
+    await until(() => coord().lines.some((l) => String(l.msg).startsWith('epoch 1/')), 60_000, 'the first epoch', coord());
+    const waitTraining = async (after: number, what: string): Promise<void> => {
+      await until(() => trainsAgain(coordinators).length > after || coord().proc.exitCode !== null, 30_000, what, coord());
+      await sleep(200 + Math.random() * 500);
+    };
+    const pick = (): number => {
+      const kids = childrenOf(workers.proc.pid!);
+      kids.forEach((k) => seen.add(k));
+      return kids[Math.floor(Math.random() * kids.length)];
+    };
+    const faults: string[] = [];
+    for (let i = 0; i < 10; i++) {
+      const before = trainsAgain(coordinators).length;
+      if (i === 5) {
+        // The coordinator dies and comes back on the same address: the workers re-adopt it.
+        coord().proc.kill('SIGKILL');
+        await coord().exited;
+        await sleep(1000);
+        coordinators.push(startRingtrain(coordArgs));
+        faults.push(`coordinator killed at step ${stepNow()}`);
+        await until(() => coord().lines.some((l) => String(l.msg).includes('re-adopting run')), 30_000, 'the run re-adopted', coord());
+        await until(() => coord().lines.some((l) => String(l.msg).includes('training') || typeof l.recoveryMs === 'number'), 30_000, 'training again', coord());
+      }
+      if (i === 3) {
+        const victim = pick();
+        process.kill(victim, 'SIGSTOP');
+        faults.push(`SIGSTOP ${victim} at step ${stepNow()}`);
+        await sleep(5000);
+        process.kill(victim, 'SIGCONT');
+        await sleep(500);
+      }
+      const victim = pick();
+      process.kill(victim, 'SIGKILL');
+      faults.push(`SIGKILL ${victim} at step ${stepNow()}`);
+      await waitTraining(before, `training after fault ${i + 1}`);
+      if (coord().proc.exitCode !== null) break;
+    }
+    console.log(faults.join('\n'));
+    expect(faults.filter((f) => f.startsWith('SIGKILL'))).toHaveLength(10);
+    expect(await coord().exited, coord().stderr.slice(-3000)).toBe(0);
+    expect(await workers.exited, workers.stderr.slice(-3000)).toBe(0);
+
+    const summary = JSON.parse(coord().stdout.trim());
+    expect(summary.epochs.at(-1).testAccuracy).toBeGreaterThanOrEqual(0.95);
+    // Every planned step taken by exactly one generation, at its place in the data order; each
+    // step's slices disjoint, and the whole global batch wherever all ranks of it logged.
+    const entries = readFileSync(log, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as StepEntry);
+    const byStep = new Map<number, StepEntry[]>();
+    for (const e of entries) byStep.set(e.step, [...(byStep.get(e.step) ?? []), e]);
+    expect([...byStep.keys()].sort((a, b) => a - b)).toEqual(Array.from({ length: 465 }, (_, i) => i));
+    let complete = 0;
+    for (const [step, list] of byStep) {
+      expect(new Set(list.map((e) => e.generation)).size, `step ${step}`).toBe(1);
+      for (const e of list) expect([e.epoch, e.cursor]).toEqual([Math.floor(step / 31), (step % 31) * 256]);
+      const slices = list.map((e) => [e.start, e.start + e.count]).sort((a, b) => a[0] - b[0]);
+      for (let i = 1; i < slices.length; i++) expect(slices[i][0]).toBe(slices[i - 1][1]);
+      if (slices[0][0] === 0 && slices.at(-1)![1] === 256) complete++;
+    }
+    expect(complete).toBeGreaterThan(440);
+    // What each fault cost, from the coordinators' records.
+    const costs = trainsAgain(coordinators).map((l) => ({ cause: l.cause, ms: l.recoveryMs as number }));
+    const faultCosts = costs.filter((c) => c.cause === 'fault').map((c) => c.ms);
+    console.log(`membership changes: ${JSON.stringify(costs)}; fault cost max ${Math.max(...faultCosts)} ms`);
+    expect(faultCosts.length).toBeGreaterThanOrEqual(10);
+    // No orphan: every worker process that took part has exited.
+    await until(() => [...seen].every((p) => !alive(p)), 10_000, 'all workers to exit');
+  }, 240_000);
+});
