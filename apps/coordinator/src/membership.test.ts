@@ -45,8 +45,11 @@ class Harness {
     }
     return effects;
   }
-  hello(conn: Conn): Effect[] {
-    return this.record(this.m.handle({ type: 'hello', conn, hello: hello(conn) }));
+  /** A hello and, once the job came back, `prepared` (its replica built). */
+  hello(conn: Conn, message: MessageOf<'hello'> = hello(conn)): Effect[] {
+    const said = this.record(this.m.handle({ type: 'hello', conn, hello: message }));
+    if (!said.some((e) => e.type === 'send' && e.msg.type === 'job')) return said;
+    return [...said, ...this.send(conn, { type: 'prepared', v })];
   }
   send(conn: Conn, msg: ControlMessage): Effect[] {
     return this.record(this.m.handle({ type: 'message', conn, msg }));
@@ -66,6 +69,7 @@ function checkInvariants(h: Harness): void {
   // One live generation: while forming or running, its members hold ranks 0..n−1 once each.
   if (h.m.state === 'forming' || h.m.state === 'running') expect(ring.map((x) => x.rank)).toEqual(ring.map((_, i) => i));
   // At any time no rank of the current generation is held twice, and nobody is in a later one.
+  for (const x of ring) expect(x.prepared).toBe(true);
   const ranks = ring.map((x) => x.rank);
   expect(new Set(ranks).size).toBe(ranks.length);
   for (const x of h.m.all) expect(x.generation).toBeLessThanOrEqual(h.m.generation);
@@ -85,6 +89,26 @@ function checkInvariants(h: Harness): void {
 }
 
 describe('membership state machine', () => {
+  it('admits a worker only once it has built its replica: the job goes out on hello, a place after `prepared`', () => {
+    const h = new Harness(options({ min: 2, max: 2 }));
+    h.hello(1);
+    const e = h.record(h.m.handle({ type: 'hello', conn: 2, hello: hello(2) }));
+    expect(e).toContainEqual({ type: 'send', conn: 2, msg: { type: 'job', v, config: {}, configHash: HASH, globalBatch: 256 } });
+    expect(h.m.state).toBe('gathering');
+    h.send(2, { type: 'prepared', v });
+    expect(h.m.state).toBe('forming');
+    h.allReady();
+    // A newcomer while running does not disturb the ring until it is prepared.
+    const late = new Harness(options({ min: 1, max: 3 }));
+    late.hello(1);
+    late.timer('lastCall');
+    late.allReady();
+    late.record(late.m.handle({ type: 'hello', conn: 2, hello: hello(2) }));
+    expect(late.m.state).toBe('running');
+    late.send(2, { type: 'prepared', v });
+    expect(late.m.state).toBe('regrouping');
+  });
+
   it('forms at MAX at once, or at MIN after the last call; assigns ranks in joining order', () => {
     const h = new Harness(options());
     h.hello(1);
@@ -228,9 +252,9 @@ describe('membership state machine', () => {
   it('a restarted coordinator re-adopts the run its workers hold; a worker of another run is refused', () => {
     const h = new Harness(options({ min: 2, max: 2 }));
     const held = (conn: Conn, runId: string, generation: number): MessageOf<'hello'> => ({ ...hello(conn), held: { runId, generation, step: 71, weightsHash: HASH } });
-    const e = h.record(h.m.handle({ type: 'hello', conn: 1, hello: held(1, 'old-run', 3) }));
+    const e = h.hello(1, held(1, 'old-run', 3));
     expect(e).toContainEqual({ type: 'adopted', runId: 'old-run', generation: 3, step: 71 });
-    h.record(h.m.handle({ type: 'hello', conn: 2, hello: held(2, 'old-run', 2) }));
+    h.hello(2, held(2, 'old-run', 2));
     expect(h.m.runId).toBe('old-run');
     expect(h.assigns.get(4)!.map((a) => [a.runId, a.ringId])).toEqual([
       ['old-run', `old-run/${HASH}/gen-4`],
@@ -239,7 +263,7 @@ describe('membership state machine', () => {
     const other = new Harness(options({ min: 1, max: 3 }));
     other.hello(1);
     other.timer('lastCall');
-    const refused = other.record(other.m.handle({ type: 'hello', conn: 2, hello: held(2, 'old-run', 3) }));
+    const refused = other.hello(2, held(2, 'old-run', 3));
     expect(refused).toContainEqual(expect.objectContaining({ type: 'send', conn: 2, msg: expect.objectContaining({ type: 'reject', code: 'ERR_OTHER_RUN' }) }));
   });
 
@@ -247,6 +271,8 @@ describe('membership state machine', () => {
     const conn = fc.integer({ min: 1, max: 7 });
     const event = fc.oneof(
       conn.map((c) => ({ kind: 'hello' as const, c })),
+      conn.map((c) => ({ kind: 'helloOnly' as const, c })),
+      conn.map((c) => ({ kind: 'prepared' as const, c })),
       conn.map((c) => ({ kind: 'disconnect' as const, c })),
       conn.map((c) => ({ kind: 'silent' as const, c })),
       conn.map((c) => ({ kind: 'alive' as const, c })),
@@ -267,6 +293,12 @@ describe('membership state machine', () => {
           switch (ev.kind) {
             case 'hello':
               h.hello(ev.c);
+              break;
+            case 'helloOnly':
+              h.record(h.m.handle({ type: 'hello', conn: ev.c, hello: hello(ev.c) }));
+              break;
+            case 'prepared':
+              h.send(ev.c, { type: 'prepared', v });
               break;
             case 'disconnect':
             case 'silent':

@@ -57,6 +57,8 @@ export interface Member extends WorkerInfo {
   /** Its rank in `generation`, or -1 while waiting to be admitted. */
   rank: number;
   generation: number;
+  /** Its replica is built (it said `prepared`): only then can it take a place. */
+  prepared: boolean;
   ready: MessageOf<'ready'> | null;
   done: MessageOf<'done'> | null;
   /** Answered since the current regroup began (a message or a pong): it is alive. */
@@ -239,10 +241,20 @@ export class Membership {
         return this.reject(conn, 'ERR_OTHER_RUN', `the worker holds the state of run ${hello.held.runId}, this coordinator runs ${this.run}`);
       }
     }
-    const member: Member = { conn, workerId: hello.workerId, host: hello.host, pid: hello.pid, ringAddress: hello.ringAddress, rank: -1, generation: 0, ready: null, done: null, answered: true };
+    const member: Member = { conn, workerId: hello.workerId, host: hello.host, pid: hello.pid, ringAddress: hello.ringAddress, rank: -1, generation: 0, prepared: false, ready: null, done: null, answered: true };
     this.members.set(conn, member);
-    this.emit({ type: 'joined', member });
-    const n = this.members.size;
+    this.emit({ type: 'joined', member: { ...member } });
+    const { config, configHash, globalBatch } = this.options.assign;
+    this.emit({ type: 'send', conn, msg: { type: 'job', v: PROTOCOL_VERSION, config, configHash, globalBatch } });
+  }
+
+  private get preparedCount(): number {
+    return [...this.members.values()].filter((m) => m.prepared).length;
+  }
+
+  /** A newcomer is ready to take a place: it joins the next generation that forms. */
+  private onPrepared(): void {
+    const n = this.preparedCount;
     switch (this.current) {
       case 'gathering':
         if (n >= this.options.max) this.form('start');
@@ -257,7 +269,7 @@ export class Membership {
       case 'running':
         return this.regroup('join', null);
       case 'regrouping':
-        return; // it joins the generation that the quorum forms
+        return this.maybeQuorum(); // it joins the generation that the quorum forms
     }
   }
 
@@ -274,16 +286,20 @@ export class Membership {
       }
     }
     switch (msg.type) {
+      case 'prepared':
+        if (m.prepared) return this.refuse(conn, 'ERR_OUT_OF_PLACE', `a second prepared from ${m.workerId}`);
+        m.prepared = true;
+        return this.onPrepared();
       case 'ready':
         if (this.current !== 'forming' || m.ready) return this.refuse(conn, 'ERR_OUT_OF_PLACE', `ready from rank ${m.rank} while ${this.current}`);
         m.ready = msg;
-        this.emit({ type: 'report', member: m, msg });
+        this.emit({ type: 'report', member: { ...m }, msg });
         if (this.ring.every((x) => x.ready)) this.begin();
         return;
       case 'done': {
         if (this.current !== 'running' || m.done) return this.refuse(conn, 'ERR_OUT_OF_PLACE', `done from rank ${m.rank} while ${this.current}`);
         m.done = msg;
-        this.emit({ type: 'report', member: m, msg });
+        this.emit({ type: 'report', member: { ...m }, msg });
         const ring = this.ring;
         if (!ring.every((x) => x.done)) return;
         const hashes = new Set(ring.map((x) => x.done!.weightsHash));
@@ -295,18 +311,18 @@ export class Membership {
       }
       case 'failed':
         if (m.rank < 0) return this.refuse(conn, 'ERR_OUT_OF_PLACE', 'failed from a worker outside the ring');
-        this.emit({ type: 'report', member: m, msg });
+        this.emit({ type: 'report', member: { ...m }, msg });
         return this.end('failed', { code: msg.code, message: `rank ${m.rank} (${m.workerId}) failed: ${msg.message}`, rank: m.rank, workerId: m.workerId, host: m.host, pid: m.pid });
       case 'aborted':
         if (this.current === 'waiting') return; // the ring it reports is already over
         if (this.current !== 'running' && this.current !== 'forming' && this.current !== 'regrouping') return this.refuse(conn, 'ERR_OUT_OF_PLACE', `aborted while ${this.current}`);
-        this.emit({ type: 'report', member: m, msg });
+        this.emit({ type: 'report', member: { ...m }, msg });
         if (this.current === 'regrouping') return this.maybeQuorum();
         this.regroup('fault', this.blame(msg, m));
         if ((this.current as MembershipState) === 'regrouping') this.answer(m); // the reporter is alive: it just spoke
         return;
       case 'leave':
-        this.emit({ type: 'report', member: m, msg });
+        this.emit({ type: 'report', member: { ...m }, msg });
         this.remove(m, `left cleanly after step ${msg.step}: ${msg.reason}`);
         this.emit({ type: 'close', conn, code: 1000, reason: 'left' });
         return this.afterDeparture('leave', null);
@@ -314,7 +330,7 @@ export class Membership {
         if (REPORTS.has(msg.type)) {
           if (this.current !== 'running' && this.current !== 'regrouping') return this.refuse(conn, 'ERR_OUT_OF_PLACE', `${msg.type} from rank ${m.rank} while ${this.current}`);
           if (msg.type === 'health' && m.rank !== 0) return this.refuse(conn, 'ERR_OUT_OF_PLACE', `health from rank ${m.rank}: only rank 0 measures it`);
-          return this.emit({ type: 'report', member: m, msg });
+          return this.emit({ type: 'report', member: { ...m }, msg });
         }
         return this.refuse(conn, 'ERR_OUT_OF_PLACE', `a worker may not send ${msg.type}`);
     }
@@ -350,7 +366,7 @@ export class Membership {
 
   private remove(m: Member, reason: string): void {
     this.members.delete(m.conn);
-    this.emit({ type: 'left', member: m, reason });
+    this.emit({ type: 'left', member: { ...m }, reason });
   }
 
   /** A ring member is gone: the rest regroup (or, already regrouping, the quorum may be complete). */
@@ -395,7 +411,7 @@ export class Membership {
     this.emit({ type: 'cancel', timer: 'quorum' });
     this.emit({ type: 'cancel', timer: 'lastCall' });
     this.emit({ type: 'cancel', timer: 'join' });
-    const order = [...this.members.values()].sort((a, b) => (a.rank < 0 ? 1 : 0) - (b.rank < 0 ? 1 : 0) || (a.rank >= 0 && b.rank >= 0 ? a.rank - b.rank : 0));
+    const order = [...this.members.values()].filter((m) => m.prepared).sort((a, b) => (a.rank < 0 ? 1 : 0) - (b.rank < 0 ? 1 : 0) || (a.rank >= 0 && b.rank >= 0 ? a.rank - b.rank : 0));
     if (order.length < this.options.min) {
       if (this.current !== 'waiting') {
         this.pendingCause = cause;
@@ -448,10 +464,10 @@ export class Membership {
     switch (name) {
       case 'join':
         if (this.current !== 'gathering') return;
-        if (this.members.size >= this.options.min) return this.form('start');
-        return this.end('failed', { code: 'ERR_RENDEZVOUS', message: `only ${this.members.size} of ${this.options.min} workers joined within ${this.options.joinTimeoutMs} ms` });
+        if (this.preparedCount >= this.options.min) return this.form('start');
+        return this.end('failed', { code: 'ERR_RENDEZVOUS', message: `only ${this.preparedCount} of ${this.options.min} workers joined within ${this.options.joinTimeoutMs} ms` });
       case 'lastCall':
-        if (this.current === 'gathering' && this.members.size >= this.options.min) this.form('start');
+        if (this.current === 'gathering' && this.preparedCount >= this.options.min) this.form('start');
         return;
       case 'ready': {
         if (this.current !== 'forming') return;
@@ -478,7 +494,7 @@ export class Membership {
         return this.end('failed', {
           ...(this.pendingFault ?? {}),
           code: 'ERR_TOO_FEW_WORKERS',
-          message: `only ${this.members.size} of at least ${this.options.min} workers within the rejoin timeout of ${this.options.rejoinTimeoutMs} ms`,
+          message: `only ${this.preparedCount} of at least ${this.options.min} workers within the rejoin timeout of ${this.options.rejoinTimeoutMs} ms`,
         });
     }
   }

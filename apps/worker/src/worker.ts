@@ -159,9 +159,30 @@ class Agent {
     ch.onStop = (e) => {
       if (e.code !== 'ERR_COORDINATOR_LOST' || this.interruptible) this.abandon();
     };
+    const job = await ch.next(['job', 'reject'], this.joinTimeout, 'the job');
+    if (job.type === 'reject') throw new WorkerError(job.code, `the coordinator refused this worker: ${job.reason}`);
+    // Data and replica first: the ring never waits for a newcomer to load.
+    this.prepare(job.config, job.configHash, job.globalBatch);
+    ch.send({ type: 'prepared', v: PROTOCOL_VERSION });
     const reply = await ch.next(['assign', 'reject'], this.joinTimeout, 'rank assignment');
     if (reply.type === 'reject') throw new WorkerError(reply.code, `the coordinator refused this worker: ${reply.reason}`);
     return reply;
+  }
+
+  /** Builds the replica for the job (once): its data, model and optimizer. */
+  private prepare(raw: unknown, configHash: string, globalBatch: number): Trainer {
+    if (this.trainer) {
+      if (this.trainer.globalBatch !== globalBatch || jobConfigHash(this.trainer.config) !== configHash) {
+        throw new WorkerError('ERR_CONFIG_MISMATCH', `the coordinator's job (config ${configHash}, global batch ${globalBatch}) differs from the one this worker holds (${jobConfigHash(this.trainer.config)}, ${this.trainer.globalBatch})`);
+      }
+      return this.trainer;
+    }
+    const config = parseJobConfig(raw);
+    if (jobConfigHash(config) !== configHash) throw new WorkerError('ERR_CONFIG_MISMATCH', `the job config from the coordinator does not match its hash ${configHash}`);
+    this.trainer = new Trainer(config, { globalBatch });
+    if (this.trainer.backendHint) this.log.warn(this.trainer.backendHint);
+    this.log.info({ backend: this.trainer.backend.description }, `replica built: backend ${this.trainer.backend.description}`);
+    return this.trainer;
   }
 
   private abandon(): void {
@@ -212,16 +233,9 @@ class Agent {
     this.last = a;
     this.log = this.options.logger.child({ rank: a.rank, generation: a.generation });
     const log = this.log;
-    if (!this.trainer) {
-      const config = parseJobConfig(a.config);
-      if (jobConfigHash(config) !== a.configHash) throw new WorkerError('ERR_CONFIG_MISMATCH', `the job config from the coordinator does not match its hash ${a.configHash}`);
-      this.trainer = new Trainer(config, { rank: a.rank, worldSize: a.worldSize, globalBatch: a.globalBatch });
-      if (this.trainer.backendHint) log.warn(this.trainer.backendHint);
-      log.info({ backend: this.trainer.backend.description }, `rank ${a.rank} of ${a.worldSize}: backend ${this.trainer.backend.description}`);
-    }
-    const t = this.trainer;
-    if (t.globalBatch !== a.globalBatch) throw new WorkerError('ERR_CONFIG_MISMATCH', `the coordinator's global batch ${a.globalBatch} differs from this run's ${t.globalBatch}`);
+    const t = this.prepare(a.config, a.configHash, a.globalBatch);
     t.place(a.rank, a.worldSize);
+    log.info(`rank ${a.rank} of ${a.worldSize} in generation ${a.generation}`);
     this.interruptible = true;
     const result = (left: boolean, weightsHash = t.model.params.valuesHash()): Result => ({ rank: a.rank, worldSize: a.worldSize, steps: t.globalStep, weightsHash, left });
     let outcome: GenerationEnd;

@@ -49,6 +49,15 @@ export const helloMessageSchema = z.strictObject({
 /** Coordinator → worker: refused (version, config, token, too many workers), with the reason. */
 export const rejectMessageSchema = z.strictObject({ type: z.literal('reject'), v, code: z.string().max(64), reason: z.string().max(4096) });
 
+/**
+ * Coordinator → worker, after its hello: the job, so that it loads its data and builds its replica
+ * before it is given a place (a ring never waits for a newcomer to load).
+ */
+export const jobMessageSchema = z.strictObject({ type: z.literal('job'), v, config: z.unknown(), configHash: hash, globalBatch: z.number().int().positive() });
+
+/** Worker → coordinator: its replica is built; it can take a place in the next generation. */
+export const preparedMessageSchema = z.strictObject({ type: z.literal('prepared'), v });
+
 /** Coordinator → worker: its place in a generation of the ring, and the job. A newer one replaces it at once. */
 export const assignMessageSchema = z.strictObject({
   type: z.literal('assign'),
@@ -212,6 +221,8 @@ export const controlMessageSchema = z.discriminatedUnion('type', [
   abortMessageSchema,
   helloMessageSchema,
   rejectMessageSchema,
+  jobMessageSchema,
+  preparedMessageSchema,
   assignMessageSchema,
   readyMessageSchema,
   startMessageSchema,
