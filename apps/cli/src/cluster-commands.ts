@@ -212,9 +212,11 @@ async function coordinate(flags: RunFlags, startWorkers?: (address: string, log:
   // Ctrl-C stops the run; after the run, it ends the linger. Handled until the very end, so that
   // a signal between the two never kills the process with the workers still being reaped.
   const interrupted = new AbortController();
-  const onSignal = (): void => {
-    coordinator.stop('interrupted (SIGINT/SIGTERM)');
+  const onSignal = (signal: NodeJS.Signals): void => {
+    if (interrupted.signal.aborted) return coordinator.stop(`interrupted again (${signal})`);
     interrupted.abort();
+    // With checkpoints, a stop saves first (rank 0, after its current step; at most 30 s).
+    void coordinator.checkpointThenStop(`interrupted (${signal})`, 30_000);
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);

@@ -142,9 +142,12 @@ describe('watching a run (real coordinator, workers and sockets)', () => {
     expect(value(samples, 'ringtrain_rank_step_phase_seconds', { rank: '1', phase: 'compute' })).toBeGreaterThan(0);
     expect(value(samples, 'ringtrain_test_accuracy')).toBeCloseTo(end.testAccuracy!, 6);
     expect(value(samples, 'ringtrain_status_clients')).toBe(2);
+    // Membership: one generation of 2 from the start, no change after it.
+    expect(value(samples, 'ringtrain_world_size')).toBe(2);
+    expect(value(samples, 'ringtrain_membership_changes_total', { cause: 'fault' })).toBe(0);
     // The schema is served for clients in other languages; /api/status is a snapshot.
     const schema = await (await fetch(`${base}api/status-schema`)).json();
-    expect(schema.anyOf.map((x: { properties: { type: { const: string } } }) => x.properties.type.const)).toEqual(['snapshot', 'state', 'rank', 'metrics', 'evaluation', 'checkpoint', 'health', 'warning', 'end', 'commandResult']);
+    expect(schema.anyOf.map((x: { properties: { type: { const: string } } }) => x.properties.type.const)).toEqual(['snapshot', 'state', 'rank', 'generation', 'metrics', 'evaluation', 'checkpoint', 'health', 'warning', 'end', 'commandResult']);
     const api = await fetch(`${base}api/status`, { headers: { authorization: 'Bearer reader' } });
     expect(parseStatusEvent(await api.text())).toMatchObject({ type: 'snapshot', state: 'finished', metrics: { step: 186 } });
     // Lingering: a client that connects now learns that the run is over.

@@ -6,9 +6,28 @@
 const token = new URLSearchParams(location.search).get('token');
 const $ = (id) => document.getElementById(id);
 
-const run = { history: [], evaluations: [], ranks: [], checkpoints: [], warnings: [], metrics: null, spread: null, state: 'gathering', config: null, access: 'read' };
+const run = { history: [], evaluations: [], ranks: [], checkpoints: [], warnings: [], generations: [], metrics: null, spread: null, state: 'gathering', config: null, access: 'read' };
 
 // ---- charts ----
+
+/** A dashed line at every membership change after the start (a fault red, a join or leave grey). */
+function markGenerations(u) {
+  const { ctx, bbox } = u;
+  ctx.save();
+  ctx.setLineDash([4, 4]);
+  ctx.lineWidth = 1;
+  for (const g of run.generations) {
+    if (g.cause === 'start') continue;
+    const x = u.valToPos(g.step, 'x', true);
+    if (!Number.isFinite(x) || x < bbox.left || x > bbox.left + bbox.width) continue;
+    ctx.strokeStyle = g.cause === 'fault' ? '#c0392b' : '#888';
+    ctx.beginPath();
+    ctx.moveTo(x, bbox.top);
+    ctx.lineTo(x, bbox.top + bbox.height);
+    ctx.stroke();
+  }
+  ctx.restore();
+}
 
 function makeChart(id, series, opts = {}) {
   const el = $(id);
@@ -20,6 +39,7 @@ function makeChart(id, series, opts = {}) {
       axes: [{ label: 'step' }, { size: 60, ...(opts.yAxis || {}) }],
       series: [{ label: 'step' }, ...series.map((s) => ({ spanGaps: true, width: 2, points: { show: s.points || false }, ...s }))],
       legend: { live: false },
+      hooks: { draw: [markGenerations] },
     },
     [[], ...series.map(() => [])],
     el,
@@ -200,7 +220,22 @@ function drawSummary() {
   $('admin').hidden = run.access !== 'admin' || ['finished', 'failed', 'stopped'].includes(run.state);
 }
 
+function drawGenerations() {
+  $('generations').replaceChildren(
+    ...[...run.generations]
+      .filter((g) => g.cause !== 'start')
+      .reverse()
+      .map((g) => {
+        const li = document.createElement('li');
+        const why = g.fault ? `: ${g.fault.message}${g.fault.exit ? ` (${g.fault.exit})` : ''}` : '';
+        li.textContent = `generation ${g.generation} at step ${g.step}: ${g.cause}${why}; ${g.worldSize} workers, training again after ${g.recoveryMs} ms`;
+        return li;
+      }),
+  );
+}
+
 function drawAll() {
+  drawGenerations();
   drawSummary();
   drawCharts();
   drawRanks();
@@ -219,7 +254,7 @@ function upsertRank(info) {
 
 const handlers = {
   snapshot(e) {
-    Object.assign(run, { history: e.history, evaluations: e.evaluations, ranks: e.ranks, checkpoints: e.checkpoints, warnings: e.warnings, metrics: e.metrics, state: e.state, config: e.config, access: e.access });
+    Object.assign(run, { history: e.history, evaluations: e.evaluations, ranks: e.ranks, checkpoints: e.checkpoints, warnings: e.warnings, generations: e.generations, metrics: e.metrics, state: e.state, config: e.config, access: e.access });
     drawAll();
     drawHealth(e.health);
   },
@@ -240,6 +275,11 @@ const handlers = {
     drawSummary();
     drawCharts();
     drawRanks();
+  },
+  generation(e) {
+    run.generations.push(e.change);
+    drawGenerations();
+    drawCharts();
   },
   evaluation(e) {
     run.evaluations.push(e.evaluation);

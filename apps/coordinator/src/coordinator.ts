@@ -105,6 +105,8 @@ export class Coordinator {
   private started = false;
   /** The generation that formed last and when its membership change began, until it trains. */
   private forming: { record: GenerationRecord; since: number } | null = null;
+  /** Called at the next checkpoint saved (a stop that waits for its checkpoint). */
+  private savedWaiters: (() => void)[] = [];
   private changeSince: number | null = null;
   readonly stats: RunStats;
   readonly feed: StatusFeed;
@@ -128,6 +130,7 @@ export class Coordinator {
     const globalBatch = options.config.batchSize * max;
     this.membership = new Membership({
       runId,
+      incarnation: randomUUID().slice(0, 8),
       configHash: this.configHash,
       min,
       max,
@@ -218,6 +221,26 @@ export class Coordinator {
     this.apply(this.membership.start());
     this.startHeartbeat();
     return result;
+  }
+
+  /**
+   * Stops the run, after a checkpoint when the run writes them and is training: rank 0 saves after
+   * its current step, and the stop follows once the file is on disk (or after `timeoutMs`).
+   */
+  async checkpointThenStop(reason: string, timeoutMs: number): Promise<void> {
+    const state = this.membership.state;
+    if (this.options.checkpoint && (state === 'running' || state === 'regrouping')) {
+      const saved = new Promise<boolean>((resolve) => {
+        this.savedWaiters.push(() => resolve(true));
+        setTimeout(() => resolve(false), timeoutMs).unref();
+      });
+      const outcome = this.command('checkpoint');
+      if (outcome.ok) {
+        this.log.warn(`${reason}: checkpointing before the stop`);
+        if (!(await saved)) this.log.error(`no checkpoint within ${timeoutMs} ms; stopping without one`);
+      }
+    }
+    this.stop(reason);
   }
 
   /** Stops the run (the user asked): every worker is told to stop. */
@@ -465,6 +488,7 @@ export class Coordinator {
         this.stats.checkpoints.push({ step: msg.step, path: msg.path, stallMs: msg.stallMs, writeMs: msg.writeMs });
         this.feed.checkpointSaved({ step: msg.step, path: msg.path, stallMs: msg.stallMs, writeMs: msg.writeMs });
         this.log.info({ step: msg.step, path: msg.path, stallMs: msg.stallMs, writeMs: msg.writeMs }, `checkpoint at step ${msg.step}: ${msg.path} (training paused ${msg.stallMs.toFixed(1)} ms to copy, written in ${msg.writeMs.toFixed(0)} ms)`);
+        for (const wake of this.savedWaiters.splice(0)) wake();
         return;
       case 'saveFailed':
         this.feed.checkpointFailed(msg.step, msg.message);

@@ -6,6 +6,7 @@ import { type Conn, type Effect, Membership, type MembershipOptions, type Timer 
 const HASH = 'ab'.repeat(16);
 const options = (over: Partial<MembershipOptions> = {}): MembershipOptions => ({
   runId: 'run-1',
+  incarnation: 'c0ffee00',
   configHash: HASH,
   min: 2,
   max: 4,
@@ -80,7 +81,7 @@ function checkInvariants(h: Harness): void {
     expect(ranks).toEqual(list.map((_, i) => i));
     for (const a of list) {
       expect(a.worldSize).toBe(list.length);
-      expect(a.ringId).toBe(`${a.runId.slice(0, 8)}/${HASH}/gen-${gen}`);
+      expect(a.ringId).toBe(`${a.runId.slice(0, 8)}.${HASH}/c0ffee00.${gen}`);
       expect(a.runId).toBe(h.m.runId);
     }
     expect(gen).toBeLessThanOrEqual(h.m.generation);
@@ -180,6 +181,20 @@ describe('membership state machine', () => {
     expect(end).toContainEqual(expect.objectContaining({ type: 'state', state: 'failed', error: expect.objectContaining({ code: 'ERR_TOO_FEW_WORKERS' }) }));
   });
 
+  it('paused below MIN with checkpoints configured, the surviving member is asked to save what it holds', () => {
+    const checkpoint = { dir: '/tmp/x', everySteps: 0, atEpochEnd: true, keepLast: 3, keepBest: 1, metric: 'test_accuracy' as const, onError: 'stop' as const };
+    const h = new Harness(options({ min: 2, max: 2, assign: { ...options().assign, checkpoint } }));
+    h.hello(1);
+    h.hello(2);
+    h.allReady();
+    h.record(h.m.handle({ type: 'disconnect', conn: 1 }));
+    const e = h.record(h.m.handle({ type: 'alive', conn: 2 }));
+    expect(h.m.state).toBe('waiting');
+    expect(e).toContainEqual({ type: 'send', conn: 2, msg: { type: 'checkpointNow', v } });
+    const saved = h.send(2, { type: 'saved', v, generation: 1, rank: 1, step: 40, path: '/tmp/x/ckpt', stallMs: 1, writeMs: 2 });
+    expect(saved).toContainEqual(expect.objectContaining({ type: 'report' }));
+  });
+
   it('joins and clean leaves are free; faults beyond --max-restarts fail the run naming the last', () => {
     const h = new Harness(options({ min: 1, max: 3, maxRestarts: 1 }));
     h.hello(1);
@@ -257,8 +272,8 @@ describe('membership state machine', () => {
     h.hello(2, held(2, 'old-run', 2));
     expect(h.m.runId).toBe('old-run');
     expect(h.assigns.get(4)!.map((a) => [a.runId, a.ringId])).toEqual([
-      ['old-run', `old-run/${HASH}/gen-4`],
-      ['old-run', `old-run/${HASH}/gen-4`],
+      ['old-run', `old-run.${HASH}/c0ffee00.4`],
+      ['old-run', `old-run.${HASH}/c0ffee00.4`],
     ]);
     const other = new Harness(options({ min: 1, max: 3 }));
     other.hello(1);

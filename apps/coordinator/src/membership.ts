@@ -30,6 +30,8 @@ export type AssignTemplate = Omit<MessageOf<'assign'>, 'type' | 'v' | 'generatio
 
 export interface MembershipOptions {
   runId: string;
+  /** This coordinator process: ring ids of a restarted coordinator never repeat an earlier one's. */
+  incarnation: string;
   configHash: string;
   /** Ring size bounds: below `min` the run pauses; a plain N is N:N. */
   min: number;
@@ -328,7 +330,7 @@ export class Membership {
         return this.afterDeparture('leave', null);
       default:
         if (REPORTS.has(msg.type)) {
-          if (this.current !== 'running' && this.current !== 'regrouping') return this.refuse(conn, 'ERR_OUT_OF_PLACE', `${msg.type} from rank ${m.rank} while ${this.current}`);
+          if (this.current !== 'running' && this.current !== 'regrouping' && this.current !== 'waiting') return this.refuse(conn, 'ERR_OUT_OF_PLACE', `${msg.type} from rank ${m.rank} while ${this.current}`);
           if (msg.type === 'health' && m.rank !== 0) return this.refuse(conn, 'ERR_OUT_OF_PLACE', `health from rank ${m.rank}: only rank 0 measures it`);
           return this.emit({ type: 'report', member: { ...m }, msg });
         }
@@ -417,6 +419,9 @@ export class Membership {
         this.pendingCause = cause;
         this.setState('waiting', null);
         this.emit({ type: 'arm', timer: 'rejoin', ms: this.options.rejoinTimeoutMs });
+        // Paused below MIN: the state the survivors hold goes to disk first, where checkpoints are kept.
+        const keeper = order.find((m) => m.rank >= 0);
+        if (keeper && this.options.assign.checkpoint) this.emit({ type: 'send', conn: keeper.conn, msg: { type: 'checkpointNow', v: PROTOCOL_VERSION } });
       }
       return;
     }
@@ -435,7 +440,7 @@ export class Membership {
     this.pendingFault = null;
     this.emit({ type: 'generation', record: { generation: this.gen, cause, worldSize: n, ranks: ring.map((m) => m.workerId), restarts: this.restartCount, fault } });
     this.setState('forming', null);
-    const ringId = `${this.run.slice(0, 8)}/${this.options.configHash}/gen-${this.gen}`;
+    const ringId = `${this.run.slice(0, 8)}.${this.options.configHash}/${this.options.incarnation}.${this.gen}`;
     for (const m of ring) {
       this.emit({
         type: 'send',

@@ -38,6 +38,14 @@ export class PrometheusMetrics {
   private readonly checkpointWrite = new Histogram({ name: 'ringtrain_checkpoint_write_seconds', help: 'Time to write a checkpoint (in the background)', buckets: SECONDS_BUCKETS, registers: [this.registry] });
   private readonly checkpointStall = new Histogram({ name: 'ringtrain_checkpoint_stall_seconds', help: 'Time training paused to snapshot a checkpoint', buckets: SECONDS_BUCKETS, registers: [this.registry] });
   private readonly warnings = new Counter({ name: 'ringtrain_warnings_total', help: 'Warnings raised, by code', labelNames: ['code'], registers: [this.registry] });
+  private readonly memberships = new Counter({
+    name: 'ringtrain_membership_changes_total',
+    help: 'New generations after the start, by cause (fault: counted against --max-restarts; join; leave)',
+    labelNames: ['cause'],
+    registers: [this.registry],
+  });
+  private readonly worldSize = new Gauge({ name: 'ringtrain_world_size', help: 'Workers in the current generation', registers: [this.registry] });
+  private readonly recovery = new Histogram({ name: 'ringtrain_recovery_seconds', help: 'From a fault, join or leave to training again', labelNames: ['cause'], buckets: SECONDS_BUCKETS, registers: [this.registry] });
   readonly statusClients = new Gauge({ name: 'ringtrain_status_clients', help: 'Clients connected to the status socket', registers: [this.registry] });
   readonly statusDropped = new Counter({ name: 'ringtrain_status_dropped_events_total', help: 'Events not sent to a status client that was behind (it gets a snapshot instead)', registers: [this.registry] });
   readonly statusResyncs = new Counter({ name: 'ringtrain_status_resyncs_total', help: 'Times a slow status client fell behind and was sent a fresh snapshot instead of the events it missed', registers: [this.registry] });
@@ -47,6 +55,7 @@ export class PrometheusMetrics {
     for (const s of runStates) this.runState.set({ state: s }, s === 'gathering' ? 1 : 0);
     this.checkpoints.inc({ result: 'saved' }, 0);
     this.checkpoints.inc({ result: 'failed' }, 0);
+    for (const cause of ['fault', 'join', 'leave']) this.memberships.inc({ cause }, 0);
   }
 
   /** The step the run starts from (non-zero on a resume), so that steps_total counts this run's steps. */
@@ -56,6 +65,12 @@ export class PrometheusMetrics {
 
   observe(e: StatusEventBody): void {
     switch (e.type) {
+      case 'generation':
+        this.worldSize.set(e.change.worldSize);
+        if (e.change.cause === 'start') return;
+        this.memberships.inc({ cause: e.change.cause });
+        this.recovery.observe({ cause: e.change.cause }, e.change.recoveryMs / 1000);
+        return;
       case 'metrics': {
         const m = e.metrics;
         const steps = m.step - (this.lastStep ?? m.step);

@@ -11,15 +11,16 @@ import { appendFileSync } from 'node:fs';
  *                                            all-reduce (a crash drill; later generations redo the
  *                                            step without dying again)
  *   RINGTRAIN_STEP_LOG=<file>                every rank appends one JSON line per completed step
- *                                            (generation, rank, step, epoch, cursor, its slice): the
- *                                            drills check that no sample is skipped or repeated
+ *                                            (ring, generation, rank, step, epoch, cursor, its slice,
+ *                                            pid, time): the drills check that no sample is skipped
+ *                                            or repeated
  */
 export interface Faults {
   nanAt(rank: number, step: number): boolean;
   overflowAt(step: number): boolean;
   delayMs(rank: number): number;
   /** Records a completed step (when RINGTRAIN_STEP_LOG is set). */
-  logStep(entry: { generation: number; rank: number; step: number; epoch: number; cursor: number; start: number; count: number }): void;
+  logStep(entry: { ring: string; generation: number; rank: number; step: number; epoch: number; cursor: number; start: number; count: number }): void;
   /** Kills this process (SIGKILL) when it is `rank` at `step` of generation 1. */
   exitAt(rank: number, step: number, generation: number): void;
 }
@@ -32,7 +33,7 @@ export function faultsFromEnv(env: NodeJS.ProcessEnv = process.env): Faults {
   const stepLog = env.RINGTRAIN_STEP_LOG;
   return {
     logStep: (entry) => {
-      if (stepLog) appendFileSync(stepLog, `${JSON.stringify(entry)}\n`);
+      if (stepLog) appendFileSync(stepLog, `${JSON.stringify({ ...entry, pid: process.pid, time: Date.now() })}\n`);
     },
     nanAt: (rank, step) => nan !== null && Number(nan[1]) === rank && Number(nan[2]) === step,
     delayMs: (rank) => (delay !== null && Number(delay[1]) === rank ? Number(delay[2]) : 0),

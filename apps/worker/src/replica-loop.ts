@@ -92,7 +92,7 @@ export async function runReplicaLoop(o: ReplicaLoopOptions): Promise<{ end: Loop
         health: assign.rank === 0 && healthEvery > 0 && step % healthEvery === 0,
       },
     );
-    faults.logStep({ generation: assign.generation, rank: assign.rank, step, epoch, cursor, ...trainer.batchSlice });
+    faults.logStep({ ring: assign.ringId, generation: assign.generation, rank: assign.rank, step, epoch, cursor, ...trainer.batchSlice });
     if (r.tensors) ch.send({ type: 'health', ...ids, step: trainer.globalStep, tensors: r.tensors });
     if (!r.skipped) {
       report.loss += r.loss;

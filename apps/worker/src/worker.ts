@@ -215,6 +215,21 @@ class Agent {
     return assign;
   }
 
+  /** Paused below the minimum size, the coordinator asks one survivor to write what it holds. */
+  private async saveWhilePaused(ch: ControlChannel): Promise<void> {
+    const a = this.last;
+    if (!ch.take('checkpointNow') || !a?.checkpoint || !this.state.held || !this.trainer) return;
+    this.writer ??= new CheckpointWriter(this.trainer, a.checkpoint);
+    const step = this.trainer.globalStep;
+    try {
+      const { stallMs, written } = await this.writer.save({});
+      const { path, writeMs } = await written;
+      ch.send({ type: 'saved', v: PROTOCOL_VERSION, generation: a.generation, rank: a.rank, step, path, stallMs, writeMs });
+    } catch (err) {
+      ch.send({ type: 'saveFailed', v: PROTOCOL_VERSION, generation: a.generation, rank: a.rank, step, message: (err as Error).message.slice(0, 4000) });
+    }
+  }
+
   /** Before giving up on the coordinator, the last rank 0 writes what it holds (when checkpoints are configured). */
   private async finalCheckpoint(): Promise<void> {
     if (!this.writer || !this.state.held || this.last?.rank !== 0) return;
@@ -282,7 +297,7 @@ class Agent {
     if (ch.error) throw ch.error;
     // Regroup: the next place, while the coordinator forms it (a stop or a lost coordinator ends
     // the wait; below the minimum size the coordinator may wait up to its rejoin timeout).
-    const next = await nextPlace(ch, Math.max(this.joinTimeout, 600_000), this.options.leave);
+    const next = await nextPlace(ch, Math.max(this.joinTimeout, 600_000), this.options.leave, () => this.saveWhilePaused(ch));
     if (!next) {
       ch.send({ type: 'leave', v: PROTOCOL_VERSION, generation: a.generation, rank: a.rank, step: t.globalStep, reason: 'asked to leave (SIGTERM)' });
       log.warn(`left the run after step ${t.globalStep}`);
@@ -293,10 +308,11 @@ class Agent {
 }
 
 /** The next assignment, or null when asked to leave meanwhile. */
-async function nextPlace(ch: ControlChannel, timeoutMs: number, leave: AbortSignal | undefined): Promise<MessageOf<'assign'> | null> {
+async function nextPlace(ch: ControlChannel, timeoutMs: number, leave: AbortSignal | undefined, meanwhile: () => Promise<void>): Promise<MessageOf<'assign'> | null> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     if (leave?.aborted) return null;
+    await meanwhile();
     const left = deadline - Date.now();
     try {
       return await ch.next(['assign'], Math.min(500, Math.max(1, left)), 'the next generation');

@@ -288,10 +288,10 @@ export class WebSocketTransport implements Transport {
     if (header(H.version) !== String(PROTOCOL_VERSION)) return refuse(409, `protocol version ${header(H.version) || 'missing'}, expected ${PROTOCOL_VERSION}`);
     const ring = this.place.ringId ?? '';
     if (ring !== header(H.ring)) {
-      // Another generation of the same ring: one of the two is still on its way from the last
-      // generation to the next, so the dialler retries; another ring altogether is refused for good.
-      const family = (id: string): string => id.replace(/\/gen-\d+$/, '');
-      const transient = /\/gen-\d+$/.test(ring) && family(ring) === family(header(H.ring));
+      // Another generation of the same ring ("<family>/<generation>"): one of the two is still on its
+      // way from one generation to the next, so the dialler retries; another ring is refused for good.
+      const family = (id: string): string => id.slice(0, Math.max(0, id.lastIndexOf('/')));
+      const transient = family(ring) !== '' && family(ring) === family(header(H.ring));
       return refuse(transient ? 503 : 409, `ring "${header(H.ring)}", expected "${ring}"${transient ? '; retry' : ''}`);
     }
     if (header(H.world) !== String(this.worldSize)) return refuse(409, `world size ${header(H.world)}, expected ${this.worldSize}`);
