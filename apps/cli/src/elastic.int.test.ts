@@ -94,7 +94,7 @@ describe('elastic membership (real processes)', () => {
     await until(() => coord.lines.some((l) => l.epoch === 0 && String(l.msg).startsWith('epoch')), 60_000, 'the first epoch', coord);
     const late = [worker(), worker()];
     await until(() => changes(coord).filter((c) => c.worldSize === 4).length > 0, 30_000, 'a generation of 4', coord);
-    await until(() => coord.lines.some((l) => l.epoch === 3 && String(l.msg).startsWith('epoch')), 60_000, 'the fourth epoch', coord);
+    await new Promise((r) => setTimeout(r, 1000)); // some steps at 4
     late[0].proc.kill('SIGTERM');
     expect(await late[0].exited).toBe(0);
     expect(late[0].stderr).toMatch(/left the run after step \d+/);

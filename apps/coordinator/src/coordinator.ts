@@ -105,6 +105,8 @@ export class Coordinator {
   private started = false;
   /** The generation that formed last and when its membership change began, until it trains. */
   private forming: { record: GenerationRecord; since: number } | null = null;
+  /** The size of each generation: an epoch's evaluation is complete once every rank of its generation reported. */
+  private readonly worldSizes = new Map<number, number>();
   /** Called at the next checkpoint saved (a stop that waits for its checkpoint). */
   private savedWaiters: (() => void)[] = [];
   private changeSince: number | null = null;
@@ -335,9 +337,18 @@ export class Coordinator {
           clearTimeout(this.timers.get(e.timer));
           this.timers.delete(e.timer);
           break;
-        case 'ping':
-          for (const c of this.conns.values()) if (c.ws.readyState === WebSocket.OPEN) c.ws.ping();
+        case 'ping': {
+          // A regroup asks everyone; a member already silent for two heartbeat periods (hung, or cut
+          // off) is not waited for: its neighbours' ring found it out for the same reason.
+          const now = Date.now();
+          const silence = 2 * (this.options.heartbeatMs ?? 1000);
+          for (const [conn, c] of this.conns) {
+            if (c.ws.readyState !== WebSocket.OPEN) continue;
+            if (now - c.lastSeen > silence && this.membership.memberOf(conn)) queueMicrotask(() => this.apply(this.membership.handle({ type: 'silent', conn, ms: now - c.lastSeen })));
+            else c.ws.ping();
+          }
           break;
+        }
         case 'joined': {
           const m = e.member;
           this.feed.workerJoined({ workerId: m.workerId, host: m.host, pid: m.pid, address: m.ringAddress });
@@ -391,6 +402,7 @@ export class Coordinator {
 
   private onFormed(record: GenerationRecord): void {
     this.forming = { record, since: this.changeSince ?? Date.now() };
+    this.worldSizes.set(record.generation, record.worldSize);
     this.feed.ranksAssigned(record.ranks);
     const why = record.cause === 'start' ? '' : ` after a ${record.cause}${record.fault ? ` (${record.fault.message})` : ''}`;
     this.log.info({ generation: record.generation, ring: record.ranks, restarts: record.restarts }, `generation ${record.generation}: ring of ${record.worldSize} formed${why}, ranks assigned`);
@@ -469,7 +481,7 @@ export class Coordinator {
         this.onProgress?.(this.stats);
         return;
       case 'evaluated': {
-        const complete = this.stats.addEvaluation(msg, this.membership.ring.length);
+        const complete = this.stats.addEvaluation(msg, this.worldSizes.get(msg.generation) ?? this.membership.ring.length);
         if (complete) {
           const e = this.stats.epochs[msg.epoch];
           this.feed.evaluation({ epoch: msg.epoch, step: this.stats.step, trainLoss: Number.isFinite(e.trainLoss) ? e.trainLoss : null, testLoss: e.testLoss, testAccuracy: e.testAccuracy, samples: e.testSamples });

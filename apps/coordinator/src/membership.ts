@@ -374,7 +374,11 @@ export class Membership {
   /** A ring member is gone: the rest regroup (or, already regrouping, the quorum may be complete). */
   private afterDeparture(cause: Cause, fault: Fault | null): void {
     if (this.current === 'regrouping') {
-      if (cause === 'fault') this.count(fault);
+      // Part of the membership change already under way: the budget counts changes, not departures.
+      if (cause === 'fault' && this.pendingCause !== 'fault') {
+        this.pendingCause = 'fault';
+        if (!this.count(fault)) return;
+      }
       this.pendingFault ??= fault;
       return this.maybeQuorum();
     }

@@ -23,8 +23,29 @@ export class ControlChannel {
   /** Called for every message queued (after it is queued). */
   onArrival: ((msg: ControlMessage) => void) | null = null;
 
-  private constructor(private readonly ws: WebSocket) {
+  private lastSeen = Date.now();
+  private lastTick = Date.now();
+  private readonly watchdog: NodeJS.Timeout;
+
+  private constructor(
+    private readonly ws: WebSocket,
+    silenceMs: number,
+  ) {
+    // The coordinator pings every second. Silence past `silenceMs` (a partition, a host gone
+    // without a FIN) ends the channel like a lost connection; a late tick means this process was busy.
+    this.watchdog = setInterval(() => {
+      const now = Date.now();
+      if (now - this.lastTick > 2000) this.lastSeen = now;
+      this.lastTick = now;
+      if (now - this.lastSeen > silenceMs) {
+        this.end(new ChannelError('ERR_COORDINATOR_LOST', `no word from the coordinator for ${now - this.lastSeen} ms`));
+        ws.terminate();
+      }
+    }, 500);
+    this.watchdog.unref();
+    ws.on('ping', () => (this.lastSeen = Date.now()));
     ws.on('message', (data: Buffer) => {
+      this.lastSeen = Date.now();
       let msg: ControlMessage;
       try {
         msg = decodeControl(data);
@@ -45,11 +66,11 @@ export class ControlChannel {
   }
 
   /** Dials the coordinator, retrying until the deadline (it may start later). */
-  static async connect(url: string, options: { token?: string; timeoutMs?: number } = {}): Promise<ControlChannel> {
+  static async connect(url: string, options: { token?: string; timeoutMs?: number; silenceMs?: number } = {}): Promise<ControlChannel> {
     const headers = options.token !== undefined ? { 'x-ringtrain-token': options.token } : undefined;
     let channel: ControlChannel | null = null;
     const result = await dialUntil(url, { headers, maxPayload: 16 * 1024 * 1024 }, Date.now() + (options.timeoutMs ?? 30_000), (ws) => {
-      channel = new ControlChannel(ws);
+      channel = new ControlChannel(ws, options.silenceMs ?? 5000);
     });
     if ('status' in result) throw new ChannelError(result.status === 401 ? 'ERR_AUTH' : 'ERR_REJECTED', `the coordinator at ${url} refused the connection: ${result.status} ${result.body}`);
     if ('unreachable' in result || !channel) throw new ChannelError('ERR_COORDINATOR_LOST', `cannot reach the coordinator at ${url}`);
@@ -101,11 +122,13 @@ export class ControlChannel {
   }
 
   close(): Promise<void> {
+    clearInterval(this.watchdog);
     return closeWebSocket(this.ws, 'done');
   }
 
   private end(error: ChannelError): void {
     if (this.ended) return;
+    clearInterval(this.watchdog);
     this.ended = error;
     this.onStop?.(error);
     this.wake();

@@ -46,7 +46,8 @@ export async function dialUntil(url: string, options: ClientOptions, deadline: n
     if (result !== 'retry') return result;
     if (signal?.aborted) return { aborted: true };
     if (Date.now() + 100 > deadline) return { unreachable: true };
-    await new Promise((r) => setTimeout(r, Math.min(100 * (attempt + 1), 500)));
+    // Soon at first (a ring neighbour takes its place within milliseconds of this one), then slower.
+    await new Promise((r) => setTimeout(r, Math.min(20 * 2 ** attempt, 500)));
   }
 }
 

@@ -5,6 +5,7 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import { allreduceBench } from './allreduce-bench.js';
 import { checkpointBench } from './checkpoint-bench.js';
 import { clusterBench } from './cluster-bench.js';
+import { elasticBench } from './elastic-bench.js';
 import { gemmBench } from './gemm-bench.js';
 import { trainBench } from './train-bench.js';
 
@@ -16,15 +17,16 @@ const positive = (v: string): number => {
 
 const program = new Command('bench')
   .description('ringtrain benchmarks beside numpy / PyTorch measured in the same run')
-  .addOption(new Option('--only <which>', 'run one benchmark').choices(['gemm', 'train', 'allreduce', 'cluster', 'checkpoint']))
+  .addOption(new Option('--only <which>', 'run one benchmark').choices(['gemm', 'train', 'allreduce', 'cluster', 'checkpoint', 'elastic']))
   .option('--backend <name>', 'cluster benchmark backend', 'auto')
   .option('--samples <n>', 'cluster benchmark training samples', positive, 60000)
   .option('--segment-bytes <n>', 'all-reduce segment size', positive, 1024 * 1024)
   .option('--runs <n>', 'all-reduce: repeat ours, Gloo and iperf3 n times and show the ranges', positive, 1)
   .option('--seconds <s>', 'time budget per GEMM measurement', positive, 0.3)
   .option('--epochs <n>', 'training epochs (the first is warm-up)', positive, 4)
+  .option('--baseline <main.js>', 'elastic: also time this other build of the CLI (apps/cli/dist/main.js of another checkout), alternating')
   .option('--keep-openblas-env', 'keep OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE (they pin an older, slower kernel)')
-  .action(async (opts: { only?: string; seconds: number; epochs: number; segmentBytes: number; runs: number; backend: string; samples: number; keepOpenblasEnv?: boolean }) => {
+  .action(async (opts: { only?: string; seconds: number; epochs: number; segmentBytes: number; runs: number; backend: string; samples: number; keepOpenblasEnv?: boolean; baseline?: string }) => {
     // OpenBLAS reads these when it loads, so clear them by re-running this process without them;
     // the peers then inherit the same environment, so both sides run the kernel OpenBLAS picks.
     if (!opts.keepOpenblasEnv && (process.env.OPENBLAS_CORETYPE || process.env.OPENBLAS_L2_SIZE)) {
@@ -40,6 +42,7 @@ const program = new Command('bench')
     if (!opts.only || opts.only === 'allreduce') console.log(`${await allreduceBench(opts.segmentBytes, Math.round(opts.runs))}\n`);
     if (!opts.only || opts.only === 'cluster') console.log(`${clusterBench(opts.backend, opts.samples)}\n`);
     if (!opts.only || opts.only === 'checkpoint') console.log(`${await checkpointBench()}\n`);
+    if (!opts.only || opts.only === 'elastic') console.log(`${await elasticBench(Math.max(1, Math.round(opts.runs)), opts.baseline)}\n`);
   });
 
 await program.parseAsync();
