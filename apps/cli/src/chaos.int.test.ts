@@ -34,7 +34,7 @@ function childrenOf(pid: number): number[] {
   return out;
 }
 
-const trainsAgain = (runs: Run[]) => runs.flatMap((r) => r.lines).filter((l) => typeof l.cause === 'string' && typeof l.recoveryMs === 'number');
+const trainsAgain = (runs: Run[]): Record<string, unknown>[] => runs.flatMap((r) => r.lines).filter((l) => typeof l.cause === 'string' && typeof l.recoveryMs === 'number');
 
 describe('chaos (real processes)', () => {
   // 4 workers (3:4, so the survivors go on while a replacement starts) under `launch` supervising
@@ -55,18 +55,21 @@ describe('chaos (real processes)', () => {
     const seen = new Set<number>();
     const stepNow = (): number => readStepLog(log).at(-1)?.step ?? 0;
     await until(() => coord().lines.some((l) => String(l.msg).startsWith('epoch 1/')), 60_000, 'the first epoch', coord());
-    const waitTraining = async (after: number, what: string): Promise<void> => {
-      await until(() => trainsAgain(coordinators).length > after || coord().proc.exitCode !== null, 30_000, what, coord());
-      await sleep(200 + Math.random() * 500);
-    };
+    // A member of the ring now training (not a replacement still loading: that is no membership change).
     const pick = (): number => {
-      const kids = childrenOf(workers.proc.pid!);
-      kids.forEach((k) => seen.add(k));
-      return kids[Math.floor(Math.random() * kids.length)];
+      childrenOf(workers.proc.pid!).forEach((k) => seen.add(k));
+      const ring = coordinators.flatMap((r) => r.lines).filter((l) => Array.isArray(l.ring)).at(-1)!.ring as string[];
+      const pids = ring.map((id) => Number(id.split(':').pop())).filter((p) => alive(p));
+      return pids[Math.floor(Math.random() * pids.length)];
     };
     const faults: string[] = [];
+    const faultChanges = (): number => trainsAgain(coordinators).filter((l) => l.cause === 'fault').length;
+    /** Waits until the fault has been turned into a new generation that trains, then a moment more. */
+    const recovered = async (seen: number, what: string): Promise<void> => {
+      await until(() => faultChanges() > seen || coord().proc.exitCode !== null, 30_000, what, coord());
+      await sleep(200 + Math.random() * 500);
+    };
     for (let i = 0; i < 10; i++) {
-      const before = trainsAgain(coordinators).length;
       if (i === 5) {
         // The coordinator dies and comes back on the same address: the workers re-adopt it.
         coord().proc.kill('SIGKILL');
@@ -75,20 +78,25 @@ describe('chaos (real processes)', () => {
         coordinators.push(startRingtrain(coordArgs));
         faults.push(`coordinator killed at step ${stepNow()}`);
         await until(() => coord().lines.some((l) => String(l.msg).includes('re-adopting run')), 30_000, 'the run re-adopted', coord());
-        await until(() => coord().lines.some((l) => String(l.msg).includes('training') || typeof l.recoveryMs === 'number'), 30_000, 'training again', coord());
+        await until(() => coord().lines.some((l) => String(l.msg).startsWith('all ') && String(l.msg).includes('training')), 30_000, 'training again', coord());
+        await sleep(300);
       }
       if (i === 3) {
+        const seen = faultChanges();
         const victim = pick();
+        const stoppedAt = Date.now();
         process.kill(victim, 'SIGSTOP');
         faults.push(`SIGSTOP ${victim} at step ${stepNow()}`);
-        await sleep(5000);
+        await recovered(seen, 'training after the hang');
+        await sleep(Math.max(0, 5000 - (Date.now() - stoppedAt)));
         process.kill(victim, 'SIGCONT');
         await sleep(500);
       }
+      const seen = faultChanges();
       const victim = pick();
       process.kill(victim, 'SIGKILL');
       faults.push(`SIGKILL ${victim} at step ${stepNow()}`);
-      await waitTraining(before, `training after fault ${i + 1}`);
+      await recovered(seen, `training after fault ${i + 1}`);
       if (coord().proc.exitCode !== null) break;
     }
     console.log(faults.join('\n'));

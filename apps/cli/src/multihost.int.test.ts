@@ -1,39 +1,17 @@
 // Separate hosts, for real: three network namespaces on a bridge, made (and removed) by this test.
 // It needs root and iproute2 (CI has both); elsewhere it is skipped and says why.
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
+import { virtualHosts } from './testing/netns.js';
 
 const main = fileURLToPath(new URL('../dist/main.js', import.meta.url));
-const tag = `rt${process.pid % 100000}`;
-const hosts = [1, 2, 3].map((i) => ({ ns: `${tag}h${i}`, veth: `${tag}v${i}`, ip: `10.77.${process.pid % 200}.${10 + i}` }));
-const bridge = `${tag}br`;
-
-const sh = (cmd: string): boolean => spawnSync('sh', ['-c', cmd], { stdio: 'ignore' }).status === 0;
-const canMakeHosts = process.platform === 'linux' && process.getuid?.() === 0 && sh('command -v ip') && sh(`ip netns add ${tag}probe && ip netns del ${tag}probe`);
-
-function setUp(): void {
-  const cmds = [`ip link add ${bridge} type bridge`, `ip link set ${bridge} up`];
-  for (const h of hosts) {
-    cmds.push(
-      `ip netns add ${h.ns}`,
-      `ip link add ${h.veth} type veth peer name eth0 netns ${h.ns}`,
-      `ip link set ${h.veth} master ${bridge} up`,
-      `ip -n ${h.ns} addr add ${h.ip}/24 dev eth0`,
-      `ip -n ${h.ns} link set eth0 up`,
-      `ip -n ${h.ns} link set lo up`,
-    );
-  }
-  for (const c of cmds) if (!sh(c)) throw new Error(`network set-up failed: ${c}`);
-}
-
-function tearDown(): void {
-  for (const h of hosts) sh(`ip netns del ${h.ns}`);
-  sh(`ip link del ${bridge}`);
-}
+const net = virtualHosts('rt', 3, 77);
+const { hosts } = net;
+const canMakeHosts = net.available;
 
 afterAll(() => {
-  if (canMakeHosts) tearDown();
+  if (canMakeHosts) net.tearDown();
 });
 
 function onHost(ns: string, args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
@@ -53,7 +31,7 @@ function onHost(ns: string, args: string[]): Promise<{ code: number | null; stdo
 
 describe('coordinator and workers on separate hosts (network namespaces)', () => {
   it.skipIf(!canMakeHosts)('a coordinator on one host and two workers on two others train to ≥ 95%', async () => {
-    setUp();
+    net.setUp();
     const [c, w1, w2] = hosts;
     const coordinator = onHost(c.ns, ['coordinator', '--workers', '2', '--host', c.ip, '--port', '29500', '--token', 'multi', '--json']);
     const workers = [w1, w2].map((w) => onHost(w.ns, ['worker', '--coordinator', `ws://${c.ip}:29500`, '--token', 'multi', '--ring-host', w.ip, '--ring-port', '29600']));

@@ -1,41 +1,22 @@
 // A network partition, for real: four network namespaces on a bridge (a coordinator host and three
 // worker hosts), one of which loses its link mid-run and gets it back. Needs root and iproute2
 // (CI has both); elsewhere it is skipped and says why.
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { Run } from './testing/run-process.js';
 import { until } from './testing/run-process.js';
+import { sh, virtualHosts } from './testing/netns.js';
 
 const main = fileURLToPath(new URL('../dist/main.js', import.meta.url));
-const tag = `rp${process.pid % 100000}`;
-const hosts = [1, 2, 3, 4].map((i) => ({ ns: `${tag}h${i}`, veth: `${tag}v${i}`, ip: `10.78.${process.pid % 200}.${10 + i}` }));
-const bridge = `${tag}br`;
-
-const sh = (cmd: string): boolean => spawnSync('sh', ['-c', cmd], { stdio: 'ignore' }).status === 0;
-const canMakeHosts = process.platform === 'linux' && process.getuid?.() === 0 && sh('command -v ip') && sh(`ip netns add ${tag}probe && ip netns del ${tag}probe`);
+const net = virtualHosts('rp', 4, 78);
+const { hosts } = net;
+const canMakeHosts = net.available;
 const started: Run[] = [];
-
-function setUp(): void {
-  const cmds = [`ip link add ${bridge} type bridge`, `ip link set ${bridge} up`];
-  for (const h of hosts) {
-    cmds.push(
-      `ip netns add ${h.ns}`,
-      `ip link add ${h.veth} type veth peer name eth0 netns ${h.ns}`,
-      `ip link set ${h.veth} master ${bridge} up`,
-      `ip -n ${h.ns} addr add ${h.ip}/24 dev eth0`,
-      `ip -n ${h.ns} link set eth0 up`,
-      `ip -n ${h.ns} link set lo up`,
-    );
-  }
-  for (const c of cmds) if (!sh(c)) throw new Error(`network set-up failed: ${c}`);
-}
 
 afterAll(() => {
   for (const r of started) if (r.proc.exitCode === null) r.proc.kill('SIGKILL');
-  if (!canMakeHosts) return;
-  for (const h of hosts) sh(`ip netns del ${h.ns}`);
-  sh(`ip link del ${bridge}`);
+  if (canMakeHosts) net.tearDown();
 });
 
 /** `ringtrain ...args` inside a host's namespace, its JSON log lines collected as they come. */
@@ -58,7 +39,7 @@ const changes = (run: Run) => run.lines.filter((l) => typeof l.cause === 'string
 
 describe('a network partition (network namespaces)', () => {
   it.skipIf(!canMakeHosts)('a worker host that loses its link is dropped within seconds, the others go on; with the link back it rejoins', async () => {
-    setUp();
+    net.setUp();
     const [c, ...ws] = hosts;
     const coordinator = onHost(c.ns, ['coordinator', '--workers', '2:3', '--host', c.ip, '--port', '29500', '--token', 'part', '--json']);
     // Rank 0 sleeps 20 ms a step: the run lasts long enough to lose a host and get it back.

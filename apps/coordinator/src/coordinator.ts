@@ -1,8 +1,8 @@
-import { createHash, randomUUID, timingSafeEqual } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
-import { type ConfigSummary, type ControlMessage, decodeControl, encodeControl, type GenerationChange, type MessageOf, PROTOCOL_VERSION } from '@ringtrain/protocol';
+import { type ConfigSummary, type ControlMessage, decodeControl, encodeControl, type GenerationChange, type MessageOf, PROTOCOL_VERSION, sameSecret } from '@ringtrain/protocol';
 import { describeModel, parameterCount } from '@ringtrain/core';
 import { describeNonFinite, type JobConfig, jobConfigHash } from '@ringtrain/trainer';
 import type { Logger } from 'pino';
@@ -555,9 +555,10 @@ export class Coordinator {
         if (c.ws.readyState !== WebSocket.OPEN) continue;
         const m = this.membership.memberOf(conn);
         if (late) c.lastSeen = now;
-        // Only while running: before that a worker may be busy loading its data for a while (the
-        // ready deadline covers it), and in running every step yields to answer pings.
-        else if (m && !m.done && this.membership.state === 'running' && now - c.lastSeen > timeout) {
+        // Ring members only, while their generation forms or runs: a worker loads its data before it
+        // is prepared (and a member), and every step and every ring wait yields to answer pings. A
+        // member that hangs while its ring forms would otherwise hold the others up to the ready deadline.
+        else if (m && m.rank >= 0 && m.generation === this.membership.generation && !m.done && (this.membership.state === 'running' || this.membership.state === 'forming') && now - c.lastSeen > timeout) {
           this.apply(this.membership.handle({ type: 'silent', conn, ms: now - c.lastSeen }));
           continue;
         }
@@ -566,16 +567,6 @@ export class Coordinator {
     }, period);
     this.heartbeat.unref();
   }
-}
-
-/**
- * Compares a given secret with the expected one in constant time. Both are hashed first: equal-length
- * digests, whatever the strings' lengths in characters or bytes (non-ASCII input cannot throw).
- */
-export function sameSecret(given: string, expected: string): boolean {
-  const a = createHash('sha256').update(given).digest();
-  const b = createHash('sha256').update(expected).digest();
-  return timingSafeEqual(a, b);
 }
 
 /** The few facts of a job a person watching it wants to see first. */

@@ -161,6 +161,21 @@ describe('membership state machine', () => {
     expect(h.m.ring.map((x) => x.workerId)).toEqual(['w1', 'w3']);
   });
 
+  it('a member lost during a regroup begun for a join makes it a fault, counted once', () => {
+    const h = new Harness(options({ min: 1, max: 3 }));
+    h.hello(1);
+    h.hello(2);
+    h.timer('lastCall');
+    h.allReady();
+    h.hello(3); // prepared while running: a join regroup
+    expect(h.m.state).toBe('regrouping');
+    h.record(h.m.handle({ type: 'alive', conn: 1 }));
+    const e = h.timer('quorum'); // conn 2 never answered (hung)
+    expect(h.closed.has(2)).toBe(true);
+    expect(h.m.restarts).toBe(1);
+    expect(e).toContainEqual(expect.objectContaining({ type: 'generation', record: expect.objectContaining({ cause: 'fault', worldSize: 2, fault: expect.objectContaining({ rank: 1, pid: 2 }) }) }));
+  });
+
   it('below MIN it waits; a join resumes it; the rejoin deadline fails it', () => {
     const h = new Harness(options({ min: 2, max: 2 }));
     h.hello(1);

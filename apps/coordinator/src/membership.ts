@@ -489,15 +489,21 @@ export class Membership {
         }
         return this.regroup('fault', fault);
       }
-      case 'quorum':
+      case 'quorum': {
         if (this.current !== 'regrouping') return;
-        for (const m of [...this.members.values()]) {
-          if (m.answered) continue;
+        const silent = [...this.members.values()].filter((m) => !m.answered);
+        for (const m of silent) {
           this.emit({ type: 'close', conn: m.conn, code: 1001, reason: 'did not answer the regroup' });
           this.remove(m, `did not answer within ${this.options.quorumMs} ms`);
-          this.pendingFault ??= { code: 'ERR_PEER_LOST', message: `rank ${m.rank} (${m.workerId}) did not answer`, rank: m.rank, workerId: m.workerId, host: m.host, pid: m.pid };
+          this.pendingFault ??= { code: 'ERR_PEER_LOST', message: `rank ${m.rank} (${m.workerId}) did not answer within ${this.options.quorumMs} ms`, rank: m.rank, workerId: m.workerId, host: m.host, pid: m.pid };
+        }
+        // A member lost in a regroup begun for a join or a leave makes it a fault (counted once).
+        if (silent.length && this.pendingCause !== 'fault') {
+          this.pendingCause = 'fault';
+          if (!this.count(this.pendingFault)) return;
         }
         return this.form(this.pendingCause);
+      }
       case 'rejoin':
         if (this.current !== 'waiting') return;
         return this.end('failed', {

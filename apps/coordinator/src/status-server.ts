@@ -1,10 +1,9 @@
-import { timingSafeEqual } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { createRequire } from 'node:module';
 import type { Duplex } from 'node:stream';
 import { fileURLToPath } from 'node:url';
-import { STATUS_VERSION, type StatusCommand, statusCommandSchema, type StatusEventBody, statusJsonSchema } from '@ringtrain/protocol';
+import { sameSecret, STATUS_VERSION, type StatusCommand, statusCommandSchema, type StatusEventBody, statusJsonSchema } from '@ringtrain/protocol';
 import { closeWebSocket } from '@ringtrain/allreduce';
 import type { Logger } from 'pino';
 import WebSocket, { WebSocketServer } from 'ws';
@@ -203,12 +202,8 @@ export class StatusServer {
     const auth = String(req.headers.authorization ?? '');
     const given = auth.startsWith('Bearer ') ? auth.slice(7) : (url.searchParams.get('token') ?? '');
     const { statusToken, adminToken } = this.options;
-    if (adminToken !== undefined && same(given, adminToken)) return 'admin';
-    if (statusToken === undefined || same(given, statusToken)) return 'read';
+    if (adminToken !== undefined && sameSecret(given, adminToken)) return 'admin';
+    if (statusToken === undefined || sameSecret(given, statusToken)) return 'read';
     return null;
   }
-}
-
-function same(a: string, b: string): boolean {
-  return a.length === b.length && timingSafeEqual(Buffer.from(a), Buffer.from(b));
 }

@@ -1,4 +1,3 @@
-import { timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo, NetConnectOpts, Socket } from 'node:net';
 import { hostname } from 'node:os';
@@ -16,6 +15,7 @@ import {
   type Limits,
   PROTOCOL_VERSION,
   ProtocolError,
+  sameSecret,
 } from '@ringtrain/protocol';
 import type { Logger } from 'pino';
 import WebSocket, { WebSocketServer } from 'ws';
@@ -242,7 +242,7 @@ export class WebSocketTransport implements Transport {
    * Leaves the current ring but keeps listening at the same address, ready to `join` the next
    * generation's. Links of the old ring close; nothing they report reaches the next one.
    */
-  async leave(): Promise<void> {
+  leave(): void {
     this.abandonJoin?.();
     if (this.heartbeat) clearInterval(this.heartbeat);
     this.heartbeat = null;
@@ -256,7 +256,9 @@ export class WebSocketTransport implements Transport {
     this.downstream = null;
     this.downstreamReady = null;
     this.lostPeers.clear();
-    await Promise.all(links.map((l) => closeWebSocket(l.ws, 'generation over')));
+    // Closed in the background: a graceful close flushes what is still queued for a neighbour, but
+    // a hung one never answers it, and the next ring must not wait for that (1 s, then terminated).
+    for (const l of links) void closeWebSocket(l.ws, 'generation over');
   }
 
   async close(): Promise<void> {
@@ -416,11 +418,6 @@ export class WebSocketTransport implements Transport {
   }
 }
 
-function sameSecret(given: string, expected: string): boolean {
-  const a = Buffer.from(given);
-  const b = Buffer.from(expected);
-  return a.length === b.length && timingSafeEqual(a, b);
-}
 
 /** The TCP socket under a ws connection (ws 8 keeps it in `_socket`; pinned), or undefined. */
 function socketOf(ws: WebSocket): Duplex | undefined {

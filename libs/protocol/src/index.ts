@@ -39,3 +39,4 @@ export {
   statusJsonSchema,
   type StatusWarning,
 } from './status.js';
+export { sameSecret } from './secret.js';

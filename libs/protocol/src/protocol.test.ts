@@ -1,3 +1,4 @@
+import { sameSecret } from './secret.js';
 import fc from 'fast-check';
 import { Packr } from 'msgpackr';
 import { describe, expect, it } from 'vitest';
@@ -157,6 +158,18 @@ describe('monitoring messages', () => {
     const { steps: _, ...noSteps } = ok;
     expect(codeOf(() => decodeControl(raw(noSteps)))).toBe('ERR_MESSAGE_INVALID');
     expect(() => decodeControl(raw({ ...ok, steps: 0 }))).toThrow(/steps/);
+  });
+});
+
+describe('token comparison', () => {
+  it('compares in constant time without throwing on any input: equal only when equal', () => {
+    const token = 'a'.repeat(32);
+    expect(sameSecret(token, token)).toBe(true);
+    // 32 characters, 64 bytes: the length check in characters passed and timingSafeEqual threw before.
+    expect(sameSecret('\u00e9'.repeat(32), token)).toBe(false);
+    expect(sameSecret('', token)).toBe(false);
+    expect(sameSecret(`${token}x`, token)).toBe(false);
+    expect(sameSecret('b'.repeat(32), token)).toBe(false);
   });
 });
 
