@@ -49,8 +49,8 @@ describe('chaos (real processes)', () => {
     const coordinators: Run[] = [startRingtrain(coordArgs)];
     const workers = startRingtrain(
       ['launch', '--workers', '4', '--coordinator', url, '--token', 'chaos', '--max-restarts', '40'],
-      // Rank 0 sleeps 60 ms a step, so that the 465 steps last about 30 s: time for every fault to land mid-run.
-    { RINGTRAIN_STEP_LOG: log, RINGTRAIN_WORKER_LOG_LEVEL: 'info', RINGTRAIN_FAULT_DELAY_MS: '0:60' });
+      // Rank 0 sleeps 90 ms a step, so that the 465 steps last about 45 s: time for every fault to land mid-run.
+    { RINGTRAIN_STEP_LOG: log, RINGTRAIN_WORKER_LOG_LEVEL: 'info', RINGTRAIN_FAULT_DELAY_MS: '0:90' });
     const coord = (): Run => coordinators.at(-1)!;
     const seen = new Set<number>();
     const stepNow = (): number => readStepLog(log).at(-1)?.step ?? 0;
@@ -63,10 +63,15 @@ describe('chaos (real processes)', () => {
       return pids[Math.floor(Math.random() * pids.length)];
     };
     const faults: string[] = [];
+    const killedAt: number[] = [];
     const faultChanges = (): number => trainsAgain(coordinators).filter((l) => l.cause === 'fault').length;
     /** Waits until the fault has been turned into a new generation that trains, then a moment more. */
-    const recovered = async (seen: number, what: string): Promise<void> => {
+    const worldSize = (): number => (trainsAgain(coordinators).at(-1)?.worldSize as number | undefined) ?? 4;
+    // Faults come one at a time: the next once the replacement has joined (the ring is whole).
+    const whole = (what: string): Promise<void> => until(() => worldSize() === 4 || coord().proc.exitCode !== null, 30_000, `the ring whole again after ${what}`, coord());
+    const recovered = async (seen: number, what: string, wait = true): Promise<void> => {
       await until(() => faultChanges() > seen || coord().proc.exitCode !== null, 30_000, what, coord());
+      if (wait) await whole(what);
       await sleep(200 + Math.random() * 500);
     };
     for (let i = 0; i < 10; i++) {
@@ -87,13 +92,14 @@ describe('chaos (real processes)', () => {
         const stoppedAt = Date.now();
         process.kill(victim, 'SIGSTOP');
         faults.push(`SIGSTOP ${victim} at step ${stepNow()}`);
-        await recovered(seen, 'training after the hang');
+        await recovered(seen, 'training after the hang', false);
         await sleep(Math.max(0, 5000 - (Date.now() - stoppedAt)));
         process.kill(victim, 'SIGCONT');
-        await sleep(500);
+        await whole('the hung worker woke'); // it finds itself dropped, dials again and rejoins
       }
       const seen = faultChanges();
       const victim = pick();
+      killedAt.push(Date.now());
       process.kill(victim, 'SIGKILL');
       faults.push(`SIGKILL ${victim} at step ${stepNow()}`);
       await recovered(seen, `training after fault ${i + 1}`);
@@ -115,6 +121,11 @@ describe('chaos (real processes)', () => {
     const faultCosts = costs.filter((c) => c.cause === 'fault').map((c) => c.ms);
     console.log(`membership changes: ${JSON.stringify(costs)}; fault cost max ${Math.max(...faultCosts)} ms`);
     expect(faultCosts.length).toBeGreaterThanOrEqual(10);
+    // From each kill to training again (the coordinator's log time): the step in flight plus at most 2 s.
+    const trainingAt = trainsAgain(coordinators).filter((l) => l.cause === 'fault').map((l) => l.time as number);
+    const killCosts = killedAt.map((t) => Math.min(...trainingAt.filter((x) => x > t)) - t);
+    console.log(`kill → training again: ${killCosts.join(', ')} ms`);
+    for (const ms of killCosts) expect(ms).toBeLessThan(2000 + 200);
     // No orphan: every worker process that took part has exited.
     await until(() => [...seen].every((p) => !alive(p)), 10_000, 'all workers to exit');
   }, 240_000);
