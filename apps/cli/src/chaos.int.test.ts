@@ -107,8 +107,11 @@ describe('chaos (real processes)', () => {
     }
     console.log(faults.join('\n'));
     expect(faults.filter((f) => f.startsWith('SIGKILL'))).toHaveLength(10);
-    expect(await coord().exited, coord().stderr.slice(-3000)).toBe(0);
-    expect(await workers.exited, workers.stderr.slice(-3000)).toBe(0);
+    // Every wait has a deadline: the run ends, then the supervised workers within 30 s of it.
+    await until(() => coord().proc.exitCode !== null, 90_000, 'the coordinator to finish the run', coord());
+    expect(coord().proc.exitCode, coord().stderr.slice(-3000)).toBe(0);
+    await until(() => workers.proc.exitCode !== null, 30_000, `the supervised workers to exit (alive: ${childrenOf(workers.proc.pid!).join(', ')})`);
+    expect(workers.proc.exitCode, workers.stderr.slice(-3000)).toBe(0);
 
     const summary = JSON.parse(coord().stdout.trim());
     expect(summary.epochs.at(-1).testAccuracy).toBeGreaterThanOrEqual(0.95);

@@ -137,7 +137,10 @@ export function workerCommand(): Command {
         else log.info({ rank: result.rank }, `rank ${result.rank}: done after ${result.steps} steps`);
       } catch (err) {
         const e = err as Error & { code?: string };
-        if (e.code === 'ERR_INTERRUPTED') {
+        if (e.code === 'ERR_LEFT' || e.code === 'ERR_FINISHED') {
+          // Asked to leave while the coordinator was away, or came after the end: nothing failed.
+          log.warn(e.message);
+        } else if (e.code === 'ERR_INTERRUPTED') {
           log.warn(`stopped: ${e.message}`);
           process.exitCode = 130;
         } else {
@@ -341,6 +344,7 @@ class LocalWorkers {
     child.once('exit', (code, signal) => {
       this.children.delete(child);
       this.exits.set(pid, { exit: signal ? `signal ${signal}` : `exit code ${code}`, stderr: tail.slice(-10) });
+      if (code === 0) this.runOver();
       if (this.stopping || code === 0) return this.idle?.();
       if (this.respawns >= this.maxRespawns) {
         this.unreplaced++;
@@ -360,6 +364,17 @@ class LocalWorkers {
         else this.idle?.();
       }, delay);
     });
+  }
+
+  /**
+   * A worker finished (exit 0): the run is over, or it left. Nothing more is started; a worker still
+   * there after 15 s (one that missed the end, dialling a coordinator that is gone) is asked to leave.
+   */
+  private runOver(): void {
+    if (this.stopping) return;
+    this.stopping = true;
+    setTimeout(() => this.signal('SIGTERM'), 15_000).unref();
+    setTimeout(() => this.signal('SIGKILL'), 25_000).unref();
   }
 
   /** Sends `signal` to every worker. */

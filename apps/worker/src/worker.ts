@@ -204,9 +204,10 @@ class Agent {
     this.log.warn(`lost the coordinator at step ${step}; dialling ${this.options.coordinator} again for up to ${timeoutMs / 1000} s`);
     let ch: ControlChannel;
     try {
-      ch = await ControlChannel.connect(this.options.coordinator, { token: this.options.token, timeoutMs });
+      ch = await ControlChannel.connect(this.options.coordinator, { token: this.options.token, timeoutMs, signal: this.options.leave });
     } catch (err) {
       await this.finalCheckpoint();
+      if (this.options.leave?.aborted) throw new WorkerError('ERR_LEFT', `asked to leave while the coordinator was away (at step ${step})`);
       throw new WorkerError('ERR_COORDINATOR_LOST', `the coordinator at ${this.options.coordinator} did not come back within ${timeoutMs / 1000} s (this worker holds step ${step}): ${(err as Error).message}`, { cause: err });
     }
     if (this.ch) this.ch.onStop = null;
