@@ -342,7 +342,8 @@ export class Membership {
   private blame(msg: MessageOf<'aborted'>, reporter: Member): Fault {
     const peer = msg.peer !== undefined ? this.ring.find((x) => x.rank === msg.peer) : undefined;
     const who = peer ?? reporter;
-    return { code: msg.code, message: `rank ${reporter.rank}: ${msg.message}`, rank: who.rank, workerId: who.workerId, host: who.host, pid: who.pid };
+    const message = peer ? `rank ${peer.rank} (${peer.workerId}, pid ${peer.pid} on ${peer.host}) lost: rank ${reporter.rank} reports ${msg.message}` : `rank ${reporter.rank}: ${msg.message}`;
+    return { code: msg.code, message, rank: who.rank, workerId: who.workerId, host: who.host, pid: who.pid };
   }
 
   private answer(m: Member): void {
