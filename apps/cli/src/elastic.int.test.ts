@@ -1,7 +1,7 @@
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { readSafetensors } from '@ringtrain/checkpoint';
+import { loadCheckpoint, readSafetensors } from '@ringtrain/checkpoint';
 import { afterEach, describe, expect, it } from 'vitest';
 import { alive, killStarted, type Run, startRingtrain, until } from './testing/run-process.js';
 import { checkTrajectory, readStepLog } from './testing/step-log.js';
@@ -107,4 +107,40 @@ describe('elastic membership (real processes)', () => {
     expect(summary.epochs).toHaveLength(15);
     expect(summary.epochs.at(-1).testAccuracy).toBeGreaterThan(0.9);
   }, 150_000);
+});
+
+describe('ending well (real processes)', () => {
+  it('workers whose coordinator never comes back give up after --coordinator-timeout, the last rank 0 writing a final checkpoint', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'ringtrain-orphan-'));
+    const coord = ringtrain(['coordinator', '--workers', '2', '--host', '127.0.0.1', '--port', '0', '--token', 't', '--epochs', '500', '--checkpoint-dir', dir]);
+    await until(() => coord.lines.some((l) => typeof l.address === 'string'), 20_000, 'the coordinator', coord);
+    const address = coord.lines.find((l) => typeof l.address === 'string')!.address as string;
+    const workers = [0, 1].map(() => ringtrain(['worker', '--coordinator', address, '--token', 't', '--coordinator-timeout', '2'], { RINGTRAIN_LOG_LEVEL: 'info' }));
+    await until(() => coord.lines.some((l) => String(l.msg).startsWith('epoch 2/')), 60_000, 'the second epoch', coord);
+    coord.proc.kill('SIGKILL');
+    const t0 = Date.now();
+    const codes = await Promise.all(workers.map((w) => w.exited));
+    expect(codes).toEqual([1, 1]);
+    expect(Date.now() - t0).toBeLessThan(15_000);
+    const all = workers.map((w) => w.stderr).join('\n');
+    expect(all).toMatch(/ERR_COORDINATOR_LOST.*did not come back within 2 s \(this worker holds step \d+\)/);
+    const final = workers.flatMap((w) => w.lines).find((l) => String(l.msg).startsWith('final checkpoint at step'));
+    expect(final, all.slice(-2000)).toBeDefined();
+    const [, step, path] = /^final checkpoint at step (\d+): (.+)$/.exec(String(final!.msg))!;
+    expect(loadCheckpoint(path).meta.step).toBe(Number(step)); // complete and verified
+    expect(Number(step)).toBeGreaterThan(124);
+  }, 90_000);
+
+  it('SIGTERM to launch with --checkpoint-dir: a checkpoint of the current step first, then every worker stops (exit 130)', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'ringtrain-term-'));
+    const run = ringtrain(['launch', '--workers', '2', '--epochs', '500', '--checkpoint-dir', dir]);
+    await until(() => run.lines.some((l) => String(l.msg).startsWith('epoch 2/')), 60_000, 'the second epoch', run);
+    run.proc.kill('SIGTERM');
+    expect(await run.exited).toBe(130);
+    expect(run.stderr).toMatch(/checkpointing before the stop/);
+    const saved = run.lines.filter((l) => typeof l.path === 'string' && typeof l.step === 'number').map((l) => l.step as number);
+    // Epoch ends are steps 62 and 124 (global batch 128 of 8,000 samples: 62 steps an epoch); the one asked for is later, mid-epoch.
+    expect(saved.at(-1)!).toBeGreaterThan(62);
+    expect(saved.at(-1)! % 62).not.toBe(0);
+  }, 90_000);
 });

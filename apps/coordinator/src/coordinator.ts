@@ -108,7 +108,7 @@ export class Coordinator {
   /** The size of each generation: an epoch's evaluation is complete once every rank of its generation reported. */
   private readonly worldSizes = new Map<number, number>();
   /** Called at the next checkpoint saved (a stop that waits for its checkpoint). */
-  private savedWaiters: (() => void)[] = [];
+  private savedWaiters: { after: number; wake: () => void }[] = [];
   private changeSince: number | null = null;
   readonly stats: RunStats;
   readonly feed: StatusFeed;
@@ -232,8 +232,10 @@ export class Coordinator {
   async checkpointThenStop(reason: string, timeoutMs: number): Promise<void> {
     const state = this.membership.state;
     if (this.options.checkpoint && (state === 'running' || state === 'regrouping')) {
+      // The checkpoint asked for now, not an earlier one whose write is still finishing.
+      const after = this.stats.step;
       const saved = new Promise<boolean>((resolve) => {
-        this.savedWaiters.push(() => resolve(true));
+        this.savedWaiters.push({ after, wake: () => resolve(true) });
         setTimeout(() => resolve(false), timeoutMs).unref();
       });
       const outcome = this.command('checkpoint');
@@ -500,7 +502,8 @@ export class Coordinator {
         this.stats.checkpoints.push({ step: msg.step, path: msg.path, stallMs: msg.stallMs, writeMs: msg.writeMs });
         this.feed.checkpointSaved({ step: msg.step, path: msg.path, stallMs: msg.stallMs, writeMs: msg.writeMs });
         this.log.info({ step: msg.step, path: msg.path, stallMs: msg.stallMs, writeMs: msg.writeMs }, `checkpoint at step ${msg.step}: ${msg.path} (training paused ${msg.stallMs.toFixed(1)} ms to copy, written in ${msg.writeMs.toFixed(0)} ms)`);
-        for (const wake of this.savedWaiters.splice(0)) wake();
+        for (const w of this.savedWaiters.filter((x) => msg.step > x.after)) w.wake();
+        this.savedWaiters = this.savedWaiters.filter((x) => msg.step <= x.after);
         return;
       case 'saveFailed':
         this.feed.checkpointFailed(msg.step, msg.message);
