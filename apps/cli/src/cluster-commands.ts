@@ -1,8 +1,7 @@
-import { type ChildProcess, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import { resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Coordinator, CoordinatorError, type RunStats } from '@ringtrain/coordinator';
 import { type Checkpoint, findLatestCheckpoint, loadCheckpoint } from '@ringtrain/checkpoint';
@@ -14,6 +13,7 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import type { Logger } from 'pino';
 import { addJobOptions, type JobFlags, nonNegativeInt, positiveInt, positiveNumber, resolveJob } from './job-options.js';
 import { createLogger } from './logger.js';
+import { LocalWorkers } from './local-workers.js';
 import { Progress } from './progress.js';
 
 interface RunFlags extends JobFlags {
@@ -276,134 +276,6 @@ function report(stats: RunStats, epochs: number, log: Logger): void {
   const t = stats.timing.map((r) => `rank ${r.rank}: data ${(r.dataMs / 1000).toFixed(2)} s, compute ${(r.computeMs / 1000).toFixed(2)} s, all-reduce ${(r.allreduceMs / 1000).toFixed(2)} s, optimizer ${(r.optimizerMs / 1000).toFixed(2)} s`);
   log.info({ ...stats.toJSON() }, `done: ${stats.step} steps in ${stats.seconds.toFixed(1)} s (${Math.round(stats.samplesPerSecond)} samples/s)` + (last ? `, test accuracy ${(100 * last.testAccuracy).toFixed(2)}% after ${stats.epochs.length}/${epochs} epochs` : ''));
   for (const line of t) log.info(line);
-}
-
-/**
- * `launch`'s worker processes: N at the start, and a dead one respawned (with backoff, within the
- * restart budget), so that a local run heals itself. Each one's stderr passes through, and its last
- * lines are kept for the root-cause record.
- */
-class LocalWorkers {
-  private readonly children = new Set<ChildProcess>();
-  private readonly exits = new Map<number, { exit: string; stderr: string[] }>();
-  private readonly tails = new Map<number, string[]>();
-  private respawns = 0;
-  private streak = 0;
-  private lastDeath = 0;
-  private stopping = false;
-  private readonly main = fileURLToPath(new URL('./main.js', import.meta.url));
-
-  private idle: (() => void) | null = null;
-  private unreplaced = 0;
-  private pending = 0;
-
-  constructor(
-    n: number,
-    private readonly address: string,
-    private readonly token: string | undefined,
-    private readonly maxRespawns: number,
-    private readonly log: Logger,
-    private readonly workerArgs: string[] = [],
-  ) {
-    for (let i = 0; i < n; i++) this.spawn();
-  }
-
-  /** Resolves once no worker is left or about to be started: 0 when none ended unreplaced with an error, else 1. */
-  whenIdle(): Promise<number> {
-    return new Promise((resolve) => {
-      const check = (): void => {
-        if (this.children.size === 0 && this.pending === 0) resolve(this.unreplaced ? 1 : 0);
-      };
-      this.idle = check;
-      check();
-    });
-  }
-
-  /** How a worker process ended, and its last stderr lines (once it has exited). */
-  describeExit(pid: number): { exit?: string; stderr?: string[] } | undefined {
-    return this.exits.get(pid) ?? (this.tails.has(pid) ? { stderr: this.tails.get(pid) } : undefined);
-  }
-
-  private spawn(): void {
-    // RINGTRAIN_NODE_ARGS passes flags such as --cpu-prof to every worker (profiling).
-    const nodeArgs = (process.env.RINGTRAIN_NODE_ARGS ?? '').split(' ').filter(Boolean);
-    const child = spawn(process.execPath, [...RING_NODE_FLAGS, ...nodeArgs, this.main, 'worker', '--coordinator', this.address, ...this.workerArgs], {
-      stdio: ['ignore', 'inherit', 'pipe'],
-      env: { ...ringProcessEnv(), ...(this.token !== undefined ? { RINGTRAIN_TOKEN: this.token } : {}), RINGTRAIN_LOG_LEVEL: process.env.RINGTRAIN_WORKER_LOG_LEVEL ?? 'warn' },
-    });
-    this.children.add(child);
-    const pid = child.pid ?? -1;
-    const tail: string[] = [];
-    this.tails.set(pid, tail);
-    child.stderr?.on('data', (d: Buffer) => {
-      process.stderr.write(d);
-      tail.push(...d.toString().split('\n').filter(Boolean));
-      if (tail.length > 20) tail.splice(0, tail.length - 20);
-    });
-    child.on('error', (err) => this.log.error(`a worker could not start: ${err.message}`));
-    child.once('exit', (code, signal) => {
-      this.children.delete(child);
-      this.exits.set(pid, { exit: signal ? `signal ${signal}` : `exit code ${code}`, stderr: tail.slice(-10) });
-      if (code === 0) this.runOver();
-      if (this.stopping || code === 0) return this.idle?.();
-      if (this.respawns >= this.maxRespawns) {
-        this.unreplaced++;
-        this.log.error(`worker pid ${pid} ended (${signal ?? `exit code ${code}`}); the restart budget of ${this.maxRespawns} is spent, so it is not replaced`);
-        return this.idle?.();
-      }
-      // Backoff doubles for deaths in quick succession (a crash loop) and starts over after 10 quiet seconds.
-      if (Date.now() - this.lastDeath > 10_000) this.streak = 0;
-      this.lastDeath = Date.now();
-      this.respawns++;
-      const delay = Math.min(5000, 100 * 2 ** this.streak++);
-      this.log.warn(`worker pid ${pid} ended (${signal ?? `exit code ${code}`}); starting a replacement in ${delay} ms (${this.respawns}/${this.maxRespawns})`);
-      this.pending++;
-      setTimeout(() => {
-        this.pending--;
-        if (!this.stopping) this.spawn();
-        else this.idle?.();
-      }, delay);
-    });
-  }
-
-  /**
-   * A worker finished (exit 0): the run is over, or it left. Nothing more is started; a worker still
-   * there after 15 s (one that missed the end, dialling a coordinator that is gone) is asked to leave.
-   */
-  private runOver(): void {
-    if (this.stopping) return;
-    this.stopping = true;
-    setTimeout(() => this.signal('SIGTERM'), 15_000).unref();
-    setTimeout(() => this.signal('SIGKILL'), 25_000).unref();
-  }
-
-  /** Sends `signal` to every worker. */
-  signal(signal: NodeJS.Signals): void {
-    for (const c of this.children) if (c.exitCode === null && c.signalCode === null) c.kill(signal);
-  }
-
-  /** Ends a worker the coordinator dropped (a hung one stays dropped; the exit brings a replacement). */
-  end(pid: number): void {
-    for (const c of this.children) if (c.pid === pid && c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
-  }
-
-  /** Waits for the workers to exit; kills what is left after `ms`, so no process outlives the launch. */
-  async stop(ms: number): Promise<void> {
-    this.stopping = true;
-    await Promise.all(
-      [...this.children].map(
-        (c) =>
-          new Promise<void>((resolve) => {
-            if (c.exitCode !== null || c.signalCode !== null) return resolve();
-            const timer = setTimeout(() => c.kill('SIGKILL'), ms);
-            c.once('exit', () => {
-              clearTimeout(timer);
-              resolve();
-            });
-          }),
-      ),
-    );
-  }
 }
 
 /** `launch --coordinator URL`: N local workers for a coordinator elsewhere, replaced when they die; exits when none is left. */

@@ -99,7 +99,6 @@ export class Coordinator {
   private readonly configHash: string;
   private readonly log: Logger;
   private settle: { resolve: (s: RunStats) => void; reject: (e: CoordinatorError) => void } | null = null;
-  private outcome: { stats: RunStats } | { error: CoordinatorError } | null = null;
   private heartbeat: NodeJS.Timeout | null = null;
   private lastTick = Date.now();
   private started = false;
@@ -383,7 +382,6 @@ export class Coordinator {
         case 'finished': {
           const d = e.done;
           this.stats.finish(d[0].weightsHash, d[0].steps, Math.min(...d.map((x) => x.replicaChecks)));
-          this.outcome = { stats: this.stats };
           break;
         }
       }
@@ -427,7 +425,7 @@ export class Coordinator {
       this.log.error({ code: error.code, rank: error.rank }, error.message);
       this.settle?.reject(error);
     } else if (state === 'finished') {
-      this.settle?.resolve(this.outcome && 'stats' in this.outcome ? this.outcome.stats : this.stats);
+      this.settle?.resolve(this.stats);
     } else {
       this.settle?.reject(new CoordinatorError('ERR_INTERRUPTED', 'stopped'));
     }

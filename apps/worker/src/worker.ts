@@ -289,22 +289,19 @@ class Agent {
     const leaving = outcome.end === 'leave' || this.options.leave?.aborted;
     // The coordinator hears of a leave before the ring closes, so that the neighbours' broken
     // links are not taken for a fault.
-    if (leaving) ch.send({ type: 'leave', v: PROTOCOL_VERSION, generation: a.generation, rank: a.rank, step: t.globalStep, reason: 'asked to leave (SIGTERM)' });
-    await this.leaveRing();
-    if (leaving) {
+    const leave = (): Result => {
+      ch.send({ type: 'leave', v: PROTOCOL_VERSION, generation: a.generation, rank: a.rank, step: t.globalStep, reason: 'asked to leave (SIGTERM)' });
       log.warn(`left the run after step ${t.globalStep}`);
       return result(true);
-    }
+    };
+    const left = leaving ? leave() : null;
+    await this.leaveRing();
+    if (left) return left;
     if (ch.error) throw ch.error;
     // Regroup: the next place, while the coordinator forms it (a stop or a lost coordinator ends
     // the wait; below the minimum size the coordinator may wait up to its rejoin timeout).
     const next = await nextPlace(ch, Math.max(this.joinTimeout, 600_000), this.options.leave, () => this.saveWhilePaused(ch));
-    if (!next) {
-      ch.send({ type: 'leave', v: PROTOCOL_VERSION, generation: a.generation, rank: a.rank, step: t.globalStep, reason: 'asked to leave (SIGTERM)' });
-      log.warn(`left the run after step ${t.globalStep}`);
-      return result(true);
-    }
-    return newest(ch, next);
+    return next ? newest(ch, next) : leave();
   }
 }
 
