@@ -4,12 +4,13 @@ import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { type ConfigSummary, type ControlMessage, decodeControl, encodeControl, type GenerationChange, type MessageOf, PROTOCOL_VERSION, sameSecret } from '@ringtrain/protocol';
 import { describeModel, parameterCount } from '@ringtrain/core';
-import { describeNonFinite, type JobConfig, jobConfigHash } from '@ringtrain/trainer';
+import { type JobConfig, jobConfigHash } from '@ringtrain/trainer';
 import type { Logger } from 'pino';
 import WebSocket, { WebSocketServer } from 'ws';
 import type { HealthThresholds } from './health-watch.js';
 import { type Conn, type Effect, type Fault, type GenerationRecord, type Member, Membership, type MembershipState, type Timer } from './membership.js';
 import { PrometheusMetrics } from './prometheus.js';
+import { RunRecord } from './run-record.js';
 import { RunStats } from './run-stats.js';
 import { StatusFeed } from './status-feed.js';
 import { type CommandOutcome, StatusServer } from './status-server.js';
@@ -104,12 +105,9 @@ export class Coordinator {
   private started = false;
   /** The generation that formed last and when its membership change began, until it trains. */
   private forming: { record: GenerationRecord; since: number } | null = null;
-  /** The size of each generation: an epoch's evaluation is complete once every rank of its generation reported. */
-  private readonly worldSizes = new Map<number, number>();
-  /** Called at the next checkpoint saved (a stop that waits for its checkpoint). */
-  private savedWaiters: { after: number; wake: () => void }[] = [];
   private changeSince: number | null = null;
   readonly stats: RunStats;
+  private readonly record: RunRecord;
   readonly feed: StatusFeed;
   readonly metrics: PrometheusMetrics;
   private readonly status: StatusServer;
@@ -166,6 +164,10 @@ export class Coordinator {
     });
     this.metrics = new PrometheusMetrics();
     this.feed.subscribe((event) => this.metrics.observe(event));
+    this.record = new RunRecord(this.stats, this.feed, this.log, options.config.epochs, {
+      progress: (stats) => this.onProgress?.(stats),
+      epoch: (epoch, stats) => this.onEpoch?.(epoch, stats),
+    });
     this.status = new StatusServer({
       feed: this.feed,
       metrics: this.metrics,
@@ -232,11 +234,7 @@ export class Coordinator {
     const state = this.membership.state;
     if (this.options.checkpoint && (state === 'running' || state === 'regrouping')) {
       // The checkpoint asked for now, not an earlier one whose write is still finishing.
-      const after = this.stats.step;
-      const saved = new Promise<boolean>((resolve) => {
-        this.savedWaiters.push({ after, wake: () => resolve(true) });
-        setTimeout(() => resolve(false), timeoutMs).unref();
-      });
+      const saved = this.record.nextSave(this.stats.step, timeoutMs);
       const outcome = this.command('checkpoint');
       if (outcome.ok) {
         this.log.warn(`${reason}: checkpointing before the stop`);
@@ -402,7 +400,7 @@ export class Coordinator {
 
   private onFormed(record: GenerationRecord): void {
     this.forming = { record, since: this.changeSince ?? Date.now() };
-    this.worldSizes.set(record.generation, record.worldSize);
+    this.record.generationSize(record.generation, record.worldSize);
     this.feed.ranksAssigned(record.ranks);
     const why = record.cause === 'start' ? '' : ` after a ${record.cause}${record.fault ? ` (${record.fault.message})` : ''}`;
     this.log.info({ generation: record.generation, ring: record.ranks, restarts: record.restarts }, `generation ${record.generation}: ring of ${record.worldSize} formed${why}, ranks assigned`);
@@ -471,61 +469,8 @@ export class Coordinator {
 
   /** A worker's report, already checked by the membership machine: the run record takes it. */
   private onReport(m: Member, msg: ControlMessage): void {
-    switch (msg.type) {
-      case 'ready':
-        this.feed.setRankState(m.rank, 'ready');
-        return;
-      case 'progress':
-        this.stats.addProgress(msg);
-        this.feed.progress(msg);
-        this.onProgress?.(this.stats);
-        return;
-      case 'evaluated': {
-        const complete = this.stats.addEvaluation(msg, this.worldSizes.get(msg.generation) ?? this.membership.ring.length);
-        if (complete) {
-          const e = this.stats.epochs[msg.epoch];
-          this.feed.evaluation({ epoch: msg.epoch, step: this.stats.step, trainLoss: Number.isFinite(e.trainLoss) ? e.trainLoss : null, testLoss: e.testLoss, testAccuracy: e.testAccuracy, samples: e.testSamples });
-          this.log.info(
-            { epoch: msg.epoch, testLoss: e.testLoss, testAccuracy: e.testAccuracy, trainLoss: e.trainLoss, samplesPerSecond: this.stats.samplesPerSecond },
-            `epoch ${msg.epoch + 1}/${this.options.config.epochs}: loss ${e.trainLoss.toFixed(4)}, test ${(100 * e.testAccuracy).toFixed(2)}% on ${e.testSamples} samples, ${Math.round(this.stats.samplesPerSecond)} samples/s`,
-          );
-          this.onEpoch?.(msg.epoch, this.stats);
-        }
-        return;
-      }
-      case 'done':
-        this.feed.setRankState(m.rank, 'done');
-        return;
-      case 'saved':
-        this.stats.checkpoints.push({ step: msg.step, path: msg.path, stallMs: msg.stallMs, writeMs: msg.writeMs });
-        this.feed.checkpointSaved({ step: msg.step, path: msg.path, stallMs: msg.stallMs, writeMs: msg.writeMs });
-        this.log.info({ step: msg.step, path: msg.path, stallMs: msg.stallMs, writeMs: msg.writeMs }, `checkpoint at step ${msg.step}: ${msg.path} (training paused ${msg.stallMs.toFixed(1)} ms to copy, written in ${msg.writeMs.toFixed(0)} ms)`);
-        for (const w of this.savedWaiters.filter((x) => msg.step > x.after)) w.wake();
-        this.savedWaiters = this.savedWaiters.filter((x) => msg.step <= x.after);
-        return;
-      case 'saveFailed':
-        this.feed.checkpointFailed(msg.step, msg.message);
-        return;
-      case 'health':
-        this.feed.health({ step: msg.step, tensors: msg.tensors });
-        return;
-      case 'nonFinite': {
-        const where = describeNonFinite(msg);
-        const then = msg.action === 'skip' ? 'the step is skipped on every rank' : 'the run stops';
-        this.feed.warning({ code: 'WARN_NON_FINITE', message: `rank ${m.rank}: ${where} is ${msg.value} at step ${msg.step}; ${then}`, rank: m.rank, step: msg.step, ...(msg.tensor ? { tensor: msg.tensor } : {}) });
-        return;
-      }
-      case 'failed':
-        this.feed.setRankState(m.rank, 'failed', msg.message);
-        return;
-      case 'aborted':
-        this.changeSince ??= Date.now();
-        this.log.warn({ rank: m.rank, step: msg.step, code: msg.code }, `rank ${m.rank} paused after step ${msg.step}: ${msg.message}`);
-        return;
-      case 'leave':
-        this.changeSince ??= Date.now();
-        return;
-    }
+    if (msg.type === 'aborted' || msg.type === 'leave') this.changeSince ??= Date.now();
+    this.record.report(m.rank, msg, this.membership.ring.length);
   }
 
   /** A control action from an admin on the status socket. */

@@ -1,0 +1,91 @@
+import type { ControlMessage } from '@ringtrain/protocol';
+import { describeNonFinite } from '@ringtrain/trainer';
+import type { Logger } from 'pino';
+import type { RunStats } from './run-stats.js';
+import type { StatusFeed } from './status-feed.js';
+
+/**
+ * What the workers report, once the membership machine has checked it, into the run's figures
+ * (RunStats) and its live picture (StatusFeed, which /metrics also reads).
+ */
+export class RunRecord {
+  /** The size of each generation: an epoch's evaluation is complete once every rank of its generation reported. */
+  private readonly worldSizes = new Map<number, number>();
+  /** Waiting for a checkpoint saved after a step (a stop that waits for its checkpoint). */
+  private savedWaiters: { after: number; wake: () => void }[] = [];
+
+  constructor(
+    readonly stats: RunStats,
+    readonly feed: StatusFeed,
+    private readonly log: Logger,
+    private readonly epochs: number,
+    private readonly hooks: { progress: (stats: RunStats) => void; epoch: (epoch: number, stats: RunStats) => void },
+  ) {}
+
+  generationSize(generation: number, worldSize: number): void {
+    this.worldSizes.set(generation, worldSize);
+  }
+
+  /** Resolves true at the first checkpoint saved after `step`, false after `timeoutMs`. */
+  nextSave(step: number, timeoutMs: number): Promise<boolean> {
+    return new Promise<boolean>((resolve) => {
+      this.savedWaiters.push({ after: step, wake: () => resolve(true) });
+      setTimeout(() => resolve(false), timeoutMs).unref();
+    });
+  }
+
+  /** A worker's report; `currentWorldSize` for an evaluation of a generation not seen forming. */
+  report(rank: number, msg: ControlMessage, currentWorldSize: number): void {
+    switch (msg.type) {
+      case 'ready':
+        this.feed.setRankState(rank, 'ready');
+        return;
+      case 'progress':
+        this.stats.addProgress(msg);
+        this.feed.progress(msg);
+        this.hooks.progress(this.stats);
+        return;
+      case 'evaluated': {
+        const complete = this.stats.addEvaluation(msg, this.worldSizes.get(msg.generation) ?? currentWorldSize);
+        if (complete) {
+          const e = this.stats.epochs[msg.epoch];
+          this.feed.evaluation({ epoch: msg.epoch, step: this.stats.step, trainLoss: Number.isFinite(e.trainLoss) ? e.trainLoss : null, testLoss: e.testLoss, testAccuracy: e.testAccuracy, samples: e.testSamples });
+          this.log.info(
+            { epoch: msg.epoch, testLoss: e.testLoss, testAccuracy: e.testAccuracy, trainLoss: e.trainLoss, samplesPerSecond: this.stats.samplesPerSecond },
+            `epoch ${msg.epoch + 1}/${this.epochs}: loss ${e.trainLoss.toFixed(4)}, test ${(100 * e.testAccuracy).toFixed(2)}% on ${e.testSamples} samples, ${Math.round(this.stats.samplesPerSecond)} samples/s`,
+          );
+          this.hooks.epoch(msg.epoch, this.stats);
+        }
+        return;
+      }
+      case 'done':
+        this.feed.setRankState(rank, 'done');
+        return;
+      case 'saved':
+        this.stats.checkpoints.push({ step: msg.step, path: msg.path, stallMs: msg.stallMs, writeMs: msg.writeMs });
+        this.feed.checkpointSaved({ step: msg.step, path: msg.path, stallMs: msg.stallMs, writeMs: msg.writeMs });
+        this.log.info({ step: msg.step, path: msg.path, stallMs: msg.stallMs, writeMs: msg.writeMs }, `checkpoint at step ${msg.step}: ${msg.path} (training paused ${msg.stallMs.toFixed(1)} ms to copy, written in ${msg.writeMs.toFixed(0)} ms)`);
+        for (const w of this.savedWaiters.filter((x) => msg.step > x.after)) w.wake();
+        this.savedWaiters = this.savedWaiters.filter((x) => msg.step <= x.after);
+        return;
+      case 'saveFailed':
+        this.feed.checkpointFailed(msg.step, msg.message);
+        return;
+      case 'health':
+        this.feed.health({ step: msg.step, tensors: msg.tensors });
+        return;
+      case 'nonFinite': {
+        const where = describeNonFinite(msg);
+        const then = msg.action === 'skip' ? 'the step is skipped on every rank' : 'the run stops';
+        this.feed.warning({ code: 'WARN_NON_FINITE', message: `rank ${rank}: ${where} is ${msg.value} at step ${msg.step}; ${then}`, rank: rank, step: msg.step, ...(msg.tensor ? { tensor: msg.tensor } : {}) });
+        return;
+      }
+      case 'failed':
+        this.feed.setRankState(rank, 'failed', msg.message);
+        return;
+      case 'aborted':
+        this.log.warn({ rank: rank, step: msg.step, code: msg.code }, `rank ${rank} paused after step ${msg.step}: ${msg.message}`);
+        return;
+    }
+  }
+}
