@@ -48,10 +48,37 @@ describe('checkpoints and resume (real processes)', () => {
     writeFileSync(join(ckpts, 'ckpt-step-0000000999.safetensors'), 'garbage that is not a checkpoint');
     const r = ringtrain('launch', '--workers', '2', '--resume', 'latest', '--checkpoint-dir', ckpts, '--json');
     expect(r.code, r.stderr).toBe(0);
-    expect(r.stderr).toMatch(/skipping .*ckpt-step-0000000999.safetensors/);
-    expect(r.stderr).toMatch(/falling back to .*ckpt-step-0000000186.safetensors/);
+    expect(r.stderr).toMatch(/passed over .*ckpt-step-0000000999.safetensors/);
+    expect(r.stderr).toMatch(/taking .*ckpt-step-0000000186.safetensors, the newest valid checkpoint of this job/);
     expect(r.summary.weightsHash).toBe(full.weightsHash);
   }, 60_000);
+
+  it('checkpoints belong to their run: another job in the same folder loses nothing, and --resume latest takes only this job\'s', () => {
+    const shared = join(dir, 'shared');
+    // An older job (another model) leaves steps 100–120 behind; a new job writes steps 10–60 beside them.
+    const older = ringtrain('launch', '--workers', '2', '--epochs', '2', '--hidden', '32', '--max-steps', '120', '--checkpoint-dir', shared, '--save-every', '10', '--keep-last', '3', '--keep-best', '0', '--json');
+    expect(older.code, older.stderr).toBe(0);
+    const olderFiles = readdirSync(shared).sort();
+    expect(olderFiles).toEqual(['ckpt-step-0000000100.safetensors', 'ckpt-step-0000000110.safetensors', 'ckpt-step-0000000120.safetensors']);
+    const newer = ringtrain('launch', '--workers', '2', '--epochs', '1', '--max-steps', '60', '--checkpoint-dir', shared, '--save-every', '10', '--keep-last', '2', '--keep-best', '0', '--json');
+    expect(newer.code, newer.stderr).toBe(0);
+    // Each of its saves was kept until its own newer ones displaced it; the older job's files are untouched.
+    expect(newer.summary.checkpoints.map((c: { step: number }) => c.step)).toEqual([10, 20, 30, 40, 50, 60]);
+    expect(readdirSync(shared).sort()).toEqual(['ckpt-step-0000000050.safetensors', 'ckpt-step-0000000060.safetensors', ...olderFiles]);
+    // --resume latest passes over the older job's newer-numbered files, and says why.
+    const mine = ringtrain('launch', '--workers', '2', '--epochs', '1', '--max-steps', '62', '--resume', 'latest', '--checkpoint-dir', shared, '--json');
+    expect(mine.code, mine.stderr).toBe(0);
+    expect(mine.stderr).toMatch(/passed over .*ckpt-step-0000000120.safetensors: another job's \(config [0-9a-f]{16}; this job's is [0-9a-f]{16}/);
+    expect(mine.stderr).toMatch(/resuming from .*ckpt-step-0000000060.safetensors: step 60/);
+    // --resume-any takes the newest regardless (and its job config: the 32-unit model).
+    const any = ringtrain('launch', '--workers', '2', '--epochs', '2', '--max-steps', '124', '--resume', 'latest', '--resume-any', '--checkpoint-dir', shared, '--json');
+    expect(any.code, any.stderr).toBe(0);
+    expect(any.stderr).toMatch(/resuming from .*ckpt-step-0000000120.safetensors: step 120/);
+    // A job with no checkpoint of its own in the folder is told why none was taken.
+    const none = ringtrain('launch', '--workers', '2', '--epochs', '1', '--hidden', '48', '--resume', 'latest', '--checkpoint-dir', shared);
+    expect(none.code).toBe(1);
+    expect(none.stderr).toMatch(/ERR_CHECKPOINT_NOT_FOUND: no usable checkpoint in .*shared \(\d+ passed over: .*another job's/);
+  }, 120_000);
 
   it('--init-from takes weights only, and refuses a checkpoint of another model', () => {
     const ok = ringtrain('launch', '--workers', '2', '--epochs', '1', '--init-from', join(ckpts, 'ckpt-step-0000000186.safetensors'), '--json');

@@ -6,7 +6,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { Coordinator, CoordinatorError, type RunStats } from '@ringtrain/coordinator';
 import { type Checkpoint, findLatestCheckpoint, loadCheckpoint } from '@ringtrain/checkpoint';
 import type { MessageOf } from '@ringtrain/protocol';
-import { type JobConfig, parseJobConfig } from '@ringtrain/trainer';
+import { type JobConfig, jobIdentityHash, parseJobConfig } from '@ringtrain/trainer';
 import { runWorker } from '@ringtrain/worker';
 import { hasRingNodeFlags, hasRingProcessEnv, RING_NODE_FLAGS, ringProcessEnv } from '@ringtrain/allreduce';
 import { Command, InvalidArgumentError, Option } from 'commander';
@@ -24,6 +24,7 @@ interface RunFlags extends JobFlags {
   bestMetric: 'test_accuracy' | 'test_loss';
   onSaveError: 'stop' | 'warn';
   resume?: string;
+  resumeAny?: boolean;
   initFrom?: string;
   workers: { min: number; max: number };
   maxRestarts: number;
@@ -61,7 +62,8 @@ function addRunOptions(cmd: Command): Command {
     .option('--keep-best <m>', 'also keep the best m by --best-metric', nonNegativeInt, 1)
     .addOption(new Option('--best-metric <name>', 'metric for --keep-best').choices(['test_accuracy', 'test_loss']).default('test_accuracy'))
     .addOption(new Option('--on-save-error <policy>', 'when a checkpoint cannot be written').choices(['stop', 'warn']).default('stop'))
-    .option('--resume <file|latest>', 'continue exactly from a checkpoint (latest: the newest valid one in --checkpoint-dir)')
+    .option('--resume <file|latest>', 'continue exactly from a checkpoint (latest: the newest valid one of this job in --checkpoint-dir)')
+    .option('--resume-any', 'with --resume latest: take the newest valid checkpoint even if another job wrote it')
     .option('--init-from <file>', 'start from the weights of a checkpoint (new optimizer, schedule and data position)')
     .option('--status-token <secret>', 'token to read the status socket, dashboard data and /metrics (or RINGTRAIN_STATUS_TOKEN; open when unset)')
     .option('--admin-token <secret>', 'token for control actions over the status socket: stop, checkpoint now (or RINGTRAIN_ADMIN_TOKEN; disabled when unset)')
@@ -170,7 +172,7 @@ function workerRange(value: string): { min: number; max: number } {
 
 async function coordinate(flags: RunFlags, startWorkers?: (address: string, log: Logger) => LocalWorkers): Promise<void> {
   const log = createLogger();
-  const { job, resume } = resolveRun(flags, log);
+  const { job, resume, lineage } = resolveRun(flags, log);
   let children: LocalWorkers | null = null;
   const coordinator = new Coordinator({
     config: job,
@@ -188,11 +190,11 @@ async function coordinate(flags: RunFlags, startWorkers?: (address: string, log:
     logger: log,
     maxSteps: flags.maxSteps,
     verifyEvery: flags.verifyEvery,
-    saveFinal: flags.saveFinal,
+    saveFinal: flags.saveFinal && resolve(flags.saveFinal),
     resume,
     initFrom: flags.initFrom && resolve(flags.initFrom),
     checkpoint: flags.checkpointDir
-      ? { dir: resolve(flags.checkpointDir), everySteps: flags.saveEvery ?? 0, atEpochEnd: true, keepLast: flags.keepLast, keepBest: flags.keepBest, metric: flags.bestMetric, onError: flags.onSaveError }
+      ? { dir: resolve(flags.checkpointDir), everySteps: flags.saveEvery ?? 0, atEpochEnd: true, keepLast: flags.keepLast, keepBest: flags.keepBest, metric: flags.bestMetric, onError: flags.onSaveError, ...(lineage ? { lineage } : {}) }
       : undefined,
     joinTimeoutMs: process.env.RINGTRAIN_JOIN_TIMEOUT_MS ? Number(process.env.RINGTRAIN_JOIN_TIMEOUT_MS) : undefined,
     statusToken: flags.statusToken ?? process.env.RINGTRAIN_STATUS_TOKEN,
@@ -250,14 +252,20 @@ async function coordinate(flags: RunFlags, startWorkers?: (address: string, log:
  * The job and, with --resume, where to continue: the checkpoint's own job config (so the data order,
  * model and optimizer are the same), with --epochs free to extend the run.
  */
-function resolveRun(flags: RunFlags, log: Logger): { job: JobConfig; resume?: MessageOf<'assign'>['resume'] } {
+function resolveRun(flags: RunFlags, log: Logger): { job: JobConfig; resume?: MessageOf<'assign'>['resume']; lineage?: string } {
   if (!flags.resume) return { job: resolveJob(flags) };
   let ckpt: Checkpoint;
   if (flags.resume === 'latest') {
     if (!flags.checkpointDir) throw new Error('--resume latest needs --checkpoint-dir');
-    const found = findLatestCheckpoint(flags.checkpointDir);
-    for (const s of found.skipped) log.warn(`skipping ${s.path}: ${s.reason}`);
-    if (found.skipped.length) log.warn(`falling back to ${found.checkpoint.path}, the newest valid checkpoint`);
+    // Only this job's checkpoints (the same config, but for epochs and backend), unless --resume-any.
+    const identity = jobIdentityHash(resolveJob(flags));
+    const found = findLatestCheckpoint(flags.checkpointDir, (meta) => {
+      if (flags.resumeAny) return null;
+      const theirs = jobIdentityHash(meta.config);
+      return theirs === identity ? null : `another job's (config ${theirs}; this job's is ${identity}; --resume-any takes it anyway)`;
+    });
+    for (const s of found.skipped) log.warn(`passed over ${s.reason}`);
+    if (found.skipped.length) log.warn(`taking ${found.checkpoint.path}, the newest valid checkpoint of this job`);
     ckpt = found.checkpoint;
   } else {
     ckpt = loadCheckpoint(flags.resume);
@@ -267,6 +275,7 @@ function resolveRun(flags: RunFlags, log: Logger): { job: JobConfig; resume?: Me
   log.info({ path: ckpt.path, step: m.step, epoch: m.epoch, cursor: m.cursor, worldSize: m.worldSize }, `resuming from ${ckpt.path}: step ${m.step}, epoch ${m.epoch}, sample ${m.cursor}, saved by ${m.worldSize} workers`);
   return {
     job,
+    lineage: m.lineage || m.runId || undefined,
     resume: { path: resolve(ckpt.path), state: { globalStep: m.step, epoch: m.epoch, cursor: m.cursor, optimizerStep: m.optimizer.step, dropoutRng: m.rng.dropout } },
   };
 }

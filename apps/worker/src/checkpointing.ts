@@ -26,9 +26,11 @@ export class CheckpointWriter {
   private snapshot: NamedTensor[] | null = null;
   private writing: Promise<unknown> = Promise.resolve();
 
+  /** `runId` is the run's; the lineage is the first run's of a chain of resumes (the policy says, or this run starts one). */
   constructor(
     private readonly trainer: Trainer,
     private readonly policy: Policy,
+    private readonly runId: string,
   ) {}
 
   /** Copies the state and starts the write; `written` settles when the file is on disk. */
@@ -46,6 +48,8 @@ export class CheckpointWriter {
       epoch: state.epoch,
       cursor: state.cursor,
       worldSize: this.trainer.worldSize,
+      runId: this.runId,
+      lineage: this.policy.lineage ?? this.runId,
       configHash: jobConfigHash(config),
       config,
       modelSpec: config.model,

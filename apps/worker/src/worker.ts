@@ -220,7 +220,7 @@ class Agent {
   private async saveWhilePaused(ch: ControlChannel): Promise<void> {
     const a = this.last;
     if (!ch.take('checkpointNow') || !a?.checkpoint || !this.state.held || !this.trainer) return;
-    this.writer ??= new CheckpointWriter(this.trainer, a.checkpoint);
+    this.writer ??= new CheckpointWriter(this.trainer, a.checkpoint, a.runId);
     const step = this.trainer.globalStep;
     try {
       const { stallMs, written } = await this.writer.save({});
@@ -262,7 +262,7 @@ class Agent {
       await this.transport.join({ rank: a.rank, worldSize: a.worldSize, ringId: a.ringId, prevAddress: a.prevAddress });
       this.comm = new Communicator(this.transport, { logger: log, timeoutMs: 60_000, segmentBytes: this.options.segmentBytes });
       if (ch.has('assign')) throw new GenerationLost('a newer generation formed while this one was joining');
-      if (a.rank === 0 && a.checkpoint) this.writer ??= new CheckpointWriter(t, a.checkpoint);
+      if (a.rank === 0 && a.checkpoint) this.writer ??= new CheckpointWriter(t, a.checkpoint, a.runId);
       outcome = await runGeneration(a, t, this.comm, ch, a.rank === 0 ? this.writer : null, this.state, () => (this.interruptible = false), log, this.options.leave, this.faults);
     } catch (err) {
       if (ch.error) throw err;

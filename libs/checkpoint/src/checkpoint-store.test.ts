@@ -1,9 +1,10 @@
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
+import { CHECKSUM_KEY } from './safetensors.js';
 import { type CheckpointMeta, findLatestCheckpoint, listCheckpoints, loadCheckpoint, saveCheckpoint } from './checkpoint-store.js';
 
 const dir = (): string => mkdtempSync(join(tmpdir(), 'ringtrain-store-'));
@@ -12,6 +13,8 @@ const meta = (step: number, accuracy = 0.5): CheckpointMeta => ({
   epoch: 1,
   cursor: 128,
   worldSize: 2,
+  runId: 'run-a',
+  lineage: 'run-a',
   configHash: 'abcdef0123456789',
   config: { seed: 1 },
   modelSpec: { inputSize: 2 },
@@ -40,6 +43,36 @@ describe('checkpoint store', () => {
     const acc = [0.9, 0.5, 0.95, 0.6, 0.7, 0.65];
     for (let i = 0; i < acc.length; i++) await saveCheckpoint(d, tensors(i), meta((i + 1) * 10, acc[i]), { keepLast: 2, keepBest: 1 });
     expect(listCheckpoints(d).map((c) => c.step)).toEqual([60, 50, 30]);
+  });
+
+  it('retention deletes only its own lineage, never the file it just wrote', async () => {
+    const d = dir();
+    for (const step of [500, 600, 700]) await saveCheckpoint(d, tensors(1), { ...meta(step), runId: 'run-old', lineage: 'run-old' }, { keepLast: 5 });
+    const written: string[] = [];
+    for (const step of [410, 420, 430]) written.push(await saveCheckpoint(d, tensors(2), meta(step), { keepLast: 2, keepBest: 0 }));
+    expect(listCheckpoints(d).map((c) => c.step)).toEqual([700, 600, 500, 430, 420]);
+    // A resumed run (another run id, the same lineage) prunes the files of the run it came from.
+    await saveCheckpoint(d, tensors(3), { ...meta(440), runId: 'run-b' }, { keepLast: 1, keepBest: 0 });
+    expect(listCheckpoints(d).map((c) => c.step)).toEqual([700, 600, 500, 440]);
+    // A lineage whose newer-numbered files exist (an abandoned branch) still keeps what it just wrote.
+    const p = await saveCheckpoint(d, tensors(4), { ...meta(450), runId: 'run-old', lineage: 'run-old' }, { keepLast: 1, keepBest: 0 });
+    expect(listCheckpoints(d).map((c) => c.path)).toContain(p);
+    expect(written).toHaveLength(3);
+  });
+
+  it('a checkpoint without its checksum is refused, not read unverified', async () => {
+    const d = dir();
+    const path = await saveCheckpoint(d, tensors(1), meta(10));
+    // The same file, less the checksum key in its header.
+    const bytes = readFileSync(path);
+    const n = Number(bytes.readBigUInt64LE(0));
+    const header = JSON.parse(bytes.subarray(8, 8 + n).toString());
+    delete header.__metadata__[CHECKSUM_KEY];
+    const json = Buffer.from(JSON.stringify(header));
+    const len = Buffer.alloc(8);
+    len.writeBigUInt64LE(BigInt(json.length));
+    writeFileSync(path, Buffer.concat([len, json, bytes.subarray(8 + n)]));
+    expect(() => loadCheckpoint(path)).toThrow(expect.objectContaining({ code: 'ERR_CHECKPOINT_FORMAT', message: expect.stringMatching(/no ringtrain.sha256 in its metadata/) }));
   });
 
   it('latest falls back past a corrupt or truncated newest checkpoint and says why', async () => {

@@ -12,6 +12,9 @@ export interface CheckpointMeta {
   /** Samples of the current epoch's order already consumed. */
   cursor: number;
   worldSize: number;
+  /** The run that wrote it, and the run it descends from (the first run of a chain of resumes): retention touches only its own lineage. */
+  runId: string;
+  lineage: string;
   configHash: string;
   /** The job config (JSON) and the model spec within it. */
   config: unknown;
@@ -48,6 +51,8 @@ function toMetadata(meta: CheckpointMeta): Record<string, string> {
     epoch: String(meta.epoch),
     cursor: String(meta.cursor),
     world_size: String(meta.worldSize),
+    run_id: meta.runId,
+    lineage: meta.lineage,
     config_hash: meta.configHash,
     config: JSON.stringify(meta.config),
     model_spec: JSON.stringify(meta.modelSpec),
@@ -62,7 +67,7 @@ function toMetadata(meta: CheckpointMeta): Record<string, string> {
 export function loadCheckpoint(path: string): Checkpoint {
   const format = (readSafetensorsHeader(path).__metadata__ as Record<string, string> | undefined)?.format;
   if (format !== CHECKPOINT_FORMAT) throw new CheckpointError('ERR_CHECKPOINT_FORMAT', `${path}: not a ringtrain checkpoint (format ${JSON.stringify(format ?? null)}, expected ${CHECKPOINT_FORMAT})`);
-  const file = readSafetensors(path);
+  const file = readSafetensors(path, { requireChecksum: true });
   const m = file.metadata;
   if (m.format !== CHECKPOINT_FORMAT) throw new CheckpointError('ERR_CHECKPOINT_FORMAT', `${path}: not a ringtrain checkpoint (format ${JSON.stringify(m.format ?? null)}, expected ${CHECKPOINT_FORMAT})`);
   try {
@@ -71,6 +76,9 @@ export function loadCheckpoint(path: string): Checkpoint {
       epoch: int(m.epoch, 'epoch'),
       cursor: int(m.cursor, 'cursor'),
       worldSize: int(m.world_size, 'world_size'),
+      // Checkpoints written before lineages existed belong to none, so retention never deletes them.
+      runId: m.run_id ?? '',
+      lineage: m.lineage ?? '',
       configHash: m.config_hash,
       config: JSON.parse(m.config),
       modelSpec: JSON.parse(m.model_spec),
@@ -107,22 +115,31 @@ export function listCheckpoints(dir: string): { path: string; step: number }[] {
 }
 
 /**
- * The newest checkpoint in `dir` that loads and verifies; the newer ones that do not are returned
- * in `skipped` with the reason, so the caller can say so.
+ * The newest checkpoint in `dir` that loads, verifies and that `accept` takes (by default, any);
+ * the newer ones that do not are returned in `skipped` with the reason, so the caller can say so.
+ * `accept` returns null to take a checkpoint, or why it is not one of the caller's.
  */
-export function findLatestCheckpoint(dir: string): { checkpoint: Checkpoint; skipped: { path: string; reason: string }[] } {
+export function findLatestCheckpoint(dir: string, accept: (meta: CheckpointMeta) => string | null = () => null): { checkpoint: Checkpoint; skipped: { path: string; reason: string }[] } {
   const skipped: { path: string; reason: string }[] = [];
   for (const { path } of listCheckpoints(dir)) {
+    let checkpoint: Checkpoint;
     try {
-      return { checkpoint: loadCheckpoint(path), skipped };
+      checkpoint = loadCheckpoint(path);
     } catch (err) {
       skipped.push({ path, reason: (err as Error).message });
+      continue;
     }
+    const refused = accept(checkpoint.meta);
+    if (refused === null) return { checkpoint, skipped };
+    skipped.push({ path, reason: `${path}: ${refused}` });
   }
-  throw new CheckpointError('ERR_CHECKPOINT_IO', `no valid checkpoint in ${dir}${skipped.length ? ` (${skipped.length} rejected: ${skipped.map((s) => s.reason).join('; ')})` : ''}`);
+  throw new CheckpointError('ERR_CHECKPOINT_NOT_FOUND', `no usable checkpoint in ${dir}${skipped.length ? ` (${skipped.length} passed over: ${skipped.map((s) => s.reason).join('; ')})` : ' (it holds none)'}`);
 }
 
-/** Writes `ckpt-step-<step>.safetensors` in `dir` (created if missing; atomically), then applies retention. */
+/**
+ * Writes `ckpt-step-<step>.safetensors` in `dir` (created if missing; atomically), then applies
+ * retention to the checkpoints of the same lineage, never to the file just written.
+ */
 export async function saveCheckpoint(dir: string, tensors: NamedTensor[], meta: CheckpointMeta, policy: RetentionPolicy = {}, background = true): Promise<string> {
   const path = join(dir, checkpointName(meta.step));
   try {
@@ -132,30 +149,46 @@ export async function saveCheckpoint(dir: string, tensors: NamedTensor[], meta: 
   }
   if (background) await writeSafetensorsAsync(path, tensors, toMetadata(meta));
   else writeSafetensors(path, tensors, toMetadata(meta));
-  applyRetention(dir, policy);
+  applyRetention(dir, policy, meta.lineage, path);
   return path;
 }
 
-/** Deletes all but the newest `keepLast` and the best `keepBest` by the metric. */
-export function applyRetention(dir: string, policy: RetentionPolicy): void {
-  const all = listCheckpoints(dir);
-  const keep = new Set(all.slice(0, policy.keepLast ?? 3).map((c) => c.path));
+/**
+ * Among the checkpoints of `lineage` in `dir`, deletes all but the newest `keepLast`, the best
+ * `keepBest` by the metric, and `justWritten`. Files of other runs, and files whose header cannot be
+ * read, are never touched: a shared folder keeps every other job's checkpoints.
+ */
+export function applyRetention(dir: string, policy: RetentionPolicy, lineage: string, justWritten?: string): void {
+  if (!lineage) return;
+  const own = listCheckpoints(dir)
+    .map((c) => ({ ...c, header: headerMetadata(c.path) }))
+    .filter((c) => c.header?.lineage === lineage);
+  const keep = new Set(own.slice(0, policy.keepLast ?? 3).map((c) => c.path));
+  if (justWritten) keep.add(justWritten);
   if (policy.keepBest) {
     const metric = policy.metric ?? 'test_accuracy';
-    const scored = all
-      .map((c) => ({ ...c, score: metricOf(c.path, metric) }))
+    const scored = own
+      .map((c) => ({ ...c, score: metricOf(c.header!, metric) }))
       .filter((c) => c.score !== undefined)
       .sort((a, b) => (metric === 'test_loss' ? a.score! - b.score! : b.score! - a.score!));
     for (const c of scored.slice(0, policy.keepBest)) keep.add(c.path);
   }
-  for (const c of all) if (!keep.has(c.path)) rmSync(c.path, { force: true });
+  for (const c of own) if (!keep.has(c.path)) rmSync(c.path, { force: true });
 }
 
-/** A metric from a checkpoint's header only (no need to read or verify its data to rank it). */
-function metricOf(path: string, metric: string): number | undefined {
+/** A checkpoint's `__metadata__` from its header only (no need to read or verify its data), or null. */
+function headerMetadata(path: string): Record<string, string> | null {
   try {
-    const header = readSafetensorsHeader(path) as { __metadata__: { metrics: string } };
-    const v = JSON.parse(header.__metadata__.metrics)[metric];
+    const m = readSafetensorsHeader(path).__metadata__;
+    return typeof m === 'object' && m !== null ? (m as Record<string, string>) : null;
+  } catch {
+    return null;
+  }
+}
+
+function metricOf(header: Record<string, string>, metric: string): number | undefined {
+  try {
+    const v = JSON.parse(header.metrics)[metric];
     return typeof v === 'number' ? v : undefined;
   } catch {
     return undefined;

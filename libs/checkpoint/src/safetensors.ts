@@ -140,7 +140,7 @@ function ioError(path: string, err: unknown): CheckpointError {
 }
 
 /** Reads and verifies a safetensors file of float32 tensors: structure, sizes, then the checksum. */
-export function readSafetensors(path: string): SafetensorsFile {
+export function readSafetensors(path: string, options: { requireChecksum?: boolean } = {}): SafetensorsFile {
   let fd: number;
   let size: number;
   try {
@@ -196,6 +196,7 @@ export function readSafetensors(path: string): SafetensorsFile {
     const data = Buffer.alloc(dataBytes);
     if (dataBytes) readSync(fd, data, 0, dataBytes, dataStart);
     const sum = metadata[CHECKSUM_KEY];
+    if (sum === undefined && options.requireChecksum) fail('ERR_CHECKPOINT_FORMAT', `no ${CHECKSUM_KEY} in its metadata, so its data cannot be verified`);
     if (sum !== undefined) {
       const actual = createHash('sha256').update(data).digest('hex');
       if (actual !== sum) throw new CheckpointError('ERR_CHECKPOINT_CHECKSUM', `${path}: data SHA-256 ${actual.slice(0, 16)}… does not match the recorded ${sum.slice(0, 16)}…`);

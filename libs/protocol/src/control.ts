@@ -92,6 +92,8 @@ export const assignMessageSchema = z.strictObject({
       keepBest: count,
       metric: z.enum(['test_accuracy', 'test_loss']),
       onError: z.enum(['stop', 'warn']),
+      /** The run these checkpoints descend from, when resumed (default: this run); retention deletes only its files. */
+      lineage: z.string().min(1).max(64).optional(),
     })
     .optional(),
   /** Continue from a checkpoint (rank 0 reads its tensors and broadcasts them)… */

@@ -71,6 +71,15 @@ export function jobConfigHash(config: JobConfig): string {
   return createHash('sha256').update(canonicalJson(config)).digest('hex').slice(0, 16);
 }
 
+/**
+ * What makes two configs the same job for `--resume latest`: everything but what a resume may
+ * change (`epochs`, to extend the run, and `backend`, which computes the same maths).
+ */
+export function jobIdentityHash(config: unknown): string {
+  const { epochs: _e, backend: _b, ...rest } = (isPlainObject(config) ? config : {}) as Record<string, unknown>;
+  return createHash('sha256').update(canonicalJson(rest)).digest('hex').slice(0, 16);
+}
+
 function canonicalJson(x: unknown): string {
   if (Array.isArray(x)) return `[${x.map(canonicalJson).join(',')}]`;
   if (isPlainObject(x)) {

@@ -22,6 +22,8 @@ export async function checkpointBench(): Promise<string> {
     epoch: 0,
     cursor: 0,
     worldSize: 1,
+    runId: 'bench',
+    lineage: 'bench',
     configHash: '0000000000000000',
     config: {},
     modelSpec: spec,

@@ -9,6 +9,9 @@ for (let step = first; ; step++) {
     epoch: 0,
     cursor: 0,
     worldSize: 1,
+    // The lineage of the test's first save, so retention prunes as it would in one run.
+    runId: 'run-a',
+    lineage: 'run-a',
     configHash: '0000000000000000',
     config: {},
     modelSpec: {},
