@@ -13,6 +13,7 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import type { Logger } from 'pino';
 import { addJobOptions, type JobFlags, nonNegativeInt, positiveInt, positiveNumber, resolveJob } from './job-options.js';
 import { createLogger } from './logger.js';
+import { addSecretOptions, childEnv, isLoopback, readSecrets, type Secrets, withoutSecretArgs } from './secrets.js';
 import { LocalWorkers } from './local-workers.js';
 import { Progress } from './progress.js';
 
@@ -31,13 +32,10 @@ interface RunFlags extends JobFlags {
   rejoinTimeout: number;
   host?: string;
   port: number;
-  token?: string;
   maxSteps?: number;
   verifyEvery?: number;
   saveFinal?: string;
   json?: boolean;
-  statusToken?: string;
-  adminToken?: string;
   healthEvery: number;
   statusInterval: number;
   linger: number;
@@ -48,7 +46,7 @@ interface RunFlags extends JobFlags {
 }
 
 function addRunOptions(cmd: Command): Command {
-  return addJobOptions(cmd)
+  return addSecretOptions(addJobOptions(cmd), 'statusToken', 'adminToken')
     .requiredOption('-n, --workers <n|min:max>', 'workers in the ring: N, or MIN:MAX for an elastic run (below MIN it pauses, up to MAX join live)', workerRange)
     .option('--max-restarts <k>', 'membership changes caused by faults that the run survives (joins and clean leaves are free)', nonNegativeInt, 3)
     .option('--rejoin-timeout <s>', 'below MIN workers, how long the run waits for workers to join before it fails', positiveInt, 300)
@@ -65,8 +63,6 @@ function addRunOptions(cmd: Command): Command {
     .option('--resume <file|latest>', 'continue exactly from a checkpoint (latest: the newest valid one of this job in --checkpoint-dir)')
     .option('--resume-any', 'with --resume latest: take the newest valid checkpoint even if another job wrote it')
     .option('--init-from <file>', 'start from the weights of a checkpoint (new optimizer, schedule and data position)')
-    .option('--status-token <secret>', 'token to read the status socket, dashboard data and /metrics (or RINGTRAIN_STATUS_TOKEN; open when unset)')
-    .option('--admin-token <secret>', 'token for control actions over the status socket: stop, checkpoint now (or RINGTRAIN_ADMIN_TOKEN; disabled when unset)')
     .option('--health-every <n>', 'measure per-layer weight and gradient norms every n steps (0: never; each costs about 4 passes over the weights)', nonNegativeInt, 100)
     .option('--status-interval <ms>', 'at most one metrics event per this many ms on the status socket', positiveInt, 250)
     .option('--max-grad-norm <x>', 'warn when a tensor\'s gradient norm exceeds this (exploding)', positiveNumber, 1e3)
@@ -78,40 +74,51 @@ function addRunOptions(cmd: Command): Command {
 
 /** `ringtrain launch`: a coordinator in this process and N worker processes on this machine. */
 export function launchCommand(): Command {
-  return addRunOptions(new Command('launch').description('train on N local worker processes (coordinator included), like torchrun --standalone'))
+  return addSecretOptions(addRunOptions(new Command('launch').description('train on N local worker processes (coordinator included), like torchrun --standalone')), 'token')
     .option('--port <n>', 'coordinator port (default: any free port)', nonNegativeInt, 0)
     .option('--coordinator <url>', 'start no coordinator: supervise MAX local workers for this one (as torchrun does on each node)')
-    .option('--token <secret>', 'with --coordinator: its job token (or RINGTRAIN_TOKEN)')
     .action(async (flags: RunFlags & { coordinator?: string }) => {
-      if (flags.coordinator) return superviseWorkers(flags.coordinator, flags.token ?? process.env.RINGTRAIN_TOKEN, flags.workers.max, flags.maxRestarts);
+      const log = createLogger();
+      const secrets = readSecrets(flags as unknown as Record<string, unknown>, ['token', 'statusToken', 'adminToken'], (m) => log.warn(m));
+      if (flags.coordinator) return superviseWorkers(flags.coordinator, secrets.token, flags.workers.max, flags.maxRestarts, log);
       // Local children get a fresh random token, so nothing else on the machine can join the job.
-      const token = flags.token ?? process.env.RINGTRAIN_TOKEN ?? randomBytes(16).toString('hex');
+      const token = secrets.token ?? randomBytes(16).toString('hex');
       // The coordinator lives in this process: if it dies, so did the launch, and the children stop soon.
-      await coordinate({ ...flags, host: '127.0.0.1', token }, (address, log) => new LocalWorkers(flags.workers.max, address, token, flags.maxRestarts, log, ['--coordinator-timeout', '10']));
+      await coordinate({ ...flags, host: '127.0.0.1' }, { ...secrets, token }, log, (address) => new LocalWorkers(flags.workers.max, address, token, flags.maxRestarts, log, ['--coordinator-timeout', '10']));
     });
 }
 
 /** `ringtrain coordinator`: the coordinator alone, for workers on other hosts or containers. */
 export function coordinatorCommand(): Command {
-  return addRunOptions(new Command('coordinator').description('run the coordinator; workers join with `ringtrain worker --coordinator ws://HOST:PORT`'))
+  return addSecretOptions(addRunOptions(new Command('coordinator').description('run the coordinator; workers join with `ringtrain worker --coordinator ws://HOST:PORT`')), 'token')
     .option('--host <address>', 'interface to listen on', '0.0.0.0')
     .option('--port <n>', 'port to listen on', nonNegativeInt, 29500)
-    .option('--token <secret>', 'shared job token (or RINGTRAIN_TOKEN)')
-    .action(async (flags: RunFlags) => coordinate({ ...flags, token: flags.token ?? process.env.RINGTRAIN_TOKEN }));
+    .option('--insecure', 'listen beyond loopback without a job token (otherwise one is generated and printed)')
+    .action(async (flags: RunFlags & { insecure?: boolean }) => {
+      const log = createLogger();
+      const secrets = readSecrets(flags as unknown as Record<string, unknown>, ['token', 'statusToken', 'adminToken'], (m) => log.warn(m));
+      let generated = false;
+      if (secrets.token === undefined && !isLoopback(flags.host ?? '127.0.0.1')) {
+        if (flags.insecure) log.warn(`--insecure: anyone who can reach ${flags.host}:${flags.port} can join this job as a worker`);
+        // Secure by default, as Jupyter is: a listener beyond loopback gets a token nobody can guess.
+        else [secrets.token, generated] = [randomBytes(24).toString('base64url'), true];
+      }
+      await coordinate(flags, secrets, log, undefined, generated);
+    });
 }
 
 /** `ringtrain worker`: one worker; it takes its rank, ring and job from the coordinator. */
 export function workerCommand(): Command {
-  return addJobOptions(new Command('worker').description('join a coordinator as one worker of the ring'))
+  return addSecretOptions(addJobOptions(new Command('worker').description('join a coordinator as one worker of the ring')), 'token')
     .requiredOption('--coordinator <url>', 'coordinator address, e.g. ws://10.0.0.5:29500')
-    .option('--token <secret>', 'shared job token (or RINGTRAIN_TOKEN)')
     .option('--ring-host <address>', 'interface the ring endpoint listens on', '127.0.0.1')
     .option('--ring-port <n>', 'ring endpoint port (default: any free port)', nonNegativeInt, 0)
     .option('--advertise <url>', 'ring address that peers dial, if not ws://ring-host:ring-port (NAT, containers)')
     .option('--coordinator-timeout <s>', 'when the coordinator is lost, dial it again this long (a restarted one re-adopts the run) before giving up', nonNegativeInt, 120)
-    .action(async (flags: JobFlags & { coordinator: string; token?: string; ringHost: string; ringPort: number; advertise?: string; coordinatorTimeout: number }) => {
-      if (!(hasRingProcessEnv() && hasRingNodeFlags()) && process.env.RINGTRAIN_NO_REEXEC !== '1') return reexecTuned();
+    .action(async (flags: JobFlags & { coordinator: string; ringHost: string; ringPort: number; advertise?: string; coordinatorTimeout: number }) => {
       const log = createLogger();
+      const { token } = readSecrets(flags as unknown as Record<string, unknown>, ['token'], (m) => log.warn(m));
+      if (!(hasRingProcessEnv() && hasRingNodeFlags()) && process.env.RINGTRAIN_NO_REEXEC !== '1') return reexecTuned({ token });
       // SIGTERM (a preemption, Kubernetes ending a pod) means: leave at the next step boundary.
       const leave = new AbortController();
       const onTerm = (): void => {
@@ -124,7 +131,7 @@ export function workerCommand(): Command {
       try {
         const result = await runWorker({
           coordinator: flags.coordinator,
-          token: flags.token ?? process.env.RINGTRAIN_TOKEN,
+          token,
           config: ownConfig ? resolveJob(flags) : undefined,
           ringHost: flags.ringHost,
           ringPort: flags.ringPort,
@@ -170,8 +177,7 @@ function workerRange(value: string): { min: number; max: number } {
   return { min, max };
 }
 
-async function coordinate(flags: RunFlags, startWorkers?: (address: string, log: Logger) => LocalWorkers): Promise<void> {
-  const log = createLogger();
+async function coordinate(flags: RunFlags, secrets: Secrets, log: Logger, startWorkers?: (address: string) => LocalWorkers, tokenGenerated = false): Promise<void> {
   const { job, resume, lineage } = resolveRun(flags, log);
   let children: LocalWorkers | null = null;
   const coordinator = new Coordinator({
@@ -186,7 +192,7 @@ async function coordinate(flags: RunFlags, startWorkers?: (address: string, log:
     },
     host: flags.host,
     port: flags.port,
-    token: flags.token,
+    token: secrets.token,
     logger: log,
     maxSteps: flags.maxSteps,
     verifyEvery: flags.verifyEvery,
@@ -197,8 +203,8 @@ async function coordinate(flags: RunFlags, startWorkers?: (address: string, log:
       ? { dir: resolve(flags.checkpointDir), everySteps: flags.saveEvery ?? 0, atEpochEnd: true, keepLast: flags.keepLast, keepBest: flags.keepBest, metric: flags.bestMetric, onError: flags.onSaveError, ...(lineage ? { lineage } : {}) }
       : undefined,
     joinTimeoutMs: process.env.RINGTRAIN_JOIN_TIMEOUT_MS ? Number(process.env.RINGTRAIN_JOIN_TIMEOUT_MS) : undefined,
-    statusToken: flags.statusToken ?? process.env.RINGTRAIN_STATUS_TOKEN,
-    adminToken: flags.adminToken ?? process.env.RINGTRAIN_ADMIN_TOKEN,
+    statusToken: secrets.statusToken,
+    adminToken: secrets.adminToken,
     healthEvery: flags.healthEvery,
     statusIntervalMs: flags.statusInterval,
     health: { maxGradNorm: flags.maxGradNorm, maxUpdateRatio: flags.maxUpdateRatio, minGradNorm: flags.minGradNorm },
@@ -206,11 +212,13 @@ async function coordinate(flags: RunFlags, startWorkers?: (address: string, log:
   });
   const address = await coordinator.listen();
   log.info({ dashboard: coordinator.dashboardUrl }, `dashboard: ${coordinator.dashboardUrl} · watch: ringtrain status ${address}`);
-  const loopback = ['127.0.0.1', 'localhost', '::1'].includes(flags.host ?? '127.0.0.1');
-  if (!loopback && !(flags.statusToken ?? process.env.RINGTRAIN_STATUS_TOKEN)) {
-    log.warn(`the status socket, dashboard data and /metrics on ${flags.host} are readable by anyone who can reach it; set --status-token to require a token`);
+  if (tokenGenerated) {
+    log.warn(`no job token was given, so this one was made: workers join with  RINGTRAIN_TOKEN=${secrets.token} ringtrain worker --coordinator ${address.replace(/\/\/(0\.0\.0\.0|\[::\])/, '//<this host>')}  (set RINGTRAIN_TOKEN or --token-file to choose it, or --insecure to need none)`);
   }
-  children = startWorkers?.(address, log) ?? null;
+  if (!isLoopback(flags.host ?? '127.0.0.1') && !secrets.statusToken) {
+    log.warn(`the status socket, dashboard data and /metrics on ${flags.host} are readable by anyone who can reach it; set RINGTRAIN_STATUS_TOKEN or --status-token-file to require a token`);
+  }
+  children = startWorkers?.(address) ?? null;
   const progress = new Progress('train');
   coordinator.onProgress = (s) => progress.update(s.step, s.totalSteps, { epoch: `${s.epoch + 1}/${job.epochs}`, loss: s.loss, rate: s.samplesPerSecond });
   coordinator.onEpoch = () => progress.stop();
@@ -288,8 +296,7 @@ function report(stats: RunStats, epochs: number, log: Logger): void {
 }
 
 /** `launch --coordinator URL`: N local workers for a coordinator elsewhere, replaced when they die; exits when none is left. */
-async function superviseWorkers(url: string, token: string | undefined, n: number, maxRestarts: number): Promise<void> {
-  const log = createLogger();
+async function superviseWorkers(url: string, token: string | undefined, n: number, maxRestarts: number, log: Logger): Promise<void> {
   const workers = new LocalWorkers(n, url, token, maxRestarts, log);
   log.info(`supervising ${n} workers for the coordinator at ${url} (up to ${maxRestarts} replacements)`);
   // Passed on: each worker leaves at its next step boundary; what is left after 5 s is killed.
@@ -308,9 +315,10 @@ async function superviseWorkers(url: string, token: string | undefined, n: numbe
  * Runs this same command again with the ring's allocator settings and V8 flags (both read only at process start),
  * passing signals through and exiting with its code.
  */
-async function reexecTuned(): Promise<void> {
+async function reexecTuned(secrets: Secrets): Promise<void> {
   const flags = RING_NODE_FLAGS.filter((f) => !process.execArgv.includes(f));
-  const child = spawn(process.execPath, [...flags, ...process.execArgv, ...process.argv.slice(1)], { stdio: 'inherit', env: ringProcessEnv() });
+  // The secrets travel in the environment, never on the child's command line.
+  const child = spawn(process.execPath, [...flags, ...process.execArgv, ...withoutSecretArgs(process.argv.slice(1))], { stdio: 'inherit', env: childEnv(ringProcessEnv(), secrets) });
   const forward = (signal: NodeJS.Signals): void => void child.kill(signal);
   process.on('SIGINT', forward);
   process.on('SIGTERM', forward);

@@ -2,6 +2,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { RING_NODE_FLAGS, ringProcessEnv } from '@ringtrain/allreduce';
 import type { Logger } from 'pino';
+import { childEnv } from './secrets.js';
 
 /**
  * `launch`'s worker processes: N at the start, and a dead one respawned (with backoff, within the
@@ -54,7 +55,8 @@ export class LocalWorkers {
     const nodeArgs = (process.env.RINGTRAIN_NODE_ARGS ?? '').split(' ').filter(Boolean);
     const child = spawn(process.execPath, [...RING_NODE_FLAGS, ...nodeArgs, this.main, 'worker', '--coordinator', this.address, ...this.workerArgs], {
       stdio: ['ignore', 'inherit', 'pipe'],
-      env: { ...ringProcessEnv(), ...(this.token !== undefined ? { RINGTRAIN_TOKEN: this.token } : {}), RINGTRAIN_LOG_LEVEL: process.env.RINGTRAIN_WORKER_LOG_LEVEL ?? 'warn' },
+      // Only the job token, and only in the environment: not the status or admin tokens, not on argv.
+      env: { ...childEnv(ringProcessEnv(), { token: this.token }), RINGTRAIN_LOG_LEVEL: process.env.RINGTRAIN_WORKER_LOG_LEVEL ?? 'warn' },
     });
     this.children.add(child);
     const pid = child.pid ?? -1;

@@ -4,6 +4,7 @@ import { Argument, Command } from 'commander';
 import logUpdate from 'log-update';
 import type WebSocket from 'ws';
 import { positiveInt } from './job-options.js';
+import { readSecret } from './secrets.js';
 import { table } from './table.js';
 
 /** ws://host:port/status from what a person types: ws://host:port, http://host:port/, host:port. */
@@ -18,6 +19,7 @@ export function statusUrl(given: string): string {
 
 interface StatusFlags {
   token?: string;
+  tokenFile?: string;
   json?: boolean;
   timeout: number;
 }
@@ -61,12 +63,13 @@ export function statusCommand(): Command {
     .description('watch a run live: state, progress, loss, throughput, per-rank step times, warnings')
     .argument('<url>', 'the coordinator, e.g. ws://127.0.0.1:29500 (as printed by launch/coordinator)')
     .option('--token <secret>', 'status (or admin) token (or RINGTRAIN_STATUS_TOKEN)')
+    .option('--token-file <file>', 'read the token from this file (or RINGTRAIN_STATUS_TOKEN_FILE)')
     .option('--json', 'print every event as one JSON line (for scripts)')
     .option('--timeout <s>', 'give up if no coordinator answers within this many seconds', positiveInt, 30)
     .action(async (url: string, flags: StatusFlags) => {
       const view = new StatusView(flags.json ? 'none' : process.stdout.isTTY ? 'live' : 'final');
       let ended: StatusEventOf<'end'> | null = null;
-      const ws = await openStatus(url, flags.token ?? process.env.RINGTRAIN_STATUS_TOKEN, flags.timeout, (e, socket) => {
+      const ws = await openStatus(url, readSecret(flags.token, flags.tokenFile, 'RINGTRAIN_STATUS_TOKEN'), flags.timeout, (e, socket) => {
         if (flags.json) process.stdout.write(`${JSON.stringify(e)}\n`);
         else view.apply(e);
         // The end of the run, or a run already over (a coordinator that lingers): the watch is over.
@@ -98,11 +101,12 @@ export function controlCommand(): Command {
     .argument('<url>', 'the coordinator, e.g. ws://127.0.0.1:29500')
     .addArgument(new Argument('<action>', 'stop: end the run on every worker; checkpoint: rank 0 saves after its current step').choices(['stop', 'checkpoint']))
     .option('--token <secret>', 'admin token (or RINGTRAIN_ADMIN_TOKEN)')
+    .option('--token-file <file>', 'read the admin token from this file (or RINGTRAIN_ADMIN_TOKEN_FILE)')
     .option('--timeout <s>', 'deadline for the answer, seconds', positiveInt, 10)
-    .action(async (url: string, action: 'stop' | 'checkpoint', flags: { token?: string; timeout: number }) => {
+    .action(async (url: string, action: 'stop' | 'checkpoint', flags: { token?: string; tokenFile?: string; timeout: number }) => {
       let resolveReply: (e: StatusEventOf<'commandResult'>) => void = () => {};
       const reply = new Promise<StatusEventOf<'commandResult'>>((resolve) => (resolveReply = resolve));
-      const ws = await openStatus(url, flags.token ?? process.env.RINGTRAIN_ADMIN_TOKEN, flags.timeout, (e) => {
+      const ws = await openStatus(url, readSecret(flags.token, flags.tokenFile, 'RINGTRAIN_ADMIN_TOKEN'), flags.timeout, (e) => {
         if (e.type === 'commandResult') resolveReply(e);
       });
       ws.send(JSON.stringify({ type: 'command', id: 1, action }));
