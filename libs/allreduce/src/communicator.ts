@@ -1,5 +1,5 @@
 import type { ControlMessage, FrameHeader } from '@ringtrain/protocol';
-import { opName, PROTOCOL_VERSION } from '@ringtrain/protocol';
+import { MAX_EARLY_FRAMES, opName, PROTOCOL_VERSION } from '@ringtrain/protocol';
 import type { Logger } from 'pino';
 import { CollectiveError } from './errors.js';
 import { Payload } from './payload.js';
@@ -27,6 +27,8 @@ export interface CommunicatorOptions {
   sendWindow?: number;
   /** Bytes a peer may send for operations this rank has not started yet (default 256 MiB). */
   maxEarlyBytes?: number;
+  /** …and at most this many frames (default MAX_EARLY_FRAMES): empty frames have no bytes to count. */
+  maxEarlyFrames?: number;
 }
 
 export interface CollectiveOptions {
@@ -74,6 +76,7 @@ export class Communicator {
   private readonly ops = new Map<number, Pending>();
   private readonly early = new Map<number, { from: number; header: FrameHeader; payload: Payload }[]>();
   private earlyBytes = 0;
+  private earlyFrames = 0;
   private readonly queue: QueuedSend[] = [];
   private inflight = 0;
   private failure: CollectiveError | null = null;
@@ -81,6 +84,7 @@ export class Communicator {
   private readonly timeoutMs: number;
   private readonly window: number;
   private readonly maxEarlyBytes: number;
+  private readonly maxEarlyFrames: number;
   private readonly log?: Logger;
   private readonly host: OperationHost;
 
@@ -94,6 +98,7 @@ export class Communicator {
     this.timeoutMs = options.timeoutMs ?? 30_000;
     this.window = options.sendWindow ?? 8;
     this.maxEarlyBytes = options.maxEarlyBytes ?? 256 * 1024 * 1024;
+    this.maxEarlyFrames = options.maxEarlyFrames ?? MAX_EARLY_FRAMES;
     this.log = options.logger;
     this.host = { rank: this.rank, world: this.worldSize, send: (op, header, payload) => this.enqueue(op, header, payload) };
     transport.setHandler({
@@ -178,6 +183,7 @@ export class Communicator {
       op.start();
       for (const f of this.early.get(seq) ?? []) {
         this.earlyBytes -= f.payload.byteLength;
+        this.earlyFrames--;
         this.onFrame(f.from, f.header, f.payload);
       }
       this.early.delete(seq);
@@ -195,8 +201,9 @@ export class Communicator {
       }
       // The left neighbour started an operation this rank has not reached yet: keep it, bounded.
       this.earlyBytes += payload.byteLength;
-      if (this.earlyBytes > this.maxEarlyBytes) {
-        this.fail(new CollectiveError('ERR_EARLY_LIMIT', `rank ${this.rank}: rank ${from} is more than ${this.maxEarlyBytes} bytes ahead (seq ${header.seq}, this rank at ${this.seq})`, { rank: this.rank, peer: from, seq: header.seq }));
+      if (this.earlyBytes > this.maxEarlyBytes || ++this.earlyFrames > this.maxEarlyFrames) {
+        const ahead = this.earlyBytes > this.maxEarlyBytes ? `${this.maxEarlyBytes} bytes` : `${this.maxEarlyFrames} frames`;
+        this.fail(new CollectiveError('ERR_EARLY_LIMIT', `rank ${this.rank}: rank ${from} is more than ${ahead} ahead (seq ${header.seq}, this rank at ${this.seq})`, { rank: this.rank, peer: from, seq: header.seq }));
         return;
       }
       const list = this.early.get(header.seq) ?? [];
@@ -210,7 +217,19 @@ export class Communicator {
       this.fail(this.mismatch(from, header, describeFingerprint(fp)));
       return;
     }
-    pending.op.handle(header, payload);
+    const refused = pending.op.refuse(header);
+    if (refused === null) {
+      try {
+        pending.op.handle(header, payload);
+      } catch (err) {
+        // Nothing a peer sends may end this process: a frame that still fails fails the collective.
+        this.fail(new CollectiveError('ERR_PROTOCOL', `rank ${this.rank}: a ${opName(header.op)} frame from rank ${from} could not be taken: ${(err as Error).message}`, { rank: this.rank, peer: from, seq: header.seq }, { cause: err }));
+        return;
+      }
+    } else {
+      this.fail(new CollectiveError('ERR_PROTOCOL', `rank ${this.rank}: a ${opName(header.op)} frame from rank ${from} (seq ${header.seq}) does not fit its operation: ${refused}`, { rank: this.rank, peer: from, seq: header.seq }));
+      return;
+    }
     this.settleIfComplete(header.seq);
   }
 
@@ -303,5 +322,6 @@ export class Communicator {
     this.queue.length = 0;
     this.early.clear();
     this.earlyBytes = 0;
+    this.earlyFrames = 0;
   }
 }

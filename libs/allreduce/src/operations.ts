@@ -1,4 +1,4 @@
-import { Dtype, type FrameHeader, FrameOp } from '@ringtrain/protocol';
+import { Dtype, type FrameHeader, FrameOp, opName } from '@ringtrain/protocol';
 import type { Payload } from './payload.js';
 import { allFiniteFloat32 } from './reduce-kernel.js';
 import { RingLayout } from './ring-layout.js';
@@ -47,7 +47,23 @@ export abstract class Operation {
 
   /** Sends what this rank can send before hearing from anyone. */
   abstract start(): void;
+  /** Takes a frame that `refuse` passed. */
   abstract handle(header: FrameHeader, payload: Payload): void;
+  /**
+   * Why a frame with this operation's fingerprint is still not one it can take (another dtype, a
+   * chunk, segment or range that its layout does not have, a segment already received), or null.
+   * Checked before `handle`, which then trusts every field.
+   */
+  abstract refuse(header: FrameHeader): string | null;
+  private readonly seen = new Set<string>();
+
+  /** The first arrival of (op, chunk, segment) passes; a repeat is refused. */
+  protected firstOf(h: FrameHeader): string | null {
+    const key = `${h.op}/${h.chunk}/${h.segment}`;
+    if (this.seen.has(key)) return `a second frame for chunk ${h.chunk} segment ${h.segment}`;
+    this.seen.add(key);
+    return null;
+  }
 
   get complete(): boolean {
     return this.received >= this.expected && this.pendingSends === 0;
@@ -107,6 +123,17 @@ export class AllReduceOp extends Operation {
     for (let j = 0; j < this.layout.segments(c); j++) this.sendSegment(FrameOp.reduceScatter, c, j);
   }
 
+  refuse(h: FrameHeader): string | null {
+    const { rank, world } = this.host;
+    if (h.dtype !== Dtype.float32) return `dtype ${h.dtype}, expected float32`;
+    if (h.chunk >= world || h.segment >= this.layout.segments(h.chunk)) return `chunk ${h.chunk} segment ${h.segment} is not in the layout`;
+    // A rank never receives the reduce-scatter of its own chunk, nor the all-gather of the one it owns.
+    if (h.op === FrameOp.reduceScatter ? h.chunk === rank : h.chunk === (rank + 1) % world) return `chunk ${h.chunk} never comes to rank ${rank} in ${opName(h.op)}`;
+    const [offset, count] = this.layout.segment(h.chunk, h.segment);
+    if (h.offset !== offset || h.count !== count) return `range ${h.offset}+${h.count}, the layout says ${offset}+${count}`;
+    return this.firstOf(h);
+  }
+
   handle(h: FrameHeader, payload: Payload): void {
     const { rank, world } = this.host;
     const d = this.data;
@@ -161,6 +188,15 @@ export class BroadcastOp extends Operation {
     for (let j = 0; j < this.layout.segments(0); j++) this.forward(j);
   }
 
+  refuse(h: FrameHeader): string | null {
+    if (h.dtype !== Dtype.float32) return `dtype ${h.dtype}, expected float32`;
+    if (h.chunk === BroadcastOp.ACK) return this.host.rank !== this.root || h.count !== 0 ? 'an acknowledgement that is not for this rank' : this.firstOf(h);
+    if (h.chunk !== 0 || h.segment >= this.layout.segments(0) || this.host.rank === this.root) return `chunk ${h.chunk} segment ${h.segment} is not in the layout`;
+    const [offset, count] = this.layout.segment(0, h.segment);
+    if (h.offset !== offset || h.count !== count) return `range ${h.offset}+${h.count}, the layout says ${offset}+${count}`;
+    return this.firstOf(h);
+  }
+
   handle(h: FrameHeader, payload: Payload): void {
     this.received++;
     if (h.chunk === BroadcastOp.ACK) return;
@@ -189,6 +225,12 @@ export class AllGatherOp extends Operation {
 
   start(): void {
     this.forward(this.host.rank);
+  }
+
+  refuse(h: FrameHeader): string | null {
+    if (h.dtype !== Dtype.uint8) return `dtype ${h.dtype}, expected uint8`;
+    if (h.chunk >= this.host.world || h.chunk === this.host.rank) return `part ${h.chunk} never comes to rank ${this.host.rank}`;
+    return this.firstOf(h);
   }
 
   handle(h: FrameHeader, payload: Payload): void {

@@ -252,6 +252,53 @@ describe('WebSocket transport: handshake and decoding', () => {
     }
   });
 
+  it('a well-formed frame that does not fit its operation fails the collective with ERR_PROTOCOL, never the process', async () => {
+    // Rank 0 of 2 all-reduces 6 floats: it expects the reduce-scatter of chunk 1 (3 floats at 3), then the all-gather of chunk 0.
+    const rs: FrameHeader = { op: FrameOp.reduceScatter, dtype: Dtype.float32, seq: 0, step: 7, from: 1, chunk: 1, segment: 0, offset: 3, count: 3, tensorLength: 6, layoutHash: '0000000000000000' };
+    const cases: [string, FrameHeader, Buffer][] = [
+      ['uint8 dtype (3 one-byte elements)', { ...rs, dtype: Dtype.uint8 }, Buffer.alloc(3, 1)],
+      ['a range outside the layout', { ...rs, offset: 2 }, payload],
+      ['a chunk that never comes to rank 0', { ...rs, chunk: 0, offset: 0 }, payload],
+      ['a segment the layout does not have', { ...rs, segment: 5 }, payload],
+    ];
+    for (const [what, h, body] of cases) {
+      const t = await placed(2);
+      const comm = new Communicator(t, { timeoutMs: 5000 });
+      const ws = dialAsNeighbour(t);
+      await new Promise((r) => ws.once('open', r));
+      const result = comm.allreduce(Float32Array.of(1, 2, 3, 4, 5, 6), { step: 7 }).then(
+        () => null,
+        (e: CollectiveError) => e,
+      );
+      ws.send(Buffer.concat([encodeFrameHeader(h), body]));
+      const err = await result;
+      expect(err, `${what}: ${err?.message}`).toMatchObject({ code: 'ERR_PROTOCOL', peer: 1, message: expect.stringMatching(/does not fit its operation/) });
+      ws.terminate();
+    }
+    // And a repeat of a segment already taken.
+    const t = await placed(2);
+    const comm = new Communicator(t, { timeoutMs: 5000 });
+    const ws = dialAsNeighbour(t);
+    await new Promise((r) => ws.once('open', r));
+    const result = comm.allreduce(Float32Array.of(1, 2, 3, 4, 5, 6), { step: 7 }).catch((e: CollectiveError) => e);
+    ws.send(Buffer.concat([encodeFrameHeader(rs), payload]));
+    ws.send(Buffer.concat([encodeFrameHeader(rs), payload]));
+    expect(await result).toMatchObject({ code: 'ERR_PROTOCOL', message: expect.stringMatching(/a second frame for chunk 1 segment 0/) });
+    ws.terminate();
+  });
+
+  it('empty frames for collectives not started yet are counted: past the limit the communicator fails with ERR_EARLY_LIMIT', async () => {
+    const t = await placed(2);
+    const comm = new Communicator(t, { timeoutMs: 5000, maxEarlyFrames: 10 });
+    const ws = dialAsNeighbour(t);
+    await new Promise((r) => ws.once('open', r));
+    const empty = (seq: number): FrameHeader => ({ op: FrameOp.gatherValues, dtype: Dtype.uint8, seq, step: 0, from: 1, chunk: 1, segment: 0, offset: 0, count: 0, tensorLength: 0, layoutHash: '0000000000000000' });
+    for (let seq = 100; seq < 111; seq++) ws.send(encodeFrameHeader(empty(seq)));
+    await new Promise((r) => setTimeout(r, 100));
+    await expect(comm.barrier()).rejects.toMatchObject({ code: 'ERR_EARLY_LIMIT', message: expect.stringMatching(/more than 10 frames ahead/) });
+    ws.terminate();
+  });
+
   it('on the connection it dialled, where large payloads arrive in pieces: exact bytes, and each malformed one closes it with 1002', async () => {
     const big = (floats: number): FrameHeader => ({ ...header, op: FrameOp.allGather, count: floats, tensorLength: 1 << 20 });
     const data = Buffer.from(Float32Array.from({ length: 65_536 }, (_, i) => i * 0.5 - 7).buffer); // 256 KiB

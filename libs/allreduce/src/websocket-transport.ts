@@ -13,6 +13,7 @@ import {
   type FrameHeader,
   isControl,
   type Limits,
+  MAX_EARLY_FRAMES,
   PROTOCOL_VERSION,
   ProtocolError,
   sameSecret,
@@ -159,6 +160,7 @@ export class WebSocketTransport implements Transport {
     if (this.handler) return event(this.handler);
     this.heldBytes += bytes;
     if (this.heldBytes > this.limits.maxFrameBytes * 2) throw new ProtocolError('ERR_FRAME_TOO_LARGE', `over ${this.limits.maxFrameBytes * 2} bytes arrived before this rank was ready to receive`);
+    if (this.held.length >= MAX_EARLY_FRAMES) throw new ProtocolError('ERR_FRAME_TOO_LARGE', `over ${MAX_EARLY_FRAMES} frames arrived before this rank was ready to receive`);
     this.held.push(event);
   }
 

@@ -12,3 +12,10 @@ export const DEFAULT_LIMITS: Limits = {
   maxFrameBytes: 64 * 1024 * 1024 + 64,
   maxMessageBytes: 1024 * 1024,
 };
+
+/**
+ * Frames a rank keeps for collectives it has not started yet. A peer legitimately runs a few
+ * collectives ahead, each of at most a few hundred segments; empty frames (barriers, acknowledgements)
+ * have no bytes to count, so they are counted here.
+ */
+export const MAX_EARLY_FRAMES = 16_384;
