@@ -5,6 +5,12 @@ import { controlCommand, statusCommand } from './status-command.js';
 import { trainCommand } from './train-command.js';
 import { evaluateCommand, exportCommand, inspectCommand, predictCommand } from './weights-commands.js';
 
+// A reader that went away (`ringtrain status --json | head -1`) ends the output, not the process with a stack trace.
+process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+  if (err.code !== 'EPIPE') throw err;
+  process.exit(process.exitCode ?? 0);
+});
+
 const program = new Command('ringtrain')
   .description('data-parallel neural network training over a ring of workers')
   .version('0.1.0')

@@ -1,19 +1,35 @@
 import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import { type Checkpoint, loadCheckpoint, type RawTensor, writeSafetensors } from '@ringtrain/checkpoint';
-import { createBackend, dequantizeRows, fromFloat16, Model, packInt4, quantizeRows, toFloat16 } from '@ringtrain/core';
+import { createBackend, dequantizeRows, fromFloat16, Model, type ModelSpec, packInt4, parameterCount, parseModelSpec, quantizeRows, toFloat16 } from '@ringtrain/core';
 import { Batcher, type Dataset, loadDataset, readIdx } from '@ringtrain/data';
 import { type EvalResult, evaluateRange, parseJobConfig } from '@ringtrain/trainer';
 import { Command, Option } from 'commander';
 import { parseDataFlag } from './job-options.js';
 import { table } from './table.js';
 
-/** A model rebuilt from a checkpoint's spec, with its weights. */
+/**
+ * A model rebuilt from a checkpoint's spec, with its weights. The spec is checked, and must describe
+ * exactly the parameters the file holds, before the model is allocated: a small file that claims a
+ * huge model is refused, not trained on uninitialised memory.
+ */
 function modelOf(ckpt: Checkpoint): Model {
-  const model = new Model(ckpt.meta.modelSpec, createBackend('auto').backend, { seed: 0 });
+  const fail = (why: string): never => {
+    throw Object.assign(new Error(`${ckpt.path}: ${why}`), { code: 'ERR_MODEL_MISMATCH' });
+  };
+  let spec: ModelSpec;
+  try {
+    spec = parseModelSpec(ckpt.meta.modelSpec);
+  } catch (err) {
+    return fail((err as Error).message);
+  }
+  const held = ckpt.tensors.filter((t) => !t.name.startsWith('optimizer.')).reduce((n, t) => n + t.data.length, 0);
+  if (held !== parameterCount(spec)) fail(`its model spec has ${parameterCount(spec)} parameters, its tensors hold ${held}`);
+  const model = new Model(spec, createBackend('auto').backend, { seed: 0 });
   for (const t of model.params.tensors) {
     const src = ckpt.tensors.find((x) => x.name === t.name);
-    if (!src) throw new Error(`${ckpt.path} has no tensor ${t.name}`);
-    model.params.value(t.name).set(src.data);
+    if (!src) fail(`no tensor ${t.name}`);
+    if (src!.shape.join('x') !== t.shape.join('x')) fail(`tensor ${t.name} has shape [${src!.shape.join(', ')}], the model spec needs [${t.shape.join(', ')}]`);
+    model.params.value(t.name).set(src!.data);
   }
   return model;
 }

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
-import { type ConfigSummary, type ControlMessage, decodeControl, encodeControl, type GenerationChange, type MessageOf, PROTOCOL_VERSION, sameSecret } from '@ringtrain/protocol';
+import { type ConfigSummary, type ControlMessage, decodeControl, encodeControl, type GenerationChange, HANDSHAKE_TIMEOUT_MS, type MessageOf, PROTOCOL_VERSION, sameSecret } from '@ringtrain/protocol';
 import { describeModel, parameterCount } from '@ringtrain/core';
 import { type JobConfig, jobConfigHash } from '@ringtrain/trainer';
 import type { Logger } from 'pino';
@@ -13,7 +13,7 @@ import { PrometheusMetrics } from './prometheus.js';
 import { RunRecord } from './run-record.js';
 import { RunStats } from './run-stats.js';
 import { StatusFeed } from './status-feed.js';
-import { type CommandOutcome, StatusServer } from './status-server.js';
+import { type CommandOutcome, MAX_STATUS_CLIENTS, StatusServer } from './status-server.js';
 import type { StragglerOptions } from './stragglers.js';
 
 export interface CoordinatorOptions {
@@ -61,6 +61,8 @@ export interface CoordinatorOptions {
   healthEvery?: number;
   health?: HealthThresholds;
   stragglers?: StragglerOptions;
+  /** Deadline for a connection's request or upgrade to arrive whole (default HANDSHAKE_TIMEOUT_MS). */
+  handshakeTimeoutMs?: number;
   /** How a worker process ended and its last stderr lines, where the caller owns the process (launch). */
   describeExit?: (pid: number) => { exit?: string; stderr?: string[] } | undefined;
   /** A worker process was dropped from the ring (lost, silent, or not answering): its owner may end it and start another. */
@@ -176,7 +178,11 @@ export class Coordinator {
       onCommand: (action) => this.command(action),
       logger: options.logger,
     });
-    this.http = createServer((req, res) => this.status.handleRequest(req, res));
+    // Slow writers are cut off (checked every second, not Node's default 30 s), and connections are
+    // capped: the workers (and as many again reconnecting), the status clients, and some spare.
+    const handshake = options.handshakeTimeoutMs ?? HANDSHAKE_TIMEOUT_MS;
+    this.http = createServer({ headersTimeout: handshake, requestTimeout: handshake, connectionsCheckingInterval: Math.min(1000, handshake) }, (req, res) => this.status.handleRequest(req, res));
+    this.http.maxConnections = 2 * max + MAX_STATUS_CLIENTS + 64;
     this.wss = new WebSocketServer({ noServer: true, perMessageDeflate: false, maxPayload: 1024 * 1024 });
     this.http.on('upgrade', (req, socket, head) => {
       if (new URL(req.url ?? '/', 'http://x').pathname === '/status') this.status.handleUpgrade(req, socket, head);

@@ -24,7 +24,24 @@ export interface StatusServerOptions {
   logger: Logger;
   /** A client with more than this many bytes unsent is behind: it gets a snapshot when it catches up (default 1 MiB). */
   maxBufferedBytes?: number;
+  /** Status socket clients at once (default MAX_STATUS_CLIENTS); more are refused with 503. */
+  maxClients?: number;
 }
+
+/** Status socket clients at once: a dashboard per person watching, and scrapers, not thousands. */
+export const MAX_STATUS_CLIENTS = 64;
+
+/**
+ * Every HTTP answer forbids framing and sniffing; the page loads only its own files and talks only
+ * to its own origin (uPlot sets element styles from script, which CSP allows).
+ */
+const SECURITY_HEADERS = {
+  'content-security-policy': "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+  'x-content-type-options': 'nosniff',
+  'x-frame-options': 'DENY',
+  'referrer-policy': 'no-referrer',
+  'cross-origin-resource-policy': 'same-origin',
+};
 
 const require = createRequire(import.meta.url);
 const dashboardDir = fileURLToPath(new URL('../dashboard/', import.meta.url));
@@ -106,6 +123,7 @@ export class StatusServer {
 
   /** Plain HTTP: the dashboard, its assets, /metrics and /api/status. */
   handleRequest(req: IncomingMessage, res: ServerResponse): void {
+    for (const [k, v] of Object.entries(SECURITY_HEADERS)) res.setHeader(k, v);
     const url = new URL(req.url ?? '/', 'http://x');
     if (req.method !== 'GET' && req.method !== 'HEAD') return void res.writeHead(405, { allow: 'GET, HEAD' }).end();
     const asset = ASSETS[url.pathname];
@@ -137,12 +155,16 @@ export class StatusServer {
 
   /** A WebSocket upgrade to /status: checked for the token before the handshake completes. */
   handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+    const refuse = (status: string, why: string): void => {
+      this.options.logger.warn({ remote: req.socket.remoteAddress }, `status client refused: ${why}`);
+      socket.end(`HTTP/1.1 ${status}\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: ${Buffer.byteLength(why) + 1}\r\n\r\n${why}\n`);
+    };
+    // A page of another site, open in the operator's browser, must not read the run (or, with a
+    // token in its URL, act on it): browsers always say where a page comes from, other clients do not.
+    if (!sameOrigin(req)) return refuse('403 Forbidden', `origin ${String(req.headers.origin).slice(0, 200)} is not this server's`);
     const access = this.authorize(req);
-    if (!access) {
-      this.options.logger.warn({ remote: req.socket.remoteAddress }, 'status client refused: wrong or missing token');
-      socket.end('HTTP/1.1 401 Unauthorized\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: 29\r\n\r\nwrong or missing status token\n');
-      return;
-    }
+    if (!access) return refuse('401 Unauthorized', 'wrong or missing status token');
+    if (this.clients.size >= (this.options.maxClients ?? MAX_STATUS_CLIENTS)) return refuse('503 Service Unavailable', `already ${this.clients.size} status clients, the most this server takes`);
     this.wss.handleUpgrade(req, socket, head, (ws) => this.onConnection(ws, access));
   }
 
@@ -174,14 +196,27 @@ export class StatusServer {
       if (text === null) throw new Error('commands are JSON text');
       command = statusCommandSchema.parse(JSON.parse(text));
     } catch (err) {
-      client.offer({ type: 'commandResult', id: 0, ok: false, code: 'ERR_BAD_COMMAND', message: `not a command: ${(err as Error).message.slice(0, 500)}` }, true);
+      this.reply(client, { type: 'commandResult', id: 0, ok: false, code: 'ERR_BAD_COMMAND', message: `not a command: ${(err as Error).message.slice(0, 500)}` });
       return;
     }
-    const reply = (o: CommandOutcome): void => void client.offer({ type: 'commandResult', id: command.id, ...o }, true);
+    const reply = (o: CommandOutcome): void => this.reply(client, { type: 'commandResult', id: command.id, ...o });
     if (this.options.adminToken === undefined) return reply({ ok: false, code: 'ERR_FORBIDDEN', message: 'control actions are disabled: start the coordinator with --admin-token' });
     if (client.access !== 'admin') return reply({ ok: false, code: 'ERR_FORBIDDEN', message: `${command.action} needs the admin token` });
     this.options.logger.warn({ action: command.action }, `status client asked: ${command.action}`);
     reply(this.options.onCommand(command.action));
+  }
+
+  /**
+   * Replies are never dropped, so a client that sends commands and reads no replies is closed
+   * once its unsent bytes pass the limit, instead of growing this process's memory.
+   */
+  private reply(client: Client, event: StatusEventBody): void {
+    if (client.ws.bufferedAmount > this.maxBuffered) {
+      this.options.logger.warn('status client closed: it sends commands and does not read the replies');
+      client.ws.terminate();
+      return;
+    }
+    client.offer(event, true);
   }
 
   private publish(event: StatusEventBody): void {
@@ -205,5 +240,16 @@ export class StatusServer {
     if (adminToken !== undefined && sameSecret(given, adminToken)) return 'admin';
     if (statusToken === undefined || sameSecret(given, statusToken)) return 'read';
     return null;
+  }
+}
+
+/** True unless a browser says the request comes from a page of another origin than this server. */
+function sameOrigin(req: IncomingMessage): boolean {
+  const origin = req.headers.origin;
+  if (origin === undefined) return true;
+  try {
+    return new URL(origin).host === req.headers.host;
+  } catch {
+    return false;
   }
 }

@@ -5,6 +5,7 @@ export type DialResult = { ws: WebSocket } | { status: number; body: string } | 
 
 /** How long a refusal's body may take to arrive: a server that never ends it must not hang the dial. */
 const REFUSAL_BODY_MS = 2000;
+const REFUSAL_BODY_BYTES = 4096;
 
 /**
  * Dials `url` until it accepts, refuses with a status other than 503 (503 means "not ready yet,
@@ -32,10 +33,13 @@ export async function dialUntil(url: string, options: ClientOptions, deadline: n
         const settle = (): void => {
           clearTimeout(timer);
           req.destroy();
-          resolve(res.statusCode === 503 ? 'retry' : { status: res.statusCode ?? 0, body: body.trim().slice(0, 4096) });
+          resolve(res.statusCode === 503 ? 'retry' : { status: res.statusCode ?? 0, body: body.trim().slice(0, REFUSAL_BODY_BYTES) });
         };
         const timer = setTimeout(settle, REFUSAL_BODY_MS);
-        res.on('data', (d: Buffer) => (body += d.toString()));
+        // Only the start of the body is kept: a server that streams one without end gets no memory.
+        res.on('data', (d: Buffer) => {
+          if (body.length < REFUSAL_BODY_BYTES) body += d.toString('utf8', 0, REFUSAL_BODY_BYTES);
+        });
         res.on('end', settle);
         res.on('error', settle);
       });

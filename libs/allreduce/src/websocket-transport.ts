@@ -12,8 +12,10 @@ import {
   encodeFrameHeader,
   type FrameHeader,
   isControl,
+  HANDSHAKE_TIMEOUT_MS,
   type Limits,
   MAX_EARLY_FRAMES,
+  MAX_RING_CONNECTIONS,
   PROTOCOL_VERSION,
   ProtocolError,
   sameSecret,
@@ -117,7 +119,9 @@ export class WebSocketTransport implements Transport {
    * hands out ranks. Dialling neighbours are told to retry (503) until `join` sets the place.
    */
   static async listen(options: WebSocketTransportOptions = {}): Promise<WebSocketTransport> {
-    const http = createServer((_req, res) => res.writeHead(426, { 'content-type': 'text/plain' }).end('ringtrain ring endpoint: WebSocket only\n'));
+    const handshake = HANDSHAKE_TIMEOUT_MS;
+    const http = createServer({ headersTimeout: handshake, requestTimeout: handshake, connectionsCheckingInterval: 1000 }, (_req, res) => res.writeHead(426, { 'content-type': 'text/plain' }).end('ringtrain ring endpoint: WebSocket only\n'));
+    http.maxConnections = MAX_RING_CONNECTIONS;
     const wss = new WebSocketServer({ noServer: true, perMessageDeflate: false, maxPayload: (options.limits ?? DEFAULT_LIMITS).maxFrameBytes });
     const t = new WebSocketTransport(options, http, wss);
     http.on('upgrade', (req, socket, head) => t.onUpgrade(req, socket, head));

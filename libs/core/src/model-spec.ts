@@ -5,8 +5,15 @@ import { describeIssues } from './validation.js';
 
 const positiveInt = z.number().int().positive();
 
+/**
+ * Bounds on a model from a file or the network, checked before anything is allocated: a spec of a
+ * few bytes must not ask for gigabytes. Far above what this engine trains in useful time.
+ */
+export const MODEL_LIMITS = { maxWidth: 1 << 16, maxInputSize: 1 << 24, maxLayers: 256, maxParameters: 1 << 28 } as const;
+const width = positiveInt.max(MODEL_LIMITS.maxWidth);
+
 const layerSpecSchema = z.discriminatedUnion('type', [
-  z.strictObject({ type: z.literal('dense'), units: positiveInt, init: z.enum(INITIALIZERS).optional() }),
+  z.strictObject({ type: z.literal('dense'), units: width, init: z.enum(INITIALIZERS).optional() }),
   z.strictObject({ type: z.literal('relu') }),
   z.strictObject({ type: z.literal('leaky_relu'), alpha: z.number().min(0).max(1).optional() }),
   z.strictObject({ type: z.literal('tanh') }),
@@ -18,8 +25,8 @@ const layerSpecSchema = z.discriminatedUnion('type', [
 export const LOSSES = ['softmax_cross_entropy', 'mse'] as const;
 
 export const modelSpecSchema = z.strictObject({
-  inputSize: positiveInt,
-  layers: z.array(layerSpecSchema).min(1),
+  inputSize: positiveInt.max(MODEL_LIMITS.maxInputSize),
+  layers: z.array(layerSpecSchema).min(1).max(MODEL_LIMITS.maxLayers),
   loss: z.enum(LOSSES),
 });
 
@@ -34,6 +41,8 @@ export function parseModelSpec(input: unknown): ModelSpec {
   if (!parsed.success) throw new CoreError('ERR_SPEC', `invalid model spec: ${describeIssues(parsed.error)}`);
   const spec = parsed.data;
   if (!spec.layers.some((l) => l.type === 'dense')) throw new CoreError('ERR_SPEC', 'invalid model spec: it has no dense layer, so nothing to learn');
+  const count = parameterCount(spec);
+  if (count > MODEL_LIMITS.maxParameters) throw new CoreError('ERR_SPEC', `invalid model spec: ${count} parameters, more than the ${MODEL_LIMITS.maxParameters} this engine takes`);
   if (spec.loss === 'softmax_cross_entropy' && outputSize(spec) < 2) {
     throw new CoreError('ERR_SPEC', `invalid model spec: softmax_cross_entropy needs at least 2 outputs, the model has ${outputSize(spec)}`);
   }

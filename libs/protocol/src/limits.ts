@@ -19,3 +19,9 @@ export const DEFAULT_LIMITS: Limits = {
  * have no bytes to count, so they are counted here.
  */
 export const MAX_EARLY_FRAMES = 16_384;
+
+/** Every listener: a connection must have sent its whole request (or upgrade) within this (slow writers). */
+export const HANDSHAKE_TIMEOUT_MS = 10_000;
+
+/** Connections a ring endpoint takes at once: its right neighbour, one retrying, and probes. */
+export const MAX_RING_CONNECTIONS = 16;
