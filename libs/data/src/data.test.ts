@@ -155,4 +155,18 @@ describe('batcher and config', () => {
     expect(() => loadDataset({ source: 'idx' })).toThrow(/dir/);
     expect(() => loadDataset({ source: 'idx', dir: '/nonexistent' })).toThrow(/no such folder/);
   });
+
+  it('refuses a gzip bomb: by the size its trailer states, and by the output cap when the trailer lies', () => {
+    const d = mkdtempSync(join(tmpdir(), 'ringtrain-bomb-'));
+    // 8 MiB of zeros after a valid IDX header: 8 KiB of gzip.
+    const raw = Buffer.concat([Buffer.from([0, 0, 8, 1, 0, 0x80, 0, 0]), Buffer.alloc(8 * 1024 * 1024)]);
+    const gz = gzipSync(raw);
+    writeFileSync(join(d, 'honest.gz'), gz);
+    expect(() => readIdx(join(d, 'honest.gz'), 1024 * 1024)).toThrow(expect.objectContaining({ code: 'ERR_DATA_TOO_LARGE', message: expect.stringMatching(/inflates to 8388616 bytes, over the 1048576-byte limit/) }));
+    const liar = Buffer.from(gz);
+    liar.writeUInt32LE(100, liar.length - 4);
+    writeFileSync(join(d, 'liar.gz'), liar);
+    expect(() => readIdx(join(d, 'liar.gz'), 1024 * 1024)).toThrow(expect.objectContaining({ code: 'ERR_DATA_TOO_LARGE', message: expect.stringMatching(/inflates past the 1048576-byte limit/) }));
+    expect(readIdx(join(d, 'honest.gz')).dims).toEqual([0x800000]);
+  });
 });

@@ -2,6 +2,7 @@ export type DataErrorCode =
   | 'ERR_DATA_FORMAT' // a file that is not what it claims (bad magic, bad number, wrong type)
   | 'ERR_DATA_TRUNCATED' // a file shorter than its header says
   | 'ERR_DATA_NOT_FOUND' // a missing file or folder
+  | 'ERR_DATA_TOO_LARGE' // past a size limit (a gzip bomb)
   | 'ERR_DATA_CONFIG'; // an invalid dataset setting
 
 export class DataError extends Error {
