@@ -13,11 +13,12 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import type { Logger } from 'pino';
 import { addJobOptions, type JobFlags, nonNegativeInt, positiveInt, positiveNumber, resolveJob } from './job-options.js';
 import { createLogger } from './logger.js';
+import { addTlsOptions, readTls, type TlsFlags, tlsArgsForWorkers } from './tls-options.js';
 import { addSecretOptions, childEnv, isLoopback, readSecrets, type Secrets, withoutSecretArgs } from './secrets.js';
 import { LocalWorkers } from './local-workers.js';
 import { Progress } from './progress.js';
 
-interface RunFlags extends JobFlags {
+interface RunFlags extends JobFlags, TlsFlags {
   checkpointDir?: string;
   saveEvery?: number;
   keepLast: number;
@@ -46,7 +47,7 @@ interface RunFlags extends JobFlags {
 }
 
 function addRunOptions(cmd: Command): Command {
-  return addSecretOptions(addJobOptions(cmd), 'statusToken', 'adminToken')
+  return addTlsOptions(addSecretOptions(addJobOptions(cmd), 'statusToken', 'adminToken'), 'both')
     .requiredOption('-n, --workers <n|min:max>', 'workers in the ring: N, or MIN:MAX for an elastic run (below MIN it pauses, up to MAX join live)', workerRange)
     .option('--max-restarts <k>', 'membership changes caused by faults that the run survives (joins and clean leaves are free)', nonNegativeInt, 3)
     .option('--rejoin-timeout <s>', 'below MIN workers, how long the run waits for workers to join before it fails', positiveInt, 300)
@@ -80,11 +81,11 @@ export function launchCommand(): Command {
     .action(async (flags: RunFlags & { coordinator?: string }) => {
       const log = createLogger();
       const secrets = readSecrets(flags as unknown as Record<string, unknown>, ['token', 'statusToken', 'adminToken'], (m) => log.warn(m));
-      if (flags.coordinator) return superviseWorkers(flags.coordinator, secrets.token, flags.workers.max, flags.maxRestarts, log);
+      if (flags.coordinator) return superviseWorkers(flags.coordinator, secrets.token, flags.workers.max, flags.maxRestarts, log, tlsArgsForWorkers(flags));
       // Local children get a fresh random token, so nothing else on the machine can join the job.
       const token = secrets.token ?? randomBytes(16).toString('hex');
       // The coordinator lives in this process: if it dies, so did the launch, and the children stop soon.
-      await coordinate({ ...flags, host: '127.0.0.1' }, { ...secrets, token }, log, (address) => new LocalWorkers(flags.workers.max, address, token, flags.maxRestarts, log, ['--coordinator-timeout', '10']));
+      await coordinate({ ...flags, host: '127.0.0.1' }, { ...secrets, token }, log, (address) => new LocalWorkers(flags.workers.max, address, token, flags.maxRestarts, log, ['--coordinator-timeout', '10', ...tlsArgsForWorkers(flags)]));
     });
 }
 
@@ -109,13 +110,13 @@ export function coordinatorCommand(): Command {
 
 /** `ringtrain worker`: one worker; it takes its rank, ring and job from the coordinator. */
 export function workerCommand(): Command {
-  return addSecretOptions(addJobOptions(new Command('worker').description('join a coordinator as one worker of the ring')), 'token')
+  return addTlsOptions(addSecretOptions(addJobOptions(new Command('worker').description('join a coordinator as one worker of the ring')), 'token'), 'both')
     .requiredOption('--coordinator <url>', 'coordinator address, e.g. ws://10.0.0.5:29500')
     .option('--ring-host <address>', 'interface the ring endpoint listens on', '127.0.0.1')
     .option('--ring-port <n>', 'ring endpoint port (default: any free port)', nonNegativeInt, 0)
     .option('--advertise <url>', 'ring address that peers dial, if not ws://ring-host:ring-port (NAT, containers)')
     .option('--coordinator-timeout <s>', 'when the coordinator is lost, dial it again this long (a restarted one re-adopts the run) before giving up', nonNegativeInt, 120)
-    .action(async (flags: JobFlags & { coordinator: string; ringHost: string; ringPort: number; advertise?: string; coordinatorTimeout: number }) => {
+    .action(async (flags: JobFlags & TlsFlags & { coordinator: string; ringHost: string; ringPort: number; advertise?: string; coordinatorTimeout: number }) => {
       const log = createLogger();
       const { token } = readSecrets(flags as unknown as Record<string, unknown>, ['token'], (m) => log.warn(m));
       if (!(hasRingProcessEnv() && hasRingNodeFlags()) && process.env.RINGTRAIN_NO_REEXEC !== '1') return reexecTuned({ token });
@@ -136,6 +137,7 @@ export function workerCommand(): Command {
           ringHost: flags.ringHost,
           ringPort: flags.ringPort,
           advertise: flags.advertise,
+          tls: readTls(flags),
           logger: log,
           peerTimeoutMs: envNumber('RINGTRAIN_PEER_TIMEOUT_MS'),
           segmentBytes: envNumber('RINGTRAIN_SEGMENT_BYTES'),
@@ -179,6 +181,7 @@ function workerRange(value: string): { min: number; max: number } {
 
 async function coordinate(flags: RunFlags, secrets: Secrets, log: Logger, startWorkers?: (address: string) => LocalWorkers, tokenGenerated = false): Promise<void> {
   const { job, resume, lineage } = resolveRun(flags, log);
+  const tls = readTls(flags);
   let children: LocalWorkers | null = null;
   const coordinator = new Coordinator({
     config: job,
@@ -193,6 +196,7 @@ async function coordinate(flags: RunFlags, secrets: Secrets, log: Logger, startW
     host: flags.host,
     port: flags.port,
     token: secrets.token,
+    tls: tls.cert && tls.key ? { cert: tls.cert, key: tls.key } : undefined,
     logger: log,
     maxSteps: flags.maxSteps,
     verifyEvery: flags.verifyEvery,
@@ -296,8 +300,8 @@ function report(stats: RunStats, epochs: number, log: Logger): void {
 }
 
 /** `launch --coordinator URL`: N local workers for a coordinator elsewhere, replaced when they die; exits when none is left. */
-async function superviseWorkers(url: string, token: string | undefined, n: number, maxRestarts: number, log: Logger): Promise<void> {
-  const workers = new LocalWorkers(n, url, token, maxRestarts, log);
+async function superviseWorkers(url: string, token: string | undefined, n: number, maxRestarts: number, log: Logger, workerArgs: string[]): Promise<void> {
+  const workers = new LocalWorkers(n, url, token, maxRestarts, log, workerArgs);
   log.info(`supervising ${n} workers for the coordinator at ${url} (up to ${maxRestarts} replacements)`);
   // Passed on: each worker leaves at its next step boundary; what is left after 5 s is killed.
   const stop = (signal: NodeJS.Signals): void => {

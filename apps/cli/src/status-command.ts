@@ -5,6 +5,7 @@ import logUpdate from 'log-update';
 import type WebSocket from 'ws';
 import { positiveInt } from './job-options.js';
 import { readSecret } from './secrets.js';
+import { addTlsOptions, readTls, type TlsFlags } from './tls-options.js';
 import { table } from './table.js';
 
 /** ws://host:port/status from what a person types: ws://host:port, http://host:port/, host:port. */
@@ -17,7 +18,7 @@ export function statusUrl(given: string): string {
   return url.toString();
 }
 
-interface StatusFlags {
+interface StatusFlags extends TlsFlags {
   token?: string;
   tokenFile?: string;
   json?: boolean;
@@ -25,10 +26,11 @@ interface StatusFlags {
 }
 
 /** Opens the status socket (retrying until the deadline: the coordinator may not be up yet). */
-async function openStatus(given: string, token: string | undefined, timeoutS: number, onEvent: (e: StatusEvent, ws: WebSocket) => void): Promise<WebSocket> {
+async function openStatus(given: string, token: string | undefined, tls: TlsFlags, timeoutS: number, onEvent: (e: StatusEvent, ws: WebSocket) => void): Promise<WebSocket> {
   const url = statusUrl(given);
   const headers = token ? { authorization: `Bearer ${token}` } : undefined;
-  const result = await dialUntil(url, { headers }, Date.now() + timeoutS * 1000, (ws) => {
+  const { ca } = readTls(tls);
+  const result = await dialUntil(url, { headers, ...(ca ? { ca } : {}) }, Date.now() + timeoutS * 1000, (ws) => {
     ws.on('message', (data) => {
       let event: StatusEvent;
       try {
@@ -43,8 +45,9 @@ async function openStatus(given: string, token: string | undefined, timeoutS: nu
       onEvent(event, ws);
     });
   });
+  if ('tls' in result) throw Object.assign(new Error(`TLS with ${url} failed: ${result.tls}`), { code: 'ERR_TLS' });
   if ('status' in result) throw Object.assign(new Error(`the coordinator refused the status connection: ${result.status} ${result.body}`), { code: result.status === 401 ? 'ERR_AUTH' : 'ERR_REJECTED' });
-  if (!('ws' in result)) throw Object.assign(new Error(`no coordinator answered at ${url} within ${timeoutS} s`), { code: 'ERR_UNREACHABLE' });
+  if (!('ws' in result)) throw Object.assign(new Error(`no coordinator answered at ${url} within ${timeoutS} s${'last' in result && result.last ? ` (${result.last})` : ''}`), { code: 'ERR_UNREACHABLE' });
   return result.ws;
 }
 
@@ -59,7 +62,7 @@ function endOf(s: StatusEventOf<'snapshot'>): StatusEventOf<'end'> {
 
 /** `ringtrain status <url>`: the run, live, redrawn in place; or the events as JSON lines. */
 export function statusCommand(): Command {
-  return new Command('status')
+  return addTlsOptions(new Command('status'), 'client')
     .description('watch a run live: state, progress, loss, throughput, per-rank step times, warnings')
     .argument('<url>', 'the coordinator, e.g. ws://127.0.0.1:29500 (as printed by launch/coordinator)')
     .option('--token <secret>', 'status (or admin) token (or RINGTRAIN_STATUS_TOKEN)')
@@ -69,7 +72,7 @@ export function statusCommand(): Command {
     .action(async (url: string, flags: StatusFlags) => {
       const view = new StatusView(flags.json ? 'none' : process.stdout.isTTY ? 'live' : 'final');
       let ended: StatusEventOf<'end'> | null = null;
-      const ws = await openStatus(url, readSecret(flags.token, flags.tokenFile, 'RINGTRAIN_STATUS_TOKEN'), flags.timeout, (e, socket) => {
+      const ws = await openStatus(url, readSecret(flags.token, flags.tokenFile, 'RINGTRAIN_STATUS_TOKEN'), flags, flags.timeout, (e, socket) => {
         if (flags.json) process.stdout.write(`${JSON.stringify(e)}\n`);
         else view.apply(e);
         // The end of the run, or a run already over (a coordinator that lingers): the watch is over.
@@ -96,17 +99,17 @@ export function statusCommand(): Command {
 
 /** `ringtrain control <url> stop|checkpoint`: a control action, with the admin token. */
 export function controlCommand(): Command {
-  return new Command('control')
+  return addTlsOptions(new Command('control'), 'client')
     .description('ask a running job to stop, or to write a checkpoint now (needs the admin token)')
     .argument('<url>', 'the coordinator, e.g. ws://127.0.0.1:29500')
     .addArgument(new Argument('<action>', 'stop: end the run on every worker; checkpoint: rank 0 saves after its current step').choices(['stop', 'checkpoint']))
     .option('--token <secret>', 'admin token (or RINGTRAIN_ADMIN_TOKEN)')
     .option('--token-file <file>', 'read the admin token from this file (or RINGTRAIN_ADMIN_TOKEN_FILE)')
     .option('--timeout <s>', 'deadline for the answer, seconds', positiveInt, 10)
-    .action(async (url: string, action: 'stop' | 'checkpoint', flags: { token?: string; tokenFile?: string; timeout: number }) => {
+    .action(async (url: string, action: 'stop' | 'checkpoint', flags: TlsFlags & { token?: string; tokenFile?: string; timeout: number }) => {
       let resolveReply: (e: StatusEventOf<'commandResult'>) => void = () => {};
       const reply = new Promise<StatusEventOf<'commandResult'>>((resolve) => (resolveReply = resolve));
-      const ws = await openStatus(url, readSecret(flags.token, flags.tokenFile, 'RINGTRAIN_ADMIN_TOKEN'), flags.timeout, (e) => {
+      const ws = await openStatus(url, readSecret(flags.token, flags.tokenFile, 'RINGTRAIN_ADMIN_TOKEN'), flags, flags.timeout, (e) => {
         if (e.type === 'commandResult') resolveReply(e);
       });
       ws.send(JSON.stringify({ type: 'command', id: 1, action }));

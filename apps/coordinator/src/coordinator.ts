@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
-import { createServer, type IncomingMessage, type Server } from 'node:http';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { type ConfigSummary, type ControlMessage, decodeControl, encodeControl, type GenerationChange, HANDSHAKE_TIMEOUT_MS, type MessageOf, PROTOCOL_VERSION, sameSecret } from '@ringtrain/protocol';
@@ -33,6 +34,8 @@ export interface CoordinatorOptions {
   port?: number;
   /** Shared token: workers without it are refused during the upgrade. */
   token?: string;
+  /** TLS certificate and key (PEM contents): the workers' port, status socket and dashboard then speak wss:// and https://. */
+  tls?: { cert: string | Buffer; key: string | Buffer };
   logger: Logger;
   /** Deadline for all workers to join (default 60 s) and to report ready (default 60 s). */
   joinTimeoutMs?: number;
@@ -181,7 +184,9 @@ export class Coordinator {
     // Slow writers are cut off (checked every second, not Node's default 30 s), and connections are
     // capped: the workers (and as many again reconnecting), the status clients, and some spare.
     const handshake = options.handshakeTimeoutMs ?? HANDSHAKE_TIMEOUT_MS;
-    this.http = createServer({ headersTimeout: handshake, requestTimeout: handshake, connectionsCheckingInterval: Math.min(1000, handshake) }, (req, res) => this.status.handleRequest(req, res));
+    const serverOptions = { headersTimeout: handshake, requestTimeout: handshake, connectionsCheckingInterval: Math.min(1000, handshake) };
+    const handle = (req: IncomingMessage, res: ServerResponse): void => this.status.handleRequest(req, res);
+    this.http = options.tls ? createHttpsServer({ ...serverOptions, ...options.tls }, handle) : createServer(serverOptions, handle);
     this.http.maxConnections = 2 * max + MAX_STATUS_CLIENTS + 64;
     this.wss = new WebSocketServer({ noServer: true, perMessageDeflate: false, maxPayload: 1024 * 1024 });
     this.http.on('upgrade', (req, socket, head) => {
@@ -214,8 +219,9 @@ export class Coordinator {
     });
     const a = this.http.address() as AddressInfo;
     const host = a.family === 'IPv6' ? `[${a.address}]` : a.address;
-    const address = `ws://${host}:${a.port}`;
-    this.dashboardUrl = `http://${host === '0.0.0.0' || host === '[::]' ? '127.0.0.1' : host}:${a.port}/`;
+    const secure = this.options.tls !== undefined;
+    const address = `${secure ? 'wss' : 'ws'}://${host}:${a.port}`;
+    this.dashboardUrl = `${secure ? 'https' : 'http'}://${host === '0.0.0.0' || host === '[::]' ? '127.0.0.1' : host}:${a.port}/`;
     const { min, max } = this.membership.options;
     const size = min === max ? `${max}` : `${min} to ${max}`;
     this.log.info({ address, workers: max, minWorkers: min, configHash: this.configHash }, `coordinator listening on ${address}, waiting for ${size} workers`);

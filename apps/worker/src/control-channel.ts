@@ -66,15 +66,16 @@ export class ControlChannel {
   }
 
   /** Dials the coordinator, retrying until the deadline (it may start later). */
-  static async connect(url: string, options: { token?: string; timeoutMs?: number; silenceMs?: number; signal?: AbortSignal } = {}): Promise<ControlChannel> {
+  static async connect(url: string, options: { token?: string; ca?: string | Buffer; timeoutMs?: number; silenceMs?: number; signal?: AbortSignal } = {}): Promise<ControlChannel> {
     const headers = options.token !== undefined ? { 'x-ringtrain-token': options.token } : undefined;
     let channel: ControlChannel | null = null;
-    const result = await dialUntil(url, { headers, maxPayload: 16 * 1024 * 1024 }, Date.now() + (options.timeoutMs ?? 30_000), (ws) => {
+    const result = await dialUntil(url, { headers, maxPayload: 16 * 1024 * 1024, ...(options.ca ? { ca: options.ca } : {}) }, Date.now() + (options.timeoutMs ?? 30_000), (ws) => {
       channel = new ControlChannel(ws, options.silenceMs ?? 5000);
     }, options.signal);
     if ('status' in result) throw new ChannelError(result.status === 401 ? 'ERR_AUTH' : 'ERR_REJECTED', `the coordinator at ${url} refused the connection: ${result.status} ${result.body}`);
+    if ('tls' in result) throw new ChannelError('ERR_TLS', `TLS with the coordinator at ${url} failed: ${result.tls}`);
     if ('aborted' in result) throw new ChannelError('ERR_LEFT', `stopped dialling the coordinator at ${url}: asked to leave`);
-    if ('unreachable' in result || !channel) throw new ChannelError('ERR_COORDINATOR_LOST', `cannot reach the coordinator at ${url}`);
+    if ('unreachable' in result || !channel) throw new ChannelError('ERR_COORDINATOR_LOST', `cannot reach the coordinator at ${url}${'last' in result && result.last ? `: ${result.last}` : ''}`);
     return channel;
   }
 

@@ -1,5 +1,5 @@
 import { hostname } from 'node:os';
-import { CollectiveError, Communicator, WebSocketTransport } from '@ringtrain/allreduce';
+import { CollectiveError, Communicator, type TlsFiles, WebSocketTransport } from '@ringtrain/allreduce';
 import { writeSafetensors } from '@ringtrain/checkpoint';
 import { type JobConfig, jobConfigHash, parseJobConfig, Trainer } from '@ringtrain/trainer';
 import { type MessageOf, PROTOCOL_VERSION } from '@ringtrain/protocol';
@@ -19,6 +19,8 @@ export interface WorkerOptions {
   coordinator: string;
   /** Shared token for the coordinator and the ring. */
   token?: string;
+  /** TLS (PEM contents): `ca` checks the coordinator's and the neighbours' certificates; with `cert` and `key` the ring endpoint listens for wss://. */
+  tls?: TlsFiles;
   /** The config this worker was started with, if any: the coordinator refuses a different one. */
   config?: JobConfig;
   /** Where the ring endpoint listens (default 127.0.0.1, any port) and the address peers dial. */
@@ -69,6 +71,7 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerResult> {
     port: options.ringPort ?? 0,
     advertise: options.advertise,
     token: options.token,
+    tls: options.tls,
     peerTimeoutMs: options.peerTimeoutMs ?? 2500,
     logger: options.logger,
   });
@@ -104,7 +107,7 @@ class Agent {
 
   async run(): Promise<Result> {
     try {
-      let assign = await this.join(await ControlChannel.connect(this.options.coordinator, { token: this.options.token }));
+      let assign = await this.join(await ControlChannel.connect(this.options.coordinator, { token: this.options.token, ca: this.options.tls?.ca }));
       for (;;) {
         try {
           const next = await this.generation(assign);
@@ -204,7 +207,7 @@ class Agent {
     this.log.warn(`lost the coordinator at step ${step}; dialling ${this.options.coordinator} again for up to ${timeoutMs / 1000} s`);
     let ch: ControlChannel;
     try {
-      ch = await ControlChannel.connect(this.options.coordinator, { token: this.options.token, timeoutMs, signal: this.options.leave });
+      ch = await ControlChannel.connect(this.options.coordinator, { token: this.options.token, ca: this.options.tls?.ca, timeoutMs, signal: this.options.leave });
     } catch (err) {
       await this.finalCheckpoint();
       if (this.options.leave?.aborted) throw new WorkerError('ERR_LEFT', `asked to leave while the coordinator was away (at step ${step})`);

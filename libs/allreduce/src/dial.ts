@@ -1,7 +1,13 @@
 import WebSocket, { type ClientOptions } from 'ws';
 
 /** How a dial ended: connected, refused with an HTTP status (and its body), or never reached. */
-export type DialResult = { ws: WebSocket } | { status: number; body: string } | { unreachable: true } | { aborted: true };
+export type DialResult = { ws: WebSocket } | { status: number; body: string } | { unreachable: true; last?: string } | { aborted: true } | { tls: string };
+
+/**
+ * TLS failures that retrying cannot mend: the server's certificate is not trusted or not for this
+ * name, or one side speaks TLS and the other does not.
+ */
+const TLS_FAILURES = /CERT|SELF_SIGNED|UNABLE_TO_VERIFY|ERR_TLS|ERR_SSL|EPROTO|wrong version number|packet length too long|unknown protocol|HPE_INVALID_CONSTANT|Expected HTTP/i;
 
 /** How long a refusal's body may take to arrive: a server that never ends it must not hang the dial. */
 const REFUSAL_BODY_MS = 2000;
@@ -14,6 +20,7 @@ const REFUSAL_BODY_BYTES = 4096;
  * arrive with the handshake reply before any promise continuation could attach a listener).
  */
 export async function dialUntil(url: string, options: ClientOptions, deadline: number, onOpen: (ws: WebSocket) => void, signal?: AbortSignal): Promise<DialResult> {
+  let last: string | undefined;
   for (let attempt = 0; ; attempt++) {
     if (signal?.aborted) return { aborted: true };
     const result = await new Promise<DialResult | 'retry'>((resolve) => {
@@ -43,13 +50,17 @@ export async function dialUntil(url: string, options: ClientOptions, deadline: n
         res.on('end', settle);
         res.on('error', settle);
       });
-      ws.on('error', () => {
-        if (!refused) resolve('retry');
+      ws.on('error', (err: NodeJS.ErrnoException) => {
+        if (refused) return;
+        if (TLS_FAILURES.test(`${err.code ?? ''} ${err.message}`)) return resolve({ tls: `${err.code ? `${err.code}: ` : ''}${err.message}` });
+        // A TLS server answers a plain dial by hanging up: worth a hint if that is all it ever does.
+        last = `${err.message}${err.code ? ` (${err.code})` : ''}${err.code === 'ECONNRESET' && url.startsWith('ws:') ? '; if the server speaks TLS, dial wss://' : ''}`;
+        resolve('retry');
       });
     });
     if (result !== 'retry') return result;
     if (signal?.aborted) return { aborted: true };
-    if (Date.now() + 100 > deadline) return { unreachable: true };
+    if (Date.now() + 100 > deadline) return { unreachable: true, ...(last ? { last } : {}) };
     // Soon at first (a ring neighbour takes its place within milliseconds of this one), then slower.
     await new Promise((r) => setTimeout(r, Math.min(20 * 2 ** attempt, 500)));
   }

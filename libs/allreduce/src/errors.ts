@@ -4,6 +4,7 @@ export type CollectiveErrorCode =
   | 'ERR_FINGERPRINT_MISMATCH' // ranks called different operations (length, layout, step, sequence)
   | 'ERR_PROTOCOL' // a peer sent bytes that do not decode
   | 'ERR_AUTH' // a ring connection with a wrong or missing token
+  | 'ERR_TLS' // a ring connection whose TLS failed (an untrusted certificate, TLS on one side only)
   | 'ERR_RENDEZVOUS' // the ring could not be formed in time
   | 'ERR_EARLY_LIMIT' // a peer ran too far ahead (too many bytes for operations not yet started)
   | 'ERR_CLOSED'; // the communicator was closed

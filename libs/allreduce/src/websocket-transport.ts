@@ -1,4 +1,5 @@
-import { createServer, type IncomingMessage, type Server } from 'node:http';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo, NetConnectOpts, Socket } from 'node:net';
 import { hostname } from 'node:os';
 import type { Duplex } from 'node:stream';
@@ -28,6 +29,13 @@ import { Payload } from './payload.js';
 import { connectWithArena, type HeldBytes, ReadArena } from './read-arena.js';
 import { nextRank, prevRank, type Transport, type TransportHandler } from './transport.js';
 
+/** PEM contents (not paths) for TLS. */
+export interface TlsFiles {
+  cert?: string | Buffer;
+  key?: string | Buffer;
+  ca?: string | Buffer;
+}
+
 export interface WebSocketTransportOptions {
   /** Interface to listen on (default 127.0.0.1) and port (default 0: any free port). */
   host?: string;
@@ -36,6 +44,8 @@ export interface WebSocketTransportOptions {
   advertise?: string;
   /** Shared secret; a ring connection without it is refused during the HTTP upgrade. */
   token?: string;
+  /** TLS: with `cert` and `key` this endpoint listens for wss://; `ca` is what the neighbours' certificates are checked against (default: the system's). */
+  tls?: TlsFiles;
   limits?: Limits;
   /** Ping period (default 500 ms) and the silence after which a peer counts as lost (default 1.5 s). */
   heartbeatMs?: number;
@@ -120,7 +130,10 @@ export class WebSocketTransport implements Transport {
    */
   static async listen(options: WebSocketTransportOptions = {}): Promise<WebSocketTransport> {
     const handshake = HANDSHAKE_TIMEOUT_MS;
-    const http = createServer({ headersTimeout: handshake, requestTimeout: handshake, connectionsCheckingInterval: 1000 }, (_req, res) => res.writeHead(426, { 'content-type': 'text/plain' }).end('ringtrain ring endpoint: WebSocket only\n'));
+    const serverOptions = { headersTimeout: handshake, requestTimeout: handshake, connectionsCheckingInterval: 1000 };
+    const answer = (_req: IncomingMessage, res: ServerResponse): void => void res.writeHead(426, { 'content-type': 'text/plain' }).end('ringtrain ring endpoint: WebSocket only\n');
+    const { cert, key } = options.tls ?? {};
+    const http: Server = cert && key ? createHttpsServer({ ...serverOptions, cert, key }, answer) : createServer(serverOptions, answer);
     http.maxConnections = MAX_RING_CONNECTIONS;
     const wss = new WebSocketServer({ noServer: true, perMessageDeflate: false, maxPayload: (options.limits ?? DEFAULT_LIMITS).maxFrameBytes });
     const t = new WebSocketTransport(options, http, wss);
@@ -150,7 +163,7 @@ export class WebSocketTransport implements Transport {
     if (this.options.advertise) return this.options.advertise;
     const a = this.http.address() as AddressInfo;
     const host = a.address === '0.0.0.0' || a.address === '::' ? hostname() : a.family === 'IPv6' ? `[${a.address}]` : a.address;
-    return `ws://${host}:${a.port}`;
+    return `${this.options.tls?.cert ? 'wss' : 'ws'}://${host}:${a.port}`;
   }
 
   setHandler(handler: TransportHandler): void {
@@ -329,17 +342,19 @@ export class WebSocketTransport implements Transport {
     const pooled = address.startsWith('ws://') ? { createConnection: createConnection as never } : {};
     // Synchronous message events (ws's default for clients, pinned here): the pool relies on a
     // consumed message being used only during its event.
-    const result = await dialUntil(address, { headers, maxPayload: this.limits.maxFrameBytes, allowSynchronousEvents: true, ...pooled }, deadline, (ws) => {
+    const ca = this.options.tls?.ca ? { ca: this.options.tls.ca } : {};
+    const result = await dialUntil(address, { headers, maxPayload: this.limits.maxFrameBytes, allowSynchronousEvents: true, ...pooled, ...ca }, deadline, (ws) => {
       this.upstream = this.attach(ws, peer);
       const receiver = receiverOf(ws);
       if (arena && receiver) arena.track(receiver);
     }, signal);
     if ('aborted' in result) throw new CollectiveError('ERR_CLOSED', `rank ${rank}: left the ring while dialling rank ${peer}`, { rank, peer });
+    if ('tls' in result) throw new CollectiveError('ERR_TLS', `rank ${rank}: TLS with rank ${peer} at ${address} failed: ${result.tls}`, { rank, peer });
     if ('status' in result) {
       const code = result.status === 401 ? 'ERR_AUTH' : 'ERR_RENDEZVOUS';
       throw new CollectiveError(code, `rank ${this.rank}: rank ${peer} at ${address} refused the ring connection: ${result.status} ${result.body}`, { rank: this.rank, peer });
     }
-    if ('unreachable' in result) throw new CollectiveError('ERR_RENDEZVOUS', `rank ${this.rank}: could not reach rank ${peer} at ${address} before the deadline`, { rank: this.rank, peer });
+    if ('unreachable' in result) throw new CollectiveError('ERR_RENDEZVOUS', `rank ${this.rank}: could not reach rank ${peer} at ${address} before the deadline${result.last ? ` (${result.last})` : ''}`, { rank: this.rank, peer });
   }
 
   private attach(ws: WebSocket, peer: number): Link {
