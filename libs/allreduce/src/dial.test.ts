@@ -42,7 +42,7 @@ describe('dialUntil', () => {
   it('a server that accepts the connection and never answers ends at the deadline', async () => {
     const port = await hostile('');
     const t0 = Date.now();
-    expect(await dialUntil(`ws://127.0.0.1:${port}`, {}, Date.now() + 1500, () => {})).toEqual({ unreachable: true });
+    expect(await dialUntil(`ws://127.0.0.1:${port}`, {}, Date.now() + 1500, () => {})).toMatchObject({ unreachable: true });
     expect(Date.now() - t0).toBeLessThan(4000);
   });
 });
