@@ -7,6 +7,7 @@ import { checkpointBench } from './checkpoint-bench.js';
 import { clusterBench } from './cluster-bench.js';
 import { elasticBench } from './elastic-bench.js';
 import { gemmBench } from './gemm-bench.js';
+import { tlsBench } from './tls-bench.js';
 import { trainBench } from './train-bench.js';
 
 const positive = (v: string): number => {
@@ -17,7 +18,7 @@ const positive = (v: string): number => {
 
 const program = new Command('bench')
   .description('ringtrain benchmarks beside numpy / PyTorch measured in the same run')
-  .addOption(new Option('--only <which>', 'run one benchmark').choices(['gemm', 'train', 'allreduce', 'cluster', 'checkpoint', 'elastic']))
+  .addOption(new Option('--only <which>', 'run one benchmark').choices(['gemm', 'train', 'allreduce', 'cluster', 'checkpoint', 'elastic', 'tls']))
   .option('--backend <name>', 'cluster benchmark backend', 'auto')
   .option('--samples <n>', 'cluster benchmark training samples', positive, 60000)
   .option('--segment-bytes <n>', 'all-reduce segment size', positive, 1024 * 1024)
@@ -43,6 +44,7 @@ const program = new Command('bench')
     if (!opts.only || opts.only === 'cluster') console.log(`${clusterBench(opts.backend, opts.samples)}\n`);
     if (!opts.only || opts.only === 'checkpoint') console.log(`${await checkpointBench()}\n`);
     if (!opts.only || opts.only === 'elastic') console.log(`${await elasticBench(Math.max(1, Math.round(opts.runs)), opts.baseline)}\n`);
+    if (!opts.only || opts.only === 'tls') console.log(`${await tlsBench(Math.max(1, Math.round(opts.runs)), 2)}\n`);
   });
 
 await program.parseAsync();

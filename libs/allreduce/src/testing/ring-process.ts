@@ -4,6 +4,7 @@
 // on stdin, {"event":"connected"}; then for each {"run": {...}} line it runs all-reduces and prints
 // {"event":"done",...} or {"event":"error",...}. Data are small integers, so every rank can check
 // the exact sum by itself.
+import { readFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { Communicator } from '../communicator.js';
 import type { CollectiveError } from '../errors.js';
@@ -21,10 +22,12 @@ interface RunRequest {
 }
 
 const [rank, world] = [Number(process.argv[2]), Number(process.argv[3])];
-const opts = JSON.parse(process.argv[4] ?? '{}') as { token?: string; peerTimeoutMs?: number; segmentBytes?: number; sendWindow?: number; timeoutMs?: number };
+const opts = JSON.parse(process.argv[4] ?? '{}') as { token?: string; peerTimeoutMs?: number; segmentBytes?: number; sendWindow?: number; timeoutMs?: number; tls?: { cert: string; key: string; ca: string } };
 const say = (o: object): boolean => process.stdout.write(`${JSON.stringify({ rank, t: Date.now(), ...o })}\n`);
 
-const transport = await WebSocketTransport.listen({ token: opts.token, peerTimeoutMs: opts.peerTimeoutMs ?? 1000, heartbeatMs: 200 });
+// TLS: the files' paths in, their contents to the transport.
+const tls = opts.tls && { cert: readFileSync(opts.tls.cert), key: readFileSync(opts.tls.key), ca: readFileSync(opts.tls.ca) };
+const transport = await WebSocketTransport.listen({ token: opts.token, peerTimeoutMs: opts.peerTimeoutMs ?? 1000, heartbeatMs: 200, tls });
 let comm!: Communicator;
 say({ event: 'listening', address: transport.address });
 
