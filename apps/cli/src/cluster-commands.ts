@@ -206,7 +206,8 @@ async function coordinate(flags: RunFlags, secrets: Secrets, log: Logger, startW
     checkpoint: flags.checkpointDir
       ? { dir: resolve(flags.checkpointDir), everySteps: flags.saveEvery ?? 0, atEpochEnd: true, keepLast: flags.keepLast, keepBest: flags.keepBest, metric: flags.bestMetric, onError: flags.onSaveError, ...(lineage ? { lineage } : {}) }
       : undefined,
-    joinTimeoutMs: process.env.RINGTRAIN_JOIN_TIMEOUT_MS ? Number(process.env.RINGTRAIN_JOIN_TIMEOUT_MS) : undefined,
+    joinTimeoutMs: envNumber('RINGTRAIN_JOIN_TIMEOUT_MS'),
+    handshakeTimeoutMs: envNumber('RINGTRAIN_HANDSHAKE_TIMEOUT_MS'),
     statusToken: secrets.statusToken,
     adminToken: secrets.adminToken,
     healthEvery: flags.healthEvery,

@@ -187,9 +187,13 @@ export class Coordinator {
     const serverOptions = { headersTimeout: handshake, requestTimeout: handshake, connectionsCheckingInterval: Math.min(1000, handshake) };
     const handle = (req: IncomingMessage, res: ServerResponse): void => this.status.handleRequest(req, res);
     this.http = options.tls ? createHttpsServer({ ...serverOptions, ...options.tls }, handle) : createServer(serverOptions, handle);
+    // The header deadline only catches a writer that keeps trickling; the idle one catches one that stops.
+    this.http.setTimeout(handshake);
     this.http.maxConnections = 2 * max + MAX_STATUS_CLIENTS + 64;
     this.wss = new WebSocketServer({ noServer: true, perMessageDeflate: false, maxPayload: 1024 * 1024 });
     this.http.on('upgrade', (req, socket, head) => {
+      // Once upgraded, the socket is ours: a client that resets it must not crash this process.
+      socket.on('error', () => {});
       if (new URL(req.url ?? '/', 'http://x').pathname === '/status') this.status.handleUpgrade(req, socket, head);
       else this.onUpgrade(req, socket, head);
     });

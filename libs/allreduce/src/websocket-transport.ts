@@ -134,10 +134,16 @@ export class WebSocketTransport implements Transport {
     const answer = (_req: IncomingMessage, res: ServerResponse): void => void res.writeHead(426, { 'content-type': 'text/plain' }).end('ringtrain ring endpoint: WebSocket only\n');
     const { cert, key } = options.tls ?? {};
     const http: Server = cert && key ? createHttpsServer({ ...serverOptions, cert, key }, answer) : createServer(serverOptions, answer);
+    // The header deadline only catches a writer that keeps trickling; the idle one catches one that stops.
+    http.setTimeout(handshake);
     http.maxConnections = MAX_RING_CONNECTIONS;
     const wss = new WebSocketServer({ noServer: true, perMessageDeflate: false, maxPayload: (options.limits ?? DEFAULT_LIMITS).maxFrameBytes });
     const t = new WebSocketTransport(options, http, wss);
-    http.on('upgrade', (req, socket, head) => t.onUpgrade(req, socket, head));
+    http.on('upgrade', (req, socket, head) => {
+      // Once upgraded, the socket is ours: a neighbour (or anyone) that resets it must not crash this process.
+      socket.on('error', () => {});
+      t.onUpgrade(req, socket, head);
+    });
     await new Promise<void>((resolve, reject) => {
       http.once('error', reject);
       http.listen(options.port ?? 0, options.host ?? '127.0.0.1', () => resolve());

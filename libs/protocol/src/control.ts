@@ -37,7 +37,7 @@ export const helloMessageSchema = z.strictObject({
   type: z.literal('hello'),
   v,
   workerId: z.string().min(1).max(128),
-  ringAddress: z.string().min(1).max(512),
+  ringAddress: z.string().max(512).regex(/^wss?:\/\/[^\s/?#]+(\/\S*)?$/, 'a ws:// or wss:// address'),
   /** Hash of the job config the worker was started with; null takes the coordinator's. */
   configHash: hash.nullable(),
   host: z.string().max(256),
