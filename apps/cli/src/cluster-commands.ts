@@ -6,12 +6,12 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { Coordinator, CoordinatorError, type RunStats } from '@ringtrain/coordinator';
 import { type Checkpoint, findLatestCheckpoint, loadCheckpoint } from '@ringtrain/checkpoint';
 import type { MessageOf } from '@ringtrain/protocol';
-import { type JobConfig, jobIdentityHash, parseJobConfig } from '@ringtrain/trainer';
+import { type JobConfig, jobIdentityHash } from '@ringtrain/trainer';
 import { runWorker } from '@ringtrain/worker';
 import { hasRingNodeFlags, hasRingProcessEnv, RING_NODE_FLAGS, ringProcessEnv } from '@ringtrain/allreduce';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import type { Logger } from 'pino';
-import { addJobOptions, type JobFlags, nonNegativeInt, positiveInt, positiveNumber, resolveJob } from './job-options.js';
+import { addJobOptions, checkpointJob, type JobFlags, nonNegativeInt, positiveInt, positiveNumber, resolveJob } from './job-options.js';
 import { createLogger } from './logger.js';
 import { addTlsOptions, readTls, type TlsFlags, tlsArgsForWorkers } from './tls-options.js';
 import { addSecretOptions, childEnv, isLoopback, readSecrets, type Secrets, withoutSecretArgs } from './secrets.js';
@@ -283,7 +283,7 @@ function resolveRun(flags: RunFlags, log: Logger): { job: JobConfig; resume?: Me
   } else {
     ckpt = loadCheckpoint(flags.resume);
   }
-  const job = parseJobConfig({ ...(ckpt.meta.config as object), ...(flags.epochs ? { epochs: flags.epochs } : {}), ...(flags.backend ? { backend: flags.backend } : {}) });
+  const job = checkpointJob(ckpt.path, ckpt.meta.config, { ...(flags.epochs ? { epochs: flags.epochs } : {}), ...(flags.backend ? { backend: flags.backend } : {}) });
   const m = ckpt.meta;
   log.info({ path: ckpt.path, step: m.step, epoch: m.epoch, cursor: m.cursor, worldSize: m.worldSize }, `resuming from ${ckpt.path}: step ${m.step}, epoch ${m.epoch}, sample ${m.cursor}, saved by ${m.worldSize} workers`);
   return {

@@ -100,3 +100,12 @@ export function positiveNumber(v: string): number {
 function sizeList(v: string): number[] {
   return v.split(',').map((s) => positiveInt(s.trim()));
 }
+
+/** The job config a checkpoint recorded (with `over` on top), or an error that names the file. */
+export function checkpointJob(path: string, config: unknown, over: Record<string, unknown> = {}): JobConfig {
+  try {
+    return parseJobConfig({ ...(typeof config === 'object' && config !== null ? config : {}), ...over });
+  } catch (err) {
+    throw Object.assign(new Error(`${path}: ${(err as Error).message}`), { code: (err as { code?: string }).code ?? 'ERR_SPEC', cause: err });
+  }
+}

@@ -2,9 +2,9 @@ import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import { type Checkpoint, loadCheckpoint, type RawTensor, writeSafetensors } from '@ringtrain/checkpoint';
 import { createBackend, dequantizeRows, fromFloat16, Model, type ModelSpec, packInt4, parameterCount, parseModelSpec, quantizeRows, toFloat16 } from '@ringtrain/core';
 import { Batcher, type Dataset, loadDataset, readIdx } from '@ringtrain/data';
-import { type EvalResult, evaluateRange, parseJobConfig } from '@ringtrain/trainer';
+import { type EvalResult, evaluateRange } from '@ringtrain/trainer';
 import { Command, Option } from 'commander';
-import { parseDataFlag } from './job-options.js';
+import { checkpointJob, parseDataFlag } from './job-options.js';
 import { table } from './table.js';
 
 /**
@@ -40,7 +40,7 @@ function evaluate(model: Model, ds: Dataset): EvalResult {
 }
 
 function testSet(ckpt: Checkpoint, data?: string): Dataset {
-  const config = parseJobConfig(ckpt.meta.config);
+  const config = checkpointJob(ckpt.path, ckpt.meta.config);
   const source = data ? parseDataFlag(data) : config.dataset;
   return loadDataset(source).test;
 }

@@ -80,17 +80,31 @@ export function loadCheckpoint(path: string): Checkpoint {
       runId: m.run_id ?? '',
       lineage: m.lineage ?? '',
       configHash: m.config_hash,
-      config: JSON.parse(m.config),
-      modelSpec: JSON.parse(m.model_spec),
-      optimizer: JSON.parse(m.optimizer),
-      rng: JSON.parse(m.rng),
-      metrics: JSON.parse(m.metrics),
-      savedAt: m.saved_at,
+      config: json(m.config, 'config', isObject),
+      modelSpec: json(m.model_spec, 'model_spec', isObject),
+      optimizer: json(m.optimizer, 'optimizer', (o) => isObject(o) && typeof o.type === 'string' && Number.isSafeInteger(o.step) && Array.isArray(o.slots) && o.slots.every((x) => typeof x === 'string')),
+      rng: json(m.rng, 'rng', (r) => isObject(r) && Array.isArray(r.dropout) && r.dropout.length === 4 && r.dropout.every((x) => Number.isInteger(x) && x >= 0 && x <= 0xffffffff)),
+      metrics: json(m.metrics, 'metrics', (x) => isObject(x) && Object.values(x).every((v) => typeof v === 'number')),
+      savedAt: String(m.saved_at ?? ''),
     };
     return { path, meta, tensors: file.tensors };
   } catch (err) {
     throw new CheckpointError('ERR_CHECKPOINT_FORMAT', `${path}: bad checkpoint metadata: ${(err as Error).message}`, { cause: err });
   }
+}
+
+const isObject = (x: unknown): x is Record<string, unknown> => typeof x === 'object' && x !== null && !Array.isArray(x);
+
+/** A metadata value that must be JSON of a certain shape (the caller reads it without further checks). */
+function json<T>(v: string | undefined, name: string, ok: (x: Record<string, unknown>) => boolean): T {
+  let x: unknown;
+  try {
+    x = JSON.parse(v ?? '');
+  } catch {
+    throw new Error(`${name} is not JSON`);
+  }
+  if (!ok(x as Record<string, unknown>)) throw new Error(`${name} = ${String(v).slice(0, 80)} is not what a checkpoint records`);
+  return x as T;
 }
 
 function int(v: string | undefined, name: string): number {
