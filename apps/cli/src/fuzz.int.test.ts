@@ -61,7 +61,8 @@ const wrongToken = fc.oneof(
   fc.string({ unit: 'grapheme', maxLength: 40 }),
   fc.string({ unit: 'binary', minLength: TOKEN.length, maxLength: TOKEN.length }),
   fc.nat({ max: 64 }).map((n) => 'é'.repeat(n)),
-  fc.constantFrom(TOKEN.slice(1), `${TOKEN}x`, TOKEN.toUpperCase(), ''),
+  // The guess that once crashed the coordinator: the right number of characters, each two bytes.
+  fc.constantFrom(TOKEN.slice(1), `${TOKEN}x`, TOKEN.toUpperCase(), '', 'é'.repeat(TOKEN.length), 'é'.repeat(STATUS.length)),
 ).filter((t) => t !== TOKEN && !/[\r\n]/.test(t));
 
 /** Valid worker messages, then mutated: a field replaced by anything, removed, or added. */

@@ -1,5 +1,6 @@
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -57,6 +58,35 @@ describe('hardening (real processes)', () => {
     run.proc.kill('SIGINT');
     await run.exited;
   }, 60_000);
+
+  it('`status` and `control` against a server that refuses and never ends its answer: a message and exit 1 within the timeout, not a silent hang', async () => {
+    const server = createServer((sock) => {
+      sock.on('error', () => {});
+      sock.once('data', () => sock.write('HTTP/1.1 401 Unauthorized\r\nContent-Length: 1000000\r\n\r\nwrong token'));
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const url = `ws://127.0.0.1:${(server.address() as { port: number }).port}`;
+    for (const args of [['status', url, '--timeout', '3'], ['control', url, 'stop', '--timeout', '3']]) {
+      const t0 = Date.now();
+      const r = startRingtrain(args);
+      expect(await r.exited, args[0]).toBe(1);
+      expect(r.stderr, args[0]).toMatch(/ringtrain: ERR_AUTH: the coordinator refused the status connection: 401 wrong token/);
+      expect(Date.now() - t0, args[0]).toBeLessThan(6000);
+    }
+    server.close();
+  }, 30_000);
+
+  it('--save-final is resolved where it is given: the coordinator\'s folder, not the worker\'s', async () => {
+    const [here, there] = [mkdtempSync(join(dir, 'coordinator-')), mkdtempSync(join(dir, 'worker-'))];
+    const coord = startRingtrain(['coordinator', '--host', '127.0.0.1', '--port', '0', '--workers', '1', '--epochs', '1', '--max-steps', '5', '--save-final', 'final.safetensors'], { RINGTRAIN_TOKEN: 't' }, here);
+    await expect.poll(() => coord.lines.some((l) => String(l.msg).startsWith('coordinator listening')), { timeout: 20_000 }).toBe(true);
+    const address = String(coord.lines.find((l) => String(l.msg).startsWith('coordinator listening'))!.address);
+    const worker = startRingtrain(['worker', '--coordinator', address], { RINGTRAIN_TOKEN: 't' }, there);
+    expect(await coord.exited, coord.stderr).toBe(0);
+    expect(await worker.exited).toBe(0);
+    expect(existsSync(join(here, 'final.safetensors'))).toBe(true);
+    expect(existsSync(join(there, 'final.safetensors'))).toBe(false);
+  }, 30_000);
 
   it('a tokenless (--insecure) coordinator cannot be taken over: forged ready, progress and done are refused, and real workers finish', async () => {
     const coord = startRingtrain(['coordinator', '--host', '127.0.0.1', '--port', '0', '--workers', '2', '--epochs', '1', '--max-steps', '30', '--insecure', '--json']);

@@ -15,8 +15,8 @@ const main = fileURLToPath(new URL('../../dist/main.js', import.meta.url));
 const running: ChildProcess[] = [];
 
 /** Starts `ringtrain ...args` (the built CLI) with stdout and stderr captured. */
-export function startRingtrain(args: string[], env: NodeJS.ProcessEnv = {}): Run {
-  const proc = spawn(process.execPath, [main, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+export function startRingtrain(args: string[], env: NodeJS.ProcessEnv = {}, cwd?: string): Run {
+  const proc = spawn(process.execPath, [main, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'], cwd });
   running.push(proc);
   const run: Run = { proc, lines: [], stdout: '', stderr: '', exited: new Promise((r) => proc.once('exit', (code) => r(code))) };
   proc.stdout!.on('data', (d: Buffer) => (run.stdout += d));
