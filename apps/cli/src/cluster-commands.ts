@@ -1,13 +1,14 @@
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { lookup } from 'node:dns/promises';
 import { hostname } from 'node:os';
 import { resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Coordinator, CoordinatorError, type RunStats } from '@ringtrain/coordinator';
-import { type Checkpoint, findLatestCheckpoint, loadCheckpoint } from '@ringtrain/checkpoint';
+import { type Checkpoint, findLatestCheckpoint, listCheckpoints, loadCheckpoint } from '@ringtrain/checkpoint';
 import type { MessageOf } from '@ringtrain/protocol';
 import { type JobConfig, jobIdentityHash } from '@ringtrain/trainer';
-import { runWorker } from '@ringtrain/worker';
+import { runWorker, type WorkerPhase } from '@ringtrain/worker';
 import { hasRingNodeFlags, hasRingProcessEnv, RING_NODE_FLAGS, ringProcessEnv } from '@ringtrain/allreduce';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import type { Logger } from 'pino';
@@ -15,6 +16,7 @@ import { addJobOptions, checkpointJob, type JobFlags, nonNegativeInt, positiveIn
 import { createLogger } from './logger.js';
 import { addTlsOptions, readTls, type TlsFlags, tlsArgsForWorkers } from './tls-options.js';
 import { addSecretOptions, childEnv, isLoopback, readSecrets, type Secrets, withoutSecretArgs } from './secrets.js';
+import { startHealthServer } from './health-server.js';
 import { LocalWorkers } from './local-workers.js';
 import { Progress } from './progress.js';
 
@@ -44,6 +46,7 @@ interface RunFlags extends JobFlags, TlsFlags {
   maxUpdateRatio: number;
   minGradNorm: number;
   slowRatio: number;
+  healthPort?: number;
 }
 
 function addRunOptions(cmd: Command): Command {
@@ -51,7 +54,7 @@ function addRunOptions(cmd: Command): Command {
     .requiredOption('-n, --workers <n|min:max>', 'workers in the ring: N, or MIN:MAX for an elastic run (below MIN it pauses, up to MAX join live)', workerRange)
     .option('--max-restarts <k>', 'membership changes caused by faults that the run survives (joins and clean leaves are free)', nonNegativeInt, 3)
     .option('--rejoin-timeout <s>', 'below MIN workers, how long the run waits for workers to join before it fails', positiveInt, 300)
-    .option('--max-steps <n>', 'stop after this many steps', positiveInt)
+    .option('--max-steps <n>', 'stop after this many steps (0: run every epoch)', nonNegativeInt)
     .option('--verify-every <n>', 'compare replica weight hashes every N steps (default: each epoch end)', positiveInt)
     .option('--save-final <file>', 'write the final weights to this safetensors file')
     .option('--json', 'print the run summary as one JSON line on stdout')
@@ -61,7 +64,7 @@ function addRunOptions(cmd: Command): Command {
     .option('--keep-best <m>', 'also keep the best m by --best-metric', nonNegativeInt, 1)
     .addOption(new Option('--best-metric <name>', 'metric for --keep-best').choices(['test_accuracy', 'test_loss']).default('test_accuracy'))
     .addOption(new Option('--on-save-error <policy>', 'when a checkpoint cannot be written').choices(['stop', 'warn']).default('stop'))
-    .option('--resume <file|latest>', 'continue exactly from a checkpoint (latest: the newest valid one of this job in --checkpoint-dir)')
+    .option('--resume <file|latest|auto>', 'continue exactly from a checkpoint (latest: the newest valid one of this job in --checkpoint-dir; auto: that, or a fresh start when there is none)')
     .option('--resume-any', 'with --resume latest: take the newest valid checkpoint even if another job wrote it')
     .option('--init-from <file>', 'start from the weights of a checkpoint (new optimizer, schedule and data position)')
     .option('--health-every <n>', 'measure per-layer weight and gradient norms every n steps (0: never; each costs about 4 passes over the weights)', nonNegativeInt, 100)
@@ -70,7 +73,8 @@ function addRunOptions(cmd: Command): Command {
     .option('--max-update-ratio <x>', 'warn when a step moves a weight tensor by more than this fraction of its norm', positiveNumber, 0.1)
     .option('--min-grad-norm <x>', 'warn when a weight tensor\'s gradient norm falls below this (vanishing)', positiveNumber, 1e-7)
     .option('--slow-ratio <x>', 'flag a rank whose compute per step stays above this multiple of the median rank\'s', positiveNumber, 1.5)
-    .option('--linger <s>', 'after the run, keep serving the dashboard, status and /metrics this many seconds (Ctrl-C ends it)', nonNegativeInt, 0);
+    .option('--linger <s>', 'after the run, keep serving the dashboard, status and /metrics this many seconds (Ctrl-C ends it)', nonNegativeInt, 0)
+    .option('--health-port <n>', 'also serve /healthz and /readyz on this plain-HTTP port (they are on the coordinator\'s port too)', nonNegativeInt);
 }
 
 /** `ringtrain launch`: a coordinator in this process and N worker processes on this machine. */
@@ -116,7 +120,8 @@ export function workerCommand(): Command {
     .option('--ring-port <n>', 'ring endpoint port (default: any free port)', nonNegativeInt, 0)
     .option('--advertise <url>', 'ring address that peers dial, if not ws://ring-host:ring-port (NAT, containers)')
     .option('--coordinator-timeout <s>', 'when the coordinator is lost, dial it again this long (a restarted one re-adopts the run) before giving up', nonNegativeInt, 120)
-    .action(async (flags: JobFlags & TlsFlags & { coordinator: string; ringHost: string; ringPort: number; advertise?: string; coordinatorTimeout: number }) => {
+    .option('--health-port <n>', 'serve /healthz and /readyz (joined and training in the current generation) on this port of --ring-host', nonNegativeInt)
+    .action(async (flags: JobFlags & TlsFlags & { coordinator: string; ringHost: string; ringPort: number; advertise?: string; coordinatorTimeout: number; healthPort?: number }) => {
       const log = createLogger();
       const { token } = readSecrets(flags as unknown as Record<string, unknown>, ['token'], (m) => log.warn(m));
       if (!(hasRingProcessEnv() && hasRingNodeFlags()) && process.env.RINGTRAIN_NO_REEXEC !== '1') return reexecTuned({ token });
@@ -127,6 +132,11 @@ export function workerCommand(): Command {
         leave.abort();
       };
       process.on('SIGTERM', onTerm);
+      let phase: WorkerPhase = 'joining';
+      if (flags.healthPort !== undefined) {
+        const probes = await startHealthServer(flags.ringHost, flags.healthPort, () => ({ ready: phase === 'training', state: phase }));
+        log.info({ probes: probes.address() }, 'health probes: /healthz, /readyz');
+      }
       // A config given here is only checked against the coordinator's (the coordinator's is used).
       const ownConfig = flags.config || flags.epochs || flags.batchSize || flags.lr || flags.seed !== undefined || flags.optimizer || flags.hidden || flags.data || flags.backend;
       try {
@@ -137,12 +147,14 @@ export function workerCommand(): Command {
           ringHost: flags.ringHost,
           ringPort: flags.ringPort,
           advertise: flags.advertise,
+          advertiseHost: flags.advertise ? undefined : await reachableHost(flags.ringHost),
           tls: readTls(flags),
           logger: log,
           peerTimeoutMs: envNumber('RINGTRAIN_PEER_TIMEOUT_MS'),
           segmentBytes: envNumber('RINGTRAIN_SEGMENT_BYTES'),
           leave: leave.signal,
           coordinatorTimeoutMs: flags.coordinatorTimeout * 1000,
+          onPhase: (p) => (phase = p),
         });
         if (result.left) log.warn({ rank: result.rank }, `left the run after ${result.steps} steps`);
         else log.info({ rank: result.rank }, `rank ${result.rank}: done after ${result.steps} steps`);
@@ -162,6 +174,22 @@ export function workerCommand(): Command {
         process.off('SIGTERM', onTerm);
       }
     });
+}
+
+/**
+ * Listening on all interfaces, the address ring neighbours dial: this host's name as it resolves
+ * here. A container's or a pod's hosts file maps its hostname to the address its peers reach (the
+ * pod IP), while its bare name often does not resolve elsewhere; a host whose name maps to
+ * loopback (Debian's 127.0.1.1) advertises its name.
+ */
+async function reachableHost(ringHost: string): Promise<string | undefined> {
+  if (ringHost !== '0.0.0.0' && ringHost !== '::') return undefined;
+  try {
+    const { address } = await lookup(hostname());
+    return address.startsWith('127.') || address === '::1' ? undefined : address;
+  } catch {
+    return undefined;
+  }
 }
 
 /** A positive number from the environment, or undefined. */
@@ -216,6 +244,10 @@ async function coordinate(flags: RunFlags, secrets: Secrets, log: Logger, startW
     stragglers: { ratio: flags.slowRatio },
   });
   const address = await coordinator.listen();
+  if (flags.healthPort !== undefined) {
+    const probes = await startHealthServer(flags.host ?? '127.0.0.1', flags.healthPort, () => coordinator.health());
+    log.info({ probes: probes.address() }, 'health probes: /healthz, /readyz');
+  }
   log.info({ dashboard: coordinator.dashboardUrl }, `dashboard: ${coordinator.dashboardUrl} · watch: ringtrain status ${address}`);
   if (tokenGenerated) {
     log.warn(`no job token was given, so this one was made: workers join with  RINGTRAIN_TOKEN=${secrets.token} ringtrain worker --coordinator ${address.replace(/\/\/(0\.0\.0\.0|\[::\])/, '//<this host>')}  (set RINGTRAIN_TOKEN or --token-file to choose it, or --insecure to need none)`);
@@ -268,8 +300,13 @@ async function coordinate(flags: RunFlags, secrets: Secrets, log: Logger, startW
 function resolveRun(flags: RunFlags, log: Logger): { job: JobConfig; resume?: MessageOf<'assign'>['resume']; lineage?: string } {
   if (!flags.resume) return { job: resolveJob(flags) };
   let ckpt: Checkpoint;
-  if (flags.resume === 'latest') {
-    if (!flags.checkpointDir) throw new Error('--resume latest needs --checkpoint-dir');
+  if (flags.resume === 'latest' || flags.resume === 'auto') {
+    if (!flags.checkpointDir) throw new Error(`--resume ${flags.resume} needs --checkpoint-dir`);
+    // auto: a container that starts again continues its job; the first start has nothing to continue.
+    if (flags.resume === 'auto' && !listCheckpoints(flags.checkpointDir, true).length) {
+      log.info(`--resume auto: no checkpoint in ${flags.checkpointDir} yet, starting the job`);
+      return { job: resolveJob(flags) };
+    }
     // Only this job's checkpoints (the same config, but for epochs and backend), unless --resume-any.
     const identity = jobIdentityHash(resolveJob(flags));
     const found = findLatestCheckpoint(flags.checkpointDir, (meta) => {

@@ -2,6 +2,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { RING_NODE_FLAGS, ringProcessEnv } from '@ringtrain/allreduce';
 import type { Logger } from 'pino';
+import { OPTION_ENV } from './option-env.js';
 import { childEnv } from './secrets.js';
 
 /**
@@ -56,7 +57,7 @@ export class LocalWorkers {
     const child = spawn(process.execPath, [...RING_NODE_FLAGS, ...nodeArgs, this.main, 'worker', '--coordinator', this.address, ...this.workerArgs], {
       stdio: ['ignore', 'inherit', 'pipe'],
       // Only the job token, and only in the environment: not the status or admin tokens, not on argv.
-      env: { ...childEnv(ringProcessEnv(), { token: this.token }), RINGTRAIN_LOG_LEVEL: process.env.RINGTRAIN_WORKER_LOG_LEVEL ?? 'warn' },
+      env: { ...childEnv(ringProcessEnv(), { token: this.token }, OPTION_ENV), RINGTRAIN_LOG_LEVEL: process.env.RINGTRAIN_WORKER_LOG_LEVEL ?? 'warn' },
     });
     this.children.add(child);
     const pid = child.pid ?? -1;

@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 import { Command, CommanderError } from 'commander';
 import { coordinatorCommand, launchCommand, workerCommand } from './cluster-commands.js';
+import { envForEveryOption } from './option-env.js';
 import { controlCommand, statusCommand } from './status-command.js';
 import { trainCommand } from './train-command.js';
 import { evaluateCommand, exportCommand, inspectCommand, predictCommand } from './weights-commands.js';
@@ -26,6 +27,8 @@ const program = new Command('ringtrain')
   .addCommand(exportCommand())
   .addCommand(evaluateCommand())
   .addCommand(predictCommand());
+
+envForEveryOption(program);
 
 try {
   await program.parseAsync(process.argv);

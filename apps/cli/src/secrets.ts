@@ -69,10 +69,12 @@ export function readTokenFile(path: string, what = 'token'): string {
 
 /**
  * The environment for a child process: only the secrets it needs (a worker: the job token), never
- * the status or admin tokens, and never a secret on its command line.
+ * the status or admin tokens, never a secret on its command line, and none of the parent's options.
  */
-export function childEnv(base: NodeJS.ProcessEnv, secrets: Secrets): NodeJS.ProcessEnv {
+export function childEnv(base: NodeJS.ProcessEnv, secrets: Secrets, optionEnv: Iterable<string> = []): NodeJS.ProcessEnv {
   const env = { ...base };
+  // The parent's options from the environment are the parent's: a child takes its own flags.
+  for (const name of optionEnv) delete env[name];
   for (const s of Object.values(SECRETS)) {
     delete env[s.env];
     delete env[`${s.env}_FILE`];

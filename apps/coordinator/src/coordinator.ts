@@ -14,7 +14,7 @@ import { PrometheusMetrics } from './prometheus.js';
 import { RunRecord } from './run-record.js';
 import { RunStats } from './run-stats.js';
 import { StatusFeed } from './status-feed.js';
-import { type CommandOutcome, MAX_STATUS_CLIENTS, StatusServer } from './status-server.js';
+import { type CommandOutcome, type Health, MAX_STATUS_CLIENTS, StatusServer } from './status-server.js';
 import type { StragglerOptions } from './stragglers.js';
 
 export interface CoordinatorOptions {
@@ -180,6 +180,7 @@ export class Coordinator {
       adminToken: options.adminToken,
       onCommand: (action) => this.command(action),
       logger: options.logger,
+      health: () => this.health(),
     });
     // Slow writers are cut off (checked every second, not Node's default 30 s), and connections are
     // capped: the workers (and as many again reconnecting), the status clients, and some spare.
@@ -197,6 +198,12 @@ export class Coordinator {
       if (new URL(req.url ?? '/', 'http://x').pathname === '/status') this.status.handleUpgrade(req, socket, head);
       else this.onUpgrade(req, socket, head);
     });
+  }
+
+  /** For the probes: ready while the run takes workers or trains; not once it is over. */
+  health(): Health {
+    const state = this.membership.state;
+    return { ready: state !== 'finished' && state !== 'failed' && state !== 'stopped', state };
   }
 
   /** Where the dashboard is served (set by `listen`). */

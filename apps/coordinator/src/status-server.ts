@@ -26,6 +26,21 @@ export interface StatusServerOptions {
   maxBufferedBytes?: number;
   /** Status socket clients at once (default MAX_STATUS_CLIENTS); more are refused with 503. */
   maxClients?: number;
+  /** For /healthz and /readyz (no token: probes carry none, and the answer is only the state). */
+  health?: () => Health;
+}
+
+/** What the probes see: alive while the process answers; ready while the run takes workers and trains. */
+export interface Health {
+  ready: boolean;
+  state: string;
+}
+
+/** `/healthz` (alive) and `/readyz` (ready), as JSON; null for another path. */
+export function answerProbe(path: string, health: Health): { status: number; body: string } | null {
+  if (path === '/healthz') return { status: 200, body: JSON.stringify({ status: 'alive', state: health.state }) };
+  if (path === '/readyz') return { status: health.ready ? 200 : 503, body: JSON.stringify({ status: health.ready ? 'ready' : 'not ready', state: health.state }) };
+  return null;
 }
 
 /** Status socket clients at once: a dashboard per person watching, and scrapers, not thousands. */
@@ -126,6 +141,11 @@ export class StatusServer {
     for (const [k, v] of Object.entries(SECURITY_HEADERS)) res.setHeader(k, v);
     const url = new URL(req.url ?? '/', 'http://x');
     if (req.method !== 'GET' && req.method !== 'HEAD') return void res.writeHead(405, { allow: 'GET, HEAD' }).end();
+    const probe = this.options.health && answerProbe(url.pathname, this.options.health());
+    if (probe) {
+      res.writeHead(probe.status, { 'content-type': 'application/json', 'cache-control': 'no-store' });
+      return void res.end(req.method === 'HEAD' ? undefined : `${probe.body}\n`);
+    }
     const asset = ASSETS[url.pathname];
     if (asset) {
       // The page and its code carry no data of the run; the data needs the token.

@@ -1,3 +1,3 @@
 export { ChannelError, ControlChannel } from './control-channel.js';
 export { WorkerError } from './errors.js';
-export { runWorker, type WorkerOptions, type WorkerResult } from './worker.js';
+export { runWorker, type WorkerOptions, type WorkerPhase, type WorkerResult } from './worker.js';

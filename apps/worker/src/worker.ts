@@ -27,6 +27,8 @@ export interface WorkerOptions {
   ringHost?: string;
   ringPort?: number;
   advertise?: string;
+  /** Listening on all interfaces: the host name or address peers dial (default: this host's name). */
+  advertiseHost?: string;
   logger: Logger;
   /** A ring neighbour silent this long is lost (default 2.5 s). */
   peerTimeoutMs?: number;
@@ -38,7 +40,12 @@ export interface WorkerOptions {
   leave?: AbortSignal;
   /** How long to dial a lost coordinator again before giving up (default 120 s; 0: give up at once). */
   coordinatorTimeoutMs?: number;
+  /** Hears where the worker stands (for readiness probes). */
+  onPhase?: (phase: WorkerPhase) => void;
 }
+
+/** Joining the job; training in the current generation's ring; between generations (or without its coordinator); over. */
+export type WorkerPhase = 'joining' | 'training' | 'regrouping' | 'finished';
 
 export interface WorkerResult {
   rank: number;
@@ -70,6 +77,7 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerResult> {
     host: options.ringHost ?? '127.0.0.1',
     port: options.ringPort ?? 0,
     advertise: options.advertise,
+    advertiseHost: options.advertiseHost,
     token: options.token,
     tls: options.tls,
     peerTimeoutMs: options.peerTimeoutMs ?? 2500,
@@ -115,6 +123,7 @@ class Agent {
           assign = next;
         } catch (err) {
           if (!this.coordinatorLost() || (this.options.coordinatorTimeoutMs ?? 120_000) <= 0) throw err;
+          this.options.onPhase?.('regrouping');
           assign = await this.reconnect();
         }
       }
@@ -263,6 +272,7 @@ class Agent {
       // peers have already left would wait for them until the deadline.
       if (ch.has('assign')) throw new GenerationLost('a newer generation formed before this one was joined');
       await this.transport.join({ rank: a.rank, worldSize: a.worldSize, ringId: a.ringId, prevAddress: a.prevAddress });
+      this.options.onPhase?.('training');
       this.comm = new Communicator(this.transport, { logger: log, timeoutMs: 60_000, segmentBytes: this.options.segmentBytes });
       if (ch.has('assign')) throw new GenerationLost('a newer generation formed while this one was joining');
       if (a.rank === 0 && a.checkpoint) this.writer ??= new CheckpointWriter(t, a.checkpoint, a.runId);
@@ -278,6 +288,7 @@ class Agent {
       }
       outcome = { end: 'regroup' };
     }
+    this.options.onPhase?.(outcome.end === 'regroup' ? 'regrouping' : 'finished');
     this.interruptible = true;
     if (outcome.end === 'done') {
       // Hold on until the coordinator has heard from every rank (it then says DONE); a fault

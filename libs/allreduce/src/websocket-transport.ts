@@ -42,6 +42,8 @@ export interface WebSocketTransportOptions {
   port?: number;
   /** The address neighbours dial, when it differs from ws://host:port (containers, NAT). */
   advertise?: string;
+  /** Listening on all interfaces: the host name or address neighbours dial (default: this host's name). */
+  advertiseHost?: string;
   /** Shared secret; a ring connection without it is refused during the HTTP upgrade. */
   token?: string;
   /** TLS: with `cert` and `key` this endpoint listens for wss://; `ca` is what the neighbours' certificates are checked against (default: the system's). */
@@ -168,8 +170,8 @@ export class WebSocketTransport implements Transport {
   get address(): string {
     if (this.options.advertise) return this.options.advertise;
     const a = this.http.address() as AddressInfo;
-    const host = a.address === '0.0.0.0' || a.address === '::' ? hostname() : a.family === 'IPv6' ? `[${a.address}]` : a.address;
-    return `${this.options.tls?.cert ? 'wss' : 'ws'}://${host}:${a.port}`;
+    const host = a.address === '0.0.0.0' || a.address === '::' ? (this.options.advertiseHost ?? hostname()) : a.family === 'IPv6' ? `[${a.address}]` : a.address;
+    return `${this.options.tls?.cert ? 'wss' : 'ws'}://${host.includes(':') && !host.startsWith('[') ? `[${host}]` : host}:${a.port}`;
   }
 
   setHandler(handler: TransportHandler): void {

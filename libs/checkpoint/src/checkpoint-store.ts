@@ -113,12 +113,13 @@ function int(v: string | undefined, name: string): number {
   return n;
 }
 
-/** Checkpoints in `dir`, newest first (by the step in their names). */
-export function listCheckpoints(dir: string): { path: string; step: number }[] {
+/** Checkpoints in `dir`, newest first (by the step in their names); a missing `dir` holds none when `missingIsEmpty`. */
+export function listCheckpoints(dir: string, missingIsEmpty = false): { path: string; step: number }[] {
   let names: string[];
   try {
     names = readdirSync(dir);
   } catch (err) {
+    if (missingIsEmpty && (err as NodeJS.ErrnoException).code === 'ENOENT') return [];
     throw new CheckpointError('ERR_CHECKPOINT_IO', `cannot list ${dir}: ${(err as Error).message}`, { cause: err });
   }
   return names
