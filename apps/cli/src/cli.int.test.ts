@@ -66,6 +66,6 @@ describe('ringtrain train (real process)', () => {
       expect(help.stdout).toMatch(new RegExp(`^Usage: ringtrain ${c}`));
     }
     expect(ringtrain('train', '--help').stdout).toMatch(/--batch-size <n>/);
-    expect(ringtrain('launch', '--help').stdout).toMatch(/--resume <file\|latest>/);
+    expect(ringtrain('launch', '--help').stdout).toMatch(/--resume <file\|latest\|auto>/);
   });
 });

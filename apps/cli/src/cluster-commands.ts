@@ -5,6 +5,7 @@ import { hostname } from 'node:os';
 import { resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Coordinator, CoordinatorError, type RunStats } from '@ringtrain/coordinator';
+import { describeModel } from '@ringtrain/core';
 import { type Checkpoint, findLatestCheckpoint, listCheckpoints, loadCheckpoint } from '@ringtrain/checkpoint';
 import type { MessageOf } from '@ringtrain/protocol';
 import { type JobConfig, jobIdentityHash } from '@ringtrain/trainer';
@@ -138,7 +139,7 @@ export function workerCommand(): Command {
         log.info({ probes: probes.address() }, 'health probes: /healthz, /readyz');
       }
       // A config given here is only checked against the coordinator's (the coordinator's is used).
-      const ownConfig = flags.config || flags.epochs || flags.batchSize || flags.lr || flags.seed !== undefined || flags.optimizer || flags.hidden || flags.data || flags.backend;
+      const ownConfig = flags.config || flags.epochs || flags.batchSize || flags.lr || flags.seed !== undefined || flags.optimizer || flags.hidden || flags.data || flags.backend || flags.label !== undefined || flags.header !== undefined || flags.testFraction;
       try {
         const result = await runWorker({
           coordinator: flags.coordinator,
@@ -209,6 +210,7 @@ function workerRange(value: string): { min: number; max: number } {
 
 async function coordinate(flags: RunFlags, secrets: Secrets, log: Logger, startWorkers?: (address: string) => LocalWorkers, tokenGenerated = false): Promise<void> {
   const { job, resume, lineage } = resolveRun(flags, log);
+  log.info({ model: describeModel(job.model), dataset: job.dataset }, `job: ${describeModel(job.model)}, ${job.epochs} epochs, batch ${job.batchSize} per worker`);
   const tls = readTls(flags);
   let children: LocalWorkers | null = null;
   const coordinator = new Coordinator({

@@ -88,11 +88,12 @@ describe.skipIf(!daemon)('containers (Docker)', () => {
     docker(['rm', '-f', c]);
   }, 120_000);
 
-  it('a cluster of containers on an internal network, addressed by name: exit 0 and ≥ 95% test accuracy', async () => {
+  it('a cluster of read-only containers on an internal network, addressed by name: exit 0 and ≥ 95% test accuracy', async () => {
     const net = tag('net');
     out(['network', 'create', '--internal', '--label', LABEL, net]);
     const coord = tag('coordinator');
-    const common = ['--network', net, '--label', LABEL, '-e', 'RINGTRAIN_TOKEN=in-the-cluster'];
+    // Read-only, as the Kubernetes manifests run them (readOnlyRootFilesystem).
+    const common = ['--network', net, '--label', LABEL, '--read-only', '-e', 'RINGTRAIN_TOKEN=in-the-cluster'];
     out(['run', '-d', '--name', coord, ...common, IMAGE, 'coordinator', '--workers', '2', '--epochs', '10', '--json']);
     const workers = [tag('w1'), tag('w2')];
     for (const w of workers) out(['run', '-d', '--name', w, '--hostname', w, ...common, IMAGE, 'worker', '--coordinator', `ws://${coord}:29500`]);

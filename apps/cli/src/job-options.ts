@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { mlpSpec, outputSize, parseModelSpec } from '@ringtrain/core';
+import { type Dataset, loadDataset } from '@ringtrain/data';
 import { type JobConfig, DEFAULT_JOB, mergeConfig, parseJobConfig } from '@ringtrain/trainer';
 import { type Command, InvalidArgumentError, Option } from 'commander';
 
@@ -14,6 +15,10 @@ export function addJobOptions(cmd: Command): Command {
     .addOption(new Option('--optimizer <type>', 'optimizer').choices(['sgd', 'adam', 'adamw']))
     .option('--hidden <sizes>', 'hidden layer widths of an MLP, comma-separated (e.g. 256,128)', sizeList)
     .option('--data <source>', 'mnist (embedded), idx:<folder>, csv:<file>')
+    .option('--label <column>', 'csv: the label column: its name, its index (negative: from the end), or last (the default)', labelColumn)
+    .option('--header', 'csv: the first line names the columns (default: detected)')
+    .option('--no-header', 'csv: the first line is data')
+    .option('--test-fraction <f>', 'csv without a test file: the share held out for testing (default 0.2)', fraction)
     .addOption(new Option('--backend <name>', 'compute backend').choices(['auto', 'native', 'wasm', 'reference']));
 }
 
@@ -26,13 +31,20 @@ export interface JobFlags {
   optimizer?: 'sgd' | 'adam' | 'adamw';
   hidden?: number[];
   data?: string;
+  label?: string | number;
+  header?: boolean;
+  testFraction?: number;
   backend?: JobConfig['backend'];
 }
 
-/** Default job ← config file ← flags, validated as a whole. */
+/**
+ * Default job ← config file ← flags, validated as a whole. Sizes the config leaves out (the
+ * model's input width, its output units) come from the data.
+ */
 export function resolveJob(flags: JobFlags): JobConfig {
   let job: unknown = DEFAULT_JOB;
-  if (flags.config) job = mergeConfig(job, readJson(flags.config));
+  const file = flags.config ? readJson(flags.config) : undefined;
+  if (file !== undefined) job = mergeConfig(job, file);
   const over: Record<string, unknown> = {};
   if (flags.epochs !== undefined) over.epochs = flags.epochs;
   if (flags.batchSize !== undefined) over.batchSize = flags.batchSize;
@@ -47,12 +59,57 @@ export function resolveJob(flags: JobFlags): JobConfig {
   }
   if (flags.data) over.dataset = parseDataFlag(flags.data);
   job = mergeConfig(job, over);
+  job = withCsvFlags(job as Record<string, unknown>, flags);
+  job = fitModelToData(job as Record<string, unknown>, (file as { model?: unknown } | undefined)?.model);
   if (flags.hidden) {
     // A ReLU MLP with these hidden widths, keeping the config's input size, output width and loss.
     const model = parseModelSpec((job as { model: unknown }).model);
     job = { ...(job as object), model: mlpSpec([model.inputSize, ...flags.hidden, outputSize(model)], { loss: model.loss }) };
   }
   return parseJobConfig(job);
+}
+
+/** --label, --header and --test-fraction, which say how to read a CSV. */
+function withCsvFlags(job: Record<string, unknown>, flags: JobFlags): Record<string, unknown> {
+  const given = Object.entries({ label: flags.label, header: flags.header, testFraction: flags.testFraction }).filter(([, v]) => v !== undefined);
+  if (!given.length) return job;
+  const dataset = job.dataset as { source: string };
+  if (dataset.source !== 'csv') throw errorWithCode('ERR_DATA_CONFIG', `the CSV options (--${given.map(([k]) => k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)).join(', --')}) are for csv data, not ${dataset.source}`);
+  return { ...job, dataset: { ...dataset, ...Object.fromEntries(given) } };
+}
+
+/**
+ * The model fits the data: an input width or last-layer units that the user's config does not
+ * state come from the dataset (features; classes, or the target width for regression, with MSE).
+ * The default model's MNIST sizes count as unstated when the data is not MNIST. A stated size that
+ * contradicts the data stays, and fails where the data is met, naming both.
+ */
+function fitModelToData(job: Record<string, unknown>, userModel: unknown): Record<string, unknown> {
+  const model = structuredClone(job.model) as { inputSize?: number; layers: { type: string; units?: number }[]; loss?: string };
+  const user = (userModel ?? {}) as { inputSize?: unknown; layers?: { type?: string; units?: unknown }[]; loss?: unknown };
+  const last = [...(model.layers ?? [])].reverse().find((l) => l.type === 'dense');
+  const mnist = (job.dataset as { source?: string }).source === 'mnist';
+  if (!mnist && user.inputSize === undefined) delete model.inputSize;
+  if (!mnist && last && user.layers === undefined) delete last.units;
+  // MNIST is what the default model is for; other data is read here, so that a size that does not
+  // fit it fails now, naming both, rather than in every worker.
+  const stated = model.inputSize !== undefined && (!last || last.units !== undefined);
+  if (mnist && stated) return job;
+  let train: Dataset;
+  try {
+    train = loadDataset(job.dataset).train;
+  } catch (err) {
+    // A coordinator need not hold the data its workers read, when the config states the sizes.
+    if (stated && (err as { code?: string }).code === 'ERR_DATA_NOT_FOUND') return job;
+    throw err;
+  }
+  if (model.inputSize !== undefined && model.inputSize !== train.features) throw errorWithCode('ERR_SHAPE', `model inputSize ${model.inputSize} does not match dataset ${train.name} with ${train.features} features`);
+  const outputs = train.classes > 0 ? train.classes : train.targetSize;
+  if (last?.units !== undefined && last.units !== outputs) throw errorWithCode('ERR_SHAPE', `model has ${last.units} outputs but dataset ${train.name} has ${train.classes > 0 ? `${train.classes} classes` : `${train.targetSize} targets`}`);
+  model.inputSize ??= train.features;
+  if (last) last.units ??= train.classes > 0 ? train.classes : train.targetSize;
+  if (train.classes === 0 && user.loss === undefined) model.loss = 'mse';
+  return { ...job, model };
 }
 
 /** `mnist`, `idx:<folder>` or `csv:<file>` as a dataset config. */
@@ -108,4 +165,19 @@ export function checkpointJob(path: string, config: unknown, over: Record<string
   } catch (err) {
     throw Object.assign(new Error(`${path}: ${(err as Error).message}`), { code: (err as { code?: string }).code ?? 'ERR_SPEC', cause: err });
   }
+}
+
+/** `--label`: last, an integer index (negative from the end), or a column name. */
+function labelColumn(value: string): string | number {
+  return /^-?\d+$/.test(value) ? Number(value) : value;
+}
+
+function fraction(value: string): number {
+  const v = Number(value);
+  if (!(v > 0 && v < 1)) throw new InvalidArgumentError(`expected a fraction between 0 and 1, got "${value}"`);
+  return v;
+}
+
+function errorWithCode(code: string, message: string): Error {
+  return Object.assign(new Error(message), { code });
 }

@@ -1,7 +1,7 @@
 import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import { type Checkpoint, loadCheckpoint, type RawTensor, writeSafetensors } from '@ringtrain/checkpoint';
 import { createBackend, dequantizeRows, fromFloat16, Model, type ModelSpec, packInt4, parameterCount, parseModelSpec, quantizeRows, toFloat16 } from '@ringtrain/core';
-import { Batcher, type Dataset, loadDataset, readIdx } from '@ringtrain/data';
+import { applyScaling, Batcher, type Dataset, loadDataset, readIdx } from '@ringtrain/data';
 import { type EvalResult, evaluateRange } from '@ringtrain/trainer';
 import { Command, Option } from 'commander';
 import { checkpointJob, parseDataFlag } from './job-options.js';
@@ -145,12 +145,19 @@ export function evaluateCommand(): Command {
 
 export function predictCommand(): Command {
   return new Command('predict')
-    .description('predict the class of each input row (CSV of features, or an IDX file of images)')
+    .description('predict the class of each input row (CSV of features, or an IDX file of images); by name when the training data named the classes')
     .argument('<checkpoint>', 'a .safetensors checkpoint')
     .requiredOption('--input <file>', 'CSV rows of features (no label column), or an IDX images file')
     .action((path: string, flags: { input: string }) => {
-      const model = modelOf(loadCheckpoint(path));
+      const ckpt = loadCheckpoint(path);
+      const model = modelOf(ckpt);
+      const names = ckpt.meta.classNames;
       const x = readInputs(flags.input, model.inputSize);
+      // The features as the model saw them in training.
+      if (ckpt.meta.scaling) {
+        if (ckpt.meta.scaling.shift.length !== model.inputSize) throw Object.assign(new Error(`${path}: its feature scaling has ${ckpt.meta.scaling.shift.length} features, the model ${model.inputSize}`), { code: 'ERR_MODEL_MISMATCH' });
+        applyScaling(x, ckpt.meta.scaling);
+      }
       const rows = x.length / model.inputSize;
       const buf = model.backend.alloc(x.length);
       buf.set(x);
@@ -159,7 +166,7 @@ export function predictCommand(): Command {
         const o = out.subarray(r * model.outputSize, (r + 1) * model.outputSize);
         let best = 0;
         for (let c = 1; c < o.length; c++) if (o[c] > o[best]) best = c;
-        process.stdout.write(`${best}\n`);
+        process.stdout.write(`${names?.[best] ?? best}\n`);
       }
     });
 }

@@ -57,6 +57,8 @@ export class CheckpointWriter {
       rng: { dropout: state.dropoutRng },
       metrics,
       savedAt: new Date().toISOString(),
+      ...(this.trainer.data.train.classNames ? { classNames: [...this.trainer.data.train.classNames] } : {}),
+      ...(this.trainer.data.scaling ? { scaling: this.trainer.data.scaling } : {}),
     };
     const { keepLast, keepBest, metric } = this.policy;
     const written = saveCheckpoint(this.policy.dir, this.snapshot, meta, { keepLast, keepBest, metric }).then((path) => ({ path, writeMs: performance.now() - t0 }));

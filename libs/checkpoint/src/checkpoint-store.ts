@@ -23,6 +23,10 @@ export interface CheckpointMeta {
   rng: { dropout: number[] };
   metrics: Record<string, number>;
   savedAt: string;
+  /** The name of each class, when the data named them (`predict` prints these). */
+  classNames?: string[];
+  /** How the features were rescaled before training: new inputs get the same (`predict`). */
+  scaling?: { shift: number[]; scale: number[] };
 }
 
 export interface Checkpoint {
@@ -60,6 +64,8 @@ function toMetadata(meta: CheckpointMeta): Record<string, string> {
     rng: JSON.stringify(meta.rng),
     metrics: JSON.stringify(meta.metrics),
     saved_at: meta.savedAt,
+    ...(meta.classNames ? { class_names: JSON.stringify(meta.classNames) } : {}),
+    ...(meta.scaling ? { scaling: JSON.stringify(meta.scaling) } : {}),
   };
 }
 
@@ -86,6 +92,8 @@ export function loadCheckpoint(path: string): Checkpoint {
       rng: json(m.rng, 'rng', (r) => isObject(r) && Array.isArray(r.dropout) && r.dropout.length === 4 && r.dropout.every((x) => Number.isInteger(x) && x >= 0 && x <= 0xffffffff)),
       metrics: json(m.metrics, 'metrics', (x) => isObject(x) && Object.values(x).every((v) => typeof v === 'number')),
       savedAt: String(m.saved_at ?? ''),
+      ...(m.scaling !== undefined ? { scaling: json<{ shift: number[]; scale: number[] }>(m.scaling, 'scaling', (x) => isObject(x) && Array.isArray(x.shift) && Array.isArray(x.scale) && x.shift.length === x.scale.length && [...x.shift, ...x.scale].every((v) => typeof v === 'number' && Number.isFinite(v)) && (x.scale as number[]).every((v) => v !== 0)) } : {}),
+      ...(m.class_names !== undefined ? { classNames: json<string[]>(m.class_names, 'class_names', (x) => Array.isArray(x) && (x as unknown[]).every((n) => typeof n === 'string')) } : {}),
     };
     return { path, meta, tensors: file.tensors };
   } catch (err) {

@@ -3,7 +3,7 @@ import { countClasses, type Dataset } from './dataset.js';
 import { DataError } from './errors.js';
 
 export interface CsvOptions {
-  /** The label column: its header name, or its 0-based index. Default: the last column. */
+  /** The label column: its header name, its 0-based index (negative: from the end, -1 is the last), or "last". Default: the last column. */
   label?: string | number;
   /** Whether the first line names the columns. Default: detected (a first line that is not all numbers). */
   header?: boolean;
@@ -21,8 +21,8 @@ export function loadCsv(file: string, options: CsvOptions = {}): Dataset {
   const hasHeader = options.header ?? first.some((c) => c === '' || Number.isNaN(Number(c)));
   const columns = first.length;
   let labelCol: number;
-  if (options.label === undefined) labelCol = columns - 1;
-  else if (typeof options.label === 'number') labelCol = options.label;
+  if (options.label === undefined || options.label === 'last') labelCol = columns - 1;
+  else if (typeof options.label === 'number') labelCol = options.label < 0 ? columns + options.label : options.label;
   else {
     if (!hasHeader) throw new DataError('ERR_DATA_CONFIG', `${file}: label column "${options.label}" given by name, but the file has no header`);
     labelCol = first.indexOf(options.label);
@@ -36,12 +36,16 @@ export function loadCsv(file: string, options: CsvOptions = {}): Dataset {
   const features = columns - 1;
   const x = new Float32Array(body.length * features);
   const y = new Float64Array(body.length);
+  // Labels that are not all numbers are class names (iris's "setosa"): classes in sorted order.
+  const names = options.task === 'regression' ? [] : classNamesOf(body, labelCol);
+  const classOf = new Map(names.map((n, i) => [n, i]));
   body.forEach((line, r) => {
     const lineNo = r + (hasHeader ? 2 : 1);
     const cells = line.split(',');
     if (cells.length !== columns) throw new DataError('ERR_DATA_FORMAT', `${file}:${lineNo}: ${cells.length} columns, expected ${columns}`);
     let f = 0;
     cells.forEach((cell, c) => {
+      if (c === labelCol && names.length) return void (y[r] = classOf.get(cell.trim())!);
       const v = Number(cell.trim());
       if (cell.trim() === '' || !Number.isFinite(v)) throw new DataError('ERR_DATA_FORMAT', `${file}:${lineNo}: column ${c + 1} is "${cell.trim()}", not a finite number`);
       if (c === labelCol) y[r] = v;
@@ -57,5 +61,20 @@ export function loadCsv(file: string, options: CsvOptions = {}): Dataset {
     if (!Number.isInteger(v)) throw new DataError('ERR_DATA_FORMAT', `${file}:${r + (hasHeader ? 2 : 1)}: label ${v} is not an integer class (use task "regression" for real targets)`);
     labels[r] = v;
   });
-  return { name, size: body.length, features, x, labels, classes: countClasses(labels, file), targetSize: 0 };
+  return { name, size: body.length, features, x, labels, classes: names.length || countClasses(labels, file), targetSize: 0, ...(names.length ? { classNames: names } : {}) };
+}
+
+/**
+ * The label column's distinct values, sorted, when none of them is a number (class names); else
+ * none, and the labels are read as numbers (so a stray word among numbers is an error naming its cell).
+ */
+function classNamesOf(rows: string[], labelCol: number): string[] {
+  const values = new Set<string>();
+  for (const line of rows) {
+    const cell = line.split(',')[labelCol]?.trim();
+    if (cell !== undefined) values.add(cell);
+  }
+  const names = [...values];
+  if (!names.length || names.some((v) => v === '' || Number.isFinite(Number(v)))) return [];
+  return names.sort();
 }

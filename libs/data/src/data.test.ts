@@ -90,6 +90,23 @@ describe('CSV', () => {
     expect(Array.from(reg.targets!)).toEqual([1, 3]);
   });
 
+  it('the label column as "last" or a negative index; class names for labels that are words, in sorted order', () => {
+    const dir = tmp();
+    const f = join(dir, 'iris.csv');
+    writeFileSync(f, 'sepal,petal,species\n5.1,1.4,setosa\n7.0,4.7,versicolor\n6.3,6.0,virginica\n4.9,1.4,setosa\n');
+    const ds = loadCsv(f, { label: 'last' });
+    expect(ds.classNames).toEqual(['setosa', 'versicolor', 'virginica']);
+    expect(Array.from(ds.labels!)).toEqual([0, 1, 2, 0]);
+    expect(ds.classes).toBe(3);
+    expect(Array.from(ds.x)).toEqual([5.1, 1.4, 7.0, 4.7, 6.3, 6.0, 4.9, 1.4].map(Math.fround));
+    writeFileSync(f, '0,1.5\n1,2.5\n');
+    const first = loadCsv(f, { label: -2 });
+    expect(first.classNames).toBeUndefined();
+    expect(Array.from(first.labels!)).toEqual([0, 1]);
+    expect(Array.from(first.x)).toEqual([1.5, 2.5]);
+    expect(() => loadCsv(f, { label: -3 })).toThrow(/label column -1 outside 0..1/);
+  });
+
   it('names file, line and column of bad cells', () => {
     const dir = tmp();
     const f = join(dir, 'bad.csv');

@@ -13,11 +13,15 @@ export interface Dataset {
   /** `size` rows of `targetSize` floats (regression), else undefined. */
   readonly targets?: Float32Array;
   readonly targetSize: number;
+  /** The name of each class, when the data named them (CSV string labels, image folders). */
+  readonly classNames?: readonly string[];
 }
 
 export interface DatasetSplit {
   train: Dataset;
   test: Dataset;
+  /** How the features were rescaled (from the training set), if they were. */
+  scaling?: { shift: number[]; scale: number[] };
 }
 
 /** The rows `indices` of `ds`, copied into a new dataset. */
@@ -33,7 +37,7 @@ export function subset(ds: Dataset, indices: ArrayLike<number>, name = ds.name):
     if (labels) labels[r] = ds.labels![i];
     if (targets) targets.set(ds.targets!.subarray(i * ds.targetSize, (i + 1) * ds.targetSize), r * ds.targetSize);
   }
-  return { name, size: n, features: ds.features, x, labels, classes: ds.classes, targets, targetSize: ds.targetSize };
+  return { name, size: n, features: ds.features, x, labels, classes: ds.classes, targets, targetSize: ds.targetSize, ...(ds.classNames ? { classNames: ds.classNames } : {}) };
 }
 
 /** Classes from labels 0..max; refuses negative or fractional labels, naming the row. */

@@ -20,7 +20,7 @@ export const datasetConfigSchema = z.discriminatedUnion('source', [
     source: z.literal('csv'),
     train: z.string().min(1),
     test: z.string().min(1).optional(),
-    label: z.union([z.string(), z.number().int().min(0)]).optional(),
+    label: z.union([z.string().min(1), z.number().int()]).optional(),
     header: z.boolean().optional(),
     task: z.enum(['classification', 'regression']).optional(),
     testFraction,
@@ -61,8 +61,10 @@ export function splitDataset(ds: Dataset, testFraction: number, seed = 0): Datas
 export function loadDataset(input: unknown): DatasetSplit {
   const config = parseDatasetConfig(input);
   const split = load(config);
-  normalize(split, config.normalize ?? 'none');
-  return split;
+  // A newcomer's table has features of every scale (areas in the thousands beside ratios): CSV
+  // data is standardized unless the config says otherwise; the scaling travels with the weights.
+  const scaling = normalize(split, config.normalize ?? (config.source === 'csv' ? 'standardize' : 'none'));
+  return scaling ? { ...split, scaling } : split;
 }
 
 function load(c: DatasetConfig): DatasetSplit {
@@ -77,6 +79,7 @@ function load(c: DatasetConfig): DatasetSplit {
       if (!c.test) return splitDataset(train, c.testFraction ?? 0.2);
       const test = loadCsv(c.test, opts);
       if (test.features !== train.features) throw new DataError('ERR_DATA_FORMAT', `${c.test} has ${test.features} features, ${c.train} has ${train.features}`);
+      if (String(train.classNames ?? '') !== String(test.classNames ?? '')) throw new DataError('ERR_DATA_FORMAT', `${c.test} names the classes ${JSON.stringify(test.classNames ?? [])}, ${c.train} ${JSON.stringify(train.classNames ?? [])}`);
       const classes = Math.max(train.classes, test.classes);
       return { train: { ...train, classes }, test: { ...test, classes } };
     }

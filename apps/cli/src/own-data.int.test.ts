@@ -1,0 +1,66 @@
+// A newcomer's own CSV: the model fits the data, CSV flags, class names from string labels.
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { describe, expect, it } from 'vitest';
+
+const main = fileURLToPath(new URL('../dist/main.js', import.meta.url));
+const dir = mkdtempSync(join(tmpdir(), 'ringtrain-own-data-'));
+// scikit-learn's bundled tables (Debian's python3-sklearn); CI installs it.
+const tables = '/usr/lib/python3/dist-packages/sklearn/datasets/data';
+
+function ringtrain(...args: string[]) {
+  const r = spawnSync(process.execPath, [main, ...args], { encoding: 'utf8', timeout: 120_000 });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr, summary: r.status === 0 && r.stdout.trim().startsWith('{') ? JSON.parse(r.stdout.trim().split('\n').at(-1)!) : null };
+}
+
+/** A sklearn table as a newcomer has it: its first line (a count, not a header) dropped; string labels where asked. */
+function table(name: string, names?: boolean): string {
+  const text = readFileSync(join(tables, name), 'utf8').trim().split('\n');
+  const [head, ...rows] = text;
+  const classes = head.split(',').slice(2);
+  const out = names ? rows.map((r) => r.replace(/,(\d+)$/, (_, k: string) => `,${classes[Number(k)]}`)) : rows;
+  const path = join(dir, name);
+  writeFileSync(path, `${out.join('\n')}\n`);
+  return path;
+}
+
+describe.skipIf(!existsSync(tables) && process.env.CI !== 'true')('bring your own CSV (real processes)', () => {
+  it('a CSV trains from flags alone: the model takes its input width and classes from the data', () => {
+    const csv = table('breast_cancer.csv');
+    // Exactly the newcomer's command: no config, no sizes; standardized features, the default job.
+    const r = ringtrain('launch', '--workers', '2', '--data', `csv:${csv}`, '--label', 'last', '--json');
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(/job: MLP 30-128-2 \(relu\)/);
+    expect(r.summary.epochs.at(-1).testAccuracy).toBeGreaterThanOrEqual(0.95);
+  }, 120_000);
+
+  it('string labels become classes; the checkpoint keeps their names and predict prints them', () => {
+    const csv = table('iris.csv', true);
+    const ckpts = join(dir, 'iris-ckpts');
+    const r = ringtrain('launch', '--workers', '2', '--data', `csv:${csv}`, '--label', 'last', '--test-fraction', '0.2', '--batch-size', '8', '--epochs', '40', '--optimizer', 'adam', '--lr', '0.01', '--checkpoint-dir', ckpts, '--json');
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(/job: MLP 4-128-3 \(relu\)/);
+    expect(r.summary.epochs.at(-1).testAccuracy).toBeGreaterThanOrEqual(0.9);
+    const [last] = readdirSync(ckpts).sort().reverse();
+    const rows = join(dir, 'iris-rows.csv');
+    writeFileSync(rows, '5.1,3.5,1.4,0.2\n6.7,3.1,4.7,1.5\n7.7,3.0,6.1,2.3\n');
+    const p = ringtrain('predict', join(ckpts, last), '--input', rows);
+    expect(p.code, p.stderr).toBe(0);
+    expect(p.stdout.trim().split('\n')).toEqual(['setosa', 'versicolor', 'virginica']);
+  }, 120_000);
+
+  it('a stated size that contradicts the data is an error naming both; CSV flags on other data are refused', () => {
+    const csv = table('wine_data.csv');
+    const config = join(dir, 'wrong.json');
+    writeFileSync(config, JSON.stringify({ model: { inputSize: 10, layers: [{ type: 'dense', units: 16 }, { type: 'relu' }, { type: 'dense', units: 3 }], loss: 'softmax_cross_entropy' }, dataset: { source: 'csv', train: csv } }));
+    const bad = ringtrain('launch', '--workers', '1', '--config', config, '--epochs', '1');
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toMatch(/ERR_SHAPE: model inputSize 10 does not match dataset .*wine_data.csv.* with 13 features/);
+    const notCsv = ringtrain('launch', '--workers', '1', '--label', 'last');
+    expect(notCsv.code).toBe(1);
+    expect(notCsv.stderr).toMatch(/the CSV options \(--label\) are for csv data, not mnist/);
+  }, 60_000);
+});
