@@ -7,6 +7,7 @@ import { checkpointBench } from './checkpoint-bench.js';
 import { clusterBench } from './cluster-bench.js';
 import { elasticBench } from './elastic-bench.js';
 import { gemmBench } from './gemm-bench.js';
+import { tablesBench } from './tables-bench.js';
 import { tlsBench } from './tls-bench.js';
 import { trainBench } from './train-bench.js';
 
@@ -18,7 +19,7 @@ const positive = (v: string): number => {
 
 const program = new Command('bench')
   .description('ringtrain benchmarks beside numpy / PyTorch measured in the same run')
-  .addOption(new Option('--only <which>', 'run one benchmark').choices(['gemm', 'train', 'allreduce', 'cluster', 'checkpoint', 'elastic', 'tls']))
+  .addOption(new Option('--only <which>', 'run one benchmark').choices(['gemm', 'train', 'allreduce', 'cluster', 'checkpoint', 'elastic', 'tls', 'tables']))
   .option('--backend <name>', 'cluster benchmark backend', 'auto')
   .option('--samples <n>', 'cluster benchmark training samples', positive, 60000)
   .option('--segment-bytes <n>', 'all-reduce segment size', positive, 1024 * 1024)
@@ -44,6 +45,7 @@ const program = new Command('bench')
     if (!opts.only || opts.only === 'cluster') console.log(`${clusterBench(opts.backend, opts.samples)}\n`);
     if (!opts.only || opts.only === 'checkpoint') console.log(`${await checkpointBench()}\n`);
     if (!opts.only || opts.only === 'elastic') console.log(`${await elasticBench(Math.max(1, Math.round(opts.runs)), opts.baseline)}\n`);
+    if (!opts.only || opts.only === 'tables') console.log(`${tablesBench(Math.max(3, Math.round(opts.runs)))}\n`);
     if (!opts.only || opts.only === 'tls') console.log(`${await tlsBench(Math.max(1, Math.round(opts.runs)), 2)}\n`);
   });
 
