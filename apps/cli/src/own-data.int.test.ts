@@ -52,6 +52,23 @@ describe.skipIf(!existsSync(tables) && process.env.CI !== 'true')('bring your ow
     expect(p.stdout.trim().split('\n')).toEqual(['setosa', 'versicolor', 'virginica']);
   }, 120_000);
 
+  it('train (one process) leaves its weights behind: a checkpoint that predict reads, and the final weights', () => {
+    const csv = table('iris.csv', true);
+    const [ckpts, final] = [join(dir, 'train-ckpts'), join(dir, 'train-final.safetensors')];
+    const r = ringtrain('train', '--data', `csv:${csv}`, '--label', 'last', '--epochs', '20', '--checkpoint-dir', ckpts, '--save-final', final);
+    expect(r.code, r.stderr).toBe(0);
+    expect(existsSync(final)).toBe(true);
+    const [ckpt] = readdirSync(ckpts);
+    const rows = join(dir, 'train-rows.csv');
+    writeFileSync(rows, '5.0,3.4,1.5,0.2\n7.9,3.8,6.4,2.0\n');
+    const p = ringtrain('predict', join(ckpts, ckpt), '--input', rows);
+    expect(p.code, p.stderr).toBe(0);
+    expect(p.stdout.trim().split('\n')).toEqual(['setosa', 'virginica']);
+    const e = ringtrain('evaluate', join(ckpts, ckpt));
+    expect(e.code, e.stderr).toBe(0);
+    expect(JSON.parse(e.stdout).accuracy).toBeGreaterThan(0.8);
+  }, 60_000);
+
   it('a stated size that contradicts the data is an error naming both; CSV flags on other data are refused', () => {
     const csv = table('wine_data.csv');
     const config = join(dir, 'wrong.json');

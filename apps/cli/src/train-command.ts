@@ -1,4 +1,7 @@
+import { randomUUID } from 'node:crypto';
+import { resolve } from 'node:path';
 import { train } from '@ringtrain/trainer';
+import { CheckpointWriter, writeFinalWeights } from '@ringtrain/worker';
 import { Command } from 'commander';
 import { addJobOptions, type JobFlags, resolveJob } from './job-options.js';
 import { createLogger } from './logger.js';
@@ -8,7 +11,9 @@ import { Progress } from './progress.js';
 export function trainCommand(): Command {
   return addJobOptions(new Command('train').description('train in this process on the embedded MNIST (or --data), no cluster'))
     .option('--json', 'print the per-epoch results as one JSON line on stdout')
-    .action(async (flags: JobFlags & { json?: boolean }) => {
+    .option('--checkpoint-dir <dir>', 'write a checkpoint of the final state here (resumable with launch --resume)')
+    .option('--save-final <file>', 'write the final weights to this safetensors file')
+    .action(async (flags: JobFlags & { json?: boolean; checkpointDir?: string; saveFinal?: string }) => {
       const job = resolveJob(flags);
       const log = createLogger();
       const progress = new Progress('train');
@@ -25,6 +30,16 @@ export function trainCommand(): Command {
         process.off('SIGINT', onSigint);
       });
       const last = result.epochs.at(-1);
+      // A one-process run leaves its weights behind too, as a launch does (also after Ctrl-C).
+      if (flags.checkpointDir) {
+        const writer = new CheckpointWriter(result.trainer, { dir: resolve(flags.checkpointDir), everySteps: 0, atEpochEnd: true, keepLast: 3, keepBest: 0, metric: 'test_accuracy', onError: 'stop' }, randomUUID());
+        const { path } = await (await writer.save(last ? { test_accuracy: last.test.accuracy, test_loss: last.test.loss } : {})).written;
+        log.info({ path }, `checkpoint written: ${path}`);
+      }
+      if (flags.saveFinal) {
+        writeFinalWeights(result.trainer, resolve(flags.saveFinal));
+        log.info(`final weights written to ${resolve(flags.saveFinal)}`);
+      }
       if (flags.json) process.stdout.write(`${JSON.stringify({ epochs: result.epochs, stopped: result.stopped })}\n`);
       if (result.stopped) {
         log.warn(`stopped after ${result.trainer.globalStep} steps`);

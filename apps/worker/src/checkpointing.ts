@@ -1,4 +1,4 @@
-import { type CheckpointMeta, loadCheckpoint, type NamedTensor, saveCheckpoint } from '@ringtrain/checkpoint';
+import { type CheckpointMeta, loadCheckpoint, type NamedTensor, saveCheckpoint, writeSafetensors } from '@ringtrain/checkpoint';
 import type { Communicator } from '@ringtrain/allreduce';
 import type { MessageOf } from '@ringtrain/protocol';
 import { jobConfigHash, type Trainer } from '@ringtrain/trainer';
@@ -70,6 +70,25 @@ export class CheckpointWriter {
   async flush(): Promise<void> {
     await this.writing;
   }
+}
+
+/** The trained weights alone (safetensors, `ringtrain-weights/1`), as `--save-final` writes them. */
+export function writeFinalWeights(trainer: Trainer, path: string): void {
+  const params = trainer.model.params;
+  const { classNames } = trainer.data.train;
+  writeSafetensors(
+    path,
+    params.tensors.map((t) => ({ name: t.name, shape: t.shape, data: params.value(t.name) })),
+    {
+      format: 'ringtrain-weights/1',
+      step: String(trainer.globalStep),
+      worldSize: String(trainer.worldSize),
+      configHash: jobConfigHash(trainer.config),
+      config: JSON.stringify(trainer.config),
+      ...(classNames ? { class_names: JSON.stringify(classNames) } : {}),
+      ...(trainer.data.scaling ? { scaling: JSON.stringify(trainer.data.scaling) } : {}),
+    },
+  );
 }
 
 /**

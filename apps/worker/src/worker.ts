@@ -1,11 +1,10 @@
 import { hostname } from 'node:os';
 import { CollectiveError, Communicator, type TlsFiles, WebSocketTransport } from '@ringtrain/allreduce';
-import { writeSafetensors } from '@ringtrain/checkpoint';
 import { type JobConfig, jobConfigHash, parseJobConfig, Trainer } from '@ringtrain/trainer';
 import { type MessageOf, PROTOCOL_VERSION } from '@ringtrain/protocol';
 import type { RngState } from '@ringtrain/core';
 import type { Logger } from 'pino';
-import { CheckpointWriter, restoreTensors } from './checkpointing.js';
+import { CheckpointWriter, restoreTensors, writeFinalWeights } from './checkpointing.js';
 import { ChannelError, ControlChannel } from './control-channel.js';
 import { WorkerError } from './errors.js';
 import { faultsFromEnv } from './faults.js';
@@ -396,11 +395,7 @@ async function runGeneration(
   if (loop.end !== 'done') return { end: loop.end };
   const finalHash = await verifyReplicas(comm, trainer, 'final weights');
   if (a.rank === 0 && a.saveFinal) {
-    writeSafetensors(
-      a.saveFinal,
-      params.tensors.map((t) => ({ name: t.name, shape: t.shape, data: params.value(t.name) })),
-      { format: 'ringtrain-weights/1', step: String(trainer.globalStep), worldSize: String(a.worldSize), configHash: a.configHash, config: JSON.stringify(config) },
-    );
+    writeFinalWeights(trainer, a.saveFinal);
     log.info(`final weights written to ${a.saveFinal}`);
   }
   ch.send({ type: 'done', v: PROTOCOL_VERSION, generation: a.generation, rank: a.rank, steps: trainer.globalStep, weightsHash: finalHash, replicaChecks: loop.replicaChecks + 2 });
