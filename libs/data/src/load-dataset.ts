@@ -3,6 +3,7 @@ import { loadCsv } from './csv.js';
 import { type Dataset, type DatasetSplit, subset } from './dataset.js';
 import { DataError } from './errors.js';
 import { loadIdxFolder } from './idx.js';
+import { loadImageFolder } from './images.js';
 import { loadEmbeddedMnist } from './mnist.js';
 import { normalize } from './normalize.js';
 import { epochPermutation } from './sampler.js';
@@ -16,6 +17,8 @@ const samples = z.number().int().positive().optional();
 export const datasetConfigSchema = z.discriminatedUnion('source', [
   z.strictObject({ source: z.literal('mnist'), normalize: normalization }),
   z.strictObject({ source: z.literal('idx'), dir: z.string().min(1), normalize: normalization }),
+  /** A folder of images, one subfolder per class (PNG or JPEG), with an optional test/ subfolder. */
+  z.strictObject({ source: z.literal('images'), dir: z.string().min(1), testFraction, seed, normalize: normalization }),
   z.strictObject({
     source: z.literal('csv'),
     train: z.string().min(1),
@@ -73,6 +76,10 @@ function load(c: DatasetConfig): DatasetSplit {
       return loadEmbeddedMnist();
     case 'idx':
       return loadIdxFolder(c.dir);
+    case 'images': {
+      const { split, all } = loadImageFolder(c.dir);
+      return split ?? splitDataset(all!, c.testFraction ?? 0.2, c.seed ?? 0);
+    }
     case 'csv': {
       const opts = { label: c.label, header: c.header, task: c.task };
       const train = loadCsv(c.train, opts);
