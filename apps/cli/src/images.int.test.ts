@@ -1,6 +1,6 @@
 // Image folders (one subfolder per class, PNG or JPEG), written by the test from the embedded MNIST.
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -53,6 +53,23 @@ describe('image folders (real processes)', () => {
     console.log(`PNG folder ${(100 * a).toFixed(2)}%, embedded ${(100 * b).toFixed(2)}% (3 epochs; the folder's order is by class, then file)`);
     expect(Math.abs(a - b)).toBeLessThanOrEqual(0.01);
     expect(folder.summary.epochs.at(-1).testAccuracy).toBeGreaterThan(0.93);
+  }, 120_000);
+
+  it('predict reads an image and a folder of images, and names the classes by their folders', () => {
+    const ckpts = join(dir, 'png-ckpts');
+    const r = ringtrain('train', '--data', `images:${pngDir}`, '--epochs', '2', '--checkpoint-dir', ckpts);
+    expect(r.code, r.stderr).toBe(0);
+    const [ckpt] = readdirSync(ckpts);
+    const sevens = join(pngDir, 'test', '7');
+    const p = spawnSync(process.execPath, [main, 'predict', join(ckpts, ckpt), '--input', sevens], { encoding: 'utf8' });
+    expect(p.status, p.stderr).toBe(0);
+    const lines = p.stdout.trim().split('\n');
+    expect(lines).toHaveLength(readdirSync(sevens).length);
+    expect(lines[0]).toMatch(/\/7\/\d+\.png\t\d$/);
+    expect(lines.filter((l) => l.endsWith('\t7')).length / lines.length).toBeGreaterThan(0.85);
+    const one = spawnSync(process.execPath, [main, 'predict', join(ckpts, ckpt), '--input', join(sevens, readdirSync(sevens)[0])], { encoding: 'utf8' });
+    expect(one.status, one.stderr).toBe(0);
+    expect(one.stdout.trim().split('\n')).toHaveLength(1);
   }, 120_000);
 
   it('JPEG decodes to the digits it encoded (quality 95), and a JPEG folder trains', () => {

@@ -1,7 +1,8 @@
-import { readFileSync, statSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { type Checkpoint, loadCheckpoint, type RawTensor, writeSafetensors } from '@ringtrain/checkpoint';
 import { createBackend, dequantizeRows, fromFloat16, Model, type ModelSpec, packInt4, parameterCount, parseModelSpec, quantizeRows, toFloat16 } from '@ringtrain/core';
-import { applyScaling, Batcher, type Dataset, loadDataset, readIdx } from '@ringtrain/data';
+import { applyScaling, Batcher, type Dataset, decodeImage, loadDataset, readIdx } from '@ringtrain/data';
 import { type EvalResult, evaluateRange } from '@ringtrain/trainer';
 import { Command, Option } from 'commander';
 import { checkpointJob, parseDataFlag } from './job-options.js';
@@ -147,12 +148,12 @@ export function predictCommand(): Command {
   return new Command('predict')
     .description('predict the class of each input row (CSV of features, or an IDX file of images); by name when the training data named the classes')
     .argument('<checkpoint>', 'a .safetensors checkpoint')
-    .requiredOption('--input <file>', 'CSV rows of features (no label column), or an IDX images file')
+    .requiredOption('--input <file>', 'CSV rows of features (no label column), an IDX images file, a PNG or JPEG image, or a folder of them')
     .action((path: string, flags: { input: string }) => {
       const ckpt = loadCheckpoint(path);
       const model = modelOf(ckpt);
       const names = ckpt.meta.classNames;
-      const x = readInputs(flags.input, model.inputSize);
+      const { x, names: inputs } = readInputs(flags.input, model.inputSize);
       // The features as the model saw them in training.
       if (ckpt.meta.scaling) {
         if (ckpt.meta.scaling.shift.length !== model.inputSize) throw Object.assign(new Error(`${path}: its feature scaling has ${ckpt.meta.scaling.shift.length} features, the model ${model.inputSize}`), { code: 'ERR_MODEL_MISMATCH' });
@@ -166,12 +167,22 @@ export function predictCommand(): Command {
         const o = out.subarray(r * model.outputSize, (r + 1) * model.outputSize);
         let best = 0;
         for (let c = 1; c < o.length; c++) if (o[c] > o[best]) best = c;
-        process.stdout.write(`${names?.[best] ?? best}\n`);
+        const label = names?.[best] ?? best;
+        process.stdout.write(inputs ? `${inputs[r]}\t${label}\n` : `${label}\n`);
       }
     });
 }
 
-function readInputs(file: string, features: number): Float32Array {
+/** The inputs to predict: rows of features, and a label per row when they came from files (images). */
+function readInputs(file: string, features: number): { x: Float32Array; names?: string[] } {
+  if (statSync(file).isDirectory()) {
+    const images = readdirSync(file).filter((f) => /\.(png|jpe?g)$/i.test(f)).sort();
+    if (!images.length) throw Object.assign(new Error(`${file}: no PNG or JPEG images in this folder`), { code: 'ERR_DATA_FORMAT' });
+    const x = new Float32Array(images.length * features);
+    images.forEach((f, i) => x.set(imageFeatures(join(file, f), features), i * features));
+    return { x, names: images.map((f) => join(file, f)) };
+  }
+  if (/\.(png|jpe?g)$/i.test(file)) return { x: imageFeatures(file, features), names: [file] };
   if (/\.csv$/i.test(file)) {
     // One sample per line, features only; a first line that is not numbers is a header.
     const lines = readFileSync(file, 'utf8').split(/\r?\n/).filter((l) => l.trim() !== '');
@@ -182,10 +193,20 @@ function readInputs(file: string, features: number): Float32Array {
       if (cells.length !== features || cells.some((v) => !Number.isFinite(v))) throw new Error(`${file}:${i + 1}: expected ${features} numbers, got "${line.slice(0, 60)}"`);
       values.push(...cells);
     });
-    return Float32Array.from(values);
+    return { x: Float32Array.from(values) };
   }
   const idx = readIdx(file);
   const n = idx.dims.slice(1).reduce((a, b) => a * b, 1);
   if (n !== features) throw new Error(`${file}: ${n} values per item, the model takes ${features}`);
-  return Float32Array.from(idx.data, idx.type === 0x08 ? (v: number) => v / 255 : (v: number) => v);
+  return { x: Float32Array.from(idx.data, idx.type === 0x08 ? (v: number) => v / 255 : (v: number) => v) };
+}
+
+/** An image as the model's features, in [0, 1]: one channel or three, as the model was trained. */
+function imageFeatures(file: string, features: number): Float32Array {
+  const { width, height, rgba } = decodeImage(file);
+  const channels = features === width * height ? 1 : features === width * height * 3 ? 3 : 0;
+  if (!channels) throw Object.assign(new Error(`${file}: a ${width}×${height} image gives ${width * height} (gray) or ${width * height * 3} (RGB) values, the model takes ${features}`), { code: 'ERR_SHAPE' });
+  const out = new Float32Array(features);
+  for (let p = 0, o = 0; p < width * height; p++) for (let c = 0; c < channels; c++) out[o++] = rgba[p * 4 + c] / 255;
+  return out;
 }

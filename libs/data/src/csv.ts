@@ -11,10 +11,16 @@ export interface CsvOptions {
   task?: 'classification' | 'regression';
 }
 
+/** The longest CSV line read: 1 Mi characters (some 100,000 features). */
+export const MAX_CSV_LINE_CHARS = 1 << 20;
+
 /** Numeric CSV: one sample per line, comma-separated; errors name the file, line and column. */
 export function loadCsv(file: string, options: CsvOptions = {}): Dataset {
   if (!existsSync(file)) throw new DataError('ERR_DATA_NOT_FOUND', `${file}: no such file`);
   const lines = readFileSync(file, 'utf8').split(/\r?\n/);
+  // A line this long is not a row of features anyone trains on (and would ask for a model as wide).
+  const long = lines.findIndex((l) => l.length > MAX_CSV_LINE_CHARS);
+  if (long >= 0) throw new DataError('ERR_DATA_TOO_LARGE', `${file}:${long + 1}: ${lines[long].length} characters, over the ${MAX_CSV_LINE_CHARS} a CSV line may hold`);
   while (lines.length && lines[lines.length - 1].trim() === '') lines.pop();
   if (!lines.length) throw new DataError('ERR_DATA_FORMAT', `${file}: empty file`);
   const first = lines[0].split(',').map((c) => c.trim());

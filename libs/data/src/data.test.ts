@@ -107,6 +107,12 @@ describe('CSV', () => {
     expect(() => loadCsv(f, { label: -3 })).toThrow(/label column -1 outside 0..1/);
   });
 
+  it('refuses a 10 MB line, naming the file and the line', () => {
+    const f = join(tmp(), 'long.csv');
+    writeFileSync(f, `a,b\n1,0\n${'1,'.repeat(5_000_000)}0\n`);
+    expect(() => loadCsv(f)).toThrow(expect.objectContaining({ code: 'ERR_DATA_TOO_LARGE', message: expect.stringMatching(/long\.csv:3: 10000001 characters, over the 1048576/) }));
+  });
+
   it('names file, line and column of bad cells', () => {
     const dir = tmp();
     const f = join(dir, 'bad.csv');
