@@ -1,9 +1,9 @@
 import { randomUUID } from 'node:crypto';
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { createServer as createHttpsServer } from 'node:https';
+import type { IncomingMessage, Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
-import { type ConfigSummary, type ControlMessage, decodeControl, encodeControl, type GenerationChange, HANDSHAKE_TIMEOUT_MS, type MessageOf, PROTOCOL_VERSION, sameSecret } from '@ringtrain/protocol';
+import { type ConfigSummary, type ControlMessage, decodeControl, encodeControl, type GenerationChange, type MessageOf, PROTOCOL_VERSION, sameSecret } from '@ringtrain/protocol';
+import { guardedServer, refuseUpgrade } from '@ringtrain/allreduce';
 import { describeModel, parameterCount } from '@ringtrain/core';
 import { type JobConfig, jobConfigHash } from '@ringtrain/trainer';
 import type { Logger } from 'pino';
@@ -182,19 +182,14 @@ export class Coordinator {
       logger: options.logger,
       health: () => this.health(),
     });
-    // Slow writers are cut off (checked every second, not Node's default 30 s), and connections are
-    // capped: the workers (and as many again reconnecting), the status clients, and some spare.
-    const handshake = options.handshakeTimeoutMs ?? HANDSHAKE_TIMEOUT_MS;
-    const serverOptions = { headersTimeout: handshake, requestTimeout: handshake, connectionsCheckingInterval: Math.min(1000, handshake) };
-    const handle = (req: IncomingMessage, res: ServerResponse): void => this.status.handleRequest(req, res);
-    this.http = options.tls ? createHttpsServer({ ...serverOptions, ...options.tls }, handle) : createServer(serverOptions, handle);
-    // The header deadline only catches a writer that keeps trickling; the idle one catches one that stops.
-    this.http.setTimeout(handshake);
-    this.http.maxConnections = 2 * max + MAX_STATUS_CLIENTS + 64;
+    // Connections capped at the workers (and as many again reconnecting), the status clients, and some spare.
+    this.http = guardedServer((req, res) => this.status.handleRequest(req, res), {
+      handshakeMs: options.handshakeTimeoutMs,
+      maxConnections: 2 * max + MAX_STATUS_CLIENTS + 64,
+      ...(options.tls ? { tls: options.tls } : {}),
+    });
     this.wss = new WebSocketServer({ noServer: true, perMessageDeflate: false, maxPayload: 1024 * 1024 });
     this.http.on('upgrade', (req, socket, head) => {
-      // Once upgraded, the socket is ours: a client that resets it must not crash this process.
-      socket.on('error', () => {});
       if (new URL(req.url ?? '/', 'http://x').pathname === '/status') this.status.handleUpgrade(req, socket, head);
       else this.onUpgrade(req, socket, head);
     });
@@ -288,8 +283,7 @@ export class Coordinator {
     const given = String(req.headers['x-ringtrain-token'] ?? '');
     if (token !== undefined && !sameSecret(given, token)) {
       this.log.warn({ remote: req.socket.remoteAddress }, 'worker refused: wrong or missing token');
-      socket.end('HTTP/1.1 401 Unauthorized\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: 27\r\n\r\nwrong or missing job token\n');
-      return;
+      return refuseUpgrade(socket, 401, 'wrong or missing job token');
     }
     this.wss.handleUpgrade(req, socket, head, (ws) => this.onConnection(ws));
   }

@@ -4,7 +4,7 @@ import { createRequire } from 'node:module';
 import type { Duplex } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { sameSecret, STATUS_VERSION, type StatusCommand, statusCommandSchema, type StatusEventBody, statusJsonSchema } from '@ringtrain/protocol';
-import { closeWebSocket } from '@ringtrain/allreduce';
+import { closeWebSocket, refuseUpgrade } from '@ringtrain/allreduce';
 import type { Logger } from 'pino';
 import WebSocket, { WebSocketServer } from 'ws';
 import type { PrometheusMetrics } from './prometheus.js';
@@ -175,16 +175,16 @@ export class StatusServer {
 
   /** A WebSocket upgrade to /status: checked for the token before the handshake completes. */
   handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
-    const refuse = (status: string, why: string): void => {
+    const refuse = (status: number, why: string): void => {
       this.options.logger.warn({ remote: req.socket.remoteAddress }, `status client refused: ${why}`);
-      socket.end(`HTTP/1.1 ${status}\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: ${Buffer.byteLength(why) + 1}\r\n\r\n${why}\n`);
+      refuseUpgrade(socket, status, why);
     };
     // A page of another site, open in the operator's browser, must not read the run (or, with a
     // token in its URL, act on it): browsers always say where a page comes from, other clients do not.
-    if (!sameOrigin(req)) return refuse('403 Forbidden', `origin ${String(req.headers.origin).slice(0, 200)} is not this server's`);
+    if (!sameOrigin(req)) return refuse(403, `origin ${String(req.headers.origin).slice(0, 200)} is not this server's`);
     const access = this.authorize(req);
-    if (!access) return refuse('401 Unauthorized', 'wrong or missing status token');
-    if (this.clients.size >= (this.options.maxClients ?? MAX_STATUS_CLIENTS)) return refuse('503 Service Unavailable', `already ${this.clients.size} status clients, the most this server takes`);
+    if (!access) return refuse(401, 'wrong or missing status token');
+    if (this.clients.size >= (this.options.maxClients ?? MAX_STATUS_CLIENTS)) return refuse(503, `already ${this.clients.size} status clients, the most this server takes`);
     this.wss.handleUpgrade(req, socket, head, (ws) => this.onConnection(ws, access));
   }
 

@@ -1,5 +1,6 @@
 export { type AllReduceResult, type CollectiveOptions, Communicator, type CommunicatorOptions } from './communicator.js';
 export { closeWebSocket, type DialResult, dialUntil } from './dial.js';
+export { guardedServer, type ListenerOptions, refuseUpgrade } from './listener.js';
 export { CollectiveError, type CollectiveErrorCode, type CollectiveErrorContext } from './errors.js';
 export { MemoryHub, MemoryTransport } from './memory-transport.js';
 export { type RingPlace, type TlsFiles, WebSocketTransport, type WebSocketTransportOptions } from './websocket-transport.js';

@@ -1,5 +1,4 @@
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { createServer as createHttpsServer } from 'node:https';
+import type { IncomingMessage, Server } from 'node:http';
 import type { AddressInfo, NetConnectOpts, Socket } from 'node:net';
 import { hostname } from 'node:os';
 import type { Duplex } from 'node:stream';
@@ -13,7 +12,6 @@ import {
   encodeFrameHeader,
   type FrameHeader,
   isControl,
-  HANDSHAKE_TIMEOUT_MS,
   type Limits,
   MAX_EARLY_FRAMES,
   MAX_RING_CONNECTIONS,
@@ -25,6 +23,7 @@ import type { Logger } from 'pino';
 import WebSocket, { WebSocketServer } from 'ws';
 import { closeWebSocket, dialUntil } from './dial.js';
 import { CollectiveError } from './errors.js';
+import { guardedServer, refuseUpgrade } from './listener.js';
 import { Payload } from './payload.js';
 import { connectWithArena, type HeldBytes, ReadArena } from './read-arena.js';
 import { nextRank, prevRank, type Transport, type TransportHandler } from './transport.js';
@@ -131,21 +130,14 @@ export class WebSocketTransport implements Transport {
    * hands out ranks. Dialling neighbours are told to retry (503) until `join` sets the place.
    */
   static async listen(options: WebSocketTransportOptions = {}): Promise<WebSocketTransport> {
-    const handshake = HANDSHAKE_TIMEOUT_MS;
-    const serverOptions = { headersTimeout: handshake, requestTimeout: handshake, connectionsCheckingInterval: 1000 };
-    const answer = (_req: IncomingMessage, res: ServerResponse): void => void res.writeHead(426, { 'content-type': 'text/plain' }).end('ringtrain ring endpoint: WebSocket only\n');
     const { cert, key } = options.tls ?? {};
-    const http: Server = cert && key ? createHttpsServer({ ...serverOptions, cert, key }, answer) : createServer(serverOptions, answer);
-    // The header deadline only catches a writer that keeps trickling; the idle one catches one that stops.
-    http.setTimeout(handshake);
-    http.maxConnections = MAX_RING_CONNECTIONS;
+    const http = guardedServer((_req, res) => void res.writeHead(426, { 'content-type': 'text/plain' }).end('ringtrain ring endpoint: WebSocket only\n'), {
+      maxConnections: MAX_RING_CONNECTIONS,
+      ...(cert && key ? { tls: { cert, key } } : {}),
+    });
     const wss = new WebSocketServer({ noServer: true, perMessageDeflate: false, maxPayload: (options.limits ?? DEFAULT_LIMITS).maxFrameBytes });
     const t = new WebSocketTransport(options, http, wss);
-    http.on('upgrade', (req, socket, head) => {
-      // Once upgraded, the socket is ours: a neighbour (or anyone) that resets it must not crash this process.
-      socket.on('error', () => {});
-      t.onUpgrade(req, socket, head);
-    });
+    http.on('upgrade', (req, socket, head) => t.onUpgrade(req, socket, head));
     await new Promise<void>((resolve, reject) => {
       http.once('error', reject);
       http.listen(options.port ?? 0, options.host ?? '127.0.0.1', () => resolve());
@@ -309,7 +301,7 @@ export class WebSocketTransport implements Transport {
   private onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
     const refuse = (status: number, reason: string): void => {
       this.log?.warn({ status, remote: req.socket.remoteAddress }, `ring connection refused: ${reason}`);
-      socket.end(`HTTP/1.1 ${status} ${status === 401 ? 'Unauthorized' : status === 503 ? 'Service Unavailable' : 'Conflict'}\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: ${Buffer.byteLength(reason)}\r\n\r\n${reason}`);
+      refuseUpgrade(socket, status, reason);
     };
     const header = (name: string): string => String(req.headers[name] ?? '');
     if (!this.place) return refuse(503, 'this rank has not been given its place yet; retry');
