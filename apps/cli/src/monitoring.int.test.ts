@@ -265,6 +265,19 @@ describe('watching a run (real coordinator, workers and sockets)', () => {
     expect(stopping.stderr).toMatch(/ERR_NON_FINITE: .*the all-reduced gradient \(a sum of finite gradients overflowed\) is Infinity at step 25/);
   }, 90_000);
 
+  it('divergence drill: one flipped bit on one rank stops the run at the next replica check, naming the rank and step', async () => {
+    const run = startRingtrain(['launch', '--workers', '2', '--epochs', '2', '--verify-every', '10', '--linger', '30'], { RINGTRAIN_FAULT_DIVERGE: '1@13' });
+    const w = await watchToEnd(run, 60_000);
+    run.proc.kill('SIGINT');
+    expect(await run.exited).toBe(1);
+    // The bit flips after step 13's update (global step 14); the check after step 20 sees it.
+    expect(run.stderr).toMatch(/ERR_REPLICA_DIVERGED: .*replicas differ at step 20: rank 1 has [0-9a-f]{16}…; rank 0 [0-9a-f]{16}…/);
+    expect(w.of('end')[0]).toMatchObject({ state: 'failed', error: { code: 'ERR_REPLICA_DIVERGED' } });
+    // The checks before it passed: the run got to step 20, not further.
+    expect(w.of('metrics').length).toBeGreaterThan(0);
+    expect(Math.max(...w.of('metrics').map((m) => m.metrics.step))).toBeLessThanOrEqual(20);
+  }, 90_000);
+
   it('control actions: checkpoint now and stop, with the admin token, from the socket and from `ringtrain control`', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'ringtrain-ctl-'));
     const run = startRingtrain(['launch', '--workers', '2', '--epochs', '200', '--checkpoint-dir', dir, '--admin-token', 'boss']);

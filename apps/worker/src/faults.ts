@@ -10,6 +10,9 @@ import { appendFileSync } from 'node:fs';
  *                                            first generation, after its gradients and before the
  *                                            all-reduce (a crash drill; later generations redo the
  *                                            step without dying again)
+ *   RINGTRAIN_FAULT_DIVERGE=<rank>@<step>    that rank flips the lowest bit of its last weight after
+ *                                            that step's update (a divergence drill: the next
+ *                                            replica check must stop the run)
  *   RINGTRAIN_STEP_LOG=<file>                every rank appends one JSON line per completed step
  *                                            (ring, generation, rank, step, epoch, cursor, its slice,
  *                                            pid, time): the drills check that no sample is skipped
@@ -18,6 +21,7 @@ import { appendFileSync } from 'node:fs';
 export interface Faults {
   nanAt(rank: number, step: number): boolean;
   overflowAt(step: number): boolean;
+  divergeAt(rank: number, step: number): boolean;
   delayMs(rank: number): number;
   /** Records a completed step (when RINGTRAIN_STEP_LOG is set). */
   logStep(entry: { ring: string; generation: number; rank: number; step: number; epoch: number; cursor: number; start: number; count: number }): void;
@@ -30,6 +34,7 @@ export function faultsFromEnv(env: NodeJS.ProcessEnv = process.env): Faults {
   const delay = /^(\d+):(\d+)$/.exec(env.RINGTRAIN_FAULT_DELAY_MS ?? '');
   const overflow = /^(\d+)$/.exec(env.RINGTRAIN_FAULT_OVERFLOW ?? '');
   const kill = /^(\d+)@(\d+)$/.exec(env.RINGTRAIN_FAULT_KILL ?? '');
+  const diverge = /^(\d+)@(\d+)$/.exec(env.RINGTRAIN_FAULT_DIVERGE ?? '');
   const stepLog = env.RINGTRAIN_STEP_LOG;
   return {
     logStep: (entry) => {
@@ -38,6 +43,7 @@ export function faultsFromEnv(env: NodeJS.ProcessEnv = process.env): Faults {
     nanAt: (rank, step) => nan !== null && Number(nan[1]) === rank && Number(nan[2]) === step,
     delayMs: (rank) => (delay !== null && Number(delay[1]) === rank ? Number(delay[2]) : 0),
     overflowAt: (step) => overflow !== null && Number(overflow[1]) === step,
+    divergeAt: (rank, step) => diverge !== null && Number(diverge[1]) === rank && Number(diverge[2]) === step,
     exitAt: (rank, step, generation) => {
       if (kill !== null && generation === 1 && Number(kill[1]) === rank && Number(kill[2]) === step) process.kill(process.pid, 'SIGKILL');
     },

@@ -25,7 +25,7 @@ function digitsDir(): string {
  * order: all 0s, then all 1s, … Pixels in [0, 1] as the package gives them (three decimals).
  */
 export function loadMnistAll(): Dataset {
-  return existsSync(cachePath) ? readCache(cachePath) : parseJson();
+  return existsSync(cachePath) ? readMnistCache(cachePath) : parseJson();
 }
 
 /** The embedded default: a fixed, seeded 8,000 / 2,000 train/test split of `loadMnistAll()`. */
@@ -82,7 +82,8 @@ export function writeMnistCache(path = cachePath): void {
   writeFileSync(path, out);
 }
 
-function readCache(path: string): Dataset {
+/** Reads a cache written by `writeMnistCache`. */
+export function readMnistCache(path: string): Dataset {
   const buf = readFileSync(path);
   const size = buf.length >= 12 ? buf.readUInt32LE(8) : 0;
   const header = 8 + 4 + 512;
