@@ -7,6 +7,7 @@ import { type EvalResult, evaluateRange } from '@ringtrain/trainer';
 import { Command, Option } from 'commander';
 import { checkpointJob, parseDataFlag } from './job-options.js';
 import { table } from './table.js';
+import { loadWeightsInto } from './weights-file.js';
 
 /**
  * A model rebuilt from a checkpoint's spec, with its weights. The spec is checked, and must describe
@@ -110,23 +111,26 @@ export function exportCommand(): Command {
         } else if (flags.quantize === 'fp16') {
           const h = Uint16Array.from(w, toFloat16);
           out.push({ name: t.name, dtype: 'F16', shape: t.shape, bytes: new Uint8Array(h.buffer) });
-          w.set(Float32Array.from(h, fromFloat16));
+          w.set(Float32Array.from(h, fromFloat16)); // the JSON format writes the values the file stands for
         } else {
           const bits = flags.quantize === 'int8' ? 8 : 4;
           const q = quantizeRows(w, t.shape[0], t.shape[1], bits);
           const bytes = bits === 8 ? new Uint8Array(q.values.buffer) : packInt4(q);
           out.push({ name: t.name, dtype: bits === 8 ? 'I8' : 'U8', shape: bits === 8 ? t.shape : [t.shape[0], Math.ceil(t.shape[1] / 2)], bytes });
           out.push({ name: `${t.name}.scale`, dtype: 'F32', shape: [t.shape[0]], bytes: new Uint8Array(q.scales.buffer) });
-          dequantizeRows(q, w); // the model now computes with what the file holds
+          dequantizeRows(q, w);
         }
       }
-      const after = evaluate(model, test);
       const metadata = { format: 'ringtrain-weights/1', quantization: flags.quantize ?? 'none', model_spec: JSON.stringify(ckpt.meta.modelSpec), source: path, step: String(ckpt.meta.step) };
       if (flags.format === 'safetensors') writeSafetensors(flags.output, out, metadata);
       else {
         const tensors = Object.fromEntries(model.params.tensors.map((t) => [t.name, { shape: t.shape, values: Array.from(model.params.value(t.name)) }]));
         writeFileSync(flags.output, JSON.stringify({ ...metadata, model_spec: ckpt.meta.modelSpec, tensors }));
       }
+      // "After" is measured on the file just written, decoded as a user's loader would decode it.
+      const written = modelOf(ckpt);
+      loadWeightsInto(written, flags.output, flags.format);
+      const after = evaluate(written, test);
       const pct = (x: number): string => `${(100 * x).toFixed(2)}%`;
       process.stdout.write(`${flags.output}: ${mb(statSync(flags.output).size)}; test accuracy ${pct(before.accuracy)} at fp32, ${pct(after.accuracy)} ${flags.quantize ?? 'fp32'} (${((after.accuracy - before.accuracy) * 100).toFixed(2)} points) on ${test.size} samples\n`);
     });

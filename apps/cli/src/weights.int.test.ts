@@ -1,5 +1,5 @@
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readdirSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -33,25 +33,48 @@ describe('the weights as a product: inspect, export, evaluate, predict', () => {
     expect(json.sizes).toEqual({ fp32: 101770 * 4, fp16: 101770 * 2, int8: 101632 + 138 * 4 + 138 * 4, int4: 128 * 392 + 10 * 64 + 138 * 4 + 138 * 4 });
   });
 
-  it('int8 export keeps test accuracy within 0.5 points of fp32; files carry per-row scales', () => {
-    for (const q of ['int8', 'int4', 'fp16'] as const) {
+  it('exports decode, read by an independent numpy reader, to the checkpoint weights within half a step of the right scale, and score what export reports', () => {
+    const idx = join(dir, 'idx-export');
+    writeIdxFolder(idx, loadEmbeddedMnist());
+    const decoder = fileURLToPath(new URL('../src/testing/decode_weights.py', import.meta.url));
+    const accuracies: Record<string, number> = {};
+    for (const q of ['none', 'fp16', 'int8', 'int4'] as const) {
       const out = join(dir, `w-${q}.safetensors`);
-      const r = ringtrain('export', ckpt, '-o', out, '--quantize', q);
+      const r = ringtrain('export', ckpt, '-o', out, '--data', `idx:${idx}`, ...(q === 'none' ? [] : ['--quantize', q]));
       expect(r.status, r.stderr).toBe(0);
       const m = /test accuracy ([\d.]+)% at fp32, ([\d.]+)% /.exec(r.stdout)!;
-      const drop = Number(m[1]) - Number(m[2]);
+      const [before, after] = [Number(m[1]) / 100, Number(m[2]) / 100];
       console.log(`${q}: ${m[1]}% → ${m[2]}%`);
-      if (q === 'int8') expect(drop).toBeLessThanOrEqual(0.5);
       const header = readSafetensorsHeader(out) as Record<string, { dtype: string; shape: number[] }>;
-      if (q === 'int8') {
-        expect(header['layers.0.weight']).toMatchObject({ dtype: 'I8', shape: [128, 784] });
-        expect(header['layers.0.weight.scale']).toMatchObject({ dtype: 'F32', shape: [128] });
-      }
-      if (q === 'int4') expect(header['layers.0.weight']).toMatchObject({ dtype: 'U8', shape: [128, 392] });
-      if (q === 'fp16') expect(header['layers.2.weight']).toMatchObject({ dtype: 'F16', shape: [10, 128] });
-      expect(header['layers.0.bias']).toMatchObject({ dtype: 'F32' });
       expect(Object.keys(header).some((k) => k.startsWith('optimizer.'))).toBe(false);
+      expect(header['layers.0.bias']).toMatchObject({ dtype: 'F32' });
+      const py = spawnSync('/usr/bin/python3', [decoder, out, ckpt, idx], { encoding: 'utf8' });
+      expect(py.status, py.stderr).toBe(0);
+      const decoded = JSON.parse(py.stdout) as { accuracy: number; samples: number; maxErrorOverHalfStep: number; maxScaleRelError: number };
+      expect(decoded.samples).toBe(2000);
+      // What export reports as "after" is what the file scores, read by someone else's reader.
+      expect(Math.abs(decoded.accuracy - after)).toBeLessThanOrEqual(1 / 2000);
+      if (q === 'int8' || q === 'int4') {
+        expect(decoded.maxScaleRelError).toBeLessThan(1e-6); // scale = max|w| / qmax per row, not larger
+        expect(decoded.maxErrorOverHalfStep).toBeLessThanOrEqual(1 + 1e-5);
+        expect(decoded.maxErrorOverHalfStep).toBeGreaterThan(0.5); // rounding was exercised
+      }
+      if (q === 'none') expect(after).toBe(before);
+      if (q === 'int8') expect(before - after).toBeLessThanOrEqual(0.005);
+      accuracies[q] = after;
     }
+    expect(readSafetensorsHeader(join(dir, 'w-int4.safetensors'))['layers.0.weight']).toMatchObject({ dtype: 'U8', shape: [128, 392] });
+    expect(readSafetensorsHeader(join(dir, 'w-int8.safetensors'))['layers.0.weight.scale']).toMatchObject({ dtype: 'F32', shape: [128] });
+    // The JSON format holds the same values the int8 file stands for.
+    const jsonOut = join(dir, 'w-int8.json');
+    const r = ringtrain('export', ckpt, '-o', jsonOut, '--format', 'json', '--quantize', 'int8', '--data', `idx:${idx}`);
+    expect(r.status, r.stderr).toBe(0);
+    expect(Number(/% at fp32, ([\d.]+)% int8/.exec(r.stdout)![1]) / 100).toBe(accuracies.int8);
+    const json = JSON.parse(readFileSync(jsonOut, 'utf8'));
+    expect(json.quantization).toBe('int8');
+    expect(json.tensors['layers.0.weight'].shape).toEqual([128, 784]);
+    expect(json.tensors['layers.0.weight'].values).toHaveLength(100352);
+    expect(json.model_spec.layers).toHaveLength(3);
   });
 
   it('evaluate and predict agree with each other on the test set', () => {

@@ -17,6 +17,7 @@ export {
   type NamedTensor,
   type RawTensor,
   readSafetensors,
+  readSafetensorsRaw,
   readSafetensorsHeader,
   type SafetensorsFile,
   writeSafetensors,

@@ -141,6 +141,29 @@ function ioError(path: string, err: unknown): CheckpointError {
 
 /** Reads and verifies a safetensors file of float32 tensors: structure, sizes, then the checksum. */
 export function readSafetensors(path: string, options: { requireChecksum?: boolean } = {}): SafetensorsFile {
+  const { tensors, metadata } = readSafetensorsRaw(path, options);
+  const notF32 = tensors.find((t) => t.dtype !== 'F32');
+  if (notF32) throw new CheckpointError('ERR_CHECKPOINT_FORMAT', `${path}: tensor ${notF32.name}: dtype "${notF32.dtype}"; this reader takes F32`);
+  // One aligned copy of all the data; the tensors are views into it.
+  const total = tensors.reduce((n, t) => n + t.bytes.length, 0);
+  const all = new Float32Array(total / 4);
+  let at = 0;
+  return {
+    metadata,
+    tensors: tensors.map((t) => {
+      const data = all.subarray(at, at + t.bytes.length / 4);
+      new Uint8Array(data.buffer, data.byteOffset, t.bytes.length).set(t.bytes);
+      at += t.bytes.length / 4;
+      return { name: t.name, shape: t.shape, data };
+    }),
+  };
+}
+
+/**
+ * Reads and verifies a safetensors file of any dtype this project writes (F32, F16, I8, U8):
+ * structure, sizes, then the checksum. The tensors' bytes are views into one buffer, in file order.
+ */
+export function readSafetensorsRaw(path: string, options: { requireChecksum?: boolean } = {}): { tensors: RawTensor[]; metadata: Record<string, string> } {
   let fd: number;
   let size: number;
   try {
@@ -177,14 +200,16 @@ export function readSafetensors(path: string, options: { requireChecksum?: boole
       .filter(([k]) => k !== '__metadata__')
       .map(([name, info]) => {
         const i = info as { dtype?: unknown; shape?: unknown; data_offsets?: unknown };
-        if (i?.dtype !== 'F32') fail('ERR_CHECKPOINT_FORMAT', `tensor ${name}: dtype ${JSON.stringify(i?.dtype)}; this reader takes F32`);
+        if (typeof i?.dtype !== 'string' || !Object.hasOwn(DTYPE_SIZE, i.dtype)) fail('ERR_CHECKPOINT_FORMAT', `tensor ${name}: dtype ${JSON.stringify(i?.dtype)}; this reader takes ${Object.keys(DTYPE_SIZE).join(', ')}`);
+        const dtype = i.dtype as RawTensor['dtype'];
+        const size = DTYPE_SIZE[dtype];
         const shape = i.shape as number[];
         const offs = i.data_offsets as number[];
         if (!Array.isArray(shape) || !shape.every((d) => Number.isSafeInteger(d) && d >= 0)) fail('ERR_CHECKPOINT_FORMAT', `tensor ${name}: bad shape ${JSON.stringify(i.shape)}`);
         if (!Array.isArray(offs) || offs.length !== 2 || !offs.every((o) => Number.isSafeInteger(o) && o >= 0) || offs[1] < offs[0]) fail('ERR_CHECKPOINT_FORMAT', `tensor ${name}: bad data_offsets ${JSON.stringify(i.data_offsets)}`);
-        if (offs[1] - offs[0] !== shape.reduce((a, b) => a * b, 1) * 4) fail('ERR_CHECKPOINT_FORMAT', `tensor ${name}: shape [${shape.join(', ')}] needs ${shape.reduce((a, b) => a * b, 1) * 4} bytes, offsets span ${offs[1] - offs[0]}`);
+        if (offs[1] - offs[0] !== shape.reduce((a, b) => a * b, 1) * size) fail('ERR_CHECKPOINT_FORMAT', `tensor ${name}: shape [${shape.join(', ')}] of ${dtype} needs ${shape.reduce((a, b) => a * b, 1) * size} bytes, offsets span ${offs[1] - offs[0]}`);
         if (offs[1] > dataBytes) fail('ERR_CHECKPOINT_TRUNCATED', `tensor ${name} ends at byte ${offs[1]} of the data, which has ${dataBytes}`);
-        return { name, shape, start: offs[0], end: offs[1] };
+        return { name, dtype, shape, start: offs[0], end: offs[1] };
       })
       .sort((a, b) => a.start - b.start);
     let expect = 0;
@@ -201,8 +226,7 @@ export function readSafetensors(path: string, options: { requireChecksum?: boole
       const actual = createHash('sha256').update(data).digest('hex');
       if (actual !== sum) throw new CheckpointError('ERR_CHECKPOINT_CHECKSUM', `${path}: data SHA-256 ${actual.slice(0, 16)}… does not match the recorded ${sum.slice(0, 16)}…`);
     }
-    const aligned = new Float32Array(data.buffer.slice(data.byteOffset, data.byteOffset + dataBytes));
-    const tensors = entries.map((e) => ({ name: e.name, shape: e.shape, data: aligned.subarray(e.start / 4, e.end / 4) }));
+    const tensors = entries.map((e) => ({ name: e.name, dtype: e.dtype, shape: e.shape, bytes: data.subarray(e.start, e.end) }));
     return { tensors, metadata };
   } finally {
     closeSync(fd);

@@ -80,6 +80,35 @@ describe('flat parameter buffers', () => {
 });
 
 describe('training', () => {
+  it('the forward pass equals x·Wᵀ + b, layer by layer in float64, with non-zero biases, on every backend', () => {
+    const spec = mlpSpec([5, 4, 3]);
+    const rng = new Rng(11);
+    const x = Float64Array.from({ length: 6 * 5 }, () => rng.normal());
+    for (const be of [new ReferenceBackend(), new WasmBackend({ memoryMb: 16 }), createBackend('auto').backend]) {
+      const m = new Model(spec, be, { seed: 2 });
+      // Biases start at zero; a forward pass that dropped them would pass unnoticed without this.
+      for (const t of m.params.tensors) if (t.role === 'bias') m.params.value(t.name).set(Array.from({ length: t.length }, () => rng.normal()));
+      const dense = (h: Float64Array, rows: number, layer: number): Float64Array => {
+        const w = m.params.value(`layers.${layer}.weight`);
+        const b = m.params.value(`layers.${layer}.bias`);
+        const [out, inp] = m.params.info(`layers.${layer}.weight`).shape;
+        const y = new Float64Array(rows * out);
+        for (let r = 0; r < rows; r++) for (let o = 0; o < out; o++) {
+          let sum = b[o];
+          for (let i = 0; i < inp; i++) sum += h[r * inp + i] * w[o * inp + i];
+          y[r * out + o] = sum;
+        }
+        return y;
+      };
+      const want = dense(dense(x, 6, 0).map((v) => Math.max(0, v)), 6, 2);
+      const bx = be.alloc(x.length);
+      bx.set(x);
+      const got = m.forward(bx, 6);
+      expect(got.length).toBe(18);
+      for (let i = 0; i < 18; i++) expect(Math.abs(got[i] - want[i]), `${be.name} output ${i}`).toBeLessThan(1e-5);
+    }
+  });
+
   it('gives the same gradients on every backend for the same weights and batch', () => {
     const spec = mlpSpec([20, 16, 5], { activation: 'tanh' });
     const rng = new Rng(5);

@@ -65,6 +65,45 @@ describe('optimizers against hand-computed steps', () => {
     expect(b.values[0]).toBeCloseTo(0.9, 6);
   });
 
+  it.each([
+    ['adam', 0.5],
+    ['adamw', 0.5],
+    ['adam', 0],
+    ['sgd', 0.5],
+  ] as const)('%s (weight decay %s) over three steps equals a float64 transcription of torch.optim', (type, wd) => {
+    const s = new ParameterStore(new ReferenceBackend(), [{ name: 'w', shape: [4], role: 'weight' }]);
+    const w0 = [1, -2, 0.3, -0.05];
+    // Gradients chosen so that L2 decay flips the sign of some (w = -2, g = 0.25: g + 0.5·w < 0).
+    const grads = [[0.5, 0.25, -0.1, 0.02], [0.1, 0.25, 0.3, -0.2], [-0.4, 0.05, 0.01, 0.5]];
+    s.values.set(w0);
+    const config = type === 'sgd' ? { type, lr: 0.1, momentum: 0.9, weightDecay: wd } : { type, lr: 0.1, weightDecay: wd };
+    const opt = createOptimizer(config, s);
+    const w = [...w0];
+    const m = [0, 0, 0, 0];
+    const v = [0, 0, 0, 0];
+    grads.forEach((g, step) => {
+      s.grads.set(g);
+      opt.step(0.1);
+      const t = step + 1;
+      for (let i = 0; i < 4; i++) {
+        if (type === 'sgd') {
+          const gi = g[i] + wd * w[i];
+          m[i] = t === 1 ? gi : 0.9 * m[i] + gi;
+          w[i] -= 0.1 * m[i];
+          continue;
+        }
+        if (type === 'adamw') w[i] *= 1 - 0.1 * wd;
+        const gi = type === 'adam' ? g[i] + wd * w[i] : g[i];
+        m[i] = 0.9 * m[i] + 0.1 * gi;
+        v[i] = 0.999 * v[i] + 0.001 * gi * gi;
+        w[i] -= (0.1 * (m[i] / (1 - 0.9 ** t))) / (Math.sqrt(v[i] / (1 - 0.999 ** t)) + 1e-8);
+      }
+      for (let i = 0; i < 4; i++) expect(Math.abs(s.values[i] - w[i]), `element ${i} after step ${t}`).toBeLessThan(2e-6 * Math.max(1, Math.abs(w[i])));
+    });
+    if (type === 'adam' && wd > 0) expect(s.values[1]).toBeGreaterThan(-2); // decay turned the first step around
+    expect(opt.state.step).toBe(3);
+  });
+
   it('validates hyperparameters with errors that name the value', () => {
     const s = store();
     expect(() => createOptimizer({ type: 'sgd', lr: -1 }, s)).toThrow(/lr = -1/);
