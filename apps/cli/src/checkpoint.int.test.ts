@@ -90,6 +90,25 @@ describe('checkpoints and resume (real processes)', () => {
     expect(extended.summary.weightsHash).toBe(longer.summary.weightsHash);
   }, 90_000);
 
+  it('--keep-best by test_loss keeps the epoch of the lowest test loss; by test_accuracy that of the highest', () => {
+    // A noisy run (lr 0.8, seed 2) whose lowest test loss and highest accuracy fall in different epochs.
+    const kept: Record<string, number[]> = {};
+    let epochs: { testLoss: number; testAccuracy: number }[] = [];
+    for (const metric of ['test_loss', 'test_accuracy']) {
+      const d = join(dir, `best-${metric}`);
+      const r = ringtrain('launch', '--workers', '2', '--epochs', '5', '--lr', '0.8', '--seed', '2', '--checkpoint-dir', d, '--keep-last', '1', '--keep-best', '1', '--best-metric', metric, '--json');
+      expect(r.code, r.stderr).toBe(0);
+      epochs = r.summary.epochs;
+      kept[metric] = readdirSync(d).map((f) => Number(/ckpt-step-(\d+)/.exec(f)![1])).sort((a, b) => a - b);
+    }
+    const stepOf = (epoch: number): number => 62 * (epoch + 1);
+    const lowestLoss = epochs.reduce((b, e, i) => (e.testLoss < epochs[b].testLoss ? i : b), 0);
+    const bestAccuracy = epochs.reduce((b, e, i) => (e.testAccuracy > epochs[b].testAccuracy ? i : b), 0);
+    expect(lowestLoss, 'the run must tell the two metrics apart').not.toBe(bestAccuracy);
+    expect(kept.test_loss).toEqual([...new Set([stepOf(lowestLoss), 310])].sort((a, b) => a - b));
+    expect(kept.test_accuracy).toEqual([...new Set([stepOf(bestAccuracy), 310])].sort((a, b) => a - b));
+  }, 60_000);
+
   it('--resume latest skips a corrupt newest checkpoint and says so', () => {
     writeFileSync(join(ckpts, 'ckpt-step-0000000999.safetensors'), 'garbage that is not a checkpoint');
     const r = ringtrain('launch', '--workers', '2', '--resume', 'latest', '--checkpoint-dir', ckpts, '--json');

@@ -78,6 +78,7 @@ describe('ringtrain launch (real processes on loopback)', () => {
     const run = ringtrain(['launch', '--workers', '2', '--epochs', '500']);
     await until(() => run.lines.some((l) => String(l.msg).startsWith('epoch 1/')), 60_000, 'the first epoch', run);
     const pids = workerPids(run);
+    expect(pids).toHaveLength(2);
     run.proc.kill('SIGINT');
     expect(await run.exited).toBe(130);
     await until(() => pids.every((p) => !alive(p)), 5000, 'all workers to exit');

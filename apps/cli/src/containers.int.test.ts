@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { available } from './testing/expect-env.js';
 
 const root = fileURLToPath(new URL('../../../', import.meta.url));
 // Debian's client drives Debian's daemon (and builds with its built-in BuildKit).
@@ -131,7 +132,7 @@ describe.skipIf(!daemon)('containers (Docker)', () => {
     expect(out(['ps', '-q', '--filter', `label=${LABEL}`])).toBe('');
   }, 180_000);
 
-  it.skipIf(spawnSync('sh', ['-c', 'command -v docker-compose']).status !== 0)('compose: up trains with checkpoints on a named volume and the dashboard published; up again resumes', async () => {
+  it.skipIf(!available('CONTAINERS', spawnSync('sh', ['-c', 'command -v docker-compose']).status === 0, 'docker-compose is not installed'))('compose: up trains with checkpoints on a named volume and the dashboard published; up again resumes', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'ringtrain-compose-'));
     const token = join(dir, 'token');
     writeFileSync(token, 'compose-token\n', { mode: 0o644 }); // bind-mounted: the container's user must read it

@@ -4,11 +4,12 @@ import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import { virtualHosts } from './testing/netns.js';
+import { available } from './testing/expect-env.js';
 
 const main = fileURLToPath(new URL('../dist/main.js', import.meta.url));
 const net = virtualHosts('rt', 3, 77);
 const { hosts } = net;
-const canMakeHosts = net.available;
+const canMakeHosts = available('NETNS', net.available, 'network namespaces cannot be made here (needs root and iproute2)');
 
 afterAll(() => {
   if (canMakeHosts) net.tearDown();

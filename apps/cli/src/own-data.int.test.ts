@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
+import { available } from './testing/expect-env.js';
 
 const main = fileURLToPath(new URL('../dist/main.js', import.meta.url));
 const dir = mkdtempSync(join(tmpdir(), 'ringtrain-own-data-'));
@@ -27,7 +28,7 @@ function table(name: string, names?: boolean): string {
   return path;
 }
 
-describe.skipIf(!existsSync(tables) && process.env.CI !== 'true')('bring your own CSV (real processes)', () => {
+describe.skipIf(!available('TABLES', existsSync(tables), `scikit-learn's tables are not at ${tables} (apt-get install python3-sklearn)`))('bring your own CSV (real processes)', () => {
   it('a CSV trains from flags alone: the model takes its input width and classes from the data', () => {
     const csv = table('breast_cancer.csv');
     // Exactly the newcomer's command: no config, no sizes; standardized features, the default job.

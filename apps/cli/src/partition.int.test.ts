@@ -7,11 +7,12 @@ import { afterAll, describe, expect, it } from 'vitest';
 import type { Run } from './testing/run-process.js';
 import { until } from './testing/run-process.js';
 import { sh, virtualHosts } from './testing/netns.js';
+import { available } from './testing/expect-env.js';
 
 const main = fileURLToPath(new URL('../dist/main.js', import.meta.url));
 const net = virtualHosts('rp', 4, 78);
 const { hosts } = net;
-const canMakeHosts = net.available;
+const canMakeHosts = available('NETNS', net.available, 'network namespaces cannot be made here (needs root and iproute2)');
 const started: Run[] = [];
 
 afterAll(() => {

@@ -120,9 +120,19 @@ describe('data-parallel arithmetic in one process', () => {
     expect(t.model.params.values).not.toEqual(weights);
   });
 
-  it('evaluation shares cover every test sample exactly once across ranks', () => {
-    const shares = [0, 1, 2].map((rank) => new Trainer(smallJob(), { rank, worldSize: 3 }).evaluate('test'));
-    expect(shares.reduce((s, e) => s + e.samples, 0)).toBe(240);
+  it('evaluation shares cover every test sample exactly once across ranks: they add up to the whole set', () => {
+    const whole = new Trainer(smallJob()).evaluate('test');
+    expect(whole.samples).toBe(240);
+    expect(whole.accuracy).toBeGreaterThan(0);
+    expect(whole.accuracy).toBeLessThan(1); // a mix of right and wrong answers, so a wrong share shows
+    for (const worldSize of [2, 3, 7]) {
+      const shares = Array.from({ length: worldSize }, (_, rank) => new Trainer(smallJob(), { rank, worldSize }).evaluate('test'));
+      expect(shares.reduce((s, e) => s + e.samples, 0)).toBe(240);
+      // Overlapping or missing samples would change the summed loss and the count of right answers.
+      expect(shares.reduce((s, e) => s + Math.round(e.accuracy * e.samples), 0)).toBe(Math.round(whole.accuracy * 240));
+      const loss = shares.reduce((s, e) => s + e.loss * e.samples, 0) / 240;
+      expect(Math.abs(loss - whole.loss) / whole.loss).toBeLessThan(1e-6);
+    }
   });
 });
 
