@@ -1,5 +1,5 @@
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -116,7 +116,22 @@ describe('checkpoints and resume (real processes)', () => {
     expect(r.stderr).toMatch(/passed over .*ckpt-step-0000000999.safetensors/);
     expect(r.stderr).toMatch(/taking .*ckpt-step-0000000186.safetensors, the newest valid checkpoint of this job/);
     expect(r.summary.weightsHash).toBe(full.weightsHash);
-  }, 60_000);
+    // One flipped bit in the weights of the real run's newest file, and one in its header's step.
+    const newest = join(ckpts, 'ckpt-step-0000000186.safetensors');
+    const kept = readFileSync(newest);
+    const headerEnd = 8 + Number(kept.readBigUInt64LE(0));
+    for (const at of [kept.length - 1000, kept.indexOf('"step":"186"') + 9]) {
+      const bytes = Buffer.from(kept);
+      bytes[at] ^= 0x01;
+      writeFileSync(newest, bytes);
+      const again = ringtrain('launch', '--workers', '2', '--resume', 'latest', '--checkpoint-dir', ckpts, '--json');
+      writeFileSync(newest, kept);
+      expect(again.code, again.stderr).toBe(0);
+      expect(again.stderr).toMatch(new RegExp(`passed over .*ckpt-step-0000000186.safetensors: .*${at < headerEnd ? 'header' : 'data'} SHA-256`));
+      expect(again.stderr).toMatch(/taking .*ckpt-step-0000000160.safetensors, the newest valid checkpoint of this job/);
+      expect(again.summary.weightsHash).toBe(full.weightsHash);
+    }
+  }, 90_000);
 
   it('checkpoints belong to their run: another job in the same folder loses nothing, and --resume latest takes only this job\'s', () => {
     const shared = join(dir, 'shared');

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import { CHECKSUM_KEY } from './safetensors.js';
+import { CHECKSUM_KEY, HEADER_CHECKSUM_KEY } from './safetensors.js';
 import { type CheckpointMeta, findLatestCheckpoint, listCheckpoints, loadCheckpoint, saveCheckpoint } from './checkpoint-store.js';
 
 const dir = (): string => mkdtempSync(join(tmpdir(), 'ringtrain-store-'));
@@ -60,20 +60,64 @@ describe('checkpoint store', () => {
     expect(written).toHaveLength(3);
   });
 
-  it('a checkpoint without its checksum is refused, not read unverified', async () => {
+  it('a checkpoint without its checksums is refused, not read unverified', async () => {
     const d = dir();
     const path = await saveCheckpoint(d, tensors(1), meta(10));
-    // The same file, less the checksum key in its header.
-    const bytes = readFileSync(path);
-    const n = Number(bytes.readBigUInt64LE(0));
-    const header = JSON.parse(bytes.subarray(8, 8 + n).toString());
-    delete header.__metadata__[CHECKSUM_KEY];
-    const json = Buffer.from(JSON.stringify(header));
-    const len = Buffer.alloc(8);
-    len.writeBigUInt64LE(BigInt(json.length));
-    writeFileSync(path, Buffer.concat([len, json, bytes.subarray(8 + n)]));
+    const original = readFileSync(path);
+    // The same file with its header's metadata edited.
+    const edit = (change: (m: Record<string, string>) => void): void => {
+      const n = Number(original.readBigUInt64LE(0));
+      const header = JSON.parse(original.subarray(8, 8 + n).toString());
+      change(header.__metadata__);
+      const json = Buffer.from(JSON.stringify(header));
+      const len = Buffer.alloc(8);
+      len.writeBigUInt64LE(BigInt(json.length));
+      writeFileSync(path, Buffer.concat([len, json, original.subarray(8 + n)]));
+    };
+    edit((m) => delete m[CHECKSUM_KEY]);
+    expect(() => loadCheckpoint(path)).toThrow(expect.objectContaining({ code: 'ERR_CHECKPOINT_CHECKSUM', message: expect.stringMatching(/header SHA-256 does not match/) }));
+    edit((m) => {
+      delete m[CHECKSUM_KEY];
+      delete m[HEADER_CHECKSUM_KEY];
+    });
+    expect(() => loadCheckpoint(path)).toThrow(expect.objectContaining({ code: 'ERR_CHECKPOINT_FORMAT', message: expect.stringMatching(/no ringtrain.header_sha256 in its metadata/) }));
+    // A version 1 file has no header checksum, and still needs its data checksum.
+    edit((m) => {
+      delete m[CHECKSUM_KEY];
+      delete m[HEADER_CHECKSUM_KEY];
+      m.format = 'ringtrain-checkpoint/1';
+    });
     expect(() => loadCheckpoint(path)).toThrow(expect.objectContaining({ code: 'ERR_CHECKPOINT_FORMAT', message: expect.stringMatching(/no ringtrain.sha256 in its metadata/) }));
+    edit((m) => {
+      delete m[HEADER_CHECKSUM_KEY];
+      m.format = 'ringtrain-checkpoint/1';
+    });
+    expect(loadCheckpoint(path).meta.step).toBe(10);
   });
+
+  it('every single-bit flip anywhere in a checkpoint written by the background writer is refused', async () => {
+    const d = dir();
+    const path = await saveCheckpoint(d, tensors(1.5), meta(10), {}, true);
+    const original = readFileSync(path);
+    expect(loadCheckpoint(path).meta.step).toBe(10);
+    const flipped = join(d, 'flipped.safetensors');
+    const codes = new Map<string, number>();
+    for (let bit = 0; bit < original.length * 8; bit++) {
+      const bytes = Buffer.from(original);
+      bytes[bit >> 3] ^= 1 << (bit & 7);
+      writeFileSync(flipped, bytes);
+      let code = 'accepted';
+      try {
+        loadCheckpoint(flipped);
+      } catch (err) {
+        code = (err as { code?: string }).code ?? 'no code';
+      }
+      if (code === 'accepted') expect.fail(`a flip of bit ${bit & 7} of byte ${bit >> 3} was accepted`);
+      codes.set(code, (codes.get(code) ?? 0) + 1);
+    }
+    console.log(`${original.length * 8} flips refused: ${JSON.stringify(Object.fromEntries(codes))}`);
+    expect([...codes.keys()].every((c) => c.startsWith('ERR_CHECKPOINT_'))).toBe(true);
+  }, 60_000);
 
   it('latest falls back past a corrupt or truncated newest checkpoint and says why', async () => {
     const d = dir();
@@ -124,6 +168,7 @@ describe('checkpoint store', () => {
       const deadline = Date.now() + 10_000;
       const newest = (): number => Math.max(...listCheckpoints(d).map((c) => c.step));
       while (!(newest() >= trial * 1000 + completedFirst - 1 && temporary().some((n) => !before.has(n)))) {
+        if (child.exitCode !== null) throw new Error(`the writer exited (code ${child.exitCode}) before it was killed`);
         if (Date.now() > deadline) throw new Error(`the writer made no temporary file after ${completedFirst} saves within 10 s`);
         await new Promise((r) => setTimeout(r, 1));
       }

@@ -3,7 +3,9 @@ import { join } from 'node:path';
 import { CheckpointError } from './errors.js';
 import { type NamedTensor, readSafetensors, readSafetensorsHeader, writeSafetensors, writeSafetensorsAsync } from './safetensors.js';
 
-export const CHECKPOINT_FORMAT = 'ringtrain-checkpoint/1';
+export const CHECKPOINT_FORMAT = 'ringtrain-checkpoint/2';
+/** Version 1 had no header checksum; its files are still read, with the data checksum alone. */
+const FORMATS = [CHECKPOINT_FORMAT, 'ringtrain-checkpoint/1'];
 
 /** Everything about a training state that is not a tensor. */
 export interface CheckpointMeta {
@@ -72,10 +74,10 @@ function toMetadata(meta: CheckpointMeta): Record<string, string> {
 /** Reads and verifies a checkpoint (structure, checksum, then its metadata). */
 export function loadCheckpoint(path: string): Checkpoint {
   const format = (readSafetensorsHeader(path).__metadata__ as Record<string, string> | undefined)?.format;
-  if (format !== CHECKPOINT_FORMAT) throw new CheckpointError('ERR_CHECKPOINT_FORMAT', `${path}: not a ringtrain checkpoint (format ${JSON.stringify(format ?? null)}, expected ${CHECKPOINT_FORMAT})`);
-  const file = readSafetensors(path, { requireChecksum: true });
+  if (!FORMATS.includes(String(format))) throw new CheckpointError('ERR_CHECKPOINT_FORMAT', `${path}: not a ringtrain checkpoint (format ${JSON.stringify(format ?? null)}, expected ${CHECKPOINT_FORMAT})`);
+  const file = readSafetensors(path, { requireChecksum: true, requireHeaderChecksum: format === CHECKPOINT_FORMAT });
   const m = file.metadata;
-  if (m.format !== CHECKPOINT_FORMAT) throw new CheckpointError('ERR_CHECKPOINT_FORMAT', `${path}: not a ringtrain checkpoint (format ${JSON.stringify(m.format ?? null)}, expected ${CHECKPOINT_FORMAT})`);
+  if (m.format !== format) throw new CheckpointError('ERR_CHECKPOINT_FORMAT', `${path}: not a ringtrain checkpoint (format ${JSON.stringify(m.format ?? null)}, expected ${CHECKPOINT_FORMAT})`);
   try {
     const meta: CheckpointMeta = {
       step: int(m.step, 'step'),

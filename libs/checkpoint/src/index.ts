@@ -13,11 +13,13 @@ export {
 export { CheckpointError, type CheckpointErrorCode } from './errors.js';
 export {
   CHECKSUM_KEY,
+  HEADER_CHECKSUM_KEY,
   MAX_HEADER_BYTES,
   type NamedTensor,
   type RawTensor,
   readSafetensors,
   readSafetensorsRaw,
+  type ReadOptions,
   readSafetensorsHeader,
   type SafetensorsFile,
   writeSafetensors,

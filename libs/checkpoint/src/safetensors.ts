@@ -42,6 +42,7 @@ function encode(raws: RawTensor[], metadata: Record<string, string>, checksum: s
     offset += t.bytes.length;
   }
   header.__metadata__ = { ...metadata, [CHECKSUM_KEY]: checksum };
+  (header.__metadata__ as Record<string, string>)[HEADER_CHECKSUM_KEY] = headerDigest(header);
   let json = JSON.stringify(header);
   json += ' '.repeat((8 - (Buffer.byteLength(json) % 8)) % 8); // data starts 8-byte aligned
   const head = Buffer.alloc(8 + Buffer.byteLength(json));
@@ -79,6 +80,23 @@ export interface SafetensorsFile {
 
 /** Metadata key of the SHA-256 over all tensor bytes, written and verified by this library. */
 export const CHECKSUM_KEY = 'ringtrain.sha256';
+/**
+ * Metadata key of the SHA-256 over the rest of the header (tensor entries and metadata, keys sorted):
+ * the data checksum alone would let a flipped bit in the step, the cursor or a shape pass.
+ */
+export const HEADER_CHECKSUM_KEY = 'ringtrain.header_sha256';
+
+/** SHA-256 of a header, less its own header checksum, as JSON with sorted keys at every level. */
+function headerDigest(header: Record<string, unknown>): string {
+  const canonical = (x: unknown): unknown => {
+    if (Array.isArray(x)) return x.map(canonical);
+    if (typeof x !== 'object' || x === null) return x;
+    return Object.fromEntries(Object.keys(x).sort().map((k) => [k, canonical((x as Record<string, unknown>)[k])]));
+  };
+  const { [HEADER_CHECKSUM_KEY]: _, ...metadata } = (header.__metadata__ ?? {}) as Record<string, string>;
+  return createHash('sha256').update(JSON.stringify(canonical({ ...header, __metadata__: metadata }))).digest('hex');
+}
+
 /** Headers larger than this are refused before they are read (safetensors itself allows 100 MB). */
 export const MAX_HEADER_BYTES = 100 * 1024 * 1024;
 
@@ -139,8 +157,15 @@ function ioError(path: string, err: unknown): CheckpointError {
   return new CheckpointError('ERR_CHECKPOINT_IO', `cannot write ${path}: ${why} (${e.code ?? 'error'}); any previous file there is intact`, { cause: err });
 }
 
+export interface ReadOptions {
+  /** Refuse a file without the data checksum. */
+  requireChecksum?: boolean;
+  /** Refuse a file without the header checksum (files of this version have it; older ones may not). */
+  requireHeaderChecksum?: boolean;
+}
+
 /** Reads and verifies a safetensors file of float32 tensors: structure, sizes, then the checksum. */
-export function readSafetensors(path: string, options: { requireChecksum?: boolean } = {}): SafetensorsFile {
+export function readSafetensors(path: string, options: ReadOptions = {}): SafetensorsFile {
   const { tensors, metadata } = readSafetensorsRaw(path, options);
   const notF32 = tensors.find((t) => t.dtype !== 'F32');
   if (notF32) throw new CheckpointError('ERR_CHECKPOINT_FORMAT', `${path}: tensor ${notF32.name}: dtype "${notF32.dtype}"; this reader takes F32`);
@@ -163,7 +188,7 @@ export function readSafetensors(path: string, options: { requireChecksum?: boole
  * Reads and verifies a safetensors file of any dtype this project writes (F32, F16, I8, U8):
  * structure, sizes, then the checksum. The tensors' bytes are views into one buffer, in file order.
  */
-export function readSafetensorsRaw(path: string, options: { requireChecksum?: boolean } = {}): { tensors: RawTensor[]; metadata: Record<string, string> } {
+export function readSafetensorsRaw(path: string, options: ReadOptions = {}): { tensors: RawTensor[]; metadata: Record<string, string> } {
   let fd: number;
   let size: number;
   try {
@@ -220,6 +245,11 @@ export function readSafetensorsRaw(path: string, options: { requireChecksum?: bo
     if (expect !== dataBytes) fail(expect < dataBytes ? 'ERR_CHECKPOINT_FORMAT' : 'ERR_CHECKPOINT_TRUNCATED', `tensors cover ${expect} data bytes, the file has ${dataBytes}`);
     const data = Buffer.alloc(dataBytes);
     if (dataBytes) readSync(fd, data, 0, dataBytes, dataStart);
+    const headerSum = metadata[HEADER_CHECKSUM_KEY];
+    if (headerSum === undefined && options.requireHeaderChecksum) fail('ERR_CHECKPOINT_FORMAT', `no ${HEADER_CHECKSUM_KEY} in its metadata, so its header cannot be verified`);
+    if (headerSum !== undefined && headerDigest(header) !== headerSum) {
+      throw new CheckpointError('ERR_CHECKPOINT_CHECKSUM', `${path}: header SHA-256 does not match the recorded ${String(headerSum).slice(0, 16)}… (a changed step, cursor, shape or setting)`);
+    }
     const sum = metadata[CHECKSUM_KEY];
     if (sum === undefined && options.requireChecksum) fail('ERR_CHECKPOINT_FORMAT', `no ${CHECKSUM_KEY} in its metadata, so its data cannot be verified`);
     if (sum !== undefined) {
