@@ -4,7 +4,7 @@ import { ReferenceBackend } from './backends/reference-backend.js';
 import { WasmBackend } from './backends/wasm-backend.js';
 import { Model } from './model.js';
 import { allFinite, firstNonFinite } from './ops.js';
-import { describeModel, mlpSpec, parameterCount, parseModelSpec } from './model-spec.js';
+import { describeModel, mlpSpec, parameterCount, parseModelSpec, shapeLayers } from './model-spec.js';
 import { createOptimizer } from './optimizers.js';
 import { Rng } from './rng.js';
 
@@ -13,7 +13,7 @@ describe('model spec', () => {
     const bad = { inputSize: 4, layers: [{ type: 'dense', units: 3 }, { type: 'relu' }, { type: 'dense', units: -2 }], loss: 'mse' };
     expect(() => parseModelSpec(bad)).toThrow(/layers\.2\.units = -2/);
     expect(() => parseModelSpec({ inputSize: 4, layers: [{ type: 'conv' }], loss: 'mse' })).toThrow(/layers\.0\.type/);
-    expect(() => parseModelSpec({ inputSize: 4, layers: [{ type: 'relu' }], loss: 'mse' })).toThrow(/no dense layer/);
+    expect(() => parseModelSpec({ inputSize: 4, layers: [{ type: 'relu' }], loss: 'mse' })).toThrow(/no dense or conv2d layer/);
     expect(() => parseModelSpec({ inputSize: 4, layers: [{ type: 'dense', units: 1 }], loss: 'softmax_cross_entropy' })).toThrow(/at least 2 outputs/);
     expect(() => parseModelSpec({ inputSize: 4, layers: [{ type: 'dropout', rate: 1 }], loss: 'mse' })).toThrow(/layers\.0\.rate = 1/);
   });
@@ -23,6 +23,62 @@ describe('model spec', () => {
     const a = new Model(JSON.parse(JSON.stringify(spec)), new ReferenceBackend(), { seed: 9 });
     const b = new Model(spec, new ReferenceBackend(), { seed: 9 });
     expect(a.params.valuesHash()).toBe(b.params.valuesHash());
+  });
+});
+
+describe('convolutional model spec', () => {
+  const lenet = {
+    inputShape: [1, 28, 28],
+    layers: [
+      { type: 'conv2d', filters: 16, kernelSize: 5, padding: 'same' }, { type: 'relu' }, { type: 'maxpool2d', size: 2 },
+      { type: 'conv2d', filters: 32, kernelSize: 5, padding: 'same' }, { type: 'relu' }, { type: 'maxpool2d', size: 2 },
+      { type: 'flatten' }, { type: 'dense', units: 128 }, { type: 'relu' }, { type: 'dense', units: 10 },
+    ],
+    loss: 'softmax_cross_entropy',
+  };
+
+  it('infers every shape, counts parameters as PyTorch does, and names conv tensors [F, C, kh, kw]', () => {
+    const spec = parseModelSpec(lenet);
+    expect(spec.inputSize).toBe(784);
+    // conv 16·1·25+16, conv 32·16·25+32, dense 1568·128+128, dense 128·10+10 (torch's count for the same net)
+    expect(parameterCount(spec)).toBe(416 + 12_832 + 200_832 + 1290);
+    expect(shapeLayers(spec).map((l) => l.output)).toEqual([[16, 28, 28], [16, 28, 28], [16, 14, 14], [32, 14, 14], [32, 14, 14], [32, 7, 7], [1568], [128], [128], [10]]);
+    expect(describeModel(spec)).toBe('CNN 1×28×28 conv16k5 maxpool2 conv32k5 maxpool2 dense128 dense10 (relu)');
+    const m = new Model(spec, new ReferenceBackend(), { seed: 1 });
+    expect(m.params.info('layers.3.weight').shape).toEqual([32, 16, 5, 5]);
+    expect(m.params.counts()).toEqual({ weights: 215_184, biases: 186, total: 215_370 });
+    expect(m.outputSize).toBe(10);
+    // He initialisation over the fan-in C·kh·kw = 400.
+    const w = m.params.value('layers.3.weight');
+    const variance = w.reduce((s, v) => s + v * v, 0) / w.length;
+    expect(variance).toBeGreaterThan(0.8 * (2 / 400));
+    expect(variance).toBeLessThan(1.2 * (2 / 400));
+  });
+
+  it('refuses shapes that do not fit, naming the layer', () => {
+    expect(() => parseModelSpec({ ...lenet, inputShape: undefined, inputSize: 784 })).toThrow(/layers\.0 \(conv2d\) needs a \[C, H, W\] input, it gets \[784\]/);
+    expect(() => parseModelSpec({ ...lenet, inputSize: 785 })).toThrow(/inputSize 785 does not match inputShape \[1, 28, 28\]/);
+    expect(() => parseModelSpec({ ...lenet, inputShape: [1, 3, 3] })).toThrow(/layers\.5 \(maxpool2d\): a 2×2 window with stride 2 and padding valid does not fit a 1×1 input/);
+    expect(() => parseModelSpec({ ...lenet, inputShape: [1, 28] })).toThrow(/must be \[C, H, W\] or \[F\]/);
+    expect(() => parseModelSpec({ inputShape: [3, 8, 8], layers: [{ type: 'groupnorm', groups: 2 }, { type: 'flatten' }, { type: 'dense', units: 2 }], loss: 'mse' })).toThrow(/3 channels do not split into 2 groups/);
+    // A few bytes may not ask for gigabytes of activations.
+    expect(() => parseModelSpec({ inputShape: [64, 4096, 4096], layers: [{ type: 'flatten' }, { type: 'dense', units: 2 }], loss: 'mse' })).toThrow(/more than 16777216/);
+  });
+
+  it('a conv net gives the same gradients on every backend', () => {
+    const spec = parseModelSpec({ inputShape: [2, 9, 9], layers: [{ type: 'conv2d', filters: 4, kernelSize: 3, padding: 'same' }, { type: 'groupnorm', groups: 2 }, { type: 'relu' }, { type: 'avgpool2d', size: 2 }, { type: 'conv2d', filters: 6, kernelSize: 3, stride: 2 }, { type: 'relu' }, { type: 'globalavgpool' }, { type: 'dense', units: 3 }], loss: 'softmax_cross_entropy' });
+    const rng = new Rng(9);
+    const x = Float32Array.from({ length: 5 * 162 }, () => rng.normal());
+    const y = Int32Array.from({ length: 5 }, () => rng.int(3));
+    const grads = [new ReferenceBackend(), new WasmBackend({ memoryMb: 16 }), createBackend('auto').backend].map((be) => {
+      const m = new Model(spec, be, { seed: 3 });
+      const bx = be.alloc(x.length);
+      bx.set(x);
+      m.computeGradients(bx, y, 5);
+      return Float32Array.from(m.params.grads);
+    });
+    expect(grads[0].some((g) => g !== 0)).toBe(true);
+    for (const g of grads.slice(1)) for (let i = 0; i < g.length; i++) expect(Math.abs(g[i] - grads[0][i])).toBeLessThan(1e-5 * Math.max(1, Math.abs(grads[0][i])));
   });
 });
 

@@ -2,11 +2,14 @@ import type { Backend } from './backend.js';
 import { CoreError } from './errors.js';
 import type { Initializer } from './initializers.js';
 import { Gelu, LeakyRelu, Relu, Sigmoid, Tanh } from './layers/activations.js';
+import { Conv2d } from './layers/conv2d.js';
 import { Dense } from './layers/dense.js';
+import { GroupNorm } from './layers/groupnorm.js';
+import { Flatten, GlobalAvgPool, Pool2d } from './layers/pooling.js';
 import { Dropout } from './layers/dropout.js';
 import { BatchBuffer, type Layer } from './layers/layer.js';
 import { createLoss, type Loss, type Targets } from './losses.js';
-import { type LayerSpec, type ModelSpec, parseModelSpec } from './model-spec.js';
+import { type LayerSpec, type ModelSpec, parseModelSpec, type ShapedLayer, shapeLayers } from './model-spec.js';
 import { argmaxRow } from './ops.js';
 import { ParameterStore } from './parameter-store.js';
 import { Rng } from './rng.js';
@@ -44,13 +47,7 @@ export class Model {
     this.spec = parseModelSpec(spec);
     const initRng = new Rng(options.seed);
     this.dropoutRng = new Rng(options.seed ^ 0x5eed);
-    const layers: Layer[] = [];
-    let width = this.spec.inputSize;
-    this.spec.layers.forEach((l, i) => {
-      const layer = this.createLayer(l, `layers.${i}`, width, this.spec.layers[i + 1]);
-      layers.push(layer);
-      width = layer.outputSize;
-    });
+    const layers = shapeLayers(this.spec).map((l, i) => this.createLayer(l, `layers.${i}`, this.spec.layers[i + 1]));
     this.layers = layers;
     this.params = new ParameterStore(backend, layers.flatMap((l) => l.parameters()));
     for (const l of layers) {
@@ -103,11 +100,24 @@ export class Model {
     return correct;
   }
 
-  private createLayer(spec: LayerSpec, name: string, width: number, next: LayerSpec | undefined): Layer {
+  private createLayer({ spec, input }: ShapedLayer, name: string, next: LayerSpec | undefined): Layer {
     const b = this.backend;
+    const width = input.reduce((x, y) => x * y, 1);
+    const image = input as unknown as [number, number, number];
     switch (spec.type) {
       case 'dense':
         return new Dense(name, width, spec.units, spec.init ?? defaultInit(next), b);
+      case 'conv2d':
+        return new Conv2d(name, image, { filters: spec.filters, kernelSize: spec.kernelSize, stride: spec.stride ?? 1, padding: spec.padding ?? 'valid', init: spec.init ?? defaultInit(next) }, b);
+      case 'maxpool2d':
+      case 'avgpool2d':
+        return new Pool2d(name, spec.type, image, spec.size, spec.stride ?? spec.size, b);
+      case 'globalavgpool':
+        return new GlobalAvgPool(name, image, b);
+      case 'flatten':
+        return new Flatten(name, width);
+      case 'groupnorm':
+        return new GroupNorm(name, image, spec.groups, spec.eps ?? 1e-5, b);
       case 'relu':
         return new Relu(name, width, b);
       case 'leaky_relu':

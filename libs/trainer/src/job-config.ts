@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { CoreError, describeIssues, modelSpecSchema, optimizerConfigSchema, parseModelSpec, scheduleConfigSchema } from '@ringtrain/core';
+import { CoreError, describeIssues, type ModelSpec, modelSpecSchema, optimizerConfigSchema, parseModelSpec, scheduleConfigSchema } from '@ringtrain/core';
 import { datasetConfigSchema } from '@ringtrain/data';
 import { z } from 'zod';
 
@@ -39,14 +39,14 @@ export const jobConfigSchema = z.strictObject({
 });
 
 /** Everything that determines a training run; JSON, so it can be shipped, hashed and recorded. */
-export type JobConfig = z.infer<typeof jobConfigSchema>;
+export type JobConfig = Omit<z.infer<typeof jobConfigSchema>, 'model'> & { model: ModelSpec };
 
 /** Validates a job config (after defaults and overrides are merged), or throws naming every bad field. */
 export function parseJobConfig(input: unknown): JobConfig {
   const parsed = jobConfigSchema.safeParse(input, { reportInput: true });
   if (!parsed.success) throw new CoreError('ERR_SPEC', `invalid job config: ${describeIssues(parsed.error)}`);
-  parseModelSpec(parsed.data.model); // the checks a schema cannot express (e.g. a dense layer exists)
-  return parsed.data;
+  // The checks a schema cannot express (a layer that learns, shapes that fit), and inputSize from inputShape.
+  return { ...parsed.data, model: parseModelSpec(parsed.data.model) };
 }
 
 /**

@@ -1,0 +1,137 @@
+import type { Backend } from '../backend.js';
+import { CoreError } from '../errors.js';
+import { type Initializer, initialize } from '../initializers.js';
+import type { ParameterDecl, ParameterStore } from '../parameter-store.js';
+import type { Rng } from '../rng.js';
+import { col2im, im2col, type Window, windowOver } from './conv-geometry.js';
+import { BatchBuffer, type Layer } from './layer.js';
+
+export interface Conv2dOptions {
+  filters: number;
+  kernelSize: number;
+  stride: number;
+  padding: 'same' | 'valid' | number;
+  init: Initializer;
+}
+
+/**
+ * A 2-D convolution over NCHW tensors, as PyTorch's nn.Conv2d (weight [F, C, kh, kw], bias [F],
+ * so exported weights load there as they are). im2col turns a batch into one GEMM per pass:
+ * forward W·col, weight gradient dY·colᵀ, input gradient col2im(Wᵀ·dY). One large GEMM beats N
+ * small ones on every backend (measured: docs/core.md).
+ */
+export class Conv2d implements Layer {
+  readonly type = 'conv2d';
+  readonly inputSize: number;
+  readonly outputSize: number;
+  readonly window: Window;
+  private readonly k: number;
+  private weight!: Float32Array;
+  private bias!: Float32Array;
+  private gradWeight!: Float32Array;
+  private gradBias!: Float32Array;
+  private readonly col: BatchBuffer;
+  private readonly byFilter: BatchBuffer;
+  private readonly out: BatchBuffer;
+  private readonly dx: BatchBuffer;
+  private batch = 0;
+
+  constructor(
+    readonly name: string,
+    readonly inputShape: readonly [number, number, number],
+    readonly options: Conv2dOptions,
+    private readonly backend: Backend,
+  ) {
+    const [c, h, w] = inputShape;
+    const { filters, kernelSize, stride, padding } = options;
+    this.window = windowOver(h, w, kernelSize, kernelSize, stride, padding, `${name} (conv2d)`);
+    this.k = c * kernelSize * kernelSize;
+    this.inputSize = c * h * w;
+    this.outputSize = filters * this.window.outH * this.window.outW;
+    const plane = this.window.outH * this.window.outW;
+    this.col = new BatchBuffer(backend, this.k * plane);
+    this.byFilter = new BatchBuffer(backend, filters * plane);
+    this.out = new BatchBuffer(backend, this.outputSize);
+    this.dx = new BatchBuffer(backend, this.inputSize);
+  }
+
+  get outputShape(): [number, number, number] {
+    return [this.options.filters, this.window.outH, this.window.outW];
+  }
+
+  parameters(): ParameterDecl[] {
+    const { filters, kernelSize } = this.options;
+    return [
+      { name: `${this.name}.weight`, shape: [filters, this.inputShape[0], kernelSize, kernelSize], role: 'weight' },
+      { name: `${this.name}.bias`, shape: [filters], role: 'bias' },
+    ];
+  }
+
+  bind(store: ParameterStore): void {
+    this.weight = store.value(`${this.name}.weight`);
+    this.bias = store.value(`${this.name}.bias`);
+    this.gradWeight = store.grad(`${this.name}.weight`);
+    this.gradBias = store.grad(`${this.name}.bias`);
+  }
+
+  initialize(rng: Rng): void {
+    const { filters, kernelSize, init } = this.options;
+    initialize(this.weight, init, this.k, filters * kernelSize * kernelSize, rng);
+    this.bias.fill(0);
+  }
+
+  forward(x: Float32Array, batch: number, _training: boolean): Float32Array {
+    if (x.length < batch * this.inputSize) {
+      throw new CoreError('ERR_SHAPE', `${this.name} (conv2d): input has ${x.length} values, a batch of ${batch} needs ${batch}×${this.inputShape.join('×')}`);
+    }
+    const [c, h, w] = this.inputShape;
+    const f = this.options.filters;
+    const plane = this.window.outH * this.window.outW;
+    const col = this.col.get(batch);
+    im2col(x, batch, c, h, w, this.window, col);
+    const yt = this.byFilter.get(batch);
+    this.backend.gemm(false, false, f, batch * plane, this.k, this.weight, col, yt);
+    // [F, N·P] → [N, F, P], adding each filter's bias on the way.
+    const y = this.out.get(batch);
+    for (let fi = 0; fi < f; fi++) {
+      const b = this.bias[fi];
+      for (let n = 0; n < batch; n++) {
+        const src = fi * batch * plane + n * plane;
+        const dst = (n * f + fi) * plane;
+        for (let p = 0; p < plane; p++) y[dst + p] = yt[src + p] + b;
+      }
+    }
+    this.batch = batch;
+    return y;
+  }
+
+  backward(dy: Float32Array, batch: number, needInputGrad: boolean): Float32Array | null {
+    if (this.batch !== batch) throw new CoreError('ERR_STATE', `${this.name}: backward of a batch of ${batch} after a forward of ${this.batch}`);
+    const [c, h, w] = this.inputShape;
+    const f = this.options.filters;
+    const plane = this.window.outH * this.window.outW;
+    // [N, F, P] → [F, N·P], summing each filter's gradient into its bias on the way.
+    const dyt = this.byFilter.get(batch);
+    for (let fi = 0; fi < f; fi++) {
+      let sum = 0;
+      for (let n = 0; n < batch; n++) {
+        const src = (n * f + fi) * plane;
+        const dst = fi * batch * plane + n * plane;
+        for (let p = 0; p < plane; p++) {
+          const g = dy[src + p];
+          dyt[dst + p] = g;
+          sum += g;
+        }
+      }
+      this.gradBias[fi] = sum;
+    }
+    const col = this.col.get(batch);
+    this.backend.gemm(false, true, f, this.k, batch * plane, dyt, col, this.gradWeight);
+    if (!needInputGrad) return null;
+    // col is spent: it takes the column gradient Wᵀ·dY, which col2im folds back onto the input.
+    this.backend.gemm(true, false, this.k, batch * plane, f, this.weight, dyt, col);
+    const dx = this.dx.get(batch);
+    col2im(col, batch, c, h, w, this.window, dx);
+    return dx;
+  }
+}
