@@ -145,4 +145,16 @@ describe('Prometheus metrics', () => {
     expect(text).toMatch(/^ringtrain_checkpoints_total\{result="saved"\} 1$/m);
     expect(text).toMatch(/^ringtrain_checkpoint_write_seconds_sum 0\.2$/m);
   });
+
+  it('a run that starts again from an earlier step (every worker lost) does not crash the counters', async () => {
+    const prom = new PrometheusMetrics();
+    prom.started(0);
+    const phases = { dataMs: 0.1, computeMs: 2, allreduceMs: 3, optimizerMs: 0.5 };
+    const point = { step: 30, epoch: 0, totalSteps: 100, samples: 480, loss: 0.5, samplesPerSecond: 1000, lr: 0.1, phases, allreduceBusbw: 1e6, etaSeconds: 1, skippedSteps: 0, rankComputeMs: [2, 2] };
+    prom.observe({ type: 'metrics', metrics: point, ranks: [], computeSpread: null });
+    expect(() => prom.observe({ type: 'metrics', metrics: { ...point, step: 5, samples: 80 }, ranks: [], computeSpread: null })).not.toThrow();
+    prom.observe({ type: 'metrics', metrics: { ...point, step: 12, samples: 112 }, ranks: [], computeSpread: null });
+    const text = await prom.registry.metrics();
+    expect(text).toMatch(/^ringtrain_steps_total 37$/m);
+  });
 });

@@ -73,7 +73,8 @@ export class PrometheusMetrics {
         return;
       case 'metrics': {
         const m = e.metrics;
-        const steps = m.step - (this.lastStep ?? m.step);
+        // A run that lost every worker starts again from an earlier step: counters never go back.
+        const steps = Math.max(0, m.step - (this.lastStep ?? m.step));
         this.lastStep = m.step;
         this.steps.inc(steps);
         this.samples.inc(m.samples);

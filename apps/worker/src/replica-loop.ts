@@ -131,7 +131,7 @@ export async function runReplicaLoop(o: ReplicaLoopOptions): Promise<{ end: Loop
       replicaChecks++;
     }
     if (epochEnds) {
-      const ev = trainer.evaluate('test');
+      const ev = await trainer.evaluateYielding('test');
       const share = { lossSum: ev.loss * ev.samples, correct: Math.round(ev.accuracy * ev.samples), samples: ev.samples };
       ch.send({ type: 'evaluated', ...ids, epoch, ...share });
       metrics = await globalMetrics(comm, share);

@@ -141,6 +141,18 @@ export function shapeLayers(spec: Pick<ModelSpec, 'inputSize' | 'inputShape' | '
   });
 }
 
+/**
+ * Floats one sample occupies in a training pass: every layer's output and input gradient, and a
+ * convolution's unfolded input. Sizes evaluation batches, which must not take gigabytes.
+ */
+export function activationFloatsPerSample(spec: ModelSpec): number {
+  const size = (s: number[]): number => s.reduce((a, b) => a * b, 1);
+  return shapeLayers(spec).reduce((n, l) => {
+    const unfolded = l.spec.type === 'conv2d' ? (l.input[0] * l.spec.kernelSize ** 2 + l.spec.filters) * (l.output[1] * l.output[2]) : 0;
+    return n + 2 * size(l.output) + size(l.input) + unfolded;
+  }, 0);
+}
+
 /** Width of the model's output (the units of its last dense layer, or its last layer's size). */
 export function outputSize(spec: ModelSpec): number {
   return shapeLayers(spec).at(-1)!.output.reduce((a, b) => a * b, 1);

@@ -1,4 +1,5 @@
 import {
+  activationFloatsPerSample,
   allFinite,
   type Backend,
   type BatchResult,
@@ -156,9 +157,12 @@ export class Trainer {
     const alloc = (n: number): Float32Array => this.backend.alloc(n);
     this.slice = this.checkedSlice(this.rank, this.worldSize);
     this.batcher = new Batcher(train, Math.max(1, this.slice.count), alloc);
+    // Evaluation batches hold at most EVAL_MEMORY_FLOATS of activations (a conv net at 1,000
+    // samples a batch would take gigabytes and block its process for seconds).
+    const evalBatch = Math.max(1, Math.min(config.evalBatchSize, Math.floor(EVAL_MEMORY_FLOATS / activationFloatsPerSample(this.model.spec))));
     this.evalBatchers = {
-      train: new Batcher(train, config.evalBatchSize, alloc),
-      test: new Batcher(this.data.test, config.evalBatchSize, alloc),
+      train: new Batcher(train, evalBatch, alloc),
+      test: new Batcher(this.data.test, evalBatch, alloc),
     };
   }
 
@@ -367,12 +371,34 @@ export class Trainer {
    * sample exactly once across ranks (sum `samples`-weighted results over ranks for the total).
    */
   evaluate(which: 'train' | 'test' = 'test'): EvalResult {
-    const ds: Dataset = this.data[which];
-    const start = Math.floor((ds.size * this.rank) / this.worldSize);
-    const end = Math.floor((ds.size * (this.rank + 1)) / this.worldSize);
+    const [start, end] = this.evaluationShare(which);
     return evaluateRange(this.model, this.evalBatchers[which], start, end);
   }
+
+  /** As `evaluate`, giving the event loop a turn between batches (heartbeats go on in a worker). */
+  async evaluateYielding(which: 'train' | 'test' = 'test'): Promise<EvalResult> {
+    const [start, end] = this.evaluationShare(which);
+    const batcher = this.evalBatchers[which];
+    const total = { loss: 0, correct: 0 };
+    for (let i = start; i < end; i += batcher.capacity) {
+      const part = evaluateRange(this.model, batcher, i, Math.min(end, i + batcher.capacity));
+      total.loss += part.loss * part.samples;
+      total.correct += Math.round(part.accuracy * part.samples);
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    const samples = end - start;
+    return { loss: samples ? total.loss / samples : 0, accuracy: samples ? total.correct / samples : 0, samples };
+  }
+
+  /** This rank's contiguous share of a split: [start, end). */
+  private evaluationShare(which: 'train' | 'test'): [number, number] {
+    const ds: Dataset = this.data[which];
+    return [Math.floor((ds.size * this.rank) / this.worldSize), Math.floor((ds.size * (this.rank + 1)) / this.worldSize)];
+  }
 }
+
+/** Activation floats an evaluation batch may hold: 32 Mi floats, 128 MiB. */
+const EVAL_MEMORY_FLOATS = 32 * 1024 * 1024;
 
 /** Loss and accuracy of `model` on the samples [start, end) of the batcher's dataset, a batch at a time. */
 export function evaluateRange(model: Model, batcher: Batcher, start = 0, end = batcher.dataset.size): EvalResult {
