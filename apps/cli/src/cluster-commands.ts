@@ -139,7 +139,7 @@ export function workerCommand(): Command {
         log.info({ probes: probes.address() }, 'health probes: /healthz, /readyz');
       }
       // A config given here is only checked against the coordinator's (the coordinator's is used).
-      const ownConfig = flags.config || flags.epochs || flags.batchSize || flags.lr || flags.seed !== undefined || flags.optimizer || flags.hidden || flags.data || flags.backend || flags.label !== undefined || flags.header !== undefined || flags.testFraction;
+      const ownConfig = flags.config || flags.model || flags.epochs || flags.batchSize || flags.lr || flags.seed !== undefined || flags.optimizer || flags.hidden || flags.data || flags.backend || flags.label !== undefined || flags.header !== undefined || flags.testFraction;
       try {
         const result = await runWorker({
           coordinator: flags.coordinator,

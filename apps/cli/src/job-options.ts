@@ -1,4 +1,6 @@
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { mlpSpec, outputSize, parseModelSpec } from '@ringtrain/core';
 import { type Dataset, loadDataset } from '@ringtrain/data';
 import { type JobConfig, DEFAULT_JOB, mergeConfig, parseJobConfig } from '@ringtrain/trainer';
@@ -8,6 +10,7 @@ import { type Command, InvalidArgumentError, Option } from 'commander';
 export function addJobOptions(cmd: Command): Command {
   return cmd
     .option('-c, --config <file>', 'job config JSON (model, dataset, optimizer, schedule, batchSize, epochs, seed)')
+    .option('--model <name|file>', `a ready model and its training settings, under --config and the flags: ${namedModels().join(', ')} (models/<name>.json), or a job config file`)
     .option('--epochs <n>', 'epochs to train', positiveInt)
     .option('--batch-size <n>', 'samples per step (per worker in a cluster)', positiveInt)
     .option('--lr <rate>', 'learning rate', positiveNumber)
@@ -24,6 +27,7 @@ export function addJobOptions(cmd: Command): Command {
 
 export interface JobFlags {
   config?: string;
+  model?: string;
   epochs?: number;
   batchSize?: number;
   lr?: number;
@@ -43,6 +47,7 @@ export interface JobFlags {
  */
 export function resolveJob(flags: JobFlags): JobConfig {
   let job: unknown = DEFAULT_JOB;
+  if (flags.model) job = mergeConfig(job, readJson(modelFile(flags.model)));
   const file = flags.config ? readJson(flags.config) : undefined;
   if (file !== undefined) job = mergeConfig(job, file);
   const over: Record<string, unknown> = {};
@@ -65,9 +70,34 @@ export function resolveJob(flags: JobFlags): JobConfig {
   if (flags.hidden) {
     // A ReLU MLP with these hidden widths, keeping the config's input size, output width and loss.
     const model = parseModelSpec((job as { model: unknown }).model);
+    if (model.layers.some((l) => !['dense', 'relu', 'leaky_relu', 'tanh', 'sigmoid', 'gelu', 'dropout'].includes(l.type))) {
+      throw errorWithCode('ERR_SPEC', `--hidden sets the widths of an MLP; this model has ${[...new Set(model.layers.map((l) => l.type))].join(', ')} layers (leave --hidden out, or --model/--config another model)`);
+    }
     job = { ...(job as object), model: mlpSpec([model.inputSize, ...flags.hidden, outputSize(model)], { loss: model.loss }) };
   }
   return parseJobConfig(job);
+}
+
+/** Layers that take [C, H, W] samples. */
+const IMAGE_LAYERS = new Set(['conv2d', 'maxpool2d', 'avgpool2d', 'globalavgpool', 'groupnorm']);
+
+/** Where the named models live: models/ at the top of the installation. */
+const MODELS_DIR = fileURLToPath(new URL('../../../models/', import.meta.url));
+
+/** The named models shipped in models/. */
+function namedModels(): string[] {
+  try {
+    return readdirSync(MODELS_DIR).filter((f) => f.endsWith('.json')).map((f) => f.slice(0, -5)).sort();
+  } catch {
+    return [];
+  }
+}
+
+/** `--model`: a name from models/, or a path to a job config file. */
+function modelFile(model: string): string {
+  if (/[./\\]/.test(model)) return model;
+  if (namedModels().includes(model)) return join(MODELS_DIR, `${model}.json`);
+  throw errorWithCode('ERR_SPEC', `--model ${model}: no such named model; there are ${namedModels().join(', ') || 'none'} (or give a job config file)`);
 }
 
 /** --label, --header and --test-fraction, which say how to read a CSV. */
@@ -86,15 +116,17 @@ function withCsvFlags(job: Record<string, unknown>, flags: JobFlags): Record<str
  * contradicts the data fails here, naming both. An unstated batch size fits a small CSV.
  */
 function fitModelToData(job: Record<string, unknown>, userModel: unknown, batchStated: boolean): Record<string, unknown> {
-  const model = structuredClone(job.model) as { inputSize?: number; layers: { type: string; units?: number }[]; loss?: string };
-  const user = (userModel ?? {}) as { inputSize?: unknown; layers?: { type?: string; units?: unknown }[]; loss?: unknown };
+  const model = structuredClone(job.model) as { inputSize?: number; inputShape?: number[]; layers: { type: string; units?: number }[]; loss?: string };
+  const user = (userModel ?? {}) as { inputSize?: unknown; inputShape?: unknown; layers?: { type?: string; units?: unknown }[]; loss?: unknown };
   const last = [...(model.layers ?? [])].reverse().find((l) => l.type === 'dense');
   const mnist = (job.dataset as { source?: string }).source === 'mnist';
   if (!mnist && user.inputSize === undefined) delete model.inputSize;
+  if (!mnist && user.inputShape === undefined) delete model.inputShape;
   if (!mnist && last && user.layers === undefined) delete last.units;
+  const needsImages = model.layers.some((l) => IMAGE_LAYERS.has(l.type));
   // MNIST is what the default model is for; other data is read here, so that a size that does not
   // fit it fails now, naming both, rather than in every worker.
-  const stated = model.inputSize !== undefined && (!last || last.units !== undefined);
+  const stated = (model.inputSize !== undefined || model.inputShape !== undefined) && (!needsImages || model.inputShape !== undefined) && (!last || last.units !== undefined);
   if (mnist && stated) return job;
   let train: Dataset;
   try {
@@ -105,6 +137,13 @@ function fitModelToData(job: Record<string, unknown>, userModel: unknown, batchS
     throw err;
   }
   if (model.inputSize !== undefined && model.inputSize !== train.features) throw errorWithCode('ERR_SHAPE', `model inputSize ${model.inputSize} does not match dataset ${train.name} with ${train.features} features`);
+  const shape = (s: readonly number[]): string => `[${s.join(', ')}]`;
+  if (model.inputShape && train.shape && shape(model.inputShape) !== shape(train.shape)) throw errorWithCode('ERR_SHAPE', `model inputShape ${shape(model.inputShape)} does not match dataset ${train.name} with images of ${shape(train.shape)}`);
+  if (model.inputShape && model.inputShape.reduce((a, b) => a * b, 1) !== train.features) throw errorWithCode('ERR_SHAPE', `model inputShape ${shape(model.inputShape)} does not match dataset ${train.name} with ${train.features} features`);
+  if (needsImages && !model.inputShape) {
+    if (!train.shape) throw errorWithCode('ERR_SHAPE', `the model's ${model.layers.filter((l) => IMAGE_LAYERS.has(l.type)).map((l) => l.type)[0]} layers need images, and dataset ${train.name} has flat features (give the model an inputShape)`);
+    model.inputShape = [...train.shape];
+  }
   const outputs = train.classes > 0 ? train.classes : train.targetSize;
   if (last?.units !== undefined && last.units !== outputs) throw errorWithCode('ERR_SHAPE', `model has ${last.units} outputs but dataset ${train.name} has ${train.classes > 0 ? `${train.classes} classes` : `${train.targetSize} targets`}`);
   model.inputSize ??= train.features;

@@ -2,12 +2,12 @@ import { readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { type Checkpoint, loadCheckpoint, type RawTensor, writeSafetensors } from '@ringtrain/checkpoint';
 import { createBackend, dequantizeRows, fromFloat16, Model, type ModelSpec, packInt4, parameterCount, parseModelSpec, quantizeRows, toFloat16 } from '@ringtrain/core';
-import { applyScaling, Batcher, type Dataset, decodeImage, loadDataset, readIdx } from '@ringtrain/data';
+import { applyScaling, Batcher, type Dataset, decodeImage, loadDataset, planarPixels, readIdx } from '@ringtrain/data';
 import { type EvalResult, evaluateRange } from '@ringtrain/trainer';
 import { Command, Option } from 'commander';
 import { checkpointJob, parseDataFlag } from './job-options.js';
 import { table } from './table.js';
-import { loadWeightsInto } from './weights-file.js';
+import { asMatrix, loadWeightsInto } from './weights-file.js';
 
 /**
  * A model rebuilt from a checkpoint's spec, with its weights. The spec is checked, and must describe
@@ -55,10 +55,10 @@ function sizeAt(ckpt: Checkpoint, precision: 'fp32' | 'fp16' | 'int8' | 'int4'):
   for (const t of ckpt.tensors) {
     if (t.name.startsWith('optimizer.')) continue;
     const n = t.data.length;
-    const isWeight = t.shape.length === 2;
-    if (precision === 'fp32' || (!isWeight && precision !== 'fp16')) bytes += n * 4;
+    const matrix = asMatrix(t.shape);
+    if (precision === 'fp32' || (!matrix && precision !== 'fp16')) bytes += n * 4;
     else if (precision === 'fp16') bytes += n * 2;
-    else bytes += (precision === 'int8' ? n : t.shape[0] * Math.ceil(t.shape[1] / 2)) + t.shape[0] * 4;
+    else bytes += (precision === 'int8' ? n : matrix![0] * Math.ceil(matrix![1] / 2)) + matrix![0] * 4;
   }
   return bytes;
 }
@@ -71,8 +71,8 @@ export function inspectCommand(): Command {
     .action((path: string, flags: { json?: boolean }) => {
       const ckpt = loadCheckpoint(path);
       const params = ckpt.tensors.filter((t) => !t.name.startsWith('optimizer.'));
-      const weights = params.filter((t) => t.shape.length === 2).reduce((s, t) => s + t.data.length, 0);
-      const biases = params.filter((t) => t.shape.length !== 2).reduce((s, t) => s + t.data.length, 0);
+      const weights = params.filter((t) => t.name.endsWith('.weight')).reduce((s, t) => s + t.data.length, 0);
+      const biases = params.filter((t) => !t.name.endsWith('.weight')).reduce((s, t) => s + t.data.length, 0);
       const sizes = { fp32: sizeAt(ckpt, 'fp32'), fp16: sizeAt(ckpt, 'fp16'), int8: sizeAt(ckpt, 'int8'), int4: sizeAt(ckpt, 'int4') };
       const fileBytes = statSync(path).size;
       const m = ckpt.meta;
@@ -105,8 +105,8 @@ export function exportCommand(): Command {
       const out: RawTensor[] = [];
       for (const t of model.params.tensors) {
         const w = model.params.value(t.name);
-        const isWeight = t.shape.length === 2;
-        if (!flags.quantize || !isWeight) {
+        const matrix = asMatrix(t.shape);
+        if (!flags.quantize || !matrix) {
           out.push({ name: t.name, dtype: 'F32', shape: t.shape, bytes: new Uint8Array(w.slice().buffer) });
         } else if (flags.quantize === 'fp16') {
           const h = Uint16Array.from(w, toFloat16);
@@ -114,10 +114,12 @@ export function exportCommand(): Command {
           w.set(Float32Array.from(h, fromFloat16)); // the JSON format writes the values the file stands for
         } else {
           const bits = flags.quantize === 'int8' ? 8 : 4;
-          const q = quantizeRows(w, t.shape[0], t.shape[1], bits);
+          // Per output row: a dense layer's output unit, a convolution's output channel.
+          const [rows, cols] = matrix;
+          const q = quantizeRows(w, rows, cols, bits);
           const bytes = bits === 8 ? new Uint8Array(q.values.buffer) : packInt4(q);
-          out.push({ name: t.name, dtype: bits === 8 ? 'I8' : 'U8', shape: bits === 8 ? t.shape : [t.shape[0], Math.ceil(t.shape[1] / 2)], bytes });
-          out.push({ name: `${t.name}.scale`, dtype: 'F32', shape: [t.shape[0]], bytes: new Uint8Array(q.scales.buffer) });
+          out.push({ name: t.name, dtype: bits === 8 ? 'I8' : 'U8', shape: bits === 8 ? t.shape : [rows, Math.ceil(cols / 2)], bytes });
+          out.push({ name: `${t.name}.scale`, dtype: 'F32', shape: [rows], bytes: new Uint8Array(q.scales.buffer) });
           dequantizeRows(q, w);
         }
       }
@@ -211,6 +213,6 @@ function imageFeatures(file: string, features: number): Float32Array {
   const channels = features === width * height ? 1 : features === width * height * 3 ? 3 : 0;
   if (!channels) throw Object.assign(new Error(`${file}: a ${width}×${height} image gives ${width * height} (gray) or ${width * height * 3} (RGB) values, the model takes ${features}`), { code: 'ERR_SHAPE' });
   const out = new Float32Array(features);
-  for (let p = 0, o = 0; p < width * height; p++) for (let c = 0; c < channels; c++) out[o++] = rgba[p * 4 + c] / 255;
+  planarPixels(rgba, width * height, channels, out);
   return out;
 }

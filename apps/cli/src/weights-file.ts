@@ -2,6 +2,11 @@ import { readFileSync } from 'node:fs';
 import { readSafetensorsRaw } from '@ringtrain/checkpoint';
 import { dequantizeRows, fromFloat16, type Model, unpackInt4 } from '@ringtrain/core';
 
+/** A weight of two or more dimensions as [output rows, values per row]; null for vectors (biases, norms). */
+export function asMatrix(shape: readonly number[]): [number, number] | null {
+  return shape.length >= 2 ? [shape[0], shape.slice(1).reduce((a, b) => a * b, 1)] : null;
+}
+
 const fail = (path: string, why: string): never => {
   throw Object.assign(new Error(`${path}: ${why}`), { code: 'ERR_MODEL_MISMATCH' });
 };
@@ -27,7 +32,7 @@ export function loadWeightsInto(model: Model, path: string, format: 'safetensors
   for (const t of model.params.tensors) {
     const src = byName.get(t.name) ?? fail(path, `no tensor ${t.name}`);
     const out = model.params.value(t.name);
-    const [rows, cols] = t.shape.length === 2 ? t.shape : [1, t.length];
+    const [rows, cols] = asMatrix(t.shape) ?? [1, t.length];
     const scales = (): Float32Array => {
       const s = byName.get(`${t.name}.scale`) ?? fail(path, `tensor ${t.name} is ${src.dtype} without ${t.name}.scale`);
       if (s.dtype !== 'F32' || s.bytes.length !== rows * 4) fail(path, `${t.name}.scale: expected ${rows} F32 scales`);

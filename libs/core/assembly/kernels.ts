@@ -271,3 +271,98 @@ export function sumRows(x: usize, rows: i32, cols: i32, out: usize): void {
     for (; c < cols; c++) store<f32>(out + <usize>c * 4, load<f32>(out + <usize>c * 4) + load<f32>(row + <usize>c * 4));
   }
 }
+
+// ---- Convolution unfolding (layout and meaning: src/layers/conv-geometry.ts). ----
+
+// The first and one-past-last output column whose input column lies inside the image.
+@inline
+function validLo(padLeft: i32, j: i32, stride: i32): i32 {
+  const d = padLeft - j;
+  return d <= 0 ? 0 : (d + stride - 1) / stride;
+}
+@inline
+function validHi(w: i32, padLeft: i32, j: i32, stride: i32, outW: i32): i32 {
+  const d = w - 1 + padLeft - j;
+  const hi = d < 0 ? 0 : d / stride + 1;
+  return hi < outW ? hi : outW;
+}
+
+// Sample n's block of col is [C·kh·kw, outH·outW]; zero where the window covers padding. Loops run
+// sample by sample and channel by channel, so the plane being read stays in L1.
+export function im2col(x: usize, batch: i32, c: i32, h: i32, w: i32, kh: i32, kw: i32, stride: i32, padTop: i32, padLeft: i32, outH: i32, outW: i32, col: usize): void {
+  const plane = outH * outW;
+  for (let n = 0; n < batch; n++) {
+    for (let ch = 0; ch < c; ch++) {
+      const src = x + <usize>((n * c + ch) * h * w) * 4;
+      for (let i = 0; i < kh; i++) {
+        for (let j = 0; j < kw; j++) {
+          const lo = validLo(padLeft, j, stride);
+          let hi = validHi(w, padLeft, j, stride, outW);
+          if (hi < lo) hi = lo;
+          const first = lo * stride - padLeft + j;
+          let o = col + <usize>((((n * c + ch) * kh + i) * kw + j) * plane) * 4;
+          for (let oy = 0; oy < outH; oy++, o += <usize>outW * 4) {
+            const y = oy * stride - padTop + i;
+            // Inline loops: rows are short (a 14-wide plane), and a bulk-memory call per row
+            // costs more than the row.
+            if (y < 0 || y >= h) {
+              for (let ox = 0; ox < outW; ox++) store<f32>(o + <usize>ox * 4, 0);
+              continue;
+            }
+            for (let ox = 0; ox < lo; ox++) store<f32>(o + <usize>ox * 4, 0);
+            const at = src + <usize>(y * w + first) * 4;
+            if (stride == 1) {
+              let ox = lo;
+              for (; ox + 4 <= hi; ox += 4) v128.store(o + <usize>ox * 4, v128.load(at + <usize>(ox - lo) * 4));
+              for (; ox < hi; ox++) store<f32>(o + <usize>ox * 4, load<f32>(at + <usize>(ox - lo) * 4));
+            } else {
+              for (let ox = lo; ox < hi; ox++) store<f32>(o + <usize>ox * 4, load<f32>(at + <usize>((ox - lo) * stride) * 4));
+            }
+            for (let ox = hi; ox < outW; ox++) store<f32>(o + <usize>ox * 4, 0);
+          }
+        }
+      }
+    }
+  }
+}
+
+// The adjoint of im2col: dx = 0, then every entry of col is added to the pixel it came from.
+export function col2im(col: usize, batch: i32, c: i32, h: i32, w: i32, kh: i32, kw: i32, stride: i32, padTop: i32, padLeft: i32, outH: i32, outW: i32, dx: usize): void {
+  const plane = outH * outW;
+  for (let n = 0; n < batch; n++) {
+    for (let ch = 0; ch < c; ch++) {
+      const dst = dx + <usize>((n * c + ch) * h * w) * 4;
+      for (let p = 0; p < h * w; p++) store<f32>(dst + <usize>p * 4, 0);
+      for (let i = 0; i < kh; i++) {
+        for (let j = 0; j < kw; j++) {
+          const lo = validLo(padLeft, j, stride);
+          let hi = validHi(w, padLeft, j, stride, outW);
+          if (hi < lo) hi = lo;
+          const first = lo * stride - padLeft + j;
+          let o = col + <usize>((((n * c + ch) * kh + i) * kw + j) * plane) * 4;
+          for (let oy = 0; oy < outH; oy++, o += <usize>outW * 4) {
+            const y = oy * stride - padTop + i;
+            if (y < 0 || y >= h) continue;
+            const at = dst + <usize>(y * w + first) * 4;
+            if (stride == 1) {
+              let ox = lo;
+              for (; ox + 4 <= hi; ox += 4) {
+                const q = at + <usize>(ox - lo) * 4;
+                v128.store(q, f32x4.add(v128.load(q), v128.load(o + <usize>ox * 4)));
+              }
+              for (; ox < hi; ox++) {
+                const q = at + <usize>(ox - lo) * 4;
+                store<f32>(q, load<f32>(q) + load<f32>(o + <usize>ox * 4));
+              }
+            } else {
+              for (let ox = lo; ox < hi; ox++) {
+                const q = at + <usize>((ox - lo) * stride) * 4;
+                store<f32>(q, load<f32>(q) + load<f32>(o + <usize>ox * 4));
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}

@@ -1,4 +1,5 @@
 import { CoreError } from './errors.js';
+import type { Window } from './layers/conv-geometry.js';
 
 export type BackendName = 'reference' | 'wasm' | 'native';
 
@@ -37,6 +38,10 @@ export interface Backend {
   leakyRelu(x: Float32Array, y: Float32Array, n: number, alpha: number): void;
   /** dx = x > 0 ? dy : α·dy over n elements. */
   leakyReluBackward(x: Float32Array, dy: Float32Array, dx: Float32Array, n: number, alpha: number): void;
+  /** Unfolds a batch of NCHW images for a convolution (the layout: layers/conv-geometry.ts). */
+  im2col(x: Float32Array, batch: number, c: number, h: number, w: number, g: Window, col: Float32Array): void;
+  /** The adjoint of im2col: dx (zeroed first) collects every entry of col. */
+  col2im(col: Float32Array, batch: number, c: number, h: number, w: number, g: Window, dx: Float32Array): void;
   /** One SGD step over flat buffers, in place (`velocity` null without momentum). */
   sgdUpdate(params: Float32Array, grads: Float32Array, velocity: Float32Array | null, h: SgdHyper): void;
   /** One Adam/AdamW step over flat buffers, in place. */
@@ -71,6 +76,13 @@ export function checkSameLength(what: string, params: Float32Array, ...others: (
   for (const o of others) {
     if (o && o.length !== params.length) throw new CoreError('ERR_SHAPE', `${what}: buffers of ${params.length} and ${o.length} elements`);
   }
+}
+
+/** The image and unfolded buffers must hold what the geometry says, before a kernel touches memory. */
+export function checkUnfold(what: string, images: Float32Array, col: Float32Array, batch: number, c: number, h: number, w: number, g: Window): void {
+  const need = batch * c * h * w;
+  const unfolded = batch * c * g.kh * g.kw * g.outH * g.outW;
+  if (images.length < need || col.length < unfolded) throw new CoreError('ERR_SHAPE', `${what}: buffers of ${images.length} and ${col.length} floats, a batch of ${batch}×${c}×${h}×${w} needs ${need} and ${unfolded}`);
 }
 
 /** Shape checks every backend runs before it touches memory. */

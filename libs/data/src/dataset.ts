@@ -15,6 +15,8 @@ export interface Dataset {
   readonly targetSize: number;
   /** The name of each class, when the data named them (CSV string labels, image folders). */
   readonly classNames?: readonly string[];
+  /** [C, H, W] of a sample when the samples are images (stored channel by channel, as convolutions read them). */
+  readonly shape?: readonly number[];
 }
 
 export interface DatasetSplit {
@@ -37,7 +39,7 @@ export function subset(ds: Dataset, indices: ArrayLike<number>, name = ds.name):
     if (labels) labels[r] = ds.labels![i];
     if (targets) targets.set(ds.targets!.subarray(i * ds.targetSize, (i + 1) * ds.targetSize), r * ds.targetSize);
   }
-  return { name, size: n, features: ds.features, x, labels, classes: ds.classes, targets, targetSize: ds.targetSize, ...(ds.classNames ? { classNames: ds.classNames } : {}) };
+  return { name, size: n, features: ds.features, x, labels, classes: ds.classes, targets, targetSize: ds.targetSize, ...(ds.classNames ? { classNames: ds.classNames } : {}), ...(ds.shape ? { shape: ds.shape } : {}) };
 }
 
 /** Classes from labels 0..max; refuses negative or fractional labels, naming the row. */

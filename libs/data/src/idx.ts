@@ -90,7 +90,10 @@ function idxDataset(dir: string, images: string, labels: string, name: string): 
   // Unsigned-byte pixels scale to [0, 1] as torchvision's ToTensor does; other types stay as stored.
   const x = Float32Array.from(img.data, img.type === 0x08 ? (v: number) => v / 255 : (v: number) => v);
   const labelArr = Int32Array.from(lbl.data);
-  return { name, size, features, x, labels: labelArr, classes: countClasses(labelArr, lblFile), targetSize: 0 };
+  // [N, H, W] images are one channel; [N, C, H, W] keep theirs.
+  const dims = img.dims.slice(1);
+  const shape = dims.length === 2 ? [1, ...dims] : dims.length === 3 ? dims : undefined;
+  return { name, size, features, x, labels: labelArr, classes: countClasses(labelArr, lblFile), targetSize: 0, ...(shape ? { shape } : {}) };
 }
 
 /** An MNIST-format folder (MNIST, Fashion-MNIST, KMNIST, …): train and t10k images and labels. */

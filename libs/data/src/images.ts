@@ -75,6 +75,11 @@ function listFolder(dir: string, skip: string[] = []): { classes: string[]; file
  * class subfolders) is the test split when present. Pixels become features in [0, 1], row by row,
  * one channel when every image is gray, else three (RGB; alpha dropped).
  */
+/** An image's RGBA pixels as features in [0, 1], one plane per channel (CHW, as convolutions read them). */
+export function planarPixels(rgba: Uint8Array, area: number, channels: number, out: Float32Array): void {
+  for (let c = 0; c < channels; c++) for (let p = 0; p < area; p++) out[c * area + p] = rgba[p * 4 + c] / 255;
+}
+
 export function loadImageFolder(dir: string): { split?: DatasetSplit; all?: Dataset; shape: [number, number, number] } {
   const train = listFolder(dir, ['test']);
   const test = existsSync(join(dir, 'test')) ? listFolder(join(dir, 'test')) : null;
@@ -99,10 +104,9 @@ export function loadImageFolder(dir: string): { split?: DatasetSplit; all?: Data
     const x = new Float32Array(files.length * features);
     files.forEach((_, i) => {
       const { rgba } = decoded[offset + i];
-      const row = x.subarray(i * features, (i + 1) * features);
-      for (let p = 0, o = 0; p < width * height; p++) for (let c = 0; c < channels; c++) row[o++] = rgba[p * 4 + c] / 255;
+      planarPixels(rgba, width * height, channels, x.subarray(i * features, (i + 1) * features));
     });
-    return { name, size: files.length, features, x, labels: Int32Array.from(files, (f) => f.cls), classes: train.classes.length, targetSize: 0, classNames: train.classes };
+    return { name, size: files.length, features, x, labels: Int32Array.from(files, (f) => f.cls), classes: train.classes.length, targetSize: 0, classNames: train.classes, shape };
   };
   const shape: [number, number, number] = [channels, height, width];
   const all = build(train.files, 0, `images:${dir}`);

@@ -8,4 +8,4 @@ export { loadEmbeddedMnist, loadMnistAll, MNIST_FEATURES, MNIST_SPLIT_SEED, MNIS
 export { applyScaling, type FeatureScaling, normalize, type Normalization } from './normalize.js';
 export { epochPermutation, type RankSlice, rankSlice, type ShardPlan, shardPlan } from './sampler.js';
 export { gaussianBlobs, linearRegression, spirals } from './synthetic.js';
-export { decodeImage, IMAGE_LIMITS, loadImageFolder } from './images.js';
+export { decodeImage, IMAGE_LIMITS, loadImageFolder, planarPixels } from './images.js';

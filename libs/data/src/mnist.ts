@@ -8,6 +8,7 @@ import { DataError } from './errors.js';
 import { epochPermutation } from './sampler.js';
 
 export const MNIST_FEATURES = 784;
+const MNIST_SHAPE = [1, 28, 28] as const;
 export const MNIST_TRAIN_SIZE = 8000;
 /** Seed of the fixed permutation that splits the 10,000 digits into train and test. */
 export const MNIST_SPLIT_SEED = 20150602;
@@ -57,7 +58,7 @@ function parseJson(): Dataset {
     x.set(r, o);
     o += r.length;
   }
-  return { name: 'mnist-embedded', size: labels.length, features: MNIST_FEATURES, x, labels: Int32Array.from(labels), classes: 10, targetSize: 0 };
+  return { name: 'mnist-embedded', size: labels.length, features: MNIST_FEATURES, x, labels: Int32Array.from(labels), classes: 10, targetSize: 0, shape: MNIST_SHAPE };
 }
 
 /**
@@ -97,5 +98,5 @@ export function readMnistCache(path: string): Dataset {
   const x = new Float32Array(size * MNIST_FEATURES);
   const pixels = header + size;
   for (let i = 0; i < x.length; i++) x[i] = table[buf[pixels + i]];
-  return { name: 'mnist-embedded', size, features: MNIST_FEATURES, x, labels, classes: 10, targetSize: 0 };
+  return { name: 'mnist-embedded', size, features: MNIST_FEATURES, x, labels, classes: 10, targetSize: 0, shape: MNIST_SHAPE };
 }

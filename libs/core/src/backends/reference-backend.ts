@@ -1,4 +1,5 @@
-import { type AdamHyper, type Backend, checkGemm, checkSameLength, type SgdHyper } from '../backend.js';
+import { type AdamHyper, type Backend, checkGemm, checkSameLength, checkUnfold, type SgdHyper } from '../backend.js';
+import { col2im, im2col, type Window } from '../layers/conv-geometry.js';
 import { addBiasRows, leakyRelu, leakyReluBackward, sumRows } from '../ops.js';
 
 /** Plain loops with float64 accumulation: slow, obviously right, the yardstick for the others. */
@@ -31,6 +32,16 @@ export class ReferenceBackend implements Backend {
 
   sumRows(x: Float32Array, rows: number, cols: number, out: Float32Array): void {
     sumRows(x, rows, cols, out);
+  }
+
+  im2col(x: Float32Array, batch: number, c: number, h: number, w: number, g: Window, col: Float32Array): void {
+    checkUnfold('im2col', x, col, batch, c, h, w, g);
+    im2col(x, batch, c, h, w, g, col);
+  }
+
+  col2im(col: Float32Array, batch: number, c: number, h: number, w: number, g: Window, dx: Float32Array): void {
+    checkUnfold('col2im', dx, col, batch, c, h, w, g);
+    col2im(col, batch, c, h, w, g, dx);
   }
 
   leakyRelu(x: Float32Array, y: Float32Array, n: number, alpha: number): void {

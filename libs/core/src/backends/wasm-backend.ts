@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import v8 from 'node:v8';
-import { type AdamHyper, type Backend, checkGemm, checkSameLength, type SgdHyper } from '../backend.js';
+import { type AdamHyper, type Backend, checkGemm, checkSameLength, checkUnfold, type SgdHyper } from '../backend.js';
+import type { Window } from '../layers/conv-geometry.js';
 import { CoreError } from '../errors.js';
 
 const PAGE = 65536;
@@ -14,6 +15,8 @@ interface Kernels {
   addBiasRows(y: number, b: number, rows: number, cols: number): void;
   sumRows(x: number, rows: number, cols: number, out: number): void;
   leakyRelu(x: number, y: number, n: number, alpha: number): void;
+  im2col(x: number, batch: number, c: number, h: number, w: number, kh: number, kw: number, stride: number, padTop: number, padLeft: number, outH: number, outW: number, col: number): void;
+  col2im(col: number, batch: number, c: number, h: number, w: number, kh: number, kw: number, stride: number, padTop: number, padLeft: number, outH: number, outW: number, dx: number): void;
   leakyReluBackward(x: number, dy: number, dx: number, n: number, alpha: number): void;
   sgdUpdate(p: number, g: number, v: number, n: number, lr: number, mu: number, wd: number, nesterov: number): void;
   adamUpdate(p: number, g: number, m: number, v: number, n: number, stepSize: number, b1: number, b2: number, eps: number, rc: number, l2: number, shrink: number): void;
@@ -112,6 +115,16 @@ export class WasmBackend implements Backend {
   sumRows(x: Float32Array, rows: number, cols: number, out: Float32Array): void {
     checkRows('sumRows', x, out, rows, cols);
     this.kernels.sumRows(this.offset(x, 'x'), rows, cols, this.offset(out, 'out'));
+  }
+
+  im2col(x: Float32Array, batch: number, c: number, h: number, w: number, g: Window, col: Float32Array): void {
+    checkUnfold('im2col', x, col, batch, c, h, w, g);
+    this.kernels.im2col(this.offset(x, 'x'), batch, c, h, w, g.kh, g.kw, g.stride, g.padTop, g.padLeft, g.outH, g.outW, this.offset(col, 'col'));
+  }
+
+  col2im(col: Float32Array, batch: number, c: number, h: number, w: number, g: Window, dx: Float32Array): void {
+    checkUnfold('col2im', dx, col, batch, c, h, w, g);
+    this.kernels.col2im(this.offset(col, 'col'), batch, c, h, w, g.kh, g.kw, g.stride, g.padTop, g.padLeft, g.outH, g.outW, this.offset(dx, 'dx'));
   }
 
   leakyRelu(x: Float32Array, y: Float32Array, n: number, alpha: number): void {

@@ -39,34 +39,43 @@ export function windowOver(h: number, w: number, kh: number, kw: number, stride:
   return { kh, kw, stride, padTop, padLeft, outH, outW };
 }
 
+/** For kernel column j: the output columns whose input column lies inside the image, [lo, hi). */
+function validColumns(g: Window, w: number, j: number): [number, number] {
+  const lo = Math.max(0, Math.ceil((g.padLeft - j) / g.stride));
+  const hi = Math.min(g.outW, Math.floor((w - 1 + g.padLeft - j) / g.stride) + 1);
+  return [lo, Math.max(lo, hi)];
+}
+
 /**
- * im2col for a batch: `col` is [C·kh·kw, N·outH·outW], one row per (channel, kernel row, kernel
- * column), one column per output pixel of every sample, zero where the window covers padding. Then
- * a convolution is one GEMM, W[F, C·kh·kw] · col.
+ * im2col for a batch: sample n's block of `col` is [C·kh·kw, outH·outW], one row per (channel,
+ * kernel row, kernel column), one column per output pixel, zero where the window covers padding.
+ * Then sample n's convolution is one GEMM, W[F, C·kh·kw] · block, written straight into its NCHW
+ * output. Loops run sample by sample, channel by channel (the plane read stays in cache) and over
+ * the valid columns only: no bounds test per element. The WASM kernel (assembly/kernels.ts) is the
+ * same loop nest.
  */
 export function im2col(x: Float32Array, batch: number, c: number, h: number, w: number, g: Window, col: Float32Array): void {
-  const { kh, kw, stride, padTop, padLeft, outH, outW } = g;
+  const { kh, kw, stride, padTop, outH, outW } = g;
   const plane = outH * outW;
-  const cols = batch * plane;
-  for (let ch = 0; ch < c; ch++) {
-    for (let i = 0; i < kh; i++) {
-      for (let j = 0; j < kw; j++) {
-        const row = ((ch * kh + i) * kw + j) * cols;
-        for (let n = 0; n < batch; n++) {
-          const src = (n * c + ch) * h * w;
-          let o = row + n * plane;
-          for (let oy = 0; oy < outH; oy++) {
+  for (let n = 0; n < batch; n++) {
+    for (let ch = 0; ch < c; ch++) {
+      const src = (n * c + ch) * h * w;
+      for (let i = 0; i < kh; i++) {
+        for (let j = 0; j < kw; j++) {
+          const [lo, hi] = validColumns(g, w, j);
+          const first = lo * stride - g.padLeft + j;
+          let o = (((n * c + ch) * kh + i) * kw + j) * plane;
+          for (let oy = 0; oy < outH; oy++, o += outW) {
             const y = oy * stride - padTop + i;
+            // Plain loops, not fill(): a builtin call per short row costs more than the row.
             if (y < 0 || y >= h) {
-              col.fill(0, o, o + outW);
-              o += outW;
+              for (let ox = 0; ox < outW; ox++) col[o + ox] = 0;
               continue;
             }
-            const line = src + y * w;
-            for (let ox = 0; ox < outW; ox++, o++) {
-              const xx = ox * stride - padLeft + j;
-              col[o] = xx >= 0 && xx < w ? x[line + xx] : 0;
-            }
+            for (let ox = 0; ox < lo; ox++) col[o + ox] = 0;
+            let at = src + y * w + first;
+            for (let ox = lo; ox < hi; ox++, at += stride) col[o + ox] = x[at];
+            for (let ox = hi; ox < outW; ox++) col[o + ox] = 0;
           }
         }
       }
@@ -74,30 +83,24 @@ export function im2col(x: Float32Array, batch: number, c: number, h: number, w: 
   }
 }
 
-/** The adjoint of im2col: adds every entry of `col` back to the input pixel it came from (dx = 0 first). */
+/** The adjoint of im2col: dx (zeroed first) collects every entry of `col` at the pixel it came from. */
 export function col2im(col: Float32Array, batch: number, c: number, h: number, w: number, g: Window, dx: Float32Array): void {
-  const { kh, kw, stride, padTop, padLeft, outH, outW } = g;
+  const { kh, kw, stride, padTop, outH, outW } = g;
   const plane = outH * outW;
-  const cols = batch * plane;
-  dx.fill(0, 0, batch * c * h * w);
-  for (let ch = 0; ch < c; ch++) {
-    for (let i = 0; i < kh; i++) {
-      for (let j = 0; j < kw; j++) {
-        const row = ((ch * kh + i) * kw + j) * cols;
-        for (let n = 0; n < batch; n++) {
-          const dst = (n * c + ch) * h * w;
-          let o = row + n * plane;
-          for (let oy = 0; oy < outH; oy++) {
+  for (let n = 0; n < batch; n++) {
+    for (let ch = 0; ch < c; ch++) {
+      const dst = (n * c + ch) * h * w;
+      for (let p = dst; p < dst + h * w; p++) dx[p] = 0;
+      for (let i = 0; i < kh; i++) {
+        for (let j = 0; j < kw; j++) {
+          const [lo, hi] = validColumns(g, w, j);
+          const first = lo * stride - g.padLeft + j;
+          let o = (((n * c + ch) * kh + i) * kw + j) * plane;
+          for (let oy = 0; oy < outH; oy++, o += outW) {
             const y = oy * stride - padTop + i;
-            if (y < 0 || y >= h) {
-              o += outW;
-              continue;
-            }
-            const line = dst + y * w;
-            for (let ox = 0; ox < outW; ox++, o++) {
-              const xx = ox * stride - padLeft + j;
-              if (xx >= 0 && xx < w) dx[line + xx] += col[o];
-            }
+            if (y < 0 || y >= h) continue;
+            let at = dst + y * w + first;
+            for (let ox = lo; ox < hi; ox++, at += stride) dx[at] += col[o + ox];
           }
         }
       }

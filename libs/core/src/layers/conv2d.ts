@@ -3,7 +3,7 @@ import { CoreError } from '../errors.js';
 import { type Initializer, initialize } from '../initializers.js';
 import type { ParameterDecl, ParameterStore } from '../parameter-store.js';
 import type { Rng } from '../rng.js';
-import { col2im, im2col, type Window, windowOver } from './conv-geometry.js';
+import { type Window, windowOver } from './conv-geometry.js';
 import { BatchBuffer, type Layer } from './layer.js';
 
 export interface Conv2dOptions {
@@ -16,9 +16,10 @@ export interface Conv2dOptions {
 
 /**
  * A 2-D convolution over NCHW tensors, as PyTorch's nn.Conv2d (weight [F, C, kh, kw], bias [F],
- * so exported weights load there as they are). im2col turns a batch into one GEMM per pass:
- * forward W·col, weight gradient dY·colᵀ, input gradient col2im(Wᵀ·dY). One large GEMM beats N
- * small ones on every backend (measured: docs/core.md).
+ * so exported weights load there as they are). im2col turns each sample into one GEMM per pass:
+ * forward W·col written straight into the NCHW output, weight gradient dY·colᵀ accumulated over the
+ * batch, input gradient col2im(Wᵀ·dY). Per-sample GEMMs need no transposes, which cost more than
+ * the GEMM call overhead they save (measured with --cpu-prof on the lenet job).
  */
 export class Conv2d implements Layer {
   readonly type = 'conv2d';
@@ -31,7 +32,6 @@ export class Conv2d implements Layer {
   private gradWeight!: Float32Array;
   private gradBias!: Float32Array;
   private readonly col: BatchBuffer;
-  private readonly byFilter: BatchBuffer;
   private readonly out: BatchBuffer;
   private readonly dx: BatchBuffer;
   private batch = 0;
@@ -50,7 +50,6 @@ export class Conv2d implements Layer {
     this.outputSize = filters * this.window.outH * this.window.outW;
     const plane = this.window.outH * this.window.outW;
     this.col = new BatchBuffer(backend, this.k * plane);
-    this.byFilter = new BatchBuffer(backend, filters * plane);
     this.out = new BatchBuffer(backend, this.outputSize);
     this.dx = new BatchBuffer(backend, this.inputSize);
   }
@@ -88,18 +87,12 @@ export class Conv2d implements Layer {
     const f = this.options.filters;
     const plane = this.window.outH * this.window.outW;
     const col = this.col.get(batch);
-    im2col(x, batch, c, h, w, this.window, col);
-    const yt = this.byFilter.get(batch);
-    this.backend.gemm(false, false, f, batch * plane, this.k, this.weight, col, yt);
-    // [F, N·P] → [N, F, P], adding each filter's bias on the way.
+    this.backend.im2col(x, batch, c, h, w, this.window, col);
     const y = this.out.get(batch);
-    for (let fi = 0; fi < f; fi++) {
-      const b = this.bias[fi];
-      for (let n = 0; n < batch; n++) {
-        const src = fi * batch * plane + n * plane;
-        const dst = (n * f + fi) * plane;
-        for (let p = 0; p < plane; p++) y[dst + p] = yt[src + p] + b;
-      }
+    // Each sample's output starts as its bias, then W·col accumulates onto it, already NCHW.
+    for (let n = 0; n < batch; n++) {
+      for (let fi = 0; fi < f; fi++) y.fill(this.bias[fi], (n * f + fi) * plane, (n * f + fi + 1) * plane);
+      this.backend.gemm(false, false, f, plane, this.k, this.weight, col.subarray(n * this.k * plane, (n + 1) * this.k * plane), y.subarray(n * f * plane, (n + 1) * f * plane), true);
     }
     this.batch = batch;
     return y;
@@ -110,28 +103,26 @@ export class Conv2d implements Layer {
     const [c, h, w] = this.inputShape;
     const f = this.options.filters;
     const plane = this.window.outH * this.window.outW;
-    // [N, F, P] → [F, N·P], summing each filter's gradient into its bias on the way.
-    const dyt = this.byFilter.get(batch);
+    const k = this.k;
     for (let fi = 0; fi < f; fi++) {
       let sum = 0;
       for (let n = 0; n < batch; n++) {
-        const src = (n * f + fi) * plane;
-        const dst = fi * batch * plane + n * plane;
-        for (let p = 0; p < plane; p++) {
-          const g = dy[src + p];
-          dyt[dst + p] = g;
-          sum += g;
-        }
+        const start = (n * f + fi) * plane;
+        for (let p = start; p < start + plane; p++) sum += dy[p];
       }
       this.gradBias[fi] = sum;
     }
     const col = this.col.get(batch);
-    this.backend.gemm(false, true, f, this.k, batch * plane, dyt, col, this.gradWeight);
+    // dW = Σₙ dYₙ·colₙᵀ; then colₙ, spent, takes Wᵀ·dYₙ, which col2im folds back onto the input.
+    for (let n = 0; n < batch; n++) {
+      const dyn = dy.subarray(n * f * plane, (n + 1) * f * plane);
+      const coln = col.subarray(n * k * plane, (n + 1) * k * plane);
+      this.backend.gemm(false, true, f, k, plane, dyn, coln, this.gradWeight, n > 0);
+      if (needInputGrad) this.backend.gemm(true, false, k, plane, f, this.weight, dyn, coln);
+    }
     if (!needInputGrad) return null;
-    // col is spent: it takes the column gradient Wᵀ·dY, which col2im folds back onto the input.
-    this.backend.gemm(true, false, this.k, batch * plane, f, this.weight, dyt, col);
     const dx = this.dx.get(batch);
-    col2im(col, batch, c, h, w, this.window, dx);
+    this.backend.col2im(col, batch, c, h, w, this.window, dx);
     return dx;
   }
 }

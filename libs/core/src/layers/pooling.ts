@@ -65,6 +65,11 @@ export class Pool2d extends Reshaping {
     const max = this.type === 'maxpool2d';
     if (max && this.argmax.length < batch * this.outputSize) this.argmax = new Int32Array(batch * this.outputSize);
     const area = kh * kw;
+    if (max && kh === 2 && kw === 2 && stride === 2) {
+      this.maxPool2x2(x, y, batch * c, h, w, outH, outW);
+      this.batch = batch;
+      return y;
+    }
     let o = 0;
     for (let plane = 0; plane < batch * c; plane++) {
       const base = plane * h * w;
@@ -86,6 +91,27 @@ export class Pool2d extends Reshaping {
     }
     this.batch = batch;
     return y;
+  }
+
+  /** The common 2×2 window with stride 2, unrolled (the same choice as the general loop: the first maximum). */
+  private maxPool2x2(x: Float32Array, y: Float32Array, planes: number, h: number, w: number, outH: number, outW: number): void {
+    const argmax = this.argmax;
+    let o = 0;
+    for (let plane = 0; plane < planes; plane++) {
+      const base = plane * h * w;
+      for (let oy = 0; oy < outH; oy++) {
+        let top = base + 2 * oy * w;
+        for (let ox = 0; ox < outW; ox++, o++, top += 2) {
+          let best = top;
+          let v = x[top];
+          if (x[top + 1] > v) (best = top + 1), (v = x[best]);
+          if (x[top + w] > v) (best = top + w), (v = x[best]);
+          if (x[top + w + 1] > v) (best = top + w + 1), (v = x[best]);
+          y[o] = v;
+          argmax[o] = best;
+        }
+      }
+    }
   }
 
   backward(dy: Float32Array, batch: number, needInputGrad: boolean): Float32Array | null {
