@@ -38,8 +38,14 @@ export class Batcher {
   }
 
   private copyRow(i: number, r: number): void {
-    const { features, targetSize } = this.dataset;
-    this.x.set(this.dataset.x.subarray(i * features, (i + 1) * features), r * features);
+    const { features, targetSize, codes, codeValues } = this.dataset;
+    if (codes) {
+      // Bytes become floats here, one batch at a time, in this reused buffer.
+      const x = this.x;
+      for (let f = 0, src = i * features, dst = r * features; f < features; f++) x[dst + f] = codeValues![codes[src + f]];
+    } else {
+      this.x.set(this.dataset.x.subarray(i * features, (i + 1) * features), r * features);
+    }
     if (this.labels) this.labels[r] = this.dataset.labels![i];
     if (this.targets) this.targets.set(this.dataset.targets!.subarray(i * targetSize, (i + 1) * targetSize), r * targetSize);
   }

@@ -6,6 +6,7 @@ import { dirname, join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
 import { Batcher } from './batcher.js';
+import { subset } from './dataset.js';
 import { loadCsv } from './csv.js';
 import { loadIdxFolder, readIdx, writeIdxFolder, writeIdxUbyte } from './idx.js';
 import { loadDataset } from './load-dataset.js';
@@ -45,6 +46,41 @@ describe('embedded MNIST', () => {
     for (let i = 0; i < json.length; i++) if (all.x[first7 * 784 + i] !== Math.fround(json[i])) expect.fail(`value ${i} of the first 7 differs`);
     expect(all.size).toBe(10_000);
     expect(Buffer.from(loadMnistAll().x.buffer).equals(Buffer.from(all.x.buffer))).toBe(true);
+  });
+});
+
+describe('byte-stored images', () => {
+  it('IDX and the embedded MNIST keep one byte per pixel; batches hold the same floats as a float copy would', () => {
+    const dir = tmp();
+    const ds = gaussianBlobs({ samples: 40, features: 9, classes: 3 });
+    const x = Float32Array.from(ds.x, (v) => Math.round(Math.abs(v * 20)) % 256 / 255);
+    writeIdxFolder(dir, { train: { ...ds, x }, test: { ...ds, x } }, 3);
+    const { train } = loadIdxFolder(dir);
+    expect(train.codes).toBeInstanceOf(Uint8Array);
+    expect(train.codes!.length).toBe(40 * 9);
+    expect(train.shape).toEqual([1, 3, 3]);
+    const mnist = loadEmbeddedMnist().train;
+    expect(mnist.codes!.length).toBe(8000 * 784);
+    for (const d of [train, mnist]) {
+      const floats = { ...d, codes: undefined, codeValues: undefined, x: Float32Array.from(d.x) };
+      const order = epochPermutation(d.size, 5, 0);
+      const a = new Batcher(d, 7);
+      const b = new Batcher(floats, 7);
+      for (let start = 0; start < 21; start += 7) {
+        expect(a.fill(order, start, 7)).toBe(b.fill(order, start, 7));
+        expect(Buffer.from(a.x.buffer).equals(Buffer.from(b.x.buffer))).toBe(true);
+        expect(Array.from(a.labels!)).toEqual(Array.from(b.labels!));
+      }
+    }
+    // A subset stays bytes; rescaling makes floats first (the scaling applies to what batches hold).
+    expect(subset(train, [3, 1]).codes!.length).toBe(18);
+    expect(Array.from(subset(train, [3, 1]).x)).toEqual([...train.x.subarray(27, 36), ...train.x.subarray(9, 18)]);
+    const scaled = loadDataset({ source: 'idx', dir, normalize: 'standardize' });
+    expect(scaled.train.codes).toBeUndefined();
+    const batch = new Batcher(scaled.train, 40);
+    batch.fillRange(0, 40);
+    const mean = batch.x.reduce((s, v) => s + v, 0) / batch.x.length;
+    expect(Math.abs(mean)).toBeLessThan(1e-5);
   });
 });
 

@@ -2,8 +2,9 @@ import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { extname, join } from 'node:path';
 import jpeg from 'jpeg-js';
 import { PNG } from 'pngjs';
-import type { Dataset, DatasetSplit } from './dataset.js';
+import { byteDataset, type Dataset, type DatasetSplit } from './dataset.js';
 import { DataError } from './errors.js';
+import { UNIT_BYTES } from './idx.js';
 
 /** Bounds checked before a byte is decoded: a small file must not ask for gigabytes (a PNG bomb). */
 export const IMAGE_LIMITS = { maxSide: 8192, maxPixels: 1 << 24, maxFileBytes: 64 * 1024 * 1024 } as const;
@@ -101,12 +102,14 @@ export function loadImageFolder(dir: string): { split?: DatasetSplit; all?: Data
   const channels = gray ? 1 : 3;
   const features = width * height * channels;
   const build = (files: { file: string; cls: number }[], offset: number, name: string): Dataset => {
-    const x = new Float32Array(files.length * features);
+    // Pixels stay bytes (a quarter of the memory of floats), one plane per channel.
+    const codes = new Uint8Array(files.length * features);
+    const area = width * height;
     files.forEach((_, i) => {
       const { rgba } = decoded[offset + i];
-      planarPixels(rgba, width * height, channels, x.subarray(i * features, (i + 1) * features));
+      for (let c = 0; c < channels; c++) for (let p = 0; p < area; p++) codes[i * features + c * area + p] = rgba[p * 4 + c];
     });
-    return { name, size: files.length, features, x, labels: Int32Array.from(files, (f) => f.cls), classes: train.classes.length, targetSize: 0, classNames: train.classes, shape };
+    return byteDataset({ name, size: files.length, features, labels: Int32Array.from(files, (f) => f.cls), classes: train.classes.length, targetSize: 0, classNames: train.classes, shape }, codes, UNIT_BYTES);
   };
   const shape: [number, number, number] = [channels, height, width];
   const all = build(train.files, 0, `images:${dir}`);

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { loadCsv } from './csv.js';
-import { type Dataset, type DatasetSplit, subset } from './dataset.js';
+import { asFloats, type Dataset, type DatasetSplit, subset, withClasses } from './dataset.js';
 import { DataError } from './errors.js';
 import { loadIdxFolder } from './idx.js';
 import { loadImageFolder } from './images.js';
@@ -63,10 +63,13 @@ export function splitDataset(ds: Dataset, testFraction: number, seed = 0): Datas
 
 export function loadDataset(input: unknown): DatasetSplit {
   const config = parseDatasetConfig(input);
-  const split = load(config);
+  const loaded = load(config);
+  const how = config.normalize ?? (config.source === 'csv' ? 'standardize' : 'none');
+  // Rescaling works on floats: byte-stored images that are to be rescaled become floats first.
+  const split = how === 'none' ? loaded : { ...loaded, train: asFloats(loaded.train), test: asFloats(loaded.test) };
   // A newcomer's table has features of every scale (areas in the thousands beside ratios): CSV
   // data is standardized unless the config says otherwise; the scaling travels with the weights.
-  const scaling = normalize(split, config.normalize ?? (config.source === 'csv' ? 'standardize' : 'none'));
+  const scaling = normalize(split, how);
   return scaling ? { ...split, scaling } : split;
 }
 
@@ -88,7 +91,7 @@ function load(c: DatasetConfig): DatasetSplit {
       if (test.features !== train.features) throw new DataError('ERR_DATA_FORMAT', `${c.test} has ${test.features} features, ${c.train} has ${train.features}`);
       if (String(train.classNames ?? '') !== String(test.classNames ?? '')) throw new DataError('ERR_DATA_FORMAT', `${c.test} names the classes ${JSON.stringify(test.classNames ?? [])}, ${c.train} ${JSON.stringify(train.classNames ?? [])}`);
       const classes = Math.max(train.classes, test.classes);
-      return { train: { ...train, classes }, test: { ...test, classes } };
+      return { train: withClasses(train, classes), test: withClasses(test, classes) };
     }
     case 'synthetic': {
       const n = c.samples ?? 2000;

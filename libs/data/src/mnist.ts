@@ -3,7 +3,7 @@ import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Dataset, DatasetSplit } from './dataset.js';
-import { subset } from './dataset.js';
+import { byteDataset, subset } from './dataset.js';
 import { DataError } from './errors.js';
 import { epochPermutation } from './sampler.js';
 
@@ -95,8 +95,7 @@ export function readMnistCache(path: string): Dataset {
   for (let i = 0; i < 256; i++) table[i] = buf.readUInt16LE(12 + 2 * i) / 1000;
   const labels = new Int32Array(size);
   for (let i = 0; i < size; i++) labels[i] = buf[header + i];
-  const x = new Float32Array(size * MNIST_FEATURES);
-  const pixels = header + size;
-  for (let i = 0; i < x.length; i++) x[i] = table[buf[pixels + i]];
-  return { name: 'mnist-embedded', size, features: MNIST_FEATURES, x, labels, classes: 10, targetSize: 0, shape: MNIST_SHAPE };
+  // The pixels stay table codes, a byte each: floats are made a batch at a time.
+  const codes = new Uint8Array(buf.buffer, buf.byteOffset + header + size, size * MNIST_FEATURES);
+  return byteDataset({ name: 'mnist-embedded', size, features: MNIST_FEATURES, labels, classes: 10, targetSize: 0, shape: MNIST_SHAPE }, codes, table);
 }
