@@ -1,5 +1,7 @@
 import fc from 'fast-check';
-import { describe, expect, it } from 'vitest';
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { describe, expect, it, vi } from 'vitest';
 import { Payload } from './payload.js';
 import { addFloat32, addFloat32Js, addFloat32Portable, allFiniteFloat32, allFiniteJs, reduceKernel } from './reduce-kernel.js';
 
@@ -16,9 +18,31 @@ function at(bytes: Uint8Array, misalign: number): Uint8Array {
 const awkward = fc.float({ noNaN: true });
 
 describe('reduce kernel', () => {
-  it('is the native one where the build expects it', () => {
-    if (process.env.RINGTRAIN_EXPECT_NATIVE === '1') expect(reduceKernel).toEqual({ native: true });
-    else expect(typeof reduceKernel.native).toBe('boolean');
+  it('is the native one exactly when the addon is built, and the portable one when disabled', async () => {
+    const built = existsSync(fileURLToPath(new URL('../native/build/Release/ringtrain_reduce.node', import.meta.url)));
+    if (process.env.RINGTRAIN_EXPECT_NATIVE === '1') expect(built).toBe(true);
+    expect(reduceKernel).toEqual(built ? { native: true } : { native: false, reason: expect.stringMatching(/^not built \(.*ringtrain_reduce\.node is missing\)$/) });
+    process.env.RINGTRAIN_DISABLE_NATIVE = '1';
+    try {
+      vi.resetModules();
+      const fresh = await import('./reduce-kernel.js');
+      expect(fresh.reduceKernel).toEqual({ native: false, reason: 'disabled by RINGTRAIN_DISABLE_NATIVE=1' });
+      expect(fresh.addFloat32).toBe(fresh.addFloat32Portable);
+      expect(fresh.allFiniteFloat32).toBe(fresh.allFiniteJs);
+    } finally {
+      delete process.env.RINGTRAIN_DISABLE_NATIVE;
+      vi.resetModules();
+    }
+  });
+
+  it('the JS loop gives each sum as one float32 addition, for every length around its unrolling', () => {
+    for (let n = 0; n <= 13; n++) {
+      const dst = Float32Array.from({ length: n }, (_, i) => Math.fround(1 / (i + 3)));
+      const src = Float32Array.from({ length: n }, (_, i) => Math.fround((i + 1) * 1e-3));
+      const want = Array.from(dst, (d, i) => Math.fround(d + src[i]));
+      addFloat32Js(dst, src);
+      expect(Array.from(dst), `n = ${n}`).toEqual(want);
+    }
   });
 
   it('adds float32s at any source alignment, bit-identical to the JS loop, natively and portably', () => {

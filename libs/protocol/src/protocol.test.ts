@@ -4,7 +4,7 @@ import { Packr } from 'msgpackr';
 import { describe, expect, it } from 'vitest';
 import { decodeControl, encodeControl } from './control.js';
 import { parseStatusEvent, statusJsonSchema } from './status.js';
-import { checkFollowingPayload, decodeTensorFrame, Dtype, encodeFrameHeader, FRAME_HEADER_BYTES, type FrameHeader, FrameOp } from './tensor-frame.js';
+import { checkFollowingPayload, decodeTensorFrame, Dtype, encodeFrameHeader, FRAME_HEADER_BYTES, type FrameHeader, FrameOp, opName } from './tensor-frame.js';
 
 const header = (over: Partial<FrameHeader> = {}): FrameHeader => ({
   op: FrameOp.reduceScatter,
@@ -91,6 +91,64 @@ describe('tensor frames', () => {
   it('checks the announced size before trusting it: a header claiming 4 G elements is refused, not allocated', () => {
     const lying = encodeFrameHeader(header({ count: 0xffffffff, offset: 0, tensorLength: 0xffffffff }));
     expect(codeOf(() => decodeTensorFrame(lying))).toBe('ERR_FRAME_TOO_LARGE');
+  });
+});
+
+describe('tensor frame errors say what was wrong', () => {
+  const messageOf = (fn: () => unknown): string => {
+    try {
+      fn();
+    } catch (e) {
+      return `${(e as { code: string }).code}: ${(e as Error).message}`;
+    }
+    return 'no error';
+  };
+
+  it('every refusal names the field and the values', () => {
+    const good = frame(header());
+    expect(messageOf(() => decodeTensorFrame(good, { maxFrameBytes: 63, maxMessageBytes: 1 }))).toBe('ERR_FRAME_TOO_LARGE: frame of 64 bytes exceeds the limit of 63');
+    expect(messageOf(() => decodeTensorFrame(good.subarray(0, 47)))).toBe('ERR_FRAME_TRUNCATED: frame of 47 bytes is shorter than the 48-byte header');
+    const badMagic = Buffer.from(good);
+    badMagic[0] = 0x58;
+    expect(messageOf(() => decodeTensorFrame(badMagic))).toBe('ERR_BAD_MAGIC: bad frame magic 0x30465458');
+    const badVersion = Buffer.from(good);
+    badVersion[4] = 9;
+    expect(messageOf(() => decodeTensorFrame(badVersion))).toBe('ERR_BAD_VERSION: frame of protocol version 9, expected 1');
+    const badOp = Buffer.from(good);
+    badOp[5] = 77;
+    expect(messageOf(() => decodeTensorFrame(badOp))).toBe('ERR_BAD_FIELD: unknown frame operation 77');
+    const badDtype = Buffer.from(good);
+    badDtype[6] = 9;
+    expect(messageOf(() => decodeTensorFrame(badDtype))).toBe('ERR_BAD_FIELD: unknown frame dtype 9');
+    const badFlags = Buffer.from(good);
+    badFlags[7] = 0x81;
+    expect(messageOf(() => decodeTensorFrame(badFlags))).toBe('ERR_BAD_FIELD: unknown frame flags 0x81');
+    expect(messageOf(() => decodeTensorFrame(encodeFrameHeader(header({ count: 100, offset: 0 }), true), { maxFrameBytes: 447, maxMessageBytes: 1 }))).toBe('ERR_FRAME_TOO_LARGE: frame announces 400 payload bytes, over the limit of 447');
+    expect(messageOf(() => decodeTensorFrame(Buffer.concat([encodeFrameHeader(header(), true), Buffer.alloc(3)])))).toBe('ERR_FRAME_LENGTH: frame with a following payload carries 3 bytes after its header');
+    expect(messageOf(() => decodeTensorFrame(good.subarray(0, 60)))).toBe('ERR_FRAME_TRUNCATED: frame announces 4 elements (16 bytes) but carries 12 bytes');
+    expect(messageOf(() => decodeTensorFrame(Buffer.concat([good, Buffer.alloc(4)])))).toBe('ERR_FRAME_LENGTH: frame announces 4 elements (16 bytes) but carries 20 bytes');
+    expect(messageOf(() => decodeTensorFrame(frame(header({ offset: 997, count: 4 }))))).toBe('ERR_FRAME_LENGTH: frame covers elements 997..1001 past the tensor length 1000');
+    expect(messageOf(() => checkFollowingPayload(header(), 12))).toBe('ERR_FRAME_TRUNCATED: payload message of 12 bytes, the header announced 16');
+    expect(messageOf(() => checkFollowingPayload(header(), 20))).toBe('ERR_FRAME_LENGTH: payload message of 20 bytes, the header announced 16');
+  });
+
+  it('frames exactly at each limit pass', () => {
+    const good = frame(header());
+    expect(decodeTensorFrame(good, { maxFrameBytes: 64, maxMessageBytes: 1 }).header.count).toBe(4);
+    expect(decodeTensorFrame(frame(header({ offset: 996, count: 4 }))).header.offset).toBe(996);
+    expect(decodeTensorFrame(encodeFrameHeader(header({ count: 100, offset: 0 }), true), { maxFrameBytes: 448, maxMessageBytes: 1 }).payload).toBeNull();
+    // A uint8 frame: one byte an element.
+    const bytes = Buffer.concat([encodeFrameHeader(header({ dtype: Dtype.uint8, count: 3 })), Buffer.from([1, 2, 3])]);
+    expect(Array.from(decodeTensorFrame(bytes).payload!)).toEqual([1, 2, 3]);
+  });
+
+  it('writes the layout hash as its last 16 hex digits, zero-padded, at bytes 40..47', () => {
+    expect(encodeFrameHeader(header({ layoutHash: 'abc' })).subarray(40, 48).toString('hex')).toBe('0000000000000abc');
+    expect(encodeFrameHeader(header({ layoutHash: 'ff0123456789abcdef' })).subarray(40, 48).toString('hex')).toBe('0123456789abcdef');
+  });
+
+  it('names operations for logs', () => {
+    expect([1, 2, 3, 4, 9].map(opName)).toEqual(['reduce-scatter', 'all-gather', 'broadcast', 'gather-values', 'op#9']);
   });
 });
 
