@@ -2,6 +2,7 @@
 import { Command, CommanderError } from 'commander';
 import { coordinatorCommand, launchCommand, workerCommand } from './cluster-commands.js';
 import { envForEveryOption } from './option-env.js';
+import { dataCommand } from './data-command.js';
 import { controlCommand, statusCommand } from './status-command.js';
 import { trainCommand } from './train-command.js';
 import { evaluateCommand, exportCommand, inspectCommand, predictCommand } from './weights-commands.js';
@@ -26,7 +27,8 @@ const program = new Command('ringtrain')
   .addCommand(inspectCommand())
   .addCommand(exportCommand())
   .addCommand(evaluateCommand())
-  .addCommand(predictCommand());
+  .addCommand(predictCommand())
+  .addCommand(dataCommand());
 
 envForEveryOption(program);
 

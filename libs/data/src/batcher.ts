@@ -38,8 +38,10 @@ export class Batcher {
   }
 
   private copyRow(i: number, r: number): void {
-    const { features, targetSize, codes, codeValues } = this.dataset;
-    if (codes) {
+    const { features, targetSize, codes, codeValues, readRow } = this.dataset;
+    if (readRow) {
+      readRow(i, this.x, r * features);
+    } else if (codes) {
       // Bytes become floats here, one batch at a time, in this reused buffer.
       const x = this.x;
       for (let f = 0, src = i * features, dst = r * features; f < features; f++) x[dst + f] = codeValues![codes[src + f]];

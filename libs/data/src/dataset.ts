@@ -15,6 +15,8 @@ export interface Dataset {
   readonly codes?: Uint8Array;
   /** What each byte stands for (256 floats; v/255 for pixels). */
   readonly codeValues?: Float32Array;
+  /** Reads sample i as floats into out[at…], when the samples stay on disk (a packed dataset). */
+  readonly readRow?: (i: number, out: Float32Array, at: number) => void;
   /** Class of each sample (classification), else undefined. */
   readonly labels?: Int32Array;
   /** Number of classes; 0 for regression. */

@@ -4,6 +4,7 @@ import { asFloats, type Dataset, type DatasetSplit, subset, withClasses } from '
 import { DataError } from './errors.js';
 import { loadIdxFolder } from './idx.js';
 import { loadImageFolder } from './images.js';
+import { loadPacked } from './packed.js';
 import { loadEmbeddedMnist } from './mnist.js';
 import { normalize } from './normalize.js';
 import { epochPermutation } from './sampler.js';
@@ -17,6 +18,8 @@ const samples = z.number().int().positive().optional();
 export const datasetConfigSchema = z.discriminatedUnion('source', [
   z.strictObject({ source: z.literal('mnist'), normalize: normalization }),
   z.strictObject({ source: z.literal('idx'), dir: z.string().min(1), normalize: normalization }),
+  /** A folder written by `ringtrain data pack`: rows read from disk as they are needed. */
+  z.strictObject({ source: z.literal('packed'), dir: z.string().min(1) }),
   /** A folder of images, one subfolder per class (PNG or JPEG), with an optional test/ subfolder. */
   z.strictObject({ source: z.literal('images'), dir: z.string().min(1), testFraction, seed, normalize: normalization }),
   z.strictObject({
@@ -64,7 +67,7 @@ export function splitDataset(ds: Dataset, testFraction: number, seed = 0): Datas
 export function loadDataset(input: unknown): DatasetSplit {
   const config = parseDatasetConfig(input);
   const loaded = load(config);
-  const how = config.normalize ?? (config.source === 'csv' ? 'standardize' : 'none');
+  const how = ('normalize' in config ? config.normalize : undefined) ?? (config.source === 'csv' ? 'standardize' : 'none');
   // Rescaling works on floats: byte-stored images that are to be rescaled become floats first.
   const split = how === 'none' ? loaded : { ...loaded, train: asFloats(loaded.train), test: asFloats(loaded.test) };
   // A newcomer's table has features of every scale (areas in the thousands beside ratios): CSV
@@ -79,6 +82,8 @@ function load(c: DatasetConfig): DatasetSplit {
       return loadEmbeddedMnist();
     case 'idx':
       return loadIdxFolder(c.dir);
+    case 'packed':
+      return loadPacked(c.dir);
     case 'images': {
       const { split, all } = loadImageFolder(c.dir);
       return split ?? splitDataset(all!, c.testFraction ?? 0.2, c.seed ?? 0);

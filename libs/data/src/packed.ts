@@ -1,0 +1,218 @@
+import { createHash } from 'node:crypto';
+import { closeSync, existsSync, fstatSync, mkdirSync, openSync, readFileSync, readSync, renameSync, writeSync } from 'node:fs';
+import { join } from 'node:path';
+import { z } from 'zod';
+import type { Dataset, DatasetSplit } from './dataset.js';
+import { DataError } from './errors.js';
+
+/**
+ * A packed dataset (`ringtrain data pack`): a folder with `index.json` and, per split, fixed-size
+ * binary shards of rows (one byte or one float32 per value) and a labels file. Training reads the
+ * rows it needs by positional reads, never the whole set, so a worker's memory does not grow with
+ * the dataset; the floats of a batch are made in the Batcher's buffer.
+ */
+export const PACK_FORMAT = 'ringtrain-pack/1';
+/** Rows per shard are chosen so that a shard holds about this many bytes. */
+const SHARD_BYTES = 64 << 20;
+
+const shardSchema = z.strictObject({ file: z.string().regex(/^[\w.-]+$/), rows: z.number().int().positive(), bytes: z.number().int().positive(), sha256: z.string().regex(/^[0-9a-f]{64}$/) });
+const splitSchema = z.strictObject({ size: z.number().int().min(0), labels: z.string().regex(/^[\w.-]+$/), labelsSha256: z.string().regex(/^[0-9a-f]{64}$/), shards: z.array(shardSchema) });
+const indexSchema = z.strictObject({
+  format: z.literal(PACK_FORMAT),
+  name: z.string(),
+  features: z.number().int().positive().max(1 << 24),
+  dtype: z.enum(['uint8', 'float32']),
+  /** What each byte stands for (uint8 packs). */
+  codeValues: z.array(z.number()).length(256).optional(),
+  shape: z.array(z.number().int().positive()).optional(),
+  classes: z.number().int().min(0),
+  classNames: z.array(z.string()).optional(),
+  train: splitSchema,
+  test: splitSchema,
+});
+type PackIndex = z.infer<typeof indexSchema>;
+
+/** Writes `split` as a packed folder at `dir` (shards, labels, then the index last: a half-written pack has no index). */
+export function writePacked(dir: string, split: DatasetSplit, name: string): PackIndex {
+  if (split.scaling) throw new DataError('ERR_DATA_CONFIG', `${name}: a rescaled dataset cannot be packed (pack the source, and rescale when training)`);
+  const { train } = split;
+  if (!train.labels) throw new DataError('ERR_DATA_CONFIG', `${name}: only classification data can be packed (it has no labels)`);
+  mkdirSync(dir, { recursive: true });
+  const bytes = train.codes !== undefined;
+  const rowBytes = train.features * (bytes ? 1 : 4);
+  const rowsPerShard = Math.max(1, Math.floor(SHARD_BYTES / rowBytes));
+  const writeSplit = (ds: Dataset, which: 'train' | 'test'): PackIndex['train'] => {
+    if ((ds.codes !== undefined) !== bytes || ds.features !== train.features) throw new DataError('ERR_DATA_FORMAT', `${ds.name}: test and train must hold the same kind and number of values`);
+    const shards: PackIndex['train']['shards'] = [];
+    for (let start = 0, s = 0; start < ds.size; start += rowsPerShard, s++) {
+      const rows = Math.min(rowsPerShard, ds.size - start);
+      const data = bytes ? ds.codes!.subarray(start * ds.features, (start + rows) * ds.features) : new Uint8Array(ds.x.buffer, ds.x.byteOffset + start * rowBytes, rows * rowBytes);
+      const file = `${which}-${String(s).padStart(5, '0')}.bin`;
+      writeAtomically(join(dir, file), data);
+      shards.push({ file, rows, bytes: data.byteLength, sha256: sha256(data) });
+    }
+    const labels = new Uint8Array(Int32Array.from(ds.labels!).buffer);
+    writeAtomically(join(dir, `${which}-labels.bin`), labels);
+    return { size: ds.size, labels: `${which}-labels.bin`, labelsSha256: sha256(labels), shards };
+  };
+  const index: PackIndex = {
+    format: PACK_FORMAT,
+    name,
+    features: train.features,
+    dtype: bytes ? 'uint8' : 'float32',
+    ...(bytes ? { codeValues: Array.from(train.codeValues!) } : {}),
+    ...(train.shape ? { shape: [...train.shape] } : {}),
+    classes: Math.max(train.classes, split.test.classes),
+    ...(train.classNames ? { classNames: [...train.classNames] } : {}),
+    train: writeSplit(train, 'train'),
+    test: writeSplit(split.test, 'test'),
+  };
+  writeAtomically(join(dir, 'index.json'), Buffer.from(`${JSON.stringify(index, null, 1)}\n`));
+  return index;
+}
+
+/** Opens a packed folder: reads and checks its index and each shard's size; the rows stay on disk. */
+export function loadPacked(dir: string): DatasetSplit {
+  const indexFile = join(dir, 'index.json');
+  if (!existsSync(indexFile)) throw new DataError('ERR_DATA_NOT_FOUND', `${dir}: no index.json (make a packed dataset with: ringtrain data pack <source> ${dir})`);
+  let index: PackIndex;
+  try {
+    const parsed = indexSchema.safeParse(JSON.parse(readFileSync(indexFile, 'utf8')));
+    if (!parsed.success) throw new Error(parsed.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; '));
+    index = parsed.data;
+  } catch (err) {
+    throw new DataError('ERR_DATA_FORMAT', `${indexFile}: not a ringtrain pack index (${(err as Error).message})`);
+  }
+  if (index.dtype === 'uint8' && !index.codeValues) throw new DataError('ERR_DATA_FORMAT', `${indexFile}: a uint8 pack needs codeValues`);
+  const open = (which: 'train' | 'test'): Dataset => new PackedSplit(dir, index, which).dataset();
+  return { train: open('train'), test: open('test') };
+}
+
+/** One split of a pack: shards opened once, rows read where they lie, each shard verified on first use. */
+class PackedSplit {
+  private readonly rowBytes: number;
+  private readonly starts: number[] = [];
+  private readonly fds: number[] = [];
+  private readonly verified: boolean[];
+  private readonly row: Uint8Array;
+  private readonly codeValues: Float32Array | null;
+
+  constructor(
+    private readonly dir: string,
+    private readonly index: PackIndex,
+    private readonly which: 'train' | 'test',
+  ) {
+    const split = index[which];
+    this.rowBytes = index.features * (index.dtype === 'uint8' ? 1 : 4);
+    this.row = new Uint8Array(this.rowBytes);
+    this.codeValues = index.codeValues ? Float32Array.from(index.codeValues) : null;
+    let start = 0;
+    for (const [s, shard] of split.shards.entries()) {
+      const path = join(dir, shard.file);
+      if (shard.bytes !== shard.rows * this.rowBytes) throw new DataError('ERR_DATA_FORMAT', `${join(dir, 'index.json')}: shard ${s} (${shard.file}) claims ${shard.rows} rows in ${shard.bytes} bytes, rows are ${this.rowBytes} bytes`);
+      let fd: number;
+      try {
+        fd = openSync(path, 'r');
+      } catch (err) {
+        throw new DataError('ERR_DATA_NOT_FOUND', `${path}: shard ${s} of ${which} cannot be opened (${(err as NodeJS.ErrnoException).code})`);
+      }
+      const size = fstatSync(fd).size;
+      if (size !== shard.bytes) {
+        closeSync(fd);
+        throw new DataError(size < shard.bytes ? 'ERR_DATA_TRUNCATED' : 'ERR_DATA_FORMAT', `${path}: shard ${s} of ${which} has ${size} bytes, the index says ${shard.bytes}`);
+      }
+      this.fds.push(fd);
+      this.starts.push(start);
+      start += shard.rows;
+    }
+    if (start !== split.size) throw new DataError('ERR_DATA_FORMAT', `${join(dir, 'index.json')}: the ${which} shards hold ${start} rows, the index says ${split.size}`);
+    this.verified = split.shards.map(() => false);
+  }
+
+  dataset(): Dataset {
+    const { index, which } = this;
+    const split = index[which];
+    const labelsPath = join(this.dir, split.labels);
+    let raw: Buffer;
+    try {
+      raw = readFileSync(labelsPath);
+    } catch (err) {
+      throw new DataError('ERR_DATA_NOT_FOUND', `${labelsPath}: the ${which} labels cannot be read (${(err as NodeJS.ErrnoException).code})`);
+    }
+    if (raw.length !== split.size * 4) throw new DataError(raw.length < split.size * 4 ? 'ERR_DATA_TRUNCATED' : 'ERR_DATA_FORMAT', `${labelsPath}: ${raw.length} bytes for ${split.size} labels`);
+    if (sha256(raw) !== split.labelsSha256) throw new DataError('ERR_DATA_FORMAT', `${labelsPath}: SHA-256 does not match the index (a corrupt labels file)`);
+    const labels = new Int32Array(Uint8Array.from(raw).buffer);
+    const bad = labels.findIndex((l) => l < 0 || l >= index.classes);
+    if (bad >= 0) throw new DataError('ERR_DATA_FORMAT', `${labelsPath}: label ${labels[bad]} at row ${bad} is outside 0..${index.classes - 1}`);
+    const self = this;
+    let floats: Float32Array | null = null;
+    return {
+      name: `packed:${this.dir}/${which}`,
+      size: split.size,
+      features: index.features,
+      labels,
+      classes: index.classes,
+      targetSize: 0,
+      ...(index.classNames ? { classNames: index.classNames } : {}),
+      ...(index.shape ? { shape: index.shape } : {}),
+      readRow: (i: number, out: Float32Array, at: number) => self.readRow(i, out, at),
+      // All the floats at once only for what truly needs them (an export), never in training.
+      get x(): Float32Array {
+        if (!floats) {
+          floats = new Float32Array(split.size * index.features);
+          for (let i = 0; i < split.size; i++) self.readRow(i, floats, i * index.features);
+        }
+        return floats;
+      },
+    };
+  }
+
+  /** Row i as floats at out[at ...], by one positional read. */
+  readRow(i: number, out: Float32Array, at: number): void {
+    let s = this.starts.length - 1;
+    while (this.starts[s] > i) s--;
+    if (!this.verified[s]) this.verify(s);
+    const position = (i - this.starts[s]) * this.rowBytes;
+    const got = readSync(this.fds[s], this.row, 0, this.rowBytes, position);
+    if (got !== this.rowBytes) throw new DataError('ERR_DATA_TRUNCATED', `${join(this.dir, this.index[this.which].shards[s].file)}: shard ${s} ended at row ${i} (read ${got} of ${this.rowBytes} bytes)`);
+    const f = this.index.features;
+    if (this.codeValues) {
+      const table = this.codeValues;
+      for (let k = 0; k < f; k++) out[at + k] = table[this.row[k]];
+    } else {
+      const values = new Float32Array(this.row.buffer, 0, f);
+      out.set(values, at);
+    }
+  }
+
+  /** SHA-256 of a whole shard, streamed 1 MiB at a time: once, before its first row is used. */
+  private verify(s: number): void {
+    const shard = this.index[this.which].shards[s];
+    const hash = createHash('sha256');
+    const chunk = Buffer.allocUnsafe(1 << 20);
+    for (let done = 0; done < shard.bytes; ) {
+      const n = readSync(this.fds[s], chunk, 0, Math.min(chunk.length, shard.bytes - done), done);
+      if (n <= 0) throw new DataError('ERR_DATA_TRUNCATED', `${join(this.dir, shard.file)}: shard ${s} ended after ${done} of ${shard.bytes} bytes`);
+      hash.update(chunk.subarray(0, n));
+      done += n;
+    }
+    if (hash.digest('hex') !== shard.sha256) throw new DataError('ERR_DATA_FORMAT', `${join(this.dir, shard.file)}: shard ${s} of ${this.which} does not match its SHA-256 in the index (a corrupt shard)`);
+    this.verified[s] = true;
+  }
+}
+
+function sha256(data: Uint8Array): string {
+  return createHash('sha256').update(data).digest('hex');
+}
+
+function writeAtomically(path: string, data: Uint8Array): void {
+  const tmp = `${path}.tmp`;
+  const fd = openSync(tmp, 'w');
+  try {
+    for (let done = 0; done < data.length; ) done += writeSync(fd, data, done, data.length - done);
+  } finally {
+    closeSync(fd);
+  }
+  renameSync(tmp, path);
+}
+
