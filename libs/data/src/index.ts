@@ -9,4 +9,4 @@ export { applyScaling, type FeatureScaling, normalize, type Normalization } from
 export { epochPermutation, type RankSlice, rankSlice, type ShardPlan, shardPlan } from './sampler.js';
 export { gaussianBlobs, linearRegression, spirals } from './synthetic.js';
 export { decodeImage, IMAGE_LIMITS, loadImageFolder, planarPixels } from './images.js';
-export { loadPacked, PACK_FORMAT, writePacked } from './packed.js';
+export { createPack, loadPacked, PACK_FORMAT, type PackMeta, type PackSource, writePacked } from './packed.js';

@@ -32,43 +32,76 @@ const indexSchema = z.strictObject({
 });
 type PackIndex = z.infer<typeof indexSchema>;
 
-/** Writes `split` as a packed folder at `dir` (shards, labels, then the index last: a half-written pack has no index). */
-export function writePacked(dir: string, split: DatasetSplit, name: string): PackIndex {
-  if (split.scaling) throw new DataError('ERR_DATA_CONFIG', `${name}: a rescaled dataset cannot be packed (pack the source, and rescale when training)`);
-  const { train } = split;
-  if (!train.labels) throw new DataError('ERR_DATA_CONFIG', `${name}: only classification data can be packed (it has no labels)`);
+/** One split to pack, produced row block by row block (so a pack may be larger than memory). */
+export interface PackSource {
+  size: number;
+  labels: Int32Array;
+  /** Writes rows [start, start + rows) as bytes into out (rows × rowBytes). */
+  fill(start: number, rows: number, out: Uint8Array): void;
+}
+
+/** What a pack describes besides its rows. */
+export interface PackMeta {
+  name: string;
+  features: number;
+  dtype: 'uint8' | 'float32';
+  codeValues?: Float32Array;
+  shape?: readonly number[];
+  classes: number;
+  classNames?: readonly string[];
+}
+
+/** Writes a pack from row sources: shards, labels, then the index last (a half-written pack has no index). */
+export function createPack(dir: string, meta: PackMeta, sources: { train: PackSource; test: PackSource }): PackIndex {
   mkdirSync(dir, { recursive: true });
-  const bytes = train.codes !== undefined;
-  const rowBytes = train.features * (bytes ? 1 : 4);
+  const rowBytes = meta.features * (meta.dtype === 'uint8' ? 1 : 4);
   const rowsPerShard = Math.max(1, Math.floor(SHARD_BYTES / rowBytes));
-  const writeSplit = (ds: Dataset, which: 'train' | 'test'): PackIndex['train'] => {
-    if ((ds.codes !== undefined) !== bytes || ds.features !== train.features) throw new DataError('ERR_DATA_FORMAT', `${ds.name}: test and train must hold the same kind and number of values`);
+  const writeSplit = (src: PackSource, which: 'train' | 'test'): PackIndex['train'] => {
     const shards: PackIndex['train']['shards'] = [];
-    for (let start = 0, s = 0; start < ds.size; start += rowsPerShard, s++) {
-      const rows = Math.min(rowsPerShard, ds.size - start);
-      const data = bytes ? ds.codes!.subarray(start * ds.features, (start + rows) * ds.features) : new Uint8Array(ds.x.buffer, ds.x.byteOffset + start * rowBytes, rows * rowBytes);
+    const buffer = new Uint8Array(Math.min(rowsPerShard, Math.max(1, src.size)) * rowBytes);
+    for (let start = 0, s = 0; start < src.size; start += rowsPerShard, s++) {
+      const rows = Math.min(rowsPerShard, src.size - start);
+      const data = buffer.subarray(0, rows * rowBytes);
+      src.fill(start, rows, data);
       const file = `${which}-${String(s).padStart(5, '0')}.bin`;
       writeAtomically(join(dir, file), data);
       shards.push({ file, rows, bytes: data.byteLength, sha256: sha256(data) });
     }
-    const labels = new Uint8Array(Int32Array.from(ds.labels!).buffer);
+    const labels = new Uint8Array(Int32Array.from(src.labels).buffer);
     writeAtomically(join(dir, `${which}-labels.bin`), labels);
-    return { size: ds.size, labels: `${which}-labels.bin`, labelsSha256: sha256(labels), shards };
+    return { size: src.size, labels: `${which}-labels.bin`, labelsSha256: sha256(labels), shards };
   };
   const index: PackIndex = {
     format: PACK_FORMAT,
-    name,
-    features: train.features,
-    dtype: bytes ? 'uint8' : 'float32',
-    ...(bytes ? { codeValues: Array.from(train.codeValues!) } : {}),
-    ...(train.shape ? { shape: [...train.shape] } : {}),
-    classes: Math.max(train.classes, split.test.classes),
-    ...(train.classNames ? { classNames: [...train.classNames] } : {}),
-    train: writeSplit(train, 'train'),
-    test: writeSplit(split.test, 'test'),
+    name: meta.name,
+    features: meta.features,
+    dtype: meta.dtype,
+    ...(meta.codeValues ? { codeValues: Array.from(meta.codeValues) } : {}),
+    ...(meta.shape ? { shape: [...meta.shape] } : {}),
+    classes: meta.classes,
+    ...(meta.classNames ? { classNames: [...meta.classNames] } : {}),
+    train: writeSplit(sources.train, 'train'),
+    test: writeSplit(sources.test, 'test'),
   };
   writeAtomically(join(dir, 'index.json'), Buffer.from(`${JSON.stringify(index, null, 1)}\n`));
   return index;
+}
+
+/** Writes an in-memory split as a pack (bytes stay bytes; floats are written as float32). */
+export function writePacked(dir: string, split: DatasetSplit, name: string): PackIndex {
+  if (split.scaling) throw new DataError('ERR_DATA_CONFIG', `${name}: a rescaled dataset cannot be packed (pack the source, and rescale when training)`);
+  const { train, test } = split;
+  if (!train.labels || !test.labels) throw new DataError('ERR_DATA_CONFIG', `${name}: only classification data can be packed (it has no labels)`);
+  const bytes = train.codes !== undefined;
+  if ((test.codes !== undefined) !== bytes || test.features !== train.features) throw new DataError('ERR_DATA_FORMAT', `${name}: test and train must hold the same kind and number of values`);
+  if (bytes && String(train.codeValues) !== String(test.codeValues)) throw new DataError('ERR_DATA_FORMAT', `${name}: test and train bytes stand for different values`);
+  const source = (ds: Dataset): PackSource => ({
+    size: ds.size,
+    labels: ds.labels!,
+    fill: (start, rows, out) => out.set(bytes ? ds.codes!.subarray(start * ds.features, (start + rows) * ds.features) : new Uint8Array(ds.x.buffer, ds.x.byteOffset + start * ds.features * 4, rows * ds.features * 4)),
+  });
+  const meta: PackMeta = { name, features: train.features, dtype: bytes ? 'uint8' : 'float32', ...(bytes ? { codeValues: train.codeValues } : {}), ...(train.shape ? { shape: train.shape } : {}), classes: Math.max(train.classes, test.classes), ...(train.classNames ? { classNames: train.classNames } : {}) };
+  return createPack(dir, meta, { train: source(train), test: source(test) });
 }
 
 /** Opens a packed folder: reads and checks its index and each shard's size; the rows stay on disk. */

@@ -6,6 +6,7 @@ import { allreduceBench } from './allreduce-bench.js';
 import { checkpointBench } from './checkpoint-bench.js';
 import { clusterBench } from './cluster-bench.js';
 import { convBench } from './conv-bench.js';
+import { dataBench } from './data-bench.js';
 import { elasticBench } from './elastic-bench.js';
 import { gemmBench } from './gemm-bench.js';
 import { tablesBench } from './tables-bench.js';
@@ -20,7 +21,7 @@ const positive = (v: string): number => {
 
 const program = new Command('bench')
   .description('ringtrain benchmarks beside numpy / PyTorch measured in the same run')
-  .addOption(new Option('--only <which>', 'run one benchmark').choices(['gemm', 'train', 'conv', 'allreduce', 'cluster', 'checkpoint', 'elastic', 'tls', 'tables']))
+  .addOption(new Option('--only <which>', 'run one benchmark').choices(['gemm', 'train', 'conv', 'data', 'allreduce', 'cluster', 'checkpoint', 'elastic', 'tls', 'tables']))
   .option('--backend <name>', 'cluster benchmark backend', 'auto')
   .option('--samples <n>', 'cluster benchmark training samples', positive, 60000)
   .option('--segment-bytes <n>', 'all-reduce segment size', positive, 1024 * 1024)
@@ -43,6 +44,7 @@ const program = new Command('bench')
     if (!opts.only || opts.only === 'gemm') console.log(`${gemmBench(opts.seconds)}\n`);
     if (!opts.only || opts.only === 'train') console.log(`${trainBench(Math.max(2, Math.round(opts.epochs)))}\n`);
     if (!opts.only || opts.only === 'conv') console.log(`${convBench(Math.max(1, Math.round(opts.epochs)), Math.max(1, Math.round(opts.runs)))}\n`);
+    if (!opts.only || opts.only === 'data') console.log(`${await dataBench(2)}\n`);
     if (!opts.only || opts.only === 'allreduce') console.log(`${await allreduceBench(opts.segmentBytes, Math.round(opts.runs))}\n`);
     if (!opts.only || opts.only === 'cluster') console.log(`${clusterBench(opts.backend, opts.samples)}\n`);
     if (!opts.only || opts.only === 'checkpoint') console.log(`${await checkpointBench()}\n`);
