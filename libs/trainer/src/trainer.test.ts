@@ -120,6 +120,34 @@ describe('data-parallel arithmetic in one process', () => {
     expect(t.model.params.values).not.toEqual(weights);
   });
 
+  it('the batch filled ahead during the all-reduce is the one the next step would load; an aborted step and a new slice load their own', async () => {
+    // 960 training samples at a global batch of 64: 15 steps an epoch, so 40 steps cross two epoch ends.
+    const plain = new Trainer(smallJob({ batchSize: 64 }));
+    const ahead = new Trainer(smallJob({ batchSize: 64 }));
+    for (let s = 0; s < 40; s++) {
+      plain.trainStep();
+      if (s === 17) await expect(ahead.step(async () => Promise.reject(new Error('peer lost')))).rejects.toThrow('peer lost');
+      await ahead.step(async () => true);
+    }
+    expect(ahead.globalStep).toBe(40);
+    expect(ahead.epoch).toBe(plain.epoch);
+    expect(ahead.model.params.valuesHash()).toBe(plain.model.params.valuesHash());
+    // Rank 1 of 2 fills ahead for its own slice; placed anew, it loads the slice it now has.
+    const a = new Trainer(smallJob({ batchSize: 32 }), { rank: 1, worldSize: 2 });
+    const b = new Trainer(smallJob({ batchSize: 32 }), { rank: 1, worldSize: 2 });
+    await a.step(async () => true);
+    await b.step(async () => true);
+    a.place(0, 2);
+    b.place(0, 2);
+    const r1 = a.computeGradients();
+    const fresh = new Trainer(smallJob({ batchSize: 32 }), { rank: 0, worldSize: 2 });
+    fresh.model.params.values.set(b.model.params.values);
+    fresh.restore(b.state());
+    const r2 = fresh.computeGradients();
+    expect(r1.loss).toBe(r2.loss);
+    expect(Buffer.from(a.model.params.grads.buffer).equals(Buffer.from(fresh.model.params.grads.buffer))).toBe(true);
+  });
+
   it('evaluation shares cover every test sample exactly once across ranks: they add up to the whole set', () => {
     const whole = new Trainer(smallJob()).evaluate('test');
     expect(whole.samples).toBe(240);

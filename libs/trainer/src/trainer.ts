@@ -130,6 +130,8 @@ export class Trainer {
   private readonly evalBatchers: Record<'train' | 'test', Batcher>;
   private order: Uint32Array | null = null;
   private orderEpoch = -1;
+  /** Which batch the batcher holds (filled ahead during the previous all-reduce), or null. */
+  private loaded: { epoch: number; position: number; count: number; n: number } | null = null;
 
   constructor(
     readonly config: JobConfig,
@@ -229,14 +231,7 @@ export class Trainer {
    */
   computeGradients(): StepResult {
     const t0 = performance.now();
-    const epoch = this.epoch;
-    if (this.orderEpoch !== epoch) {
-      this.order = epochPermutation(this.data.train.size, this.config.seed, epoch);
-      this.orderEpoch = epoch;
-    }
-    // Global batch = order[cursor, cursor + B); rank r takes its slice [⌊B·r/N⌋, ⌊B·(r+1)/N⌋).
-    const { start, count } = this.slice;
-    const n = this.batcher.fill(this.order!, this.cursor + start, count);
+    const n = this.loadBatch(this.epoch, this.cursor);
     const dataMs = performance.now() - t0;
     const result = this.model.computeGradients(this.batcher.x, this.batcher.batchTargets(), n);
     // The gradient is this slice's mean; the all-reduce averages over N ranks. Uneven slices are
@@ -245,6 +240,38 @@ export class Trainer {
     const weight = (n * this.worldSize) / this.globalBatch;
     if (weight !== 1) scale(this.model.params.grads, weight);
     return { ...result, dataMs };
+  }
+
+  /**
+   * Puts this rank's slice of the global batch at (epoch, cursor) in the batcher, unless it is
+   * there already: global batch = order[cursor, cursor + B); rank r takes [⌊B·r/N⌋, ⌊B·(r+1)/N⌋).
+   */
+  private loadBatch(epoch: number, cursor: number): number {
+    const { start, count } = this.slice;
+    const l = this.loaded;
+    if (l && l.epoch === epoch && l.position === cursor + start && l.count === count) return l.n;
+    if (this.orderEpoch !== epoch) {
+      this.order = epochPermutation(this.data.train.size, this.config.seed, epoch);
+      this.orderEpoch = epoch;
+    }
+    const n = this.batcher.fill(this.order!, cursor + start, count);
+    this.loaded = { epoch, position: cursor + start, count, n };
+    return n;
+  }
+
+  /**
+   * While the all-reduce runs: the next step's batch, into the batcher (whose current batch the
+   * backward pass no longer needs). A step that is aborted and redone, or a new world size, finds
+   * another batch there and loads its own; the data is the same either way.
+   */
+  private prefetchNext(): void {
+    let { epoch, cursor } = this;
+    cursor += this.globalBatch;
+    if (cursor + this.globalBatch > this.data.train.size) {
+      epoch++;
+      cursor = 0;
+    }
+    this.loadBatch(epoch, cursor);
   }
 
   /** null when the loss and every gradient are finite; otherwise what is not, and where. */
@@ -336,7 +363,9 @@ export class Trainer {
     await options.afterGradients?.();
     const bad = this.screen(r.loss, options.onNonFinite);
     const t1 = performance.now();
-    const finite = await reduce(this.model.params.grads);
+    const reducing = reduce(this.model.params.grads);
+    this.prefetchNext();
+    const finite = await reducing;
     const t2 = performance.now();
     const end = this.finishStep(finite, options.onNonFinite, options.health ?? false);
     const t3 = performance.now();
