@@ -120,6 +120,34 @@ describe('payload in pieces', () => {
     );
   });
 
+  it('copies and adds into any shorter destination: exactly its prefix, wherever the pieces are cut', () => {
+    fc.assert(
+      fc.property(fc.array(fc.tuple(awkward, awkward), { minLength: 1, maxLength: 60 }), fc.array(fc.integer({ min: 0, max: 13 }), { maxLength: 12 }), fc.nat(), (pairs, cuts, shorten) => {
+        const src = new Uint8Array(Float32Array.from(pairs, (p) => p[1]).buffer);
+        const pieces: Uint8Array[] = [];
+        let from = 0;
+        for (const c of cuts) {
+          const to = Math.min(src.length, from + c);
+          pieces.push(at(src.subarray(from, to), (from + c) % 8));
+          from = to;
+        }
+        pieces.push(at(src.subarray(from), 3));
+        const payload = new Payload(pieces);
+        const n = shorten % (pairs.length + 1);
+        const copied = new Uint8Array(n * 4 + (shorten % 4)).fill(0xee);
+        const bytes = Math.min(copied.length, src.length);
+        payload.copyTo(copied);
+        expect(Buffer.from(copied.subarray(0, bytes)).equals(Buffer.from(src.subarray(0, bytes)))).toBe(true);
+        expect(copied.subarray(bytes).every((b) => b === 0xee)).toBe(true);
+        const dst = Float32Array.from(pairs.slice(0, n), (p) => p[0]);
+        const whole = dst.slice();
+        addFloat32Js(whole, new Float32Array(src.buffer, 0, n));
+        expect(payload.addFloat32To(dst)).toBe(whole.every(Number.isFinite));
+        expect(bitsOf(dst).equals(bitsOf(whole))).toBe(true);
+      }),
+    );
+  });
+
   it('adds into a destination shorter than the payload, leaving what follows alone', () => {
     const payload = new Payload([at(new Uint8Array(Float32Array.of(1, 2).buffer).subarray(0, 5), 1), at(new Uint8Array(Float32Array.of(1, 2, 3).buffer).subarray(5), 2)]);
     const dst = Float32Array.of(10, 20, 30, 40);

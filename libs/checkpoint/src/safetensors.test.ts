@@ -1,9 +1,9 @@
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { readSafetensors, writeSafetensors } from './safetensors.js';
+import { readSafetensors, readSafetensorsRaw, writeSafetensors, writeSafetensorsAsync } from './safetensors.js';
 
 const dir = (): string => mkdtempSync(join(tmpdir(), 'ringtrain-ckpt-'));
 const tensors = [
@@ -76,6 +76,108 @@ describe('safetensors', () => {
     writeFileSync(bad, Buffer.from('PK'));
     expect(codeOf(() => readSafetensors(bad))).toBe('ERR_CHECKPOINT_TRUNCATED');
     expect(codeOf(() => readSafetensors(join(d, 'missing')))).toBe('ERR_CHECKPOINT_IO');
+  });
+});
+
+describe('safetensors refusals, word for word', () => {
+  const d = dir();
+  /** A file from a raw header object and data bytes, as a hostile or broken writer would make it. */
+  const file = (header: unknown, data: Uint8Array = new Uint8Array(0), lengthField?: bigint): string => {
+    const json = Buffer.from(typeof header === 'string' ? header : JSON.stringify(header));
+    const len = Buffer.alloc(8);
+    len.writeBigUInt64LE(lengthField ?? BigInt(json.length));
+    const path = join(d, `f${Math.random().toString(36).slice(2)}.safetensors`);
+    writeFileSync(path, Buffer.concat([len, json, data]));
+    return path;
+  };
+  const refusal = (path: string, options = {}): string => {
+    try {
+      readSafetensorsRaw(path, options);
+    } catch (e) {
+      return `${(e as { code: string }).code}: ${(e as Error).message.replace(`${path}: `, '')}`;
+    }
+    return 'read';
+  };
+  const t = (shape: number[], offsets: number[], dtype = 'F32') => ({ dtype, shape, data_offsets: offsets });
+
+  it('names what is wrong in the structure', () => {
+    const short = join(d, 'short.safetensors');
+    writeFileSync(short, Buffer.alloc(7));
+    expect(refusal(short)).toBe('ERR_CHECKPOINT_TRUNCATED: 7 bytes, shorter than the 8-byte header length');
+    expect(refusal(file({}, new Uint8Array(0), 104857601n))).toBe('ERR_CHECKPOINT_FORMAT: header claims 104857601 bytes, over the 104857600-byte limit');
+    expect(refusal(file('{{'))).toMatch(/^ERR_CHECKPOINT_FORMAT: header is not JSON \(.+\)$/);
+    expect(refusal(file({}, new Uint8Array(0), 3n))).toBe('ERR_CHECKPOINT_TRUNCATED: header claims 3 bytes, the file has 2 after the length');
+    expect(refusal(file({}, new Uint8Array(0), 9n))).toBe('ERR_CHECKPOINT_TRUNCATED: header claims 9 bytes, the file has 2 after the length');
+    expect(refusal(file('[1,2]'))).toBe('ERR_CHECKPOINT_FORMAT: header is not a JSON object');
+    expect(refusal(file('null'))).toBe('ERR_CHECKPOINT_FORMAT: header is not a JSON object');
+    expect(refusal(file('7'))).toBe('ERR_CHECKPOINT_FORMAT: header is not a JSON object');
+    expect(refusal(file({ __metadata__: { a: 1 } }))).toBe('ERR_CHECKPOINT_FORMAT: __metadata__ must map strings to strings');
+    expect(refusal(file({ __metadata__: 'x' }))).toBe('ERR_CHECKPOINT_FORMAT: __metadata__ must map strings to strings');
+    expect(refusal(file({ w: t([1], [0, 4], 'F64') }, new Uint8Array(4)))).toBe('ERR_CHECKPOINT_FORMAT: tensor w: dtype "F64"; this reader takes F32, F16, I8, U8');
+    expect(refusal(file({ w: t([1], [0, 4], 'toString') }, new Uint8Array(4)))).toBe('ERR_CHECKPOINT_FORMAT: tensor w: dtype "toString"; this reader takes F32, F16, I8, U8');
+    expect(refusal(file({ w: t([-1], [0, 4]) }, new Uint8Array(4)))).toBe('ERR_CHECKPOINT_FORMAT: tensor w: bad shape [-1]');
+    expect(refusal(file({ w: t([1.5], [0, 4]) }, new Uint8Array(4)))).toBe('ERR_CHECKPOINT_FORMAT: tensor w: bad shape [1.5]');
+    expect(refusal(file({ w: { dtype: 'F32', data_offsets: [0, 4] } }, new Uint8Array(4)))).toBe('ERR_CHECKPOINT_FORMAT: tensor w: bad shape undefined');
+    expect(refusal(file({ w: t([1], [4, 0]) }, new Uint8Array(4)))).toBe('ERR_CHECKPOINT_FORMAT: tensor w: bad data_offsets [4,0]');
+    expect(refusal(file({ w: t([1], [0]) }, new Uint8Array(4)))).toBe('ERR_CHECKPOINT_FORMAT: tensor w: bad data_offsets [0]');
+    expect(refusal(file({ w: t([1], [-4, 0]) }, new Uint8Array(4)))).toBe('ERR_CHECKPOINT_FORMAT: tensor w: bad data_offsets [-4,0]');
+    expect(refusal(file({ w: t([2], [0, 4]) }, new Uint8Array(4)))).toBe('ERR_CHECKPOINT_FORMAT: tensor w: shape [2] of F32 needs 8 bytes, offsets span 4');
+    expect(refusal(file({ w: t([3], [0, 3], 'U8') }, new Uint8Array(2)))).toBe('ERR_CHECKPOINT_TRUNCATED: tensor w ends at byte 3 of the data, which has 2');
+    expect(refusal(file({ a: t([1], [0, 4]), b: t([1], [8, 12]) }, new Uint8Array(12)))).toBe('ERR_CHECKPOINT_FORMAT: tensor b starts at byte 8, expected 4 (overlap or gap)');
+    expect(refusal(file({ a: t([1], [0, 4]), b: t([1], [0, 4]) }, new Uint8Array(4)))).toBe('ERR_CHECKPOINT_FORMAT: tensor b starts at byte 0, expected 4 (overlap or gap)');
+    expect(refusal(file({ a: t([1], [0, 4]) }, new Uint8Array(6)))).toBe('ERR_CHECKPOINT_FORMAT: tensors cover 4 data bytes, the file has 6');
+    expect(refusal(file({}, new Uint8Array(0)), { requireChecksum: true })).toBe('ERR_CHECKPOINT_FORMAT: no ringtrain.sha256 in its metadata, so its data cannot be verified');
+    expect(refusal(file({}, new Uint8Array(0)), { requireHeaderChecksum: true })).toBe('ERR_CHECKPOINT_FORMAT: no ringtrain.header_sha256 in its metadata, so its header cannot be verified');
+    // Well formed, no checksums, nothing required: read, in file order, with every dtype.
+    const ok = file({ b: t([1], [4, 6], 'F16'), a: t([1], [0, 4]), c: t([2, 1], [6, 8], 'I8') }, Uint8Array.of(0, 0, 128, 63, 0, 60, 255, 1));
+    const read = readSafetensorsRaw(ok);
+    expect(read.tensors.map((x) => [x.name, x.dtype, x.shape, Array.from(x.bytes)])).toEqual([['a', 'F32', [1], [0, 0, 128, 63]], ['b', 'F16', [1], [0, 60]], ['c', 'I8', [2, 1], [255, 1]]]);
+    expect(refusal(ok)).toBe('read');
+    expect(() => readSafetensors(ok)).toThrow(/tensor b: dtype "F16"; this reader takes F32/);
+    expect(() => readSafetensorsRaw(join(d, 'missing.safetensors'))).toThrow(expect.objectContaining({ code: 'ERR_CHECKPOINT_IO', message: expect.stringMatching(/^cannot read .*missing\.safetensors: ENOENT/) }));
+  });
+
+  it('the float reader gives aligned, separate views of every tensor', () => {
+    const path = join(d, 'f32.safetensors');
+    writeSafetensors(path, [{ name: 'x', shape: [3], data: Float32Array.of(1, 2, 3) }, { name: 'y', shape: [1, 2], data: Float32Array.of(4, 5) }], { k: 'v' });
+    const { tensors: back, metadata } = readSafetensors(path, { requireChecksum: true, requireHeaderChecksum: true });
+    expect(back.map((x) => [x.name, x.shape, Array.from(x.data)])).toEqual([['x', [3], [1, 2, 3]], ['y', [1, 2], [4, 5]]]);
+    expect(metadata.k).toBe('v');
+    expect(back[1].data.byteOffset % 4).toBe(0);
+  });
+
+  it('refuses to write what it could not read back', () => {
+    const path = join(d, 'never.safetensors');
+    expect(() => writeSafetensors(path, [{ name: 'x', shape: [2, 2], data: Float32Array.of(1, 2, 3) }])).toThrow(/tensor x: shape \[2, 2\] does not hold 3 elements/);
+    expect(() => writeSafetensors(path, [{ name: 'q', dtype: 'I8', shape: [4], bytes: new Uint8Array(3) }])).toThrow(/tensor q: 3 bytes for shape \[4\] of I8/);
+    expect(readdirSync(d).filter((f) => f.startsWith('never') || f.includes('never.safetensors'))).toEqual([]);
+  });
+
+  it('a write into a folder that does not exist fails with ERR_CHECKPOINT_IO and leaves nothing', async () => {
+    for (const write of [(p: string) => writeSafetensors(p, tensors), (p: string) => writeSafetensorsAsync(p, tensors)]) {
+      const p = join(d, 'no-such-folder', 'w.safetensors');
+      await expect(Promise.resolve().then(() => write(p))).rejects.toMatchObject({ code: 'ERR_CHECKPOINT_IO', message: `cannot write ${p}: the folder does not exist (ENOENT); any previous file there is intact` });
+    }
+  });
+
+  it('a full disk fails with ERR_CHECKPOINT_IO, removes its temporary file and keeps the previous checkpoint whole (a real 64 KiB tmpfs)', async () => {
+    const mnt = join(d, 'small');
+    mkdirSync(mnt);
+    const mounted = spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=64k', 'tmpfs', mnt]).status === 0;
+    if (!mounted && process.getuid?.() === 0) throw new Error('root, and yet no tmpfs could be mounted for the full-disk test');
+    if (!mounted) return;
+    try {
+      const path = join(mnt, 'w.safetensors');
+      writeSafetensors(path, tensors);
+      const before = readFileSync(path);
+      const big = [{ name: 'w', shape: [40_000], data: new Float32Array(40_000).fill(1) }];
+      expect(() => writeSafetensors(path, big)).toThrow(expect.objectContaining({ code: 'ERR_CHECKPOINT_IO', message: `cannot write ${path}: the disk is full (ENOSPC); any previous file there is intact` }));
+      await expect(writeSafetensorsAsync(path, big)).rejects.toMatchObject({ code: 'ERR_CHECKPOINT_IO', message: expect.stringContaining('the disk is full (ENOSPC)') });
+      expect(readdirSync(mnt)).toEqual(['w.safetensors']);
+      expect(readFileSync(path).equals(before)).toBe(true);
+    } finally {
+      spawnSync('umount', [mnt]);
+    }
   });
 });
 
