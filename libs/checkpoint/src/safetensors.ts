@@ -151,6 +151,7 @@ export async function writeSafetensorsAsync(path: string, tensors: (NamedTensor 
 }
 
 function ioError(path: string, err: unknown): CheckpointError {
+  // Stryker disable next-line ConditionalExpression: defensive: the write paths raise no CheckpointError inside their try today
   if (err instanceof CheckpointError) return err;
   const e = err as NodeJS.ErrnoException;
   const why = e.code === 'ENOSPC' ? 'the disk is full' : e.code === 'EACCES' || e.code === 'EROFS' ? 'the folder is not writable' : e.code === 'ENOENT' ? 'the folder does not exist' : e.message;
@@ -242,8 +243,10 @@ export function readSafetensorsRaw(path: string, options: ReadOptions = {}): { t
       if (e.start !== expect) fail('ERR_CHECKPOINT_FORMAT', `tensor ${e.name} starts at byte ${e.start}, expected ${expect} (overlap or gap)`);
       expect = e.end;
     }
+    // Stryker disable next-line ConditionalExpression,EqualityOperator,StringLiteral: the TRUNCATED branch cannot be reached (a tensor past the data is refused above); kept for a reader who reorders the checks
     if (expect !== dataBytes) fail(expect < dataBytes ? 'ERR_CHECKPOINT_FORMAT' : 'ERR_CHECKPOINT_TRUNCATED', `tensors cover ${expect} data bytes, the file has ${dataBytes}`);
     const data = Buffer.alloc(dataBytes);
+    // Stryker disable next-line ConditionalExpression: equivalent: a read of 0 bytes reads nothing
     if (dataBytes) readSync(fd, data, 0, dataBytes, dataStart);
     const headerSum = metadata[HEADER_CHECKSUM_KEY];
     if (headerSum === undefined && options.requireHeaderChecksum) fail('ERR_CHECKPOINT_FORMAT', `no ${HEADER_CHECKSUM_KEY} in its metadata, so its header cannot be verified`);
