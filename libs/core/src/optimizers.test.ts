@@ -104,8 +104,20 @@ describe('optimizers against hand-computed steps', () => {
     expect(opt.state.step).toBe(3);
   });
 
+  it('AdamW decays by 0.01 unless told otherwise; Adam does not decay unless told', () => {
+    const a = store();
+    createOptimizer({ type: 'adamw', lr: 0.1 }, a).step(0.1);
+    expect(a.values[0]).toBeCloseTo(1 * (1 - 0.1 * 0.01) - 0.1, 6);
+    const b = store();
+    createOptimizer({ type: 'adam', lr: 0.1 }, b).step(0.1);
+    expect(b.values[0]).toBeCloseTo(0.9, 6);
+  });
+
   it('validates hyperparameters with errors that name the value', () => {
     const s = store();
+    expect(() => createOptimizer({ type: 'sgd', lr: -1 }, s)).toThrow(expect.objectContaining({ code: 'ERR_HYPERPARAM', message: expect.stringMatching(/^invalid optimizer: /) }));
+    expect(() => createOptimizer({ type: 'sgd', lr: 0.1, nesterov: true }, s)).toThrow(expect.objectContaining({ code: 'ERR_HYPERPARAM', message: 'invalid optimizer: nesterov = true needs momentum > 0' }));
+    expect(() => createOptimizer({ type: 'adam', lr: 0.1, beta1: 0.5, beta2: 0.5 }, s)).not.toThrow();
     expect(() => createOptimizer({ type: 'sgd', lr: -1 }, s)).toThrow(/lr = -1/);
     expect(() => createOptimizer({ type: 'sgd', lr: 0.1, momentum: 1.5 }, s)).toThrow(/momentum = 1.5/);
     expect(() => createOptimizer({ type: 'adam', lr: 0.1, beta2: 1 }, s)).toThrow(/beta2 = 1/);
@@ -124,6 +136,19 @@ describe('clipGradNorm', () => {
     const small = Float32Array.from([0.3, 0.4]);
     clipGradNorm(small, 1);
     expect(Array.from(small)).toEqual([f32(0.3), f32(0.4)]);
+  });
+
+  it('scales by maxNorm / (norm + 1e-6) exactly, leaves a norm at the limit alone, and refuses a limit that is not positive', () => {
+    const g = Float32Array.from([3, 4]);
+    clipGradNorm(g, 1);
+    // 1e-6 in the divisor moves the result by 2e-7: within float32 of 3/(5+1e-6), not of 3/5 exactly.
+    expect(Math.abs(g[0] - 3 / (5 + 1e-6))).toBeLessThan(3e-8);
+    expect(Math.abs(g[1] - 4 / (5 + 1e-6))).toBeLessThan(3e-8);
+    const atLimit = Float32Array.from([0.6, 0.8]);
+    const norm = Math.sqrt(Math.fround(0.6) ** 2 + Math.fround(0.8) ** 2);
+    clipGradNorm(atLimit, norm);
+    expect(Array.from(atLimit)).toEqual([Math.fround(0.6), Math.fround(0.8)]);
+    for (const bad of [0, -1, Number.NaN]) expect(() => clipGradNorm(Float32Array.of(1), bad)).toThrow(expect.objectContaining({ code: 'ERR_HYPERPARAM', message: `clipGradNorm: maxNorm must be positive, got ${bad}` }));
   });
 
   it('throws ERR_NON_FINITE on NaN gradients instead of clipping them into the weights', () => {
