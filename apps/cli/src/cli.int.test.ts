@@ -68,4 +68,17 @@ describe('ringtrain train (real process)', () => {
     expect(ringtrain('train', '--help').stdout).toMatch(/--batch-size <n>/);
     expect(ringtrain('launch', '--help').stdout).toMatch(/--resume <file\|latest\|auto>/);
   });
+
+  it('--help and --version, answered without loading the engine, say what the full program says', async () => {
+    const { buildProgram } = await import('./program.js');
+    const full = buildProgram();
+    const help = ringtrain('--help');
+    expect(help.code).toBe(0);
+    expect(help.stdout).toBe(full.helpInformation());
+    expect(help.stdout).toMatch(/\n +data\b/);
+    const version = ringtrain('--version');
+    expect(version.code).toBe(0);
+    expect(version.stdout).toBe(`${full.version()}\n`);
+    expect(ringtrain('-V').stdout).toBe(version.stdout);
+  });
 });

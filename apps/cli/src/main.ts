@@ -1,45 +1,21 @@
 #!/usr/bin/env node
-import { Command, CommanderError } from 'commander';
-import { coordinatorCommand, launchCommand, workerCommand } from './cluster-commands.js';
-import { envForEveryOption } from './option-env.js';
-import { dataCommand } from './data-command.js';
-import { controlCommand, statusCommand } from './status-command.js';
-import { trainCommand } from './train-command.js';
-import { evaluateCommand, exportCommand, inspectCommand, predictCommand } from './weights-commands.js';
+// `ringtrain --version` and `ringtrain --help` answer without loading the engine, whose modules
+// take most of a second to import: the help text is written at build time from the full program
+// (dist/help.txt, see write-help.ts). Everything else loads the full program.
+import { readFileSync } from 'node:fs';
+import { VERSION } from './version.js';
 
-// A reader that went away (`ringtrain status --json | head -1`) ends the output, not the process with a stack trace.
-process.stdout.on('error', (err: NodeJS.ErrnoException) => {
-  if (err.code !== 'EPIPE') throw err;
-  process.exit(process.exitCode ?? 0);
-});
-
-const program = new Command('ringtrain')
-  .description('data-parallel neural network training over a ring of workers')
-  .version('0.1.0')
-  .showHelpAfterError()
-  .exitOverride()
-  .addCommand(launchCommand())
-  .addCommand(coordinatorCommand())
-  .addCommand(workerCommand())
-  .addCommand(statusCommand())
-  .addCommand(controlCommand())
-  .addCommand(trainCommand())
-  .addCommand(inspectCommand())
-  .addCommand(exportCommand())
-  .addCommand(evaluateCommand())
-  .addCommand(predictCommand())
-  .addCommand(dataCommand());
-
-envForEveryOption(program);
-
-try {
-  await program.parseAsync(process.argv);
-} catch (err) {
-  if (err instanceof CommanderError) {
-    process.exitCode = err.exitCode;
-  } else {
-    const e = err as Error & { code?: string };
-    process.stderr.write(`ringtrain: ${e.code ? `${e.code}: ` : ''}${e.message}\n`);
-    process.exitCode = 1;
+const args = process.argv.slice(2);
+let answered = false;
+if (args.length === 1 && (args[0] === '--version' || args[0] === '-V')) {
+  process.stdout.write(`${VERSION}\n`);
+  answered = true;
+} else if (args.length === 1 && (args[0] === '--help' || args[0] === '-h')) {
+  try {
+    process.stdout.write(readFileSync(new URL('./help.txt', import.meta.url), 'utf8'));
+    answered = true;
+  } catch {
+    // not built yet: the full program prints it
   }
 }
+if (!answered) await (await import('./program.js')).runProgram(process.argv);
