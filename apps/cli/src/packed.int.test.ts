@@ -36,7 +36,7 @@ describe('packed datasets (ringtrain data pack, --data packed:<dir>), real proce
   it('a corrupt or truncated shard, labels file or index is refused naming the file and the shard', async () => {
     const index = join(pack, 'index.json');
     const shard = join(pack, 'train-00000.bin');
-    const good = { index: readFileSync(index), shard: readFileSync(shard), labels: readFileSync(join(pack, 'test-labels.bin')) };
+    const good = { index: readFileSync(index), shard: readFileSync(shard), labels: readFileSync(join(pack, 'test-labels.bin')), crc: readFileSync(join(pack, 'train-crc.bin')) };
     const expectRefused = async (pattern: RegExp): Promise<void> => {
       const r = await run(['train', '--data', `packed:${pack}`, '--epochs', '1']);
       expect(r.code).toBe(1);
@@ -48,13 +48,17 @@ describe('packed datasets (ringtrain data pack, --data packed:<dir>), real proce
       const flipped = Buffer.from(good.shard);
       flipped[123_456] ^= 0x10;
       writeFileSync(shard, flipped);
-      await expectRefused(/ERR_DATA_FORMAT: .*train-00000\.bin: shard 0 of train does not match its SHA-256 in the index \(a corrupt shard\)/);
+      // Byte 123,456 lies in row 157 (784 bytes a row): found when that row is first read.
+      await expectRefused(/ERR_DATA_FORMAT: .*train-00000\.bin: row 157 of shard 0 \(train sample 157\) does not match its CRC-32 \(a corrupt shard\)/);
       writeFileSync(shard, good.shard);
       const labels = Buffer.from(good.labels);
       labels[4] ^= 0x01;
       writeFileSync(join(pack, 'test-labels.bin'), labels);
-      await expectRefused(/ERR_DATA_FORMAT: .*test-labels\.bin: SHA-256 does not match the index/);
+      await expectRefused(/ERR_DATA_FORMAT: .*test-labels\.bin: SHA-256 does not match the index \(a corrupt labels file\)/);
       writeFileSync(join(pack, 'test-labels.bin'), good.labels);
+      writeFileSync(join(pack, 'train-crc.bin'), good.crc.subarray(0, 100));
+      await expectRefused(/ERR_DATA_TRUNCATED: .*train-crc\.bin: 100 bytes for 8000 row checksums/);
+      writeFileSync(join(pack, 'train-crc.bin'), good.crc);
       writeFileSync(index, good.index.subarray(0, 100));
       await expectRefused(/ERR_DATA_FORMAT: .*index\.json: not a ringtrain pack index/);
       writeFileSync(index, JSON.stringify({ ...JSON.parse(good.index.toString()), features: 785 }));
@@ -63,6 +67,7 @@ describe('packed datasets (ringtrain data pack, --data packed:<dir>), real proce
       writeFileSync(index, good.index);
       writeFileSync(shard, good.shard);
       writeFileSync(join(pack, 'test-labels.bin'), good.labels);
+      writeFileSync(join(pack, 'train-crc.bin'), good.crc);
     }
     const again = await run(['train', '--data', `packed:${pack}`, '--epochs', '1', '--json']);
     expect(again.code, again.stderr).toBe(0);

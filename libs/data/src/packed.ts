@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import { closeSync, existsSync, fstatSync, mkdirSync, openSync, readFileSync, readSync, renameSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
+import { crc32 } from 'node:zlib';
 import { z } from 'zod';
 import type { Dataset, DatasetSplit } from './dataset.js';
 import { DataError } from './errors.js';
@@ -16,7 +17,9 @@ export const PACK_FORMAT = 'ringtrain-pack/1';
 const SHARD_BYTES = 64 << 20;
 
 const shardSchema = z.strictObject({ file: z.string().regex(/^[\w.-]+$/), rows: z.number().int().positive(), bytes: z.number().int().positive(), sha256: z.string().regex(/^[0-9a-f]{64}$/) });
-const splitSchema = z.strictObject({ size: z.number().int().min(0), labels: z.string().regex(/^[\w.-]+$/), labelsSha256: z.string().regex(/^[0-9a-f]{64}$/), shards: z.array(shardSchema) });
+const fileName = z.string().regex(/^[\w.-]+$/);
+const sha = z.string().regex(/^[0-9a-f]{64}$/);
+const splitSchema = z.strictObject({ size: z.number().int().min(0), labels: fileName, labelsSha256: sha, crc: fileName, crcSha256: sha, shards: z.array(shardSchema) });
 const indexSchema = z.strictObject({
   format: z.literal(PACK_FORMAT),
   name: z.string(),
@@ -59,17 +62,21 @@ export function createPack(dir: string, meta: PackMeta, sources: { train: PackSo
   const writeSplit = (src: PackSource, which: 'train' | 'test'): PackIndex['train'] => {
     const shards: PackIndex['train']['shards'] = [];
     const buffer = new Uint8Array(Math.min(rowsPerShard, Math.max(1, src.size)) * rowBytes);
+    const crcs = new Uint32Array(src.size);
     for (let start = 0, s = 0; start < src.size; start += rowsPerShard, s++) {
       const rows = Math.min(rowsPerShard, src.size - start);
       const data = buffer.subarray(0, rows * rowBytes);
       src.fill(start, rows, data);
+      for (let r = 0; r < rows; r++) crcs[start + r] = crc32(data.subarray(r * rowBytes, (r + 1) * rowBytes));
       const file = `${which}-${String(s).padStart(5, '0')}.bin`;
       writeAtomically(join(dir, file), data);
       shards.push({ file, rows, bytes: data.byteLength, sha256: sha256(data) });
     }
     const labels = new Uint8Array(Int32Array.from(src.labels).buffer);
     writeAtomically(join(dir, `${which}-labels.bin`), labels);
-    return { size: src.size, labels: `${which}-labels.bin`, labelsSha256: sha256(labels), shards };
+    const crcBytes = new Uint8Array(crcs.buffer);
+    writeAtomically(join(dir, `${which}-crc.bin`), crcBytes);
+    return { size: src.size, labels: `${which}-labels.bin`, labelsSha256: sha256(labels), crc: `${which}-crc.bin`, crcSha256: sha256(crcBytes), shards };
   };
   const index: PackIndex = {
     format: PACK_FORMAT,
@@ -121,12 +128,16 @@ export function loadPacked(dir: string): DatasetSplit {
   return { train: open('train'), test: open('test') };
 }
 
-/** One split of a pack: shards opened once, rows read where they lie, each shard verified on first use. */
+/**
+ * One split of a pack: shards opened once, rows read where they lie. Each row read is checked
+ * against its CRC-32 (a corrupt row is an error naming the shard and the row); the shards'
+ * SHA-256 in the index are for checking a whole pack, which training never reads whole.
+ */
 class PackedSplit {
   private readonly rowBytes: number;
   private readonly starts: number[] = [];
   private readonly fds: number[] = [];
-  private readonly verified: boolean[];
+  private crcs: Uint32Array = new Uint32Array(0);
   private readonly row: Uint8Array;
   private readonly codeValues: Float32Array | null;
 
@@ -159,22 +170,28 @@ class PackedSplit {
       start += shard.rows;
     }
     if (start !== split.size) throw new DataError('ERR_DATA_FORMAT', `${join(dir, 'index.json')}: the ${which} shards hold ${start} rows, the index says ${split.size}`);
-    this.verified = split.shards.map(() => false);
+  }
+
+  /** A per-split file named by the index, checked against its SHA-256 and size. */
+  private sideFile(name: string, sum: string, bytes: number, what: string): Buffer {
+    const path = join(this.dir, name);
+    let raw: Buffer;
+    try {
+      raw = readFileSync(path);
+    } catch (err) {
+      throw new DataError('ERR_DATA_NOT_FOUND', `${path}: the ${this.which} ${what} cannot be read (${(err as NodeJS.ErrnoException).code})`);
+    }
+    if (raw.length !== bytes) throw new DataError(raw.length < bytes ? 'ERR_DATA_TRUNCATED' : 'ERR_DATA_FORMAT', `${path}: ${raw.length} bytes for ${this.index[this.which].size} ${what}`);
+    if (sha256(raw) !== sum) throw new DataError('ERR_DATA_FORMAT', `${path}: SHA-256 does not match the index (a corrupt ${what} file)`);
+    return raw;
   }
 
   dataset(): Dataset {
     const { index, which } = this;
     const split = index[which];
     const labelsPath = join(this.dir, split.labels);
-    let raw: Buffer;
-    try {
-      raw = readFileSync(labelsPath);
-    } catch (err) {
-      throw new DataError('ERR_DATA_NOT_FOUND', `${labelsPath}: the ${which} labels cannot be read (${(err as NodeJS.ErrnoException).code})`);
-    }
-    if (raw.length !== split.size * 4) throw new DataError(raw.length < split.size * 4 ? 'ERR_DATA_TRUNCATED' : 'ERR_DATA_FORMAT', `${labelsPath}: ${raw.length} bytes for ${split.size} labels`);
-    if (sha256(raw) !== split.labelsSha256) throw new DataError('ERR_DATA_FORMAT', `${labelsPath}: SHA-256 does not match the index (a corrupt labels file)`);
-    const labels = new Int32Array(Uint8Array.from(raw).buffer);
+    const labels = new Int32Array(Uint8Array.from(this.sideFile(split.labels, split.labelsSha256, split.size * 4, 'labels')).buffer);
+    this.crcs = new Uint32Array(Uint8Array.from(this.sideFile(split.crc, split.crcSha256, split.size * 4, 'row checksums')).buffer);
     const bad = labels.findIndex((l) => l < 0 || l >= index.classes);
     if (bad >= 0) throw new DataError('ERR_DATA_FORMAT', `${labelsPath}: label ${labels[bad]} at row ${bad} is outside 0..${index.classes - 1}`);
     const self = this;
@@ -204,10 +221,11 @@ class PackedSplit {
   readRow(i: number, out: Float32Array, at: number): void {
     let s = this.starts.length - 1;
     while (this.starts[s] > i) s--;
-    if (!this.verified[s]) this.verify(s);
     const position = (i - this.starts[s]) * this.rowBytes;
     const got = readSync(this.fds[s], this.row, 0, this.rowBytes, position);
-    if (got !== this.rowBytes) throw new DataError('ERR_DATA_TRUNCATED', `${join(this.dir, this.index[this.which].shards[s].file)}: shard ${s} ended at row ${i} (read ${got} of ${this.rowBytes} bytes)`);
+    const file = join(this.dir, this.index[this.which].shards[s].file);
+    if (got !== this.rowBytes) throw new DataError('ERR_DATA_TRUNCATED', `${file}: shard ${s} ended at row ${i} (read ${got} of ${this.rowBytes} bytes)`);
+    if (crc32(this.row) !== this.crcs[i]) throw new DataError('ERR_DATA_FORMAT', `${file}: row ${i - this.starts[s]} of shard ${s} (${this.which} sample ${i}) does not match its CRC-32 (a corrupt shard)`);
     const f = this.index.features;
     if (this.codeValues) {
       const table = this.codeValues;
@@ -218,20 +236,6 @@ class PackedSplit {
     }
   }
 
-  /** SHA-256 of a whole shard, streamed 1 MiB at a time: once, before its first row is used. */
-  private verify(s: number): void {
-    const shard = this.index[this.which].shards[s];
-    const hash = createHash('sha256');
-    const chunk = Buffer.allocUnsafe(1 << 20);
-    for (let done = 0; done < shard.bytes; ) {
-      const n = readSync(this.fds[s], chunk, 0, Math.min(chunk.length, shard.bytes - done), done);
-      if (n <= 0) throw new DataError('ERR_DATA_TRUNCATED', `${join(this.dir, shard.file)}: shard ${s} ended after ${done} of ${shard.bytes} bytes`);
-      hash.update(chunk.subarray(0, n));
-      done += n;
-    }
-    if (hash.digest('hex') !== shard.sha256) throw new DataError('ERR_DATA_FORMAT', `${join(this.dir, shard.file)}: shard ${s} of ${this.which} does not match its SHA-256 in the index (a corrupt shard)`);
-    this.verified[s] = true;
-  }
 }
 
 function sha256(data: Uint8Array): string {

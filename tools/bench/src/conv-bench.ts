@@ -30,9 +30,9 @@ function ours(n: number, dir: string, epochs: number): Summary | undefined {
   const s = JSON.parse(r.stdout.trim().split('\n').at(-1)!);
   if (n > 1) return s;
   // `train --json` reports each epoch's training time and rate: over all epochs, as the peer does.
-  const epochsRun = s.epochs as { seconds: number; samplesPerSecond: number; testAccuracy: number }[];
+  const epochsRun = s.epochs as { seconds: number; samplesPerSecond: number; test: { accuracy: number } }[];
   const seconds = epochsRun.reduce((t, e) => t + e.seconds, 0);
-  return { samplesPerSecond: epochsRun.reduce((t, e) => t + e.samplesPerSecond * e.seconds, 0) / seconds, epochs: epochsRun };
+  return { samplesPerSecond: epochsRun.reduce((t, e) => t + e.samplesPerSecond * e.seconds, 0) / seconds, epochs: epochsRun.map((e) => ({ testAccuracy: e.test.accuracy })) };
 }
 
 /** Per-layer forward and backward milliseconds of one process's steps (batch 64), and the conv layers' GFLOP/s. */

@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -49,6 +49,7 @@ export async function dataBench(gigabytes: number): Promise<string> {
   try {
     // 60,000 IDX images.
     const idx = join(dir, 'idx');
+    mkdirSync(idx);
     const images = new Uint8Array(60_000 * 784);
     fillRows(0, 60_000, images, (i) => i % 10);
     writeIdxUbyte(join(idx, 'train-images-idx3-ubyte'), [60_000, 28, 28], images);
