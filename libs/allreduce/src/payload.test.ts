@@ -91,22 +91,26 @@ describe('reduce kernel', () => {
   });
 });
 
+/** src cut at the given sizes (0-byte pieces too), the rest in one last piece; each misaligned. */
+function cutInto(src: Uint8Array, cuts: number[]): Uint8Array[] {
+  const pieces: Uint8Array[] = [];
+  let from = 0;
+  for (const c of cuts) {
+    const to = Math.min(src.length, from + c);
+    pieces.push(at(src.subarray(from, to), (from + c) % 8));
+    from = to;
+  }
+  pieces.push(at(src.subarray(from), 3));
+  return pieces;
+}
+
 describe('payload in pieces', () => {
   it('adds and copies the same bits as one gathered buffer, wherever the pieces are cut', () => {
     fc.assert(
       fc.property(fc.array(fc.tuple(awkward, awkward), { minLength: 1, maxLength: 200 }), fc.array(fc.integer({ min: 0, max: 40 }), { maxLength: 30 }), (pairs, cuts) => {
         const dst = Float32Array.from(pairs, (p) => p[0]);
         const src = new Uint8Array(Float32Array.from(pairs, (p) => p[1]).buffer);
-        // Cut src at the given sizes (0-byte pieces too), the rest in one last piece; each misaligned.
-        const pieces: Uint8Array[] = [];
-        let from = 0;
-        for (const c of cuts) {
-          const to = Math.min(src.length, from + c);
-          pieces.push(at(src.subarray(from, to), (from + c) % 8));
-          from = to;
-        }
-        pieces.push(at(src.subarray(from), 3));
-        const payload = new Payload(pieces);
+        const payload = new Payload(cutInto(src, cuts));
         expect(payload.byteLength).toBe(src.length);
         expect(Buffer.from(payload.bytes()).equals(Buffer.from(src))).toBe(true);
 
@@ -127,15 +131,7 @@ describe('payload in pieces', () => {
     fc.assert(
       fc.property(fc.array(fc.tuple(awkward, awkward), { minLength: 1, maxLength: 60 }), fc.array(fc.integer({ min: 0, max: 13 }), { maxLength: 12 }), fc.nat(), (pairs, cuts, shorten) => {
         const src = new Uint8Array(Float32Array.from(pairs, (p) => p[1]).buffer);
-        const pieces: Uint8Array[] = [];
-        let from = 0;
-        for (const c of cuts) {
-          const to = Math.min(src.length, from + c);
-          pieces.push(at(src.subarray(from, to), (from + c) % 8));
-          from = to;
-        }
-        pieces.push(at(src.subarray(from), 3));
-        const payload = new Payload(pieces);
+        const payload = new Payload(cutInto(src, cuts));
         const n = shorten % (pairs.length + 1);
         const copied = new Uint8Array(n * 4 + (shorten % 4)).fill(0xee);
         const bytes = Math.min(copied.length, src.length);

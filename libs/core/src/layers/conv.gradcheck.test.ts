@@ -14,26 +14,9 @@ import { Conv2d } from './conv2d.js';
 import { GroupNorm } from './groupnorm.js';
 import type { Layer } from './layer.js';
 import { Flatten, GlobalAvgPool, Pool2d } from './pooling.js';
+import { linearProbe, numericGrad, random } from '../testing/finite-differences.js';
 
 const be = new ReferenceBackend();
-const H = 1e-6;
-
-const random = (n: number, rng: Rng, scale = 1): Float32Array => Float32Array.from({ length: n }, () => (rng.uniform() * 2 - 1) * scale);
-
-function numericGrad(theta: Float64Array, f: (t: Float64Array) => number): Float64Array {
-  const g = new Float64Array(theta.length);
-  for (let i = 0; i < theta.length; i++) {
-    const keep = theta[i];
-    theta[i] = keep + H;
-    const up = f(theta);
-    theta[i] = keep - H;
-    const down = f(theta);
-    theta[i] = keep;
-    g[i] = (up - down) / (2 * H);
-  }
-  return g;
-}
-
 function expectClose(got: ArrayLike<number>, want: ArrayLike<number>, what: string, tol = 2e-4): void {
   expect(got.length, `${what} length`).toBe(want.length);
   for (let i = 0; i < want.length; i++) {
@@ -41,11 +24,7 @@ function expectClose(got: ArrayLike<number>, want: ArrayLike<number>, what: stri
   }
 }
 
-const probe = (r: ArrayLike<number>) => (y: ArrayLike<number>): number => {
-  let s = 0;
-  for (let i = 0; i < r.length; i++) s += r[i] * y[i];
-  return s;
-};
+const probe = linearProbe;
 
 /** Output size and leading padding, written out here apart from the layer's own geometry. */
 function geometry(size: number, k: number, stride: number, padding: 'same' | 'valid' | number): { out: number; pad: number } {

@@ -9,9 +9,9 @@ import { Rng } from '../rng.js';
 import { Gelu, LeakyRelu, Relu, Sigmoid, Tanh } from './activations.js';
 import { Dense } from './dense.js';
 import type { Layer } from './layer.js';
+import { linearProbe, numericGrad, random } from '../testing/finite-differences.js';
 
 const be = new ReferenceBackend();
-const H = 1e-6;
 
 type F64Map = (x: number) => number;
 const C = Math.sqrt(2 / Math.PI);
@@ -23,25 +23,6 @@ const f64Activations: Record<string, [(name: string, n: number) => Layer, F64Map
   gelu: [(name, n) => new Gelu(name, n, be), (x) => 0.5 * x * (1 + Math.tanh(C * (x + 0.044715 * x ** 3)))],
 };
 
-function random(n: number, rng: Rng, scale = 1): Float32Array {
-  return Float32Array.from({ length: n }, () => (rng.uniform() * 2 - 1) * scale);
-}
-
-/** d/dθ of f at θ by central differences, in float64. */
-function numericGrad(theta: Float64Array, f: (t: Float64Array) => number): Float64Array {
-  const g = new Float64Array(theta.length);
-  for (let i = 0; i < theta.length; i++) {
-    const keep = theta[i];
-    theta[i] = keep + H;
-    const up = f(theta);
-    theta[i] = keep - H;
-    const down = f(theta);
-    theta[i] = keep;
-    g[i] = (up - down) / (2 * H);
-  }
-  return g;
-}
-
 function expectGradClose(analytic: ArrayLike<number>, numeric: Float64Array, what: string): void {
   for (let i = 0; i < numeric.length; i++) {
     const err = Math.abs(analytic[i] - numeric[i]);
@@ -49,15 +30,6 @@ function expectGradClose(analytic: ArrayLike<number>, numeric: Float64Array, wha
       throw new Error(`${what}[${i}]: analytic ${analytic[i]}, numeric ${numeric[i]}`);
     }
   }
-}
-
-/** The loss used for layer checks: L = Σ r_i·y_i for a fixed random r, so dL/dy = r. */
-function linearProbe(r: Float32Array): (y: ArrayLike<number>) => number {
-  return (y) => {
-    let s = 0;
-    for (let i = 0; i < r.length; i++) s += r[i] * y[i];
-    return s;
-  };
 }
 
 describe('activation layers backward vs finite differences', () => {
