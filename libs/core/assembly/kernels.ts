@@ -366,3 +366,41 @@ export function col2im(col: usize, batch: i32, c: i32, h: i32, w: i32, kh: i32, 
     }
   }
 }
+
+// ---- Max pooling (no padding); argmax holds, per output, the index in x of its maximum. ----
+
+export function maxPool(x: usize, planes: i32, h: i32, w: i32, kh: i32, kw: i32, stride: i32, outH: i32, outW: i32, y: usize, argmax: usize): void {
+  let o: usize = 0;
+  for (let plane = 0; plane < planes; plane++) {
+    const base = plane * h * w;
+    for (let oy = 0; oy < outH; oy++) {
+      for (let ox = 0; ox < outW; ox++, o++) {
+        const top = base + oy * stride * w + ox * stride;
+        let best = top;
+        let v = load<f32>(x + <usize>top * 4);
+        for (let i = 0; i < kh; i++) {
+          for (let j = 0; j < kw; j++) {
+            const at = top + i * w + j;
+            const xv = load<f32>(x + <usize>at * 4);
+            // Strictly greater: the first maximum wins a tie, as in the reference loop.
+            if (xv > v) {
+              v = xv;
+              best = at;
+            }
+          }
+        }
+        store<f32>(y + o * 4, v);
+        store<i32>(argmax + o * 4, best);
+      }
+    }
+  }
+}
+
+// dx = 0, then each output's gradient goes to where its maximum was.
+export function maxPoolBackward(dy: usize, argmax: usize, n: i32, dx: usize, inputs: i32): void {
+  for (let i = 0; i < inputs; i++) store<f32>(dx + <usize>i * 4, 0);
+  for (let o = 0; o < n; o++) {
+    const at = dx + <usize>load<i32>(argmax + <usize>o * 4) * 4;
+    store<f32>(at, load<f32>(at) + load<f32>(dy + <usize>o * 4));
+  }
+}

@@ -42,6 +42,13 @@ export interface Backend {
   im2col(x: Float32Array, batch: number, c: number, h: number, w: number, g: Window, col: Float32Array): void;
   /** The adjoint of im2col: dx (zeroed first) collects every entry of col. */
   col2im(col: Float32Array, batch: number, c: number, h: number, w: number, g: Window, dx: Float32Array): void;
+  /**
+   * Max pooling over `planes` H×W planes (no padding): y, and per output the index in x of its
+   * maximum (the first on a tie). `argmax` is a backend buffer read as int32.
+   */
+  maxPool(x: Float32Array, planes: number, h: number, w: number, g: Window, y: Float32Array, argmax: Float32Array): void;
+  /** dx (`inputs` values, zeroed first) gets each of the n outputs' gradients where its maximum was. */
+  maxPoolBackward(dy: Float32Array, argmax: Float32Array, n: number, dx: Float32Array, inputs: number): void;
   /** One SGD step over flat buffers, in place (`velocity` null without momentum). */
   sgdUpdate(params: Float32Array, grads: Float32Array, velocity: Float32Array | null, h: SgdHyper): void;
   /** One Adam/AdamW step over flat buffers, in place. */
@@ -83,6 +90,18 @@ export function checkUnfold(what: string, images: Float32Array, col: Float32Arra
   const need = batch * c * h * w;
   const unfolded = batch * c * g.kh * g.kw * g.outH * g.outW;
   if (images.length < need || col.length < unfolded) throw new CoreError('ERR_SHAPE', `${what}: buffers of ${images.length} and ${col.length} floats, a batch of ${batch}×${c}×${h}×${w} needs ${need} and ${unfolded}`);
+}
+
+/** Max pooling's buffers must hold what the geometry says (every argmax then points inside x). */
+export function checkPool(x: Float32Array, planes: number, h: number, w: number, g: Window, y: Float32Array, argmax: Float32Array): void {
+  const outputs = planes * g.outH * g.outW;
+  if (x.length < planes * h * w || y.length < outputs || argmax.length < outputs || (g.outH - 1) * g.stride + g.kh > h || (g.outW - 1) * g.stride + g.kw > w) {
+    throw new CoreError('ERR_SHAPE', `maxPool: buffers of ${x.length}, ${y.length} and ${argmax.length} for ${planes} planes of ${h}×${w} into ${g.outH}×${g.outW}`);
+  }
+}
+
+export function checkPoolBackward(dy: Float32Array, argmax: Float32Array, n: number, dx: Float32Array, inputs: number): void {
+  if (dy.length < n || argmax.length < n || dx.length < inputs) throw new CoreError('ERR_SHAPE', `maxPoolBackward: buffers of ${dy.length}, ${argmax.length} and ${dx.length} for ${n} outputs and ${inputs} inputs`);
 }
 
 /** Shape checks every backend runs before it touches memory. */

@@ -1,5 +1,5 @@
-import { type AdamHyper, type Backend, checkGemm, checkSameLength, checkUnfold, type SgdHyper } from '../backend.js';
-import { col2im, im2col, type Window } from '../layers/conv-geometry.js';
+import { type AdamHyper, type Backend, checkGemm, checkPool, checkPoolBackward, checkSameLength, checkUnfold, type SgdHyper } from '../backend.js';
+import { col2im, im2col, maxPool, maxPoolBackward, type Window } from '../layers/conv-geometry.js';
 import { addBiasRows, leakyRelu, leakyReluBackward, sumRows } from '../ops.js';
 
 /** Plain loops with float64 accumulation: slow, obviously right, the yardstick for the others. */
@@ -42,6 +42,16 @@ export class ReferenceBackend implements Backend {
   col2im(col: Float32Array, batch: number, c: number, h: number, w: number, g: Window, dx: Float32Array): void {
     checkUnfold('col2im', dx, col, batch, c, h, w, g);
     col2im(col, batch, c, h, w, g, dx);
+  }
+
+  maxPool(x: Float32Array, planes: number, h: number, w: number, g: Window, y: Float32Array, argmax: Float32Array): void {
+    checkPool(x, planes, h, w, g, y, argmax);
+    maxPool(x, planes, h, w, g, y, argmax);
+  }
+
+  maxPoolBackward(dy: Float32Array, argmax: Float32Array, n: number, dx: Float32Array, inputs: number): void {
+    checkPoolBackward(dy, argmax, n, dx, inputs);
+    maxPoolBackward(dy, argmax, n, dx, inputs);
   }
 
   leakyRelu(x: Float32Array, y: Float32Array, n: number, alpha: number): void {

@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import v8 from 'node:v8';
-import { type AdamHyper, type Backend, checkGemm, checkSameLength, checkUnfold, type SgdHyper } from '../backend.js';
+import { type AdamHyper, type Backend, checkGemm, checkPool, checkPoolBackward, checkSameLength, checkUnfold, type SgdHyper } from '../backend.js';
 import type { Window } from '../layers/conv-geometry.js';
 import { CoreError } from '../errors.js';
 
@@ -15,6 +15,8 @@ interface Kernels {
   addBiasRows(y: number, b: number, rows: number, cols: number): void;
   sumRows(x: number, rows: number, cols: number, out: number): void;
   leakyRelu(x: number, y: number, n: number, alpha: number): void;
+  maxPool(x: number, planes: number, h: number, w: number, kh: number, kw: number, stride: number, outH: number, outW: number, y: number, argmax: number): void;
+  maxPoolBackward(dy: number, argmax: number, n: number, dx: number, inputs: number): void;
   im2col(x: number, batch: number, c: number, h: number, w: number, kh: number, kw: number, stride: number, padTop: number, padLeft: number, outH: number, outW: number, col: number): void;
   col2im(col: number, batch: number, c: number, h: number, w: number, kh: number, kw: number, stride: number, padTop: number, padLeft: number, outH: number, outW: number, dx: number): void;
   leakyReluBackward(x: number, dy: number, dx: number, n: number, alpha: number): void;
@@ -125,6 +127,16 @@ export class WasmBackend implements Backend {
   col2im(col: Float32Array, batch: number, c: number, h: number, w: number, g: Window, dx: Float32Array): void {
     checkUnfold('col2im', dx, col, batch, c, h, w, g);
     this.kernels.col2im(this.offset(col, 'col'), batch, c, h, w, g.kh, g.kw, g.stride, g.padTop, g.padLeft, g.outH, g.outW, this.offset(dx, 'dx'));
+  }
+
+  maxPool(x: Float32Array, planes: number, h: number, w: number, g: Window, y: Float32Array, argmax: Float32Array): void {
+    checkPool(x, planes, h, w, g, y, argmax);
+    this.kernels.maxPool(this.offset(x, 'x'), planes, h, w, g.kh, g.kw, g.stride, g.outH, g.outW, this.offset(y, 'y'), this.offset(argmax, 'argmax'));
+  }
+
+  maxPoolBackward(dy: Float32Array, argmax: Float32Array, n: number, dx: Float32Array, inputs: number): void {
+    checkPoolBackward(dy, argmax, n, dx, inputs);
+    this.kernels.maxPoolBackward(this.offset(dy, 'dy'), this.offset(argmax, 'argmax'), n, this.offset(dx, 'dx'), inputs);
   }
 
   leakyRelu(x: Float32Array, y: Float32Array, n: number, alpha: number): void {

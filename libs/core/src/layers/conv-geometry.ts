@@ -107,3 +107,29 @@ export function col2im(col: Float32Array, batch: number, c: number, h: number, w
     }
   }
 }
+
+/** Max pooling over NCHW planes (the reference of the backends' kernel): y, and each maximum's index in x (first on a tie). */
+export function maxPool(x: Float32Array, planes: number, h: number, w: number, g: Window, y: Float32Array, argmax: Float32Array): void {
+  const { kh, kw, stride, outH, outW } = g;
+  const index = new Int32Array(argmax.buffer, argmax.byteOffset, argmax.length);
+  let o = 0;
+  for (let plane = 0; plane < planes; plane++) {
+    const base = plane * h * w;
+    for (let oy = 0; oy < outH; oy++) {
+      for (let ox = 0; ox < outW; ox++, o++) {
+        const top = base + oy * stride * w + ox * stride;
+        let best = top;
+        for (let i = 0; i < kh; i++) for (let j = 0; j < kw; j++) if (x[top + i * w + j] > x[best]) best = top + i * w + j;
+        y[o] = x[best];
+        index[o] = best;
+      }
+    }
+  }
+}
+
+/** dx (zeroed first) gets each output's gradient where its maximum was. */
+export function maxPoolBackward(dy: Float32Array, argmax: Float32Array, n: number, dx: Float32Array, inputs: number): void {
+  const index = new Int32Array(argmax.buffer, argmax.byteOffset, argmax.length);
+  dx.fill(0, 0, inputs);
+  for (let o = 0; o < n; o++) dx[index[o]] += dy[o];
+}

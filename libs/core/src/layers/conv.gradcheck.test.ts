@@ -239,5 +239,24 @@ describe('conv2d on every backend against the reference backend', () => {
         for (const key of ['y', 'dx', 'dW', 'db'] as const) expectClose(b[key], a[key], `${backend.name} ${key} of ${[n, c, h, w, f, k, stride, pad]}`, 1e-4);
       }
     });
+
+    it(`${backend.name}: max pooling gives the reference's outputs and gradients bit for bit, ties included`, () => {
+      for (const [n, c, h, w, size, stride] of [[3, 4, 28, 28, 2, 2], [2, 3, 7, 9, 3, 2], [2, 2, 5, 5, 2, 1]] as const) {
+        const run = (be2: Backend) => {
+          const rng = new Rng(5);
+          const layer = new Pool2d('layers.2', 'maxpool2d', [c, h, w], size, stride, be2);
+          const x = be2.alloc(n * c * h * w);
+          // Rounded values, so that windows hold ties and the first maximum must win on both.
+          x.set(Array.from({ length: x.length }, () => Math.round(rng.normal() * 2) / 2));
+          const dy = be2.alloc(n * layer.outputSize);
+          dy.set(random(dy.length, rng));
+          return { y: Float32Array.from(layer.forward(x, n)), dx: Float32Array.from(layer.backward(dy, n, true)!) };
+        };
+        const a = run(be);
+        const b = run(backend);
+        expect(Buffer.from(b.y.buffer).equals(Buffer.from(a.y.buffer))).toBe(true);
+        expect(Buffer.from(b.dx.buffer).equals(Buffer.from(a.dx.buffer))).toBe(true);
+      }
+    });
   }
 });

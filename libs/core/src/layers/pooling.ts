@@ -33,7 +33,8 @@ export class Pool2d extends Reshaping {
   readonly window: Window;
   private readonly out: BatchBuffer;
   private readonly dx: BatchBuffer;
-  private argmax: Int32Array = new Int32Array(0);
+  /** Per output, where its maximum was (int32 in a backend buffer). */
+  private readonly argmax: BatchBuffer;
   private batch = 0;
 
   constructor(
@@ -42,7 +43,7 @@ export class Pool2d extends Reshaping {
     readonly inputShape: readonly [number, number, number],
     size: number,
     stride: number,
-    backend: Backend,
+    private readonly backend: Backend,
   ) {
     super();
     const [c, h, w] = inputShape;
@@ -51,6 +52,7 @@ export class Pool2d extends Reshaping {
     this.outputSize = c * this.window.outH * this.window.outW;
     this.out = new BatchBuffer(backend, this.outputSize);
     this.dx = new BatchBuffer(backend, this.inputSize);
+    this.argmax = new BatchBuffer(backend, this.outputSize);
   }
 
   get outputShape(): [number, number, number] {
@@ -62,68 +64,36 @@ export class Pool2d extends Reshaping {
     const [c, h, w] = this.inputShape;
     const { kh, kw, stride, outH, outW } = this.window;
     const y = this.out.get(batch);
-    const max = this.type === 'maxpool2d';
-    if (max && this.argmax.length < batch * this.outputSize) this.argmax = new Int32Array(batch * this.outputSize);
-    const area = kh * kw;
-    if (max && kh === 2 && kw === 2 && stride === 2) {
-      this.maxPool2x2(x, y, batch * c, h, w, outH, outW);
-      this.batch = batch;
+    this.batch = batch;
+    if (this.type === 'maxpool2d') {
+      this.backend.maxPool(x, batch * c, h, w, this.window, y, this.argmax.get(batch));
       return y;
     }
+    const area = kh * kw;
     let o = 0;
     for (let plane = 0; plane < batch * c; plane++) {
       const base = plane * h * w;
       for (let oy = 0; oy < outH; oy++) {
         for (let ox = 0; ox < outW; ox++, o++) {
           const top = base + oy * stride * w + ox * stride;
-          if (max) {
-            let best = top;
-            for (let i = 0; i < kh; i++) for (let j = 0; j < kw; j++) if (x[top + i * w + j] > x[best]) best = top + i * w + j;
-            y[o] = x[best];
-            this.argmax[o] = best;
-          } else {
-            let sum = 0;
-            for (let i = 0; i < kh; i++) for (let j = 0; j < kw; j++) sum += x[top + i * w + j];
-            y[o] = sum / area;
-          }
+          let sum = 0;
+          for (let i = 0; i < kh; i++) for (let j = 0; j < kw; j++) sum += x[top + i * w + j];
+          y[o] = sum / area;
         }
       }
     }
-    this.batch = batch;
     return y;
-  }
-
-  /** The common 2×2 window with stride 2, unrolled (the same choice as the general loop: the first maximum). */
-  private maxPool2x2(x: Float32Array, y: Float32Array, planes: number, h: number, w: number, outH: number, outW: number): void {
-    const argmax = this.argmax;
-    let o = 0;
-    for (let plane = 0; plane < planes; plane++) {
-      const base = plane * h * w;
-      for (let oy = 0; oy < outH; oy++) {
-        let top = base + 2 * oy * w;
-        for (let ox = 0; ox < outW; ox++, o++, top += 2) {
-          let best = top;
-          let v = x[top];
-          if (x[top + 1] > v) (best = top + 1), (v = x[best]);
-          if (x[top + w] > v) (best = top + w), (v = x[best]);
-          if (x[top + w + 1] > v) (best = top + w + 1), (v = x[best]);
-          y[o] = v;
-          argmax[o] = best;
-        }
-      }
-    }
   }
 
   backward(dy: Float32Array, batch: number, needInputGrad: boolean): Float32Array | null {
     if (!needInputGrad) return null;
     if (this.batch !== batch) throw new CoreError('ERR_STATE', `${this.name}: backward of a batch of ${batch} after a forward of ${this.batch}`);
     const dx = this.dx.get(batch);
-    dx.fill(0);
-    const n = batch * this.outputSize;
     if (this.type === 'maxpool2d') {
-      for (let o = 0; o < n; o++) dx[this.argmax[o]] += dy[o];
+      this.backend.maxPoolBackward(dy, this.argmax.get(batch), batch * this.outputSize, dx, batch * this.inputSize);
       return dx;
     }
+    dx.fill(0);
     const [c, h, w] = this.inputShape;
     const { kh, kw, stride, outH, outW } = this.window;
     const area = kh * kw;
