@@ -210,7 +210,7 @@ function workerRange(value: string): { min: number; max: number } {
 
 async function coordinate(flags: RunFlags, secrets: Secrets, log: Logger, startWorkers?: (address: string) => LocalWorkers, tokenGenerated = false): Promise<void> {
   const { job, resume, lineage } = resolveRun(flags, log);
-  log.info({ model: describeModel(job.model), dataset: job.dataset }, `job: ${describeModel(job.model)}, ${job.epochs} epochs, batch ${job.batchSize} per worker`);
+  log.info({ model: describeModel(job.model), dataset: job.dataset }, `job: ${describeModel(job.model)}, ${job.epochs} epochs, batch ${job.batchSize} per worker, ${job.optimizer.type} lr ${job.optimizer.lr}${job.schedule.type === 'constant' ? '' : ` (${job.schedule.type})`}`);
   const tls = readTls(flags);
   let children: LocalWorkers | null = null;
   const coordinator = new Coordinator({

@@ -36,6 +36,14 @@ describe.skipIf(!available('TABLES', existsSync(tables), `scikit-learn's tables 
     expect(r.code, r.stderr).toBe(0);
     expect(r.stderr).toMatch(/job: MLP 30-128-2 \(relu\)/);
     expect(r.summary.epochs.at(-1).testAccuracy).toBeGreaterThanOrEqual(0.95);
+    // iris from flags alone: its first row (string label) is data, not a header; all 150 rows are
+    // read (120 train in steps of 2 × 4), and the small table's rate decays over the run.
+    const iris = ringtrain('launch', '--workers', '2', '--data', `csv:${table('iris.csv', true)}`, '--label', 'last', '--json');
+    expect(iris.code, iris.stderr).toBe(0);
+    expect(iris.stderr).toMatch(/job: MLP 4-128-3 \(relu\), 15 epochs, batch 4 per worker, sgd lr 0.1 \(cosine\)/);
+    expect(iris.summary.steps).toBe(15 * 15);
+    expect(iris.summary.epochs.at(-1).testSamples).toBe(30);
+    expect(iris.summary.epochs.at(-1).testAccuracy).toBeGreaterThanOrEqual(0.95);
   }, 120_000);
 
   it('string labels become classes; the checkpoint keeps their names and predict prints them', () => {

