@@ -95,6 +95,84 @@ describe('ring all-reduce (in-memory transport)', () => {
   });
 });
 
+describe('compressed all-reduce (fp16, bf16, int8)', () => {
+  // Relative precision of one encoding: half a unit in the last place, or half an int8 step of the max.
+  const precision = { fp16: 2 ** -11, bf16: 2 ** -8, int8: 1 / 254 } as const;
+
+  it('bit-identical on every rank, and within the encodings’ error of the float64 mean, for any world, length, segments and cut', async () => {
+    await fc.assert(
+      fc.asyncProperty(
+        fc.constantFrom('fp16', 'bf16', 'int8'),
+        fc.integer({ min: 2, max: 9 }),
+        fc.integer({ min: 0, max: 400 }),
+        fc.constantFrom(4, 12, 64, 1024),
+        fc.integer(),
+        fc.constantFrom(0, 1, 3, 61),
+        fc.boolean(),
+        async (wire, world, length, segmentBytes, seed, pieceBytes, feedback) => {
+          const { comms } = ring(world, segmentBytes, 5000, pieceBytes);
+          const data = randomData(world, length, seed);
+          const expected = Float64Array.from({ length }, (_, i) => data.reduce((s, d) => s + d[i], 0) / world);
+          const residuals = data.map((d) => (feedback ? new Float32Array(d.length) : undefined));
+          await Promise.all(comms.map((c, r) => c.allreduce(data[r], { wire, residual: residuals[r] })));
+          for (const d of data) expect(sameBits(d, data[0])).toBe(true);
+          // Each partial sum is encoded once per hop (world − 1 of them) and the mean once more;
+          // values are within ±100, so partial sums within ±100·world.
+          const tol = 100 * world * precision[wire] * (world + 1);
+          for (let i = 0; i < length; i++) if (Math.abs(data[0][i] - expected[i]) > tol) throw new Error(`${wire} element ${i}: ${data[0][i]} vs ${expected[i]} (tolerance ${tol})`);
+        },
+      ),
+      { numRuns: 150 },
+    );
+  });
+
+  it('error feedback: repeated int8 all-reduces of the same gradients average to the exact mean; without it the rounding bias stays', async () => {
+    const world = 3;
+    const length = 200;
+    const steps = 64;
+    const grads = randomData(world, length, 7).map((g, r) => g.map((v, i) => (i === 0 ? 100 : v * 0.01 * (r + 1)))); // one large value sets a coarse scale
+    const exact = Float64Array.from({ length }, (_, i) => grads.reduce((s, g) => s + g[i], 0) / world);
+    const meanError = async (feedback: boolean): Promise<number> => {
+      const { comms } = ring(world, 4096);
+      const residuals = grads.map(() => new Float32Array(length));
+      const sum = new Float64Array(length);
+      for (let t = 0; t < steps; t++) {
+        const data = grads.map((g) => Float32Array.from(g));
+        await Promise.all(comms.map((c, r) => c.allreduce(data[r], { wire: 'int8', residual: feedback ? residuals[r] : undefined, step: t })));
+        data[0].forEach((v, i) => (sum[i] += v));
+      }
+      let worst = 0;
+      for (let i = 1; i < length; i++) worst = Math.max(worst, Math.abs(sum[i] / steps - exact[i]));
+      return worst;
+    };
+    const [without, withFeedback] = [await meanError(false), await meanError(true)];
+    const step = (100 * world) / 127; // the coarsest scale on the wire (a partial sum of the large value)
+    expect(without).toBeGreaterThan(step / 10); // small values rounded the same way every time
+    expect(withFeedback).toBeLessThan(without / 8);
+    expect(withFeedback).toBeLessThan((2 * step) / steps + 1e-3);
+  });
+
+  it('a NaN or an overflow reaches every rank alike through every wire format; ranks that disagree on the format fail', async () => {
+    for (const wire of ['fp16', 'bf16', 'int8'] as const) {
+      for (const [what, poison, finite] of [
+        ['finite', () => {}, true],
+        ['a NaN', (r: number, d: Float32Array) => r === 1 && (d[3] = Number.NaN), false],
+        ['past the format', (_: number, d: Float32Array) => (d[5] = wire === 'fp16' ? 40_000 : 3e38), false],
+      ] as const) {
+        const { comms } = ring(3, 16);
+        const data = randomData(3, 50, 11);
+        data.forEach((d, r) => poison(r, d));
+        const results = await Promise.all(comms.map((c, r) => c.allreduce(data[r], { wire })));
+        expect(results.map((x) => x.finite), `${wire}: ${what}`).toEqual([finite, finite, finite]);
+      }
+    }
+    const { comms } = ring(2, 16);
+    const data = randomData(2, 50, 3);
+    const results = await Promise.allSettled([comms[0].allreduce(data[0], { wire: 'fp16' }), comms[1].allreduce(data[1], { wire: 'bf16' })]);
+    for (const r of results) expect(r.status === 'rejected' && String(r.reason.message)).toMatch(/dtype/);
+  });
+});
+
 describe('broadcast, all-gather, barrier', () => {
   it("broadcast copies the root's buffer to every rank", async () => {
     await fc.assert(

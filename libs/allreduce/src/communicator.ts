@@ -16,6 +16,7 @@ import {
   type OperationHost,
 } from './operations.js';
 import { nextRank, prevRank, type Transport } from './transport.js';
+import { type WireFormat, wireCodec } from './wire-codec.js';
 
 export interface CommunicatorOptions {
   logger?: Logger;
@@ -38,6 +39,21 @@ export interface CollectiveOptions {
   layoutHash?: string;
   /** Overrides the communicator's deadline for this call. */
   timeoutMs?: number;
+}
+
+export interface AllReduceOptions {
+  /** Average (the default) or sum. */
+  average?: boolean;
+  /**
+   * How the floats travel: float32 (exact), or compressed as fp16, bf16 or int8 (a scale per
+   * segment). Every rank must pass the same; the result is bit-identical on every rank either way.
+   */
+  wire?: WireFormat;
+  /**
+   * Error feedback for a compressed wire: this rank's residual, one float per element, zeros at
+   * first. What each encoding loses is added back into this rank's next encoding of that range.
+   */
+  residual?: Float32Array;
 }
 
 export interface AllReduceResult {
@@ -117,9 +133,10 @@ export class Communicator {
    * Sums `data` over all ranks in place (or averages, by default), bit-identical on every rank.
    * Tells whether every element of the result is finite; every rank gets the same answer.
    */
-  async allreduce(data: Float32Array, options: CollectiveOptions & { average?: boolean } = {}): Promise<AllReduceResult> {
+  async allreduce(data: Float32Array, options: CollectiveOptions & AllReduceOptions = {}): Promise<AllReduceResult> {
     let op: AllReduceOp | null = null;
-    await this.run('allreduce', data.length, options, (fp) => (op = new AllReduceOp(this.host, fp, data, options.average ?? true, this.segmentElems)));
+    const codec = wireCodec(options.wire ?? 'float32');
+    await this.run('allreduce', data.length, options, (fp) => (op = new AllReduceOp(this.host, fp, data, options.average ?? true, this.segmentElems, codec, options.residual ?? null)));
     return { finite: op ? (op as AllReduceOp).finite : allFiniteFloat32(data) };
   }
 

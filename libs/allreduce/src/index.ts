@@ -1,4 +1,4 @@
-export { type AllReduceResult, type CollectiveOptions, Communicator, type CommunicatorOptions } from './communicator.js';
+export { type AllReduceOptions, type AllReduceResult, type CollectiveOptions, Communicator, type CommunicatorOptions } from './communicator.js';
 export { closeWebSocket, type DialResult, dialUntil } from './dial.js';
 export { guardedServer, type ListenerOptions, refuseUpgrade } from './listener.js';
 export { CollectiveError, type CollectiveErrorCode, type CollectiveErrorContext } from './errors.js';
@@ -8,3 +8,4 @@ export { type CollectiveKind, describeFingerprint, type Fingerprint } from './op
 export { RingLayout } from './ring-layout.js';
 export { nextRank, prevRank, type Transport, type TransportHandler } from './transport.js';
 export { hasRingNodeFlags, hasRingProcessEnv, RING_NODE_FLAGS, ringProcessEnv } from './process-env.js';
+export { bfloatBits, halfBits, type WireCodec, wireCodec, type WireFormat } from './wire-codec.js';

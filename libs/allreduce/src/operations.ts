@@ -1,7 +1,8 @@
 import { Dtype, type FrameHeader, FrameOp, opName } from '@ringtrain/protocol';
 import type { Payload } from './payload.js';
-import { allFiniteFloat32 } from './reduce-kernel.js';
+import { addFloat32Js, allFiniteFloat32, allFiniteJs } from './reduce-kernel.js';
 import { RingLayout } from './ring-layout.js';
+import { type WireCodec, wireCodec } from './wire-codec.js';
 
 export type CollectiveKind = 'allreduce' | 'broadcast' | 'allgather';
 
@@ -100,16 +101,29 @@ export class AllReduceOp extends Operation {
    */
   finite = true;
   private readonly layout: RingLayout;
+  private readonly compressed: boolean;
 
+  /**
+   * With a compressing codec, partial sums travel encoded and each hop adds the decoded floats;
+   * the owner of a chunk encodes the finished chunk once and keeps what it decodes to, and the
+   * all-gather forwards those same bytes, so every rank decodes identical floats. With a
+   * `residual` (error feedback), each encoding first adds what this rank's last encoding of that
+   * range lost, and keeps what this one loses: every range is encoded by a given rank once per
+   * all-reduce (as a partial sum or as its owner), so one residual per element covers both.
+   */
   constructor(
     host: OperationHost,
     fingerprint: Fingerprint,
     private readonly data: Float32Array,
     private readonly average: boolean,
     segmentElems: number,
+    private readonly codec: WireCodec = wireCodec('float32'),
+    private readonly residual: Float32Array | null = null,
   ) {
     super(host, fingerprint);
     const { rank, world } = host;
+    this.compressed = codec.format !== 'float32';
+    if (residual && residual.length !== data.length) throw new RangeError(`error-feedback residual of ${residual.length} elements for a tensor of ${data.length}`);
     this.layout = new RingLayout(data.length, world, segmentElems);
     const owned = (rank + 1) % world;
     for (let c = 0; c < world; c++) {
@@ -125,7 +139,7 @@ export class AllReduceOp extends Operation {
 
   refuse(h: FrameHeader): string | null {
     const { rank, world } = this.host;
-    if (h.dtype !== Dtype.float32) return `dtype ${h.dtype}, expected float32`;
+    if (h.dtype !== this.codec.dtype) return `dtype ${h.dtype}, expected ${this.codec.format}`;
     if (h.chunk >= world || h.segment >= this.layout.segments(h.chunk)) return `chunk ${h.chunk} segment ${h.segment} is not in the layout`;
     // A rank never receives the reduce-scatter of its own chunk, nor the all-gather of the one it owns.
     if (h.op === FrameOp.reduceScatter ? h.chunk === rank : h.chunk === (rank + 1) % world) return `chunk ${h.chunk} never comes to rank ${rank} in ${opName(h.op)}`;
@@ -137,27 +151,66 @@ export class AllReduceOp extends Operation {
   handle(h: FrameHeader, payload: Payload): void {
     const { rank, world } = this.host;
     const d = this.data;
+    const seg = d.subarray(h.offset, h.offset + h.count);
     if (h.op === FrameOp.reduceScatter) {
-      const finite = payload.addFloat32To(d.subarray(h.offset, h.offset + h.count));
+      let finite: boolean;
+      if (this.compressed) {
+        const part = new Float32Array(h.count);
+        this.codec.decode(payload.bytes(), part);
+        addFloat32Js(seg, part);
+        finite = allFiniteJs(seg);
+      } else {
+        finite = payload.addFloat32To(seg);
+      }
       if (h.chunk === (rank + 1) % world) {
         this.finite &&= finite;
-        if (this.average) for (let o = h.offset, end = h.offset + h.count; o < end; o++) d[o] /= world;
+        if (this.average) for (let o = 0; o < seg.length; o++) seg[o] /= world;
         this.sendSegment(FrameOp.allGather, h.chunk, h.segment);
       } else {
         this.sendSegment(FrameOp.reduceScatter, h.chunk, h.segment);
       }
     } else {
-      payload.copyTo(bytesOf(d, h.offset, h.count));
-      if (this.finite) this.finite = allFiniteFloat32(d.subarray(h.offset, h.offset + h.count));
       // The all-gather of chunk c started at its owner c−1 and stops before returning there.
-      if ((rank + 1) % world !== (h.chunk - 1 + world) % world) this.sendSegment(FrameOp.allGather, h.chunk, h.segment);
+      const forward = (rank + 1) % world !== (h.chunk - 1 + world) % world;
+      if (this.compressed) {
+        const bytes = payload.bytes();
+        this.codec.decode(bytes, seg);
+        if (forward) this.host.send(this, this.header(FrameOp.allGather, this.codec.dtype, h.chunk, h.segment, h.offset, h.count), bytes);
+      } else {
+        payload.copyTo(bytesOf(d, h.offset, h.count));
+        if (forward) this.sendSegment(FrameOp.allGather, h.chunk, h.segment);
+      }
+      if (this.finite) this.finite = allFiniteFloat32(seg);
     }
     this.received++;
   }
 
   private sendSegment(op: FrameOp, c: number, j: number): void {
     const [offset, count] = this.layout.segment(c, j);
-    this.host.send(this, this.header(op, Dtype.float32, c, j, offset, count), bytesOf(this.data, offset, count));
+    const header = this.header(op, this.codec.dtype, c, j, offset, count);
+    if (!this.compressed) return this.host.send(this, header, bytesOf(this.data, offset, count));
+    const seg = this.data.subarray(offset, offset + count);
+    const out = new Uint8Array(this.codec.bytes(count));
+    const owner = op === FrameOp.allGather;
+    if (!this.residual) {
+      this.codec.encode(seg, out);
+      if (owner) this.codec.decode(out, seg);
+    } else {
+      const r = this.residual.subarray(offset, offset + count);
+      const want = Float32Array.from(seg);
+      addFloat32Js(want, r);
+      this.codec.encode(want, out);
+      const sent = owner ? seg : new Float32Array(count);
+      this.codec.decode(out, sent);
+      // A non-finite loss is not carried: the step fails or is skipped on every rank alike.
+      for (let i = 0; i < count; i++) {
+        const lost = want[i] - sent[i];
+        r[i] = Number.isFinite(lost) ? lost : 0;
+      }
+    }
+    // The owner keeps the floats its bytes decode to (above), as every other rank will.
+    if (owner) this.finite &&= allFiniteJs(seg);
+    this.host.send(this, header, out);
   }
 }
 

@@ -13,6 +13,7 @@ export {
   FrameOp,
   opName,
   PAYLOAD_FOLLOWS,
+  payloadBytes,
 } from './tensor-frame.js';
 export {
   type CheckpointInfo,

@@ -29,9 +29,19 @@ export const FrameOp = {
 } as const;
 export type FrameOp = (typeof FrameOp)[keyof typeof FrameOp];
 
-export const Dtype = { float32: 1, uint8: 2 } as const;
+/**
+ * Element types on the wire. float16, bfloat16 and int8 carry compressed gradients; an int8
+ * payload starts with its float32 scale (value = q × scale).
+ */
+export const Dtype = { float32: 1, uint8: 2, float16: 3, bfloat16: 4, int8: 5 } as const;
 export type Dtype = (typeof Dtype)[keyof typeof Dtype];
-const DTYPE_BYTES: Record<number, number> = { [Dtype.float32]: 4, [Dtype.uint8]: 1 };
+const DTYPE_BYTES: Record<number, number> = { [Dtype.float32]: 4, [Dtype.uint8]: 1, [Dtype.float16]: 2, [Dtype.bfloat16]: 2, [Dtype.int8]: 1 };
+const PREFIX_BYTES: Record<number, number> = { [Dtype.int8]: 4 };
+
+/** The payload bytes of `count` elements of `dtype` (with the int8 scale). */
+export function payloadBytes(dtype: Dtype, count: number): number {
+  return (PREFIX_BYTES[dtype] ?? 0) + count * DTYPE_BYTES[dtype];
+}
 const OP_NAMES: Record<number, string> = { 1: 'reduce-scatter', 2: 'all-gather', 3: 'broadcast', 4: 'gather-values' };
 
 export interface FrameHeader {
@@ -97,13 +107,13 @@ export function decodeTensorFrame(buf: Uint8Array, limits: Limits = DEFAULT_LIMI
   const tensorLength = v.getUint32(32, true);
   const flags = v.getUint8(7);
   if (flags & ~PAYLOAD_FOLLOWS) throw new ProtocolError('ERR_BAD_FIELD', `unknown frame flags 0x${flags.toString(16)}`);
-  const payloadBytes = count * DTYPE_BYTES[dtype];
-  if (payloadBytes + FRAME_HEADER_BYTES > limits.maxFrameBytes) throw new ProtocolError('ERR_FRAME_TOO_LARGE', `frame announces ${payloadBytes} payload bytes, over the limit of ${limits.maxFrameBytes}`);
+  const need = payloadBytes(dtype as Dtype, count);
+  if (need + FRAME_HEADER_BYTES > limits.maxFrameBytes) throw new ProtocolError('ERR_FRAME_TOO_LARGE', `frame announces ${need} payload bytes, over the limit of ${limits.maxFrameBytes}`);
   const follows = (flags & PAYLOAD_FOLLOWS) !== 0;
-  const have = follows ? payloadBytes : buf.length - FRAME_HEADER_BYTES;
+  const have = follows ? need : buf.length - FRAME_HEADER_BYTES;
   if (follows && buf.length !== FRAME_HEADER_BYTES) throw new ProtocolError('ERR_FRAME_LENGTH', `frame with a following payload carries ${buf.length - FRAME_HEADER_BYTES} bytes after its header`);
-  if (have < payloadBytes) throw new ProtocolError('ERR_FRAME_TRUNCATED', `frame announces ${count} elements (${payloadBytes} bytes) but carries ${have} bytes`);
-  if (have > payloadBytes) throw new ProtocolError('ERR_FRAME_LENGTH', `frame announces ${count} elements (${payloadBytes} bytes) but carries ${have} bytes`);
+  if (have < need) throw new ProtocolError('ERR_FRAME_TRUNCATED', `frame announces ${count} elements (${need} bytes) but carries ${have} bytes`);
+  if (have > need) throw new ProtocolError('ERR_FRAME_LENGTH', `frame announces ${count} elements (${need} bytes) but carries ${have} bytes`);
   if (offset + count > tensorLength) throw new ProtocolError('ERR_FRAME_LENGTH', `frame covers elements ${offset}..${offset + count} past the tensor length ${tensorLength}`);
   const header: FrameHeader = {
     op: op as FrameOp,
@@ -122,8 +132,8 @@ export function decodeTensorFrame(buf: Uint8Array, limits: Limits = DEFAULT_LIMI
 }
 
 /** Checks the message that carries a PAYLOAD_FOLLOWS frame's payload against its header. */
-export function checkFollowingPayload(header: FrameHeader, payloadBytes: number): void {
-  const need = header.count * DTYPE_BYTES[header.dtype];
-  if (payloadBytes < need) throw new ProtocolError('ERR_FRAME_TRUNCATED', `payload message of ${payloadBytes} bytes, the header announced ${need}`);
-  if (payloadBytes > need) throw new ProtocolError('ERR_FRAME_LENGTH', `payload message of ${payloadBytes} bytes, the header announced ${need}`);
+export function checkFollowingPayload(header: FrameHeader, received: number): void {
+  const need = payloadBytes(header.dtype, header.count);
+  if (received < need) throw new ProtocolError('ERR_FRAME_TRUNCATED', `payload message of ${received} bytes, the header announced ${need}`);
+  if (received > need) throw new ProtocolError('ERR_FRAME_LENGTH', `payload message of ${received} bytes, the header announced ${need}`);
 }
