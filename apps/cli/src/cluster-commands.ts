@@ -8,7 +8,7 @@ import { Coordinator, CoordinatorError, type RunStats } from '@ringtrain/coordin
 import { describeModel } from '@ringtrain/core';
 import { type Checkpoint, findLatestCheckpoint, listCheckpoints, loadCheckpoint } from '@ringtrain/checkpoint';
 import type { MessageOf } from '@ringtrain/protocol';
-import { type JobConfig, jobIdentityHash } from '@ringtrain/trainer';
+import { gradientCompressionOf, type JobConfig, jobIdentityHash } from '@ringtrain/trainer';
 import { runWorker, type WorkerPhase } from '@ringtrain/worker';
 import { hasRingNodeFlags, hasRingProcessEnv, RING_NODE_FLAGS, ringProcessEnv } from '@ringtrain/allreduce';
 import { Command, InvalidArgumentError, Option } from 'commander';
@@ -76,6 +76,12 @@ function addRunOptions(cmd: Command): Command {
     .option('--slow-ratio <x>', 'flag a rank whose compute per step stays above this multiple of the median rank\'s', positiveNumber, 1.5)
     .option('--linger <s>', 'after the run, keep serving the dashboard, status and /metrics this many seconds (Ctrl-C ends it)', nonNegativeInt, 0)
     .option('--health-port <n>', 'also serve /healthz and /readyz on this plain-HTTP port (they are on the coordinator\'s port too)', nonNegativeInt);
+}
+
+/** ", gradients as int8 with error feedback", or nothing for float32. */
+function describeCompression(job: JobConfig): string {
+  const { wire, errorFeedback } = gradientCompressionOf(job);
+  return wire === 'float32' ? '' : `, gradients as ${wire}${errorFeedback ? ' with error feedback' : ''}`;
 }
 
 /** `ringtrain launch`: a coordinator in this process and N worker processes on this machine. */
@@ -210,7 +216,7 @@ function workerRange(value: string): { min: number; max: number } {
 
 async function coordinate(flags: RunFlags, secrets: Secrets, log: Logger, startWorkers?: (address: string) => LocalWorkers, tokenGenerated = false): Promise<void> {
   const { job, resume, lineage } = resolveRun(flags, log);
-  log.info({ model: describeModel(job.model), dataset: job.dataset }, `job: ${describeModel(job.model)}, ${job.epochs} epochs, batch ${job.batchSize} per worker, ${job.optimizer.type} lr ${job.optimizer.lr}${job.schedule.type === 'constant' ? '' : ` (${job.schedule.type})`}`);
+  log.info({ model: describeModel(job.model), dataset: job.dataset }, `job: ${describeModel(job.model)}, ${job.epochs} epochs, batch ${job.batchSize} per worker, ${job.optimizer.type} lr ${job.optimizer.lr}${job.schedule.type === 'constant' ? '' : ` (${job.schedule.type})`}${describeCompression(job)}`);
   const tls = readTls(flags);
   let children: LocalWorkers | null = null;
   const coordinator = new Coordinator({

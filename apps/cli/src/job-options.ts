@@ -22,7 +22,8 @@ export function addJobOptions(cmd: Command): Command {
     .option('--header', 'csv: the first line names the columns (default: detected)')
     .option('--no-header', 'csv: the first line is data')
     .option('--test-fraction <f>', 'csv without a test file: the share held out for testing (default 0.2)', fraction)
-    .addOption(new Option('--backend <name>', 'compute backend').choices(['auto', 'native', 'wasm', 'reference']));
+    .addOption(new Option('--backend <name>', 'compute backend').choices(['auto', 'native', 'wasm', 'reference']))
+    .addOption(new Option('--gradient-compression <type>', 'gradients on the wire: none (float32), fp16, bf16 or int8 (with error feedback)').choices(['none', 'fp16', 'bf16', 'int8']));
 }
 
 export interface JobFlags {
@@ -39,6 +40,7 @@ export interface JobFlags {
   header?: boolean;
   testFraction?: number;
   backend?: JobConfig['backend'];
+  gradientCompression?: 'none' | 'fp16' | 'bf16' | 'int8';
 }
 
 /**
@@ -55,6 +57,7 @@ export function resolveJob(flags: JobFlags): JobConfig {
   if (flags.batchSize !== undefined) over.batchSize = flags.batchSize;
   if (flags.seed !== undefined) over.seed = flags.seed;
   if (flags.backend) over.backend = flags.backend;
+  if (flags.gradientCompression) over.gradientCompression = flags.gradientCompression;
   if (flags.optimizer || flags.lr !== undefined) {
     const current = (job as { optimizer: { type: string; lr: number } }).optimizer;
     over.optimizer =

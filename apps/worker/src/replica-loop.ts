@@ -1,7 +1,7 @@
 import { setTimeout as sleep, setImmediate as yieldToEventLoop } from 'node:timers/promises';
 import type { Communicator } from '@ringtrain/allreduce';
 import { type MessageOf, PROTOCOL_VERSION } from '@ringtrain/protocol';
-import type { Trainer } from '@ringtrain/trainer';
+import { gradientCompressionOf, type Trainer } from '@ringtrain/trainer';
 import type { Logger } from 'pino';
 import type { CheckpointWriter } from './checkpointing.js';
 import type { ControlChannel } from './control-channel.js';
@@ -75,6 +75,9 @@ export async function runReplicaLoop(o: ReplicaLoopOptions): Promise<{ end: Loop
   const delayMs = faults.delayMs(assign.rank);
   const ids = { v: PROTOCOL_VERSION, generation: assign.generation, rank: assign.rank } as const;
   const alone = assign.worldSize === 1;
+  // Error feedback's residual is this rank's alone: it starts at zero in each generation.
+  const { wire, errorFeedback } = gradientCompressionOf(config);
+  const residual = errorFeedback ? new Float32Array(params.grads.length) : undefined;
   let replicaChecks = 0;
   let metrics: Record<string, number> = {};
   let writeError: Error | null = null;
@@ -87,7 +90,7 @@ export async function runReplicaLoop(o: ReplicaLoopOptions): Promise<{ end: Loop
     const cursor = trainer.cursor;
     const r = await trainer.step(
       // Alone there is nothing to sum: the gradient is this rank's own, checked before.
-      async (grads) => (alone ? true : (await comm.allreduce(grads, { step, layoutHash })).finite),
+      async (grads) => (alone ? true : (await comm.allreduce(grads, { step, layoutHash, wire, residual })).finite),
       {
         afterGradients: async () => {
           faults.exitAt(assign.rank, step, assign.generation);

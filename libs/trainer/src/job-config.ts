@@ -21,6 +21,8 @@ export const DEFAULT_JOB = {
   seed: 1,
 } as const;
 
+const compressionType = z.enum(['none', 'fp16', 'bf16', 'int8']);
+
 export const jobConfigSchema = z.strictObject({
   model: modelSpecSchema,
   dataset: datasetConfigSchema,
@@ -36,7 +38,20 @@ export const jobConfigSchema = z.strictObject({
   /** A NaN or ±Inf loss or gradient: stop the run naming the rank and step, or skip that step on every rank. */
   nonFinite: z.enum(['stop', 'skip']).default('stop'),
   backend: z.enum(['auto', 'native', 'wasm', 'reference']).default('auto'),
+  /**
+   * How gradients travel in the ring: float32 ("none"), or fp16/bf16 (half the bytes) or int8 (a
+   * quarter, with a scale per segment). Error feedback carries what each encoding loses into the
+   * next step's; on by default for int8.
+   */
+  gradientCompression: z.union([compressionType, z.strictObject({ type: compressionType, errorFeedback: z.boolean().optional() })]).optional(),
 });
+
+/** The wire format of a job's gradients and whether error feedback is on (by default for int8). */
+export function gradientCompressionOf(config: Pick<JobConfig, 'gradientCompression'>): { wire: 'float32' | 'fp16' | 'bf16' | 'int8'; errorFeedback: boolean } {
+  const c = config.gradientCompression ?? 'none';
+  const { type, errorFeedback } = typeof c === 'string' ? { type: c, errorFeedback: undefined } : c;
+  return { wire: type === 'none' ? 'float32' : type, errorFeedback: type !== 'none' && (errorFeedback ?? type === 'int8') };
+}
 
 /** Everything that determines a training run; JSON, so it can be shipped, hashed and recorded. */
 export type JobConfig = Omit<z.infer<typeof jobConfigSchema>, 'model'> & { model: ModelSpec };

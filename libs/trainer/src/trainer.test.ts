@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { DEFAULT_JOB, jobConfigHash, mergeConfig, parseJobConfig } from './job-config.js';
+import { DEFAULT_JOB, gradientCompressionOf, jobConfigHash, mergeConfig, parseJobConfig } from './job-config.js';
 import { train } from './train.js';
 import { Trainer } from './trainer.js';
 
@@ -181,6 +181,19 @@ describe('job config', () => {
     const csv = parseJobConfig(mergeConfig(DEFAULT_JOB, { dataset: { source: 'csv', train: 'x.csv' }, model: { inputSize: 4 } }));
     expect(csv.dataset).toEqual({ source: 'csv', train: 'x.csv' });
     expect(csv.model.layers).toEqual(DEFAULT_JOB.model.layers);
+  });
+
+  it('gradient compression: a name or {type, errorFeedback}; error feedback on by default for int8 only; unset leaves the hash alone', () => {
+    const wireOf = (c: unknown) => gradientCompressionOf(parseJobConfig({ ...DEFAULT_JOB, gradientCompression: c }));
+    expect(wireOf(undefined)).toEqual({ wire: 'float32', errorFeedback: false });
+    expect(wireOf('none')).toEqual({ wire: 'float32', errorFeedback: false });
+    expect(wireOf('fp16')).toEqual({ wire: 'fp16', errorFeedback: false });
+    expect(wireOf({ type: 'bf16', errorFeedback: true })).toEqual({ wire: 'bf16', errorFeedback: true });
+    expect(wireOf('int8')).toEqual({ wire: 'int8', errorFeedback: true });
+    expect(wireOf({ type: 'int8', errorFeedback: false })).toEqual({ wire: 'int8', errorFeedback: false });
+    expect(() => wireOf('int4')).toThrow(/gradientCompression/);
+    expect(jobConfigHash(parseJobConfig(DEFAULT_JOB))).toBe(jobConfigHash(parseJobConfig({ ...DEFAULT_JOB, gradientCompression: undefined })));
+    expect(jobConfigHash(parseJobConfig({ ...DEFAULT_JOB, gradientCompression: 'fp16' }))).not.toBe(jobConfigHash(parseJobConfig(DEFAULT_JOB)));
   });
 
   it('rejects unknown and invalid fields, naming them', () => {
