@@ -3,7 +3,7 @@
     {
       "target_name": "ringtrain_reduce",
       "sources": ["ringtrain_reduce.c"],
-      "cflags": ["-O3", "-std=c11"]
+      "cflags": ["-O3", "-std=c11", "-fno-trapping-math"]
     }
   ]
 }

@@ -1,6 +1,6 @@
 import { Dtype, type FrameHeader, FrameOp, opName } from '@ringtrain/protocol';
 import type { Payload } from './payload.js';
-import { addFloat32Js, allFiniteFloat32, allFiniteJs } from './reduce-kernel.js';
+import { addFloat32, addFloat32Js, allFiniteFloat32 } from './reduce-kernel.js';
 import { RingLayout } from './ring-layout.js';
 import { type WireCodec, wireCodec } from './wire-codec.js';
 
@@ -157,8 +157,7 @@ export class AllReduceOp extends Operation {
       if (this.compressed) {
         const part = new Float32Array(h.count);
         this.codec.decode(payload.bytes(), part);
-        addFloat32Js(seg, part);
-        finite = allFiniteJs(seg);
+        finite = addFloat32(seg, new Uint8Array(part.buffer));
       } else {
         finite = payload.addFloat32To(seg);
       }
@@ -209,7 +208,7 @@ export class AllReduceOp extends Operation {
       }
     }
     // The owner keeps the floats its bytes decode to (above), as every other rank will.
-    if (owner) this.finite &&= allFiniteJs(seg);
+    if (owner) this.finite &&= allFiniteFloat32(seg);
     this.host.send(this, header, out);
   }
 }

@@ -2,9 +2,17 @@ import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 
+type Convert = (src: ArrayBufferView, dst: ArrayBufferView) => void;
+
 interface ReduceAddon {
   addFloat32(dst: ArrayBufferView, src: ArrayBufferView): boolean;
   allFiniteFloat32(x: ArrayBufferView): boolean;
+  encodeFloat16: Convert;
+  decodeFloat16: Convert;
+  encodeBfloat16: Convert;
+  decodeBfloat16: Convert;
+  encodeInt8: Convert;
+  decodeInt8: Convert;
 }
 
 const addonPath = fileURLToPath(new URL('../native/build/Release/ringtrain_reduce.node', import.meta.url));
@@ -20,6 +28,9 @@ function load(): { addon: ReduceAddon } | { reason: string } {
 }
 
 const loaded = load();
+
+/** The compiled wire codecs (see wire-codec.ts), or null where the addon is not loaded. */
+export const nativeCodecs: Pick<ReduceAddon, 'encodeFloat16' | 'decodeFloat16' | 'encodeBfloat16' | 'decodeBfloat16' | 'encodeInt8' | 'decodeInt8'> | null = 'addon' in loaded ? loaded.addon : null;
 
 /** Which add loop the ring runs: the compiled, vectorised one or the portable JS one (and why). */
 export const reduceKernel: { native: boolean; reason?: string } = 'addon' in loaded ? { native: true } : { native: false, reason: loaded.reason };

@@ -1,6 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { type WireFormat, wireCodec } from './wire-codec.js';
+import { reduceKernel } from './reduce-kernel.js';
+import { portableWireCodec, type WireFormat, wireCodec } from './wire-codec.js';
 
 const roundTrip = (format: WireFormat, x: Float32Array): Float32Array => {
   const codec = wireCodec(format);
@@ -82,6 +83,27 @@ describe('wire codecs', () => {
     for (const bad of [Number.NaN, Number.POSITIVE_INFINITY]) {
       expect(roundTrip('int8', Float32Array.of(1, bad, 3)).every(Number.isNaN)).toBe(true);
       expect(roundTrip('int8', Float32Array.of(bad, 1, 3)).every(Number.isNaN)).toBe(true);
+    }
+  });
+
+  it.skipIf(!reduceKernel.native && process.env.RINGTRAIN_EXPECT_NATIVE !== '1')('the compiled codecs give the portable ones\' bytes and floats, bit for bit', () => {
+    expect(reduceKernel.native, reduceKernel.reason).toBe(true);
+    const specials = [0, -0, 1, -1, 65504, 65520, 65519.99, 1e-8, -6e-8, 5.96e-8, 2.98e-8, 3e38, -3e38, 1.17e-38, 1e-45];
+    for (const format of ['fp16', 'bf16', 'int8'] as const) {
+      const [fast, portable] = [wireCodec(format), portableWireCodec(format)];
+      expect(fast.encode).not.toBe(portable.encode);
+      for (let trial = 0; trial < 20; trial++) {
+        const x = Float32Array.from(fc.sample(fc.float({ noNaN: trial % 5 !== 4 }), 997));
+        x.set(specials.slice(0, trial % specials.length), 0);
+        const [a, b] = [new Uint8Array(fast.bytes(x.length)), new Uint8Array(portable.bytes(x.length))];
+        fast.encode(x, a);
+        portable.encode(x, b);
+        expect(Buffer.from(a).equals(Buffer.from(b)), `${format} encode, trial ${trial}`).toBe(true);
+        const [da, db] = [new Float32Array(x.length), new Float32Array(x.length)];
+        fast.decode(a, da);
+        portable.decode(a, db);
+        expect(Buffer.from(da.buffer).equals(Buffer.from(db.buffer)) || (da.some(Number.isNaN) && da.every((v, i) => Object.is(v, db[i]) || (Number.isNaN(v) && Number.isNaN(db[i])))), `${format} decode, trial ${trial}`).toBe(true);
+      }
     }
   });
 });

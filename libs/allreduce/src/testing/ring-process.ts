@@ -9,6 +9,7 @@ import { createInterface } from 'node:readline';
 import { Communicator } from '../communicator.js';
 import type { CollectiveError } from '../errors.js';
 import { WebSocketTransport } from '../websocket-transport.js';
+import type { WireFormat } from '../wire-codec.js';
 
 interface RunRequest {
   /** Element counts to cycle through. */
@@ -19,6 +20,8 @@ interface RunRequest {
   warmup?: number;
   /** Check the exact sum of every result (default true). */
   verify?: boolean;
+  /** Timed mode: the wire format (a compressed one averages, so that the ones stay ones). */
+  wire?: WireFormat;
 }
 
 const [rank, world] = [Number(process.argv[2]), Number(process.argv[3])];
@@ -51,9 +54,9 @@ async function run(req: RunRequest): Promise<void> {
         }
         await comm.barrier();
         const t0 = performance.now();
-        await comm.allreduce(buf, { average: false });
+        await comm.allreduce(buf, req.wire ? { wire: req.wire } : { average: false });
         if (k >= (req.warmup ?? 3)) times.push(performance.now() - t0);
-        expected *= world;
+        if (!req.wire) expected *= world;
         if (Math.abs(buf[0] - expected) > 1e-6 * expected || Math.abs(buf[n - 1] - expected) > 1e-6 * expected) throw new Error(`wrong sum ${buf[0]} at size ${n}, expected ${expected}`);
       }
       times.sort((a, b) => a - b);
