@@ -3,7 +3,7 @@
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
-import { virtualHosts } from './testing/netns.js';
+import { virtualHosts } from '@ringtrain/netlab';
 import { available } from './testing/expect-env.js';
 
 const main = fileURLToPath(new URL('../dist/main.js', import.meta.url));

@@ -6,7 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { Run } from './testing/run-process.js';
 import { until } from './testing/run-process.js';
-import { sh, virtualHosts } from './testing/netns.js';
+import { sh, virtualHosts } from '@ringtrain/netlab';
 import { available } from './testing/expect-env.js';
 
 const main = fileURLToPath(new URL('../dist/main.js', import.meta.url));

@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // ringtrain benchmarks, each beside its peer measured in the same run. `npm run bench -- --help`.
 import { spawnSync } from 'node:child_process';
+import { PROFILES } from '@ringtrain/netlab';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { allreduceBench } from './allreduce-bench.js';
 import { checkpointBench } from './checkpoint-bench.js';
@@ -9,6 +10,7 @@ import { convBench } from './conv-bench.js';
 import { dataBench } from './data-bench.js';
 import { elasticBench } from './elastic-bench.js';
 import { gemmBench } from './gemm-bench.js';
+import { networkBench } from './network-bench.js';
 import { tablesBench } from './tables-bench.js';
 import { tlsBench } from './tls-bench.js';
 import { trainBench } from './train-bench.js';
@@ -21,7 +23,7 @@ const positive = (v: string): number => {
 
 const program = new Command('bench')
   .description('ringtrain benchmarks beside numpy / PyTorch measured in the same run')
-  .addOption(new Option('--only <which>', 'run one benchmark').choices(['gemm', 'train', 'conv', 'data', 'allreduce', 'cluster', 'checkpoint', 'elastic', 'tls', 'tables']))
+  .addOption(new Option('--only <which>', 'run one benchmark').choices(['gemm', 'train', 'conv', 'data', 'allreduce', 'cluster', 'checkpoint', 'elastic', 'tls', 'tables', 'network']))
   .option('--backend <name>', 'cluster benchmark backend', 'auto')
   .option('--samples <n>', 'cluster benchmark training samples', positive, 60000)
   .option('--segment-bytes <n>', 'all-reduce segment size', positive, 1024 * 1024)
@@ -29,8 +31,12 @@ const program = new Command('bench')
   .option('--seconds <s>', 'time budget per GEMM measurement', positive, 0.3)
   .option('--epochs <n>', 'training epochs (the first is warm-up)', positive, 4)
   .option('--baseline <main.js>', 'elastic: also time this other build of the CLI (apps/cli/dist/main.js of another checkout), alternating')
+  .option('--profiles <names>', `network: link profiles, comma-separated (${PROFILES.map((p) => p.name).join(', ')})`, 'unshaped,10 Gbit/s,1 Gbit/s,100 Mbit/s,WAN 50 Mbit/s')
+  .option('--workers <list>', 'network: worker counts, comma-separated', '2,4')
+  .option('--steps <n>', 'network: steps per run', positive, 150)
+  .option('--compression <list>', 'network: ringtrain wire formats beside float32, comma-separated (fp16, bf16, int8)', 'fp16')
   .option('--keep-openblas-env', 'keep OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE (they pin an older, slower kernel)')
-  .action(async (opts: { only?: string; seconds: number; epochs: number; segmentBytes: number; runs: number; backend: string; samples: number; keepOpenblasEnv?: boolean; baseline?: string }) => {
+  .action(async (opts: { only?: string; seconds: number; epochs: number; segmentBytes: number; runs: number; backend: string; samples: number; keepOpenblasEnv?: boolean; baseline?: string; profiles: string; workers: string; steps: number; compression: string }) => {
     // OpenBLAS reads these when it loads, so clear them by re-running this process without them;
     // the peers then inherit the same environment, so both sides run the kernel OpenBLAS picks.
     if (!opts.keepOpenblasEnv && (process.env.OPENBLAS_CORETYPE || process.env.OPENBLAS_L2_SIZE)) {
@@ -50,6 +56,12 @@ const program = new Command('bench')
     if (!opts.only || opts.only === 'checkpoint') console.log(`${await checkpointBench()}\n`);
     if (!opts.only || opts.only === 'elastic') console.log(`${await elasticBench(Math.max(1, Math.round(opts.runs)), opts.baseline)}\n`);
     if (!opts.only || opts.only === 'tables') console.log(`${tablesBench(Math.max(3, Math.round(opts.runs)))}\n`);
+    if (opts.only === 'network') {
+      const list = (v: string): string[] => v.split(',').map((x) => x.trim()).filter(Boolean);
+      const unknown = list(opts.profiles).filter((p) => !PROFILES.some((q) => q.name === p));
+      if (unknown.length) throw new InvalidArgumentError(`unknown profile ${unknown.join(', ')}`);
+      console.log(`${await networkBench({ profiles: list(opts.profiles), workers: list(opts.workers).map(Number), runs: Math.max(1, Math.round(opts.runs)), steps: Math.round(opts.steps), compression: list(opts.compression) })}\n`);
+    }
     if (!opts.only || opts.only === 'tls') console.log(`${await tlsBench(Math.max(1, Math.round(opts.runs)), 2)}\n`);
   });
 
