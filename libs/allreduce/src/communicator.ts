@@ -8,6 +8,7 @@ import {
   AllGatherOp,
   AllReduceOp,
   BroadcastOp,
+  BufferPool,
   type CollectiveKind,
   describeFingerprint,
   type Fingerprint,
@@ -103,6 +104,7 @@ export class Communicator {
   private readonly maxEarlyFrames: number;
   private readonly log?: Logger;
   private readonly host: OperationHost;
+  private readonly pool = new BufferPool();
 
   constructor(
     private readonly transport: Transport,
@@ -136,7 +138,7 @@ export class Communicator {
   async allreduce(data: Float32Array, options: CollectiveOptions & AllReduceOptions = {}): Promise<AllReduceResult> {
     let op: AllReduceOp | null = null;
     const codec = wireCodec(options.wire ?? 'float32');
-    await this.run('allreduce', data.length, options, (fp) => (op = new AllReduceOp(this.host, fp, data, options.average ?? true, this.segmentElems, codec, options.residual ?? null)));
+    await this.run('allreduce', data.length, options, (fp) => (op = new AllReduceOp(this.host, fp, data, options.average ?? true, this.segmentElems, codec, options.residual ?? null, this.pool)));
     return { finite: op ? (op as AllReduceOp).finite : allFiniteFloat32(data) };
   }
 
@@ -293,6 +295,7 @@ export class Communicator {
     if (!pending || !pending.op.complete) return;
     clearTimeout(pending.timer);
     this.ops.delete(seq);
+    pending.op.release();
     pending.resolve();
   }
 

@@ -70,6 +70,9 @@ export abstract class Operation {
     return this.received >= this.expected && this.pendingSends === 0;
   }
 
+  /** Called once the operation completed (nothing of it is still being sent): buffers may be reused. */
+  release(): void {}
+
   get progress(): string {
     return `${this.received}/${this.expected} frames received, ${this.pendingSends} sends pending`;
   }
@@ -91,6 +94,22 @@ const bytesOf = (x: Float32Array, offset: number, count: number): Uint8Array => 
  * passed (r−1−c) mod N ranks; after adding our part it goes on to the right, unless we are the
  * owner (c = r+1), who finishes it and starts its all-gather.
  */
+/** Byte buffers reused between operations, so that compressed all-reduces make little garbage. */
+export class BufferPool {
+  private readonly free = new Map<number, Uint8Array[]>();
+
+  take(bytes: number): Uint8Array {
+    return this.free.get(bytes)?.pop() ?? new Uint8Array(bytes);
+  }
+
+  give(buffer: Uint8Array): void {
+    const list = this.free.get(buffer.length) ?? [];
+    // A few per size: ops in flight at once; more would only hold memory.
+    if (list.length < 4) list.push(buffer);
+    this.free.set(buffer.length, list);
+  }
+}
+
 export class AllReduceOp extends Operation {
   readonly kind = 'allreduce' as const;
   /**
@@ -102,6 +121,13 @@ export class AllReduceOp extends Operation {
   finite = true;
   private readonly layout: RingLayout;
   private readonly compressed: boolean;
+  /**
+   * Compressed: every range this rank encodes or forwards has its own place here, as a range is
+   * sent by a rank at most once per all-reduce; `part` holds one received segment, decoded.
+   */
+  private wire: Uint8Array | null = null;
+  private part: Float32Array | null = null;
+  private readonly firstSegment: number[] = [];
 
   /**
    * With a compressing codec, partial sums travel encoded and each hop adds the decoded floats;
@@ -119,6 +145,7 @@ export class AllReduceOp extends Operation {
     segmentElems: number,
     private readonly codec: WireCodec = wireCodec('float32'),
     private readonly residual: Float32Array | null = null,
+    private readonly pool: BufferPool | null = null,
   ) {
     super(host, fingerprint);
     const { rank, world } = host;
@@ -126,10 +153,35 @@ export class AllReduceOp extends Operation {
     if (residual && residual.length !== data.length) throw new RangeError(`error-feedback residual of ${residual.length} elements for a tensor of ${data.length}`);
     this.layout = new RingLayout(data.length, world, segmentElems);
     const owned = (rank + 1) % world;
+    let segments = 0;
     for (let c = 0; c < world; c++) {
       if (c !== rank) this.expected += this.layout.segments(c); // reduce-scatter: all chunks but ours to start
       if (c !== owned) this.expected += this.layout.segments(c); // all-gather: all chunks but the one we own
+      this.firstSegment.push(segments);
+      segments += this.layout.segments(c);
     }
+    if (this.compressed) {
+      this.wire = this.take(this.codec.bytes(data.length) + (segments - 1) * this.codec.bytes(0));
+      this.part = new Float32Array(this.take(4 * Math.min(segmentElems, data.length)).buffer);
+    }
+  }
+
+  private take(bytes: number): Uint8Array {
+    return this.pool ? this.pool.take(bytes) : new Uint8Array(bytes);
+  }
+
+  override release(): void {
+    if (!this.pool || !this.wire || !this.part) return;
+    this.pool.give(this.wire);
+    this.pool.give(new Uint8Array(this.part.buffer));
+    this.wire = this.part = null;
+  }
+
+  /** Where segment j of chunk c is encoded in \`wire\`: its elements before it, and a prefix (int8's scale) per segment before it. */
+  private region(c: number, j: number, offset: number, count: number): Uint8Array {
+    const prefix = this.codec.bytes(0);
+    const start = (this.codec.bytes(offset) - prefix) + (this.firstSegment[c] + j) * prefix;
+    return this.wire!.subarray(start, start + this.codec.bytes(count));
   }
 
   start(): void {
@@ -155,9 +207,12 @@ export class AllReduceOp extends Operation {
     if (h.op === FrameOp.reduceScatter) {
       let finite: boolean;
       if (this.compressed) {
-        const part = new Float32Array(h.count);
-        this.codec.decode(payload.bytes(), part);
-        finite = addFloat32(seg, new Uint8Array(part.buffer));
+        // Decoded into the scratch, then added: the received bytes are not kept.
+        const bytes = this.region(h.chunk, h.segment, h.offset, h.count);
+        payload.copyTo(bytes);
+        const part = this.part!.subarray(0, h.count);
+        this.codec.decode(bytes, part);
+        finite = addFloat32(seg, new Uint8Array(part.buffer, 0, h.count * 4));
       } else {
         finite = payload.addFloat32To(seg);
       }
@@ -172,7 +227,9 @@ export class AllReduceOp extends Operation {
       // The all-gather of chunk c started at its owner c−1 and stops before returning there.
       const forward = (rank + 1) % world !== (h.chunk - 1 + world) % world;
       if (this.compressed) {
-        const bytes = payload.bytes();
+        // Kept in this range's place in \`wire\`, to be forwarded as they came.
+        const bytes = this.region(h.chunk, h.segment, h.offset, h.count);
+        payload.copyTo(bytes);
         this.codec.decode(bytes, seg);
         if (forward) this.host.send(this, this.header(FrameOp.allGather, this.codec.dtype, h.chunk, h.segment, h.offset, h.count), bytes);
       } else {
@@ -189,7 +246,7 @@ export class AllReduceOp extends Operation {
     const header = this.header(op, this.codec.dtype, c, j, offset, count);
     if (!this.compressed) return this.host.send(this, header, bytesOf(this.data, offset, count));
     const seg = this.data.subarray(offset, offset + count);
-    const out = new Uint8Array(this.codec.bytes(count));
+    const out = this.region(c, j, offset, count);
     const owner = op === FrameOp.allGather;
     if (!this.residual) {
       this.codec.encode(seg, out);
