@@ -78,10 +78,11 @@ function addRunOptions(cmd: Command): Command {
     .option('--health-port <n>', 'also serve /healthz and /readyz on this plain-HTTP port (they are on the coordinator\'s port too)', nonNegativeInt);
 }
 
-/** ", gradients as int8 with error feedback", or nothing for float32. */
+/** ", gradients as int8 with error feedback", the DiLoCo settings, or nothing for plain float32 all-reduces. */
 function describeCompression(job: JobConfig): string {
   const { wire, errorFeedback } = gradientCompressionOf(job);
-  return wire === 'float32' ? '' : `, gradients as ${wire}${errorFeedback ? ' with error feedback' : ''}`;
+  const sync = job.sync?.type === 'diloco' ? `, DiLoCo: ${job.sync.innerSteps} local steps a round, outer Nesterov lr ${job.sync.outerOptimizer.lr} momentum ${job.sync.outerOptimizer.momentum}` : '';
+  return `${sync}${wire === 'float32' ? '' : `, ${sync ? 'pseudo-gradients' : 'gradients'} as ${wire}${errorFeedback ? ' with error feedback' : ''}`}`;
 }
 
 /** `ringtrain launch`: a coordinator in this process and N worker processes on this machine. */

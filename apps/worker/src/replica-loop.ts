@@ -82,9 +82,15 @@ export async function runReplicaLoop(o: ReplicaLoopOptions): Promise<{ end: Loop
   let metrics: Record<string, number> = {};
   let writeError: Error | null = null;
   let report = emptyReport();
+  let saveDue = false;
+  let verifyDue = false;
   while (trainer.globalStep < totalSteps) {
-    if (o.leaving()) return { end: 'leave', replicaChecks };
-    if (ch.has('assign')) return { end: 'regroup', replicaChecks };
+    // Inside a DiLoCo round the replicas differ: leave or regroup at its end (a broken ring
+    // rewinds the round instead; see the worker).
+    if (trainer.atSyncPoint) {
+      if (o.leaving()) return { end: 'leave', replicaChecks };
+      if (ch.has('assign')) return { end: 'regroup', replicaChecks };
+    }
     const step = trainer.globalStep;
     const epoch = trainer.epoch;
     const cursor = trainer.cursor;
@@ -105,6 +111,7 @@ export async function runReplicaLoop(o: ReplicaLoopOptions): Promise<{ end: Loop
           }
         },
         health: assign.rank === 0 && healthEvery > 0 && step % healthEvery === 0,
+        lastStep: step + 1 === totalSteps,
       },
     );
     if (faults.divergeAt(assign.rank, step)) flipLastBit(params.values);
@@ -129,7 +136,11 @@ export async function runReplicaLoop(o: ReplicaLoopOptions): Promise<{ end: Loop
       if (alone) await yieldToEventLoop(); // alone, no collective yields to the event loop
     }
     if (ch.error) throw ch.error;
-    if ((verifyEvery > 0 && trainer.globalStep % verifyEvery === 0) || epochEnds) {
+    const synced = trainer.atSyncPoint;
+    // Inside a DiLoCo round the replicas differ by design: a check due there waits for its end.
+    verifyDue ||= (verifyEvery > 0 && trainer.globalStep % verifyEvery === 0) || epochEnds;
+    if (synced && verifyDue) {
+      verifyDue = false;
       await verifyReplicas(comm, trainer, `step ${trainer.globalStep}`);
       replicaChecks++;
     }
@@ -140,7 +151,10 @@ export async function runReplicaLoop(o: ReplicaLoopOptions): Promise<{ end: Loop
       metrics = await globalMetrics(comm, share);
     }
     const asked = writer !== null && ch.take('checkpointNow') !== null;
-    const saveNow = checkpoint && (asked || (checkpoint.everySteps > 0 && trainer.globalStep % checkpoint.everySteps === 0) || (checkpoint.atEpochEnd && r.epochEnded));
+    // A save that falls inside a DiLoCo round waits for its end (a checkpoint is a sync point).
+    saveDue ||= Boolean(checkpoint && (asked || (checkpoint.everySteps > 0 && trainer.globalStep % checkpoint.everySteps === 0) || (checkpoint.atEpochEnd && r.epochEnded)));
+    const saveNow = checkpoint && saveDue && synced;
+    if (saveNow) saveDue = false;
     if (saveNow && writer) {
       const { stallMs, written } = await writer.save(metrics);
       const saved = trainer.globalStep;

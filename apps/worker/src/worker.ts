@@ -279,7 +279,9 @@ class Agent {
     } catch (err) {
       if (ch.error) throw err;
       if (!(err instanceof CollectiveError || err instanceof GenerationLost)) throw err;
-      // This generation's ring broke (or was replaced): the weights are those of the last complete step.
+      // This generation's ring broke (or was replaced): the weights are those of the last complete
+      // step, or (DiLoCo) every replica goes back to the start of the round in progress.
+      t.rewindRound();
       log.warn({ code: (err as { code?: string }).code, step: t.globalStep }, `generation ${a.generation} ended under rank ${a.rank}: ${err.message}; waiting for the next`);
       if (!ch.has('assign')) {
         const peer = err instanceof CollectiveError && err.peer !== undefined ? { peer: err.peer } : {};

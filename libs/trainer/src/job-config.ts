@@ -23,6 +23,21 @@ export const DEFAULT_JOB = {
 
 const compressionType = z.enum(['none', 'fp16', 'bf16', 'int8']);
 
+/**
+ * How replicas stay in step: an all-reduce of the gradients every step (the default), or DiLoCo:
+ * H local steps on each replica, then an all-reduce of the change in weights (the pseudo-gradient)
+ * and an outer optimizer step (Nesterov momentum, as in DiLoCo), for slow links.
+ */
+export const syncConfigSchema = z.discriminatedUnion('type', [
+  z.strictObject({ type: z.literal('allreduce') }),
+  z.strictObject({
+    type: z.literal('diloco'),
+    innerSteps: z.number().int().positive().max(100_000),
+    outerOptimizer: z.strictObject({ type: z.literal('nesterov'), lr: z.number().positive(), momentum: z.number().min(0).lt(1) }).default({ type: 'nesterov', lr: 0.7, momentum: 0.9 }),
+  }),
+]);
+export type SyncConfig = z.infer<typeof syncConfigSchema>;
+
 export const jobConfigSchema = z.strictObject({
   model: modelSpecSchema,
   dataset: datasetConfigSchema,
@@ -44,6 +59,7 @@ export const jobConfigSchema = z.strictObject({
    * next step's; on by default for int8.
    */
   gradientCompression: z.union([compressionType, z.strictObject({ type: compressionType, errorFeedback: z.boolean().optional() })]).optional(),
+  sync: syncConfigSchema.optional(),
 });
 
 /** The wire format of a job's gradients and whether error feedback is on (by default for int8). */

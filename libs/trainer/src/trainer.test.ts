@@ -240,3 +240,75 @@ describe('job config', () => {
     expect(norm(w1.map((v, i) => v - w0[i]))).toBeCloseTo(0.1 * norm(g0), 4);
   });
 });
+
+describe('DiLoCo (local steps, outer Nesterov step)', () => {
+  const diloco = (over: object = {}) => smallJob({ sync: { type: 'diloco', innerSteps: 4, outerOptimizer: { type: 'nesterov', lr: 0.7, momentum: 0.9 } }, ...over });
+
+  it('a round is H plain local steps, then weights = anchor − lr·(Δ + μ·v) with v = μ·v + Δ (float64 reference over two rounds)', () => {
+    const local = new Trainer(smallJob()); // the same inner steps, without the outer loop
+    const outer = new Trainer(diloco());
+    const values = () => Float64Array.from(outer.model.params.values);
+    let anchor = values();
+    const v = new Float64Array(anchor.length);
+    for (let round = 0; round < 2; round++) {
+      local.model.params.values.set(outer.model.params.values);
+      for (const slot of Object.values(local.optimizer.state.slots)) slot.fill(0); // the inner optimizer starts each round afresh
+      local.optimizer.state.step = 0;
+      for (let s = 0; s < 4; s++) {
+        expect(outer.atSyncPoint).toBe(s === 0);
+        local.trainStep();
+        outer.trainStep();
+      }
+      expect(outer.atSyncPoint).toBe(true);
+      let worst = 0;
+      for (let i = 0; i < anchor.length; i++) {
+        const delta = anchor[i] - local.model.params.values[i];
+        v[i] = 0.9 * v[i] + delta;
+        const want = anchor[i] - 0.7 * (delta + 0.9 * v[i]);
+        worst = Math.max(worst, Math.abs(outer.model.params.values[i] - want));
+      }
+      expect(worst).toBeLessThan(1e-5);
+      // The velocity is an optimizer slot (checkpoints and joining replicas carry it); the inner slots are cleared.
+      expect(outer.optimizer.state.slots.outer_momentum.some((x) => x !== 0)).toBe(true);
+      expect(outer.optimizer.state.slots.momentum.every((x) => x === 0)).toBe(true);
+      anchor = values();
+    }
+    // Nothing like the plain run: the outer step moved the weights 1.7× (then more) as far.
+    expect(outer.model.params.valuesHash()).not.toBe(local.model.params.valuesHash());
+  });
+
+  it('rewindRound returns mid-round to the round start: weights, step, cursor; at a sync point it does nothing', () => {
+    const t = new Trainer(diloco());
+    t.trainStep();
+    t.trainStep();
+    t.trainStep();
+    t.trainStep(); // a round ends: a sync point
+    const hash = t.model.params.valuesHash();
+    const state = t.state();
+    t.rewindRound();
+    expect(t.model.params.valuesHash()).toBe(hash);
+    t.trainStep();
+    t.trainStep();
+    expect(t.atSyncPoint).toBe(false);
+    expect(t.model.params.valuesHash()).not.toBe(hash);
+    t.rewindRound();
+    expect(t.atSyncPoint).toBe(true);
+    expect(t.model.params.valuesHash()).toBe(hash);
+    expect(t.state()).toEqual(state);
+    // Redone from there, the round gives what it gave the first time.
+    const again = new Trainer(diloco());
+    for (let s = 0; s < 8; s++) again.trainStep();
+    for (let s = 0; s < 4; s++) t.trainStep();
+    expect(t.model.params.valuesHash()).toBe(again.model.params.valuesHash());
+  });
+
+  it('an epoch end closes a round early; config errors name the field', () => {
+    const t = new Trainer(diloco({ sync: { type: 'diloco', innerSteps: 1000 } }));
+    let ended = false;
+    while (!ended) ended = t.trainStep() && t.epoch === 1;
+    expect(t.epoch).toBe(1);
+    expect(t.atSyncPoint).toBe(true);
+    expect(() => parseJobConfig({ ...DEFAULT_JOB, sync: { type: 'diloco', innerSteps: 0 } })).toThrow(/innerSteps/);
+    expect(() => parseJobConfig({ ...DEFAULT_JOB, sync: { type: 'diloco', innerSteps: 8, outerOptimizer: { type: 'nesterov', lr: 0.7, momentum: 1 } } })).toThrow(/momentum/);
+  });
+});

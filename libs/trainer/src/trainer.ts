@@ -16,6 +16,7 @@ import {
 } from '@ringtrain/core';
 import { Batcher, type Dataset, type DatasetSplit, epochPermutation, loadDataset, type RankSlice, rankSlice, type ShardPlan, shardPlan } from '@ringtrain/data';
 import type { JobConfig } from './job-config.js';
+import { OuterSync } from './outer-sync.js';
 
 /**
  * Where training stands, all of it that is not a tensor: a checkpoint saves it, `restore` resumes
@@ -74,6 +75,8 @@ export interface StepOptions {
   onNonFinite?: (bad: NonFinite) => void;
   /** Also measure every tensor's norms (the health report). */
   health?: boolean;
+  /** The run's last step: a DiLoCo round ends with it, so that the replicas end identical. */
+  lastStep?: boolean;
 }
 
 /** What one data-parallel step did and where its time went. */
@@ -108,6 +111,9 @@ export interface TrainerOptions {
  * cluster worker calls `computeGradients`, averages `model.params.grads` over the ring, then
  * `applyUpdate`, so every replica takes the same step.
  */
+/** The optimizer slot that holds DiLoCo's outer velocity. */
+const OUTER_MOMENTUM = 'outer_momentum';
+
 export class Trainer {
   readonly model: Model;
   readonly optimizer: Optimizer;
@@ -132,6 +138,8 @@ export class Trainer {
   private orderEpoch = -1;
   /** Which batch the batcher holds (filled ahead during the previous all-reduce), or null. */
   private loaded: { epoch: number; position: number; count: number; n: number } | null = null;
+  /** DiLoCo (`sync.type` "diloco"): the outer loop; null when every step all-reduces its gradients. */
+  private readonly outer: OuterSync<TrainerState> | null;
 
   constructor(
     readonly config: JobConfig,
@@ -151,6 +159,13 @@ export class Trainer {
       throw new CoreError('ERR_SHAPE', `model has ${this.model.outputSize} outputs but dataset ${train.name} has ${train.classes} classes`);
     }
     this.optimizer = createOptimizer(config.optimizer, this.model.params);
+    if (config.sync?.type === 'diloco') {
+      const momentum = this.model.params.newSlot();
+      this.optimizer.state.slots[OUTER_MOMENTUM] = momentum;
+      this.outer = new OuterSync<TrainerState>(config.sync, momentum);
+    } else {
+      this.outer = null;
+    }
     const globalBatch = options.globalBatch ?? config.batchSize * this.worldSize;
     this.plan = shardPlan(train.size, globalBatch);
     if (this.plan.stepsPerEpoch === 0) {
@@ -209,6 +224,32 @@ export class Trainer {
     return { globalStep: this.globalStep, epoch: this.epoch, cursor: this.cursor, optimizerStep: this.optimizer.state.step, dropoutRng: this.model.dropoutRng.state() };
   }
 
+  /**
+   * Whether this replica is at a sync point, where every replica holds the same weights: always,
+   * unless DiLoCo is inside a round. Replica checks, checkpoints, leaves and regroups wait for one.
+   */
+  get atSyncPoint(): boolean {
+    return this.outer?.round == null;
+  }
+
+  /**
+   * DiLoCo: back to the start of the round in progress (its weights, step and cursor; the inner
+   * optimizer's state cleared), as every replica does when a round's ring breaks. Else nothing.
+   */
+  rewindRound(): void {
+    const start = this.outer?.rewind(this.model.params.values);
+    if (!start) return;
+    this.resetInnerState();
+    this.restore(start);
+    this.loaded = null;
+  }
+
+  /** The inner optimizer starts each round afresh: its slots (not the outer velocity) zeroed. */
+  private resetInnerState(): void {
+    for (const [name, slot] of Object.entries(this.optimizer.state.slots)) if (name !== OUTER_MOMENTUM) slot.fill(0);
+    this.optimizer.state.step = 0;
+  }
+
   /** Continues from a saved state (the tensors are restored separately, into the flat buffers). */
   restore(s: TrainerState): void {
     if (s.cursor < 0 || s.cursor > this.data.train.size) throw new CoreError('ERR_STATE', `sample cursor ${s.cursor} is outside the training set of ${this.data.train.size}`);
@@ -218,6 +259,7 @@ export class Trainer {
     if (this.cursor !== s.cursor) this.epoch++; // the saved epoch's tail is too short for this world size
     this.optimizer.state.step = s.optimizerStep;
     this.model.dropoutRng.setState(s.dropoutRng);
+    if (this.outer) this.outer.round = null; // saved and shared states are sync points
   }
 
   /** The scheduled learning rate of the next step. */
@@ -236,9 +278,10 @@ export class Trainer {
     const result = this.model.computeGradients(this.batcher.x, this.batcher.batchTargets(), n);
     // The gradient is this slice's mean; the all-reduce averages over N ranks. Uneven slices are
     // weighted by n·N/B so that the average is the whole batch's mean (even slices: ×1, skipped,
-    // which keeps the even case bit-identical).
+    // which keeps the even case bit-identical). DiLoCo's inner steps use their own mean as it is,
+    // and weight the pseudo-gradient instead.
     const weight = (n * this.worldSize) / this.globalBatch;
-    if (weight !== 1) scale(this.model.params.grads, weight);
+    if (weight !== 1 && !this.outer) scale(this.model.params.grads, weight);
     return { ...result, dataMs };
   }
 
@@ -341,7 +384,10 @@ export class Trainer {
   trainStep(): StepResult & { skipped: boolean } {
     const r = this.computeGradients();
     const bad = this.screen(r.loss);
-    const { skipped } = this.finishStep(bad === null);
+    if (this.outer && this.atSyncPoint) this.outer.begin(this.model.params.values, this.state());
+    const { skipped, epochEnded } = this.finishStep(bad === null);
+    // Alone, DiLoCo's average is this replica's own pseudo-gradient.
+    if (this.outer?.due(this.globalStep, epochEnded)) this.endRound(allFinite(this.outer.pseudoGradient(this.model.params.values, 1)));
     return { ...r, skipped };
   }
 
@@ -358,6 +404,7 @@ export class Trainer {
    * the optimizer state, the step and the cursor are untouched.
    */
   async step(reduce: (grads: Float32Array) => Promise<boolean>, options: StepOptions = {}): Promise<StepOutcome> {
+    if (this.outer) return this.localStep(this.outer, reduce, options);
     const t0 = performance.now();
     const r = this.computeGradients();
     await options.afterGradients?.();
@@ -370,6 +417,49 @@ export class Trainer {
     const end = this.finishStep(finite, options.onNonFinite, options.health ?? false);
     const t3 = performance.now();
     return { ...r, ...end, nonFinite: bad, computeMs: t1 - t0 - r.dataMs, allreduceMs: t2 - t1, optimizerMs: t3 - t2 };
+  }
+
+  /**
+   * A DiLoCo step: this replica's own update, no all-reduce; at the round's end (every
+   * `innerSteps`, at an epoch's end and at the run's last step) `reduce` averages the
+   * pseudo-gradient and the outer optimizer runs, only after it resolved. A non-finite local value
+   * skips this replica's step (its own rule); a non-finite average stops the run, or (skip) drops
+   * the round on every replica alike. When `reduce` rejects, `rewindRound` returns to the start.
+   */
+  private async localStep(outer: OuterSync<TrainerState>, reduce: (delta: Float32Array) => Promise<boolean>, options: StepOptions): Promise<StepOutcome> {
+    if (this.atSyncPoint) outer.begin(this.model.params.values, this.state());
+    const t0 = performance.now();
+    const r = this.computeGradients();
+    await options.afterGradients?.();
+    const bad = this.screen(r.loss, options.onNonFinite);
+    const t1 = performance.now();
+    this.prefetchNext();
+    const end = this.finishStep(bad === null, undefined, options.health ?? false);
+    const t2 = performance.now();
+    let allreduceMs = 0;
+    if (outer.due(this.globalStep, end.epochEnded || (options.lastStep ?? false))) {
+      const weight = (this.slice.count * this.worldSize) / this.globalBatch;
+      const finite = await reduce(outer.pseudoGradient(this.model.params.values, weight));
+      allreduceMs = performance.now() - t2;
+      this.endRound(finite, options.onNonFinite);
+    }
+    const optimizerMs = performance.now() - t2 - allreduceMs;
+    return { ...r, ...end, nonFinite: bad, computeMs: t1 - t0 - r.dataMs, allreduceMs, optimizerMs };
+  }
+
+  /** The outer step with the averaged pseudo-gradient (or, when it is not finite, the rule). */
+  private endRound(finite: boolean, onNonFinite?: (bad: NonFinite) => void): void {
+    const outer = this.outer!;
+    const values = this.model.params.values;
+    if (finite) {
+      outer.apply(values);
+    } else {
+      const overflow: NonFinite = { what: 'gradientSum', value: Number.NaN };
+      onNonFinite?.(overflow);
+      if (this.config.nonFinite === 'stop') throw this.nonFiniteError(overflow);
+      outer.rewind(values); // skip: the round is dropped, the weights stay the anchor's
+    }
+    this.resetInnerState();
   }
 
   /** This rank's own loss and gradient: null when finite, else reported, then stop (throw) or poison. */
