@@ -1,5 +1,5 @@
 import type { ChildProcess } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -11,9 +11,11 @@ import { fmt, PYTHON } from './measure.js';
 
 const cli = fileURLToPath(new URL('../../../apps/cli/dist/main.js', import.meta.url));
 
-/** One run's figures: samples/s, and where rank 0's time went (ms per step). */
+/** One run's figures: samples/s, test accuracy at its end, and where rank 0's time went (ms per step). */
 interface Measured {
   samplesPerSecond: number;
+  seconds: number;
+  accuracy: number;
   split?: Record<string, number>;
 }
 
@@ -21,8 +23,9 @@ export interface NetworkBenchOptions {
   profiles: string[];
   workers: number[];
   runs: number;
+  /** Steps per run; 0: one whole epoch (60,000 samples). */
   steps: number;
-  /** ringtrain's wire formats to run beside float32. */
+  /** ringtrain's variants to run beside float32: wire formats (fp16, bf16, int8) and diloco (H = 8). */
   compression: string[];
 }
 
@@ -43,17 +46,19 @@ function finished(p: ChildProcess, what: string, timeoutMs: number): Promise<{ s
 }
 
 /** ringtrain: the coordinator on the first host, worker r on host r + 2. */
-async function ringtrain(net: VirtualHosts, n: number, config: string, steps: number, wire: string): Promise<Measured> {
+async function ringtrain(net: VirtualHosts, n: number, config: string, steps: number, variant: string): Promise<Measured> {
   const [c, ...rest] = net.hosts;
   const address = `ws://${c.ip}:29500`;
   const env = { RINGTRAIN_LOG_LEVEL: 'warn' };
-  const coordinator = net.run(c, process.execPath, [cli, 'coordinator', '--workers', String(n), '--host', c.ip, '--port', '29500', '--token', 'bench', '--config', config, '--max-steps', String(steps), '--gradient-compression', wire, '--json'], env);
+  const how = variant === 'diloco' ? ['--config', config.replace(/\.json$/, '-diloco.json')] : ['--config', config, '--gradient-compression', variant === 'float32' ? 'none' : variant];
+  const cap = steps > 0 ? ['--max-steps', String(steps)] : [];
+  const coordinator = net.run(c, process.execPath, [cli, 'coordinator', '--workers', String(n), '--host', c.ip, '--port', '29500', '--token', 'bench', ...how, ...cap, '--json'], env);
   const workers = rest.slice(0, n).map((h) => net.run(h, process.execPath, [cli, 'worker', '--coordinator', address, '--token', 'bench', '--ring-host', h.ip, '--ring-port', '29600'], env));
   const [coord] = await Promise.all([finished(coordinator, 'ringtrain coordinator', 600_000), ...workers.map((w, i) => finished(w, `ringtrain worker ${i}`, 600_000))]);
-  const summary = JSON.parse(coord.stdout.trim().split('\n').at(-1)!) as { samplesPerSecond: number; steps: number; timing: { rank: number; dataMs: number; computeMs: number; allreduceMs: number; optimizerMs: number }[] };
+  const summary = JSON.parse(coord.stdout.trim().split('\n').at(-1)!) as { samplesPerSecond: number; seconds: number; steps: number; epochs: { testAccuracy: number }[]; timing: { rank: number; dataMs: number; computeMs: number; allreduceMs: number; optimizerMs: number }[] };
   const t = summary.timing.find((x) => x.rank === 0)!;
   const per = (ms: number): number => ms / summary.steps;
-  return { samplesPerSecond: summary.samplesPerSecond, split: { data: per(t.dataMs), compute: per(t.computeMs), allreduce: per(t.allreduceMs), optimizer: per(t.optimizerMs) } };
+  return { samplesPerSecond: summary.samplesPerSecond, seconds: summary.seconds, accuracy: summary.epochs.at(-1)!.testAccuracy, split: { data: per(t.dataMs), compute: per(t.computeMs), allreduce: per(t.allreduceMs), optimizer: per(t.optimizerMs) } };
 }
 
 /** PyTorch DDP (Gloo): one rank per host, on the same hosts as ringtrain's workers. */
@@ -62,12 +67,12 @@ async function ddp(net: VirtualHosts, n: number, data: string, steps: number): P
   const script = `${peersDir()}pytorch_ddp_multihost.py`;
   const env = { GLOO_SOCKET_IFNAME: 'eth0', OMP_NUM_THREADS: '1', OPENBLAS_NUM_THREADS: '1' };
   const ranks = hosts.map((h, r) =>
-    net.run(h, PYTHON, [script, '--rank', String(r), '--world', String(n), '--master-addr', hosts[0].ip, '--master-port', '29517', '--data', data, '--hidden', '256,128', '--lr', '0.05', '--batch', '64', '--max-steps', String(steps)], env),
+    net.run(h, PYTHON, [script, '--rank', String(r), '--world', String(n), '--master-addr', hosts[0].ip, '--master-port', '29517', '--data', data, '--hidden', '256,128', '--lr', '0.05', '--batch', '64', ...(steps > 0 ? ['--max-steps', String(steps)] : [])], env),
   );
   const [rank0] = await Promise.all(ranks.map((p, r) => finished(p, `DDP rank ${r}`, 600_000)));
-  const line = JSON.parse(rank0.stdout.trim().split('\n').at(-1)!) as { samples_per_s: number; steps: number; rank0_split_s: Record<string, number> };
+  const line = JSON.parse(rank0.stdout.trim().split('\n').at(-1)!) as { samples_per_s: number; seconds: number; test_acc: number; steps: number; rank0_split_s: Record<string, number> };
   const per = (s: number): number => (1000 * s) / line.steps;
-  return { samplesPerSecond: line.samples_per_s, split: { data: per(line.rank0_split_s.data), 'forward+backward+all-reduce': per(line.rank0_split_s.fwd_bwd_allreduce), optimizer: per(line.rank0_split_s.optimizer) } };
+  return { samplesPerSecond: line.samples_per_s, seconds: line.seconds, accuracy: line.test_acc, split: { data: per(line.rank0_split_s.data), 'forward+backward+all-reduce': per(line.rank0_split_s.fwd_bwd_allreduce), optimizer: per(line.rank0_split_s.optimizer) } };
 }
 
 const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)];
@@ -98,9 +103,11 @@ export async function networkBench(o: NetworkBenchOptions): Promise<string> {
       seed: 1,
     }),
   );
+  writeFileSync(config.replace(/\.json$/, '-diloco.json'), JSON.stringify({ ...JSON.parse(readFileSync(config, 'utf8')), sync: { type: 'diloco', innerSteps: 8 } }));
   const systems = ['DDP', 'float32', ...o.compression];
   const rows: string[][] = [];
   const splits: string[][] = [];
+  const ends: string[][] = [];
   const notes: string[] = [];
   net.setUp();
   try {
@@ -124,6 +131,11 @@ export async function networkBench(o: NetworkBenchOptions): Promise<string> {
         const rate = (s: string): number[] => got.get(s)!.map((m) => m.samplesPerSecond);
         const theirs = median(rate('DDP'));
         rows.push([name, String(n), range(rate('DDP')), ...systems.slice(1).flatMap((s) => [range(rate(s)), fmt(median(rate(s)) / theirs, 2)])]);
+        const acc = (s: string): string => {
+          const runs = got.get(s)!;
+          return runs.length ? `${fmt(median(runs.map((m) => m.seconds)), 1)} s, ${fmt(100 * median(runs.map((m) => m.accuracy)), 1)}%` : 'n/a';
+        };
+        ends.push([name, String(n), ...systems.map(acc)]);
         for (const s of systems) {
           const last = got.get(s)!.at(-1)?.split;
           if (last) splits.push([name, String(n), s === 'DDP' ? 'DDP' : `ringtrain ${s}`, Object.entries(last).map(([k, v]) => `${k} ${fmt(v, 2)}`).join(', ')]);
@@ -134,9 +146,11 @@ export async function networkBench(o: NetworkBenchOptions): Promise<string> {
     net.tearDown();
   }
   const head = ['link', 'N', 'DDP samples/s', ...systems.slice(1).flatMap((s) => [`ringtrain ${s}`, 'ratio'])];
+  const length = o.steps > 0 ? `${o.steps} steps` : 'one epoch of 60,000 samples';
   return (
-    `Across simulated hosts (network namespaces, tbf), MLP 784-256-128-10, batch 64 per worker, ${o.steps} steps, median (range) of ${o.runs} alternating runs\n` +
-    `${table(head, rows)}\n\nWhere rank 0's step went (ms per step, last run)\n${table(['link', 'N', 'system', 'split'], splits)}` +
+    `Across simulated hosts (network namespaces, tbf), MLP 784-256-128-10, batch 64 per worker, ${length}, median (range) of ${o.runs} alternating runs\n` +
+    `${table(head, rows)}\n\nThe run's seconds (training, median) and its test accuracy at the end\n${table(['link', 'N', ...systems.map((s) => (s === 'DDP' ? 'DDP' : `ringtrain ${s}`))], ends)}\n\n` +
+    `Where rank 0's step went (ms per step, last run; DiLoCo's all-reduce is once a round)\n${table(['link', 'N', 'system', 'split'], splits)}` +
     (notes.length ? `\n\n${[...new Set(notes)].join('\n')}` : '')
   );
 }
