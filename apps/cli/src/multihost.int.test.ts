@@ -2,7 +2,7 @@
 // It needs root and iproute2 (CI has both); elsewhere it is skipped and says why.
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { virtualHosts } from '@ringtrain/netlab';
 import { available } from './testing/expect-env.js';
 
@@ -11,6 +11,9 @@ const net = virtualHosts('rt', 3, 77);
 const { hosts } = net;
 const canMakeHosts = available('NETNS', net.available, 'network namespaces cannot be made here (needs root and iproute2)');
 
+beforeAll(() => {
+  if (canMakeHosts) net.setUp();
+});
 afterAll(() => {
   if (canMakeHosts) net.tearDown();
 });
@@ -32,7 +35,6 @@ function onHost(ns: string, args: string[]): Promise<{ code: number | null; stdo
 
 describe('coordinator and workers on separate hosts (network namespaces)', () => {
   it.skipIf(!canMakeHosts)('a coordinator on one host and two workers on two others train to ≥ 95%', async () => {
-    net.setUp();
     const [c, w1, w2] = hosts;
     const coordinator = onHost(c.ns, ['coordinator', '--workers', '2', '--host', c.ip, '--port', '29500', '--token', 'multi', '--json']);
     const workers = [w1, w2].map((w) => onHost(w.ns, ['worker', '--coordinator', `ws://${c.ip}:29500`, '--token', 'multi', '--ring-host', w.ip, '--ring-port', '29600']));
@@ -45,5 +47,30 @@ describe('coordinator and workers on separate hosts (network namespaces)', () =>
     // The ring really crossed hosts: the coordinator logged each worker's ring address.
     expect(coord.stderr).toContain(`ws://${w1.ip}:29600`);
     expect(coord.stderr).toContain(`ws://${w2.ip}:29600`);
+    // The ring measured itself, fast: no warning that the network bounds the run.
+    const busbw = Number(/ring of 2: all-reduce latency [\d.]+ ms, bus bandwidth (\d+) MB\/s/.exec(coord.stderr)?.[1]);
+    expect(busbw).toBeGreaterThan(40);
+    expect(coord.stderr).not.toContain('WARN_NETWORK_BOUND');
+  }, 120_000);
+
+  it.skipIf(!canMakeHosts)('over links shaped to 20 Mbit/s the ring measures itself slow, and the coordinator says the network bounds the run and what would help', async () => {
+    expect(net.shape({ name: '20 Mbit/s', mbit: 20 })).toBeNull();
+    try {
+      const [c, w1, w2] = hosts;
+      const coordinator = onHost(c.ns, ['coordinator', '--workers', '2', '--host', c.ip, '--port', '29501', '--token', 'multi', '--max-steps', '40', '--json']);
+      const workers = [w1, w2].map((w) => onHost(w.ns, ['worker', '--coordinator', `ws://${c.ip}:29501`, '--token', 'multi', '--ring-host', w.ip, '--ring-port', '29601']));
+      const [coord, ...ws] = await Promise.all([coordinator, ...workers]);
+      expect(coord.code, coord.stderr).toBe(0);
+      for (const w of ws) expect(w.code, w.stderr).toBe(0);
+      const busbw = Number(/ring of 2: all-reduce latency [\d.]+ ms, bus bandwidth (\d+) MB\/s/.exec(coord.stderr)?.[1]);
+      console.log(`20 Mbit/s: the ring measured ${busbw} MB/s`);
+      expect(busbw).toBeGreaterThan(1); // 20 Mbit/s is 2.5 MB/s
+      expect(busbw).toBeLessThan(4);
+      const warning = coord.stderr.split('\n').find((l) => l.includes('WARN_NETWORK_BOUND'));
+      expect(warning, coord.stderr.slice(-2000)).toBeDefined();
+      expect(JSON.parse(warning!).msg).toMatch(/^the network bounds this run: the all-reduce takes [\d.]+ of each [\d.]+ ms step on every rank, over a ring that measured \d+ MB\/s .*--gradient-compression fp16 halves/);
+    } finally {
+      net.shape({ name: 'unshaped' });
+    }
   }, 120_000);
 });

@@ -15,6 +15,7 @@ import { RunRecord } from './run-record.js';
 import { RunStats } from './run-stats.js';
 import { StatusFeed } from './status-feed.js';
 import { type CommandOutcome, type Health, MAX_STATUS_CLIENTS, StatusServer } from './status-server.js';
+import { networkAdvice } from './network-bound.js';
 import type { StragglerOptions } from './stragglers.js';
 
 export interface CoordinatorOptions {
@@ -166,9 +167,14 @@ export class Coordinator {
       intervalMs: options.statusIntervalMs,
       health: options.health,
       stragglers: options.stragglers,
+      networkAdvice: networkAdvice(options.config),
     });
     this.metrics = new PrometheusMetrics();
     this.feed.subscribe((event) => this.metrics.observe(event));
+    // Warnings reach the log too, not only the status socket, the dashboard and /metrics.
+    this.feed.subscribe((event) => {
+      if (event.type === 'warning') this.log.warn({ code: event.warning.code, rank: event.warning.rank, step: event.warning.step }, event.warning.message);
+    });
     this.record = new RunRecord(this.stats, this.feed, this.log, options.config.epochs, {
       progress: (stats) => this.onProgress?.(stats),
       epoch: (epoch, stats) => this.onEpoch?.(epoch, stats),

@@ -115,7 +115,7 @@ export type Effect =
 
 const TERMINAL: ReadonlySet<MembershipState> = new Set(['finished', 'failed', 'stopped']);
 /** Messages a worker may send, once it said hello. */
-const REPORTS: ReadonlySet<ControlMessage['type']> = new Set(['progress', 'evaluated', 'saved', 'saveFailed', 'health', 'nonFinite']);
+const REPORTS: ReadonlySet<ControlMessage['type']> = new Set(['progress', 'evaluated', 'saved', 'saveFailed', 'health', 'ringProbe', 'nonFinite']);
 
 export class Membership {
   private current: MembershipState = 'gathering';
@@ -331,7 +331,7 @@ export class Membership {
       default:
         if (REPORTS.has(msg.type)) {
           if (this.current !== 'running' && this.current !== 'regrouping' && this.current !== 'waiting') return this.refuse(conn, 'ERR_OUT_OF_PLACE', `${msg.type} from rank ${m.rank} while ${this.current}`);
-          if (msg.type === 'health' && m.rank !== 0) return this.refuse(conn, 'ERR_OUT_OF_PLACE', `health from rank ${m.rank}: only rank 0 measures it`);
+          if ((msg.type === 'health' || msg.type === 'ringProbe') && m.rank !== 0) return this.refuse(conn, 'ERR_OUT_OF_PLACE', `${msg.type} from rank ${m.rank}: only rank 0 measures it`);
           return this.emit({ type: 'report', member: { ...m }, msg });
         }
         return this.refuse(conn, 'ERR_OUT_OF_PLACE', `a worker may not send ${msg.type}`);

@@ -74,6 +74,12 @@ export class RunRecord {
       case 'health':
         this.feed.health({ step: msg.step, tensors: msg.tensors });
         return;
+      case 'ringProbe': {
+        const { generation, worldSize, latencyMs, busbwMBps, probeBytes, segmentBytes } = msg;
+        this.feed.ringProbe({ generation, worldSize, latencyMs, busbwMBps, probeBytes, segmentBytes });
+        this.log.info({ ring: { worldSize, latencyMs, busbwMBps, segmentBytes } }, `ring of ${worldSize}: all-reduce latency ${latencyMs.toFixed(2)} ms, bus bandwidth ${busbwMBps.toFixed(0)} MB/s (${((busbwMBps * 8) / 1000).toFixed(2)} Gbit/s), segments of ${segmentBytes >> 10} KiB`);
+        return;
+      }
       case 'nonFinite': {
         const where = describeNonFinite(msg);
         const then = msg.action === 'skip' ? 'the step is skipped on every rank' : 'the run stops';

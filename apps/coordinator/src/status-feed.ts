@@ -9,12 +9,14 @@ import type {
   Phases,
   RankInfo,
   RankState,
+  RingProbe,
   RunError,
   RunState,
   StatusEventBody,
   StatusWarning,
 } from '@ringtrain/protocol';
 import { HealthWatch, type HealthThresholds } from './health-watch.js';
+import { networkBound } from './network-bound.js';
 import { StragglerDetector, type StragglerOptions } from './stragglers.js';
 
 export interface StatusFeedOptions {
@@ -27,6 +29,8 @@ export interface StatusFeedOptions {
   maxHistory?: number;
   health?: HealthThresholds;
   stragglers?: StragglerOptions;
+  /** What would help when the network bounds the run (names the job's options), for the warning. */
+  networkAdvice?: string;
 }
 
 type Listener = (event: StatusEventBody) => void;
@@ -77,6 +81,8 @@ export class StatusFeed {
   private readonly checkpoints: CheckpointInfo[] = [];
   private readonly warnings: StatusWarning[] = [];
   private lastHealth: HealthReport | null = null;
+  private ring: RingProbe | null = null;
+  private networkWarned = false;
   private stragglers: StragglerDetector | null = null;
   private readonly healthWatch: HealthWatch;
   private readonly listeners = new Set<Listener>();
@@ -120,6 +126,7 @@ export class StatusFeed {
       health: this.lastHealth,
       error: this.error,
       generations: [...this.generations],
+      ring: this.ring,
       access,
     };
   }
@@ -222,6 +229,29 @@ export class StatusFeed {
     this.step = p.step;
     this.merge(round);
     for (const change of this.stragglers?.evaluate() ?? []) this.onStraggler(change.rank, change.slow, change.ratio);
+    this.checkNetworkBound();
+  }
+
+  /** The ring's measurement of itself, at the start of a generation. */
+  ringProbe(probe: RingProbe): void {
+    this.ring = probe;
+    this.emit({ type: 'ring', ring: probe });
+  }
+
+  /** Once a run: when every rank's window says the all-reduce, over a slow ring, takes most of its step. */
+  private checkNetworkBound(): void {
+    if (this.networkWarned || !this.ring) return;
+    const windows = this.rankPhases.slice(0, this.worldSize);
+    if (windows.length < 2 || windows.some((w) => !w || w.length < 3)) return;
+    const bound = networkBound(windows.map(meanPhases), this.ring);
+    if (!bound) return;
+    this.networkWarned = true;
+    const gbit = (this.ring.busbwMBps * 8) / 1000;
+    this.warning({
+      code: 'WARN_NETWORK_BOUND',
+      message: `the network bounds this run: the all-reduce takes ${bound.allreduceMs.toFixed(1)} of each ${bound.stepMs.toFixed(1)} ms step on every rank, over a ring that measured ${this.ring.busbwMBps.toFixed(0)} MB/s (about ${gbit.toFixed(2)} Gbit/s)${this.options.networkAdvice ? `; ${this.options.networkAdvice}` : ''}`,
+      step: this.step,
+    });
   }
 
   evaluation(e: Evaluation): void {

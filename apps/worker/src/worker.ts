@@ -8,6 +8,7 @@ import { CheckpointWriter, restoreTensors, writeFinalWeights } from './checkpoin
 import { ChannelError, ControlChannel } from './control-channel.js';
 import { WorkerError } from './errors.js';
 import { faultsFromEnv } from './faults.js';
+import { probeRing } from './ring-probe.js';
 import { runReplicaLoop, verifyReplicas } from './replica-loop.js';
 import { syncState } from './state-sync.js';
 
@@ -393,6 +394,10 @@ async function runGeneration(
     throw new GenerationLost('a newer generation formed before this one started');
   }
   training();
+  if (a.worldSize > 1) {
+    const m = await probeRing(comm);
+    if (a.rank === 0) ch.send({ type: 'ringProbe', v: PROTOCOL_VERSION, generation: a.generation, rank: a.rank, worldSize: a.worldSize, ...m, segmentBytes: comm.segmentBytes });
+  }
   const loop = await runReplicaLoop({ assign: a, trainer, comm, channel: ch, writer, faults, log, totalSteps, leaving: () => leave?.aborted ?? false });
   if (loop.end !== 'done') return { end: loop.end };
   const finalHash = await verifyReplicas(comm, trainer, 'final weights');

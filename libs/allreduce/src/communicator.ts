@@ -126,6 +126,11 @@ export class Communicator {
     });
   }
 
+  /** Bytes of float32 per pipelined segment. */
+  get segmentBytes(): number {
+    return this.segmentElems * 4;
+  }
+
   /** The root cause once the ring has failed, else null. */
   get error(): CollectiveError | null {
     return this.failure;

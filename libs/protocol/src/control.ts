@@ -164,6 +164,22 @@ export const healthMessageSchema = z.strictObject({
     .max(4096),
 });
 
+/**
+ * Rank 0 → coordinator, at the start of each generation: what the ring measured of itself (the
+ * median time of an all-reduce of one float, and the bus bandwidth of one of `probeBytes`).
+ */
+export const ringProbeMessageSchema = z.strictObject({
+  type: z.literal('ringProbe'),
+  v,
+  generation,
+  rank,
+  worldSize: z.number().int().min(2).max(65536),
+  latencyMs: finite.min(0),
+  busbwMBps: finite.min(0),
+  probeBytes: count,
+  segmentBytes: count,
+});
+
 /** Worker → coordinator: its loss or gradient was NaN/±Inf at a step, and what the run does about it. */
 export const nonFiniteMessageSchema = z.strictObject({
   type: z.literal('nonFinite'),
@@ -234,6 +250,7 @@ export const controlMessageSchema = z.discriminatedUnion('type', [
   savedMessageSchema,
   saveFailedMessageSchema,
   healthMessageSchema,
+  ringProbeMessageSchema,
   nonFiniteMessageSchema,
   checkpointNowMessageSchema,
   failedMessageSchema,

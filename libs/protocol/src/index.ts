@@ -27,6 +27,8 @@ export {
   type RankInfo,
   type RankState,
   rankStates,
+  type RingProbe,
+  ringProbeSchema,
   type RunError,
   type RunState,
   runStates,

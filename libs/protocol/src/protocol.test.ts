@@ -206,6 +206,9 @@ describe('monitoring messages', () => {
     expect(back).toEqual(health);
     const nf = { type: 'nonFinite', v: 1, generation: 1, rank: 2, step: 7, what: 'gradient', tensor: 'w', value: Number.NEGATIVE_INFINITY, action: 'skip' } as const;
     expect(decodeControl(encodeControl(nf))).toEqual(nf);
+    const probe = { type: 'ringProbe', v: 1, generation: 2, rank: 0, worldSize: 4, latencyMs: 0.4, busbwMBps: 118.5, probeBytes: 1 << 20, segmentBytes: 1 << 20 } as const;
+    expect(decodeControl(encodeControl(probe))).toEqual(probe);
+    expect(codeOf(() => decodeControl(encodeControl({ ...probe, busbwMBps: Number.NaN } as never)))).toBe('ERR_MESSAGE_INVALID');
   });
 
   it('rejects a progress report without its step count or with a negative time', () => {
@@ -239,7 +242,10 @@ describe('status events', () => {
     expect(() => parseStatusEvent(JSON.stringify({ ...e, type: 'gossip' }))).toThrow(/invalid status event/);
     const schema = statusJsonSchema() as { title: string; anyOf: unknown[] };
     expect(schema.title).toBe('ringtrain status events v1');
-    expect(schema.anyOf).toHaveLength(11);
+    expect(schema.anyOf).toHaveLength(12);
+    const ring = { v: 1, seq: 2, time: 2, type: 'ring', ring: { generation: 1, worldSize: 4, latencyMs: 0.4, busbwMBps: 118, probeBytes: 1 << 20, segmentBytes: 1 << 20 } };
+    expect(parseStatusEvent(JSON.stringify(ring))).toEqual(ring);
+    expect(() => parseStatusEvent(JSON.stringify({ ...ring, ring: { ...ring.ring, busbwMBps: 'fast' } }))).toThrow(/busbwMBps/);
     const change = {
       v: 1,
       seq: 2,

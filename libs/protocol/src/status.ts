@@ -32,6 +32,10 @@ export const rankInfoSchema = z.strictObject({
   phases: phasesSchema.nullable(),
 });
 
+/** What the ring measured of itself at the start of a generation (see the ringProbe message). */
+export const ringProbeSchema = z.strictObject({ generation: count, worldSize: count, latencyMs: num, busbwMBps: num, probeBytes: count, segmentBytes: count });
+export type RingProbe = z.infer<typeof ringProbeSchema>;
+
 export const configSummarySchema = z.strictObject({
   model: z.string(),
   parameters: count,
@@ -131,6 +135,8 @@ export const statusEventSchema = z.discriminatedUnion('type', [
     error: runErrorSchema.nullable(),
     /** Every membership change so far (the first is the start). */
     generations: z.array(generationChangeSchema),
+    /** The ring's own measurement at the start of this generation, once it has one. */
+    ring: ringProbeSchema.nullable(),
     /** What the client may do: "read", or "admin" (stop, checkpoint). */
     access: z.enum(['read', 'admin']),
   }),
@@ -148,6 +154,7 @@ export const statusEventSchema = z.discriminatedUnion('type', [
   z.strictObject({ ...base, type: z.literal('evaluation'), evaluation: evaluationSchema }),
   z.strictObject({ ...base, type: z.literal('checkpoint'), ok: z.boolean(), checkpoint: checkpointInfoSchema.optional(), step: count, error: z.string().optional() }),
   z.strictObject({ ...base, type: z.literal('health'), health: healthReportSchema }),
+  z.strictObject({ ...base, type: z.literal('ring'), ring: ringProbeSchema }),
   z.strictObject({ ...base, type: z.literal('warning'), warning: warningSchema }),
   z.strictObject({
     ...base,
