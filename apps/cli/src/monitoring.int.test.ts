@@ -147,7 +147,7 @@ describe('watching a run (real coordinator, workers and sockets)', () => {
     expect(value(samples, 'ringtrain_membership_changes_total', { cause: 'fault' })).toBe(0);
     // The schema is served for clients in other languages; /api/status is a snapshot.
     const schema = await (await fetch(`${base}api/status-schema`)).json();
-    expect(schema.anyOf.map((x: { properties: { type: { const: string } } }) => x.properties.type.const)).toEqual(['snapshot', 'state', 'rank', 'generation', 'metrics', 'evaluation', 'checkpoint', 'health', 'warning', 'end', 'commandResult']);
+    expect(schema.anyOf.map((x: { properties: { type: { const: string } } }) => x.properties.type.const)).toEqual(['snapshot', 'state', 'rank', 'generation', 'metrics', 'evaluation', 'checkpoint', 'health', 'ring', 'warning', 'end', 'commandResult']);
     expect((await fetch(`${base}api/status`)).status).toBe(401);
     expect((await fetch(`${base}api/status`, { headers: { authorization: 'Bearer wrong' } })).status).toBe(401);
     expect((await fetch(`${base}api/status?token=wrong`)).status).toBe(401);

@@ -34,7 +34,7 @@ const program = new Command('bench')
   .option('--profiles <names>', `network: link profiles, comma-separated (${PROFILES.map((p) => p.name).join(', ')})`, 'unshaped,10 Gbit/s,1 Gbit/s,100 Mbit/s,WAN 50 Mbit/s')
   .option('--workers <list>', 'network: worker counts, comma-separated', '2,4')
   .option('--steps <n>', 'network: steps per run (0: one epoch)', (v) => Math.max(0, Math.round(Number(v)) || 0), 0)
-  .option('--compression <list>', 'network: ringtrain variants beside float32, comma-separated (fp16, bf16, int8, diloco)', 'fp16,int8,diloco')
+  .option('--compression <list>', 'network: ringtrain variants beside float32, comma-separated: fp16, bf16, int8, diloco (H = 8), diloco:16, diloco:8+fp16', 'fp16,int8,diloco')
   .option('--keep-openblas-env', 'keep OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE (they pin an older, slower kernel)')
   .action(async (opts: { only?: string; seconds: number; epochs: number; segmentBytes: number; runs: number; backend: string; samples: number; keepOpenblasEnv?: boolean; baseline?: string; profiles: string; workers: string; steps: number; compression: string }) => {
     // OpenBLAS reads these when it loads, so clear them by re-running this process without them;

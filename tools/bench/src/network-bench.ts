@@ -25,8 +25,18 @@ export interface NetworkBenchOptions {
   runs: number;
   /** Steps per run; 0: one whole epoch (60,000 samples). */
   steps: number;
-  /** ringtrain's variants to run beside float32: wire formats (fp16, bf16, int8) and diloco (H = 8). */
+  /**
+   * ringtrain's variants to run beside float32: a wire format (fp16, bf16, int8), or DiLoCo as
+   * `diloco` (H = 8), `diloco:16` (H = 16), `diloco:8+fp16` (its pseudo-gradients as fp16).
+   */
   compression: string[];
+}
+
+/** The job config with DiLoCo rounds of `h` steps, beside it. */
+function dilocoConfig(config: string, h: number): string {
+  const path = config.replace(/\.json$/, `-diloco-${h}.json`);
+  writeFileSync(path, JSON.stringify({ ...JSON.parse(readFileSync(config, 'utf8')), sync: { type: 'diloco', innerSteps: h } }));
+  return path;
 }
 
 /** A finished process's output, or a failure naming it. */
@@ -50,7 +60,9 @@ async function ringtrain(net: VirtualHosts, n: number, config: string, steps: nu
   const [c, ...rest] = net.hosts;
   const address = `ws://${c.ip}:29500`;
   const env = { RINGTRAIN_LOG_LEVEL: 'warn' };
-  const how = variant === 'diloco' ? ['--config', config.replace(/\.json$/, '-diloco.json')] : ['--config', config, '--gradient-compression', variant === 'float32' ? 'none' : variant];
+  const [sync, wire = 'none'] = variant.split('+');
+  const h = /^diloco(?::(\d+))?$/.exec(sync);
+  const how = h ? ['--config', dilocoConfig(config, Number(h[1] ?? 8)), '--gradient-compression', wire] : ['--config', config, '--gradient-compression', variant === 'float32' ? 'none' : variant];
   const cap = steps > 0 ? ['--max-steps', String(steps)] : [];
   const coordinator = net.run(c, process.execPath, [cli, 'coordinator', '--workers', String(n), '--host', c.ip, '--port', '29500', '--token', 'bench', ...how, ...cap, '--json'], env);
   const workers = rest.slice(0, n).map((h) => net.run(h, process.execPath, [cli, 'worker', '--coordinator', address, '--token', 'bench', '--ring-host', h.ip, '--ring-port', '29600'], env));
@@ -103,7 +115,6 @@ export async function networkBench(o: NetworkBenchOptions): Promise<string> {
       seed: 1,
     }),
   );
-  writeFileSync(config.replace(/\.json$/, '-diloco.json'), JSON.stringify({ ...JSON.parse(readFileSync(config, 'utf8')), sync: { type: 'diloco', innerSteps: 8 } }));
   const systems = ['DDP', 'float32', ...o.compression];
   const rows: string[][] = [];
   const splits: string[][] = [];

@@ -13,24 +13,37 @@ afterAll(() => {
 });
 
 /** Seconds to send `bytes` from host b to host a over TCP (node on both ends). */
-function transfer(bytes: number): number {
+async function transfer(bytes: number): Promise<number> {
   const [a, b] = net.hosts;
-  const server = `require('net').createServer(s => s.on('data', () => {}).on('end', () => process.exit(0))).listen(7000, '${a.ip}')`;
+  const server = `require('net').createServer(s => s.on('data', () => {}).on('end', () => process.exit(0))).listen(7000, '${a.ip}', () => console.log('ready'))`;
   const client = `const t = Date.now(); const s = require('net').connect(7000, '${a.ip}', () => s.end(Buffer.alloc(${bytes}))); s.on('close', () => console.log((Date.now() - t) / 1000))`;
   const srv = net.run(a, process.execPath, ['-e', server]);
-  spawnSync('sleep', ['0.3']);
-  const r = spawnSync('ip', ['netns', 'exec', b.ns, process.execPath, '-e', client], { encoding: 'utf8', timeout: 30_000 });
-  srv.kill();
-  return Number(r.stdout.trim());
+  try {
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error('the server did not listen within 10 s')), 10_000);
+      srv.stdout?.on('data', (d: Buffer) => {
+        if (d.toString().includes('ready')) {
+          clearTimeout(timer);
+          resolve();
+        }
+      });
+    });
+    const r = spawnSync('ip', ['netns', 'exec', b.ns, process.execPath, '-e', client], { encoding: 'utf8', timeout: 30_000 });
+    const seconds = Number(r.stdout.trim());
+    if (!(seconds >= 0)) throw new Error(`the client said "${r.stdout.trim()}": ${r.stderr}`);
+    return seconds;
+  } finally {
+    srv.kill();
+  }
 }
 
 describe.skipIf(!net.available)('netlab (network namespaces)', () => {
-  it('a link shaped to 20 Mbit/s carries 2.5 MB in about a second; unshaped, far faster', () => {
+  it('a link shaped to 20 Mbit/s carries 2.5 MB in about a second; unshaped, far faster', async () => {
     net.setUp();
     expect(net.shape({ name: '20 Mbit/s', mbit: 20 })).toBeNull();
-    const shaped = transfer(2_500_000);
+    const shaped = await transfer(2_500_000);
     expect(net.shape({ name: 'unshaped' })).toBeNull();
-    const open = transfer(2_500_000);
+    const open = await transfer(2_500_000);
     console.log(`2.5 MB: ${shaped} s at 20 Mbit/s, ${open} s unshaped`);
     expect(shaped).toBeGreaterThan(0.8); // 2.5 MB is 1.0 s of 20 Mbit/s (less the first bucket)
     expect(shaped).toBeLessThan(3);
