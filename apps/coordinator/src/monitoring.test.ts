@@ -1,11 +1,12 @@
-import { type MessageOf, PROTOCOL_VERSION, type StatusEventBody } from '@ringtrain/protocol';
+import { type MessageOf, PROTOCOL_VERSION } from '@ringtrain/protocol';
 import { describe, expect, it } from 'vitest';
 import { HealthWatch } from './health-watch.js';
 import { PrometheusMetrics } from './prometheus.js';
 import { StatusFeed } from './status-feed.js';
 import { StragglerDetector } from './stragglers.js';
+import { runningFeed, TEST_CONFIG } from './testing/running-feed.js';
 
-const config = { model: 'MLP 4-2', parameters: 10, optimizer: 'sgd', lr: 0.1, batchSize: 8, epochs: 1, dataset: 'synthetic', configHash: 'abc' };
+const config = TEST_CONFIG;
 
 function progress(rank: number, step: number, computeMs: number, over: Partial<MessageOf<'progress'>> = {}): MessageOf<'progress'> {
   return { type: 'progress', v: PROTOCOL_VERSION, generation: 1, rank, epoch: 0, step, steps: 10, loss: 1, samples: 80, correct: 40, dataMs: 0, computeMs, allreduceMs: 5, optimizerMs: 1, lr: 0.1, skipped: 0, ...over };
@@ -70,20 +71,8 @@ describe('health warnings', () => {
 });
 
 describe('status feed', () => {
-  function feedWithEvents(intervalMs = 60_000) {
-    const feed = new StatusFeed({ runId: 'r', workers: 2, config, intervalMs });
-    const events: StatusEventBody[] = [];
-    feed.subscribe((e) => events.push(e));
-    feed.workerJoined({ workerId: 'a', host: 'h', pid: 1, address: 'ws://a' });
-    feed.workerJoined({ workerId: 'b', host: 'h', pid: 2, address: 'ws://b' });
-    feed.ranksAssigned(['b', 'a']);
-    feed.setState('running', 1);
-    feed.started(100, 0, 1000);
-    return { feed, events };
-  }
-
   it('merges the ranks of a step, coalesces steps into one point per interval, and keeps them for new clients', () => {
-    const { feed, events } = feedWithEvents();
+    const { feed, events } = runningFeed();
     for (const step of [10, 20, 30]) {
       feed.progress(progress(0, step, 2, { loss: 1 }));
       feed.progress(progress(1, step, 4, { loss: 3 }));

@@ -1,8 +1,8 @@
-import { type MessageOf, PROTOCOL_VERSION, type StatusEventBody } from '@ringtrain/protocol';
+import { type MessageOf, PROTOCOL_VERSION } from '@ringtrain/protocol';
 import { DEFAULT_JOB, parseJobConfig } from '@ringtrain/trainer';
 import { describe, expect, it } from 'vitest';
 import { networkAdvice, networkBound, SLOW_RING_MBPS } from './network-bound.js';
-import { StatusFeed } from './status-feed.js';
+import { runningFeed } from './testing/running-feed.js';
 
 const phases = (allreduceMs: number, computeMs = 1) => ({ dataMs: 0.1, computeMs, allreduceMs, optimizerMs: 0.2 });
 const probe = (busbwMBps: number) => ({ generation: 1, worldSize: 2, latencyMs: 0.3, busbwMBps, probeBytes: 1 << 20, segmentBytes: 1 << 20 });
@@ -29,14 +29,7 @@ describe('network-bound runs', () => {
   });
 
   it('the status feed keeps the ring measurement and warns once, after every rank has a few reports', () => {
-    const feed = new StatusFeed({ runId: 'r', workers: 2, config: { model: 'MLP', parameters: 10, optimizer: 'sgd', lr: 0.1, batchSize: 8, epochs: 1, dataset: 'd', configHash: 'c' }, networkAdvice: 'try fp16' });
-    const events: StatusEventBody[] = [];
-    feed.subscribe((e) => events.push(e));
-    feed.workerJoined({ workerId: 'a', host: 'h', pid: 1, address: 'ws://a' });
-    feed.workerJoined({ workerId: 'b', host: 'h', pid: 2, address: 'ws://b' });
-    feed.ranksAssigned(['a', 'b']);
-    feed.setState('running', 1);
-    feed.started(100, 0, 1000);
+    const { feed, events } = runningFeed({ networkAdvice: 'try fp16' });
     feed.ringProbe(probe(30));
     expect(feed.snapshot('read').ring).toEqual(probe(30));
     expect(events.filter((e) => e.type === 'ring')).toHaveLength(1);
