@@ -15,8 +15,8 @@ afterAll(() => {
 /** Seconds to send `bytes` from host b to host a over TCP (node on both ends). */
 async function transfer(bytes: number): Promise<number> {
   const [a, b] = net.hosts;
-  const server = `require('net').createServer(s => s.on('data', () => {}).on('end', () => process.exit(0))).listen(7000, '${a.ip}', () => console.log('ready'))`;
-  const client = `const t = Date.now(); const s = require('net').connect(7000, '${a.ip}', () => s.end(Buffer.alloc(${bytes}))); s.on('close', () => console.log((Date.now() - t) / 1000))`;
+  const server = `require('net').createServer(s => s.on('data', () => {}).on('end', () => process.exit(0))).listen(7000, '${a.ip}', () => process.stdout.write('ready'))`;
+  const client = `const t = Date.now(); const s = require('net').connect(7000, '${a.ip}', () => s.end(Buffer.alloc(${bytes}))); s.on('close', () => process.stdout.write(String((Date.now() - t) / 1000)))`;
   const srv = net.run(a, process.execPath, ['-e', server]);
   try {
     await new Promise<void>((resolve, reject) => {
