@@ -88,7 +88,8 @@ async function ddp(net: VirtualHosts, n: number, data: string, steps: number): P
 }
 
 const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)];
-const range = (xs: number[], digits = 0): string => (xs.length ? `${fmt(median(xs) / 1000, 1)}k (${fmt(Math.min(...xs) / 1000, 1)}–${fmt(Math.max(...xs) / 1000, 1)})` : 'n/a');
+/** Thousands of samples/s: the median, and the range over runs. */
+const range = (xs: number[]): string => (xs.length ? `${fmt(median(xs) / 1000, 1)}k (${fmt(Math.min(...xs) / 1000, 1)}–${fmt(Math.max(...xs) / 1000, 1)})` : 'n/a');
 
 /**
  * ringtrain against PyTorch DDP across simulated hosts: network namespaces on a bridge, each link
