@@ -252,6 +252,18 @@ async function coordinate(flags: RunFlags, secrets: Secrets, log: Logger, startW
     health: { maxGradNorm: flags.maxGradNorm, maxUpdateRatio: flags.maxUpdateRatio, minGradNorm: flags.minGradNorm },
     stragglers: { ratio: flags.slowRatio },
   });
+  // Installed before listening: a Ctrl-C once workers can join never kills the process unhandled.
+  // Ctrl-C stops the run; after the run, it ends the linger. Handled until the very end, so that
+  // a signal between the two never kills the process with the workers still being reaped.
+  const interrupted = new AbortController();
+  const onSignal = (signal: NodeJS.Signals): void => {
+    if (interrupted.signal.aborted) return coordinator.stop(`interrupted again (${signal})`);
+    interrupted.abort();
+    // With checkpoints, a stop saves first (rank 0, after its current step; at most 30 s).
+    void coordinator.checkpointThenStop(`interrupted (${signal})`, 30_000);
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
   const address = await coordinator.listen();
   if (flags.healthPort !== undefined) {
     const probes = await startHealthServer(flags.host ?? '127.0.0.1', flags.healthPort, () => coordinator.health());
@@ -268,17 +280,6 @@ async function coordinate(flags: RunFlags, secrets: Secrets, log: Logger, startW
   const progress = new Progress('train');
   coordinator.onProgress = (s) => progress.update(s.step, s.totalSteps, { epoch: `${s.epoch + 1}/${job.epochs}`, loss: s.loss, rate: s.samplesPerSecond });
   coordinator.onEpoch = () => progress.stop();
-  // Ctrl-C stops the run; after the run, it ends the linger. Handled until the very end, so that
-  // a signal between the two never kills the process with the workers still being reaped.
-  const interrupted = new AbortController();
-  const onSignal = (signal: NodeJS.Signals): void => {
-    if (interrupted.signal.aborted) return coordinator.stop(`interrupted again (${signal})`);
-    interrupted.abort();
-    // With checkpoints, a stop saves first (rank 0, after its current step; at most 30 s).
-    void coordinator.checkpointThenStop(`interrupted (${signal})`, 30_000);
-  };
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
   let grace = 5000;
   try {
     const stats = await coordinator.run();
