@@ -5,7 +5,7 @@ import { networkAdvice, networkBound, SLOW_RING_MBPS } from './network-bound.js'
 import { runningFeed } from './testing/running-feed.js';
 
 const phases = (allreduceMs: number, computeMs = 1) => ({ dataMs: 0.1, computeMs, allreduceMs, optimizerMs: 0.2 });
-const probe = (busbwMBps: number) => ({ generation: 1, worldSize: 2, latencyMs: 0.3, busbwMBps, probeBytes: 1 << 20, segmentBytes: 1 << 20 });
+const probe = (busbwMBps: number) => ({ generation: 1, worldSize: 2, latencyMs: 0.3, busbwMBps, probeBytes: 1 << 20, segmentBytes: 1 << 20, transport: 'tcp' as const });
 
 describe('network-bound runs', () => {
   it('are those where every rank spends half its step or more in the all-reduce over a ring that measured itself slow', () => {

@@ -75,9 +75,10 @@ export class RunRecord {
         this.feed.health({ step: msg.step, tensors: msg.tensors });
         return;
       case 'ringProbe': {
-        const { generation, worldSize, latencyMs, busbwMBps, probeBytes, segmentBytes } = msg;
-        this.feed.ringProbe({ generation, worldSize, latencyMs, busbwMBps, probeBytes, segmentBytes });
-        this.log.info({ ring: { worldSize, latencyMs, busbwMBps, segmentBytes } }, `ring of ${worldSize}: all-reduce latency ${latencyMs.toFixed(2)} ms, bus bandwidth ${busbwMBps.toFixed(0)} MB/s (${((busbwMBps * 8) / 1000).toFixed(2)} Gbit/s), segments of ${segmentBytes >> 10} KiB`);
+        const { generation, worldSize, latencyMs, busbwMBps, probeBytes, segmentBytes, transport, why } = msg;
+        this.feed.ringProbe({ generation, worldSize, latencyMs, busbwMBps, probeBytes, segmentBytes, transport });
+        const over = transport === 'shared memory' ? 'through shared memory (all ranks on one host)' : `over TCP, segments of ${segmentBytes >> 10} KiB${why ? ` (not shared memory: ${why})` : ''}`;
+        this.log.info({ ring: { worldSize, latencyMs, busbwMBps, segmentBytes, transport } }, `ring of ${worldSize} ${over}: all-reduce latency ${latencyMs.toFixed(2)} ms, bus bandwidth ${busbwMBps.toFixed(0)} MB/s (${((busbwMBps * 8) / 1000).toFixed(2)} Gbit/s)`);
         return;
       }
       case 'nonFinite': {

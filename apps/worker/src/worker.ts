@@ -395,8 +395,11 @@ async function runGeneration(
   }
   training();
   if (a.worldSize > 1) {
+    // Gradients, DiLoCo's pseudo-gradients and the metrics all fit in one parameter vector.
+    const why = await comm.shareMemory({ capacity: params.length });
     const m = await probeRing(comm);
-    if (a.rank === 0) ch.send({ type: 'ringProbe', v: PROTOCOL_VERSION, generation: a.generation, rank: a.rank, worldSize: a.worldSize, ...m, segmentBytes: comm.segmentBytes });
+    const transport = comm.sharedMemory ? ('shared memory' as const) : ('tcp' as const);
+    if (a.rank === 0) ch.send({ type: 'ringProbe', v: PROTOCOL_VERSION, generation: a.generation, rank: a.rank, worldSize: a.worldSize, ...m, segmentBytes: comm.segmentBytes, transport, ...(why && transport === 'tcp' ? { why: why.slice(0, 4000) } : {}) });
   }
   const loop = await runReplicaLoop({ assign: a, trainer, comm, channel: ch, writer, faults, log, totalSteps, leaving: () => leave?.aborted ?? false });
   if (loop.end !== 'done') return { end: loop.end };

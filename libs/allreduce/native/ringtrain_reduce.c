@@ -7,6 +7,9 @@
 #include <stdint.h>
 #include <string.h>
 #include <immintrin.h>
+#ifdef __linux__
+#include "shared_memory.h"
+#endif
 
 #define THROW(env, msg) do { napi_throw_error((env), "ERR_NATIVE_ARGS", (msg)); return NULL; } while (0)
 
@@ -267,6 +270,11 @@ static napi_value init(napi_env env, napi_value exports) {
     {"decodeInt8", NULL, decode_int8, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
+#ifdef __linux__
+  napi_property_descriptor shared[SHARED_MEMORY_PROPERTIES];
+  shared_memory_properties(shared);
+  napi_define_properties(env, exports, SHARED_MEMORY_PROPERTIES, shared);
+#endif
   return exports;
 }
 

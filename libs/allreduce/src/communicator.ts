@@ -16,6 +16,7 @@ import {
   type Operation,
   type OperationHost,
 } from './operations.js';
+import { SharedMemoryGroup, type SharedMemoryOptions } from './shared-memory.js';
 import { nextRank, prevRank, type Transport } from './transport.js';
 import { type WireFormat, wireCodec } from './wire-codec.js';
 
@@ -105,6 +106,10 @@ export class Communicator {
   private readonly log?: Logger;
   private readonly host: OperationHost;
   private readonly pool = new BufferPool();
+  private shared: SharedMemoryGroup | null = null;
+  /** Shared-memory all-reduces run one at a time, in call order (each is two barriers). */
+  private sharedQueue: Promise<unknown> = Promise.resolve();
+  private sharedInFlight = 0;
 
   constructor(
     private readonly transport: Transport,
@@ -136,15 +141,57 @@ export class Communicator {
     return this.failure;
   }
 
+  /** Whether all-reduces go through shared memory (see shareMemory). */
+  get sharedMemory(): boolean {
+    return this.shared !== null;
+  }
+
+  /**
+   * Where every rank of this ring is on one host, all-reduces of up to `capacity` elements go
+   * through shared memory from now on (same bits as the ring; compression is then not needed and
+   * not applied). A collective: every rank calls it, at the same point. Resolves with null when in
+   * use, else with why not (the same on every rank); the ring works either way.
+   */
+  async shareMemory(options: SharedMemoryOptions): Promise<string | null> {
+    if (this.worldSize === 1) return 'a ring of one rank';
+    const group = await SharedMemoryGroup.establish({ rank: this.rank, worldSize: this.worldSize, allgather: (b) => this.allgather(b) }, options);
+    if (!(group instanceof SharedMemoryGroup)) return group.reason;
+    this.shared = group;
+    return null;
+  }
+
   /**
    * Sums `data` over all ranks in place (or averages, by default), bit-identical on every rank.
    * Tells whether every element of the result is finite; every rank gets the same answer.
    */
   async allreduce(data: Float32Array, options: CollectiveOptions & AllReduceOptions = {}): Promise<AllReduceResult> {
+    if (this.shared && data.length <= this.shared.capacity) return this.allreduceShared(this.shared, data, options);
     let op: AllReduceOp | null = null;
     const codec = wireCodec(options.wire ?? 'float32');
     await this.run('allreduce', data.length, options, (fp) => (op = new AllReduceOp(this.host, fp, data, options.average ?? true, this.segmentElems, codec, options.residual ?? null, this.pool)));
     return { finite: op ? (op as AllReduceOp).finite : allFiniteFloat32(data) };
+  }
+
+  private async allreduceShared(group: SharedMemoryGroup, data: Float32Array, options: CollectiveOptions & AllReduceOptions): Promise<AllReduceResult> {
+    const seq = this.seq++;
+    if (this.failure) throw this.failure;
+    const fp: Fingerprint = { kind: 'allreduce', seq, step: options.step ?? 0, length: data.length, layoutHash: options.layoutHash ?? DEFAULT_HASH };
+    const deadline = performance.now() + (options.timeoutMs ?? this.timeoutMs);
+    const average = options.average ?? true;
+    // Alone in the queue, it arrives before this call returns: the caller's work until it awaits
+    // (the next batch's preparation) overlaps the others' arrival instead of delaying ours.
+    const start = (): Promise<boolean> => (this.failure ? Promise.reject(this.failure) : group.allreduce(data, average, fp, deadline, () => this.failure));
+    const run = this.sharedInFlight++ === 0 ? start() : this.sharedQueue.then(start);
+    this.sharedQueue = run.catch(() => undefined);
+    try {
+      return { finite: await run };
+    } catch (err) {
+      const error = err instanceof CollectiveError ? err : new CollectiveError('ERR_PROTOCOL', `rank ${this.rank}: shared-memory all-reduce failed: ${(err as Error).message}`, { rank: this.rank, seq }, { cause: err });
+      this.fail(error);
+      throw this.failure ?? error;
+    } finally {
+      this.sharedInFlight--;
+    }
   }
 
   /** Copies rank `root`'s `data` into every rank's `data`. */
@@ -322,7 +369,7 @@ export class Communicator {
     if (this.failure) return;
     this.failure = error;
     // With nothing in flight this is news only for the next call, which will reject with it.
-    this.log?.[this.ops.size ? 'error' : 'debug']({ code: error.code, rank: this.rank, peer: error.peer, seq: error.seq }, error.message);
+    this.log?.[this.ops.size || this.sharedInFlight ? 'error' : 'debug']({ code: error.code, rank: this.rank, peer: error.peer, seq: error.seq }, error.message);
     const abort: ControlMessage = {
       type: 'abort',
       v: PROTOCOL_VERSION,

@@ -13,6 +13,10 @@ interface ReduceAddon {
   decodeBfloat16: Convert;
   encodeInt8: Convert;
   decodeInt8: Convert;
+  /** Linux only (see native/shared_memory.c). */
+  mapShared?(fd: number, bytes: number): ArrayBuffer;
+  waitAtLeast?(words: Int32Array, index: number, target: number, spinMicros: number, timeoutMicros: number): number;
+  publish?(words: Int32Array, index: number, value: number): void;
 }
 
 const addonPath = fileURLToPath(new URL('../native/build/Release/ringtrain_reduce.node', import.meta.url));
@@ -31,6 +35,10 @@ const loaded = load();
 
 /** The compiled wire codecs (see wire-codec.ts), or null where the addon is not loaded. */
 export const nativeCodecs: Pick<ReduceAddon, 'encodeFloat16' | 'decodeFloat16' | 'encodeBfloat16' | 'decodeBfloat16' | 'encodeInt8' | 'decodeInt8'> | null = 'addon' in loaded ? loaded.addon : null;
+
+/** Shared memory between same-host ranks (see shared-memory.ts), or null without the addon or off Linux. */
+export const sharedMemoryNative: Required<Pick<ReduceAddon, 'mapShared' | 'waitAtLeast' | 'publish'>> | null =
+  'addon' in loaded && loaded.addon.mapShared && loaded.addon.waitAtLeast && loaded.addon.publish ? (loaded.addon as Required<ReduceAddon>) : null;
 
 /** Which add loop the ring runs: the compiled, vectorised one or the portable JS one (and why). */
 export const reduceKernel: { native: boolean; reason?: string } = 'addon' in loaded ? { native: true } : { native: false, reason: loaded.reason };

@@ -178,6 +178,10 @@ export const ringProbeMessageSchema = z.strictObject({
   busbwMBps: finite.min(0),
   probeBytes: count,
   segmentBytes: count,
+  /** How the ring's all-reduces travel: TCP between ranks, or shared memory where all are on one host. */
+  transport: z.enum(['tcp', 'shared memory']),
+  /** Why not shared memory (the same on every rank), where it is TCP. */
+  why: z.string().max(4000).optional(),
 });
 
 /** Worker → coordinator: its loss or gradient was NaN/±Inf at a step, and what the run does about it. */

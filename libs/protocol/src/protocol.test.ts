@@ -206,9 +206,11 @@ describe('monitoring messages', () => {
     expect(back).toEqual(health);
     const nf = { type: 'nonFinite', v: 1, generation: 1, rank: 2, step: 7, what: 'gradient', tensor: 'w', value: Number.NEGATIVE_INFINITY, action: 'skip' } as const;
     expect(decodeControl(encodeControl(nf))).toEqual(nf);
-    const probe = { type: 'ringProbe', v: 1, generation: 2, rank: 0, worldSize: 4, latencyMs: 0.4, busbwMBps: 118.5, probeBytes: 1 << 20, segmentBytes: 1 << 20 } as const;
+    const probe = { type: 'ringProbe', v: 1, generation: 2, rank: 0, worldSize: 4, latencyMs: 0.4, busbwMBps: 118.5, probeBytes: 1 << 20, segmentBytes: 1 << 20, transport: 'tcp' } as const;
     expect(decodeControl(encodeControl(probe))).toEqual(probe);
     expect(codeOf(() => decodeControl(encodeControl({ ...probe, busbwMBps: Number.NaN } as never)))).toBe('ERR_MESSAGE_INVALID');
+    expect(decodeControl(encodeControl({ ...probe, transport: 'shared memory' }))).toEqual({ ...probe, transport: 'shared memory' });
+    expect(codeOf(() => decodeControl(encodeControl({ ...probe, transport: 'carrier pigeon' } as never)))).toBe('ERR_MESSAGE_INVALID');
   });
 
   it('rejects a progress report without its step count or with a negative time', () => {
@@ -243,7 +245,7 @@ describe('status events', () => {
     const schema = statusJsonSchema() as { title: string; anyOf: unknown[] };
     expect(schema.title).toBe('ringtrain status events v1');
     expect(schema.anyOf).toHaveLength(12);
-    const ring = { v: 1, seq: 2, time: 2, type: 'ring', ring: { generation: 1, worldSize: 4, latencyMs: 0.4, busbwMBps: 118, probeBytes: 1 << 20, segmentBytes: 1 << 20 } };
+    const ring = { v: 1, seq: 2, time: 2, type: 'ring', ring: { generation: 1, worldSize: 4, latencyMs: 0.4, busbwMBps: 118, probeBytes: 1 << 20, segmentBytes: 1 << 20, transport: 'shared memory' } };
     expect(parseStatusEvent(JSON.stringify(ring))).toEqual(ring);
     expect(() => parseStatusEvent(JSON.stringify({ ...ring, ring: { ...ring.ring, busbwMBps: 'fast' } }))).toThrow(/busbwMBps/);
     const change = {

@@ -20,9 +20,12 @@ interface Row {
 
 const busbw = (bytes: number, ms: number, n: number): number => ((bytes / (ms / 1000)) * 2 * (n - 1)) / n / 1e6;
 
-async function ringtrain(workers: number, segmentBytes: number): Promise<Row[]> {
-  const ring = await ProcessRing.start(workers, { segmentBytes, peerTimeoutMs: 30_000, timeoutMs: 120_000 });
+/** Over loopback TCP, or (sharedMemory) through shared memory, as same-host workers run. */
+async function ringtrain(workers: number, segmentBytes: number, sharedMemory: boolean): Promise<Row[]> {
+  const ring = await ProcessRing.start(workers, { segmentBytes, peerTimeoutMs: 30_000, timeoutMs: 120_000, ...(sharedMemory ? { sharedMemory: Math.max(...SIZES) / 4 } : {}) });
   try {
+    const used = ring.events.find((e) => e.event === 'connected')?.sharedMemory === true;
+    if (used !== sharedMemory) throw new Error(`shared memory ${sharedMemory ? 'not in use' : 'in use'}: ${String(ring.events.find((e) => e.event === 'connected')?.why)}`);
     ring.broadcast({ run: { sizes: SIZES.map((b) => b / 4), timed: true, iterations: 20, warmup: 3 } });
     const done = await ring.waitAll('done', 600_000);
     const results = done.find((d) => d.rank === 0)!.results as { elements: number; ms: number }[];
@@ -48,6 +51,7 @@ async function iperf(): Promise<number | undefined> {
 
 interface Cell {
   ours: number[];
+  shared: number[];
   gloo: number[];
   ratio: number[];
   ofIperf: number[];
@@ -73,13 +77,15 @@ export async function allreduceBench(segmentBytes: number, runs = 1): Promise<st
     const ceiling = await iperf();
     if (ceiling) ceilings.push(ceiling);
     for (const n of [2, 4]) {
-      const ours = await ringtrain(n, segmentBytes);
+      const ours = await ringtrain(n, segmentBytes, false);
+      const shared = await ringtrain(n, segmentBytes, true);
       const peer = existsSync(gloo) ? runPeer(gloo, ['--workers', String(n), '--sizes', SIZES.join(',')]) : null;
       for (const r of ours) {
         const g = peer?.find((p) => p.bytes === r.bytes) as { ms: number; busbw_MBps: number } | undefined;
         const key = `${n}:${r.bytes}`;
-        const cell = cells.get(key) ?? { ours: [], gloo: [], ratio: [], ofIperf: [] };
+        const cell = cells.get(key) ?? { ours: [], shared: [], gloo: [], ratio: [], ofIperf: [] };
         cell.ours.push(r.ms);
+        cell.shared.push(shared.find((x) => x.bytes === r.bytes)!.ms);
         cell.gloo.push(g?.ms ?? NaN);
         cell.ratio.push(r.busbw / (g?.busbw_MBps ?? NaN));
         cell.ofIperf.push(ceiling ? (100 * r.busbw) / ceiling : NaN);
@@ -93,11 +99,12 @@ export async function allreduceBench(segmentBytes: number, runs = 1): Promise<st
       const busbws = c.ours.map((ms) => busbw(bytes, ms, n));
       const glooBusbws = c.gloo.map((ms) => busbw(bytes, ms, n));
       const pct = range(c.ofIperf, 0);
-      return [bytes >= 1 << 20 ? `${bytes >> 20} MiB` : `${bytes >> 10} KiB`, range(c.ours, 3), range(busbws, 0), range(c.gloo, 3), range(glooBusbws, 0), range(c.ratio, 2), pct === 'n/a' ? pct : `${pct}%`];
+      const sharedRatio = c.shared.map((ms, i) => c.gloo[i] / ms);
+      return [bytes >= 1 << 20 ? `${bytes >> 20} MiB` : `${bytes >> 10} KiB`, range(c.ours, 3), range(busbws, 0), range(c.shared, 3), range(c.shared.map((ms) => busbw(bytes, ms, n)), 0), range(c.gloo, 3), range(glooBusbws, 0), range(c.ratio, 2), range(sharedRatio, 2), pct === 'n/a' ? pct : `${pct}%`];
     });
-    return `N = ${n}\n${table(['size', 'ringtrain ms', 'busbw MB/s', 'gloo ms', 'gloo busbw MB/s', 'ratio', 'of iperf3'], rows)}`;
+    return `N = ${n}\n${table(['size', 'TCP ms', 'TCP busbw MB/s', 'shm ms', 'shm busbw MB/s', 'gloo ms', 'gloo busbw MB/s', 'ratio TCP', 'ratio shm', 'TCP of iperf3'], rows)}`;
   });
   const runsNote = runs > 1 ? `; ${runs} runs, each cell their range` : '';
   const iperfNote = ceilings.length ? ceilings.map((c) => `${fmt(c, 0)} MB/s`).join(', ') : 'n/a (apt-get install iperf3)';
-  return `Ring all-reduce on loopback, float32, median of 20 (segment ${segmentBytes >> 10} KiB${runsNote}); busbw = bytes/time · 2(N−1)/N; ratio = Gloo's time / ours\n${out.join('\n\n')}\niperf3 loopback, one stream: ${iperfNote}`;
+  return `Ring all-reduce on one host, over loopback TCP and through shared memory (shm), float32, median of 20 (TCP segment ${segmentBytes >> 10} KiB${runsNote}); busbw = bytes/time · 2(N−1)/N; ratio = Gloo's time / ours\n${out.join('\n\n')}\niperf3 loopback, one stream: ${iperfNote}`;
 }

@@ -28,11 +28,12 @@ export class ProcessRing {
     });
   }
 
-  static async start(world: number, options: object = {}): Promise<ProcessRing> {
+  /** `env(rank)` adds to a member's environment. */
+  static async start(world: number, options: object = {}, env: (rank: number) => NodeJS.ProcessEnv = () => ({})): Promise<ProcessRing> {
     // RINGTRAIN_NODE_ARGS passes flags such as --cpu-prof to every member (profiling).
     const nodeArgs = (process.env.RINGTRAIN_NODE_ARGS ?? '').split(' ').filter(Boolean);
     const script = fileURLToPath(new URL('../../dist/testing/ring-process.js', import.meta.url));
-    const procs = Array.from({ length: world }, (_, r) => spawn(process.execPath, [...RING_NODE_FLAGS, ...nodeArgs, script, String(r), String(world), JSON.stringify(options)], { stdio: ['pipe', 'pipe', 'pipe'], env: ringProcessEnv() }));
+    const procs = Array.from({ length: world }, (_, r) => spawn(process.execPath, [...RING_NODE_FLAGS, ...nodeArgs, script, String(r), String(world), JSON.stringify(options)], { stdio: ['pipe', 'pipe', 'pipe'], env: { ...ringProcessEnv(), ...env(r) } }));
     const ring = new ProcessRing(procs);
     const listening = await ring.waitAll('listening', 15_000);
     listening.sort((a, b) => a.rank - b.rank);

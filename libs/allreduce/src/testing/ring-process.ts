@@ -22,10 +22,17 @@ interface RunRequest {
   verify?: boolean;
   /** Timed mode: the wire format (a compressed one averages, so that the ones stay ones). */
   wire?: WireFormat;
+  /**
+   * Checked mode: fractional values, each result checked bit for bit against the sum in the
+   * ring's order (chunk c from rank c round to rank c−1), computed here from every rank's values.
+   */
+  floats?: boolean;
+  /** Checked mode: an event for every completed all-reduce. */
+  trace?: boolean;
 }
 
 const [rank, world] = [Number(process.argv[2]), Number(process.argv[3])];
-const opts = JSON.parse(process.argv[4] ?? '{}') as { token?: string; peerTimeoutMs?: number; segmentBytes?: number; sendWindow?: number; timeoutMs?: number; tls?: { cert: string; key: string; ca: string } };
+const opts = JSON.parse(process.argv[4] ?? '{}') as { sharedMemory?: number; token?: string; peerTimeoutMs?: number; segmentBytes?: number; sendWindow?: number; timeoutMs?: number; tls?: { cert: string; key: string; ca: string } };
 const say = (o: object): boolean => process.stdout.write(`${JSON.stringify({ rank, t: Date.now(), ...o })}\n`);
 
 // TLS: the files' paths in, their contents to the transport.
@@ -35,6 +42,16 @@ let comm!: Communicator;
 say({ event: 'listening', address: transport.address });
 
 const value = (r: number, iter: number, i: number): number => ((r + 1) * ((i + iter) % 61)) % 17;
+const fraction = (r: number, iter: number, i: number): number => Math.fround(Math.sin(r * 7919 + iter * 104_729 + i) * 1000);
+
+/** Element i's sum as the ring makes it: in float32, from the chunk's first rank round the ring. */
+function ringOrderSum(n: number, iter: number, i: number): number {
+  let c = 0;
+  while (Math.floor(((c + 1) * n) / world) <= i) c++;
+  let sum = fraction(c, iter, i);
+  for (let k = 1; k < world; k++) sum = Math.fround(sum + fraction((c + k) % world, iter, i));
+  return sum;
+}
 
 async function run(req: RunRequest): Promise<void> {
   const buffers = new Map(req.sizes.map((n) => [n, new Float32Array(n)]));
@@ -69,9 +86,14 @@ async function run(req: RunRequest): Promise<void> {
   for (let iter = 0; iter < iterations; iter++) {
     const n = req.sizes[iter % req.sizes.length];
     const buf = buffers.get(n)!;
-    for (let i = 0; i < n; i++) buf[i] = value(rank, iter, i);
+    for (let i = 0; i < n; i++) buf[i] = req.floats ? fraction(rank, iter, i) : value(rank, iter, i);
     await comm.allreduce(buf, { average: false, step: iter });
-    if (req.verify !== false) {
+    if (req.floats && req.verify !== false) {
+      for (let i = 0; i < n; i++) {
+        const expected = ringOrderSum(n, iter, i);
+        if (!Object.is(buf[i], expected)) throw new Error(`iteration ${iter}, element ${i} of ${n}: got ${buf[i]}, the ring's order gives ${expected}`);
+      }
+    } else if (req.verify !== false) {
       for (let i = 0; i < n; i++) {
         let expected = 0;
         for (let r = 0; r < world; r++) expected += value(r, iter, i);
@@ -79,6 +101,7 @@ async function run(req: RunRequest): Promise<void> {
       }
     }
     if (iter % 100 === 0) say({ event: 'progress', iteration: iter });
+    if (req.trace) say({ event: 'iteration', iteration: iter });
   }
   say({ event: 'done', iterations });
 }
@@ -90,7 +113,9 @@ for await (const line of lines) {
     if (msg.prev) {
       await transport.join({ rank, worldSize: world, prevAddress: msg.prev });
       comm = new Communicator(transport, { segmentBytes: opts.segmentBytes, sendWindow: opts.sendWindow, timeoutMs: opts.timeoutMs ?? 30_000 });
-      say({ event: 'connected' });
+      // sharedMemory: its capacity in elements, where the test wants same-host ranks to use it.
+      const why = opts.sharedMemory ? await comm.shareMemory({ capacity: opts.sharedMemory }) : 'not asked for';
+      say({ event: 'connected', sharedMemory: comm.sharedMemory, why });
     } else if (msg.run) {
       await run(msg.run);
     } else if (msg.exit) {
