@@ -33,7 +33,11 @@ export class RunStats {
   private readonly evals = new Map<number, MessageOf<'evaluated'>[]>();
   /** World size of the generation whose evaluation shares are being collected, per epoch. */
   private readonly evalWorld = new Map<number, { generation: number; worldSize: number }>();
-  private readonly trainLoss = new Map<number, { sum: number; n: number }>();
+  /**
+   * Per epoch, per rank: kept apart and added up in rank order at the epoch's end, so that the
+   * figure does not depend on the order in which ranks' reports happened to arrive.
+   */
+  private readonly trainLoss = new Map<number, Map<number, { sum: number; n: number }>>();
 
   constructor(
     readonly worldSize: number,
@@ -68,10 +72,12 @@ export class RunStats {
       this.epoch = p.epoch;
       this.loss = p.loss;
     }
-    const l = this.trainLoss.get(p.epoch) ?? { sum: 0, n: 0 };
+    const ranks = this.trainLoss.get(p.epoch) ?? new Map<number, { sum: number; n: number }>();
+    const l = ranks.get(p.rank) ?? { sum: 0, n: 0 };
     l.sum += p.loss * p.samples;
     l.n += p.samples;
-    this.trainLoss.set(p.epoch, l);
+    ranks.set(p.rank, l);
+    this.trainLoss.set(p.epoch, ranks);
   }
 
   /**
@@ -89,9 +95,10 @@ export class RunStats {
     list.push(e);
     if (list.length < this.evalWorld.get(e.epoch)!.worldSize) return false;
     const samples = list.reduce((s, x) => s + x.samples, 0);
-    const l = this.trainLoss.get(e.epoch);
+    const byRank = [...(this.trainLoss.get(e.epoch) ?? new Map<number, { sum: number; n: number }>()).entries()].sort((a, b) => a[0] - b[0]).map(([, l]) => l);
+    const l = byRank.reduce((t, x) => ({ sum: t.sum + x.sum, n: t.n + x.n }), { sum: 0, n: 0 });
     this.epochs[e.epoch] = {
-      trainLoss: l && l.n ? l.sum / l.n : NaN,
+      trainLoss: l.n ? l.sum / l.n : NaN,
       testLoss: list.reduce((s, x) => s + x.lossSum, 0) / samples,
       testAccuracy: list.reduce((s, x) => s + x.correct, 0) / samples,
       testSamples: samples,

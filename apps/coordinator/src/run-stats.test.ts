@@ -1,0 +1,24 @@
+import { describe, expect, it } from 'vitest';
+import { RunStats } from './run-stats.js';
+
+const progress = (rank: number, step: number, loss: number) =>
+  ({ type: 'progress', v: 1, generation: 1, rank, epoch: 0, step, loss, samples: 64, correct: 1, steps: 10, dataMs: 0, computeMs: 0, allreduceMs: 0, optimizerMs: 0, lr: 0.1, skipped: 0 }) as const;
+const evaluated = (rank: number) => ({ type: 'evaluated', v: 1, generation: 1, rank, epoch: 0, lossSum: 1, correct: 1, samples: 2 }) as const;
+
+describe('run statistics', () => {
+  it("an epoch's training loss does not depend on the order in which the ranks' reports arrived", () => {
+    // (0.1 + 0.2) + 0.3 and (0.2 + 0.3) + 0.1 differ in the last bit.
+    const reports = [progress(0, 10, 0.1), progress(1, 10, 0.2), progress(2, 10, 0.3), progress(0, 20, 0.1), progress(1, 20, 0.2), progress(2, 20, 0.3)];
+    const trainLoss = (order: number[]): number => {
+      const stats = new RunStats(3, 1);
+      for (const i of order) stats.addProgress(reports[i]);
+      for (const r of [2, 0, 1]) stats.addEvaluation(evaluated(r));
+      return stats.epochs[0].trainLoss;
+    };
+    // Each rank's own reports keep their order, as on a real connection; the ranks interleave.
+    const inRankOrder = trainLoss([0, 1, 2, 3, 4, 5]);
+    expect(trainLoss([1, 2, 0, 4, 5, 3])).toBe(inRankOrder);
+    expect(trainLoss([2, 5, 1, 0, 3, 4])).toBe(inRankOrder);
+    expect(inRankOrder).toBeCloseTo(0.2, 12);
+  });
+});
