@@ -49,6 +49,8 @@ describe('coordinator and workers on separate hosts (network namespaces)', () =>
     expect(coord.stderr).toContain(`ws://${w2.ip}:29600`);
     // Hosts in their own network namespaces are separate hosts: no shared memory between them.
     expect(coord.stderr).toContain('not shared memory: the ranks are not all on one host');
+    // Over TCP the ring tuned its segment size for this gradient (101,770 floats: chunks of 204 kB).
+    expect(coord.stderr).toMatch(/over TCP, segments of (64|256) KiB chosen from 64 KiB [\d.]+ ms, 256 KiB [\d.]+ ms/);
     // The ring measured itself, fast: no warning that the network bounds the run.
     const busbw = Number(/ring of 2 over TCP.*?: all-reduce latency [\d.]+ ms, bus bandwidth (\d+) MB\/s/.exec(coord.stderr)?.[1]);
     expect(busbw).toBeGreaterThan(40);

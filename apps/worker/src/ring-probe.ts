@@ -35,3 +35,47 @@ export async function probeRing(comm: Communicator, probeBytes = 256 * 1024): Pr
   const n = comm.worldSize;
   return { latencyMs: median(times), busbwMBps: (probeBytes * 2 * (n - 1)) / n / (best / 1000) / 1e6, probeBytes };
 }
+
+/** Segment sizes the tuner tries: from 64 KiB to 16 MiB, by fours. */
+const SEGMENT_CANDIDATES = [64 << 10, 256 << 10, 1 << 20, 4 << 20, 16 << 20];
+/** The tuner all-reduces at most this many floats (16 MiB): enough to see how segments pipeline. */
+const TUNING_ELEMENTS = 4 << 20;
+
+export interface SegmentTuning {
+  /** What was tried, and the ring's mean over ranks of the best of two all-reduces, in ms. */
+  tried: { segmentBytes: number; ms: number }[];
+  chosen: number;
+}
+
+/**
+ * Picks the ring's segment size for an all-reduce of `elements` floats (the gradient) by timing it
+ * at each size that cuts a chunk into pieces, and the smallest that leaves it whole. Every rank
+ * calls it; the times are averaged over the ranks by an all-reduce, so every rank picks the same
+ * size (a segment's frames must match its receiver's layout). Returns null with nothing to choose.
+ */
+export async function tuneSegments(comm: Communicator, elements: number): Promise<SegmentTuning | null> {
+  const n = Math.min(elements, TUNING_ELEMENTS);
+  const chunkBytes = Math.ceil(n / comm.worldSize) * 4;
+  const whole = SEGMENT_CANDIDATES.find((s) => s >= chunkBytes);
+  const candidates = [...SEGMENT_CANDIDATES.filter((s) => s < chunkBytes).slice(-3), ...(whole ? [whole] : [])];
+  if (candidates.length < 2) return null;
+  const data = new Float32Array(n);
+  const times = new Float32Array(candidates.length);
+  for (const [i, bytes] of candidates.entries()) {
+    comm.setSegmentBytes(bytes);
+    let best = Number.POSITIVE_INFINITY;
+    for (let rep = 0; rep < (i === 0 ? 3 : 2); rep++) {
+      await comm.barrier();
+      const t = performance.now();
+      await comm.allreduce(data);
+      // The first all-reduce on fresh connections is slow (TCP's slow start, cold code): not counted.
+      if (i > 0 || rep > 0) best = Math.min(best, performance.now() - t);
+    }
+    times[i] = best;
+  }
+  await comm.allreduce(times);
+  let chosen = 0;
+  for (let i = 1; i < candidates.length; i++) if (times[i] <= times[chosen]) chosen = i;
+  comm.setSegmentBytes(candidates[chosen]);
+  return { tried: candidates.map((segmentBytes, i) => ({ segmentBytes, ms: times[i] })), chosen: candidates[chosen] };
+}

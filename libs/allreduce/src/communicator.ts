@@ -98,7 +98,9 @@ export class Communicator {
   private readonly queue: QueuedSend[] = [];
   private inflight = 0;
   private failure: CollectiveError | null = null;
-  private readonly segmentElems: number;
+  private segmentElems: number;
+  /** Whether the segment size was given (and should not be tuned). */
+  readonly segmentBytesGiven: boolean;
   private readonly timeoutMs: number;
   private readonly window: number;
   private readonly maxEarlyBytes: number;
@@ -118,6 +120,7 @@ export class Communicator {
     this.rank = transport.rank;
     this.worldSize = transport.worldSize;
     this.segmentElems = Math.max(1, Math.floor((options.segmentBytes ?? 1024 * 1024) / 4));
+    this.segmentBytesGiven = options.segmentBytes !== undefined;
     this.timeoutMs = options.timeoutMs ?? 30_000;
     this.window = options.sendWindow ?? 8;
     this.maxEarlyBytes = options.maxEarlyBytes ?? 256 * 1024 * 1024;
@@ -134,6 +137,14 @@ export class Communicator {
   /** Bytes of float32 per pipelined segment. */
   get segmentBytes(): number {
     return this.segmentElems * 4;
+  }
+
+  /**
+   * Changes the segment size of the operations started from now on. Every rank must make the same
+   * change between the same two collectives (the frames of a segment must match the receiver's layout).
+   */
+  setSegmentBytes(bytes: number): void {
+    this.segmentElems = Math.max(1, Math.floor(bytes / 4));
   }
 
   /** The root cause once the ring has failed, else null. */

@@ -182,6 +182,8 @@ export const ringProbeMessageSchema = z.strictObject({
   transport: z.enum(['tcp', 'shared memory']),
   /** Why not shared memory (the same on every rank), where it is TCP. */
   why: z.string().max(4000).optional(),
+  /** The segment sizes tried before `segmentBytes` was chosen, and each one's all-reduce time (ms). */
+  tuning: z.array(z.strictObject({ segmentBytes: count, ms: finite.min(0) })).max(8).optional(),
 });
 
 /** Worker → coordinator: its loss or gradient was NaN/±Inf at a step, and what the run does about it. */

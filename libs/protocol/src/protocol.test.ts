@@ -210,6 +210,9 @@ describe('monitoring messages', () => {
     expect(decodeControl(encodeControl(probe))).toEqual(probe);
     expect(codeOf(() => decodeControl(encodeControl({ ...probe, busbwMBps: Number.NaN } as never)))).toBe('ERR_MESSAGE_INVALID');
     expect(decodeControl(encodeControl({ ...probe, transport: 'shared memory' }))).toEqual({ ...probe, transport: 'shared memory' });
+    const tuned = { ...probe, tuning: [{ segmentBytes: 65536, ms: 3.5 }, { segmentBytes: 262144, ms: 2.9 }] };
+    expect(decodeControl(encodeControl(tuned))).toEqual(tuned);
+    expect(codeOf(() => decodeControl(encodeControl({ ...probe, tuning: [{ segmentBytes: -1, ms: 1 }] } as never)))).toBe('ERR_MESSAGE_INVALID');
     expect(codeOf(() => decodeControl(encodeControl({ ...probe, transport: 'carrier pigeon' } as never)))).toBe('ERR_MESSAGE_INVALID');
   });
 

@@ -1,0 +1,37 @@
+import { Communicator, MemoryHub } from '@ringtrain/allreduce';
+import { describe, expect, it } from 'vitest';
+import { tuneSegments } from './ring-probe.js';
+
+const ring = (n: number): Communicator[] => new MemoryHub(n).transports.map((t) => new Communicator(t));
+
+describe('segment tuning', () => {
+  it('every rank picks the same size, from the sizes that cut a chunk and the one that leaves it whole, and uses it', async () => {
+    const comms = ring(3);
+    // 600k floats over 3 ranks: chunks of 800 kB; tried: 64 KiB, 256 KiB (cut it) and 1 MiB (whole).
+    const results = await Promise.all(comms.map((c) => tuneSegments(c, 600_000)));
+    for (const r of results) {
+      expect(r!.tried.map((t) => t.segmentBytes)).toEqual([64 << 10, 256 << 10, 1 << 20]);
+      for (const t of r!.tried) expect(t.ms).toBeGreaterThan(0);
+      // The times are the ranks' mean, so every rank holds the same figures and the same choice.
+      expect(r!.tried).toEqual(results[0]!.tried);
+      expect(r!.chosen).toBe(results[0]!.chosen);
+      const fastest = Math.min(...r!.tried.map((t) => t.ms));
+      expect(r!.tried.find((t) => t.segmentBytes === r!.chosen)!.ms).toBe(fastest);
+    }
+    for (const c of comms) expect(c.segmentBytes).toBe(results[0]!.chosen);
+    // The ring still works with it, and agrees.
+    const data = comms.map((_, r) => Float32Array.from({ length: 600_000 }, (_, i) => (r + 1) * (i % 7)));
+    await Promise.all(comms.map((c, r) => c.allreduce(data[r], { average: false })));
+    expect(data[0][13]).toBe(6 * (13 % 7));
+    expect(Buffer.from(data[1].buffer).equals(Buffer.from(data[2].buffer))).toBe(true);
+  });
+
+  it('at most four sizes for a large gradient, and nothing to choose for a small one', async () => {
+    const comms = ring(2);
+    const big = await Promise.all(comms.map((c) => tuneSegments(c, 50_000_000)));
+    // Timed on 16 MiB (chunks of 8 MiB): 256 KiB, 1 MiB, 4 MiB cut it, 16 MiB leaves it whole.
+    expect(big[0]!.tried.map((t) => t.segmentBytes)).toEqual([256 << 10, 1 << 20, 4 << 20, 16 << 20]);
+    const small = await Promise.all(comms.map((c) => tuneSegments(c, 20_000)));
+    expect(small).toEqual([null, null]);
+  });
+});
