@@ -1,22 +1,12 @@
 import { mkdtempSync, readdirSync, readFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterEach, describe, expect, it } from 'vitest';
-import { alive, killStarted, type Run, startRingtrain, until } from './testing/run-process.js';
+import { alive, freePort, killStarted, type Run, startRingtrain, until } from './testing/run-process.js';
 import { checkTrajectory, readStepLog } from './testing/step-log.js';
 
 afterEach(killStarted);
-
-/** A port that was free a moment ago (the coordinator must come back on the same one). */
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const port = (server.address() as { port: number }).port;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
 
 /** The live child processes of `pid` (from /proc). */
 function childrenOf(pid: number): number[] {

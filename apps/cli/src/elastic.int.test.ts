@@ -2,8 +2,9 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadCheckpoint, readSafetensors } from '@ringtrain/checkpoint';
+import { parseStatusEvent, type StatusEventOf } from '@ringtrain/protocol';
 import { afterEach, describe, expect, it } from 'vitest';
-import { alive, killStarted, type Run, startRingtrain, until } from './testing/run-process.js';
+import { alive, freePort, killStarted, type Run, startRingtrain, until } from './testing/run-process.js';
 import { checkTrajectory, readStepLog } from './testing/step-log.js';
 
 afterEach(killStarted);
@@ -130,6 +131,40 @@ describe('ending well (real processes)', () => {
     expect(loadCheckpoint(path).meta.step).toBe(Number(step)); // complete and verified
     expect(Number(step)).toBeGreaterThan(124);
   }, 90_000);
+
+  it('a coordinator restarted on the same run and checkpoint folder re-adopts it with its status history and its epochs', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'ringtrain-readopt-'));
+    const port = await freePort();
+    const base = `http://127.0.0.1:${port}/`;
+    const args = ['coordinator', '--workers', '2', '--host', '127.0.0.1', '--port', String(port), '--token', 't', '--status-token', 's', '--epochs', '5', '--checkpoint-dir', dir, '--json'];
+    const snapshot = async (): Promise<StatusEventOf<'snapshot'>> => parseStatusEvent(await (await fetch(`${base}api/status`, { headers: { authorization: 'Bearer s' } })).text()) as StatusEventOf<'snapshot'>;
+    const first = ringtrain(args);
+    await until(() => first.lines.some((l) => typeof l.address === 'string'), 20_000, 'the coordinator', first);
+    // Steps of at least 3 ms: five epochs take long enough for the restart to land inside them.
+    const workers = [0, 1].map(() => ringtrain(['worker', '--coordinator', `ws://127.0.0.1:${port}`, '--token', 't'], { RINGTRAIN_FAULT_DELAY_MS: '0:3' }));
+    await until(() => first.lines.some((l) => String(l.msg).startsWith('epoch 2/')), 60_000, 'the second epoch', first);
+    const before = await snapshot();
+    expect(before.evaluations.map((e) => e.epoch)).toEqual([0, 1]);
+    first.proc.kill('SIGKILL');
+    await first.exited;
+    const second = ringtrain(args);
+    await until(() => second.lines.some((l) => String(l.msg).includes('status history restored')), 30_000, 'the history restored', second);
+    const after = await snapshot();
+    expect(after.runId).toBe(before.runId);
+    expect(after.startedAt).toBe(before.startedAt);
+    expect(after.evaluations.slice(0, 2)).toEqual(before.evaluations);
+    expect(after.generations[0]).toEqual(before.generations[0]); // the run's start, from before the restart
+    // Every point of the charts up to the last evaluation before the kill was written down then.
+    const kept = before.history.filter((p) => p.step <= before.evaluations[1].step);
+    expect(after.history.slice(0, kept.length)).toEqual(kept);
+    expect(await second.exited).toBe(0);
+    expect(await Promise.all(workers.map((w) => w.exited))).toEqual([0, 0]);
+    // The final summary has all five epochs, the first two from the journal.
+    const summary = JSON.parse(second.stdout.trim());
+    expect(summary.epochs).toHaveLength(5);
+    expect(summary.epochs.slice(0, 2).map((e: { testAccuracy: number }) => e.testAccuracy)).toEqual(before.evaluations.map((e) => e.testAccuracy));
+    expect(summary.epochs.at(-1).testAccuracy).toBeGreaterThan(0.9);
+  }, 120_000);
 
   it('SIGTERM to launch with --checkpoint-dir: a checkpoint of the current step first, then every worker stops (exit 130)', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'ringtrain-term-'));

@@ -106,6 +106,13 @@ export class RunStats {
     return true;
   }
 
+  /** Epoch figures from before a coordinator restart (see RunJournal); nulls are epochs not evaluated then. */
+  restoreEpochs(epochs: ({ trainLoss: number | null; testLoss: number | null; testAccuracy: number | null; testSamples: number } | null)[]): void {
+    epochs.forEach((e, i) => {
+      if (e && !this.epochs[i]) this.epochs[i] = { trainLoss: e.trainLoss ?? NaN, testLoss: e.testLoss ?? NaN, testAccuracy: e.testAccuracy ?? NaN, testSamples: e.testSamples };
+    });
+  }
+
   finish(weightsHash: string, steps: number, replicaChecks: number): void {
     this.endedAt = performance.now();
     this.weightsHash = weightsHash;

@@ -11,6 +11,7 @@ import type {
   RankState,
   RingProbe,
   RunError,
+  RunJournalFile,
   RunState,
   StatusEventBody,
   StatusWarning,
@@ -141,9 +142,24 @@ export class StatusFeed {
     this.emit({ type: 'state', state, generation, error });
   }
 
-  /** A restarted coordinator continues the run its workers hold: the run keeps its id. */
-  adoptRun(runId: string): void {
+  /** A restarted coordinator continues the run its workers hold: the run keeps its id (and, from its journal, its past). */
+  adoptRun(runId: string, past: Pick<RunJournalFile, 'startedAt' | 'history' | 'evaluations' | 'checkpoints' | 'warnings' | 'generations'> | null = null): void {
     this.runId = runId;
+    if (!past) return;
+    // The past first, then what this coordinator has seen since it started.
+    this.startedAt = past.startedAt ?? this.startedAt;
+    this.history = [...past.history, ...this.history];
+    this.evaluations.unshift(...past.evaluations.filter((e) => !this.evaluations.some((x) => x.epoch === e.epoch)));
+    this.checkpoints.unshift(...past.checkpoints);
+    this.warnings.unshift(...past.warnings);
+    this.generations.unshift(...past.generations);
+    for (const list of [this.checkpoints, this.warnings]) if (list.length > LIST_LIMIT) list.splice(0, list.length - LIST_LIMIT);
+    if (this.generations.length > LIST_LIMIT) this.generations.splice(1, this.generations.length - LIST_LIMIT); // keep the start
+  }
+
+  /** What a restarted coordinator would need of this feed (see RunJournal). */
+  past(): Pick<RunJournalFile, 'runId' | 'startedAt' | 'history' | 'evaluations' | 'checkpoints' | 'warnings' | 'generations'> {
+    return { runId: this.runId, startedAt: this.startedAt, history: [...this.history], evaluations: [...this.evaluations], checkpoints: [...this.checkpoints], warnings: [...this.warnings], generations: [...this.generations] };
   }
 
   /** A new generation is training: why it formed, what failed first, how long the recovery took. */

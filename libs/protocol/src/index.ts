@@ -30,6 +30,8 @@ export {
   type RingProbe,
   ringProbeSchema,
   type RunError,
+  type RunJournalFile,
+  runJournalSchema,
   type RunState,
   runStates,
   STATUS_VERSION,

@@ -111,6 +111,24 @@ export const generationChangeSchema = z.strictObject({
 
 const base = { v: z.literal(STATUS_VERSION), seq: z.number().int().positive(), time: num };
 
+/**
+ * A run's status history as the coordinator keeps it beside the checkpoints
+ * (`status-<run id>.json`), for a coordinator restarted on the same run.
+ */
+export const runJournalSchema = z.strictObject({
+  format: z.literal('ringtrain-run-journal-1'),
+  runId: z.string().min(1).max(64),
+  startedAt: num.nullable(),
+  history: z.array(metricsPointSchema).max(10_000),
+  evaluations: z.array(evaluationSchema).max(100_000),
+  checkpoints: z.array(checkpointInfoSchema).max(1000),
+  warnings: z.array(warningSchema).max(1000),
+  generations: z.array(generationChangeSchema).max(1000),
+  /** The final summary's figures, indexed by epoch; null for an epoch not evaluated yet (and for a NaN loss: JSON has no NaN). */
+  epochs: z.array(z.strictObject({ trainLoss: reading, testLoss: reading, testAccuracy: reading, testSamples: count }).nullable()).max(100_000),
+});
+export type RunJournalFile = z.infer<typeof runJournalSchema>;
+
 export const statusEventSchema = z.discriminatedUnion('type', [
   z.strictObject({
     ...base,

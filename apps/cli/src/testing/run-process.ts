@@ -1,4 +1,5 @@
 import { type ChildProcess, spawn } from 'node:child_process';
+import { createServer } from 'node:net';
 import { fileURLToPath } from 'node:url';
 
 /** For the integration tests: `ringtrain` as a real process, its JSON log lines and its exit. */
@@ -55,4 +56,13 @@ export function alive(pid: number): boolean {
   } catch {
     return false;
   }
+}
+
+/** A port that was free a moment ago (for a coordinator that must come back on the same one). */
+export async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = (server.address() as { port: number }).port;
+  await new Promise((resolve) => server.close(resolve));
+  return port;
 }
