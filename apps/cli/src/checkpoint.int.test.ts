@@ -99,7 +99,7 @@ describe('checkpoints and resume (real processes)', () => {
       const r = ringtrain('launch', '--workers', '2', '--epochs', '5', '--lr', '0.8', '--seed', '4', '--checkpoint-dir', d, '--keep-last', '1', '--keep-best', '1', '--best-metric', metric, '--json');
       expect(r.code, r.stderr).toBe(0);
       epochs = r.summary.epochs;
-      kept[metric] = readdirSync(d).map((f) => Number(/ckpt-step-(\d+)/.exec(f)![1])).sort((a, b) => a - b);
+      kept[metric] = readdirSync(d).filter((f) => f.endsWith('.safetensors')).map((f) => Number(/ckpt-step-(\d+)/.exec(f)![1])).sort((a, b) => a - b);
     }
     const stepOf = (epoch: number): number => 62 * (epoch + 1);
     const lowestLoss = epochs.reduce((b, e, i) => (e.testLoss < epochs[b].testLoss ? i : b), 0);
@@ -138,13 +138,13 @@ describe('checkpoints and resume (real processes)', () => {
     // An older job (another model) leaves steps 100–120 behind; a new job writes steps 10–60 beside them.
     const older = ringtrain('launch', '--workers', '2', '--epochs', '2', '--hidden', '32', '--max-steps', '120', '--checkpoint-dir', shared, '--save-every', '10', '--keep-last', '3', '--keep-best', '0', '--json');
     expect(older.code, older.stderr).toBe(0);
-    const olderFiles = readdirSync(shared).sort();
+    const olderFiles = readdirSync(shared).filter((f) => f.endsWith('.safetensors')).sort();
     expect(olderFiles).toEqual(['ckpt-step-0000000100.safetensors', 'ckpt-step-0000000110.safetensors', 'ckpt-step-0000000120.safetensors']);
     const newer = ringtrain('launch', '--workers', '2', '--epochs', '1', '--max-steps', '60', '--checkpoint-dir', shared, '--save-every', '10', '--keep-last', '2', '--keep-best', '0', '--json');
     expect(newer.code, newer.stderr).toBe(0);
     // Each of its saves was kept until its own newer ones displaced it; the older job's files are untouched.
     expect(newer.summary.checkpoints.map((c: { step: number }) => c.step)).toEqual([10, 20, 30, 40, 50, 60]);
-    expect(readdirSync(shared).sort()).toEqual(['ckpt-step-0000000050.safetensors', 'ckpt-step-0000000060.safetensors', ...olderFiles]);
+    expect(readdirSync(shared).filter((f) => f.endsWith('.safetensors')).sort()).toEqual(['ckpt-step-0000000050.safetensors', 'ckpt-step-0000000060.safetensors', ...olderFiles]);
     // --resume latest passes over the older job's newer-numbered files, and says why.
     const mine = ringtrain('launch', '--workers', '2', '--epochs', '1', '--max-steps', '62', '--resume', 'latest', '--checkpoint-dir', shared, '--json');
     expect(mine.code, mine.stderr).toBe(0);

@@ -27,7 +27,7 @@ describe('a convolutional net (models/lenet.json), real processes', () => {
     // (PyTorch DDP with the same config: 96.7%). BENCHMARKS.md has the figures.
     expect(accuracy.at(-1)).toBeGreaterThanOrEqual(0.98);
 
-    const ckpt = join(dir, 'ckpts', readdirSync(join(dir, 'ckpts'))[0]);
+    const ckpt = join(dir, 'ckpts', readdirSync(join(dir, 'ckpts')).filter((f) => f.endsWith('.safetensors'))[0]);
     const inspect = startRingtrain(['inspect', ckpt]);
     expect(await inspect.exited, inspect.stderr).toBe(0);
     expect(inspect.stdout).toMatch(/layers\.0\.weight +\| \[16, 1, 5, 5\] +\| 400/);

@@ -132,6 +132,20 @@ describe('ending well (real processes)', () => {
     expect(Number(step)).toBeGreaterThan(124);
   }, 90_000);
 
+  it('a worker killed during an epoch’s evaluation: the next generation takes that evaluation first, and every epoch is evaluated once', async () => {
+    // Rank 1 dies as it starts evaluating the second epoch, before sending its share: the
+    // coordinator has two of three; the others fail in the evaluation's all-gather.
+    const run = ringtrain(['launch', '--workers', '3', '--epochs', '3', '--json'], { RINGTRAIN_WORKER_LOG_LEVEL: 'info', RINGTRAIN_FAULT_KILL_EVAL: '1@1' });
+    expect(await run.exited, run.stderr.slice(-3000)).toBe(0);
+    const summary = JSON.parse(run.stdout.trim());
+    expect(summary.epochs).toHaveLength(3);
+    for (const e of summary.epochs) expect(e.testAccuracy).toBeGreaterThan(0.85);
+    expect(changes(run).map((c) => c.cause)).toContain('fault');
+    expect(run.lines.filter((l) => String(l.msg).includes("epoch 2's evaluation was interrupted by a fault: taking it now")).length).toBeGreaterThanOrEqual(1);
+    // Each epoch's line once: the evaluation is neither lost nor counted twice.
+    for (const n of [1, 2, 3]) expect(run.lines.filter((l) => String(l.msg).startsWith(`epoch ${n}/3:`))).toHaveLength(1);
+  }, 90_000);
+
   it('a coordinator restarted on the same run and checkpoint folder re-adopts it with its status history and its epochs', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'ringtrain-readopt-'));
     const port = await freePort();

@@ -71,7 +71,7 @@ describe('image folders (real processes)', () => {
     const ckpts = join(dir, 'png-ckpts');
     const r = ringtrain('train', '--data', `images:${pngDir}`, '--epochs', '2', '--checkpoint-dir', ckpts);
     expect(r.code, r.stderr).toBe(0);
-    const [ckpt] = readdirSync(ckpts);
+    const [ckpt] = readdirSync(ckpts).filter((f) => f.endsWith('.safetensors'));
     const sevens = join(pngDir, 'test', '7');
     const p = spawnSync(process.execPath, [main, 'predict', join(ckpts, ckpt), '--input', sevens], { encoding: 'utf8' });
     expect(p.status, p.stderr).toBe(0);

@@ -53,7 +53,7 @@ describe.skipIf(!available('TABLES', existsSync(tables), `scikit-learn's tables 
     expect(r.code, r.stderr).toBe(0);
     expect(r.stderr).toMatch(/job: MLP 4-128-3 \(relu\)/);
     expect(r.summary.epochs.at(-1).testAccuracy).toBeGreaterThanOrEqual(0.9);
-    const [last] = readdirSync(ckpts).sort().reverse();
+    const [last] = readdirSync(ckpts).filter((f) => f.endsWith('.safetensors')).sort().reverse();
     const rows = join(dir, 'iris-rows.csv');
     writeFileSync(rows, '5.1,3.5,1.4,0.2\n6.7,3.1,4.7,1.5\n7.7,3.0,6.1,2.3\n');
     const p = ringtrain('predict', join(ckpts, last), '--input', rows);
@@ -67,7 +67,7 @@ describe.skipIf(!available('TABLES', existsSync(tables), `scikit-learn's tables 
     const r = ringtrain('train', '--data', `csv:${csv}`, '--label', 'last', '--epochs', '20', '--checkpoint-dir', ckpts, '--save-final', final);
     expect(r.code, r.stderr).toBe(0);
     expect(existsSync(final)).toBe(true);
-    const [ckpt] = readdirSync(ckpts);
+    const [ckpt] = readdirSync(ckpts).filter((f) => f.endsWith('.safetensors'));
     const rows = join(dir, 'train-rows.csv');
     writeFileSync(rows, '5.0,3.4,1.5,0.2\n7.9,3.8,6.4,2.0\n');
     const p = ringtrain('predict', join(ckpts, ckpt), '--input', rows);

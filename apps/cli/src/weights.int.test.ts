@@ -17,7 +17,7 @@ describe('the weights as a product: inspect, export, evaluate, predict', () => {
   beforeAll(() => {
     const r = ringtrain('launch', '--workers', '2', '--checkpoint-dir', join(dir, 'ckpts'), '--keep-last', '1', '--keep-best', '0');
     expect(r.status, r.stderr).toBe(0);
-    ckpt = join(dir, 'ckpts', readdirSync(join(dir, 'ckpts'))[0]);
+    ckpt = join(dir, 'ckpts', readdirSync(join(dir, 'ckpts')).filter((f) => f.endsWith('.safetensors'))[0]);
   }, 120_000);
 
   it('inspect lists tensors, counts weights and biases apart, and sizes at every precision', () => {

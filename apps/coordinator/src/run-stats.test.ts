@@ -21,4 +21,14 @@ describe('run statistics', () => {
     expect(trainLoss([2, 5, 1, 0, 3, 4])).toBe(inRankOrder);
     expect(inRankOrder).toBeCloseTo(0.2, 12);
   });
+
+  it("an epoch's evaluation taken again after a fault (a later generation) does not replace the first", () => {
+    const stats = new RunStats(2, 1);
+    stats.addProgress(progress(0, 10, 0.5));
+    expect([0, 1].map((r) => stats.addEvaluation(evaluated(r)))).toEqual([false, true]);
+    const first = { ...stats.epochs[0] };
+    const again = (rank: number) => ({ ...evaluated(rank), generation: 2, lossSum: 9, correct: 2 });
+    expect([0, 1].map((r) => stats.addEvaluation(again(r), 2))).toEqual([false, false]);
+    expect(stats.epochs[0]).toEqual(first);
+  });
 });

@@ -85,6 +85,8 @@ export class RunStats {
    * `worldSize` ranks) has sent its share. Shares of an older generation are replaced.
    */
   addEvaluation(e: MessageOf<'evaluated'>, worldSize = this.worldSize): boolean {
+    // Taken again after a fault that some rank saw it complete through: the first one stands.
+    if (this.epochs[e.epoch]) return false;
     const seen = this.evalWorld.get(e.epoch);
     if (!seen || seen.generation !== e.generation) {
       this.evalWorld.set(e.epoch, { generation: e.generation, worldSize });

@@ -10,6 +10,9 @@ import { appendFileSync } from 'node:fs';
  *                                            first generation, after its gradients and before the
  *                                            all-reduce (a crash drill; later generations redo the
  *                                            step without dying again)
+ *   RINGTRAIN_FAULT_KILL_EVAL=<rank>@<epoch> that rank's process dies by SIGKILL when it starts that
+ *                                            epoch's evaluation in generation 1 (before it sends
+ *                                            its share)
  *   RINGTRAIN_FAULT_DIVERGE=<rank>@<step>    that rank flips the lowest bit of its last weight after
  *                                            that step's update (a divergence drill: the next
  *                                            replica check must stop the run)
@@ -27,6 +30,8 @@ export interface Faults {
   logStep(entry: { ring: string; generation: number; rank: number; step: number; epoch: number; cursor: number; start: number; count: number }): void;
   /** Kills this process (SIGKILL) when it is `rank` at `step` of generation 1. */
   exitAt(rank: number, step: number, generation: number): void;
+  /** Kills this process (SIGKILL) when it is `rank` evaluating `epoch` in generation 1. */
+  exitInEvaluation(rank: number, epoch: number, generation: number): void;
 }
 
 export function faultsFromEnv(env: NodeJS.ProcessEnv = process.env): Faults {
@@ -35,6 +40,7 @@ export function faultsFromEnv(env: NodeJS.ProcessEnv = process.env): Faults {
   const overflow = /^(\d+)$/.exec(env.RINGTRAIN_FAULT_OVERFLOW ?? '');
   const kill = /^(\d+)@(\d+)$/.exec(env.RINGTRAIN_FAULT_KILL ?? '');
   const diverge = /^(\d+)@(\d+)$/.exec(env.RINGTRAIN_FAULT_DIVERGE ?? '');
+  const killEval = /^(\d+)@(\d+)$/.exec(env.RINGTRAIN_FAULT_KILL_EVAL ?? '');
   const stepLog = env.RINGTRAIN_STEP_LOG;
   return {
     logStep: (entry) => {
@@ -46,6 +52,9 @@ export function faultsFromEnv(env: NodeJS.ProcessEnv = process.env): Faults {
     divergeAt: (rank, step) => diverge !== null && Number(diverge[1]) === rank && Number(diverge[2]) === step,
     exitAt: (rank, step, generation) => {
       if (kill !== null && generation === 1 && Number(kill[1]) === rank && Number(kill[2]) === step) process.kill(process.pid, 'SIGKILL');
+    },
+    exitInEvaluation: (rank, epoch, generation) => {
+      if (killEval !== null && generation === 1 && Number(killEval[1]) === rank && Number(killEval[2]) === epoch) process.kill(process.pid, 'SIGKILL');
     },
   };
 }

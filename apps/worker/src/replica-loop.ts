@@ -21,6 +21,8 @@ export interface ReplicaLoopOptions {
   totalSteps: number;
   /** True once this worker should leave at the next step boundary (SIGTERM). */
   leaving: () => boolean;
+  /** The last epoch whose evaluation this worker saw every rank take; kept across generations. */
+  evaluated: { evaluatedThrough: number };
 }
 
 /** How a generation's steps ended: all taken, or at a step boundary to regroup or to leave. */
@@ -84,6 +86,28 @@ export async function runReplicaLoop(o: ReplicaLoopOptions): Promise<{ end: Loop
   let report = emptyReport();
   let saveDue = false;
   let verifyDue = false;
+  /** Each rank's share of an epoch's evaluation to the coordinator; the global figures for checkpoints. */
+  const evaluate = async (epoch: number): Promise<void> => {
+    faults.exitInEvaluation(assign.rank, epoch, assign.generation);
+    const ev = await trainer.evaluateYielding('test');
+    const share = { lossSum: ev.loss * ev.samples, correct: Math.round(ev.accuracy * ev.samples), samples: ev.samples };
+    ch.send({ type: 'evaluated', ...ids, epoch, ...share });
+    metrics = await globalMetrics(comm, share);
+    // Every rank had sent its share before this all-gather could complete.
+    o.evaluated.evaluatedThrough = Math.max(o.evaluated.evaluatedThrough, epoch);
+  };
+  // A fault during an epoch's evaluation left it untaken: the generation after it (at that epoch's
+  // end still: nothing trains before the evaluation) takes it first, unless some rank saw it taken
+  // (then every share had been sent). A resumed run starts at generation 1 and does not redo it.
+  if (assign.generation > 1 && trainer.cursor === 0 && trainer.epoch > 0) {
+    const seen = await comm.allgather(new Uint8Array(Int32Array.of(o.evaluated.evaluatedThrough).buffer));
+    const through = Math.max(...seen.map((b) => new Int32Array(Uint8Array.from(b).buffer)[0]));
+    o.evaluated.evaluatedThrough = through;
+    if (through < trainer.epoch - 1) {
+      log.warn(`epoch ${trainer.epoch}'s evaluation was interrupted by a fault: taking it now`);
+      await evaluate(trainer.epoch - 1);
+    }
+  }
   while (trainer.globalStep < totalSteps) {
     // Inside a DiLoCo round the replicas differ: leave or regroup at its end (a broken ring
     // rewinds the round instead; see the worker).
@@ -144,12 +168,7 @@ export async function runReplicaLoop(o: ReplicaLoopOptions): Promise<{ end: Loop
       await verifyReplicas(comm, trainer, `step ${trainer.globalStep}`);
       replicaChecks++;
     }
-    if (epochEnds) {
-      const ev = await trainer.evaluateYielding('test');
-      const share = { lossSum: ev.loss * ev.samples, correct: Math.round(ev.accuracy * ev.samples), samples: ev.samples };
-      ch.send({ type: 'evaluated', ...ids, epoch, ...share });
-      metrics = await globalMetrics(comm, share);
-    }
+    if (epochEnds) await evaluate(epoch);
     const asked = writer !== null && ch.take('checkpointNow') !== null;
     // A save that falls inside a DiLoCo round waits for its end (a checkpoint is a sync point).
     saveDue ||= Boolean(checkpoint && (asked || (checkpoint.everySteps > 0 && trainer.globalStep % checkpoint.everySteps === 0) || (checkpoint.atEpochEnd && r.epochEnded)));

@@ -97,8 +97,11 @@ class Agent {
   private trainer: Trainer | null = null;
   private writer: CheckpointWriter | null = null;
   private last: MessageOf<'assign'> | null = null;
-  /** Whether this replica holds the run's training state (from a completed state sync). */
-  private readonly state = { held: false };
+  /**
+   * Whether this replica holds the run's training state (from a completed state sync), and the
+   * last epoch whose evaluation this worker saw every rank take (-1: none yet).
+   */
+  private readonly state = { held: false, evaluatedThrough: -1 };
   /** Outside the replica loop a newer generation or a lost coordinator interrupts at once; inside it, at the next step boundary. */
   private interruptible = true;
   private log: Logger;
@@ -352,7 +355,7 @@ async function runGeneration(
   comm: Communicator,
   ch: ControlChannel,
   writer: CheckpointWriter | null,
-  state: { held: boolean },
+  state: { held: boolean; evaluatedThrough: number },
   training: () => void,
   log: Logger,
   leave: AbortSignal | undefined,
@@ -405,7 +408,7 @@ async function runGeneration(
       ch.send({ type: 'ringProbe', v: PROTOCOL_VERSION, generation: a.generation, rank: a.rank, worldSize: a.worldSize, ...m, segmentBytes: comm.segmentBytes, transport, ...(why && transport === 'tcp' ? { why: why.slice(0, 4000) } : {}), ...(tuned ? { tuning: tuned.tried } : {}) });
     }
   }
-  const loop = await runReplicaLoop({ assign: a, trainer, comm, channel: ch, writer, faults, log, totalSteps, leaving: () => leave?.aborted ?? false });
+  const loop = await runReplicaLoop({ assign: a, trainer, comm, channel: ch, writer, faults, log, totalSteps, leaving: () => leave?.aborted ?? false, evaluated: state });
   if (loop.end !== 'done') return { end: loop.end };
   const finalHash = await verifyReplicas(comm, trainer, 'final weights');
   if (a.rank === 0 && a.saveFinal) {
