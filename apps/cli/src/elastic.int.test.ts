@@ -1,7 +1,7 @@
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { loadCheckpoint, readSafetensors } from '@ringtrain/checkpoint';
+import { listCheckpoints, loadCheckpoint, readSafetensors } from '@ringtrain/checkpoint';
 import { parseStatusEvent, type StatusEventOf } from '@ringtrain/protocol';
 import { afterEach, describe, expect, it } from 'vitest';
 import { alive, freePort, killStarted, type Run, startRingtrain, until } from './testing/run-process.js';
@@ -144,6 +144,36 @@ describe('ending well (real processes)', () => {
     expect(run.lines.filter((l) => String(l.msg).includes("epoch 2's evaluation was interrupted by a fault: taking it now")).length).toBeGreaterThanOrEqual(1);
     // Each epoch's line once: the evaluation is neither lost nor counted twice.
     for (const n of [1, 2, 3]) expect(run.lines.filter((l) => String(l.msg).startsWith(`epoch ${n}/3:`))).toHaveLength(1);
+  }, 90_000);
+
+  it('below MIN the run pauses: one survivor checkpoints what it holds, and after --rejoin-timeout the run fails saying why', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'ringtrain-below-min-'));
+    const port = await freePort();
+    const coord = ringtrain(['coordinator', '--workers', '2:3', '--host', '127.0.0.1', '--port', String(port), '--token', 't', '--epochs', '50', '--rejoin-timeout', '3', '--checkpoint-dir', dir, '--json']);
+    await until(() => coord.lines.some((l) => typeof l.address === 'string'), 20_000, 'the coordinator', coord);
+    // Workers by hand (no launch to replace them), steps of at least 3 ms.
+    const workers = [0, 1].map(() => ringtrain(['worker', '--coordinator', `ws://127.0.0.1:${port}`, '--token', 't'], { RINGTRAIN_FAULT_DELAY_MS: '0:3', RINGTRAIN_LOG_LEVEL: 'info' }));
+    await until(() => coord.lines.some((l) => String(l.msg).startsWith('epoch 1/')), 60_000, 'the first epoch', coord);
+    const victim = workers.find((w) => w.lines.some((l) => String(l.msg).startsWith('rank 1 of 2')))!;
+    const survivor = workers.find((w) => w !== victim)!;
+    const killedAt = Date.now();
+    // The process that trains (`ringtrain worker` restarts itself once with its tuned flags).
+    process.kill(victim.lines.find((l) => String(l.msg).startsWith('rank 1 of 2'))!.pid as number, 'SIGKILL');
+    expect(await coord.exited, coord.stderr.slice(-3000)).toBe(1);
+    const waited = Date.now() - killedAt;
+    expect(coord.stderr).toMatch(/fewer than 2 workers: the run waits up to 3000 ms for workers to join/);
+    expect(coord.stderr).toMatch(/only 1 of at least 2 workers within the rejoin timeout of 3000 ms/);
+    expect(waited).toBeGreaterThanOrEqual(3000);
+    expect(waited).toBeLessThan(10_000);
+    // The survivor's state went to disk after the kill, before the run gave up: a complete,
+    // verified checkpoint of a step at or after the first epoch's end (41 steps of 192).
+    const saved = coord.lines.filter((l) => typeof l.path === 'string' && typeof l.step === 'number' && Number(l.time) >= killedAt);
+    expect(saved.length, coord.stderr.slice(-2000)).toBeGreaterThanOrEqual(1); // (an epoch end's save may land just after the kill too)
+    const last = saved.at(-1)!;
+    expect(loadCheckpoint(String(last.path)).meta.step).toBe(last.step);
+    expect(Number(last.step)).toBeGreaterThanOrEqual(41);
+    expect(listCheckpoints(dir)[0].path).toBe(last.path); // the newest on disk
+    expect(await survivor.exited).not.toBe(0);
   }, 90_000);
 
   it('a coordinator restarted on the same run and checkpoint folder re-adopts it with its status history and its epochs', async () => {
