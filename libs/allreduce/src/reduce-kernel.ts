@@ -17,6 +17,7 @@ interface ReduceAddon {
   mapShared?(fd: number, bytes: number): ArrayBuffer;
   waitAtLeast?(words: Int32Array, index: number, target: number, spinMicros: number, timeoutMicros: number): number;
   publish?(words: Int32Array, index: number, value: number): void;
+  sumInOrder?(out: Float32Array, parts: Float32Array[], divisor: number): boolean;
 }
 
 const addonPath = fileURLToPath(new URL('../native/build/Release/ringtrain_reduce.node', import.meta.url));
@@ -37,8 +38,8 @@ const loaded = load();
 export const nativeCodecs: Pick<ReduceAddon, 'encodeFloat16' | 'decodeFloat16' | 'encodeBfloat16' | 'decodeBfloat16' | 'encodeInt8' | 'decodeInt8'> | null = 'addon' in loaded ? loaded.addon : null;
 
 /** Shared memory between same-host ranks (see shared-memory.ts), or null without the addon or off Linux. */
-export const sharedMemoryNative: Required<Pick<ReduceAddon, 'mapShared' | 'waitAtLeast' | 'publish'>> | null =
-  'addon' in loaded && loaded.addon.mapShared && loaded.addon.waitAtLeast && loaded.addon.publish ? (loaded.addon as Required<ReduceAddon>) : null;
+export const sharedMemoryNative: Required<Pick<ReduceAddon, 'mapShared' | 'waitAtLeast' | 'publish' | 'sumInOrder'>> | null =
+  'addon' in loaded && loaded.addon.mapShared && loaded.addon.waitAtLeast && loaded.addon.publish && loaded.addon.sumInOrder ? (loaded.addon as Required<ReduceAddon>) : null;
 
 /** Which add loop the ring runs: the compiled, vectorised one or the portable JS one (and why). */
 export const reduceKernel: { native: boolean; reason?: string } = 'addon' in loaded ? { native: true } : { native: false, reason: loaded.reason };

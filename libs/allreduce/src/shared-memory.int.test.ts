@@ -82,8 +82,9 @@ run('same-host ranks all-reduce through shared memory (real processes)', () => {
       ring.procs[1].kill('SIGCONT');
       const [woken] = await ring.waitAll('error', 5000, 3).then((all) => all.filter((e) => e.rank === 1));
       expect(woken.code).toMatch(/ERR_PEER_LOST|ERR_COLLECTIVE_TIMEOUT/);
-      // Not one more all-reduce completed on it (the one it was stopped in included).
-      expect(ring.events.filter((e) => e.rank === 1 && e.event === 'iteration' && e.t > stoppedAt + 50)).toEqual([]);
+      // It completes no all-reduce that the others did not (it may finish one they all finished).
+      const last = (rank: number): number => Math.max(-1, ...ring!.events.filter((e) => e.rank === rank && e.event === 'iteration').map((e) => Number(e.iteration)));
+      expect(last(1)).toBeLessThanOrEqual(Math.min(last(0), last(2)));
     } finally {
       ring.procs[1].kill('SIGCONT');
     }
