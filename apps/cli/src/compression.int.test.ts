@@ -9,10 +9,14 @@ import { killStarted, startRingtrain } from './testing/run-process.js';
 afterEach(killStarted);
 const dir = mkdtempSync(join(tmpdir(), 'ringtrain-compression-'));
 
-/** `launch --workers 4` of the default job (MLP 784-128-10, embedded MNIST), replicas compared every 5 steps. */
+/**
+ * `launch --workers 4` of the default job (MLP 784-128-10, embedded MNIST), replicas compared every
+ * 5 steps, the ring over TCP: on one host it would share memory, where nothing is compressed.
+ */
 async function launch(args: string[], env: Record<string, string> = {}) {
-  const run = startRingtrain(['launch', '--workers', '4', '--verify-every', '5', '--json', ...args], env);
+  const run = startRingtrain(['launch', '--workers', '4', '--verify-every', '5', '--json', ...args], { RINGTRAIN_SHARED_MEMORY: '0', RINGTRAIN_LOG_LEVEL: 'info', ...env });
   expect(await run.exited, run.stderr.slice(-3000)).toBe(0);
+  expect(run.stderr).toMatch(/ring of 4 over TCP, .*not shared memory: rank \d: RINGTRAIN_SHARED_MEMORY=0/);
   return { summary: JSON.parse(run.stdout.trim().split('\n').at(-1)!), run };
 }
 

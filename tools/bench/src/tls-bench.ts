@@ -39,9 +39,12 @@ async function ring(world: number, tls?: { cert: string; key: string; ca: string
   }
 }
 
-/** Training samples/s of `launch --workers 2` on the embedded data, plain or TLS. */
+/**
+ * Training samples/s of `launch --workers 2` on the embedded data, plain or TLS, the ring over
+ * loopback TCP (on one host it would otherwise share memory, and no gradient would cross TLS).
+ */
 async function train(tlsArgs: string[], epochs: number): Promise<number> {
-  const child = spawn(process.execPath, [cli, 'launch', '--workers', '2', '--epochs', String(epochs), '--json', ...tlsArgs], { stdio: ['ignore', 'pipe', 'ignore'] });
+  const child = spawn(process.execPath, [cli, 'launch', '--workers', '2', '--epochs', String(epochs), '--json', ...tlsArgs], { stdio: ['ignore', 'pipe', 'ignore'], env: { ...process.env, RINGTRAIN_SHARED_MEMORY: '0' } });
   let out = '';
   child.stdout!.on('data', (d: Buffer) => (out += d));
   const code = await new Promise<number | null>((r) => child.once('exit', r));
