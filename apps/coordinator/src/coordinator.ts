@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { IncomingMessage, Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
-import { type ConfigSummary, type ControlMessage, decodeControl, encodeControl, type GenerationChange, type MessageOf, PROTOCOL_VERSION, type RunJournalFile, sameSecret } from '@ringtrain/protocol';
+import { type ConfigSummary, type ControlMessage, decodeControl, encodeControl, type GenerationChange, type MessageOf, PROTOCOL_VERSION, sameSecret } from '@ringtrain/protocol';
 import { guardedServer, refuseUpgrade } from '@ringtrain/allreduce';
 import { describeModel, parameterCount } from '@ringtrain/core';
 import { type JobConfig, jobConfigHash } from '@ringtrain/trainer';
@@ -178,8 +178,7 @@ export class Coordinator {
       if (event.type === 'warning') this.log.warn({ code: event.warning.code, rank: event.warning.rank, step: event.warning.step }, event.warning.message);
     });
     // With checkpoints, the status history is kept beside them for a restarted coordinator.
-    this.journal = options.checkpoint ? new RunJournal(options.checkpoint.dir, () => this.journalNow(), this.log) : null;
-    this.feed.subscribe((event) => this.journal?.save(event.type !== 'metrics' && event.type !== 'rank' && event.type !== 'health'));
+    this.journal = options.checkpoint ? RunJournal.attach(options.checkpoint.dir, this.feed, this.stats, this.log) : null;
     this.record = new RunRecord(this.stats, this.feed, this.log, options.config.epochs, {
       progress: (stats) => this.onProgress?.(stats),
       epoch: (epoch, stats) => this.onEpoch?.(epoch, stats),
@@ -288,12 +287,6 @@ export class Coordinator {
     this.wss.close();
     this.http.closeAllConnections?.();
     await new Promise<void>((resolve) => this.http.close(() => resolve()));
-  }
-
-  private journalNow(): RunJournalFile {
-    const orNull = (x: number): number | null => (Number.isFinite(x) ? x : null);
-    const epochs = Array.from(this.stats.epochs, (e) => (e ? { trainLoss: orNull(e.trainLoss), testLoss: orNull(e.testLoss), testAccuracy: orNull(e.testAccuracy), testSamples: e.testSamples } : null));
-    return { format: 'ringtrain-run-journal-1', ...this.feed.past(), epochs };
   }
 
   private onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
@@ -409,12 +402,8 @@ export class Coordinator {
           this.onRunning(e.generation, e.ready);
           break;
         case 'adopted': {
-          const past = this.options.checkpoint ? RunJournal.load(this.options.checkpoint.dir, e.runId, this.log) : null;
-          this.feed.adoptRun(e.runId, past);
-          if (past) {
-            this.stats.restoreEpochs(past.epochs);
-            this.log.info(`run ${e.runId}: its status history restored from ${RunJournal.pathOf(this.options.checkpoint!.dir, e.runId)} (${past.history.length} points, ${past.evaluations.length} evaluations, ${past.generations.length} membership changes)`);
-          }
+          if (this.journal) this.journal.adopt(e.runId);
+          else this.feed.adoptRun(e.runId);
           this.log.warn({ runId: e.runId, generation: e.generation, step: e.step }, `re-adopting run ${e.runId}: its workers hold its state (generation ${e.generation}, step ${e.step})`);
           break;
         }

@@ -3,6 +3,8 @@ import { mkdir, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { type RunJournalFile, runJournalSchema } from '@ringtrain/protocol';
 import type { Logger } from 'pino';
+import type { RunStats } from './run-stats.js';
+import type { StatusFeed } from './status-feed.js';
 
 export type Journal = RunJournalFile;
 
@@ -25,7 +27,40 @@ export class RunJournal {
     private readonly dir: string,
     private readonly take: () => Journal,
     private readonly log: Logger,
+    /** Where a re-adopted run's past goes (see attach). */
+    private readonly run: { feed: StatusFeed; stats: RunStats } | null = null,
   ) {}
+
+  /**
+   * The journal of a run whose status lives in `feed` and `stats`: written at each event that a
+   * restarted coordinator could not rebuild (all but the frequent metrics, rank and health ones:
+   * those are throttled).
+   */
+  static attach(dir: string, feed: StatusFeed, stats: RunStats, log: Logger): RunJournal {
+    const orNull = (x: number): number | null => (Number.isFinite(x) ? x : null);
+    const journal = new RunJournal(
+      dir,
+      () => ({
+        format: 'ringtrain-run-journal-1',
+        ...feed.past(),
+        epochs: Array.from(stats.epochs, (e) => (e ? { trainLoss: orNull(e.trainLoss), testLoss: orNull(e.testLoss), testAccuracy: orNull(e.testAccuracy), testSamples: e.testSamples } : null)),
+      }),
+      log,
+      { feed, stats },
+    );
+    feed.subscribe((event) => journal.save(event.type !== 'metrics' && event.type !== 'rank' && event.type !== 'health'));
+    return journal;
+  }
+
+  /** A restarted coordinator re-adopts `runId`: the feed takes its id, and the run its past where this folder has it. */
+  adopt(runId: string): void {
+    if (!this.run) return;
+    const past = RunJournal.load(this.dir, runId, this.log);
+    this.run.feed.adoptRun(runId, past);
+    if (!past) return;
+    this.run.stats.restoreEpochs(past.epochs);
+    this.log.info(`run ${runId}: its status history restored from ${RunJournal.pathOf(this.dir, runId)} (${past.history.length} points, ${past.evaluations.length} evaluations, ${past.generations.length} membership changes)`);
+  }
 
   static pathOf(dir: string, runId: string): string {
     return join(dir, `status-${runId}.json`);

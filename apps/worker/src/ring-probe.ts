@@ -8,6 +8,34 @@ export interface RingMeasurement {
   probeBytes: number;
 }
 
+/** What a new ring settled on and measured of itself (the ringProbe message's figures). */
+export interface RingSetUp extends RingMeasurement {
+  transport: 'tcp' | 'shared memory';
+  /** Why not shared memory, where it is TCP. */
+  why?: string;
+  segmentBytes: number;
+  tuning?: SegmentTuning['tried'];
+}
+
+/**
+ * A new generation's ring, before its first step (every rank calls it, as any collective): shared
+ * memory where all ranks are on one host, else over TCP the segment size that pipelines a gradient
+ * of `elements` floats best (unless one was given); then it measures itself.
+ */
+export async function setUpRing(comm: Communicator, elements: number): Promise<RingSetUp> {
+  // Gradients, DiLoCo's pseudo-gradients and the metrics all fit in one parameter vector.
+  const why = await comm.shareMemory({ capacity: elements });
+  const tuned = comm.sharedMemory || comm.segmentBytesGiven ? null : await tuneSegments(comm, elements);
+  const measured = await probeRing(comm);
+  return {
+    ...measured,
+    transport: comm.sharedMemory ? 'shared memory' : 'tcp',
+    segmentBytes: comm.segmentBytes,
+    ...(why && !comm.sharedMemory ? { why: why.slice(0, 4000) } : {}),
+    ...(tuned ? { tuning: tuned.tried } : {}),
+  };
+}
+
 const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 /**

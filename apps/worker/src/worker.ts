@@ -8,7 +8,7 @@ import { CheckpointWriter, restoreTensors, writeFinalWeights } from './checkpoin
 import { ChannelError, ControlChannel } from './control-channel.js';
 import { WorkerError } from './errors.js';
 import { faultsFromEnv } from './faults.js';
-import { probeRing, tuneSegments } from './ring-probe.js';
+import { setUpRing } from './ring-probe.js';
 import { runReplicaLoop, verifyReplicas } from './replica-loop.js';
 import { syncState } from './state-sync.js';
 
@@ -398,15 +398,8 @@ async function runGeneration(
   }
   training();
   if (a.worldSize > 1) {
-    // Gradients, DiLoCo's pseudo-gradients and the metrics all fit in one parameter vector.
-    const why = await comm.shareMemory({ capacity: params.length });
-    // Over TCP, the segment size that pipelines this gradient best on this ring (unless one was given).
-    const tuned = comm.sharedMemory || comm.segmentBytesGiven ? null : await tuneSegments(comm, params.length);
-    const m = await probeRing(comm);
-    const transport = comm.sharedMemory ? ('shared memory' as const) : ('tcp' as const);
-    if (a.rank === 0) {
-      ch.send({ type: 'ringProbe', v: PROTOCOL_VERSION, generation: a.generation, rank: a.rank, worldSize: a.worldSize, ...m, segmentBytes: comm.segmentBytes, transport, ...(why && transport === 'tcp' ? { why: why.slice(0, 4000) } : {}), ...(tuned ? { tuning: tuned.tried } : {}) });
-    }
+    const ring = await setUpRing(comm, params.length);
+    if (a.rank === 0) ch.send({ type: 'ringProbe', v: PROTOCOL_VERSION, generation: a.generation, rank: a.rank, worldSize: a.worldSize, ...ring });
   }
   const loop = await runReplicaLoop({ assign: a, trainer, comm, channel: ch, writer, faults, log, totalSteps, leaving: () => leave?.aborted ?? false, evaluated: state });
   if (loop.end !== 'done') return { end: loop.end };

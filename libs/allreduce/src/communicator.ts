@@ -78,6 +78,8 @@ interface QueuedSend {
 
 const DEFAULT_HASH = '0000000000000000';
 
+const fingerprint = (kind: CollectiveKind, seq: number, length: number, options: CollectiveOptions): Fingerprint => ({ kind, seq, step: options.step ?? 0, length, layoutHash: options.layoutHash ?? DEFAULT_HASH });
+
 /**
  * The collectives of one ring: all-reduce, broadcast, all-gather and barrier over a Transport.
  * Every rank must call the same collectives in the same order; each call takes the next sequence
@@ -186,7 +188,7 @@ export class Communicator {
   private async allreduceShared(group: SharedMemoryGroup, data: Float32Array, options: CollectiveOptions & AllReduceOptions): Promise<AllReduceResult> {
     const seq = this.seq++;
     if (this.failure) throw this.failure;
-    const fp: Fingerprint = { kind: 'allreduce', seq, step: options.step ?? 0, length: data.length, layoutHash: options.layoutHash ?? DEFAULT_HASH };
+    const fp = fingerprint('allreduce', seq, data.length, options);
     const deadline = performance.now() + (options.timeoutMs ?? this.timeoutMs);
     const average = options.average ?? true;
     // Alone in the queue, it arrives before this call returns: the caller's work until it awaits
@@ -244,7 +246,7 @@ export class Communicator {
   private run(kind: CollectiveKind, length: number, options: CollectiveOptions, create: (fp: Fingerprint) => Operation): Promise<void> {
     const seq = this.seq++;
     if (this.failure) return Promise.reject(this.failure);
-    const fp: Fingerprint = { kind, seq, step: options.step ?? 0, length, layoutHash: options.layoutHash ?? DEFAULT_HASH };
+    const fp = fingerprint(kind, seq, length, options);
     if (this.worldSize === 1) return Promise.resolve(); // alone: the sum, mean and broadcast are the data itself
     const op = create(fp);
     return new Promise<void>((resolve, reject) => {

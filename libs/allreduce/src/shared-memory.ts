@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { closeSync, constants, openSync, readFileSync, readlinkSync, unlinkSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
+import { setImmediate as nextTurn } from 'node:timers/promises';
 import { join } from 'node:path';
 import { CollectiveError } from './errors.js';
 import { type Fingerprint, describeFingerprint } from './operations.js';
@@ -202,16 +203,8 @@ export class SharedMemoryGroup {
     // Arrived: the caller goes on until it awaits; the waiting starts after.
     await undefined;
     await this.waitAll(ARRIVED, s, fp, deadline, failure);
-    // Every rank compares every rank with rank 0, so all report the same odd one.
-    const describe = (x: Int32Array): string =>
-      `allreduce step ${x[STEP] >>> 0} length ${x[LENGTH]} layout ${(x[HASH_HI] >>> 0).toString(16).padStart(8, '0')}${(x[HASH_LO] >>> 0).toString(16).padStart(8, '0')} (${x[AVERAGE] ? 'mean' : 'sum'})`;
-    const first = regions[0].words;
-    for (let r = 1; r < world; r++) {
-      const theirs = regions[r].words;
-      if ([STEP, LENGTH, AVERAGE, HASH_HI, HASH_LO].some((i) => theirs[i] !== first[i])) {
-        throw new CollectiveError('ERR_FINGERPRINT_MISMATCH', `ranks disagree: rank ${r} is at ${describe(theirs)}; rank 0 is at ${describe(first)} (seen by rank ${rank}, seq ${fp.seq})`, { rank, peer: r, seq: fp.seq, step: fp.step, op: 'allreduce' });
-      }
-    }
+    const odd = this.oddFingerprint(fp);
+    if (odd) throw odd;
     // The chunk this rank owns in the ring, summed as the ring would: from rank c on round to c−1.
     const layout = new RingLayout(data.length, world, data.length || 1);
     const c = (rank + 1) % world;
@@ -233,6 +226,25 @@ export class SharedMemoryGroup {
     const quitter = this.gaveUp(s);
     if (quitter >= 0) throw this.abandoned(quitter, fp);
     return allFinite;
+  }
+
+  /**
+   * Ranks at another step, length, layout or reduction than rank 0, as ERR_FINGERPRINT_MISMATCH, or
+   * null. Every rank compares every rank with rank 0, so all report the same odd one.
+   */
+  private oddFingerprint(fp: Fingerprint): CollectiveError | null {
+    const describe = (x: Int32Array): string =>
+      `allreduce step ${x[STEP] >>> 0} length ${x[LENGTH]} layout ${(x[HASH_HI] >>> 0).toString(16).padStart(8, '0')}${(x[HASH_LO] >>> 0).toString(16).padStart(8, '0')} (${x[AVERAGE] ? 'mean' : 'sum'})`;
+    const first = this.regions[0].words;
+    const r = this.regions.findIndex((region) => [STEP, LENGTH, AVERAGE, HASH_HI, HASH_LO].some((i) => region.words[i] !== first[i]));
+    if (r < 0) return null;
+    return new CollectiveError('ERR_FINGERPRINT_MISMATCH', `ranks disagree: rank ${r} is at ${describe(this.regions[r].words)}; rank 0 is at ${describe(first)} (seen by rank ${this.rank}, seq ${fp.seq})`, {
+      rank: this.rank,
+      peer: r,
+      seq: fp.seq,
+      step: fp.step,
+      op: 'allreduce',
+    });
   }
 
   /** The first rank that gave up on all-reduce s, or −1. */
@@ -266,7 +278,7 @@ export class SharedMemoryGroup {
         const seen = sharedMemoryNative!.waitAtLeast(this.regions[r].words, index, s, spin, SLICE_MICROS);
         if (((seen - s) | 0) >= 0) break;
         spin = 0;
-        await new Promise<void>((resolve) => setImmediate(resolve));
+        await nextTurn();
         const failed = failure();
         if (failed) throw failed;
         if (performance.now() > deadline) {
