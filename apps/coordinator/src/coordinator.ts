@@ -42,7 +42,7 @@ export interface CoordinatorOptions {
   /** Deadline for all workers to join (default 60 s) and to report ready (default 60 s). */
   joinTimeoutMs?: number;
   readyTimeoutMs?: number;
-  /** Ping period and the silence after which a worker counts as lost (defaults 1 s and 3 s). */
+  /** Ping period and the silence after which a running worker counts as lost (defaults 500 ms and 3 s). */
   heartbeatMs?: number;
   peerTimeoutMs?: number;
   /** Steps between progress reports (default 10); replica hash checks every N steps (0: each epoch). */
@@ -365,12 +365,14 @@ export class Coordinator {
           this.timers.delete(e.timer);
           break;
         case 'ping': {
-          // A regroup asks everyone; a member already silent for two heartbeat periods (hung, or cut
-          // off) is not waited for: its neighbours' ring found it out for the same reason.
+          // A regroup asks everyone; a member already silent here for four heartbeat periods (hung,
+          // or cut off) is not waited for, nor the one the fault was blamed on (its ring neighbour
+          // found it silent) once it has missed two: its neighbours' ring found it out for the same reason.
           const now = Date.now();
-          const silence = 2 * (this.options.heartbeatMs ?? 1000);
+          const period = this.options.heartbeatMs ?? 500;
           for (const [conn, c] of this.conns) {
             if (c.ws.readyState !== WebSocket.OPEN) continue;
+            const silence = (conn === e.suspect ? 2 : 4) * period;
             if (now - c.lastSeen > silence && this.membership.memberOf(conn)) queueMicrotask(() => this.apply(this.membership.handle({ type: 'silent', conn, ms: now - c.lastSeen })));
             else c.ws.ping();
           }
@@ -521,7 +523,7 @@ export class Coordinator {
 
   /** A worker silent for peerTimeoutMs while training is lost; a late tick means this process was busy, not the worker. */
   private startHeartbeat(): void {
-    const period = this.options.heartbeatMs ?? 1000;
+    const period = this.options.heartbeatMs ?? 500;
     const timeout = this.options.peerTimeoutMs ?? 3000;
     this.heartbeat = setInterval(() => {
       const now = Date.now();

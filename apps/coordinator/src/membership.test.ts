@@ -152,7 +152,9 @@ describe('membership state machine', () => {
     const h = new Harness(options({ min: 2, max: 3 }));
     [1, 2, 3].forEach((c) => h.hello(c));
     h.allReady();
-    h.send(1, { type: 'aborted', v, generation: 1, rank: 0, step: 7, code: 'ERR_PEER_LOST', message: 'rank 1 silent', peer: 1 });
+    const asked = h.send(1, { type: 'aborted', v, generation: 1, rank: 0, step: 7, code: 'ERR_PEER_LOST', message: 'rank 1 silent', peer: 1 });
+    // The regroup's question names the member the fault is blamed on (the network side drops it sooner when it is silent there too).
+    expect(asked.filter((x) => x.type === 'ping')).toEqual([{ type: 'ping', suspect: 2 }]);
     h.record(h.m.handle({ type: 'alive', conn: 3 }));
     expect(h.m.state).toBe('regrouping');
     h.timer('quorum');

@@ -100,7 +100,8 @@ export type Effect =
   | { type: 'close'; conn: Conn; code: number; reason: string }
   | { type: 'arm'; timer: Timer; ms: number }
   | { type: 'cancel'; timer: Timer }
-  | { type: 'ping' }
+  /** Ask every member whether it is alive; `suspect` is the ring member a fault was blamed on. */
+  | { type: 'ping'; suspect?: Conn }
   | { type: 'joined'; member: Member }
   | { type: 'left'; member: Member; reason: string }
   /** A worker's message, checked against its connection, rank, generation and the run's state. */
@@ -405,7 +406,8 @@ export class Membership {
     this.emit({ type: 'cancel', timer: 'ready' });
     this.setState('regrouping', null);
     for (const m of this.members.values()) m.answered = m.rank < 0; // newcomers just spoke
-    this.emit({ type: 'ping' });
+    const suspect = fault?.rank !== undefined ? this.ring.find((x) => x.rank === fault.rank)?.conn : undefined;
+    this.emit({ type: 'ping', suspect });
     this.emit({ type: 'arm', timer: 'quorum', ms: this.options.quorumMs });
   }
 

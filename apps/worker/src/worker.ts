@@ -80,7 +80,7 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerResult> {
     advertiseHost: options.advertiseHost,
     token: options.token,
     tls: options.tls,
-    peerTimeoutMs: options.peerTimeoutMs ?? 2500,
+    peerTimeoutMs: options.peerTimeoutMs ?? 1500,
     logger: options.logger,
   });
   const agent = new Agent(options, transport);

@@ -62,4 +62,13 @@ describe('ring all-reduce across real processes on loopback', () => {
       ring.procs[1].kill('SIGCONT');
     }
   });
+
+  it('long blocking steps, one rank slower than the silence limit: not taken for a hang (the deadline grows by the time a rank was busy)', async () => {
+    // Ranks 0 and 2 compute 1.2 s a step, rank 1 2.4 s: the others wait 1.2 s on it, past the 1 s limit.
+    ring = await ProcessRing.start(3, { peerTimeoutMs: 1000 });
+    ring.broadcast({ run: { sizes: [10_000], iterations: 2, busyMs: [1200, 2400, 1200] } });
+    const done = await ring.waitAll('done', 20_000);
+    expect(done.map((d) => d.iterations)).toEqual([2, 2, 2]);
+    expect(ring.events.filter((e) => e.event === 'error')).toEqual([]);
+  });
 });

@@ -48,7 +48,10 @@ export interface WebSocketTransportOptions {
   /** TLS: with `cert` and `key` this endpoint listens for wss://; `ca` is what the neighbours' certificates are checked against (default: the system's). */
   tls?: TlsFiles;
   limits?: Limits;
-  /** Ping period (default 500 ms) and the silence after which a peer counts as lost (default 1.5 s). */
+  /**
+   * Ping period (default 250 ms) and the silence after which a peer counts as lost (default 1.5 s,
+   * plus however long this rank's own event loop was last blocked: see startHeartbeat).
+   */
   heartbeatMs?: number;
   peerTimeoutMs?: number;
   /** Deadline for forming the ring in `connect` (default 30 s). */
@@ -106,6 +109,8 @@ export class WebSocketTransport implements Transport {
   private closing = false;
   private heartbeat: NodeJS.Timeout | null = null;
   private lastTick = Date.now();
+  /** How long this process's event loop was last blocked (a long step), decaying: the grace a peer doing the same work gets. */
+  private busyMs = 0;
   /** Counts the rings this endpoint has been part of: a link of an older one is ignored. */
   private ringEpoch = 0;
   private abandonJoin: (() => void) | null = null;
@@ -120,7 +125,7 @@ export class WebSocketTransport implements Transport {
     private readonly wss: WebSocketServer,
   ) {
     this.limits = options.limits ?? DEFAULT_LIMITS;
-    this.heartbeatMs = options.heartbeatMs ?? 500;
+    this.heartbeatMs = options.heartbeatMs ?? 250;
     this.peerTimeoutMs = options.peerTimeoutMs ?? 1500;
     this.log = options.logger;
   }
@@ -416,20 +421,26 @@ export class WebSocketTransport implements Transport {
   }
 
   /**
-   * Pings both neighbours; one silent for peerTimeoutMs is lost. A tick that comes late means this
-   * process was busy (a long compute step), not that the peer was silent, so it resets the clocks.
+   * Pings both neighbours; one silent for longer than the deadline is lost. A tick that comes late
+   * means this process was busy (a long compute step), not that the peer was silent, so it resets the
+   * clocks. A peer doing the same step may finish it later than this rank did (uneven slices, shared
+   * cores), so the deadline grows by the time this rank was last busy: a hang is still found within
+   * peerTimeoutMs where steps are short, and steps longer than the ping period are not mistaken for one.
    */
   private startHeartbeat(): void {
     this.lastTick = Date.now();
     this.heartbeat = setInterval(() => {
       const now = Date.now();
-      const late = now - this.lastTick > 2 * this.heartbeatMs;
+      const gap = now - this.lastTick;
+      const late = gap > 2 * this.heartbeatMs;
+      this.busyMs = Math.max(gap - this.heartbeatMs, this.busyMs * 0.95);
       this.lastTick = now;
+      const deadline = this.peerTimeoutMs + Math.round(this.busyMs);
       for (const link of [this.upstream, this.downstream]) {
         if (!link || link.ws.readyState !== WebSocket.OPEN) continue;
         if (late) link.lastSeen = now;
-        else if (now - link.lastSeen > this.peerTimeoutMs) {
-          this.lost(link.peer, new CollectiveError('ERR_PEER_LOST', `rank ${this.rank}: peer rank ${link.peer} silent for ${now - link.lastSeen} ms (heartbeat timeout ${this.peerTimeoutMs} ms)`, { rank: this.rank, peer: link.peer }));
+        else if (now - link.lastSeen > deadline) {
+          this.lost(link.peer, new CollectiveError('ERR_PEER_LOST', `rank ${this.rank}: peer rank ${link.peer} silent for ${now - link.lastSeen} ms (heartbeat timeout ${deadline} ms)`, { rank: this.rank, peer: link.peer }));
           continue;
         }
         link.ws.ping();

@@ -29,6 +29,8 @@ interface RunRequest {
   floats?: boolean;
   /** Checked mode: an event for every completed all-reduce. */
   trace?: boolean;
+  /** Checked mode: ms each rank (by index) blocks its event loop before each all-reduce, as a long compute step does. */
+  busyMs?: number[];
 }
 
 const [rank, world] = [Number(process.argv[2]), Number(process.argv[3])];
@@ -87,6 +89,8 @@ async function run(req: RunRequest): Promise<void> {
     const n = req.sizes[iter % req.sizes.length];
     const buf = buffers.get(n)!;
     for (let i = 0; i < n; i++) buf[i] = req.floats ? fraction(rank, iter, i) : value(rank, iter, i);
+    const busyUntil = Date.now() + (req.busyMs?.[rank] ?? 0);
+    while (Date.now() < busyUntil); // blocks, as a synchronous step does
     await comm.allreduce(buf, { average: false, step: iter });
     if (req.floats && req.verify !== false) {
       for (let i = 0; i < n; i++) {
