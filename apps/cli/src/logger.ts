@@ -1,5 +1,9 @@
+import { createRequire } from 'node:module';
 import pino, { type Logger } from 'pino';
-import pretty from 'pino-pretty';
+import type prettyFactory from 'pino-pretty';
+
+// pino-pretty is CommonJS, loaded only for a terminal: piped (every worker `launch` starts) it is not needed.
+const require = createRequire(import.meta.url);
 
 export interface LoggerOptions {
   level?: string;
@@ -15,6 +19,7 @@ export function createLogger(options: LoggerOptions = {}): Logger {
   const level = options.level ?? process.env.RINGTRAIN_LOG_LEVEL ?? 'info';
   const base = { ...options.base };
   if (process.stderr.isTTY) {
+    const pretty = require('pino-pretty') as typeof prettyFactory;
     return pino({ level, base }, pretty({
         destination: 2,
         sync: true,

@@ -29,3 +29,9 @@ export function envForEveryOption(program: Command): void {
     }
   }
 }
+
+/** A positive number from the environment, or undefined. */
+export function envNumber(name: string): number | undefined {
+  const v = Number(process.env[name]);
+  return Number.isFinite(v) && v > 0 ? v : undefined;
+}

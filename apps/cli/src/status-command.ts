@@ -1,7 +1,7 @@
 import { dialUntil } from '@ringtrain/allreduce';
 import { parseStatusEvent, type RankInfo, STATUS_VERSION, type StatusEvent, type StatusEventOf } from '@ringtrain/protocol';
 import { Argument, Command } from 'commander';
-import logUpdate from 'log-update';
+import type logUpdateFn from 'log-update';
 import type WebSocket from 'ws';
 import { positiveInt } from './job-options.js';
 import { readSecret } from './secrets.js';
@@ -70,7 +70,9 @@ export function statusCommand(): Command {
     .option('--json', 'print every event as one JSON line (for scripts)')
     .option('--timeout <s>', 'give up if no coordinator answers within this many seconds', positiveInt, 30)
     .action(async (url: string, flags: StatusFlags) => {
-      const view = new StatusView(flags.json ? 'none' : process.stdout.isTTY ? 'live' : 'final');
+      const output = flags.json ? 'none' : process.stdout.isTTY ? 'live' : 'final';
+      // log-update (and its text-width tables) only for a terminal that redraws.
+      const view = new StatusView(output, output === 'live' ? (await import('log-update')).default : undefined);
       let ended: StatusEventOf<'end'> | null = null;
       const ws = await openStatus(url, readSecret(flags.token, flags.tokenFile, 'RINGTRAIN_STATUS_TOKEN'), flags, flags.timeout, (e, socket) => {
         if (flags.json) process.stdout.write(`${JSON.stringify(e)}\n`);
@@ -135,7 +137,11 @@ export class StatusView {
   private lastDraw = 0;
   private spread: StatusEventOf<'metrics'>['computeSpread'] = null;
 
-  constructor(private readonly output: 'live' | 'final' | 'none') {}
+  constructor(
+    private readonly output: 'live' | 'final' | 'none',
+    /** Redraws the terminal's last lines; needed for 'live'. */
+    private readonly logUpdate?: typeof logUpdateFn,
+  ) {}
 
   apply(e: StatusEvent): void {
     if (e.type === 'snapshot') this.snap = e;
@@ -176,15 +182,15 @@ export class StatusView {
     const now = Date.now();
     if (this.output === 'live' && (now - this.lastDraw > 100 || e.type === 'end')) {
       this.lastDraw = now;
-      logUpdate(this.render());
+      this.logUpdate!(this.render());
     }
   }
 
   done(): void {
     if (this.output === 'none' || !this.snap) return;
     if (this.output === 'live') {
-      logUpdate(this.render());
-      logUpdate.done();
+      this.logUpdate!(this.render());
+      this.logUpdate!.done();
     } else process.stdout.write(`${this.render()}\n`);
   }
 

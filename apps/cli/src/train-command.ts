@@ -5,7 +5,6 @@ import { CheckpointWriter, writeFinalWeights } from '@ringtrain/worker';
 import { Command } from 'commander';
 import { addJobOptions, type JobFlags, resolveJob } from './job-options.js';
 import { createLogger } from './logger.js';
-import { Progress } from './progress.js';
 
 /** `ringtrain train`: the whole job in this one process (no cluster). */
 export function trainCommand(): Command {
@@ -16,6 +15,7 @@ export function trainCommand(): Command {
     .action(async (flags: JobFlags & { json?: boolean; checkpointDir?: string; saveFinal?: string }) => {
       const job = resolveJob(flags);
       const log = createLogger();
+      const { Progress } = await import('./progress.js');
       const progress = new Progress('train');
       const abort = new AbortController();
       const onSigint = (): void => abort.abort();

@@ -24,7 +24,7 @@ export function initialize(target: Float32Array, kind: Initializer, fanIn: numbe
     case 'xavier_normal':
     case 'he_normal': {
       const std = Math.sqrt(variance);
-      for (let i = 0; i < target.length; i++) target[i] = rng.normal() * std;
+      rng.fillNormal(target, std);
       return;
     }
     default:

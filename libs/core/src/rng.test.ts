@@ -63,4 +63,17 @@ describe('initializers', () => {
     expect(Array.from(w)).toEqual([0, 0]);
     expect(() => initialize(w, 'he_normal', 0, 3, new Rng(0))).toThrow(/fanIn and fanOut must be positive, got 0 and 3/);
   });
+
+  it('fillNormal gives the values and leaves the state that a loop over normal() does, bit for bit', () => {
+    for (const [seed, n, std] of [[1, 1, 1], [42, 1000, 0.05], [2 ** 40 + 7, 100_352, 0.0505]] as const) {
+      const [a, b] = [new Rng(seed), new Rng(seed)];
+      const want = new Float32Array(n);
+      for (let i = 0; i < n; i++) want[i] = a.normal() * std;
+      const got = new Float32Array(n);
+      b.fillNormal(got, std);
+      expect(Buffer.from(got.buffer).equals(Buffer.from(want.buffer))).toBe(true);
+      expect(b.state()).toEqual(a.state());
+      expect(b.nextU32()).toBe(a.nextU32());
+    }
+  });
 });

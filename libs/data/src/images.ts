@@ -1,10 +1,18 @@
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { extname, join } from 'node:path';
-import jpeg from 'jpeg-js';
-import { PNG } from 'pngjs';
+import type jpegJs from 'jpeg-js';
+import type pngJs from 'pngjs';
 import { byteDataset, type Dataset, type DatasetSplit } from './dataset.js';
 import { DataError } from './errors.js';
 import { UNIT_BYTES } from './idx.js';
+
+// The decoders load with the first image (synchronously: they are CommonJS), so a process that
+// reads no image folder (every worker of an MNIST or CSV job) does not pay for them at start-up.
+const require = createRequire(import.meta.url);
+const decoders = { png: null as typeof pngJs.PNG | null, jpeg: null as typeof jpegJs | null };
+const PNG = (): typeof pngJs.PNG => (decoders.png ??= (require('pngjs') as typeof pngJs).PNG);
+const jpeg = (): typeof jpegJs => (decoders.jpeg ??= require('jpeg-js') as typeof jpegJs);
 
 /** Bounds checked before a byte is decoded: a small file must not ask for gigabytes (a PNG bomb). */
 export const IMAGE_LIMITS = { maxSide: 8192, maxPixels: 1 << 24, maxFileBytes: 64 * 1024 * 1024 } as const;
@@ -32,14 +40,14 @@ export function decodeImage(file: string): Decoded {
     if (buf.length < 24 || buf.readUInt32BE(0) !== 0x89504e47) fail('not a PNG (no PNG signature)');
     checkDimensions(buf.readUInt32BE(16), buf.readUInt32BE(20), fail);
     try {
-      const img = PNG.sync.read(buf);
+      const img = PNG().sync.read(buf);
       return { file, width: img.width, height: img.height, rgba: img.data };
     } catch (err) {
       return fail(`not a readable PNG (${(err as Error).message})`, err);
     }
   }
   try {
-    const img = jpeg.decode(buf, { useTArray: true, formatAsRGBA: true, maxResolutionInMP: IMAGE_LIMITS.maxPixels / 1e6, maxMemoryUsageInMB: 512 });
+    const img = jpeg().decode(buf, { useTArray: true, formatAsRGBA: true, maxResolutionInMP: IMAGE_LIMITS.maxPixels / 1e6, maxMemoryUsageInMB: 512 });
     checkDimensions(img.width, img.height, fail);
     return { file, width: img.width, height: img.height, rgba: img.data };
   } catch (err) {
