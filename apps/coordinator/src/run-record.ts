@@ -75,10 +75,11 @@ export class RunRecord {
         this.feed.health({ step: msg.step, tensors: msg.tensors });
         return;
       case 'ringProbe': {
-        const { generation, worldSize, latencyMs, busbwMBps, probeBytes, segmentBytes, transport, why, tuning } = msg;
-        this.feed.ringProbe({ generation, worldSize, latencyMs, busbwMBps, probeBytes, segmentBytes, transport, ...(tuning ? { tuning } : {}) });
+        const { generation, worldSize, latencyMs, busbwMBps, probeBytes, segmentBytes, transport, why, tuning, bucketBytes } = msg;
+        this.feed.ringProbe({ generation, worldSize, latencyMs, busbwMBps, probeBytes, segmentBytes, transport, ...(tuning ? { tuning } : {}), ...(bucketBytes ? { bucketBytes } : {}) });
         const tuned = tuning ? ` chosen from ${tuning.map((t) => `${t.segmentBytes >> 10} KiB ${t.ms.toFixed(2)} ms`).join(', ')}` : '';
-        const over = transport === 'shared memory' ? 'through shared memory (all ranks on one host)' : `over TCP, segments of ${segmentBytes >> 10} KiB${tuned}${why ? ` (not shared memory: ${why})` : ''}`;
+        const overlap = bucketBytes ? `, gradients all-reduced in ranges of ≥ ${bucketBytes >> 10} KiB during the backward pass` : '';
+        const over = transport === 'shared memory' ? 'through shared memory (all ranks on one host)' : `over TCP, segments of ${segmentBytes >> 10} KiB${tuned}${overlap}${why ? ` (not shared memory: ${why})` : ''}`;
         this.log.info({ ring: { worldSize, latencyMs, busbwMBps, segmentBytes, transport } }, `ring of ${worldSize} ${over}: all-reduce latency ${latencyMs.toFixed(2)} ms, bus bandwidth ${busbwMBps.toFixed(0)} MB/s (${((busbwMBps * 8) / 1000).toFixed(2)} Gbit/s)`);
         return;
       }

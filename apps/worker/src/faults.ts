@@ -4,7 +4,7 @@ import { appendFileSync } from 'node:fs';
  * Faults injected on purpose, for tests and drills of the monitoring (never set in production):
  *   RINGTRAIN_FAULT_NAN=<rank>@<step>        that rank's gradient gets a NaN at that step
  *   RINGTRAIN_FAULT_DELAY_MS=<rank>:<ms>     that rank sleeps this long in every step (a straggler)
- *   RINGTRAIN_FAULT_OVERFLOW=<step>          every rank's last gradient element gets 3e38 at that
+ *   RINGTRAIN_FAULT_OVERFLOW=<step>          every rank's second gradient element gets 3e38 at that
  *                                            step: finite on each rank, their sum overflows
  *   RINGTRAIN_FAULT_KILL=<rank>@<step>       that rank's process dies by SIGKILL at that step of the
  *                                            first generation, after its gradients and before the

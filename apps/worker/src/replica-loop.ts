@@ -1,7 +1,7 @@
 import { setTimeout as sleep, setImmediate as yieldToEventLoop } from 'node:timers/promises';
 import type { Communicator } from '@ringtrain/allreduce';
 import { type MessageOf, PROTOCOL_VERSION } from '@ringtrain/protocol';
-import { gradientCompressionOf, type Trainer } from '@ringtrain/trainer';
+import { DEFAULT_BUCKET_BYTES, gradientCompressionOf, type JobConfig, type Trainer } from '@ringtrain/trainer';
 import type { Logger } from 'pino';
 import type { CheckpointWriter } from './checkpointing.js';
 import type { ControlChannel } from './control-channel.js';
@@ -59,6 +59,14 @@ export function flipLastBit(values: Float32Array): void {
   bits[bits.length - 1] ^= 1;
 }
 
+/**
+ * The overlap's range size for this ring, 0 for none. TCP only: through shared memory a range is
+ * summed only once every rank has arrived with it, so ranges sent early would only add rounds of waiting.
+ */
+export function overlapBucketBytes(config: Pick<JobConfig, 'bucketBytes'>, comm: Communicator, worldSize: number): number {
+  return worldSize === 1 || comm.sharedMemory ? 0 : (config.bucketBytes ?? DEFAULT_BUCKET_BYTES);
+}
+
 const emptyReport = () => ({ loss: 0, samples: 0, correct: 0, dataMs: 0, computeMs: 0, allreduceMs: 0, optimizerMs: 0, steps: 0, skipped: 0 });
 
 /**
@@ -80,6 +88,7 @@ export async function runReplicaLoop(o: ReplicaLoopOptions): Promise<{ end: Loop
   // Error feedback's residual is this rank's alone: it starts at zero in each generation.
   const { wire, errorFeedback } = gradientCompressionOf(config);
   const residual = errorFeedback ? new Float32Array(params.grads.length) : undefined;
+  const bucketBytes = overlapBucketBytes(config, comm, assign.worldSize);
   let replicaChecks = 0;
   let metrics: Record<string, number> = {};
   let writeError: Error | null = null;
@@ -120,13 +129,14 @@ export async function runReplicaLoop(o: ReplicaLoopOptions): Promise<{ end: Loop
     const cursor = trainer.cursor;
     const r = await trainer.step(
       // Alone there is nothing to sum: the gradient is this rank's own, checked before.
-      async (grads) => (alone ? true : (await comm.allreduce(grads, { step, layoutHash, wire, residual })).finite),
+      async (grads, offset) => (alone ? true : (await comm.allreduce(grads, { step, layoutHash, wire, residual: residual?.subarray(offset, offset + grads.length) })).finite),
       {
+        bucketBytes,
         afterGradients: async () => {
           faults.exitAt(assign.rank, step, assign.generation);
           if (delayMs) await sleep(delayMs);
           if (faults.nanAt(assign.rank, step)) params.grads[0] = Number.NaN;
-          if (faults.overflowAt(step)) params.grads[params.grads.length - 1] = 3e38;
+          if (faults.overflowAt(step)) params.grads[1] = 3e38; // in the range reduced last, after this hook
         },
         onNonFinite: (bad) => {
           // This rank's own value is reported by it; an overflowed sum (the same on every rank) by rank 0.

@@ -9,7 +9,7 @@ import { ChannelError, ControlChannel } from './control-channel.js';
 import { WorkerError } from './errors.js';
 import { faultsFromEnv } from './faults.js';
 import { setUpRing } from './ring-probe.js';
-import { runReplicaLoop, verifyReplicas } from './replica-loop.js';
+import { overlapBucketBytes, runReplicaLoop, verifyReplicas } from './replica-loop.js';
 import { syncState } from './state-sync.js';
 
 export { WorkerError };
@@ -399,7 +399,8 @@ async function runGeneration(
   training();
   if (a.worldSize > 1) {
     const ring = await setUpRing(comm, params.length);
-    if (a.rank === 0) ch.send({ type: 'ringProbe', v: PROTOCOL_VERSION, generation: a.generation, rank: a.rank, worldSize: a.worldSize, ...ring });
+    const bucketBytes = overlapBucketBytes(trainer.config, comm, a.worldSize);
+    if (a.rank === 0) ch.send({ type: 'ringProbe', v: PROTOCOL_VERSION, generation: a.generation, rank: a.rank, worldSize: a.worldSize, ...ring, ...(bucketBytes ? { bucketBytes } : {}) });
   }
   const loop = await runReplicaLoop({ assign: a, trainer, comm, channel: ch, writer, faults, log, totalSteps, leaving: () => leave?.aborted ?? false, evaluated: state });
   if (loop.end !== 'done') return { end: loop.end };

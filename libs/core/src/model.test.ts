@@ -82,6 +82,35 @@ describe('convolutional model spec', () => {
   });
 });
 
+describe('gradients layer by layer', () => {
+  it('gradientStages yields, after each layer, the offset from which the gradients are final, falling to 0; the gradients are computeGradients\' bit for bit', () => {
+    const spec = parseModelSpec({ inputShape: [1, 8, 8], layers: [{ type: 'conv2d', filters: 3, kernelSize: 3 }, { type: 'relu' }, { type: 'maxpool2d', size: 2 }, { type: 'flatten' }, { type: 'dense', units: 5 }, { type: 'relu' }, { type: 'dense', units: 4 }], loss: 'softmax_cross_entropy' });
+    const be = new ReferenceBackend();
+    const rng = new Rng(4);
+    const x = Float32Array.from({ length: 6 * 64 }, () => rng.normal());
+    const y = Int32Array.from({ length: 6 }, () => rng.int(4));
+    const whole = new Model(spec, be, { seed: 7 });
+    const r = whole.computeGradients(x, y, 6);
+    const staged = new Model(spec, be, { seed: 7 });
+    const grads = staged.params.grads;
+    const offsets: number[] = [];
+    const stages = staged.gradientStages(x, y, 6);
+    let next = stages.next();
+    while (!next.done) {
+      const from = next.value;
+      offsets.push(from);
+      // What is declared final is final: it equals the whole computation's values already.
+      for (let i = from; i < grads.length; i++) expect(grads[i]).toBe(whole.params.grads[i]);
+      next = stages.next();
+    }
+    expect(next.value).toEqual(r);
+    const at = (name: string): number => staged.params.tensors.find((t) => t.name === name)!.offset;
+    // dense 6, relu 5, dense 4, flatten 3, pool 2, relu 1, conv 0: parameterless layers repeat the offset above them.
+    expect(offsets).toEqual([at('layers.6.weight'), at('layers.6.weight'), at('layers.4.weight'), at('layers.4.weight'), at('layers.4.weight'), at('layers.4.weight'), 0]);
+    expect(Buffer.from(grads.buffer, grads.byteOffset, grads.byteLength).equals(Buffer.from(whole.params.grads.buffer, whole.params.grads.byteOffset, whole.params.grads.byteLength))).toBe(true);
+  });
+});
+
 describe('flat parameter buffers', () => {
   const model = new Model(mlpSpec([784, 128, 10]), new ReferenceBackend(), { seed: 1 });
 

@@ -13,6 +13,7 @@ import { type LayerSpec, type ModelSpec, parseModelSpec, type ShapedLayer, shape
 import { argmaxRow } from './ops.js';
 import { ParameterStore } from './parameter-store.js';
 import { Rng } from './rng.js';
+import { shapeSize } from './shape.js';
 
 export interface ModelOptions {
   /** Seeds the initial weights and the dropout masks. */
@@ -38,6 +39,8 @@ export class Model {
   /** Dropout masks draw from this; a checkpoint saves its state. */
   readonly dropoutRng: Rng;
   private readonly lossGrad: BatchBuffer;
+  /** Where each layer's parameters (if any) begin in the flat buffers: layer by layer, in order. */
+  private readonly paramStart: number[];
 
   constructor(
     spec: unknown,
@@ -50,6 +53,12 @@ export class Model {
     const layers = shapeLayers(this.spec).map((l, i) => this.createLayer(l, `layers.${i}`, this.spec.layers[i + 1]));
     this.layers = layers;
     this.params = new ParameterStore(backend, layers.flatMap((l) => l.parameters()));
+    let offset = 0;
+    this.paramStart = layers.map((l) => {
+      const start = offset;
+      for (const p of l.parameters()) offset += shapeSize(p.shape);
+      return start;
+    });
     for (const l of layers) {
       l.bind(this.params);
       l.initialize(initRng);
@@ -78,12 +87,27 @@ export class Model {
 
   /** Forward, loss and backward on one batch: fills `params.grads` with d(mean loss)/d(params). */
   computeGradients(x: Float32Array, targets: Targets, batch: number): BatchResult {
+    const stages = this.gradientStages(x, targets, batch);
+    let next = stages.next();
+    while (!next.done) next = stages.next();
+    return next.value;
+  }
+
+  /**
+   * `computeGradients` one layer at a time: after each layer's backward it yields the offset in
+   * `params.grads` from which the gradients are final (the layers run last to first, so it only
+   * falls, to 0). A data-parallel step all-reduces that finished tail while the layers below compute.
+   */
+  *gradientStages(x: Float32Array, targets: Targets, batch: number): Generator<number, BatchResult, void> {
     const out = this.forward(x, batch, true);
     const grad = this.lossGrad.get(batch);
     const loss = this.loss.compute(out, targets, batch, this.outputSize, grad);
     const correct = this.countCorrect(out, targets, batch);
     let g: Float32Array | null = grad;
-    for (let i = this.layers.length - 1; i >= 0 && g; i--) g = this.layers[i].backward(g, batch, i > 0);
+    for (let i = this.layers.length - 1; i >= 0 && g; i--) {
+      g = this.layers[i].backward(g, batch, i > 0);
+      yield this.paramStart[i];
+    }
     return { loss, correct };
   }
 

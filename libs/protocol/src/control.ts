@@ -184,6 +184,8 @@ export const ringProbeMessageSchema = z.strictObject({
   why: z.string().max(4000).optional(),
   /** The segment sizes tried before `segmentBytes` was chosen, and each one's all-reduce time (ms). */
   tuning: z.array(z.strictObject({ segmentBytes: count, ms: finite.min(0) })).max(8).optional(),
+  /** Overlap: the gradient's ranges of at least this many bytes are all-reduced while the backward pass goes on (absent: off). */
+  bucketBytes: count.optional(),
 });
 
 /** Worker → coordinator: its loss or gradient was NaN/±Inf at a step, and what the run does about it. */

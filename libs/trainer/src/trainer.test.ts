@@ -164,6 +164,88 @@ describe('data-parallel arithmetic in one process', () => {
   });
 });
 
+describe('overlap: gradients all-reduced in ranges as the backward pass finishes them', () => {
+  // An in-process all-reduce for the ranks of one step: each call waits for every rank's call of
+  // the same range, then writes the element-wise average (order-free for 2 ranks: bit-exact).
+  function ring(world: number) {
+    const calls: { rank: number; offset: number; length: number; backwardDone: boolean }[] = [];
+    const pending = new Map<number, { parts: Float32Array[]; wake: (() => void)[] }>();
+    const reduceFor = (rank: number, progress: { done: boolean }) => async (grads: Float32Array, offset: number): Promise<boolean> => {
+      calls.push({ rank, offset, length: grads.length, backwardDone: progress.done });
+      const p = pending.get(offset) ?? { parts: [], wake: [] };
+      pending.set(offset, p);
+      p.parts.push(grads);
+      if (p.parts.length < world) await new Promise<void>((r) => p.wake.push(r));
+      else {
+        pending.delete(offset);
+        const avg = new Float32Array(grads.length);
+        for (const g of p.parts) for (let i = 0; i < g.length; i++) avg[i] += g[i] / world;
+        for (const g of p.parts) g.set(avg);
+        for (const w of p.wake) w();
+      }
+      return grads.every(Number.isFinite);
+    };
+    return { calls, reduceFor };
+  }
+  const wide = (over: object = {}) => smallJob({ model: { inputSize: 8, layers: [{ type: 'dense', units: 64 }, { type: 'tanh' }, { type: 'dense', units: 64 }, { type: 'tanh' }, { type: 'dense', units: 4 }], loss: 'softmax_cross_entropy' }, ...over });
+
+  it('ranges go to the all-reduce top layer first, before the backward pass ends, and cover the gradient once; the weights equal those of one all-reduce per step bit for bit', async () => {
+    const run = async (bucketBytes: number) => {
+      const { calls, reduceFor } = ring(2);
+      const trainers = [0, 1].map((rank) => new Trainer(wide(), { rank, worldSize: 2 }));
+      for (let step = 0; step < 20; step++) {
+        await Promise.all(trainers.map((t, rank) => {
+          const progress = { done: false };
+          return t.step(reduceFor(rank, progress), { bucketBytes, afterGradients: () => void (progress.done = true) });
+        }));
+      }
+      return { calls, hashes: trainers.map((t) => t.model.params.valuesHash()) };
+    };
+    const overlapped = await run(1024); // 256 floats: the top two dense layers (260 and 4160) go early
+    const whole = await run(0);
+    expect(new Set([...overlapped.hashes, ...whole.hashes]).size).toBe(1);
+    const step0 = overlapped.calls.filter((c) => c.rank === 0).slice(0, 3);
+    const n = new Trainer(wide()).model.params.length;
+    expect(step0.map((c) => c.offset)).toEqual([n - 260, n - 260 - 4160, 0]);
+    expect(step0.map((c) => c.offset + c.length)).toEqual([n, n - 260, n - 260 - 4160]);
+    expect(step0.map((c) => c.backwardDone)).toEqual([false, false, true]);
+    expect(whole.calls.filter((c) => c.rank === 0).slice(0, 1)).toEqual([{ rank: 0, offset: 0, length: n, backwardDone: true }]);
+  });
+
+  it('a NaN in a range sent early: under "skip" every rank skips the step and the weights stay; under "stop" that rank stops, naming the tensor', async () => {
+    for (const nonFinite of ['skip', 'stop'] as const) {
+      const { reduceFor } = ring(2);
+      const trainers = [0, 1].map((rank) => new Trainer(wide({ nonFinite }), { rank, worldSize: 2 }));
+      await Promise.all(trainers.map((t, rank) => t.step(reduceFor(rank, { done: false }), { bucketBytes: 1024 })));
+      const before = trainers.map((t) => t.model.params.valuesHash());
+      // Rank 1's top layer (the first range sent) gets a NaN as soon as its backward is done.
+      const model = trainers[1].model;
+      const stages = model.gradientStages.bind(model);
+      model.gradientStages = function* (...args: Parameters<typeof stages>) {
+        const it = stages(...args);
+        let next = it.next();
+        model.params.grads[model.params.length - 1] = Number.NaN;
+        while (!next.done) {
+          yield next.value;
+          next = it.next();
+        }
+        return next.value;
+      };
+      const bad: string[] = [];
+      const steps = trainers.map((t, rank) => t.step(reduceFor(rank, { done: false }), { bucketBytes: 1024, onNonFinite: (b) => bad.push(`${rank}: ${b.what} ${b.tensor}`) }));
+      if (nonFinite === 'skip') {
+        const outcomes = await Promise.all(steps);
+        expect(outcomes.map((o) => o.skipped)).toEqual([true, true]);
+        expect(trainers.map((t) => t.model.params.valuesHash())).toEqual(before);
+      } else {
+        await expect(steps[1]).rejects.toThrow(/rank 1: gradient of layers\.4\.bias is NaN/);
+      }
+      // Only the rank whose own gradient it was reports it.
+      expect(bad).toEqual(['1: gradient layers.4.bias']);
+    }
+  });
+});
+
 describe('job config', () => {
   it('the same config and seed give bit-identical weights', async () => {
     const a = await train(smallJob());

@@ -17,6 +17,7 @@ import {
 import { Batcher, type Dataset, type DatasetSplit, epochPermutation, loadDataset, type RankSlice, rankSlice, type ShardPlan, shardPlan } from '@ringtrain/data';
 import type { JobConfig } from './job-config.js';
 import { OuterSync } from './outer-sync.js';
+import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
 
 /**
  * Where training stands, all of it that is not a tensor: a checkpoint saves it, `restore` resumes
@@ -77,7 +78,15 @@ export interface StepOptions {
   health?: boolean;
   /** The run's last step: a DiLoCo round ends with it, so that the replicas end identical. */
   lastStep?: boolean;
+  /**
+   * Overlap: `reduce` each finished tail of the gradients of at least this many bytes while the
+   * layers below still compute (0 or absent: one `reduce` after the whole backward pass).
+   */
+  bucketBytes?: number;
 }
+
+/** All-reduces `grads` (a range of `params.grads` starting at `offset`) in place; resolves whether the result is finite on every rank. */
+export type Reduce = (grads: Float32Array, offset: number) => Promise<boolean>;
 
 /** What one data-parallel step did and where its time went. */
 export interface StepOutcome extends StepResult {
@@ -318,11 +327,16 @@ export class Trainer {
   }
 
   /** null when the loss and every gradient are finite; otherwise what is not, and where. */
-  checkFinite(loss: number): NonFinite | null {
+  checkFinite(loss: number, end?: number): NonFinite | null {
     if (!Number.isFinite(loss)) return { what: 'loss', value: loss };
-    const grads = this.model.params.grads;
+    const grads = end === undefined ? this.model.params.grads : this.model.params.grads.subarray(0, end);
     if (allFinite(grads)) return null;
-    const at = firstNonFinite(grads);
+    return this.nonFiniteIn(firstNonFinite(grads));
+  }
+
+  /** The non-finite gradient at flat index `at`, named by its tensor. */
+  private nonFiniteIn(at: number): NonFinite {
+    const grads = this.model.params.grads;
     // allFinite is exact, so some element is bad (at >= 0); the guard is only a safety net.
     return { what: 'gradient', tensor: at >= 0 ? this.model.params.tensorAt(at)?.name : undefined, value: at >= 0 ? grads[at] : Number.POSITIVE_INFINITY };
   }
@@ -403,16 +417,46 @@ export class Trainer {
    * The optimizer runs only after `reduce` resolved: when it rejects (a lost peer), the weights,
    * the optimizer state, the step and the cursor are untouched.
    */
-  async step(reduce: (grads: Float32Array) => Promise<boolean>, options: StepOptions = {}): Promise<StepOutcome> {
-    if (this.outer) return this.localStep(this.outer, reduce, options);
+  async step(reduce: Reduce, options: StepOptions = {}): Promise<StepOutcome> {
+    if (this.outer) return this.localStep(this.outer, (delta) => reduce(delta, 0), options);
     const t0 = performance.now();
-    const r = this.computeGradients();
+    const n = this.loadBatch(this.epoch, this.cursor);
+    const dataMs = performance.now() - t0;
+    const grads = this.model.params.grads;
+    // See computeGradients for the weight of an uneven slice.
+    const weight = (n * this.worldSize) / this.globalBatch;
+    const bucket = Math.floor((options.bucketBytes ?? 0) / 4);
+    const reductions: Promise<boolean>[] = [];
+    let sent = grads.length;
+    // This rank's own non-finite value in a range already handed to `reduce`, found before the sum replaced it.
+    let badSent: NonFinite | null = null;
+    const send = (from: number): void => {
+      const part = grads.subarray(from, sent);
+      if (weight !== 1) scale(part, weight);
+      if (badSent === null && !allFinite(part)) badSent = this.nonFiniteIn(from + firstNonFinite(part));
+      reductions.push(reduce(part, from));
+      sent = from;
+    };
+    const stages = this.model.gradientStages(this.batcher.x, this.batcher.batchTargets(), n);
+    let next = stages.next();
+    while (!next.done) {
+      // Element 0 stays for the last range: the non-finite rule marks it there.
+      if (bucket > 0 && next.value > 0 && sent - next.value >= bucket) send(next.value);
+      // The ring's messages are handled between layers, so a range sent goes round while the next layers compute.
+      if (reductions.length) await yieldToEventLoop();
+      next = stages.next();
+    }
+    const r = { ...next.value, dataMs };
+    const last = grads.subarray(0, sent);
+    if (weight !== 1) scale(last, weight);
     await options.afterGradients?.();
-    const bad = this.screen(r.loss, options.onNonFinite);
+    // The lowest bad index first, as one check over all the gradients would find it.
+    const bad = this.checkFinite(r.loss, sent) ?? badSent;
+    if (bad) this.applyNonFiniteRule(bad, options.onNonFinite);
     const t1 = performance.now();
-    const reducing = reduce(this.model.params.grads);
+    reductions.push(reduce(last, 0));
     this.prefetchNext();
-    const finite = await reducing;
+    const finite = (await Promise.all(reductions)).every(Boolean);
     const t2 = performance.now();
     const end = this.finishStep(finite, options.onNonFinite, options.health ?? false);
     const t3 = performance.now();
@@ -465,11 +509,14 @@ export class Trainer {
   /** This rank's own loss and gradient: null when finite, else reported, then stop (throw) or poison. */
   private screen(loss: number, onNonFinite?: (bad: NonFinite) => void): NonFinite | null {
     const bad = this.checkFinite(loss);
-    if (!bad) return null;
+    if (bad) this.applyNonFiniteRule(bad, onNonFinite);
+    return bad;
+  }
+
+  private applyNonFiniteRule(bad: NonFinite, onNonFinite?: (bad: NonFinite) => void): void {
     onNonFinite?.(bad);
     if (this.config.nonFinite === 'stop') throw this.nonFiniteError(bad);
     this.model.params.grads[0] = Number.NaN; // NaN + x = NaN: every rank sees it after the all-reduce
-    return bad;
   }
 
   /** Skips the update when the (reduced) gradient is not finite, else applies it. */
