@@ -27,15 +27,26 @@ export interface NetworkBenchOptions {
   steps: number;
   /**
    * ringtrain's variants to run beside float32: a wire format (fp16, bf16, int8), or DiLoCo as
-   * `diloco` (H = 8), `diloco:16` (H = 16), `diloco:8+fp16` (its pseudo-gradients as fp16).
+   * `diloco` (H = 8), `diloco:16` (H = 16), `diloco:8+fp16` (its pseudo-gradients as fp16),
+   * `overlap:<KiB>` (gradient ranges of that size all-reduced during the backward pass; 0: none).
    */
   compression: string[];
+  /**
+   * A job config whose model ringtrain trains instead of the MLP; the DDP peer trains only the MLP,
+   * so then the ratios are against ringtrain's float32 run.
+   */
+  model?: string;
 }
 
 /** The job config with DiLoCo rounds of `h` steps, beside it. */
 function dilocoConfig(config: string, h: number): string {
-  const path = config.replace(/\.json$/, `-diloco-${h}.json`);
-  writeFileSync(path, JSON.stringify({ ...JSON.parse(readFileSync(config, 'utf8')), sync: { type: 'diloco', innerSteps: h } }));
+  return variantConfig(config, `diloco-${h}`, { sync: { type: 'diloco', innerSteps: h } });
+}
+
+/** The job config with `fields` set, beside it. */
+function variantConfig(config: string, name: string, fields: object): string {
+  const path = config.replace(/\.json$/, `-${name}.json`);
+  writeFileSync(path, JSON.stringify({ ...JSON.parse(readFileSync(config, 'utf8')), ...fields }));
   return path;
 }
 
@@ -62,7 +73,12 @@ async function ringtrain(net: VirtualHosts, n: number, config: string, steps: nu
   const env = { RINGTRAIN_LOG_LEVEL: 'warn' };
   const [sync, wire = 'none'] = variant.split('+');
   const h = /^diloco(?::(\d+))?$/.exec(sync);
-  const how = h ? ['--config', dilocoConfig(config, Number(h[1] ?? 8)), '--gradient-compression', wire] : ['--config', config, '--gradient-compression', variant === 'float32' ? 'none' : variant];
+  const overlap = /^overlap:(\d+)$/.exec(sync);
+  const how = h
+    ? ['--config', dilocoConfig(config, Number(h[1] ?? 8)), '--gradient-compression', wire]
+    : overlap
+      ? ['--config', variantConfig(config, `bucket-${overlap[1]}`, { bucketBytes: Number(overlap[1]) * 1024 }), '--gradient-compression', wire]
+      : ['--config', config, '--gradient-compression', variant === 'float32' ? 'none' : variant];
   const cap = steps > 0 ? ['--max-steps', String(steps)] : [];
   const coordinator = net.run(c, process.execPath, [cli, 'coordinator', '--workers', String(n), '--host', c.ip, '--port', '29500', '--token', 'bench', ...how, ...cap, '--json'], env);
   const workers = rest.slice(0, n).map((h) => net.run(h, process.execPath, [cli, 'worker', '--coordinator', address, '--token', 'bench', '--ring-host', h.ip, '--ring-port', '29600'], env));
@@ -108,7 +124,7 @@ export async function networkBench(o: NetworkBenchOptions): Promise<string> {
   writeFileSync(
     config,
     JSON.stringify({
-      model: { inputSize: 784, layers: [{ type: 'dense', units: 256 }, { type: 'relu' }, { type: 'dense', units: 128 }, { type: 'relu' }, { type: 'dense', units: 10 }], loss: 'softmax_cross_entropy' },
+      model: o.model ? (JSON.parse(readFileSync(o.model, 'utf8')) as { model: unknown }).model : { inputSize: 784, layers: [{ type: 'dense', units: 256 }, { type: 'relu' }, { type: 'dense', units: 128 }, { type: 'relu' }, { type: 'dense', units: 10 }], loss: 'softmax_cross_entropy' },
       dataset: { source: 'idx', dir: data },
       optimizer: { type: 'sgd', lr: 0.05, momentum: 0.9 },
       batchSize: 64,
@@ -116,7 +132,9 @@ export async function networkBench(o: NetworkBenchOptions): Promise<string> {
       seed: 1,
     }),
   );
-  const systems = ['DDP', 'float32', ...o.compression];
+  const peer = o.model ? 'float32' : 'DDP';
+  const systems = [...new Set([peer, 'float32', ...o.compression])];
+  const label = (s: string): string => (s === 'DDP' ? 'DDP' : `ringtrain ${s}`);
   const rows: string[][] = [];
   const splits: string[][] = [];
   const ends: string[][] = [];
@@ -141,8 +159,8 @@ export async function networkBench(o: NetworkBenchOptions): Promise<string> {
           }
         }
         const rate = (s: string): number[] => got.get(s)!.map((m) => m.samplesPerSecond);
-        const theirs = median(rate('DDP'));
-        rows.push([name, String(n), range(rate('DDP')), ...systems.slice(1).flatMap((s) => [range(rate(s)), fmt(median(rate(s)) / theirs, 2)])]);
+        const theirs = median(rate(peer));
+        rows.push([name, String(n), range(rate(peer)), ...systems.slice(1).flatMap((s) => [range(rate(s)), fmt(median(rate(s)) / theirs, 2)])]);
         const acc = (s: string): string => {
           const runs = got.get(s)!;
           return runs.length ? `${fmt(median(runs.map((m) => m.seconds)), 1)} s, ${fmt(100 * median(runs.map((m) => m.accuracy)), 1)}%` : 'n/a';
@@ -150,18 +168,19 @@ export async function networkBench(o: NetworkBenchOptions): Promise<string> {
         ends.push([name, String(n), ...systems.map(acc)]);
         for (const s of systems) {
           const last = got.get(s)!.at(-1)?.split;
-          if (last) splits.push([name, String(n), s === 'DDP' ? 'DDP' : `ringtrain ${s}`, Object.entries(last).map(([k, v]) => `${k} ${fmt(v, 2)}`).join(', ')]);
+          if (last) splits.push([name, String(n), label(s), Object.entries(last).map(([k, v]) => `${k} ${fmt(v, 2)}`).join(', ')]);
         }
       }
     }
   } finally {
     net.tearDown();
   }
-  const head = ['link', 'N', 'DDP samples/s', ...systems.slice(1).flatMap((s) => [`ringtrain ${s}`, 'ratio'])];
+  const head = ['link', 'N', `${label(peer)} samples/s`, ...systems.slice(1).flatMap((s) => [label(s), 'ratio'])];
   const length = o.steps > 0 ? `${o.steps} steps` : 'one epoch of 60,000 samples';
+  const model = o.model ? `${o.model} (ratios against ringtrain float32: the DDP peer trains only the MLP)` : 'MLP 784-256-128-10';
   return (
-    `Across simulated hosts (network namespaces, tbf), MLP 784-256-128-10, batch 64 per worker, ${length}, median (range) of ${o.runs} alternating runs\n` +
-    `${table(head, rows)}\n\nThe run's seconds (training, median) and its test accuracy at the end\n${table(['link', 'N', ...systems.map((s) => (s === 'DDP' ? 'DDP' : `ringtrain ${s}`))], ends)}\n\n` +
+    `Across simulated hosts (network namespaces, tbf), ${model}, batch 64 per worker, ${length}, median (range) of ${o.runs} alternating runs\n` +
+    `${table(head, rows)}\n\nThe run's seconds (training, median) and its test accuracy at the end\n${table(['link', 'N', ...systems.map(label)], ends)}\n\n` +
     `Where rank 0's step went (ms per step, last run; DiLoCo's all-reduce is once a round)\n${table(['link', 'N', 'system', 'split'], splits)}` +
     (notes.length ? `\n\n${[...new Set(notes)].join('\n')}` : '')
   );
