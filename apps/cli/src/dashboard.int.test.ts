@@ -21,9 +21,10 @@ afterEach(killStarted);
 afterAll(async () => browser?.close());
 
 describe.skipIf(!haveBrowser)('the dashboard in a real headless Chromium', () => {
-  it('loads without console errors, its charts gain points as the run advances, it lists every rank and checkpoint, and an admin can ask for a checkpoint', async () => {
+  it('loads without console errors, its charts gain points as the run advances and mark a worker lost, it lists every rank, checkpoint and membership change, and an admin can ask for a checkpoint', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'ringtrain-dash-'));
-    const run = startRingtrain(['launch', '--workers', '3', '--hidden', '1024,512', '--epochs', '10', '--checkpoint-dir', dir, '--status-token', 'reader', '--admin-token', 'boss', '--linger', '60']);
+    // Rank 1 dies at step 40: launch replaces it, and the charts mark the membership change.
+    const run = startRingtrain(['launch', '--workers', '3', '--hidden', '1024,512', '--epochs', '10', '--checkpoint-dir', dir, '--status-token', 'reader', '--admin-token', 'boss', '--linger', '60'], { RINGTRAIN_FAULT_KILL: '1@40' });
     await until(() => run.lines.some((l) => typeof l.dashboard === 'string'), 20_000, 'the dashboard address', run);
     const dashboard = String(run.lines.find((l) => typeof l.dashboard === 'string')!.dashboard);
     // The admin's view: the same page, with the control buttons.
@@ -69,6 +70,9 @@ describe.skipIf(!haveBrowser)('the dashboard in a real headless Chromium', () =>
     await page.screenshot({ path: `${artifacts}dashboard.png`, fullPage: true });
 
     await page.waitForFunction(() => document.querySelector('#state')!.textContent === 'finished', null, { timeout: 60_000 });
+    // The fault: listed with its cause and step, and a dashed line on every step chart.
+    expect(await page.$$eval('#generations li', (items) => items.map((li) => li.textContent))).toEqual([expect.stringMatching(/^generation 2 at step 40: fault: .*rank 1.*; 3 workers, training again after \d+ ms$/)]);
+    for (const id of ['chart-loss', 'chart-rate', 'chart-time']) expect(await page.$eval(`#${id}`, (el) => (el as HTMLElement).dataset.marks), id).toBe('1');
     expect(await page.$eval('[data-fact="test accuracy"]', (el) => el.textContent)).toMatch(/^\d+\.\d\d%$/);
     expect(errors).toEqual([]);
     // Everything came from the coordinator: no CDN.

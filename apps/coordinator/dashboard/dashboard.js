@@ -16,10 +16,12 @@ function markGenerations(u) {
   ctx.save();
   ctx.setLineDash([4, 4]);
   ctx.lineWidth = 1;
+  let drawn = 0;
   for (const g of run.generations) {
     if (g.cause === 'start') continue;
     const x = u.valToPos(g.step, 'x', true);
     if (!Number.isFinite(x) || x < bbox.left || x > bbox.left + bbox.width) continue;
+    drawn++;
     ctx.strokeStyle = g.cause === 'fault' ? '#c0392b' : '#888';
     ctx.beginPath();
     ctx.moveTo(x, bbox.top);
@@ -27,6 +29,8 @@ function markGenerations(u) {
     ctx.stroke();
   }
   ctx.restore();
+  // For tests and scripts: how many changes this chart marks now.
+  if (u.root.parentElement) u.root.parentElement.dataset.marks = String(drawn);
 }
 
 function makeChart(id, series, opts = {}) {
