@@ -370,6 +370,10 @@ export function col2im(col: usize, batch: i32, c: i32, h: i32, w: i32, kh: i32, 
 // ---- Max pooling (no padding); argmax holds, per output, the index in x of its maximum. ----
 
 export function maxPool(x: usize, planes: i32, h: i32, w: i32, kh: i32, kw: i32, stride: i32, outH: i32, outW: i32, y: usize, argmax: usize): void {
+  if (kh == 2 && kw == 2 && stride == 2) {
+    maxPool2x2(x, planes, h, w, outH, outW, y, argmax);
+    return;
+  }
   let o: usize = 0;
   for (let plane = 0; plane < planes; plane++) {
     const base = plane * h * w;
@@ -383,6 +387,64 @@ export function maxPool(x: usize, planes: i32, h: i32, w: i32, kh: i32, kw: i32,
             const at = top + i * w + j;
             const xv = load<f32>(x + <usize>at * 4);
             // Strictly greater: the first maximum wins a tie, as in the reference loop.
+            if (xv > v) {
+              v = xv;
+              best = at;
+            }
+          }
+        }
+        store<f32>(y + o * 4, v);
+        store<i32>(argmax + o * 4, best);
+      }
+    }
+  }
+}
+
+// 2×2 windows, stride 2 (the common pool), four outputs at a time and without branches: the
+// scalar loop's compare is a coin toss for the branch predictor. The same candidates in the same
+// order, each taken only when strictly greater: the same maxima and argmax, ties and NaN included.
+function maxPool2x2(x: usize, planes: i32, h: i32, w: i32, outH: i32, outW: i32, y: usize, argmax: usize): void {
+  const evens = i32x4(0, 2, 4, 6);
+  const right = i32x4.splat(1);
+  const below = i32x4.splat(w);
+  const belowRight = i32x4.splat(w + 1);
+  let o: usize = 0;
+  for (let plane = 0; plane < planes; plane++) {
+    const base = plane * h * w;
+    for (let oy = 0; oy < outH; oy++) {
+      const row = base + oy * 2 * w;
+      let ox = 0;
+      for (; ox + 4 <= outW; ox += 4, o += 4) {
+        const top = row + ox * 2;
+        const p0 = x + <usize>top * 4;
+        const p1 = p0 + <usize>w * 4;
+        const a0 = v128.load(p0), a1 = v128.load(p0, 16), b0 = v128.load(p1), b1 = v128.load(p1, 16);
+        const tops = i32x4.add(i32x4.splat(top), evens);
+        let v = v128.shuffle<f32>(a0, a1, 0, 2, 4, 6);
+        let at = tops;
+        let c = v128.shuffle<f32>(a0, a1, 1, 3, 5, 7);
+        let m = f32x4.gt(c, v);
+        v = v128.bitselect(c, v, m);
+        at = v128.bitselect(i32x4.add(tops, right), at, m);
+        c = v128.shuffle<f32>(b0, b1, 0, 2, 4, 6);
+        m = f32x4.gt(c, v);
+        v = v128.bitselect(c, v, m);
+        at = v128.bitselect(i32x4.add(tops, below), at, m);
+        c = v128.shuffle<f32>(b0, b1, 1, 3, 5, 7);
+        m = f32x4.gt(c, v);
+        v = v128.bitselect(c, v, m);
+        at = v128.bitselect(i32x4.add(tops, belowRight), at, m);
+        v128.store(y + o * 4, v);
+        v128.store(argmax + o * 4, at);
+      }
+      for (; ox < outW; ox++, o++) {
+        const top = row + ox * 2;
+        let best = top;
+        let v = load<f32>(x + <usize>top * 4);
+        for (let i = 0; i < 2; i++) {
+          for (let j = 0; j < 2; j++) {
+            const at = top + i * w + j;
+            const xv = load<f32>(x + <usize>at * 4);
             if (xv > v) {
               v = xv;
               best = at;
