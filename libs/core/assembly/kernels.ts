@@ -378,26 +378,29 @@ export function maxPool(x: usize, planes: i32, h: i32, w: i32, kh: i32, kw: i32,
   for (let plane = 0; plane < planes; plane++) {
     const base = plane * h * w;
     for (let oy = 0; oy < outH; oy++) {
-      for (let ox = 0; ox < outW; ox++, o++) {
-        const top = base + oy * stride * w + ox * stride;
-        let best = top;
-        let v = load<f32>(x + <usize>top * 4);
-        for (let i = 0; i < kh; i++) {
-          for (let j = 0; j < kw; j++) {
-            const at = top + i * w + j;
-            const xv = load<f32>(x + <usize>at * 4);
-            // Strictly greater: the first maximum wins a tie, as in the reference loop.
-            if (xv > v) {
-              v = xv;
-              best = at;
-            }
-          }
-        }
-        store<f32>(y + o * 4, v);
-        store<i32>(argmax + o * 4, best);
+      for (let ox = 0; ox < outW; ox++, o++) maxOfWindow(x, base + oy * stride * w + ox * stride, kh, kw, w, y, argmax, o);
+    }
+  }
+}
+
+// Output o: the maximum of the kh×kw window at `top` and where it is.
+@inline
+function maxOfWindow(x: usize, top: i32, kh: i32, kw: i32, w: i32, y: usize, argmax: usize, o: usize): void {
+  let best = top;
+  let v = load<f32>(x + <usize>top * 4);
+  for (let i = 0; i < kh; i++) {
+    for (let j = 0; j < kw; j++) {
+      const at = top + i * w + j;
+      const xv = load<f32>(x + <usize>at * 4);
+      // Strictly greater: the first maximum wins a tie, as in the reference loop.
+      if (xv > v) {
+        v = xv;
+        best = at;
       }
     }
   }
+  store<f32>(y + o * 4, v);
+  store<i32>(argmax + o * 4, best);
 }
 
 // 2×2 windows, stride 2 (the common pool), four outputs at a time and without branches: the
@@ -437,23 +440,7 @@ function maxPool2x2(x: usize, planes: i32, h: i32, w: i32, outH: i32, outW: i32,
         v128.store(y + o * 4, v);
         v128.store(argmax + o * 4, at);
       }
-      for (; ox < outW; ox++, o++) {
-        const top = row + ox * 2;
-        let best = top;
-        let v = load<f32>(x + <usize>top * 4);
-        for (let i = 0; i < 2; i++) {
-          for (let j = 0; j < 2; j++) {
-            const at = top + i * w + j;
-            const xv = load<f32>(x + <usize>at * 4);
-            if (xv > v) {
-              v = xv;
-              best = at;
-            }
-          }
-        }
-        store<f32>(y + o * 4, v);
-        store<i32>(argmax + o * 4, best);
-      }
+      for (; ox < outW; ox++, o++) maxOfWindow(x, row + ox * 2, 2, 2, w, y, argmax, o);
     }
   }
 }
