@@ -1,13 +1,11 @@
 import { randomUUID } from 'node:crypto';
-import type { IncomingMessage, Server } from 'node:http';
+import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import type { Duplex } from 'node:stream';
-import { type ConfigSummary, type ControlMessage, decodeControl, encodeControl, type GenerationChange, type MessageOf, PROTOCOL_VERSION, sameSecret } from '@ringtrain/protocol';
-import { guardedServer, refuseUpgrade } from '@ringtrain/allreduce';
+import { type ConfigSummary, type ControlMessage, type GenerationChange, type MessageOf, PROTOCOL_VERSION } from '@ringtrain/protocol';
+import { guardedServer } from '@ringtrain/allreduce';
 import { describeModel, parameterCount } from '@ringtrain/core';
 import { type JobConfig, jobConfigHash } from '@ringtrain/trainer';
 import type { Logger } from 'pino';
-import WebSocket, { WebSocketServer } from 'ws';
 import type { HealthThresholds } from './health-watch.js';
 import { type Conn, type Effect, type Fault, type GenerationRecord, type Member, Membership, type MembershipState, type Timer } from './membership.js';
 import { PrometheusMetrics } from './prometheus.js';
@@ -18,6 +16,7 @@ import { StatusFeed } from './status-feed.js';
 import { type CommandOutcome, type Health, MAX_STATUS_CLIENTS, StatusServer } from './status-server.js';
 import { networkAdvice } from './network-bound.js';
 import type { StragglerOptions } from './stragglers.js';
+import { WorkerLinks } from './worker-links.js';
 
 export interface CoordinatorOptions {
   config: JobConfig;
@@ -87,28 +86,20 @@ export class CoordinatorError extends Error {
   }
 }
 
-interface Connection {
-  ws: WebSocket;
-  lastSeen: number;
-}
-
 /**
- * The coordinator's network side: it owns the listener, the connections, the deadlines and the run
- * record, and feeds everything a worker says to the membership machine (membership.ts), which
- * decides. It never touches gradients.
+ * The coordinator: it owns the listener, the deadlines and the run record; its workers'
+ * connections (worker-links.ts) feed everything a worker says to the membership machine
+ * (membership.ts), which decides, and this class carries out what it decided. It never touches
+ * gradients.
  */
 export class Coordinator {
   private readonly membership: Membership;
-  private readonly conns = new Map<Conn, Connection>();
-  private nextConn = 1;
+  private readonly links: WorkerLinks;
   private readonly timers = new Map<Timer, NodeJS.Timeout>();
   private readonly http: Server;
-  private readonly wss: WebSocketServer;
   private readonly configHash: string;
   private readonly log: Logger;
   private settle: { resolve: (s: RunStats) => void; reject: (e: CoordinatorError) => void } | null = null;
-  private heartbeat: NodeJS.Timeout | null = null;
-  private lastTick = Date.now();
   private started = false;
   /** The generation that formed last and when its membership change began, until it trains. */
   private forming: { record: GenerationRecord; since: number } | null = null;
@@ -198,10 +189,22 @@ export class Coordinator {
       maxConnections: 2 * max + MAX_STATUS_CLIENTS + 64,
       ...(options.tls ? { tls: options.tls } : {}),
     });
-    this.wss = new WebSocketServer({ noServer: true, perMessageDeflate: false, maxPayload: 1024 * 1024 });
+    this.links = new WorkerLinks({
+      token: options.token,
+      heartbeatMs: options.heartbeatMs,
+      peerTimeoutMs: options.peerTimeoutMs,
+      logger: options.logger,
+      onEvent: (event) => this.apply(this.membership.handle(event)),
+      watched: (conn) => {
+        const m = this.membership.memberOf(conn);
+        const state = this.membership.state;
+        return !!m && m.rank >= 0 && m.generation === this.membership.generation && !m.done && (state === 'running' || state === 'forming');
+      },
+      member: (conn) => !!this.membership.memberOf(conn),
+    });
     this.http.on('upgrade', (req, socket, head) => {
       if (new URL(req.url ?? '/', 'http://x').pathname === '/status') this.status.handleUpgrade(req, socket, head);
-      else this.onUpgrade(req, socket, head);
+      else this.links.handleUpgrade(req, socket, head);
     });
   }
 
@@ -250,7 +253,7 @@ export class Coordinator {
       this.settle = { resolve, reject };
     });
     this.apply(this.membership.start());
-    this.startHeartbeat();
+    this.links.startHeartbeat();
     return result;
   }
 
@@ -279,81 +282,24 @@ export class Coordinator {
 
   async close(): Promise<void> {
     await this.journal?.flush();
-    if (this.heartbeat) clearInterval(this.heartbeat);
     for (const t of this.timers.values()) clearTimeout(t);
     this.feed.close();
     await this.status.close();
-    for (const c of this.conns.values()) c.ws.close(1000, 'coordinator closing');
-    this.wss.close();
+    this.links.closeAll();
     this.http.closeAllConnections?.();
     await new Promise<void>((resolve) => this.http.close(() => resolve()));
-  }
-
-  private onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
-    const token = this.options.token;
-    const given = String(req.headers['x-ringtrain-token'] ?? '');
-    if (token !== undefined && !sameSecret(given, token)) {
-      this.log.warn({ remote: req.socket.remoteAddress }, 'worker refused: wrong or missing token');
-      return refuseUpgrade(socket, 401, 'wrong or missing job token');
-    }
-    this.wss.handleUpgrade(req, socket, head, (ws) => this.onConnection(ws));
-  }
-
-  private onConnection(ws: WebSocket): void {
-    const conn = this.nextConn++;
-    const c: Connection = { ws, lastSeen: Date.now() };
-    this.conns.set(conn, c);
-    let said = false;
-    const helloTimer = setTimeout(() => ws.close(1008, 'no hello'), 10_000);
-    ws.on('message', (data: Buffer) => {
-      c.lastSeen = Date.now();
-      let msg: ControlMessage;
-      try {
-        msg = decodeControl(data);
-      } catch (err) {
-        const code = (err as { code?: string }).code ?? 'ERR_PROTOCOL';
-        // A worker that cannot speak the protocol is cut off; the membership machine sees a lost connection.
-        this.log.warn({ code, conn }, `a worker sent a bad message, connection closed: ${(err as Error).message}`);
-        ws.close(1002, code);
-        return;
-      }
-      if (!said) {
-        if (msg.type !== 'hello') return void ws.close(1002, 'expected hello');
-        said = true;
-        clearTimeout(helloTimer);
-        this.apply(this.membership.handle({ type: 'hello', conn, hello: msg }));
-      } else {
-        this.apply(this.membership.handle({ type: 'message', conn, msg }));
-      }
-    });
-    ws.on('pong', () => {
-      c.lastSeen = Date.now();
-      this.apply(this.membership.handle({ type: 'alive', conn }));
-    });
-    ws.on('close', () => {
-      clearTimeout(helloTimer);
-      this.conns.delete(conn);
-      this.apply(this.membership.handle({ type: 'disconnect', conn }));
-    });
-    ws.on('error', () => {});
   }
 
   /** Carries out what the membership machine decided. */
   private apply(effects: Effect[]): void {
     for (const e of effects) {
       switch (e.type) {
-        case 'send': {
-          const c = this.conns.get(e.conn);
-          if (c?.ws.readyState === WebSocket.OPEN) c.ws.send(encodeControl(e.msg));
+        case 'send':
+          this.links.send(e.conn, e.msg);
           break;
-        }
-        case 'close': {
-          const c = this.conns.get(e.conn);
-          if (!c) break;
-          if (e.code === 1001) c.ws.terminate();
-          else c.ws.close(e.code, e.reason);
+        case 'close':
+          this.links.close(e.conn, e.code, e.reason);
           break;
-        }
         case 'arm': {
           clearTimeout(this.timers.get(e.timer));
           const t = setTimeout(() => this.apply(this.membership.handle({ type: 'timer', name: e.timer })), e.ms);
@@ -364,20 +310,9 @@ export class Coordinator {
           clearTimeout(this.timers.get(e.timer));
           this.timers.delete(e.timer);
           break;
-        case 'ping': {
-          // A regroup asks everyone; a member already silent here for four heartbeat periods (hung,
-          // or cut off) is not waited for, nor the one the fault was blamed on (its ring neighbour
-          // found it silent) once it has missed two: its neighbours' ring found it out for the same reason.
-          const now = Date.now();
-          const period = this.options.heartbeatMs ?? 500;
-          for (const [conn, c] of this.conns) {
-            if (c.ws.readyState !== WebSocket.OPEN) continue;
-            const silence = (conn === e.suspect ? 2 : 4) * period;
-            if (now - c.lastSeen > silence && this.membership.memberOf(conn)) queueMicrotask(() => this.apply(this.membership.handle({ type: 'silent', conn, ms: now - c.lastSeen })));
-            else c.ws.ping();
-          }
+        case 'ping':
+          this.links.askAlive(e.suspect);
           break;
-        }
         case 'joined': {
           const m = e.member;
           this.feed.workerJoined({ workerId: m.workerId, host: m.host, pid: m.pid, address: m.ringAddress });
@@ -413,6 +348,11 @@ export class Coordinator {
           const d = e.done;
           this.stats.finish(d[0].weightsHash, d[0].steps, Math.min(...d.map((x) => x.replicaChecks)));
           break;
+        }
+        default: {
+          // Every effect is carried out: a new kind that is not fails to compile here.
+          const unhandled: never = e;
+          throw new Error(`unhandled membership effect ${JSON.stringify(unhandled)}`);
         }
       }
     }
@@ -450,7 +390,7 @@ export class Coordinator {
     const last = this.stats.epochs.at(-1);
     this.feed.end({ steps: this.stats.step, seconds: this.stats.seconds, samplesPerSecond: this.stats.samplesPerSecond, testAccuracy: last ? last.testAccuracy : null });
     for (const t of this.timers.values()) clearTimeout(t);
-    if (this.heartbeat) clearInterval(this.heartbeat);
+    this.links.stopHeartbeat();
     if (error) {
       this.log.error({ code: error.code, rank: error.rank }, error.message);
       this.settle?.reject(error);
@@ -516,34 +456,8 @@ export class Coordinator {
     if (!this.options.checkpoint) return { ok: false, code: 'ERR_NO_CHECKPOINT_DIR', message: 'this run writes no checkpoints: start it with --checkpoint-dir' };
     if (state !== 'running') return { ok: false, code: 'ERR_STATE', message: `checkpoints are taken while running, not while ${state}` };
     const rank0 = this.membership.ring[0];
-    const c = rank0 && this.conns.get(rank0.conn);
-    if (c?.ws.readyState === WebSocket.OPEN) c.ws.send(encodeControl({ type: 'checkpointNow', v: PROTOCOL_VERSION }));
+    if (rank0) this.links.send(rank0.conn, { type: 'checkpointNow', v: PROTOCOL_VERSION });
     return { ok: true, message: 'rank 0 writes a checkpoint after its current step' };
-  }
-
-  /** A worker silent for peerTimeoutMs while training is lost; a late tick means this process was busy, not the worker. */
-  private startHeartbeat(): void {
-    const period = this.options.heartbeatMs ?? 500;
-    const timeout = this.options.peerTimeoutMs ?? 3000;
-    this.heartbeat = setInterval(() => {
-      const now = Date.now();
-      const late = now - this.lastTick > 2 * period;
-      this.lastTick = now;
-      for (const [conn, c] of this.conns) {
-        if (c.ws.readyState !== WebSocket.OPEN) continue;
-        const m = this.membership.memberOf(conn);
-        if (late) c.lastSeen = now;
-        // Ring members only, while their generation forms or runs: a worker loads its data before it
-        // is prepared (and a member), and every step and every ring wait yields to answer pings. A
-        // member that hangs while its ring forms would otherwise hold the others up to the ready deadline.
-        else if (m && m.rank >= 0 && m.generation === this.membership.generation && !m.done && (this.membership.state === 'running' || this.membership.state === 'forming') && now - c.lastSeen > timeout) {
-          this.apply(this.membership.handle({ type: 'silent', conn, ms: now - c.lastSeen }));
-          continue;
-        }
-        c.ws.ping();
-      }
-    }, period);
-    this.heartbeat.unref();
   }
 }
 
