@@ -212,6 +212,19 @@ describe('overlap: gradients all-reduced in ranges as the backward pass finishes
     expect(whole.calls.filter((c) => c.rank === 0).slice(0, 1)).toEqual([{ rank: 0, offset: 0, length: n, backwardDone: true }]);
   });
 
+  it('a range whose all-reduce fails while the backward pass goes on: the step rejects with that failure once the pass is done, the weights untouched', async () => {
+    const t = new Trainer(wide());
+    await t.step(async () => true);
+    const before = t.model.params.valuesHash();
+    const lost = new Error('peer rank 1 lost');
+    const seen: number[] = [];
+    // The first range fails at once: the layers below still compute, yielding to the event loop.
+    await expect(t.step(async (_g, offset) => (seen.push(offset), offset > 0 ? Promise.reject(lost) : true), { bucketBytes: 1024 })).rejects.toBe(lost);
+    expect(seen.at(-1)).toBe(0);
+    expect(t.model.params.valuesHash()).toBe(before);
+    expect(t.globalStep).toBe(1);
+  });
+
   it('a NaN in a range sent early: under "skip" every rank skips the step and the weights stay; under "stop" that rank stops, naming the tensor', async () => {
     for (const nonFinite of ['skip', 'stop'] as const) {
       const { reduceFor } = ring(2);

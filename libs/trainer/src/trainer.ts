@@ -434,7 +434,10 @@ export class Trainer {
       const part = grads.subarray(from, sent);
       if (weight !== 1) scale(part, weight);
       if (badSent === null && !allFinite(part)) badSent = this.nonFiniteIn(from + firstNonFinite(part));
-      reductions.push(reduce(part, from));
+      const reducing = reduce(part, from);
+      // A failure (a lost peer) is the step's, thrown below; until then it must not count as unhandled.
+      reducing.catch(() => {});
+      reductions.push(reducing);
       sent = from;
     };
     const stages = this.model.gradientStages(this.batcher.x, this.batcher.batchTargets(), n);
