@@ -23,6 +23,8 @@ export interface ReplicaLoopOptions {
   leaving: () => boolean;
   /** The last epoch whose evaluation this worker saw every rank take; kept across generations. */
   evaluated: { evaluatedThrough: number };
+  /** The overlap's range size (see `overlapBucketBytes`), 0 for none. */
+  bucketBytes: number;
 }
 
 /** How a generation's steps ended: all taken, or at a step boundary to regroup or to leave. */
@@ -88,7 +90,6 @@ export async function runReplicaLoop(o: ReplicaLoopOptions): Promise<{ end: Loop
   // Error feedback's residual is this rank's alone: it starts at zero in each generation.
   const { wire, errorFeedback } = gradientCompressionOf(config);
   const residual = errorFeedback ? new Float32Array(params.grads.length) : undefined;
-  const bucketBytes = overlapBucketBytes(config, comm, assign.worldSize);
   let replicaChecks = 0;
   let metrics: Record<string, number> = {};
   let writeError: Error | null = null;
@@ -131,7 +132,7 @@ export async function runReplicaLoop(o: ReplicaLoopOptions): Promise<{ end: Loop
       // Alone there is nothing to sum: the gradient is this rank's own, checked before.
       async (grads, offset) => (alone ? true : (await comm.allreduce(grads, { step, layoutHash, wire, residual: residual?.subarray(offset, offset + grads.length) })).finite),
       {
-        bucketBytes,
+        bucketBytes: o.bucketBytes,
         afterGradients: async () => {
           faults.exitAt(assign.rank, step, assign.generation);
           if (delayMs) await sleep(delayMs);

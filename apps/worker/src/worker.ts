@@ -397,12 +397,14 @@ async function runGeneration(
     throw new GenerationLost('a newer generation formed before this one started');
   }
   training();
+  // Decided once the ring knows whether it shares memory; the probe reports it.
+  let bucketBytes = 0;
   if (a.worldSize > 1) {
     const ring = await setUpRing(comm, params.length);
-    const bucketBytes = overlapBucketBytes(trainer.config, comm, a.worldSize);
+    bucketBytes = overlapBucketBytes(trainer.config, comm, a.worldSize);
     if (a.rank === 0) ch.send({ type: 'ringProbe', v: PROTOCOL_VERSION, generation: a.generation, rank: a.rank, worldSize: a.worldSize, ...ring, ...(bucketBytes ? { bucketBytes } : {}) });
   }
-  const loop = await runReplicaLoop({ assign: a, trainer, comm, channel: ch, writer, faults, log, totalSteps, leaving: () => leave?.aborted ?? false, evaluated: state });
+  const loop = await runReplicaLoop({ assign: a, trainer, comm, channel: ch, writer, faults, log, totalSteps, leaving: () => leave?.aborted ?? false, evaluated: state, bucketBytes });
   if (loop.end !== 'done') return { end: loop.end };
   const finalHash = await verifyReplicas(comm, trainer, 'final weights');
   if (a.rank === 0 && a.saveFinal) {

@@ -13,7 +13,6 @@ import { type LayerSpec, type ModelSpec, parseModelSpec, type ShapedLayer, shape
 import { argmaxRow } from './ops.js';
 import { ParameterStore } from './parameter-store.js';
 import { Rng } from './rng.js';
-import { shapeSize } from './shape.js';
 
 export interface ModelOptions {
   /** Seeds the initial weights and the dropout masks. */
@@ -53,12 +52,12 @@ export class Model {
     const layers = shapeLayers(this.spec).map((l, i) => this.createLayer(l, `layers.${i}`, this.spec.layers[i + 1]));
     this.layers = layers;
     this.params = new ParameterStore(backend, layers.flatMap((l) => l.parameters()));
-    let offset = 0;
-    this.paramStart = layers.map((l) => {
-      const start = offset;
-      for (const p of l.parameters()) offset += shapeSize(p.shape);
-      return start;
-    });
+    // Where the store put each layer's first tensor; a layer without one starts where the next does.
+    this.paramStart = layers.map(() => this.params.length);
+    for (let i = layers.length - 1; i >= 0; i--) {
+      const first = layers[i].parameters()[0];
+      this.paramStart[i] = first ? this.params.info(first.name).offset : (this.paramStart[i + 1] ?? this.params.length);
+    }
     for (const l of layers) {
       l.bind(this.params);
       l.initialize(initRng);

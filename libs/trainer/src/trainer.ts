@@ -1,3 +1,4 @@
+import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
 import {
   activationFloatsPerSample,
   allFinite,
@@ -17,7 +18,6 @@ import {
 import { Batcher, type Dataset, type DatasetSplit, epochPermutation, loadDataset, type RankSlice, rankSlice, type ShardPlan, shardPlan } from '@ringtrain/data';
 import type { JobConfig } from './job-config.js';
 import { OuterSync } from './outer-sync.js';
-import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
 
 /**
  * Where training stands, all of it that is not a tensor: a checkpoint saves it, `restore` resumes
@@ -285,13 +285,19 @@ export class Trainer {
     const n = this.loadBatch(this.epoch, this.cursor);
     const dataMs = performance.now() - t0;
     const result = this.model.computeGradients(this.batcher.x, this.batcher.batchTargets(), n);
-    // The gradient is this slice's mean; the all-reduce averages over N ranks. Uneven slices are
-    // weighted by n·N/B so that the average is the whole batch's mean (even slices: ×1, skipped,
-    // which keeps the even case bit-identical). DiLoCo's inner steps use their own mean as it is,
-    // and weight the pseudo-gradient instead.
-    const weight = (n * this.worldSize) / this.globalBatch;
+    // DiLoCo's inner steps use their own mean as it is, and weight the pseudo-gradient instead.
+    const weight = this.sliceWeight(n);
     if (weight !== 1 && !this.outer) scale(this.model.params.grads, weight);
     return { ...result, dataMs };
+  }
+
+  /**
+   * A slice's gradient is its own mean; the all-reduce averages over N ranks. Uneven slices are
+   * weighted by n·N/B so that the average is the whole batch's mean (even slices: ×1, which the
+   * callers skip, keeping the even case bit-identical).
+   */
+  private sliceWeight(n: number): number {
+    return (n * this.worldSize) / this.globalBatch;
   }
 
   /**
@@ -422,39 +428,11 @@ export class Trainer {
     const t0 = performance.now();
     const n = this.loadBatch(this.epoch, this.cursor);
     const dataMs = performance.now() - t0;
-    const grads = this.model.params.grads;
-    // See computeGradients for the weight of an uneven slice.
-    const weight = (n * this.worldSize) / this.globalBatch;
-    const bucket = Math.floor((options.bucketBytes ?? 0) / 4);
-    const reductions: Promise<boolean>[] = [];
-    let sent = grads.length;
-    // This rank's own non-finite value in a range already handed to `reduce`, found before the sum replaced it.
-    let badSent: NonFinite | null = null;
-    const send = (from: number): void => {
-      const part = grads.subarray(from, sent);
-      if (weight !== 1) scale(part, weight);
-      if (badSent === null && !allFinite(part)) badSent = this.nonFiniteIn(from + firstNonFinite(part));
-      const reducing = reduce(part, from);
-      // A failure (a lost peer) is the step's, thrown below; until then it must not count as unhandled.
-      reducing.catch(() => {});
-      reductions.push(reducing);
-      sent = from;
-    };
-    const stages = this.model.gradientStages(this.batcher.x, this.batcher.batchTargets(), n);
-    let next = stages.next();
-    while (!next.done) {
-      // Element 0 stays for the last range: the non-finite rule marks it there.
-      if (bucket > 0 && next.value > 0 && sent - next.value >= bucket) send(next.value);
-      // The ring's messages are handled between layers, so a range sent goes round while the next layers compute.
-      if (reductions.length) await yieldToEventLoop();
-      next = stages.next();
-    }
-    const r = { ...next.value, dataMs };
-    const last = grads.subarray(0, sent);
-    if (weight !== 1) scale(last, weight);
+    const { result, reductions, last, badSent } = await this.gradientsReducedInRanges(n, reduce, Math.floor((options.bucketBytes ?? 0) / 4));
+    const r = { ...result, dataMs };
     await options.afterGradients?.();
     // The lowest bad index first, as one check over all the gradients would find it.
-    const bad = this.checkFinite(r.loss, sent) ?? badSent;
+    const bad = this.checkFinite(r.loss, last.length) ?? badSent;
     if (bad) this.applyNonFiniteRule(bad, options.onNonFinite);
     const t1 = performance.now();
     reductions.push(reduce(last, 0));
@@ -464,6 +442,42 @@ export class Trainer {
     const end = this.finishStep(finite, options.onNonFinite, options.health ?? false);
     const t3 = performance.now();
     return { ...r, ...end, nonFinite: bad, computeMs: t1 - t0 - r.dataMs, allreduceMs: t2 - t1, optimizerMs: t3 - t2 };
+  }
+
+  /**
+   * Forward and backward on the loaded slice of `n` samples, handing every finished tail of the
+   * gradients of at least `bucket` floats to `reduce` while the layers below compute (overlap;
+   * 0: none). Returns the reductions under way and the range left for the caller to reduce last
+   * (it holds element 0, where the non-finite rule marks a skipped step), weighted like the rest.
+   */
+  private async gradientsReducedInRanges(n: number, reduce: Reduce, bucket: number): Promise<{ result: BatchResult; reductions: Promise<boolean>[]; last: Float32Array; badSent: NonFinite | null }> {
+    const grads = this.model.params.grads;
+    const weight = this.sliceWeight(n);
+    const reductions: Promise<boolean>[] = [];
+    let sent = grads.length;
+    // This rank's own non-finite value in a range already handed to `reduce`, found before the sum replaced it.
+    let badSent: NonFinite | null = null;
+    const stages = this.model.gradientStages(this.batcher.x, this.batcher.batchTargets(), n);
+    let next = stages.next();
+    while (!next.done) {
+      const from = next.value;
+      if (bucket > 0 && from > 0 && sent - from >= bucket) {
+        const part = grads.subarray(from, sent);
+        if (weight !== 1) scale(part, weight);
+        if (badSent === null && !allFinite(part)) badSent = this.nonFiniteIn(from + firstNonFinite(part));
+        const reducing = reduce(part, from);
+        // A failure (a lost peer) is the step's, thrown by the caller; until then it must not count as unhandled.
+        reducing.catch(() => {});
+        reductions.push(reducing);
+        sent = from;
+      }
+      // The ring's messages are handled between layers, so a range sent goes round while the next layers compute.
+      if (reductions.length) await yieldToEventLoop();
+      next = stages.next();
+    }
+    const last = grads.subarray(0, sent);
+    if (weight !== 1) scale(last, weight);
+    return { result: next.value, reductions, last, badSent };
   }
 
   /**
@@ -485,8 +499,7 @@ export class Trainer {
     const t2 = performance.now();
     let allreduceMs = 0;
     if (outer.due(this.globalStep, end.epochEnded || (options.lastStep ?? false))) {
-      const weight = (this.slice.count * this.worldSize) / this.globalBatch;
-      const finite = await reduce(outer.pseudoGradient(this.model.params.values, weight));
+      const finite = await reduce(outer.pseudoGradient(this.model.params.values, this.sliceWeight(this.slice.count)));
       allreduceMs = performance.now() - t2;
       this.endRound(finite, options.onNonFinite);
     }
