@@ -110,6 +110,21 @@ describe('membership state machine', () => {
     expect(late.m.state).toBe('regrouping');
   });
 
+  it('places each host’s workers next to each other in the ring, in joining order otherwise, and keeps them so after a loss', () => {
+    const h = new Harness(options({ min: 3, max: 5 }));
+    const on = (conn: Conn, hostId: string): MessageOf<'hello'> => ({ ...hello(conn), hostId });
+    [on(1, 'aaaaaaaaaaaaaaaa'), on(2, 'bbbbbbbbbbbbbbbb'), on(3, 'aaaaaaaaaaaaaaaa'), on(4, 'cccccccccccccccc'), on(5, 'bbbbbbbbbbbbbbbb')].forEach((m, i) => h.hello(i + 1, m));
+    expect(h.m.ring.map((x) => x.workerId)).toEqual(['w1', 'w3', 'w2', 'w5', 'w4']);
+    const assigns = h.assigns.get(h.m.generation)!.sort((a, b) => a.rank - b.rank);
+    expect(assigns.map((a) => a.prevAddress)).toEqual(['ws://h4:1', 'ws://h1:1', 'ws://h3:1', 'ws://h2:1', 'ws://h5:1']);
+    checkInvariants(h);
+    h.allReady();
+    h.record(h.m.handle({ type: 'disconnect', conn: 3 }));
+    for (const conn of [1, 2, 4, 5]) h.record(h.m.handle({ type: 'alive', conn }));
+    expect(h.m.ring.map((x) => x.workerId)).toEqual(['w1', 'w2', 'w5', 'w4']);
+    checkInvariants(h);
+  });
+
   it('forms at MAX at once, or at MIN after the last call; assigns ranks in joining order', () => {
     const h = new Harness(options());
     h.hello(1);

@@ -50,6 +50,8 @@ export interface MembershipOptions {
 export interface WorkerInfo {
   workerId: string;
   host: string;
+  /** Which machine it is on (hashed), where it said so. */
+  hostId?: string;
   pid: number;
   ringAddress: string;
 }
@@ -244,7 +246,7 @@ export class Membership {
         return this.reject(conn, 'ERR_OTHER_RUN', `the worker holds the state of run ${hello.held.runId}, this coordinator runs ${this.run}`);
       }
     }
-    const member: Member = { conn, workerId: hello.workerId, host: hello.host, pid: hello.pid, ringAddress: hello.ringAddress, rank: -1, generation: 0, prepared: false, ready: null, done: null, answered: true };
+    const member: Member = { conn, workerId: hello.workerId, host: hello.host, hostId: hello.hostId, pid: hello.pid, ringAddress: hello.ringAddress, rank: -1, generation: 0, prepared: false, ready: null, done: null, answered: true };
     this.members.set(conn, member);
     this.emit({ type: 'joined', member: { ...member } });
     const { config, configHash, globalBatch } = this.options.assign;
@@ -415,7 +417,10 @@ export class Membership {
     if ([...this.members.values()].every((m) => m.answered)) this.form(this.pendingCause);
   }
 
-  /** The next generation: members in rank order, then newcomers in joining order; ranks 0..n−1. */
+  /**
+   * The next generation: members in rank order, then newcomers in joining order, each host's
+   * workers then moved next to the first of them (so that they sum in shared memory); ranks 0..n−1.
+   */
   private form(cause: Cause): void {
     this.emit({ type: 'cancel', timer: 'quorum' });
     this.emit({ type: 'cancel', timer: 'lastCall' });
@@ -433,7 +438,7 @@ export class Membership {
       return;
     }
     this.emit({ type: 'cancel', timer: 'rejoin' });
-    const ring = order.slice(0, this.options.max);
+    const ring = byHost(order.slice(0, this.options.max));
     this.settled = true;
     this.gen++;
     const n = ring.length;
@@ -537,4 +542,16 @@ export class Membership {
       }
     }
   }
+}
+
+/** Each host's members moved next to the first of them, in order otherwise (hosts named by hostId, else by host name). */
+export function byHost<M extends WorkerInfo>(order: M[]): M[] {
+  const hosts = new Map<string, M[]>();
+  for (const m of order) {
+    const key = m.hostId ?? m.host;
+    const list = hosts.get(key);
+    if (list) list.push(m);
+    else hosts.set(key, [m]);
+  }
+  return [...hosts.values()].flat();
 }

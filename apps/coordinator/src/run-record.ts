@@ -75,11 +75,17 @@ export class RunRecord {
         this.feed.health({ step: msg.step, tensors: msg.tensors });
         return;
       case 'ringProbe': {
-        const { generation, worldSize, latencyMs, busbwMBps, probeBytes, segmentBytes, transport, why, tuning, bucketBytes } = msg;
-        this.feed.ringProbe({ generation, worldSize, latencyMs, busbwMBps, probeBytes, segmentBytes, transport, ...(tuning ? { tuning } : {}), ...(bucketBytes ? { bucketBytes } : {}) });
+        const { generation, worldSize, latencyMs, busbwMBps, probeBytes, segmentBytes, transport, hosts, why, tuning, bucketBytes } = msg;
+        this.feed.ringProbe({ generation, worldSize, latencyMs, busbwMBps, probeBytes, segmentBytes, transport, ...(hosts ? { hosts } : {}), ...(tuning ? { tuning } : {}), ...(bucketBytes ? { bucketBytes } : {}) });
         const tuned = tuning ? ` chosen from ${tuning.map((t) => `${t.segmentBytes >> 10} KiB ${t.ms.toFixed(2)} ms`).join(', ')}` : '';
         const overlap = bucketBytes ? `, gradients all-reduced in ranges of ≥ ${bucketBytes >> 10} KiB during the backward pass` : '';
-        const over = transport === 'shared memory' ? 'through shared memory (all ranks on one host)' : `over TCP, segments of ${segmentBytes >> 10} KiB${tuned}${overlap}${why ? ` (not shared memory: ${why})` : ''}`;
+        const tcp = `segments of ${segmentBytes >> 10} KiB${tuned}${overlap}`;
+        const over =
+          transport === 'shared memory'
+            ? 'through shared memory (all ranks on one host)'
+            : transport === 'hosts'
+              ? `across ${hosts} hosts, through shared memory inside each and over TCP between them, ${tcp}`
+              : `over TCP, ${tcp}${why ? ` (not shared memory: ${why})` : ''}`;
         this.log.info({ ring: { worldSize, latencyMs, busbwMBps, segmentBytes, transport } }, `ring of ${worldSize} ${over}: all-reduce latency ${latencyMs.toFixed(2)} ms, bus bandwidth ${busbwMBps.toFixed(0)} MB/s (${((busbwMBps * 8) / 1000).toFixed(2)} Gbit/s)`);
         return;
       }

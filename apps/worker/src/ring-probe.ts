@@ -10,7 +10,9 @@ export interface RingMeasurement {
 
 /** What a new ring settled on and measured of itself (the ringProbe message's figures). */
 export interface RingSetUp extends RingMeasurement {
-  transport: 'tcp' | 'shared memory';
+  transport: 'tcp' | 'shared memory' | 'hosts';
+  /** With transport `hosts` (shared memory inside each host, TCP between): how many. */
+  hosts?: number;
   /** Why not shared memory, where it is TCP. */
   why?: string;
   segmentBytes: number;
@@ -19,8 +21,9 @@ export interface RingSetUp extends RingMeasurement {
 
 /**
  * A new generation's ring, before its first step (every rank calls it, as any collective): shared
- * memory where all ranks are on one host, else over TCP the segment size that pipelines a gradient
- * of `elements` floats best (unless one was given); then it measures itself.
+ * memory where all ranks are on one host, or inside each host where the ring spans hosts; where
+ * any TCP is left, the segment size that pipelines a gradient of `elements` floats best (unless one
+ * was given); then it measures itself.
  */
 export async function setUpRing(comm: Communicator, elements: number): Promise<RingSetUp> {
   // Gradients, DiLoCo's pseudo-gradients and the metrics all fit in one parameter vector.
@@ -29,9 +32,10 @@ export async function setUpRing(comm: Communicator, elements: number): Promise<R
   const measured = await probeRing(comm);
   return {
     ...measured,
-    transport: comm.sharedMemory ? 'shared memory' : 'tcp',
+    transport: comm.sharedMemory ? 'shared memory' : comm.hostBlocks ? 'hosts' : 'tcp',
+    ...(comm.hostBlocks ? { hosts: comm.hostBlocks.hosts } : {}),
     segmentBytes: comm.segmentBytes,
-    ...(why && !comm.sharedMemory ? { why: why.slice(0, 4000) } : {}),
+    ...(why ? { why: why.slice(0, 4000) } : {}),
     ...(tuned ? { tuning: tuned.tried } : {}),
   };
 }

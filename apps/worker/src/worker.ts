@@ -1,5 +1,6 @@
+import { createHash } from 'node:crypto';
 import { hostname } from 'node:os';
-import { CollectiveError, Communicator, type TlsFiles, WebSocketTransport } from '@ringtrain/allreduce';
+import { CollectiveError, Communicator, hostKey, type TlsFiles, WebSocketTransport } from '@ringtrain/allreduce';
 import { type JobConfig, jobConfigHash, parseJobConfig, Trainer } from '@ringtrain/trainer';
 import { type MessageOf, PROTOCOL_VERSION } from '@ringtrain/protocol';
 import type { RngState } from '@ringtrain/core';
@@ -11,6 +12,9 @@ import { faultsFromEnv } from './faults.js';
 import { setUpRing } from './ring-probe.js';
 import { overlapBucketBytes, runReplicaLoop, verifyReplicas } from './replica-loop.js';
 import { syncState } from './state-sync.js';
+
+/** Which machine this is, for shared memory (boot, namespaces, user), hashed: the coordinator only compares it. */
+const hostId = ((key) => (key ? createHash('sha256').update(key).digest('hex').slice(0, 16) : undefined))(hostKey());
 
 export { WorkerError };
 
@@ -163,6 +167,7 @@ class Agent {
       ringAddress: this.transport.address,
       configHash: this.options.config ? jobConfigHash(this.options.config) : null,
       host: hostname(),
+      ...(hostId ? { hostId } : {}),
       pid: process.pid,
       ...(this.state.held && t && a ? { held: { runId: a.runId, generation: a.generation, step: t.globalStep, weightsHash: t.model.params.valuesHash() } } : {}),
     });

@@ -16,7 +16,8 @@ import {
   type Operation,
   type OperationHost,
 } from './operations.js';
-import { SharedMemoryGroup, type SharedMemoryOptions } from './shared-memory.js';
+import { HostRing } from './host-ring.js';
+import { type HostBlocks, SharedMemoryGroup, type SharedMemoryOptions } from './shared-memory.js';
 import { nextRank, prevRank, type Transport } from './transport.js';
 import { type WireFormat, wireCodec } from './wire-codec.js';
 
@@ -111,6 +112,9 @@ export class Communicator {
   private readonly host: OperationHost;
   private readonly pool = new BufferPool();
   private shared: SharedMemoryGroup | null = null;
+  private hostRing: HostRing | null = null;
+  /** Sequence numbers of host-ring all-reduces whose operation has not started yet: their frames wait for it. */
+  private readonly reserved = new Set<number>();
   /** Shared-memory all-reduces run one at a time, in call order (each is two barriers). */
   private sharedQueue: Promise<unknown> = Promise.resolve();
   private sharedInFlight = 0;
@@ -154,22 +158,41 @@ export class Communicator {
     return this.failure;
   }
 
-  /** Whether all-reduces go through shared memory (see shareMemory). */
+  /** Whether all-reduces go through shared memory, every rank being on one host (see shareMemory). */
   get sharedMemory(): boolean {
     return this.shared !== null;
+  }
+
+  /** Where the ring spans hosts and all-reduces go through shared memory inside each: where this rank sits; else null. */
+  get hostBlocks(): HostBlocks | null {
+    return this.hostRing?.blocks ?? null;
   }
 
   /**
    * Where every rank of this ring is on one host, all-reduces of up to `capacity` elements go
    * through shared memory from now on (same bits as the ring; compression is then not needed and
-   * not applied). A collective: every rank calls it, at the same point. Resolves with null when in
-   * use, else with why not (the same on every rank); the ring works either way.
+   * not applied). Where the ring spans hosts, each host's ranks next to each other and some host
+   * holding two or more, float32 all-reduces sum in shared memory inside each host and over TCP
+   * between hosts (see HostRing; compressed ones keep to the ring). A collective: every rank calls
+   * it, at the same point. Resolves with null when in use, else with why not (the same on every
+   * rank); the ring works either way.
    */
   async shareMemory(options: SharedMemoryOptions): Promise<string | null> {
     if (this.worldSize === 1) return 'a ring of one rank';
     const group = await SharedMemoryGroup.establish({ rank: this.rank, worldSize: this.worldSize, allgather: (b) => this.allgather(b) }, options);
     if (!(group instanceof SharedMemoryGroup)) return group.reason;
-    this.shared = group;
+    if (!group.blocks) {
+      this.shared = group;
+      return null;
+    }
+    this.hostRing = new HostRing(group, {
+      rank: this.rank,
+      world: this.worldSize,
+      segmentElems: () => this.segmentElems,
+      launch: (op, timeoutMs) => this.launch(op, timeoutMs),
+      settle: (op) => this.settleIfComplete(op.fingerprint.seq),
+      send: (op, header, payload) => this.enqueue(op, header, payload),
+    });
     return null;
   }
 
@@ -179,15 +202,17 @@ export class Communicator {
    */
   async allreduce(data: Float32Array, options: CollectiveOptions & AllReduceOptions = {}): Promise<AllReduceResult> {
     if (this.shared && data.length <= this.shared.capacity) return this.allreduceShared(this.shared, data, options);
+    if (this.hostRing && (options.wire ?? 'float32') === 'float32' && this.hostRing.fits(data.length)) return this.allreduceShared(this.hostRing, data, options);
     let op: AllReduceOp | null = null;
     const codec = wireCodec(options.wire ?? 'float32');
     await this.run('allreduce', data.length, options, (fp) => (op = new AllReduceOp(this.host, fp, data, options.average ?? true, this.segmentElems, codec, options.residual ?? null, this.pool)));
     return { finite: op ? (op as AllReduceOp).finite : allFiniteFloat32(data) };
   }
 
-  private async allreduceShared(group: SharedMemoryGroup, data: Float32Array, options: CollectiveOptions & AllReduceOptions): Promise<AllReduceResult> {
+  private async allreduceShared(group: SharedMemoryGroup | HostRing, data: Float32Array, options: CollectiveOptions & AllReduceOptions): Promise<AllReduceResult> {
     const seq = this.seq++;
     if (this.failure) throw this.failure;
+    if (group instanceof HostRing) this.reserved.add(seq);
     const fp = fingerprint('allreduce', seq, data.length, options);
     const deadline = performance.now() + (options.timeoutMs ?? this.timeoutMs);
     const average = options.average ?? true;
@@ -204,6 +229,8 @@ export class Communicator {
       throw this.failure ?? error;
     } finally {
       this.sharedInFlight--;
+      this.reserved.delete(seq);
+      this.dropEarly(seq);
     }
   }
 
@@ -248,9 +275,15 @@ export class Communicator {
     if (this.failure) return Promise.reject(this.failure);
     const fp = fingerprint(kind, seq, length, options);
     if (this.worldSize === 1) return Promise.resolve(); // alone: the sum, mean and broadcast are the data itself
-    const op = create(fp);
+    return this.launch(create(fp), options.timeoutMs ?? this.timeoutMs);
+  }
+
+  /** Starts `op` under its sequence number, with the frames that came for it early; settles when it completes or the ring fails. */
+  private launch(op: Operation, timeoutMs: number): Promise<void> {
+    const fp = op.fingerprint;
+    const { seq, kind } = fp;
+    if (this.failure) return Promise.reject(this.failure);
     return new Promise<void>((resolve, reject) => {
-      const timeoutMs = options.timeoutMs ?? this.timeoutMs;
       const timer = setTimeout(() => {
         const left = prevRank(this.rank, this.worldSize);
         this.fail(
@@ -275,11 +308,20 @@ export class Communicator {
     });
   }
 
+  /** Forgets frames kept for `seq` (a host-ring all-reduce that ended without an operation to take them). */
+  private dropEarly(seq: number): void {
+    for (const f of this.early.get(seq) ?? []) {
+      this.earlyBytes -= f.payload.byteLength;
+      this.earlyFrames--;
+    }
+    this.early.delete(seq);
+  }
+
   private onFrame(from: number, header: FrameHeader, payload: Payload): void {
     if (this.failure) return;
     const pending = this.ops.get(header.seq);
     if (!pending) {
-      if (header.seq < this.seq) {
+      if (header.seq < this.seq && !this.reserved.has(header.seq)) {
         this.fail(this.mismatch(from, header, `a finished or unknown operation (this rank is at seq ${this.seq})`));
         return;
       }

@@ -6,7 +6,7 @@ export { MemoryHub, MemoryTransport } from './memory-transport.js';
 export { type RingPlace, type TlsFiles, WebSocketTransport, type WebSocketTransportOptions } from './websocket-transport.js';
 export { type CollectiveKind, describeFingerprint, type Fingerprint } from './operations.js';
 export { RingLayout } from './ring-layout.js';
-export { hostKey, SharedMemoryGroup, type SharedMemoryOptions } from './shared-memory.js';
+export { type HostBlocks, hostKey, SharedMemoryGroup, type SharedMemoryOptions } from './shared-memory.js';
 export { nextRank, prevRank, type Transport, type TransportHandler } from './transport.js';
 export { hasRingNodeFlags, hasRingProcessEnv, RING_NODE_FLAGS, ringProcessEnv } from './process-env.js';
 export { bfloatBits, halfBits, type WireCodec, wireCodec, type WireFormat } from './wire-codec.js';

@@ -34,6 +34,37 @@ run('same-host ranks all-reduce through shared memory (real processes)', () => {
     expect(leftovers()).toEqual(before);
   });
 
+  it('ranks told they are on two or three hosts: shared memory inside each, the ring between, exact sums on every rank', async () => {
+    for (const hosts of [
+      ['a', 'a', 'b', 'b'],
+      ['a', 'a', 'a', 'b', 'c'],
+    ]) {
+      ring = await ProcessRing.start(hosts.length, { sharedMemory: 300_001, hosts, segmentBytes: 64 * 1024 });
+      const connected = ring.events.filter((e) => e.event === 'connected');
+      expect(connected.map((e) => [e.sharedMemory, e.hosts, e.why])).toEqual(hosts.map(() => [false, new Set(hosts).size, null]));
+      // Small integers: every order of summing gives the exact sum, which each rank checks.
+      ring.broadcast({ run: { sizes: [1, 3, 0, 1000, 7919, 300_001, 400_000, 2], iterations: 40 } });
+      const done = await ring.waitAll('done', 120_000);
+      expect(done.map((d) => d.iterations)).toEqual(hosts.map(() => 40));
+      expect(ring.events.filter((e) => e.event === 'error')).toEqual([]);
+      await ring.stop();
+      ring = null;
+    }
+  });
+
+  it('across hosts, SIGKILL of a host’s last rank (the one that sends for it): the others fail with ERR_PEER_LOST within 2 s', async () => {
+    ring = await ProcessRing.start(4, { sharedMemory: 2_000_000, hosts: ['a', 'a', 'b', 'b'], peerTimeoutMs: 1000 });
+    ring.broadcast({ run: { sizes: [2_000_000], iterations: 100_000, verify: false } });
+    await ring.waitAll('progress', 30_000);
+    const killedAt = Date.now();
+    ring.procs[1].kill('SIGKILL');
+    const errors = await ring.waitAll('error', 5000, 3);
+    for (const e of errors) {
+      expect(e.code).toBe('ERR_PEER_LOST');
+      expect(e.t - killedAt).toBeLessThan(2000);
+    }
+  });
+
   it('one rank with RINGTRAIN_SHARED_MEMORY=0: every rank stays on TCP, saying why', async () => {
     ring = await ProcessRing.start(3, { sharedMemory: 10_000 }, (r) => (r === 1 ? { RINGTRAIN_SHARED_MEMORY: '0' } : {}));
     const connected = ring.events.filter((e) => e.event === 'connected');

@@ -41,6 +41,11 @@ export const helloMessageSchema = z.strictObject({
   /** Hash of the job config the worker was started with; null takes the coordinator's. */
   configHash: hash.nullable(),
   host: z.string().max(256),
+  /**
+   * Names the machine (and network namespace) the worker runs on, hashed: the coordinator places a
+   * host's workers next to each other in the ring, so that they can sum in shared memory.
+   */
+  hostId: z.string().regex(/^[0-9a-f]{16}$/).optional(),
   pid: z.number().int().min(0),
   /** The training state this worker holds from an earlier generation (a restarted coordinator re-adopts it). */
   held: z.strictObject({ runId: z.string().min(1).max(64), generation: z.number().int().min(0), step: z.number().int().min(0), weightsHash: z.string().regex(/^[0-9a-f]{16,64}$/) }).optional(),
@@ -178,8 +183,13 @@ export const ringProbeMessageSchema = z.strictObject({
   busbwMBps: finite.min(0),
   probeBytes: count,
   segmentBytes: count,
-  /** How the ring's all-reduces travel: TCP between ranks, or shared memory where all are on one host. */
-  transport: z.enum(['tcp', 'shared memory']),
+  /**
+   * How the ring's all-reduces travel: TCP between ranks; shared memory where all are on one host;
+   * or across hosts, shared memory inside each host and TCP between them.
+   */
+  transport: z.enum(['tcp', 'shared memory', 'hosts']),
+  /** With transport `hosts`: how many hosts the ring spans. */
+  hosts: z.number().int().min(2).max(65536).optional(),
   /** Why not shared memory (the same on every rank), where it is TCP. */
   why: z.string().max(4000).optional(),
   /** The segment sizes tried before `segmentBytes` was chosen, and each one's all-reduce time (ms). */

@@ -33,7 +33,7 @@ export const rankInfoSchema = z.strictObject({
 });
 
 /** What the ring measured of itself at the start of a generation (see the ringProbe message). */
-export const ringProbeSchema = z.strictObject({ generation: count, worldSize: count, latencyMs: num, busbwMBps: num, probeBytes: count, segmentBytes: count, transport: z.enum(['tcp', 'shared memory']), tuning: z.array(z.strictObject({ segmentBytes: count, ms: num })).max(8).optional(), bucketBytes: count.optional() });
+export const ringProbeSchema = z.strictObject({ generation: count, worldSize: count, latencyMs: num, busbwMBps: num, probeBytes: count, segmentBytes: count, transport: z.enum(['tcp', 'shared memory', 'hosts']), hosts: count.optional(), tuning: z.array(z.strictObject({ segmentBytes: count, ms: num })).max(8).optional(), bucketBytes: count.optional() });
 export type RingProbe = z.infer<typeof ringProbeSchema>;
 
 export const configSummarySchema = z.strictObject({

@@ -34,7 +34,7 @@ interface RunRequest {
 }
 
 const [rank, world] = [Number(process.argv[2]), Number(process.argv[3])];
-const opts = JSON.parse(process.argv[4] ?? '{}') as { sharedMemory?: number; token?: string; peerTimeoutMs?: number; segmentBytes?: number; sendWindow?: number; timeoutMs?: number; tls?: { cert: string; key: string; ca: string } };
+const opts = JSON.parse(process.argv[4] ?? '{}') as { sharedMemory?: number; hosts?: string[]; token?: string; peerTimeoutMs?: number; segmentBytes?: number; sendWindow?: number; timeoutMs?: number; tls?: { cert: string; key: string; ca: string } };
 const say = (o: object): boolean => process.stdout.write(`${JSON.stringify({ rank, t: Date.now(), ...o })}\n`);
 
 // TLS: the files' paths in, their contents to the transport.
@@ -117,9 +117,10 @@ for await (const line of lines) {
     if (msg.prev) {
       await transport.join({ rank, worldSize: world, prevAddress: msg.prev });
       comm = new Communicator(transport, { segmentBytes: opts.segmentBytes, sendWindow: opts.sendWindow, timeoutMs: opts.timeoutMs ?? 30_000 });
-      // sharedMemory: its capacity in elements, where the test wants same-host ranks to use it.
-      const why = opts.sharedMemory ? await comm.shareMemory({ capacity: opts.sharedMemory }) : 'not asked for';
-      say({ event: 'connected', sharedMemory: comm.sharedMemory, why });
+      // sharedMemory: its capacity in elements, where the test wants same-host ranks to use it;
+      // hosts: which host each rank says it is on (one machine cut into several).
+      const why = opts.sharedMemory ? await comm.shareMemory({ capacity: opts.sharedMemory, hostKey: opts.hosts?.[rank] }) : 'not asked for';
+      say({ event: 'connected', sharedMemory: comm.sharedMemory, hosts: comm.hostBlocks?.hosts ?? null, why });
     } else if (msg.run) {
       await run(msg.run);
     } else if (msg.exit) {
