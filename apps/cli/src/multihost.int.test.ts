@@ -77,4 +77,47 @@ describe('coordinator and workers on separate hosts (network namespaces)', () =>
       net.shape({ name: 'unshaped' });
     }
   }, 120_000);
+
+  it.skipIf(!canMakeHosts)('two workers on each of two hosts sum in shared memory inside each host and over TCP between them; a lost worker leaves a ring that still does, and the run ends at ≥ 95%', async () => {
+    const [c, a, b] = hosts;
+    const on = (h: (typeof hosts)[number], port: number) => spawn('ip', ['netns', 'exec', h.ns, process.execPath, main, 'worker', '--coordinator', `ws://${c.ip}:29502`, '--token', 'multi', '--ring-host', h.ip, '--ring-port', String(port)], { stdio: ['ignore', 'pipe', 'pipe'] });
+    // Joined alternately, a, b, a, b: the coordinator places each host's workers together.
+    const workers = [on(a, 29602), on(b, 29602), on(a, 29603), on(b, 29603)];
+    const exits = workers.map((w) => new Promise<number | null>((resolve) => w.on('exit', (code) => resolve(code))));
+    const logs = workers.map(() => '');
+    workers.forEach((w, i) => w.stderr.on('data', (d) => (logs[i] += d)));
+    // Once training is under way, the ring's last rank (on the second host) dies: the survivors
+    // regroup as a, a, b. Worker ids are host:pid, of the process that trains (the command re-execs itself).
+    let killed = false;
+    let lastRankPid = 0;
+    const stderr: string[] = [];
+    const coord = await new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
+      const p = spawn('ip', ['netns', 'exec', c.ns, process.execPath, main, 'coordinator', '--workers', '3:4', '--host', c.ip, '--port', '29502', '--token', 'multi', '--verify-every', '5', '--json'], { stdio: ['ignore', 'pipe', 'pipe'] });
+      let stdout = '';
+      p.stdout.on('data', (d) => (stdout += d));
+      p.stderr.on('data', (d) => {
+        stderr.push(String(d));
+        const formed = /"generation":1,"ring":\[[^\]]*"[^"]*:(\d+)"\]/.exec(String(d));
+        if (formed) lastRankPid = Number(formed[1]);
+        if (!killed && lastRankPid && /epoch 2\//.test(String(d))) {
+          killed = true;
+          process.kill(lastRankPid, 'SIGKILL');
+        }
+      });
+      const timer = setTimeout(() => p.kill('SIGKILL'), 120_000);
+      p.on('exit', (code) => {
+        clearTimeout(timer);
+        resolve({ code, stdout, stderr: stderr.join('') });
+      });
+    });
+    expect(coord.code, coord.stderr.slice(-3000)).toBe(0);
+    expect(killed).toBe(true);
+    const codes = await Promise.all(exits);
+    expect(codes.filter((code) => code === 0).length, logs.join('\n').slice(-3000)).toBe(3);
+    const summary = JSON.parse(coord.stdout.trim().split('\n').at(-1)!);
+    expect(summary.epochs.at(-1).testAccuracy).toBeGreaterThanOrEqual(0.95);
+    const rings = coord.stderr.split('\n').filter((l) => l.includes('"msg":"ring of'));
+    expect(rings[0]).toMatch(/ring of 4 across 2 hosts, through shared memory inside each and over TCP between them/);
+    expect(rings.at(-1)).toMatch(/ring of 3 across 2 hosts, through shared memory inside each and over TCP between them/);
+  }, 150_000);
 });

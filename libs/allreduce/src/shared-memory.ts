@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { closeSync, constants, openSync, readFileSync, readlinkSync, unlinkSync } from 'node:fs';
+import { closeSync, constants, openSync, readFileSync, readlinkSync, statSync, unlinkSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import { join } from 'node:path';
@@ -88,14 +88,17 @@ const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
 /**
- * What names a host for shared memory: the boot, and the network and mount namespaces (ranks in
- * separate containers or network namespaces are separate hosts, even on one machine). Null where
- * it cannot be read.
+ * What names a host for shared memory: the boot, the network namespace (ranks in separate
+ * containers or network namespaces are separate hosts, even on one machine), the user, and which
+ * tmpfs /dev/shm is (its device and inode: processes in different mount namespaces, as
+ * `ip netns exec` makes, still share it; containers each with their own do not). Null where it
+ * cannot be read.
  */
 export function hostKey(): string | null {
   try {
     const boot = readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
-    return `${boot}/${readlinkSync('/proc/self/ns/net')}/${readlinkSync('/proc/self/ns/mnt')}/${process.getuid?.() ?? ''}`;
+    const shm = statSync('/dev/shm', { throwIfNoEntry: false });
+    return `${boot}/${readlinkSync('/proc/self/ns/net')}/${process.getuid?.() ?? ''}/${shm ? `${shm.dev}:${shm.ino}` : ''}`;
   } catch {
     return null;
   }

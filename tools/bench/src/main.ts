@@ -34,10 +34,11 @@ const program = new Command('bench')
   .option('--profiles <names>', `network: link profiles, comma-separated (${PROFILES.map((p) => p.name).join(', ')})`, 'unshaped,10 Gbit/s,1 Gbit/s,100 Mbit/s,WAN 50 Mbit/s')
   .option('--workers <list>', 'network: worker counts, comma-separated', '2,4')
   .option('--steps <n>', 'network: steps per run (0: one epoch)', (v) => Math.max(0, Math.round(Number(v)) || 0), 0)
+  .option('--per-host <k>', 'network: workers per host (N/k hosts; ringtrain then sums in shared memory inside each host, unless the variant is `flat`)', (v) => Math.max(1, Math.round(Number(v)) || 1), 1)
   .option('--model <job.json>', 'network: train this job config\'s model (e.g. models/lenet.json) instead of the MLP; ratios are then against ringtrain float32')
-  .option('--compression <list>', 'network: ringtrain variants beside float32, comma-separated: fp16, bf16, int8, diloco (H = 8), diloco:16, diloco:8+fp16, overlap:<KiB> (gradient ranges of that size all-reduced during the backward pass; overlap:0 for none), overlap:64+fp16', 'fp16,int8,diloco')
+  .option('--compression <list>', 'network: ringtrain variants beside float32, comma-separated: fp16, bf16, int8, diloco (H = 8), diloco:16, diloco:8+fp16, overlap:<KiB> (gradient ranges of that size all-reduced during the backward pass; overlap:0 for none), overlap:64+fp16, flat (no shared memory: the ring over TCP between every rank, with --per-host)', 'fp16,int8,diloco')
   .option('--keep-openblas-env', 'keep OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE (they pin an older, slower kernel)')
-  .action(async (opts: { only?: string; seconds: number; epochs: number; segmentBytes: number; runs: number; backend: string; samples: number; keepOpenblasEnv?: boolean; baseline?: string; profiles: string; workers: string; steps: number; compression: string; model?: string }) => {
+  .action(async (opts: { only?: string; seconds: number; epochs: number; segmentBytes: number; runs: number; backend: string; samples: number; keepOpenblasEnv?: boolean; baseline?: string; profiles: string; workers: string; steps: number; compression: string; model?: string; perHost: number }) => {
     // OpenBLAS reads these when it loads, so clear them by re-running this process without them;
     // the peers then inherit the same environment, so both sides run the kernel OpenBLAS picks.
     if (!opts.keepOpenblasEnv && (process.env.OPENBLAS_CORETYPE || process.env.OPENBLAS_L2_SIZE)) {
@@ -61,7 +62,7 @@ const program = new Command('bench')
       const list = (v: string): string[] => v.split(',').map((x) => x.trim()).filter(Boolean);
       const unknown = list(opts.profiles).filter((p) => !PROFILES.some((q) => q.name === p));
       if (unknown.length) throw new InvalidArgumentError(`unknown profile ${unknown.join(', ')}`);
-      console.log(`${await networkBench({ profiles: list(opts.profiles), workers: list(opts.workers).map(Number), runs: Math.max(1, Math.round(opts.runs)), steps: Math.round(opts.steps), compression: list(opts.compression), model: opts.model })}\n`);
+      console.log(`${await networkBench({ profiles: list(opts.profiles), workers: list(opts.workers).map(Number), runs: Math.max(1, Math.round(opts.runs)), steps: Math.round(opts.steps), compression: list(opts.compression), model: opts.model, perHost: opts.perHost })}\n`);
     }
     if (!opts.only || opts.only === 'tls') console.log(`${await tlsBench(Math.max(1, Math.round(opts.runs)), 2)}\n`);
   });

@@ -28,9 +28,12 @@ export interface NetworkBenchOptions {
   /**
    * ringtrain's variants to run beside float32: a wire format (fp16, bf16, int8), or DiLoCo as
    * `diloco` (H = 8), `diloco:16` (H = 16), `diloco:8+fp16` (its pseudo-gradients as fp16),
-   * `overlap:<KiB>` (gradient ranges of that size all-reduced during the backward pass; 0: none).
+   * `overlap:<KiB>` (gradient ranges of that size all-reduced during the backward pass; 0: none),
+   * `flat` (no shared memory between a host's workers: the ring over TCP between every rank).
    */
   compression: string[];
+  /** Workers per host (default 1): N workers on N/perHost hosts, and as many DDP ranks on each. */
+  perHost?: number;
   /**
    * A job config whose model ringtrain trains instead of the MLP; the DDP peer trains only the MLP,
    * so then the ratios are against ringtrain's float32 run.
@@ -66,11 +69,11 @@ function finished(p: ChildProcess, what: string, timeoutMs: number): Promise<{ s
   });
 }
 
-/** ringtrain: the coordinator on the first host, worker r on host r + 2. */
-async function ringtrain(net: VirtualHosts, n: number, config: string, steps: number, variant: string): Promise<Measured> {
+/** ringtrain: the coordinator on the first host, worker r on host ⌊r / perHost⌋ + 2. */
+async function ringtrain(net: VirtualHosts, n: number, perHost: number, config: string, steps: number, variant: string): Promise<Measured> {
   const [c, ...rest] = net.hosts;
   const address = `ws://${c.ip}:29500`;
-  const env = { RINGTRAIN_LOG_LEVEL: 'warn' };
+  const env = { RINGTRAIN_LOG_LEVEL: 'warn', ...(variant === 'flat' ? { RINGTRAIN_SHARED_MEMORY: '0' } : {}) };
   const [sync, wire = 'none'] = variant.split('+');
   const h = /^diloco(?::(\d+))?$/.exec(sync);
   const overlap = /^overlap:(\d+)$/.exec(sync);
@@ -78,10 +81,13 @@ async function ringtrain(net: VirtualHosts, n: number, config: string, steps: nu
     ? ['--config', dilocoConfig(config, Number(h[1] ?? 8)), '--gradient-compression', wire]
     : overlap
       ? ['--config', variantConfig(config, `bucket-${overlap[1]}`, { bucketBytes: Number(overlap[1]) * 1024 }), '--gradient-compression', wire]
-      : ['--config', config, '--gradient-compression', variant === 'float32' ? 'none' : variant];
+      : ['--config', config, '--gradient-compression', variant === 'float32' || variant === 'flat' ? 'none' : variant];
   const cap = steps > 0 ? ['--max-steps', String(steps)] : [];
   const coordinator = net.run(c, process.execPath, [cli, 'coordinator', '--workers', String(n), '--host', c.ip, '--port', '29500', '--token', 'bench', ...how, ...cap, '--json'], env);
-  const workers = rest.slice(0, n).map((h) => net.run(h, process.execPath, [cli, 'worker', '--coordinator', address, '--token', 'bench', '--ring-host', h.ip, '--ring-port', '29600'], env));
+  const workers = Array.from({ length: n }, (_, r) => {
+    const h = rest[Math.floor(r / perHost)];
+    return net.run(h, process.execPath, [cli, 'worker', '--coordinator', address, '--token', 'bench', '--ring-host', h.ip, '--ring-port', String(29600 + (r % perHost))], env);
+  });
   const [coord] = await Promise.all([finished(coordinator, 'ringtrain coordinator', 600_000), ...workers.map((w, i) => finished(w, `ringtrain worker ${i}`, 600_000))]);
   const summary = JSON.parse(coord.stdout.trim().split('\n').at(-1)!) as { samplesPerSecond: number; seconds: number; steps: number; epochs: { testAccuracy: number }[]; timing: { rank: number; dataMs: number; computeMs: number; allreduceMs: number; optimizerMs: number }[] };
   const t = summary.timing.find((x) => x.rank === 0)!;
@@ -89,9 +95,9 @@ async function ringtrain(net: VirtualHosts, n: number, config: string, steps: nu
   return { samplesPerSecond: summary.samplesPerSecond, seconds: summary.seconds, accuracy: summary.epochs.at(-1)!.testAccuracy, split: { data: per(t.dataMs), compute: per(t.computeMs), allreduce: per(t.allreduceMs), optimizer: per(t.optimizerMs) } };
 }
 
-/** PyTorch DDP (Gloo): one rank per host, on the same hosts as ringtrain's workers. */
-async function ddp(net: VirtualHosts, n: number, data: string, steps: number): Promise<Measured> {
-  const hosts = net.hosts.slice(1, n + 1);
+/** PyTorch DDP (Gloo): `perHost` ranks per host, on the same hosts as ringtrain's workers. */
+async function ddp(net: VirtualHosts, n: number, perHost: number, data: string, steps: number): Promise<Measured> {
+  const hosts = Array.from({ length: n }, (_, r) => net.hosts[1 + Math.floor(r / perHost)]);
   const script = `${peersDir()}pytorch_ddp_multihost.py`;
   const env = { GLOO_SOCKET_IFNAME: 'eth0', OMP_NUM_THREADS: '1', OPENBLAS_NUM_THREADS: '1' };
   const ranks = hosts.map((h, r) =>
@@ -114,7 +120,8 @@ const range = (xs: number[]): string => (xs.length ? `${fmt(median(xs) / 1000, 1
  * profile and N alternates the systems, `runs` times; figures are medians with their ranges.
  */
 export async function networkBench(o: NetworkBenchOptions): Promise<string> {
-  const net = virtualHosts('rb', 1 + Math.max(...o.workers), 81);
+  const perHost = o.perHost ?? 1;
+  const net = virtualHosts('rb', 1 + Math.ceil(Math.max(...o.workers) / perHost), 81);
   if (!net.available) return 'network: skipped, network namespaces cannot be made here (needs root and iproute2)';
   const dir = mkdtempSync(join(tmpdir(), 'ringtrain-network-bench-'));
   const { train, test } = loadEmbeddedMnist();
@@ -152,7 +159,7 @@ export async function networkBench(o: NetworkBenchOptions): Promise<string> {
           const order = systems.map((_, i) => systems[(i + rep) % systems.length]);
           for (const s of order) {
             try {
-              got.get(s)!.push(s === 'DDP' ? await ddp(net, n, data, o.steps) : await ringtrain(net, n, config, o.steps, s === 'float32' ? 'none' : s));
+              got.get(s)!.push(s === 'DDP' ? await ddp(net, n, perHost, data, o.steps) : await ringtrain(net, n, perHost, config, o.steps, s === 'float32' ? 'none' : s));
             } catch (err) {
               process.stderr.write(`${name}, N = ${n}, ${s}: ${(err as Error).message}\n`);
             }
@@ -179,7 +186,7 @@ export async function networkBench(o: NetworkBenchOptions): Promise<string> {
   const length = o.steps > 0 ? `${o.steps} steps` : 'one epoch of 60,000 samples';
   const model = o.model ? `${o.model} (ratios against ringtrain float32: the DDP peer trains only the MLP)` : 'MLP 784-256-128-10';
   return (
-    `Across simulated hosts (network namespaces, tbf), ${model}, batch 64 per worker, ${length}, median (range) of ${o.runs} alternating runs\n` +
+    `Across simulated hosts (network namespaces, tbf), ${perHost > 1 ? `${perHost} workers (and DDP ranks) per host, ` : ''}${model}, batch 64 per worker, ${length}, median (range) of ${o.runs} alternating runs\n` +
     `${table(head, rows)}\n\nThe run's seconds (training, median) and its test accuracy at the end\n${table(['link', 'N', ...systems.map(label)], ends)}\n\n` +
     `Where rank 0's step went (ms per step, last run; DiLoCo's all-reduce is once a round)\n${table(['link', 'N', 'system', 'split'], splits)}` +
     (notes.length ? `\n\n${[...new Set(notes)].join('\n')}` : '')
