@@ -78,7 +78,7 @@ describe('coordinator and workers on separate hosts (network namespaces)', () =>
     }
   }, 120_000);
 
-  it.skipIf(!canMakeHosts)('two workers on each of two hosts sum in shared memory inside each host and over TCP between them; a lost worker leaves a ring that still does, and the run ends at ≥ 95%', async () => {
+  it.skipIf(!canMakeHosts)('two workers on each of two hosts sum in shared memory inside each host and over TCP between them (int8 there); a lost worker leaves a ring that still does, and the run ends at ≥ 95%', async () => {
     const [c, a, b] = hosts;
     const on = (h: (typeof hosts)[number], port: number) => spawn('ip', ['netns', 'exec', h.ns, process.execPath, main, 'worker', '--coordinator', `ws://${c.ip}:29502`, '--token', 'multi', '--ring-host', h.ip, '--ring-port', String(port)], { stdio: ['ignore', 'pipe', 'pipe'] });
     // Joined alternately, a, b, a, b: the coordinator places each host's workers together.
@@ -92,7 +92,7 @@ describe('coordinator and workers on separate hosts (network namespaces)', () =>
     let lastRankPid = 0;
     const stderr: string[] = [];
     const coord = await new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
-      const p = spawn('ip', ['netns', 'exec', c.ns, process.execPath, main, 'coordinator', '--workers', '3:4', '--host', c.ip, '--port', '29502', '--token', 'multi', '--verify-every', '5', '--json'], { stdio: ['ignore', 'pipe', 'pipe'] });
+      const p = spawn('ip', ['netns', 'exec', c.ns, process.execPath, main, 'coordinator', '--workers', '3:4', '--host', c.ip, '--port', '29502', '--token', 'multi', '--verify-every', '5', '--gradient-compression', 'int8', '--json'], { stdio: ['ignore', 'pipe', 'pipe'] });
       let stdout = '';
       p.stdout.on('data', (d) => (stdout += d));
       p.stderr.on('data', (d) => {

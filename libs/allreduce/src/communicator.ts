@@ -173,7 +173,7 @@ export class Communicator {
    * through shared memory from now on (same bits as the ring; compression is then not needed and
    * not applied). Where the ring spans hosts, each host's ranks next to each other and some host
    * holding two or more, float32 all-reduces sum in shared memory inside each host and over TCP
-   * between hosts (see HostRing; compressed ones keep to the ring). A collective: every rank calls
+   * between hosts (see HostRing; compressed between hosts as asked). A collective: every rank calls
    * it, at the same point. Resolves with null when in use, else with why not (the same on every
    * rank); the ring works either way.
    */
@@ -202,7 +202,7 @@ export class Communicator {
    */
   async allreduce(data: Float32Array, options: CollectiveOptions & AllReduceOptions = {}): Promise<AllReduceResult> {
     if (this.shared && data.length <= this.shared.capacity) return this.allreduceShared(this.shared, data, options);
-    if (this.hostRing && (options.wire ?? 'float32') === 'float32' && this.hostRing.fits(data.length)) return this.allreduceShared(this.hostRing, data, options);
+    if (this.hostRing && this.hostRing.fits(data.length, wireCodec(options.wire ?? 'float32'))) return this.allreduceShared(this.hostRing, data, options);
     let op: AllReduceOp | null = null;
     const codec = wireCodec(options.wire ?? 'float32');
     await this.run('allreduce', data.length, options, (fp) => (op = new AllReduceOp(this.host, fp, data, options.average ?? true, this.segmentElems, codec, options.residual ?? null, this.pool)));
@@ -218,7 +218,13 @@ export class Communicator {
     const average = options.average ?? true;
     // Alone in the queue, it arrives before this call returns: the caller's work until it awaits
     // (the next batch's preparation) overlaps the others' arrival instead of delaying ours.
-    const start = (): Promise<boolean> => (this.failure ? Promise.reject(this.failure) : group.allreduce(data, average, fp, deadline, () => this.failure));
+    const failure = (): CollectiveError | null => this.failure;
+    const start = (): Promise<boolean> =>
+      this.failure
+        ? Promise.reject(this.failure)
+        : group instanceof HostRing
+          ? group.allreduce(data, average, fp, deadline, failure, wireCodec(options.wire ?? 'float32'), options.residual ?? null)
+          : group.allreduce(data, average, fp, deadline, failure);
     const run = this.sharedInFlight++ === 0 ? start() : this.sharedQueue.then(start);
     this.sharedQueue = run.catch(() => undefined);
     try {

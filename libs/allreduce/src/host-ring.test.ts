@@ -95,13 +95,29 @@ run('all-reduce across hosts: shared memory inside each, the ring between (ranks
     await Promise.all(comms.map((c) => c.close()));
   });
 
-  it('compressed all-reduces and ones past the capacity keep to the ring, with the same results on every rank', async () => {
-    const { comms } = await ringOn(['a', 'a', 'b', 'b'], 100);
-    for (const [n, wire] of [[100, 'fp16'], [101, 'float32']] as const) {
-      const data = values(4, n, 3);
-      await Promise.all(comms.map((c, r) => c.allreduce(data[r], { wire })));
-      for (let r = 1; r < 4; r++) expect(bits(data[r]).equals(bits(data[0]))).toBe(true);
+  it('compressed between hosts (fp16, bf16, int8 with error feedback): the same bits on every rank, within the format’s error of the sum', async () => {
+    const { comms } = await ringOn(['a', 'a', 'b', 'b', 'b', 'c'], 20_000, 4096);
+    for (const [wire, tolerance] of [['fp16', 2e-3], ['bf16', 2e-2], ['int8', 5e-2]] as const) {
+      for (const n of [3, 20_000]) {
+        const residuals = comms.map(() => new Float32Array(n));
+        const data = values(6, n, 11);
+        const exact = Array.from({ length: n }, (_, i) => data.reduce((sum, d) => sum + d[i], 0) / 6);
+        const scale = Math.max(...exact.map(Math.abs));
+        await Promise.all(comms.map((c, r) => c.allreduce(data[r], { wire, residual: residuals[r] })));
+        for (let r = 1; r < 6; r++) expect(bits(data[r]).equals(bits(data[0])), `${wire} n ${n} rank ${r}`).toBe(true);
+        for (let i = 0; i < n; i++) expect(Math.abs(data[0][i] - exact[i]), `${wire} element ${i}`).toBeLessThanOrEqual(tolerance * scale);
+        // Error feedback lives on each host's first rank (ranks 0, 2, 5), which encode the host's sums.
+        if (n > 3) expect(residuals.map((x) => x.some((v) => v !== 0))).toEqual([true, false, true, false, false, true]);
+      }
     }
+    await Promise.all(comms.map((c) => c.close()));
+  });
+
+  it('ones past the capacity keep to the ring, with the same results on every rank', async () => {
+    const { comms } = await ringOn(['a', 'a', 'b', 'b'], 100);
+    const data = values(4, 101, 3);
+    await Promise.all(comms.map((c, r) => c.allreduce(data[r])));
+    for (let r = 1; r < 4; r++) expect(bits(data[r]).equals(bits(data[0]))).toBe(true);
     await Promise.all(comms.map((c) => c.close()));
   });
 

@@ -1,8 +1,9 @@
 import { Dtype, FrameOp, type FrameHeader } from '@ringtrain/protocol';
 import type { CollectiveError } from './errors.js';
-import { AllReduceOp, type Fingerprint, Operation, type OperationHost } from './operations.js';
+import { AllReduceOp, encodedBytes, encodedStart, type Fingerprint, Operation, type OperationHost } from './operations.js';
 import { RingLayout } from './ring-layout.js';
 import type { HostBlocks, SharedMemoryGroup } from './shared-memory.js';
+import type { WireCodec } from './wire-codec.js';
 
 /** What the host ring needs of its communicator: its place in the ring and its way to send to the next rank (an OperationHost), and these. */
 export interface RingAccess extends OperationHost {
@@ -42,6 +43,10 @@ function sendsOf(layout: RingLayout, h: number, hosts: number): number {
  *    memory; the last rank makes it, from the accumulator. A host of one rank does both itself.
  * 3. Every rank copies the result (averaged over all N ranks): the same bits on every rank.
  *
+ * Compressed, the host ring encodes as the ring of ranks does, once per segment owner; the first
+ * rank keeps the encoded segments in shared memory, where the last rank sends them from, and its
+ * error-feedback residual is the host's (what encoding the host's sums lost).
+ *
  * The ranks in between send nothing. Every rank still sees the ring's failures through its TCP
  * links (heartbeats, aborts), which end any of its waits.
  */
@@ -58,33 +63,39 @@ export class HostRing {
     return this.group.blocks!;
   }
 
-  /** Whether an all-reduce of `length` floats can take this path (its sends fit the room written down for them). */
-  fits(length: number): boolean {
+  /** Whether an all-reduce of `length` floats can take this path (its sends, and its encoded segments, fit the room kept for them: segments of 1 KiB or more). */
+  fits(length: number, codec: WireCodec): boolean {
     const { hosts } = this.blocks;
+    const area = this.group.hostArea!;
     if (length > this.group.capacity || hosts > MAX_HOSTS) return false;
     const layout = new RingLayout(length, hosts, this.ring.segmentElems());
     let segments = 0;
     for (let c = 0; c < hosts; c++) segments += layout.segments(c);
-    return 2 * segments <= this.group.hostArea!.sends.length && layout.segments(0) <= SEGMENT_MASK;
+    return 2 * segments <= area.sends.length && layout.segments(0) <= SEGMENT_MASK && (codec.format === 'float32' || encodedBytes(codec, length, segments) <= area.wire.length);
   }
 
-  /** Sums (or averages) `data` over the ring in place; resolves with whether every element of the result is finite. */
-  async allreduce(data: Float32Array, average: boolean, fp: Fingerprint, deadline: number, failure: () => CollectiveError | null): Promise<boolean> {
+  /**
+   * Sums (or averages) `data` over the ring in place, the floats travelling between hosts as
+   * `codec` says (with `residual`, error feedback); resolves with whether every element of the
+   * result is finite.
+   */
+  async allreduce(data: Float32Array, average: boolean, fp: Fingerprint, deadline: number, failure: () => CollectiveError | null, codec: WireCodec, residual: Float32Array | null): Promise<boolean> {
     const g = this.group;
     const { hosts, host } = this.blocks;
     const s = await g.sumHost(data, average, fp, deadline, failure);
     const accumulator = g.hostArea!.accumulator.subarray(0, data.length);
     const layout = new RingLayout(data.length, hosts, this.ring.segmentElems());
     const timeoutMs = Math.max(1, deadline - performance.now());
+    const wire = codec.format === 'float32' ? null : g.hostArea!.wire;
     if (g.rank === 0) {
       let slot = 0;
       const send: OperationHost['send'] =
         g.world === 1 ? (op, header, payload) => this.ring.send(op, { ...header, from: this.ring.rank }, payload) : (_op, header) => g.writeSend(slot++, describeSend(header), ++this.sends);
-      const op = new AllReduceOp({ rank: host, world: hosts, send }, fp, accumulator, false, layout.segmentElems);
+      const op = new AllReduceOp({ rank: host, world: hosts, send }, fp, accumulator, false, layout.segmentElems, codec, residual, null, wire);
       await this.ring.launch(op, timeoutMs);
       g.finishHost(s, op.finite);
     } else if (g.rank === g.world - 1) {
-      const relay = new RelayOp(this.ring, fp, accumulator, layout, sendsOf(layout, host, hosts));
+      const relay = new RelayOp(this.ring, fp, wire ? { codec, bytes: wire } : accumulator, layout, sendsOf(layout, host, hosts));
       const done = this.ring.launch(relay, timeoutMs);
       done.catch(() => undefined); // the ring's failure ends the waits below as well
       const base = this.sends;
@@ -103,7 +114,8 @@ export class HostRing {
 
 /**
  * A host's last rank's part in the ring between hosts: it makes the sends its host's first rank
- * writes down, from the host's accumulator. It receives nothing (its left neighbour is on its host).
+ * writes down, from the host's accumulator (or its encoded segments). It receives nothing (its
+ * left neighbour is on its host).
  */
 class RelayOp extends Operation {
   readonly kind = 'allreduce' as const;
@@ -112,7 +124,7 @@ class RelayOp extends Operation {
   constructor(
     host: OperationHost,
     fingerprint: Fingerprint,
-    private readonly accumulator: Float32Array,
+    private readonly from: Float32Array | { codec: WireCodec; bytes: Uint8Array },
     private readonly layout: RingLayout,
     readonly total: number,
   ) {
@@ -133,8 +145,16 @@ class RelayOp extends Operation {
     const segment = descriptor & SEGMENT_MASK;
     if (chunk >= this.layout.world || segment >= this.layout.segments(chunk)) throw new RangeError(`send ${this.sent} names chunk ${chunk} segment ${segment}, not in the layout`);
     const [offset, count] = this.layout.segment(chunk, segment);
-    const a = this.accumulator;
-    this.host.send(this, this.header(descriptor & ALL_GATHER ? FrameOp.allGather : FrameOp.reduceScatter, Dtype.float32, chunk, segment, offset, count), new Uint8Array(a.buffer, a.byteOffset + offset * 4, count * 4));
+    const op = descriptor & ALL_GATHER ? FrameOp.allGather : FrameOp.reduceScatter;
+    const from = this.from;
+    if (from instanceof Float32Array) {
+      this.host.send(this, this.header(op, Dtype.float32, chunk, segment, offset, count), new Uint8Array(from.buffer, from.byteOffset + offset * 4, count * 4));
+    } else {
+      let index = segment;
+      for (let c = 0; c < chunk; c++) index += this.layout.segments(c);
+      const start = encodedStart(from.codec, index, offset);
+      this.host.send(this, this.header(op, from.codec.dtype, chunk, segment, offset, count), from.bytes.subarray(start, start + from.codec.bytes(count)));
+    }
     this.sent++;
   }
 

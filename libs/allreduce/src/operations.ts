@@ -83,6 +83,18 @@ export abstract class Operation {
   }
 }
 
+/**
+ * Where a compressed all-reduce keeps the bytes of segment number `index` (counted over all chunks)
+ * that starts at element `offset`: its elements before it, and a prefix (int8's scale) per segment before it.
+ */
+export function encodedStart(codec: WireCodec, index: number, offset: number): number {
+  const prefix = codec.bytes(0);
+  return codec.bytes(offset) - prefix + index * prefix;
+}
+
+/** Bytes a compressed all-reduce of `length` floats in `segments` segments keeps (see encodedStart). */
+export const encodedBytes = (codec: WireCodec, length: number, segments: number): number => codec.bytes(length) + Math.max(0, segments - 1) * codec.bytes(0);
+
 const bytesOf = (x: Float32Array, offset: number, count: number): Uint8Array => new Uint8Array(x.buffer, x.byteOffset + offset * 4, count * 4);
 
 /**
@@ -126,6 +138,8 @@ export class AllReduceOp extends Operation {
    * sent by a rank at most once per all-reduce; `part` holds one received segment, decoded.
    */
   private wire: Uint8Array | null = null;
+  /** Whether `wire` was given (the host ring's shared memory) rather than taken from the pool. */
+  private readonly wireGiven: boolean;
   private part: Float32Array | null = null;
   private readonly firstSegment: number[] = [];
 
@@ -146,6 +160,8 @@ export class AllReduceOp extends Operation {
     private readonly codec: WireCodec = wireCodec('float32'),
     private readonly residual: Float32Array | null = null,
     private readonly pool: BufferPool | null = null,
+    /** Where to keep the encoded segments (encodedBytes long), else a buffer from the pool. */
+    wire: Uint8Array | null = null,
   ) {
     super(host, fingerprint);
     const { rank, world } = host;
@@ -160,8 +176,11 @@ export class AllReduceOp extends Operation {
       this.firstSegment.push(segments);
       segments += this.layout.segments(c);
     }
+    this.wireGiven = wire !== null;
     if (this.compressed) {
-      this.wire = this.take(this.codec.bytes(data.length) + (segments - 1) * this.codec.bytes(0));
+      const bytes = encodedBytes(this.codec, data.length, segments);
+      if (wire && wire.length < bytes) throw new RangeError(`${wire.length} bytes given for ${bytes} encoded`);
+      this.wire = wire ?? this.take(bytes);
       this.part = new Float32Array(this.take(4 * Math.min(segmentElems, data.length)).buffer);
     }
   }
@@ -172,15 +191,14 @@ export class AllReduceOp extends Operation {
 
   override release(): void {
     if (!this.pool || !this.wire || !this.part) return;
-    this.pool.give(this.wire);
+    if (!this.wireGiven) this.pool.give(this.wire);
     this.pool.give(new Uint8Array(this.part.buffer));
     this.wire = this.part = null;
   }
 
-  /** Where segment j of chunk c is encoded in \`wire\`: its elements before it, and a prefix (int8's scale) per segment before it. */
+  /** Where segment j of chunk c is encoded in \`wire\`. */
   private region(c: number, j: number, offset: number, count: number): Uint8Array {
-    const prefix = this.codec.bytes(0);
-    const start = (this.codec.bytes(offset) - prefix) + (this.firstSegment[c] + j) * prefix;
+    const start = encodedStart(this.codec, this.firstSegment[c] + j, offset);
     return this.wire!.subarray(start, start + this.codec.bytes(count));
   }
 

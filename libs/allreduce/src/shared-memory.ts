@@ -113,11 +113,13 @@ interface Region {
 
 /**
  * What a host's first rank's file holds besides, where the ring spans hosts: the host's sum (then
- * the result), and the host ring's sends it has written down for the host's last rank to make.
+ * the result), the host ring's sends it has written down for the host's last rank to make, and
+ * (compressed) the encoded segments those sends carry.
  */
 export interface HostArea {
   accumulator: Float32Array;
   sends: Int32Array;
+  wire: Uint8Array;
 }
 
 /** Room for the host ring's sends of an all-reduce of `capacity` floats in segments of 1 KiB or more (a send takes 4 bytes), at `hosts` hosts. */
@@ -134,13 +136,19 @@ function regionOf(buffer: ArrayBuffer, capacity: number, world: number): Region 
 
 const regionBytes = (capacity: number, world: number): number => CONTROL_BYTES + align(capacity * 4) + align(Math.ceil(capacity / world) * 4);
 
+/** Room for the encoded segments: fp16 and bf16 take 2 bytes a float, int8 1 and a 4-byte scale per segment. */
+const wireBytes = (capacity: number, hosts: number): number => 2 * capacity + 4 * sendSlots(capacity, hosts);
+
 function hostAreaOf(buffer: ArrayBuffer, capacity: number, world: number, hosts: number): HostArea {
   const at = regionBytes(capacity, world);
-  return { accumulator: new Float32Array(buffer, at, capacity), sends: new Int32Array(buffer, at + align(capacity * 4), sendSlots(capacity, hosts)) };
+  const sendsAt = at + align(capacity * 4);
+  const wireAt = sendsAt + align(sendSlots(capacity, hosts) * 4);
+  return { accumulator: new Float32Array(buffer, at, capacity), sends: new Int32Array(buffer, sendsAt, sendSlots(capacity, hosts)), wire: new Uint8Array(buffer, wireAt, wireBytes(capacity, hosts)) };
 }
 
 /** A rank's file: its region, and on a host's first rank of a ring that spans hosts, the host's area. */
-const fileBytes = (capacity: number, world: number, hosts: number | null): number => regionBytes(capacity, world) + (hosts === null ? 0 : align(capacity * 4) + align(sendSlots(capacity, hosts) * 4));
+const fileBytes = (capacity: number, world: number, hosts: number | null): number =>
+  regionBytes(capacity, world) + (hosts === null ? 0 : align(capacity * 4) + align(sendSlots(capacity, hosts) * 4) + align(wireBytes(capacity, hosts)));
 
 function mapFile(path: string, bytes: number, create: boolean): ArrayBuffer {
   const fd = openSync(path, create ? constants.O_RDWR | constants.O_CREAT | constants.O_EXCL : constants.O_RDWR, 0o600);

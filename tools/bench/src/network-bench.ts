@@ -29,7 +29,8 @@ export interface NetworkBenchOptions {
    * ringtrain's variants to run beside float32: a wire format (fp16, bf16, int8), or DiLoCo as
    * `diloco` (H = 8), `diloco:16` (H = 16), `diloco:8+fp16` (its pseudo-gradients as fp16),
    * `overlap:<KiB>` (gradient ranges of that size all-reduced during the backward pass; 0: none),
-   * `flat` (no shared memory between a host's workers: the ring over TCP between every rank).
+   * `flat` (no shared memory between a host's workers: the ring over TCP between every rank;
+   * `flat+fp16` with a wire format).
    */
   compression: string[];
   /** Workers per host (default 1): N workers on N/perHost hosts, and as many DDP ranks on each. */
@@ -73,15 +74,15 @@ function finished(p: ChildProcess, what: string, timeoutMs: number): Promise<{ s
 async function ringtrain(net: VirtualHosts, n: number, perHost: number, config: string, steps: number, variant: string): Promise<Measured> {
   const [c, ...rest] = net.hosts;
   const address = `ws://${c.ip}:29500`;
-  const env = { RINGTRAIN_LOG_LEVEL: 'warn', ...(variant === 'flat' ? { RINGTRAIN_SHARED_MEMORY: '0' } : {}) };
   const [sync, wire = 'none'] = variant.split('+');
+  const env = { RINGTRAIN_LOG_LEVEL: 'warn', ...(sync === 'flat' ? { RINGTRAIN_SHARED_MEMORY: '0' } : {}) };
   const h = /^diloco(?::(\d+))?$/.exec(sync);
   const overlap = /^overlap:(\d+)$/.exec(sync);
   const how = h
     ? ['--config', dilocoConfig(config, Number(h[1] ?? 8)), '--gradient-compression', wire]
     : overlap
       ? ['--config', variantConfig(config, `bucket-${overlap[1]}`, { bucketBytes: Number(overlap[1]) * 1024 }), '--gradient-compression', wire]
-      : ['--config', config, '--gradient-compression', variant === 'float32' || variant === 'flat' ? 'none' : variant];
+      : ['--config', config, '--gradient-compression', sync === 'flat' ? wire : variant === 'float32' ? 'none' : variant];
   const cap = steps > 0 ? ['--max-steps', String(steps)] : [];
   const coordinator = net.run(c, process.execPath, [cli, 'coordinator', '--workers', String(n), '--host', c.ip, '--port', '29500', '--token', 'bench', ...how, ...cap, '--json'], env);
   const workers = Array.from({ length: n }, (_, r) => {
