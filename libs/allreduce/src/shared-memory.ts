@@ -274,12 +274,7 @@ export class SharedMemoryGroup {
    */
   async allreduce(data: Float32Array, average: boolean, fp: Fingerprint, deadline: number, failure: () => CollectiveError | null): Promise<boolean> {
     const { rank, world, regions } = this;
-    const s = this.arrive(data, average, fp);
-    // Arrived: the caller goes on until it awaits; the waiting starts after.
-    await undefined;
-    await this.waitAll(ARRIVED, s, fp, deadline, failure);
-    const odd = this.oddFingerprint(fp);
-    if (odd) throw odd;
+    const s = await this.arriveAll(data, average, fp, deadline, failure);
     // The chunk this rank owns in the ring, summed as the ring would: from rank c on round to c−1.
     const layout = new RingLayout(data.length, world, data.length || 1);
     const c = (rank + 1) % world;
@@ -308,11 +303,7 @@ export class SharedMemoryGroup {
    */
   async sumHost(data: Float32Array, average: boolean, fp: Fingerprint, deadline: number, failure: () => CollectiveError | null): Promise<number> {
     const { rank, world, regions } = this;
-    const s = this.arrive(data, average, fp);
-    await undefined;
-    await this.waitAll(ARRIVED, s, fp, deadline, failure);
-    const odd = this.oddFingerprint(fp);
-    if (odd) throw odd;
+    const s = await this.arriveAll(data, average, fp, deadline, failure);
     const layout = new RingLayout(data.length, world, data.length || 1);
     const [start, n] = [layout.chunkStart(rank), layout.chunkLength(rank)];
     sharedMemoryNative!.sumInOrder(this.hostArea!.accumulator.subarray(start, start + n), regions.map((r) => r.data.subarray(start, start + n)), 1);
@@ -353,6 +344,20 @@ export class SharedMemoryGroup {
     const finite = this.regions[0].words[HOST_FINITE] === 1;
     this.checkNotAbandoned(s, fp);
     return finite;
+  }
+
+  /**
+   * This rank arrives with `data` (before the call returns: the caller goes on until it awaits, and
+   * the waiting starts after); resolves with the all-reduce's sequence number once every rank of the
+   * group has arrived with the same fingerprint.
+   */
+  private async arriveAll(data: Float32Array, average: boolean, fp: Fingerprint, deadline: number, failure: () => CollectiveError | null): Promise<number> {
+    const s = this.arrive(data, average, fp);
+    await undefined;
+    await this.waitAll(ARRIVED, s, fp, deadline, failure);
+    const odd = this.oddFingerprint(fp);
+    if (odd) throw odd;
+    return s;
   }
 
   /** The next all-reduce's sequence number, once this rank's contribution and fingerprint are written and published. */
