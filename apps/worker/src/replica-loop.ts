@@ -1,12 +1,13 @@
 import { setTimeout as sleep, setImmediate as yieldToEventLoop } from 'node:timers/promises';
 import type { Communicator } from '@ringtrain/allreduce';
 import { type MessageOf, PROTOCOL_VERSION } from '@ringtrain/protocol';
-import { DEFAULT_BUCKET_BYTES, gradientCompressionOf, type JobConfig, type Trainer } from '@ringtrain/trainer';
+import { gradientCompressionOf, type JobConfig, type Trainer } from '@ringtrain/trainer';
 import type { Logger } from 'pino';
 import type { CheckpointWriter } from './checkpointing.js';
 import type { ControlChannel } from './control-channel.js';
 import { WorkerError } from './errors.js';
 import type { Faults } from './faults.js';
+import { bucketBytesFor, type RingMeasurement } from './ring-probe.js';
 
 export interface ReplicaLoopOptions {
   assign: MessageOf<'assign'>;
@@ -62,11 +63,12 @@ export function flipLastBit(values: Float32Array): void {
 }
 
 /**
- * The overlap's range size for this ring, 0 for none. TCP only: through shared memory a range is
- * summed only once every rank has arrived with it, so ranges sent early would only add rounds of waiting.
+ * The overlap's range size for this ring, 0 for none: the job's, else the one its measurement
+ * picks (bucketBytesFor). Where any TCP is left: through shared memory alone a range is summed
+ * only once every rank has arrived with it, so ranges sent early would only add rounds of waiting.
  */
-export function overlapBucketBytes(config: Pick<JobConfig, 'bucketBytes'>, comm: Communicator, worldSize: number): number {
-  return worldSize === 1 || comm.sharedMemory ? 0 : (config.bucketBytes ?? DEFAULT_BUCKET_BYTES);
+export function overlapBucketBytes(config: Pick<JobConfig, 'bucketBytes'>, comm: Communicator, worldSize: number, ring: RingMeasurement): number {
+  return worldSize === 1 || comm.sharedMemory ? 0 : (config.bucketBytes ?? bucketBytesFor(ring));
 }
 
 const emptyReport = () => ({ loss: 0, samples: 0, correct: 0, dataMs: 0, computeMs: 0, allreduceMs: 0, optimizerMs: 0, steps: 0, skipped: 0 });

@@ -1,6 +1,6 @@
 import { Communicator, MemoryHub } from '@ringtrain/allreduce';
 import { describe, expect, it } from 'vitest';
-import { tuneSegments } from './ring-probe.js';
+import { bucketBytesFor, probeRing, tuneSegments } from './ring-probe.js';
 
 const ring = (n: number): Communicator[] => new MemoryHub(n).transports.map((t) => new Communicator(t));
 
@@ -33,5 +33,25 @@ describe('segment tuning', () => {
     expect(big[0]!.tried.map((t) => t.segmentBytes)).toEqual([256 << 10, 1 << 20, 4 << 20, 16 << 20]);
     const small = await Promise.all(comms.map((c) => tuneSegments(c, 20_000)));
     expect(small).toEqual([null, null]);
+  });
+});
+
+describe('the ring measures itself and picks the overlap’s range size', () => {
+  it('every rank reports the same figures (the ranks’ mean)', async () => {
+    const comms = ring(3);
+    const measured = await Promise.all(comms.map((c) => probeRing(c, 64 * 1024)));
+    for (const m of measured) {
+      expect(m).toEqual(measured[0]);
+      expect(m.latencyMs).toBeGreaterThan(0);
+      expect(m.busbwMBps).toBeGreaterThan(0);
+    }
+  });
+
+  it('ranges that cross the ring in about ten latencies, the nearest power of two from 64 KiB to 4 MiB', () => {
+    expect(bucketBytesFor({ latencyMs: 2, busbwMBps: 118 })).toBe(2 << 20); // 1 Gbit/s: 10 × 2 ms × 118 MB/s = 2.36 MB
+    expect(bucketBytesFor({ latencyMs: 1.6, busbwMBps: 35 })).toBe(512 << 10); // 560 kB
+    expect(bucketBytesFor({ latencyMs: 2, busbwMBps: 11.8 })).toBe(256 << 10); // 100 Mbit/s: 236 kB
+    expect(bucketBytesFor({ latencyMs: 0.05, busbwMBps: 20 })).toBe(64 << 10); // floor
+    expect(bucketBytesFor({ latencyMs: 50, busbwMBps: 1000 })).toBe(4 << 20); // ceiling
   });
 });

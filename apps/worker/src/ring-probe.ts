@@ -45,7 +45,8 @@ const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floo
 /**
  * The ring measures itself at the start of a generation (a few milliseconds on one host, a
  * quarter second at 50 Mbit/s): every rank calls it, as any collective. The first all-reduces on
- * new connections are slow (TCP's slow start, cold code), so two warm up unmeasured.
+ * new connections are slow (TCP's slow start, cold code), so two warm up unmeasured. The figures
+ * are the ranks' mean (an all-reduce): the same on every rank, so that choices made from them agree.
  */
 export async function probeRing(comm: Communicator, probeBytes = 256 * 1024): Promise<RingMeasurement> {
   const one = new Float32Array(1);
@@ -65,7 +66,20 @@ export async function probeRing(comm: Communicator, probeBytes = 256 * 1024): Pr
     if (i >= 2) best = Math.min(best, performance.now() - t);
   }
   const n = comm.worldSize;
-  return { latencyMs: median(times), busbwMBps: (probeBytes * 2 * (n - 1)) / n / (best / 1000) / 1e6, probeBytes };
+  const mean = Float32Array.of(median(times), (probeBytes * 2 * (n - 1)) / n / (best / 1000) / 1e6);
+  await comm.allreduce(mean);
+  return { latencyMs: mean[0], busbwMBps: mean[1], probeBytes };
+}
+
+/**
+ * The overlap's range size for a ring that measured itself: each range's all-reduce pays the
+ * ring's latency once, so a range is made to take about ten times that to cross the ring (the
+ * latency about a tenth of it): the nearest power of two, from 64 KiB to 4 MiB. 1 Gbit/s with a
+ * 2 ms ring: 2 MiB; 100 Mbit/s: 256 KiB; loopback: ~1 MiB.
+ */
+export function bucketBytesFor(m: Pick<RingMeasurement, 'latencyMs' | 'busbwMBps'>): number {
+  const bytes = 10 * (m.latencyMs / 1000) * m.busbwMBps * 1e6;
+  return 2 ** Math.min(22, Math.max(16, Math.round(Math.log2(Math.max(1, bytes)))));
 }
 
 /** Segment sizes the tuner tries: from 64 KiB to 16 MiB, by fours. */

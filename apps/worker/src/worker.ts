@@ -406,7 +406,7 @@ async function runGeneration(
   let bucketBytes = 0;
   if (a.worldSize > 1) {
     const ring = await setUpRing(comm, params.length);
-    bucketBytes = overlapBucketBytes(trainer.config, comm, a.worldSize);
+    bucketBytes = overlapBucketBytes(trainer.config, comm, a.worldSize, ring);
     if (a.rank === 0) ch.send({ type: 'ringProbe', v: PROTOCOL_VERSION, generation: a.generation, rank: a.rank, worldSize: a.worldSize, ...ring, ...(bucketBytes ? { bucketBytes } : {}) });
   }
   const loop = await runReplicaLoop({ assign: a, trainer, comm, channel: ch, writer, faults, log, totalSteps, leaving: () => leave?.aborted ?? false, evaluated: state, bucketBytes });

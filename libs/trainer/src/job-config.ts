@@ -62,14 +62,12 @@ export const jobConfigSchema = z.strictObject({
   sync: syncConfigSchema.optional(),
   /**
    * Overlap: over the TCP ring, gradients are all-reduced in ranges of at least this many bytes as
-   * the backward pass finishes them, while it computes the layers below (default 512 KiB; 0: one
-   * all-reduce after the whole backward pass).
+   * the backward pass finishes them, while it computes the layers below (default: picked from the
+   * ring's own measurement at the start of each generation; 0: one all-reduce after the whole
+   * backward pass).
    */
   bucketBytes: z.number().int().min(0).max(2 ** 30).optional(),
 });
-
-/** The overlap's default range size (see `bucketBytes`). */
-export const DEFAULT_BUCKET_BYTES = 512 * 1024;
 
 /** The wire format of a job's gradients and whether error feedback is on (by default for int8). */
 export function gradientCompressionOf(config: Pick<JobConfig, 'gradientCompression'>): { wire: 'float32' | 'fp16' | 'bf16' | 'int8'; errorFeedback: boolean } {
