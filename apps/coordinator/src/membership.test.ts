@@ -143,6 +143,31 @@ describe('membership state machine', () => {
     expect(full.m.state).toBe('forming');
   });
 
+  it('the segment size a ring timed goes to the later rings (which then need not time it); a probe over shared memory leaves it', () => {
+    const h = new Harness(options({ min: 2, max: 3 }));
+    [1, 2, 3].forEach((c) => h.hello(c));
+    h.allReady();
+    const probe = { type: 'ringProbe', v, generation: 1, rank: 0, worldSize: 3, latencyMs: 2, busbwMBps: 100, probeBytes: 1 << 18, segmentBytes: 256 << 10 } as const;
+    // A probe from another rank than 0 is refused, and teaches nothing.
+    h.send(2, { ...probe, rank: 1, transport: 'tcp', tuning: [{ segmentBytes: 64 << 10, ms: 3 }] });
+    h.send(1, { ...probe, transport: 'tcp', tuning: [{ segmentBytes: 64 << 10, ms: 3 }, { segmentBytes: 256 << 10, ms: 2 }] });
+    h.record(h.m.handle({ type: 'disconnect', conn: 3 }));
+    for (const conn of [1, 2]) h.record(h.m.handle({ type: 'alive', conn }));
+    expect(h.assigns.get(1)!.map((a) => a.tunedSegment)).toEqual([undefined, undefined, undefined]);
+    expect(h.assigns.get(2)!.map((a) => a.tunedSegment)).toEqual([
+      { bytes: 256 << 10, transport: 'tcp' },
+      { bytes: 256 << 10, transport: 'tcp' },
+    ]);
+    h.allReady();
+    h.send(1, { ...probe, generation: 2, worldSize: 2, transport: 'shared memory', segmentBytes: 1 << 20 });
+    h.hello(4);
+    h.timer('join');
+    for (const conn of [1, 2]) h.record(h.m.handle({ type: 'alive', conn }));
+    const third = h.assigns.get(h.m.generation)!;
+    expect(third.length).toBe(3);
+    for (const a of third) expect(a.tunedSegment).toEqual({ bytes: 256 << 10, transport: 'tcp' });
+  });
+
   it('a lost member: the survivors regroup at once when all answered, counted against the budget', () => {
     const h = new Harness(options({ min: 2, max: 3 }));
     [1, 2, 3].forEach((c) => h.hello(c));

@@ -127,6 +127,8 @@ export class Membership {
   /** True once this run's identity is settled: a generation formed, or held state was adopted. */
   private settled = false;
   private restartCount = 0;
+  /** The segment size the last ring that timed them picked (sent to later rings, which then need not). */
+  private tuned: MessageOf<'assign'>['tunedSegment'] = undefined;
   private readonly members = new Map<Conn, Member>();
   /** The fault that ended the current generation, until the next one forms. */
   private pendingFault: Fault | null = null;
@@ -335,6 +337,7 @@ export class Membership {
         if (REPORTS.has(msg.type)) {
           if (this.current !== 'running' && this.current !== 'regrouping' && this.current !== 'waiting') return this.refuse(conn, 'ERR_OUT_OF_PLACE', `${msg.type} from rank ${m.rank} while ${this.current}`);
           if ((msg.type === 'health' || msg.type === 'ringProbe') && m.rank !== 0) return this.refuse(conn, 'ERR_OUT_OF_PLACE', `${msg.type} from rank ${m.rank}: only rank 0 measures it`);
+          if (msg.type === 'ringProbe' && msg.tuning && msg.transport !== 'shared memory') this.tuned = { bytes: msg.segmentBytes, transport: msg.transport, ...(msg.hosts ? { hosts: msg.hosts } : {}) };
           return this.emit({ type: 'report', member: { ...m }, msg });
         }
         return this.refuse(conn, 'ERR_OUT_OF_PLACE', `a worker may not send ${msg.type}`);
@@ -457,7 +460,7 @@ export class Membership {
       this.emit({
         type: 'send',
         conn: m.conn,
-        msg: { ...this.options.assign, type: 'assign', v: PROTOCOL_VERSION, generation: this.gen, rank: m.rank, worldSize: n, prevAddress: ring[(m.rank - 1 + n) % n].ringAddress, ringId, runId: this.run },
+        msg: { ...this.options.assign, ...(this.tuned ? { tunedSegment: this.tuned } : {}), type: 'assign', v: PROTOCOL_VERSION, generation: this.gen, rank: m.rank, worldSize: n, prevAddress: ring[(m.rank - 1 + n) % n].ringAddress, ringId, runId: this.run },
       });
     }
     this.emit({ type: 'arm', timer: 'ready', ms: this.options.readyTimeoutMs });

@@ -75,9 +75,9 @@ export class RunRecord {
         this.feed.health({ step: msg.step, tensors: msg.tensors });
         return;
       case 'ringProbe': {
-        const { generation, worldSize, latencyMs, busbwMBps, probeBytes, segmentBytes, transport, hosts, why, tuning, bucketBytes } = msg;
+        const { generation, worldSize, latencyMs, busbwMBps, probeBytes, segmentBytes, transport, hosts, why, tuning, tunedBefore, bucketBytes } = msg;
         this.feed.ringProbe({ generation, worldSize, latencyMs, busbwMBps, probeBytes, segmentBytes, transport, ...(hosts ? { hosts } : {}), ...(tuning ? { tuning } : {}), ...(bucketBytes ? { bucketBytes } : {}) });
-        const tuned = tuning ? ` chosen from ${tuning.map((t) => `${t.segmentBytes >> 10} KiB ${t.ms.toFixed(2)} ms`).join(', ')}` : '';
+        const tuned = tuning ? ` chosen from ${tuning.map((t) => `${t.segmentBytes >> 10} KiB ${t.ms.toFixed(2)} ms`).join(', ')}` : tunedBefore ? ' (as an earlier ring of this run chose)' : '';
         const overlap = bucketBytes ? `, gradients all-reduced in ranges of ≥ ${bucketBytes >> 10} KiB during the backward pass` : '';
         const tcp = `segments of ${segmentBytes >> 10} KiB${tuned}${overlap}`;
         const over =

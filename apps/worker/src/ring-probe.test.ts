@@ -1,6 +1,6 @@
 import { Communicator, MemoryHub } from '@ringtrain/allreduce';
 import { describe, expect, it } from 'vitest';
-import { bucketBytesFor, probeRing, tuneSegments } from './ring-probe.js';
+import { bucketBytesFor, probeRing, setUpRing, tuneSegments } from './ring-probe.js';
 
 const ring = (n: number): Communicator[] => new MemoryHub(n).transports.map((t) => new Communicator(t));
 
@@ -53,5 +53,28 @@ describe('the ring measures itself and picks the overlap’s range size', () => 
     expect(bucketBytesFor({ latencyMs: 2, busbwMBps: 11.8 })).toBe(256 << 10); // 100 Mbit/s: 236 kB
     expect(bucketBytesFor({ latencyMs: 0.05, busbwMBps: 20 })).toBe(64 << 10); // floor
     expect(bucketBytesFor({ latencyMs: 50, busbwMBps: 1000 })).toBe(4 << 20); // ceiling
+  });
+});
+
+describe('a new ring and the segment size an earlier one picked', () => {
+  it('takes it over the same transport without timing again, and times again over another', async () => {
+    // Ranks in one process are on one host: shared memory off, so that the ring is TCP-like.
+    const saved = process.env.RINGTRAIN_SHARED_MEMORY;
+    process.env.RINGTRAIN_SHARED_MEMORY = '0';
+    try {
+      const again = await Promise.all(ring(2).map((c) => setUpRing(c, 600_000, { bytes: 64 << 10, transport: 'tcp' })));
+      for (const r of again) {
+        expect(r).toMatchObject({ transport: 'tcp', segmentBytes: 64 << 10, tunedBefore: true });
+        expect(r.tuning).toBeUndefined();
+      }
+      const other = await Promise.all(ring(2).map((c) => setUpRing(c, 600_000, { bytes: 64 << 10, transport: 'hosts', hosts: 2 })));
+      for (const r of other) {
+        expect(r.tunedBefore).toBeUndefined();
+        expect(r.tuning!.length).toBeGreaterThan(1);
+      }
+    } finally {
+      if (saved === undefined) delete process.env.RINGTRAIN_SHARED_MEMORY;
+      else process.env.RINGTRAIN_SHARED_MEMORY = saved;
+    }
   });
 });

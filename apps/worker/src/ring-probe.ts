@@ -1,4 +1,5 @@
 import type { Communicator } from '@ringtrain/allreduce';
+import type { MessageOf } from '@ringtrain/protocol';
 
 export interface RingMeasurement {
   /** Median time of an all-reduce of one float: the ring's round trip. */
@@ -17,26 +18,35 @@ export interface RingSetUp extends RingMeasurement {
   why?: string;
   segmentBytes: number;
   tuning?: SegmentTuning['tried'];
+  /** The segment size is the one an earlier ring of the run picked over the same transport. */
+  tunedBefore?: boolean;
 }
 
 /**
  * A new generation's ring, before its first step (every rank calls it, as any collective): shared
  * memory where all ranks are on one host, or inside each host where the ring spans hosts; where
  * any TCP is left, the segment size that pipelines a gradient of `elements` floats best (unless one
- * was given); then it measures itself.
+ * was given, or an earlier ring of the run picked one over the same transport: `before`); then it
+ * measures itself. Every rank has the same `before` (its assign) and sees the same transport, so
+ * all make the same choice.
  */
-export async function setUpRing(comm: Communicator, elements: number): Promise<RingSetUp> {
+export async function setUpRing(comm: Communicator, elements: number, before?: MessageOf<'assign'>['tunedSegment']): Promise<RingSetUp> {
   // Gradients, DiLoCo's pseudo-gradients and the metrics all fit in one parameter vector.
   const why = await comm.shareMemory({ capacity: elements });
-  const tuned = comm.sharedMemory || comm.segmentBytesGiven ? null : await tuneSegments(comm, elements);
+  const transport = comm.sharedMemory ? 'shared memory' : comm.hostBlocks ? 'hosts' : 'tcp';
+  const hosts = comm.hostBlocks?.hosts;
+  const again = !comm.sharedMemory && !comm.segmentBytesGiven && before !== undefined && before.transport === transport && before.hosts === hosts;
+  if (again) comm.setSegmentBytes(before.bytes);
+  const tuned = comm.sharedMemory || comm.segmentBytesGiven || again ? null : await tuneSegments(comm, elements);
   const measured = await probeRing(comm);
   return {
     ...measured,
-    transport: comm.sharedMemory ? 'shared memory' : comm.hostBlocks ? 'hosts' : 'tcp',
-    ...(comm.hostBlocks ? { hosts: comm.hostBlocks.hosts } : {}),
+    transport,
+    ...(hosts ? { hosts } : {}),
     segmentBytes: comm.segmentBytes,
     ...(why ? { why: why.slice(0, 4000) } : {}),
     ...(tuned ? { tuning: tuned.tried } : {}),
+    ...(again ? { tunedBefore: true } : {}),
   };
 }
 

@@ -110,6 +110,11 @@ export const assignMessageSchema = z.strictObject({
     .optional(),
   /** …or start from its weights only (fine-tuning). */
   initFrom: z.string().max(4096).optional(),
+  /**
+   * The segment size an earlier ring of this run picked by timing, and over what: a new ring over
+   * the same takes it instead of timing the sizes again (a second at 50 Mbit/s, at every regroup).
+   */
+  tunedSegment: z.strictObject({ bytes: z.number().int().min(4).max(2 ** 30), transport: z.enum(['tcp', 'hosts']), hosts: z.number().int().min(2).max(65536).optional() }).optional(),
 });
 
 /** Worker → coordinator: ring formed, initial weights received and verified. */
@@ -194,6 +199,8 @@ export const ringProbeMessageSchema = z.strictObject({
   why: z.string().max(4000).optional(),
   /** The segment sizes tried before `segmentBytes` was chosen, and each one's all-reduce time (ms). */
   tuning: z.array(z.strictObject({ segmentBytes: count, ms: finite.min(0) })).max(8).optional(),
+  /** `segmentBytes` is the one an earlier ring of the run chose over the same transport (its assign's tunedSegment). */
+  tunedBefore: z.boolean().optional(),
   /** Overlap: the gradient's ranges of at least this many bytes are all-reduced while the backward pass goes on (absent: off). */
   bucketBytes: count.optional(),
 });
