@@ -29,13 +29,14 @@ const out = (args: string[]): string => {
 const daemon = docker(['info'], { timeout: 10_000 }).status === 0 && docker(['image', 'inspect', BASE], { timeout: 10_000 }).status === 0;
 if (!daemon && process.env.RINGTRAIN_EXPECT_CONTAINERS === '1') throw new Error(`RINGTRAIN_EXPECT_CONTAINERS=1 but no Docker daemon with ${BASE} (run scripts/container-setup.sh start)`);
 
-/** Waits for a line in a container's log. */
-async function logLine(container: string, re: RegExp, ms = 60_000): Promise<string> {
+/** Waits for a line in a container's log (the first after its first `after` lines), and says where it is. */
+async function logLine(container: string, re: RegExp, ms = 60_000, after = 0): Promise<{ line: string; index: number }> {
   const end = Date.now() + ms;
   for (;;) {
     const r = docker(['logs', container]);
-    const line = `${r.stdout}${r.stderr}`.split('\n').find((l) => re.test(l));
-    if (line) return line;
+    const lines = `${r.stdout}${r.stderr}`.split('\n');
+    const index = lines.findIndex((l, i) => i >= after && re.test(l));
+    if (index >= 0) return { line: lines[index], index };
     if (Date.now() > end) throw new Error(`no ${re} in the log of ${container}:\n${`${r.stdout}${r.stderr}`.slice(-3000)}`);
     await new Promise((r2) => setTimeout(r2, 200));
   }
@@ -115,10 +116,12 @@ describe.skipIf(!daemon)('containers (Docker)', () => {
     out(['run', '-d', '--name', coord, ...common, IMAGE, 'coordinator', '--workers', '1:3', '--epochs', '60', '--max-steps', '1500', '--json']);
     const [killed, stopped, last] = [tag('f1'), tag('f2'), tag('f3')];
     for (const w of [killed, stopped, last]) out(['run', '-d', '--name', w, '--hostname', w, ...common, IMAGE, 'worker', '--coordinator', `ws://${coord}:29500`]);
-    await logLine(coord, /all 3 ranks ready/);
+    // The ring of three: the first generation, or a later one where a worker was prepared after
+    // the first ring formed (the containers start one after another).
+    const three = await logLine(coord, /all 3 ranks ready|generation \d+ trains from step \d+ with 3 workers/);
     await new Promise((r) => setTimeout(r, 500));
     out(['kill', killed]); // SIGKILL
-    await logLine(coord, /generation 2 trains from step \d+ with 2 workers/);
+    await logLine(coord, /generation \d+ trains from step \d+ with 2 workers/, 60_000, three.index + 1);
     out(['stop', '--time', '30', stopped]); // SIGTERM, through tini
     expect(wait(killed)).toBe(137);
     expect(wait(stopped), logs(stopped).slice(-2000)).toBe(0);
@@ -126,7 +129,7 @@ describe.skipIf(!daemon)('containers (Docker)', () => {
     expect(wait(coord), logs(coord).slice(-3000)).toBe(0);
     expect(wait(last)).toBe(0);
     const log = logs(coord);
-    expect(log).toMatch(/generation 2 trains .* after the (crash|fault|lost)/);
+    expect(log).toMatch(/generation \d+ trains .* with 2 workers, .* after the (crash|fault|lost)/);
     expect(log).toMatch(/left cleanly/);
     expect(JSON.parse(log.split('\n').find((l) => l.startsWith('{"worldSize"'))!).steps).toBe(1500);
     expect(out(['ps', '-q', '--filter', `label=${LABEL}`])).toBe('');
