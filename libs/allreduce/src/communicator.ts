@@ -201,30 +201,31 @@ export class Communicator {
    * Tells whether every element of the result is finite; every rank gets the same answer.
    */
   async allreduce(data: Float32Array, options: CollectiveOptions & AllReduceOptions = {}): Promise<AllReduceResult> {
-    if (this.shared && data.length <= this.shared.capacity) return this.allreduceShared(this.shared, data, options);
-    if (this.hostRing && this.hostRing.fits(data.length, wireCodec(options.wire ?? 'float32'))) return this.allreduceShared(this.hostRing, data, options);
-    let op: AllReduceOp | null = null;
+    const average = options.average ?? true;
     const codec = wireCodec(options.wire ?? 'float32');
-    await this.run('allreduce', data.length, options, (fp) => (op = new AllReduceOp(this.host, fp, data, options.average ?? true, this.segmentElems, codec, options.residual ?? null, this.pool)));
+    const residual = options.residual ?? null;
+    const { shared, hostRing } = this;
+    if (shared && data.length <= shared.capacity) return this.allreduceShared(data.length, options, false, (fp, deadline, failure) => shared.allreduce(data, average, fp, deadline, failure));
+    if (hostRing?.fits(data.length, codec)) return this.allreduceShared(data.length, options, true, (fp, deadline, failure) => hostRing.allreduce(data, average, fp, deadline, failure, codec, residual));
+    let op: AllReduceOp | null = null;
+    await this.run('allreduce', data.length, options, (fp) => (op = new AllReduceOp(this.host, fp, data, average, this.segmentElems, codec, residual, this.pool)));
     return { finite: op ? (op as AllReduceOp).finite : allFiniteFloat32(data) };
   }
 
-  private async allreduceShared(group: SharedMemoryGroup | HostRing, data: Float32Array, options: CollectiveOptions & AllReduceOptions): Promise<AllReduceResult> {
+  /**
+   * An all-reduce through shared memory (`reduce`: the one-host group's or the host ring's), one at
+   * a time in call order. `reserve`: frames may come for its sequence number before its operation
+   * starts (the host ring's, from the previous host), and wait for it.
+   */
+  private async allreduceShared(length: number, options: CollectiveOptions, reserve: boolean, reduce: (fp: Fingerprint, deadline: number, failure: () => CollectiveError | null) => Promise<boolean>): Promise<AllReduceResult> {
     const seq = this.seq++;
     if (this.failure) throw this.failure;
-    if (group instanceof HostRing) this.reserved.add(seq);
-    const fp = fingerprint('allreduce', seq, data.length, options);
+    if (reserve) this.reserved.add(seq);
+    const fp = fingerprint('allreduce', seq, length, options);
     const deadline = performance.now() + (options.timeoutMs ?? this.timeoutMs);
-    const average = options.average ?? true;
     // Alone in the queue, it arrives before this call returns: the caller's work until it awaits
     // (the next batch's preparation) overlaps the others' arrival instead of delaying ours.
-    const failure = (): CollectiveError | null => this.failure;
-    const start = (): Promise<boolean> =>
-      this.failure
-        ? Promise.reject(this.failure)
-        : group instanceof HostRing
-          ? group.allreduce(data, average, fp, deadline, failure, wireCodec(options.wire ?? 'float32'), options.residual ?? null)
-          : group.allreduce(data, average, fp, deadline, failure);
+    const start = (): Promise<boolean> => (this.failure ? Promise.reject(this.failure) : reduce(fp, deadline, () => this.failure));
     const run = this.sharedInFlight++ === 0 ? start() : this.sharedQueue.then(start);
     this.sharedQueue = run.catch(() => undefined);
     try {
@@ -236,7 +237,7 @@ export class Communicator {
     } finally {
       this.sharedInFlight--;
       this.reserved.delete(seq);
-      this.dropEarly(seq);
+      this.takeEarly(seq); // frames that no operation took (none are due) are dropped
     }
   }
 
@@ -304,23 +305,20 @@ export class Communicator {
       }, timeoutMs);
       this.ops.set(seq, { op, resolve, reject, timer });
       op.start();
-      for (const f of this.early.get(seq) ?? []) {
-        this.earlyBytes -= f.payload.byteLength;
-        this.earlyFrames--;
-        this.onFrame(f.from, f.header, f.payload);
-      }
-      this.early.delete(seq);
+      for (const f of this.takeEarly(seq)) this.onFrame(f.from, f.header, f.payload);
       this.settleIfComplete(seq);
     });
   }
 
-  /** Forgets frames kept for `seq` (a host-ring all-reduce that ended without an operation to take them). */
-  private dropEarly(seq: number): void {
-    for (const f of this.early.get(seq) ?? []) {
+  /** The frames kept for `seq` until its operation started, no longer counted against the limits. */
+  private takeEarly(seq: number): { from: number; header: FrameHeader; payload: Payload }[] {
+    const frames = this.early.get(seq) ?? [];
+    for (const f of frames) {
       this.earlyBytes -= f.payload.byteLength;
       this.earlyFrames--;
     }
     this.early.delete(seq);
+    return frames;
   }
 
   private onFrame(from: number, header: FrameHeader, payload: Payload): void {

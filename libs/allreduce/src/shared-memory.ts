@@ -136,19 +136,27 @@ function regionOf(buffer: ArrayBuffer, capacity: number, world: number): Region 
 
 const regionBytes = (capacity: number, world: number): number => CONTROL_BYTES + align(capacity * 4) + align(Math.ceil(capacity / world) * 4);
 
-/** Room for the encoded segments: fp16 and bf16 take 2 bytes a float, int8 1 and a 4-byte scale per segment. */
-const wireBytes = (capacity: number, hosts: number): number => 2 * capacity + 4 * sendSlots(capacity, hosts);
+/**
+ * Where a host's area lies in its first rank's file, after the region: the accumulator, the sends
+ * (see sendSlots), and room for the encoded segments (fp16 and bf16 take 2 bytes a float, int8 1
+ * and a 4-byte scale per segment); `end` is the file's size.
+ */
+function hostAreaLayout(capacity: number, world: number, hosts: number) {
+  const slots = sendSlots(capacity, hosts);
+  const wireBytes = 2 * capacity + 4 * slots;
+  const accumulatorAt = regionBytes(capacity, world);
+  const sendsAt = accumulatorAt + align(capacity * 4);
+  const wireAt = sendsAt + align(slots * 4);
+  return { slots, wireBytes, accumulatorAt, sendsAt, wireAt, end: wireAt + align(wireBytes) };
+}
 
 function hostAreaOf(buffer: ArrayBuffer, capacity: number, world: number, hosts: number): HostArea {
-  const at = regionBytes(capacity, world);
-  const sendsAt = at + align(capacity * 4);
-  const wireAt = sendsAt + align(sendSlots(capacity, hosts) * 4);
-  return { accumulator: new Float32Array(buffer, at, capacity), sends: new Int32Array(buffer, sendsAt, sendSlots(capacity, hosts)), wire: new Uint8Array(buffer, wireAt, wireBytes(capacity, hosts)) };
+  const at = hostAreaLayout(capacity, world, hosts);
+  return { accumulator: new Float32Array(buffer, at.accumulatorAt, capacity), sends: new Int32Array(buffer, at.sendsAt, at.slots), wire: new Uint8Array(buffer, at.wireAt, at.wireBytes) };
 }
 
 /** A rank's file: its region, and on a host's first rank of a ring that spans hosts, the host's area. */
-const fileBytes = (capacity: number, world: number, hosts: number | null): number =>
-  regionBytes(capacity, world) + (hosts === null ? 0 : align(capacity * 4) + align(sendSlots(capacity, hosts) * 4) + align(wireBytes(capacity, hosts)));
+const fileBytes = (capacity: number, world: number, hosts: number | null): number => (hosts === null ? regionBytes(capacity, world) : hostAreaLayout(capacity, world, hosts).end);
 
 function mapFile(path: string, bytes: number, create: boolean): ArrayBuffer {
   const fd = openSync(path, create ? constants.O_RDWR | constants.O_CREAT | constants.O_EXCL : constants.O_RDWR, 0o600);
