@@ -2,8 +2,8 @@
   "targets": [
     {
       "target_name": "ringtrain_blas",
-      "sources": ["ringtrain_blas.c"],
-      "cflags": ["-O2", "-std=c11"],
+      "sources": ["ringtrain_blas.c", "direct_conv.c"],
+      "cflags": ["-O3", "-std=gnu11"],
       "libraries": ["-lopenblas"]
     }
   ]

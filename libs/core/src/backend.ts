@@ -53,6 +53,23 @@ export interface Backend {
   sgdUpdate(params: Float32Array, grads: Float32Array, velocity: Float32Array | null, h: SgdHyper): void;
   /** One Adam/AdamW step over flat buffers, in place. */
   adamUpdate(params: Float32Array, grads: Float32Array, expAvg: Float32Array, expAvgSq: Float32Array, h: AdamHyper): void;
+  /** Stride-1 convolutions without im2col, where the backend has them (the native one on AVX-512 CPUs). */
+  readonly directConv?: DirectConv;
+}
+
+/**
+ * Stride-1 convolutions of NCHW batches with square kernels (g.kh = g.kw, g.stride = 1), weights
+ * [F, C, k, k]. The forward pass keeps each sample's zero-padded input planes (`xpad`,
+ * `paddedLength` floats) for the weight gradient.
+ */
+export interface DirectConv {
+  paddedLength(batch: number, c: number, g: Window): number;
+  /** y = bias + W ⋆ x (written). */
+  forward(x: Float32Array, batch: number, c: number, h: number, w: number, g: Window, weight: Float32Array, filters: number, bias: Float32Array, xpad: Float32Array, y: Float32Array): void;
+  /** dx = the input gradient of dy (written). */
+  backwardData(dy: Float32Array, batch: number, c: number, h: number, w: number, g: Window, weight: Float32Array, filters: number, dx: Float32Array): void;
+  /** dw = Σ over the batch of dy ⋆ xpad, db = Σ dy per filter (both written). */
+  backwardFilter(dy: Float32Array, batch: number, c: number, g: Window, filters: number, xpad: Float32Array, dw: Float32Array, db: Float32Array): void;
 }
 
 /** v = μ·v + g + wd·p; p -= lr·(nesterov ? g + wd·p + μ·v : v); without momentum p -= lr·(g + wd·p). */

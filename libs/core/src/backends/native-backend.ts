@@ -1,7 +1,8 @@
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
-import { checkGemm } from '../backend.js';
+import { checkGemm, type DirectConv } from '../backend.js';
+import type { Window } from '../layers/conv-geometry.js';
 import { CoreError } from '../errors.js';
 import { WasmBackend, type WasmBackendOptions } from './wasm-backend.js';
 
@@ -9,6 +10,11 @@ interface Addon {
   gemm(ta: boolean, tb: boolean, m: number, n: number, k: number, a: Float32Array, b: Float32Array, c: Float32Array, acc: boolean): void;
   setThreads(n: number): void;
   config(): string;
+  /** Whether the CPU runs the direct convolutions (AVX-512). */
+  directConv: boolean;
+  convForward(x: Float32Array, batch: number, c: number, h: number, w: number, k: number, outH: number, outW: number, filters: number, padTop: number, padLeft: number, weight: Float32Array, bias: Float32Array, xpad: Float32Array, y: Float32Array): void;
+  convBackwardData(dy: Float32Array, batch: number, c: number, h: number, w: number, k: number, outH: number, outW: number, filters: number, padTop: number, padLeft: number, weight: Float32Array, dx: Float32Array): void;
+  convBackwardFilter(dy: Float32Array, batch: number, c: number, k: number, outH: number, outW: number, filters: number, xpad: Float32Array, dw: Float32Array, db: Float32Array): void;
 }
 
 const addonPath = fileURLToPath(new URL('../../native/build/Release/ringtrain_blas.node', import.meta.url));
@@ -32,6 +38,7 @@ export function loadNativeAddon(): { addon: Addon } | { reason: string } {
 export class NativeBackend extends WasmBackend {
   override readonly name = 'native' as const;
   override readonly description: string;
+  readonly directConv?: DirectConv;
   private readonly addon: Addon;
 
   constructor(options: WasmBackendOptions = {}) {
@@ -39,7 +46,10 @@ export class NativeBackend extends WasmBackend {
     const loaded = loadNativeAddon();
     if ('reason' in loaded) throw new CoreError('ERR_BACKEND', `native backend unavailable: ${loaded.reason}`);
     this.addon = loaded.addon;
-    this.description = `native (${this.addon.config().trim()}, 1 thread; elementwise on WASM SIMD)`;
+    // RINGTRAIN_DIRECT_CONV=0 keeps im2col + GEMM (to compare, or on a CPU that misbehaves).
+    const direct = this.addon.directConv && process.env.RINGTRAIN_DIRECT_CONV !== '0';
+    if (direct) this.directConv = nativeDirectConv(this.addon, (a, what) => this.offset(a, what));
+    this.description = `native (${this.addon.config().trim()}, 1 thread; ${direct ? 'stride-1 convolutions direct on AVX-512; ' : ''}elementwise on WASM SIMD)`;
   }
 
   override   gemm(transA: boolean, transB: boolean, m: number, n: number, k: number, a: Float32Array, b: Float32Array, c: Float32Array, accumulate = false): void {
@@ -49,4 +59,25 @@ export class NativeBackend extends WasmBackend {
     this.offset(c, 'C');
     this.addon.gemm(transA, transB, m, n, k, a, b, c, accumulate);
   }
+}
+
+/** Floats of one sample's padded planes: the addon's DC_PAD_H × DC_PAD_W (direct_conv.h) per channel. */
+const paddedPlane = (g: Window): number => (g.outH + g.kh) * (g.outW + g.kw + 4);
+
+function nativeDirectConv(addon: Addon, inMemory: (a: Float32Array, what: string) => void): DirectConv {
+  return {
+    paddedLength: (batch, c, g) => batch * c * paddedPlane(g),
+    forward(x, batch, c, h, w, g, weight, filters, bias, xpad, y) {
+      for (const [a, what] of [[x, 'x'], [weight, 'weight'], [bias, 'bias'], [xpad, 'xpad'], [y, 'y']] as const) inMemory(a, what);
+      addon.convForward(x, batch, c, h, w, g.kh, g.outH, g.outW, filters, g.padTop, g.padLeft, weight, bias, xpad, y);
+    },
+    backwardData(dy, batch, c, h, w, g, weight, filters, dx) {
+      for (const [a, what] of [[dy, 'dy'], [weight, 'weight'], [dx, 'dx']] as const) inMemory(a, what);
+      addon.convBackwardData(dy, batch, c, h, w, g.kh, g.outH, g.outW, filters, g.padTop, g.padLeft, weight, dx);
+    },
+    backwardFilter(dy, batch, c, g, filters, xpad, dw, db) {
+      for (const [a, what] of [[dy, 'dy'], [xpad, 'xpad'], [dw, 'dw'], [db, 'db']] as const) inMemory(a, what);
+      addon.convBackwardFilter(dy, batch, c, g.kh, g.outH, g.outW, filters, xpad, dw, db);
+    },
+  };
 }

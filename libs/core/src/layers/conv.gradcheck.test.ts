@@ -240,6 +240,29 @@ describe('conv2d on every backend against the reference backend', () => {
       }
     });
 
+    it.runIf(backend.directConv)(`${backend.name}: direct stride-1 convolutions (no im2col) match the reference over random shapes, wide rows and filter counts off the kernels' blocks`, () => {
+      fc.assert(
+        fc.property(
+          fc.integer({ min: 1, max: 3 }),
+          fc.integer({ min: 1, max: 5 }),
+          fc.integer({ min: 1, max: 20 }),
+          fc.integer({ min: 1, max: 40 }),
+          fc.integer({ min: 1, max: 11 }),
+          fc.integer({ min: 1, max: 7 }),
+          padding,
+          fc.integer(),
+          (n, c, h, w, f, k, pad, seed) => {
+            const g = [geometry(h, k, 1, pad), geometry(w, k, 1, pad)];
+            fc.pre(g[0].out > 0 && g[1].out > 0);
+            const a = convCase(be, n, c, h, w, f, k, 1, pad, seed);
+            const b = convCase(backend, n, c, h, w, f, k, 1, pad, seed);
+            for (const key of ['y', 'dx', 'dW', 'db'] as const) expectClose(b[key], a[key], `${backend.name} ${key} of ${[n, c, h, w, f, k, pad]}`, 1e-4);
+          },
+        ),
+        { numRuns: 80 },
+      );
+    });
+
     it(`${backend.name}: max pooling gives the reference's outputs and gradients bit for bit, ties included`, () => {
       // 2×2 stride 2 takes a SIMD path (four outputs at a time, then the row's rest): widths that fill it exactly, leave a rest, or are odd.
       for (const [n, c, h, w, size, stride, nans] of [[3, 4, 28, 28, 2, 2, false], [1, 2, 8, 16, 2, 2, true], [2, 3, 9, 11, 2, 2, true], [2, 3, 7, 9, 3, 2, false], [2, 2, 5, 5, 2, 1, true]] as const) {

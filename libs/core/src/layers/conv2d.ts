@@ -1,4 +1,4 @@
-import type { Backend } from '../backend.js';
+import type { Backend, DirectConv } from '../backend.js';
 import { CoreError } from '../errors.js';
 import { type Initializer, initialize } from '../initializers.js';
 import type { ParameterDecl, ParameterStore } from '../parameter-store.js';
@@ -19,7 +19,9 @@ export interface Conv2dOptions {
  * so exported weights load there as they are). im2col turns each sample into one GEMM per pass:
  * forward W·col written straight into the NCHW output, weight gradient dY·colᵀ accumulated over the
  * batch, input gradient col2im(Wᵀ·dY). Per-sample GEMMs need no transposes, which cost more than
- * the GEMM call overhead they save (measured with --cpu-prof on the lenet job).
+ * the GEMM call overhead they save (measured with --cpu-prof on the lenet job). Where the backend
+ * convolves directly (stride 1), it does all three passes without im2col: lenet's second
+ * convolution 12.3 → 7.7 ms a step, forward and backward (BENCHMARKS.md).
  */
 export class Conv2d implements Layer {
   readonly type = 'conv2d';
@@ -31,7 +33,9 @@ export class Conv2d implements Layer {
   private bias!: Float32Array;
   private gradWeight!: Float32Array;
   private gradBias!: Float32Array;
+  /** im2col's columns, or the direct convolution's padded input. */
   private readonly col: BatchBuffer;
+  private readonly direct: DirectConv | undefined;
   private readonly out: BatchBuffer;
   private readonly dx: BatchBuffer;
   private batch = 0;
@@ -49,7 +53,8 @@ export class Conv2d implements Layer {
     this.inputSize = c * h * w;
     this.outputSize = filters * this.window.outH * this.window.outW;
     const plane = this.window.outH * this.window.outW;
-    this.col = new BatchBuffer(backend, this.k * plane);
+    this.direct = stride === 1 ? backend.directConv : undefined;
+    this.col = new BatchBuffer(backend, this.direct ? this.direct.paddedLength(1, c, this.window) : this.k * plane);
     this.out = new BatchBuffer(backend, this.outputSize);
     this.dx = new BatchBuffer(backend, this.inputSize);
   }
@@ -87,14 +92,18 @@ export class Conv2d implements Layer {
     const f = this.options.filters;
     const plane = this.window.outH * this.window.outW;
     const col = this.col.get(batch);
-    this.backend.im2col(x, batch, c, h, w, this.window, col);
     const y = this.out.get(batch);
+    this.batch = batch;
+    if (this.direct) {
+      this.direct.forward(x, batch, c, h, w, this.window, this.weight, f, this.bias, col, y);
+      return y;
+    }
+    this.backend.im2col(x, batch, c, h, w, this.window, col);
     // Each sample's output starts as its bias, then W·col accumulates onto it, already NCHW.
     for (let n = 0; n < batch; n++) {
       for (let fi = 0; fi < f; fi++) y.fill(this.bias[fi], (n * f + fi) * plane, (n * f + fi + 1) * plane);
       this.backend.gemm(false, false, f, plane, this.k, this.weight, col.subarray(n * this.k * plane, (n + 1) * this.k * plane), y.subarray(n * f * plane, (n + 1) * f * plane), true);
     }
-    this.batch = batch;
     return y;
   }
 
@@ -104,6 +113,14 @@ export class Conv2d implements Layer {
     const f = this.options.filters;
     const plane = this.window.outH * this.window.outW;
     const k = this.k;
+    const col = this.col.get(batch);
+    if (this.direct) {
+      this.direct.backwardFilter(dy, batch, c, this.window, f, col, this.gradWeight, this.gradBias);
+      if (!needInputGrad) return null;
+      const dx = this.dx.get(batch);
+      this.direct.backwardData(dy, batch, c, h, w, this.window, this.weight, f, dx);
+      return dx;
+    }
     for (let fi = 0; fi < f; fi++) {
       let sum = 0;
       for (let n = 0; n < batch; n++) {
@@ -112,7 +129,6 @@ export class Conv2d implements Layer {
       }
       this.gradBias[fi] = sum;
     }
-    const col = this.col.get(batch);
     // dW = Σₙ dYₙ·colₙᵀ; then colₙ, spent, takes Wᵀ·dYₙ, which col2im folds back onto the input.
     for (let n = 0; n < batch; n++) {
       const dyn = dy.subarray(n * f * plane, (n + 1) * f * plane);
