@@ -407,42 +407,45 @@ function maxOfWindow(x: usize, top: i32, kh: i32, kw: i32, w: i32, y: usize, arg
 // scalar loop's compare is a coin toss for the branch predictor. The same candidates in the same
 // order, each taken only when strictly greater: the same maxima and argmax, ties and NaN included.
 function maxPool2x2(x: usize, planes: i32, h: i32, w: i32, outH: i32, outW: i32, y: usize, argmax: usize): void {
-  const evens = i32x4(0, 2, 4, 6);
-  const right = i32x4.splat(1);
-  const below = i32x4.splat(w);
-  const belowRight = i32x4.splat(w + 1);
   let o: usize = 0;
   for (let plane = 0; plane < planes; plane++) {
     const base = plane * h * w;
-    for (let oy = 0; oy < outH; oy++) {
+    for (let oy = 0; oy < outH; oy++, o += <usize>outW) {
       const row = base + oy * 2 * w;
       let ox = 0;
-      for (; ox + 4 <= outW; ox += 4, o += 4) {
-        const top = row + ox * 2;
-        const p0 = x + <usize>top * 4;
-        const p1 = p0 + <usize>w * 4;
-        const a0 = v128.load(p0), a1 = v128.load(p0, 16), b0 = v128.load(p1), b1 = v128.load(p1, 16);
-        const tops = i32x4.add(i32x4.splat(top), evens);
-        let v = v128.shuffle<f32>(a0, a1, 0, 2, 4, 6);
-        let at = tops;
-        let c = v128.shuffle<f32>(a0, a1, 1, 3, 5, 7);
-        let m = f32x4.gt(c, v);
-        v = v128.bitselect(c, v, m);
-        at = v128.bitselect(i32x4.add(tops, right), at, m);
-        c = v128.shuffle<f32>(b0, b1, 0, 2, 4, 6);
-        m = f32x4.gt(c, v);
-        v = v128.bitselect(c, v, m);
-        at = v128.bitselect(i32x4.add(tops, below), at, m);
-        c = v128.shuffle<f32>(b0, b1, 1, 3, 5, 7);
-        m = f32x4.gt(c, v);
-        v = v128.bitselect(c, v, m);
-        at = v128.bitselect(i32x4.add(tops, belowRight), at, m);
-        v128.store(y + o * 4, v);
-        v128.store(argmax + o * 4, at);
-      }
-      for (; ox < outW; ox++, o++) maxOfWindow(x, row + ox * 2, 2, 2, w, y, argmax, o);
+      for (; ox + 4 <= outW; ox += 4) maxPool2x2Four(x, row + ox * 2, w, y, argmax, o + <usize>ox);
+      if (ox == outW) continue;
+      // The row's last outputs: four again, overlapping ones already written (the same values; a
+      // scalar tail was 40% of lenet's second pool, whose rows are 7 outputs).
+      if (outW >= 4) maxPool2x2Four(x, row + (outW - 4) * 2, w, y, argmax, o + <usize>(outW - 4));
+      else for (; ox < outW; ox++) maxOfWindow(x, row + ox * 2, 2, 2, w, y, argmax, o + <usize>ox);
     }
   }
+}
+
+// Four 2×2 windows side by side from x[top]: outputs o..o+3 and where their maxima were.
+@inline
+function maxPool2x2Four(x: usize, top: i32, w: i32, y: usize, argmax: usize, o: usize): void {
+  const p0 = x + <usize>top * 4;
+  const p1 = p0 + <usize>w * 4;
+  const a0 = v128.load(p0), a1 = v128.load(p0, 16), b0 = v128.load(p1), b1 = v128.load(p1, 16);
+  const tops = i32x4.add(i32x4.splat(top), i32x4(0, 2, 4, 6));
+  let v = v128.shuffle<f32>(a0, a1, 0, 2, 4, 6);
+  let at = tops;
+  let c = v128.shuffle<f32>(a0, a1, 1, 3, 5, 7);
+  let m = f32x4.gt(c, v);
+  v = v128.bitselect(c, v, m);
+  at = v128.bitselect(i32x4.add(tops, i32x4.splat(1)), at, m);
+  c = v128.shuffle<f32>(b0, b1, 0, 2, 4, 6);
+  m = f32x4.gt(c, v);
+  v = v128.bitselect(c, v, m);
+  at = v128.bitselect(i32x4.add(tops, i32x4.splat(w)), at, m);
+  c = v128.shuffle<f32>(b0, b1, 1, 3, 5, 7);
+  m = f32x4.gt(c, v);
+  v = v128.bitselect(c, v, m);
+  at = v128.bitselect(i32x4.add(tops, i32x4.splat(w + 1)), at, m);
+  v128.store(y + o * 4, v);
+  v128.store(argmax + o * 4, at);
 }
 
 // dx = 0, then each output's gradient goes to where its maximum was.

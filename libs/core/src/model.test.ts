@@ -2,6 +2,8 @@ import { describe, expect, it } from 'vitest';
 import { createBackend } from './backends/create-backend.js';
 import { ReferenceBackend } from './backends/reference-backend.js';
 import { WasmBackend } from './backends/wasm-backend.js';
+import { LeakyRelu, Relu } from './layers/activations.js';
+import { Pool2d } from './layers/pooling.js';
 import { Model } from './model.js';
 import { allFinite, firstNonFinite } from './ops.js';
 import { describeModel, mlpSpec, parameterCount, parseModelSpec, shapeLayers } from './model-spec.js';
@@ -24,6 +26,45 @@ describe('model spec', () => {
     const b = new Model(spec, new ReferenceBackend(), { seed: 9 });
     expect(a.params.valuesHash()).toBe(b.params.valuesHash());
   });
+});
+
+describe('max pooling before the activation', () => {
+  it('relu → maxpool2d runs as maxpool2d → relu; leaky ReLU too; avgpool2d and a later pool stay in order', () => {
+    const spec = (act: object, pool: string) => ({ inputShape: [2, 4, 4], layers: [{ type: 'conv2d', filters: 3, kernelSize: 3, padding: 'same' }, act, { type: pool, size: 2 }, { type: 'flatten' }, { type: 'dense', units: 2 }], loss: 'mse' });
+    const types = (s: object) => new Model(s, new ReferenceBackend(), { seed: 1 }).layers.map((l) => `${l.type}:${l.outputSize}`);
+    expect(types(spec({ type: 'relu' }, 'maxpool2d'))).toEqual(['conv2d:48', 'maxpool2d:12', 'relu:12', 'flatten:12', 'dense:2']);
+    expect(types(spec({ type: 'leaky_relu', alpha: 0.1 }, 'maxpool2d'))).toEqual(['conv2d:48', 'maxpool2d:12', 'leaky_relu:12', 'flatten:12', 'dense:2']);
+    expect(types(spec({ type: 'relu' }, 'avgpool2d'))).toEqual(['conv2d:48', 'relu:48', 'avgpool2d:12', 'flatten:12', 'dense:2']);
+    expect(types(spec({ type: 'tanh' }, 'maxpool2d'))).toEqual(['conv2d:48', 'tanh:48', 'maxpool2d:12', 'flatten:12', 'dense:2']);
+  });
+
+  for (const backend of [new ReferenceBackend(), new WasmBackend({ memoryMb: 16 }), createBackend('auto').backend]) {
+    it(`${backend.name}: gives the written order's outputs and input gradients bit for bit (ties, zeros of both signs, all-negative windows, NaN)`, () => {
+      const [c, h, w, n] = [3, 6, 8, 2];
+      const rng = new Rng(4);
+      const x = backend.alloc(n * c * h * w);
+      const values = [-2, -1, -0.5, -0, 0, 0.5, 1, 1, 2, Number.NaN];
+      for (let i = 0; i < x.length; i++) x[i] = i % 37 === 5 ? Number.NaN : rng.uniform() < 0.3 ? values[Math.floor(rng.uniform() * 9)] : rng.normal();
+      const dy = backend.alloc(n * c * (h / 2) * (w / 2));
+      for (let i = 0; i < dy.length; i++) dy[i] = rng.normal();
+      for (const make of [(size: number) => new Relu('a', size, backend), (size: number) => new LeakyRelu('a', size, backend, 0.2)]) {
+        const pool = () => new Pool2d('p', 'maxpool2d', [c, h, w], 2, 2, backend);
+        const [act1, pool1] = [make(c * h * w), pool()];
+        const written = Float32Array.from(pool1.forward(act1.forward(x, n, true), n));
+        const writtenDx = Float32Array.from(act1.backward(pool1.backward(dy, n, true)!, n, true)!);
+        const pool2 = pool();
+        const act2 = make(pool2.outputSize);
+        const swapped = Float32Array.from(act2.forward(pool2.forward(x, n), n, true));
+        const swappedDx = Float32Array.from(pool2.backward(act2.backward(dy, n, true)!, n, true)!);
+        const bits = (a: Float32Array) => Array.from(new Uint32Array(a.buffer, a.byteOffset, a.length)).map((u) => (Number.isNaN(new Float32Array(new Uint32Array([u]).buffer)[0]) ? 'NaN' : u));
+        // Zeros may differ in sign (max(−0, +0) depends on the order); nothing else may.
+        expect(bits(swapped.map((v) => v + 0))).toEqual(bits(written.map((v) => v + 0)));
+        expect(bits(swappedDx.map((v) => v + 0))).toEqual(bits(writtenDx.map((v) => v + 0)));
+        expect(written.some(Number.isNaN)).toBe(true);
+        expect(writtenDx.some((v) => v !== 0)).toBe(true);
+      }
+    });
+  }
 });
 
 describe('convolutional model spec', () => {

@@ -14,6 +14,26 @@ import { argmaxRow } from './ops.js';
 import { ParameterStore } from './parameter-store.js';
 import { Rng } from './rng.js';
 
+/**
+ * ReLU (or a leaky one, α ≥ 0) followed by max pooling runs as max pooling, then the activation on
+ * a quarter of the values (lenet: 0.5 ms of a 12 ms step). The maximum commutes with a
+ * non-decreasing map, and so do the gradients: where the window's maximum is positive, both orders
+ * pick its first occurrence; where it is not, the activation's derivative (0 for ReLU) zeroes the
+ * window's gradient either way. The spec, parameter names and shapes seen from outside stay as written.
+ */
+function poolBeforeActivation(layers: Layer[], backend: Backend): Layer[] {
+  const out = [...layers];
+  for (let i = 0; i + 1 < out.length; i++) {
+    const act = out[i];
+    const pool = out[i + 1];
+    if (!(act instanceof LeakyRelu && act.alpha >= 0 && pool instanceof Pool2d && pool.type === 'maxpool2d')) continue;
+    const pooledAct = act instanceof Relu ? new Relu(act.name, pool.outputSize, backend) : new LeakyRelu(act.name, pool.outputSize, backend, act.alpha);
+    out.splice(i, 2, pool, pooledAct);
+    i++;
+  }
+  return out;
+}
+
 export interface ModelOptions {
   /** Seeds the initial weights and the dropout masks. */
   seed: number;
@@ -49,7 +69,7 @@ export class Model {
     this.spec = parseModelSpec(spec);
     const initRng = new Rng(options.seed);
     this.dropoutRng = new Rng(options.seed ^ 0x5eed);
-    const layers = shapeLayers(this.spec).map((l, i) => this.createLayer(l, `layers.${i}`, this.spec.layers[i + 1]));
+    const layers = poolBeforeActivation(shapeLayers(this.spec).map((l, i) => this.createLayer(l, `layers.${i}`, this.spec.layers[i + 1])), backend);
     this.layers = layers;
     this.params = new ParameterStore(backend, layers.flatMap((l) => l.parameters()));
     // Where the store put each layer's first tensor; a layer without one starts where the next does.

@@ -13,6 +13,13 @@ const lenetFile = fileURLToPath(new URL('../../../models/lenet.json', import.met
 const cli = fileURLToPath(new URL('../../../apps/cli/dist/main.js', import.meta.url));
 const peer = fileURLToPath(new URL('../peers/torch_convnet.py', import.meta.url));
 
+/**
+ * PyTorch at its best: glibc's dynamic mmap threshold otherwise leaves some runs taking fresh pages
+ * for every large tensor of every step (N = 1, five runs alternating: 2.8–5.1k samples/s
+ * without these, 4.9–5.1k with).
+ */
+const PEER_MALLOC = { MALLOC_MMAP_THRESHOLD_: '4000000000', MALLOC_TRIM_THRESHOLD_: '4000000000' };
+
 interface Summary {
   samplesPerSecond: number;
   /** At N > 1: over the run's wall time, evaluations included. */
@@ -102,14 +109,14 @@ export function convBench(epochs: number, reps: number): string {
     for (let r = 0; r < reps; r++) {
       const o = ours(n, dir, epochs);
       if (o) (rate.push(o.samplesPerSecond), wall.push(o.wallSamplesPerSecond ?? o.samplesPerSecond), accOurs.push(o.epochs.at(-1)!.testAccuracy));
-      const p = runPeer(peer, ['--data', dir, '--workers', String(n), '--epochs', String(epochs)], 1_200_000)?.[0];
+      const p = runPeer(peer, ['--data', dir, '--workers', String(n), '--epochs', String(epochs)], 1_200_000, PEER_MALLOC)?.[0];
       if (p) (torch.push(p.samples_per_s as number), accTorch.push((p.test_acc as number[]).at(-1)!));
     }
     const range = (xs: number[], d = 0): string => (xs.length ? (xs.length > 1 ? `${fmt(Math.min(...xs), d)}–${fmt(Math.max(...xs), d)}` : fmt(xs[0], d)) : 'n/a');
     const ratios = rate.map((x, i) => x / (torch[i] ?? NaN));
     rows.push([String(n), range(rate), range(wall), range(torch), range(ratios, 2), range(accOurs.map((a) => 100 * a), 1), range(accTorch.map((a) => 100 * a), 1)]);
   }
-  return `Convnet (models/lenet.json: conv16k5-pool-conv32k5-pool-dense128-10), batch 64 per worker, ${epochs} epochs of 8,000, ${reps} alternating repetition(s); both rates over rank 0's training steps (start-up and evaluations excluded); "over the run" is ringtrain's over its wall time once all ranks are ready, evaluations included\n${table(
+  return `Convnet (models/lenet.json: conv16k5-pool-conv32k5-pool-dense128-10), batch 64 per worker, ${epochs} epochs of 8,000, ${reps} alternating repetition(s); both rates over rank 0's training steps (start-up and evaluations excluded), PyTorch's with glibc's mmap threshold fixed; "over the run" is ringtrain's over its wall time once all ranks are ready, evaluations included\n${table(
     ['N', 'ringtrain samples/s', 'ringtrain over the run', 'pytorch samples/s', 'ratio', 'ringtrain test %', 'pytorch test %'],
     rows,
   )}\n\n${whereTimeGoes(30)}`;

@@ -19,8 +19,8 @@ export function bestRate(fn: () => void, ops: number, seconds: number): number {
 export const PYTHON = process.env.RINGTRAIN_BENCH_PYTHON ?? '/usr/bin/python3';
 
 /** Runs a peer script; returns its JSON lines, or null (with the reason on stderr) when it cannot run. */
-export function runPeer(script: string, args: string[], timeoutMs = 600_000): Record<string, unknown>[] | null {
-  const r = spawnSync(PYTHON, [script, ...args], { encoding: 'utf8', timeout: timeoutMs, env: { ...process.env, OMP_NUM_THREADS: '1', OPENBLAS_NUM_THREADS: '1' } });
+export function runPeer(script: string, args: string[], timeoutMs = 600_000, env: Record<string, string> = {}): Record<string, unknown>[] | null {
+  const r = spawnSync(PYTHON, [script, ...args], { encoding: 'utf8', timeout: timeoutMs, env: { ...process.env, OMP_NUM_THREADS: '1', OPENBLAS_NUM_THREADS: '1', ...env } });
   if (r.status !== 0) {
     process.stderr.write(`peer ${script} failed (${r.error?.message ?? `exit ${r.status}`}): ${r.stderr.split('\n').slice(-3).join(' ')}\n`);
     return null;
