@@ -46,8 +46,10 @@ export function halfBits(bits: number): number {
   return half;
 }
 
-/** Every half's float32 value, indexed by its bits: decoding is one table lookup. */
-const HALF_VALUES = (() => {
+/** Every half's float32 value, indexed by its bits: decoding is one table lookup. Made on first use (start-up). */
+let halfTable: Float32Array | null = null;
+function halfValues(): Float32Array {
+  if (halfTable) return halfTable;
   const t = new Float32Array(65536);
   for (let h = 0; h < 65536; h++) {
     const sign = h & 0x8000 ? -1 : 1;
@@ -55,8 +57,8 @@ const HALF_VALUES = (() => {
     const m = h & 0x3ff;
     t[h] = e === 0 ? sign * m * 2 ** -24 : e === 0x1f ? (m ? Number.NaN : sign * Number.POSITIVE_INFINITY) : sign * (1 + m / 1024) * 2 ** (e - 15);
   }
-  return t;
-})();
+  return (halfTable = t);
+}
 
 /** float32 bits → bfloat16 bits (the top half), rounding to nearest even; NaN stays NaN. */
 export function bfloatBits(bits: number): number {
@@ -87,7 +89,8 @@ const fp16: WireCodec = {
   },
   decode(payload, out) {
     const h = u16(payload);
-    for (let i = 0; i < out.length; i++) out[i] = HALF_VALUES[h[i]];
+    const values = halfValues();
+    for (let i = 0; i < out.length; i++) out[i] = values[h[i]];
   },
 };
 

@@ -11,7 +11,7 @@ import { subset } from './dataset.js';
 import { loadCsv } from './csv.js';
 import { loadIdxFolder, readIdx, writeIdxFolder, writeIdxUbyte } from './idx.js';
 import { loadDataset } from './load-dataset.js';
-import { loadEmbeddedMnist, loadMnistAll, readMnistCache, writeMnistCache } from './mnist.js';
+import { loadEmbeddedMnist, loadMnistAll, MNIST_SPLIT_SEED, readMnistCache, writeMnistCache } from './mnist.js';
 import { epochPermutation, rankSlice, shardPlan } from './sampler.js';
 import { gaussianBlobs, linearRegression } from './synthetic.js';
 
@@ -19,6 +19,11 @@ const tmp = (): string => mkdtempSync(join(tmpdir(), 'ringtrain-data-'));
 
 describe('embedded MNIST', () => {
   const split = loadEmbeddedMnist();
+
+  it('is the same split as every earlier version (figures and checkpoints depend on it): train and test, pixels and labels', () => {
+    const h = (b: Uint8Array | Int32Array): string => createHash('sha256').update(b instanceof Int32Array ? Uint8Array.from(b) : b).digest('hex').slice(0, 16);
+    expect([h(split.train.codes!), h(split.train.labels!), h(split.test.codes!), h(split.test.labels!)]).toEqual(['7a4c65de328d3f03', '329c35d2ec5fa0f4', '3aa302c0c0b471b6', '2ba50a0195003a42']);
+  });
 
   it('is 8,000 train and 2,000 test real digits, disjoint, every class in both', () => {
     expect(split.train.size).toBe(8000);
@@ -42,11 +47,15 @@ describe('embedded MNIST', () => {
     const all = readMnistCache(join(dir, 'm.bin'));
     const digits = dirname(createRequire(import.meta.url).resolve('mnist/package.json'));
     const json = JSON.parse(readFileSync(join(digits, 'src/digits/7.json'), 'utf8')).data as number[];
-    const first7 = all.labels!.indexOf(7);
-    expect(first7).toBeGreaterThan(0);
+    // The cache holds the digits in the split's order; in file order the 7s follow the 0–6s.
+    const rowOf = new Int32Array(10_000);
+    epochPermutation(10_000, MNIST_SPLIT_SEED, 0).forEach((file, row) => (rowOf[file] = row));
+    const first7 = all.labels!.filter((l) => l < 7).length;
     for (let i = 0; i < json.length; i++) {
-      const byte = all.codes![first7 * 784 + i];
-      if (all.x[first7 * 784 + i] !== Math.fround(byte / 255) || Math.round((byte * 1000) / 255) !== Math.round(json[i] * 1000)) expect.fail(`value ${i} of the first 7 differs`);
+      const at = rowOf[first7 + Math.floor(i / 784)] * 784 + (i % 784);
+      if (i % 784 === 0) expect(all.labels![at / 784]).toBe(7);
+      const byte = all.codes![at];
+      if (all.x[at] !== Math.fround(byte / 255) || Math.round((byte * 1000) / 255) !== Math.round(json[i] * 1000)) expect.fail(`value ${i} of the first 7 differs`);
     }
     expect(new Set(json).size).toBeGreaterThan(200); // the check above saw most of the 256 values
     expect(all.size).toBe(10_000);

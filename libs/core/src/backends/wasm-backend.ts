@@ -86,7 +86,8 @@ export class WasmBackend implements Backend {
       this.top += bytes;
     }
     const view = new Float32Array(this.memory.buffer, offset, length);
-    view.fill(0);
+    // Memory past the old top was never written (the arena starts zeroed and never shrinks).
+    if (reused !== undefined) view.fill(0);
     return view;
   }
 
