@@ -1,7 +1,7 @@
 // A small N-API addon: the system's OpenBLAS sgemm for @ringtrain/core's native backend.
 // gemm(transA, transB, m, n, k, A, B, C, accumulate): row-major, tight strides, C = op(A)·op(B)
 // (+ C when accumulate). Also stride-1 convolutions without im2col (direct_conv.c), where the CPU
-// has AVX-512. The JS side checks shapes; this side checks types and lengths again, since a wrong
+// has AVX-512 or AVX2 + FMA. The JS side checks shapes; this side checks types and lengths again, since a wrong
 // length here would write outside the caller's buffer.
 #include <node_api.h>
 #include "direct_conv.h"
@@ -59,47 +59,57 @@ static bool non_negative_ints(napi_env env, napi_value *argv, int from, int coun
   return true;
 }
 
-// convForward(x, batch, c, h, w, k, outH, outW, filters, padTop, padLeft, weight, bias, xpad, y)
+// The instruction set a conv call asks for: one this CPU runs (DC_AVX2 or DC_AVX512), else 0.
+static int32_t conv_isa(napi_env env, napi_value v) {
+  int32_t isa;
+  if (napi_get_value_int32(env, v, &isa) != napi_ok || isa < DC_AVX2 || isa > direct_conv_isa()) return 0;
+  return isa;
+}
+
+// convForward(x, batch, c, h, w, k, outH, outW, filters, padTop, padLeft, weight, bias, xpad, y, isa)
 static napi_value conv_forward(napi_env env, napi_callback_info info) {
-  size_t argc = 15;
-  napi_value argv[15];
+  size_t argc = 16;
+  napi_value argv[16];
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  int32_t d[8], pad[2];
-  if (argc != 15 || !positive_ints(env, argv, 1, 8, d) || !non_negative_ints(env, argv, 9, 2, pad)) THROW(env, "convForward: sizes must be positive integers, paddings non-negative");
+  int32_t d[8], pad[2], isa;
+  if (argc != 16 || !(isa = conv_isa(env, argv[15]))) THROW(env, "convForward: 16 arguments, the last an instruction set this CPU has");
+  if (!positive_ints(env, argv, 1, 8, d) || !non_negative_ints(env, argv, 9, 2, pad)) THROW(env, "convForward: sizes must be positive integers, paddings non-negative");
   const size_t batch = d[0], c = d[1], h = d[2], w = d[3], k = d[4], oh = d[5], ow = d[6], f = d[7];
   float *x = f32(env, argv[0], batch * c * h * w), *wt = f32(env, argv[11], f * c * k * k), *bias = f32(env, argv[12], f),
         *xpad = f32(env, argv[13], batch * c * DC_PAD_H(oh, k) * DC_PAD_W(ow, k)), *y = f32(env, argv[14], batch * f * oh * ow);
   if (!x || !wt || !bias || !xpad || !y) THROW(env, "convForward: x, weight, bias, xpad and y must be Float32Arrays large enough for the sizes");
-  if (direct_conv_forward(x, d[0], d[1], d[2], d[3], d[4], pad[0], pad[1], d[5], d[6], wt, d[7], bias, xpad, y) != 0) THROW(env, "convForward: out of memory");
+  if (direct_conv_forward(isa, x, d[0], d[1], d[2], d[3], d[4], pad[0], pad[1], d[5], d[6], wt, d[7], bias, xpad, y) != 0) THROW(env, "convForward: out of memory");
   return NULL;
 }
 
-// convBackwardData(dy, batch, c, h, w, k, outH, outW, filters, padTop, padLeft, weight, dx)
+// convBackwardData(dy, batch, c, h, w, k, outH, outW, filters, padTop, padLeft, weight, dx, isa)
 static napi_value conv_backward_data(napi_env env, napi_callback_info info) {
-  size_t argc = 13;
-  napi_value argv[13];
+  size_t argc = 14;
+  napi_value argv[14];
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  int32_t d[8], pad[2];
-  if (argc != 13 || !positive_ints(env, argv, 1, 8, d) || !non_negative_ints(env, argv, 9, 2, pad)) THROW(env, "convBackwardData: sizes must be positive integers, paddings non-negative");
+  int32_t d[8], pad[2], isa;
+  if (argc != 14 || !(isa = conv_isa(env, argv[13]))) THROW(env, "convBackwardData: 14 arguments, the last an instruction set this CPU has");
+  if (!positive_ints(env, argv, 1, 8, d) || !non_negative_ints(env, argv, 9, 2, pad)) THROW(env, "convBackwardData: sizes must be positive integers, paddings non-negative");
   const size_t batch = d[0], c = d[1], h = d[2], w = d[3], k = d[4], oh = d[5], ow = d[6], f = d[7];
   float *dy = f32(env, argv[0], batch * f * oh * ow), *wt = f32(env, argv[11], f * c * k * k), *dx = f32(env, argv[12], batch * c * h * w);
   if (!dy || !wt || !dx) THROW(env, "convBackwardData: dy, weight and dx must be Float32Arrays large enough for the sizes");
-  if (direct_conv_backward_data(dy, d[0], d[7], d[5], d[6], wt, d[1], d[2], d[3], d[4], pad[0], pad[1], dx) != 0) THROW(env, "convBackwardData: out of memory");
+  if (direct_conv_backward_data(isa, dy, d[0], d[7], d[5], d[6], wt, d[1], d[2], d[3], d[4], pad[0], pad[1], dx) != 0) THROW(env, "convBackwardData: out of memory");
   return NULL;
 }
 
-// convBackwardFilter(dy, batch, c, k, outH, outW, filters, xpad, dw, db)
+// convBackwardFilter(dy, batch, c, k, outH, outW, filters, xpad, dw, db, isa)
 static napi_value conv_backward_filter(napi_env env, napi_callback_info info) {
-  size_t argc = 10;
-  napi_value argv[10];
+  size_t argc = 11;
+  napi_value argv[11];
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  int32_t d[6];
-  if (argc != 10 || !positive_ints(env, argv, 1, 6, d)) THROW(env, "convBackwardFilter: sizes must be positive integers");
+  int32_t d[6], isa;
+  if (argc != 11 || !(isa = conv_isa(env, argv[10]))) THROW(env, "convBackwardFilter: 11 arguments, the last an instruction set this CPU has");
+  if (!positive_ints(env, argv, 1, 6, d)) THROW(env, "convBackwardFilter: sizes must be positive integers");
   const size_t batch = d[0], c = d[1], k = d[2], oh = d[3], ow = d[4], f = d[5];
   float *dy = f32(env, argv[0], batch * f * oh * ow), *xpad = f32(env, argv[7], batch * c * DC_PAD_H(oh, k) * DC_PAD_W(ow, k)), *dw = f32(env, argv[8], f * c * k * k),
         *db = f32(env, argv[9], f);
   if (!dy || !xpad || !dw || !db) THROW(env, "convBackwardFilter: dy, xpad, dw and db must be Float32Arrays large enough for the sizes");
-  direct_conv_backward_filter(dy, xpad, d[0], d[5], d[1], d[2], d[3], d[4], dw, db);
+  direct_conv_backward_filter(isa, dy, xpad, d[0], d[5], d[1], d[2], d[3], d[4], dw, db);
   return NULL;
 }
 
@@ -131,9 +141,9 @@ static napi_value init(napi_env env, napi_value exports) {
     {"convBackwardFilter", NULL, conv_backward_filter, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, 6, props);
-  napi_value avx512;
-  napi_get_boolean(env, direct_conv_available(), &avx512);
-  napi_set_named_property(env, exports, "directConv", avx512);
+  napi_value isa;
+  napi_create_int32(env, direct_conv_isa(), &isa);
+  napi_set_named_property(env, exports, "directConvIsa", isa);
   return exports;
 }
 

@@ -10,11 +10,11 @@ interface Addon {
   gemm(ta: boolean, tb: boolean, m: number, n: number, k: number, a: Float32Array, b: Float32Array, c: Float32Array, acc: boolean): void;
   setThreads(n: number): void;
   config(): string;
-  /** Whether the CPU runs the direct convolutions (AVX-512). */
-  directConv: boolean;
-  convForward(x: Float32Array, batch: number, c: number, h: number, w: number, k: number, outH: number, outW: number, filters: number, padTop: number, padLeft: number, weight: Float32Array, bias: Float32Array, xpad: Float32Array, y: Float32Array): void;
-  convBackwardData(dy: Float32Array, batch: number, c: number, h: number, w: number, k: number, outH: number, outW: number, filters: number, padTop: number, padLeft: number, weight: Float32Array, dx: Float32Array): void;
-  convBackwardFilter(dy: Float32Array, batch: number, c: number, k: number, outH: number, outW: number, filters: number, xpad: Float32Array, dw: Float32Array, db: Float32Array): void;
+  /** The best instruction set the CPU runs the direct convolutions with: 2 AVX-512, 1 AVX2 + FMA, 0 none. */
+  directConvIsa: number;
+  convForward(x: Float32Array, batch: number, c: number, h: number, w: number, k: number, outH: number, outW: number, filters: number, padTop: number, padLeft: number, weight: Float32Array, bias: Float32Array, xpad: Float32Array, y: Float32Array, isa: number): void;
+  convBackwardData(dy: Float32Array, batch: number, c: number, h: number, w: number, k: number, outH: number, outW: number, filters: number, padTop: number, padLeft: number, weight: Float32Array, dx: Float32Array, isa: number): void;
+  convBackwardFilter(dy: Float32Array, batch: number, c: number, k: number, outH: number, outW: number, filters: number, xpad: Float32Array, dw: Float32Array, db: Float32Array, isa: number): void;
 }
 
 const addonPath = fileURLToPath(new URL('../../native/build/Release/ringtrain_blas.node', import.meta.url));
@@ -30,6 +30,11 @@ export function loadNativeAddon(): { addon: Addon } | { reason: string } {
   }
 }
 
+export interface NativeBackendOptions extends WasmBackendOptions {
+  /** The direct convolutions' instruction set (default: RINGTRAIN_DIRECT_CONV, else the best the CPU has); '0' for none. */
+  directConv?: '0' | 'avx2' | 'avx512';
+}
+
 /**
  * GEMM by the system's OpenBLAS `cblas_sgemm` through the project's N-API addon, pinned to one
  * thread; everything else (memory, optimizer updates) as the WASM backend, whose SIMD loops beat
@@ -41,15 +46,14 @@ export class NativeBackend extends WasmBackend {
   readonly directConv?: DirectConv;
   private readonly addon: Addon;
 
-  constructor(options: WasmBackendOptions = {}) {
+  constructor(options: NativeBackendOptions = {}) {
     super(options);
     const loaded = loadNativeAddon();
     if ('reason' in loaded) throw new CoreError('ERR_BACKEND', `native backend unavailable: ${loaded.reason}`);
     this.addon = loaded.addon;
-    // RINGTRAIN_DIRECT_CONV=0 keeps im2col + GEMM (to compare, or on a CPU that misbehaves).
-    const direct = this.addon.directConv && process.env.RINGTRAIN_DIRECT_CONV !== '0';
-    if (direct) this.directConv = nativeDirectConv(this.addon, (a, what) => this.offset(a, what));
-    this.description = `native (${this.addon.config().trim()}, 1 thread; ${direct ? 'stride-1 convolutions direct on AVX-512; ' : ''}elementwise on WASM SIMD)`;
+    const isa = directConvIsa(this.addon.directConvIsa, options.directConv ?? process.env.RINGTRAIN_DIRECT_CONV);
+    if (isa) this.directConv = nativeDirectConv(this.addon, ISA_CODES[isa], (a, what) => this.offset(a, what));
+    this.description = `native (${this.addon.config().trim()}, 1 thread; ${isa ? `stride-1 convolutions direct on ${isa.toUpperCase()}; ` : ''}elementwise on WASM SIMD)`;
   }
 
   override   gemm(transA: boolean, transB: boolean, m: number, n: number, k: number, a: Float32Array, b: Float32Array, c: Float32Array, accumulate = false): void {
@@ -62,22 +66,36 @@ export class NativeBackend extends WasmBackend {
 }
 
 /** Floats of one sample's padded planes: the addon's DC_PAD_H × DC_PAD_W (direct_conv.h) per channel. */
+const ISA_CODES = { avx2: 1, avx512: 2 } as const;
+type Isa = keyof typeof ISA_CODES;
+
+/**
+ * The direct convolutions' instruction set: the best the CPU has, or the one asked for
+ * (`RINGTRAIN_DIRECT_CONV=avx2` to compare, `0` for im2col + GEMM), never one it lacks.
+ */
+function directConvIsa(available: number, asked: string | undefined): Isa | null {
+  if (asked === '0' || available < ISA_CODES.avx2) return null;
+  if (asked === 'avx2') return 'avx2';
+  if (asked !== undefined && asked !== '' && asked !== '1' && asked !== 'avx512') throw new CoreError('ERR_BACKEND', `RINGTRAIN_DIRECT_CONV must be 0, avx2 or avx512, got ${JSON.stringify(asked)}`);
+  return available >= ISA_CODES.avx512 ? 'avx512' : 'avx2';
+}
+
 const paddedPlane = (g: Window): number => (g.outH + g.kh) * (g.outW + g.kw + 4);
 
-function nativeDirectConv(addon: Addon, inMemory: (a: Float32Array, what: string) => void): DirectConv {
+function nativeDirectConv(addon: Addon, isa: number, inMemory: (a: Float32Array, what: string) => void): DirectConv {
   return {
     paddedLength: (batch, c, g) => batch * c * paddedPlane(g),
     forward(x, batch, c, h, w, g, weight, filters, bias, xpad, y) {
       for (const [a, what] of [[x, 'x'], [weight, 'weight'], [bias, 'bias'], [xpad, 'xpad'], [y, 'y']] as const) inMemory(a, what);
-      addon.convForward(x, batch, c, h, w, g.kh, g.outH, g.outW, filters, g.padTop, g.padLeft, weight, bias, xpad, y);
+      addon.convForward(x, batch, c, h, w, g.kh, g.outH, g.outW, filters, g.padTop, g.padLeft, weight, bias, xpad, y, isa);
     },
     backwardData(dy, batch, c, h, w, g, weight, filters, dx) {
       for (const [a, what] of [[dy, 'dy'], [weight, 'weight'], [dx, 'dx']] as const) inMemory(a, what);
-      addon.convBackwardData(dy, batch, c, h, w, g.kh, g.outH, g.outW, filters, g.padTop, g.padLeft, weight, dx);
+      addon.convBackwardData(dy, batch, c, h, w, g.kh, g.outH, g.outW, filters, g.padTop, g.padLeft, weight, dx, isa);
     },
     backwardFilter(dy, batch, c, g, filters, xpad, dw, db) {
       for (const [a, what] of [[dy, 'dy'], [xpad, 'xpad'], [dw, 'dw'], [db, 'db']] as const) inMemory(a, what);
-      addon.convBackwardFilter(dy, batch, c, g.kh, g.outH, g.outW, filters, xpad, dw, db);
+      addon.convBackwardFilter(dy, batch, c, g.kh, g.outH, g.outW, filters, xpad, dw, db, isa);
     },
   };
 }

@@ -6,6 +6,7 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import type { Backend } from '../backend.js';
 import { createBackend } from '../backends/create-backend.js';
+import { NativeBackend } from '../backends/native-backend.js';
 import { ReferenceBackend } from '../backends/reference-backend.js';
 import { WasmBackend } from '../backends/wasm-backend.js';
 import { ParameterStore } from '../parameter-store.js';
@@ -226,9 +227,13 @@ describe('pooling, flatten and normalization vs float64', () => {
 });
 
 describe('conv2d on every backend against the reference backend', () => {
-  const backends = [new WasmBackend({ memoryMb: 64 }), createBackend('auto').backend];
+  const auto = createBackend('auto').backend;
+  // The native backend's AVX2 kernels too, where the CPU would pick AVX-512.
+  const avx2 = auto.directConv && auto.description.includes('AVX512') ? [new NativeBackend({ memoryMb: 64, directConv: 'avx2' })] : [];
+  const backends = [new WasmBackend({ memoryMb: 64 }), auto, ...avx2];
+  const label = (b: Backend): string => `${b.name}${/direct on (\w+)/.exec(b.description)?.[1]?.replace(/^/, ' direct on ') ?? ''}`;
   for (const backend of backends) {
-    it(`${backend.name}: forward, dx, dW, db`, () => {
+    it(`${label(backend)}: forward, dx, dW, db`, () => {
       for (const [n, c, h, w, f, k, stride, pad] of [
         [3, 1, 28, 28, 4, 5, 1, 'same'],
         [2, 3, 9, 7, 5, 3, 2, 1],
@@ -240,7 +245,7 @@ describe('conv2d on every backend against the reference backend', () => {
       }
     });
 
-    it.runIf(backend.directConv)(`${backend.name}: direct stride-1 convolutions (no im2col) match the reference over random shapes, wide rows and filter counts off the kernels' blocks`, () => {
+    it.runIf(backend.directConv)(`${label(backend)}: direct stride-1 convolutions (no im2col) match the reference over random shapes, wide rows and filter counts off the kernels' blocks`, () => {
       fc.assert(
         fc.property(
           fc.integer({ min: 1, max: 3 }),
@@ -263,7 +268,7 @@ describe('conv2d on every backend against the reference backend', () => {
       );
     });
 
-    it(`${backend.name}: max pooling gives the reference's outputs and gradients bit for bit, ties included`, () => {
+    it(`${label(backend)}: max pooling gives the reference's outputs and gradients bit for bit, ties included`, () => {
       // 2×2 stride 2 takes a SIMD path (four outputs at a time, the row's rest as four overlapping ones, rows under four outputs scalar): widths that fill it exactly, leave a rest, are odd or short.
       for (const [n, c, h, w, size, stride, nans] of [[3, 4, 28, 28, 2, 2, false], [1, 2, 8, 16, 2, 2, true], [2, 3, 9, 11, 2, 2, true], [2, 3, 14, 14, 2, 2, true], [2, 2, 6, 7, 2, 2, true], [2, 3, 7, 9, 3, 2, false], [2, 2, 5, 5, 2, 1, true]] as const) {
         const run = (be2: Backend) => {

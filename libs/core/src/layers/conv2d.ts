@@ -21,7 +21,7 @@ export interface Conv2dOptions {
  * batch, input gradient col2im(Wᵀ·dY). Per-sample GEMMs need no transposes, which cost more than
  * the GEMM call overhead they save (measured with --cpu-prof on the lenet job). Where the backend
  * convolves directly (stride 1), it does all three passes without im2col: lenet's second
- * convolution 12.3 → 7.7 ms a step, forward and backward (BENCHMARKS.md).
+ * convolution 12.3 → 7.7 ms a step, forward and backward, on AVX-512 (docs/core.md).
  */
 export class Conv2d implements Layer {
   readonly type = 'conv2d';
