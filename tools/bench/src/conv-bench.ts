@@ -86,7 +86,7 @@ function whereTimeGoes(steps: number): string {
     const t = times.get(layer)!;
     const l = shaped[Number(layer.name.split('.')[1])];
     const own = (layer as { outputShape?: readonly number[] }).outputShape;
-    shape = own ?? (layer.outputSize === shape.reduce((a, b) => a * b, 1) ? shape : [layer.outputSize]);
+    shape = own ?? (layer.type !== 'flatten' && layer.outputSize === shape.reduce((a, b) => a * b, 1) ? shape : [layer.outputSize]);
     // Multiply-adds of a pass: conv F·C·k²·outH·outW per sample, dense in·out; backward twice that.
     const macs = l.spec.type === 'conv2d' ? l.output[0] * l.input[0] * l.spec.kernelSize ** 2 * l.output[1] * l.output[2] : l.spec.type === 'dense' ? l.input.reduce((a, b) => a * b, 1) * l.spec.units : 0;
     const gflops = macs ? (2 * 3 * macs * job.batchSize) / (((t.fwd + t.bwd) / steps) * 1e6) : NaN;
