@@ -137,10 +137,23 @@ describe('wasm backend memory', () => {
   it('reports a full arena with ERR_ARENA_FULL and reuses freed buffers', () => {
     const be = new WasmBackend({ memoryMb: 2 });
     const x = be.alloc(100_000);
+    expect(x.every((v) => v === 0)).toBe(true);
+    x.fill(7);
     be.free(x);
     const y = be.alloc(100_000);
     expect(y.byteOffset).toBe(x.byteOffset);
+    expect(y.every((v) => v === 0)).toBe(true); // a reused buffer is zeroed again
     expect(() => be.alloc(1_000_000)).toThrow(expect.objectContaining({ code: 'ERR_ARENA_FULL' }));
+  });
+});
+
+describe.runIf('addon' in loadNativeAddon())('native direct convolutions', () => {
+  it('take the instruction set asked for, or none with "0", and refuse anything else, naming the variable', () => {
+    expect(new NativeBackend({ memoryMb: 8, directConv: '0' }).directConv).toBeUndefined();
+    expect(new NativeBackend({ memoryMb: 8, directConv: '0' }).description).not.toMatch(/direct/);
+    const best = new NativeBackend({ memoryMb: 8 });
+    if (best.directConv) expect(new NativeBackend({ memoryMb: 8, directConv: 'avx2' }).description).toMatch(/convolutions direct on AVX2;/);
+    expect(() => new NativeBackend({ memoryMb: 8, directConv: 'sse' as never })).toThrow(/RINGTRAIN_DIRECT_CONV must be 0, avx2 or avx512, got "sse"/);
   });
 });
 

@@ -65,7 +65,6 @@ export class NativeBackend extends WasmBackend {
   }
 }
 
-/** Floats of one sample's padded planes: the addon's DC_PAD_H × DC_PAD_W (direct_conv.h) per channel. */
 const ISA_CODES = { avx2: 1, avx512: 2 } as const;
 type Isa = keyof typeof ISA_CODES;
 
@@ -76,10 +75,11 @@ type Isa = keyof typeof ISA_CODES;
 function directConvIsa(available: number, asked: string | undefined): Isa | null {
   if (asked === '0' || available < ISA_CODES.avx2) return null;
   if (asked === 'avx2') return 'avx2';
-  if (asked !== undefined && asked !== '' && asked !== '1' && asked !== 'avx512') throw new CoreError('ERR_BACKEND', `RINGTRAIN_DIRECT_CONV must be 0, avx2 or avx512, got ${JSON.stringify(asked)}`);
+  if (asked !== undefined && asked !== '' && asked !== 'avx512') throw new CoreError('ERR_BACKEND', `RINGTRAIN_DIRECT_CONV must be 0, avx2 or avx512, got ${JSON.stringify(asked)}`);
   return available >= ISA_CODES.avx512 ? 'avx512' : 'avx2';
 }
 
+/** Floats of one sample's padded planes: the addon's DC_PAD_H × DC_PAD_W (direct_conv.h) per channel. */
 const paddedPlane = (g: Window): number => (g.outH + g.kh) * (g.outW + g.kw + 4);
 
 function nativeDirectConv(addon: Addon, isa: number, inMemory: (a: Float32Array, what: string) => void): DirectConv {
