@@ -6,6 +6,7 @@
 #include <node_api.h>
 #include "direct_conv.h"
 #include <cblas.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -59,6 +60,17 @@ static bool non_negative_ints(napi_env env, napi_value *argv, int from, int coun
   return true;
 }
 
+// The product of n sizes, or SIZE_MAX when it overflows (no array is that long, so f32 refuses it).
+static size_t product(int n, ...) {
+  va_list args;
+  va_start(args, n);
+  size_t p = 1;
+  for (int i = 0; i < n; i++)
+    if (__builtin_mul_overflow(p, va_arg(args, size_t), &p)) p = SIZE_MAX, i = n;
+  va_end(args);
+  return p;
+}
+
 // The instruction set a conv call asks for: one this CPU runs (DC_AVX2 or DC_AVX512), else 0.
 static int32_t conv_isa(napi_env env, napi_value v) {
   int32_t isa;
@@ -75,8 +87,8 @@ static napi_value conv_forward(napi_env env, napi_callback_info info) {
   if (argc != 16 || !(isa = conv_isa(env, argv[15]))) THROW(env, "convForward: 16 arguments, the last an instruction set this CPU has");
   if (!positive_ints(env, argv, 1, 8, d) || !non_negative_ints(env, argv, 9, 2, pad)) THROW(env, "convForward: sizes must be positive integers, paddings non-negative");
   const size_t batch = d[0], c = d[1], h = d[2], w = d[3], k = d[4], oh = d[5], ow = d[6], f = d[7];
-  float *x = f32(env, argv[0], batch * c * h * w), *wt = f32(env, argv[11], f * c * k * k), *bias = f32(env, argv[12], f),
-        *xpad = f32(env, argv[13], batch * c * DC_PAD_H(oh, k) * DC_PAD_W(ow, k)), *y = f32(env, argv[14], batch * f * oh * ow);
+  float *x = f32(env, argv[0], product(4, batch, c, h, w)), *wt = f32(env, argv[11], product(4, f, c, k, k)), *bias = f32(env, argv[12], f),
+        *xpad = f32(env, argv[13], product(4, batch, c, DC_PAD_H(oh, k), DC_PAD_W(ow, k))), *y = f32(env, argv[14], product(4, batch, f, oh, ow));
   if (!x || !wt || !bias || !xpad || !y) THROW(env, "convForward: x, weight, bias, xpad and y must be Float32Arrays large enough for the sizes");
   if (direct_conv_forward(isa, x, d[0], d[1], d[2], d[3], d[4], pad[0], pad[1], d[5], d[6], wt, d[7], bias, xpad, y) != 0) THROW(env, "convForward: out of memory");
   return NULL;
@@ -91,7 +103,7 @@ static napi_value conv_backward_data(napi_env env, napi_callback_info info) {
   if (argc != 14 || !(isa = conv_isa(env, argv[13]))) THROW(env, "convBackwardData: 14 arguments, the last an instruction set this CPU has");
   if (!positive_ints(env, argv, 1, 8, d) || !non_negative_ints(env, argv, 9, 2, pad)) THROW(env, "convBackwardData: sizes must be positive integers, paddings non-negative");
   const size_t batch = d[0], c = d[1], h = d[2], w = d[3], k = d[4], oh = d[5], ow = d[6], f = d[7];
-  float *dy = f32(env, argv[0], batch * f * oh * ow), *wt = f32(env, argv[11], f * c * k * k), *dx = f32(env, argv[12], batch * c * h * w);
+  float *dy = f32(env, argv[0], product(4, batch, f, oh, ow)), *wt = f32(env, argv[11], product(4, f, c, k, k)), *dx = f32(env, argv[12], product(4, batch, c, h, w));
   if (!dy || !wt || !dx) THROW(env, "convBackwardData: dy, weight and dx must be Float32Arrays large enough for the sizes");
   if (direct_conv_backward_data(isa, dy, d[0], d[7], d[5], d[6], wt, d[1], d[2], d[3], d[4], pad[0], pad[1], dx) != 0) THROW(env, "convBackwardData: out of memory");
   return NULL;
@@ -106,7 +118,8 @@ static napi_value conv_backward_filter(napi_env env, napi_callback_info info) {
   if (argc != 11 || !(isa = conv_isa(env, argv[10]))) THROW(env, "convBackwardFilter: 11 arguments, the last an instruction set this CPU has");
   if (!positive_ints(env, argv, 1, 6, d)) THROW(env, "convBackwardFilter: sizes must be positive integers");
   const size_t batch = d[0], c = d[1], k = d[2], oh = d[3], ow = d[4], f = d[5];
-  float *dy = f32(env, argv[0], batch * f * oh * ow), *xpad = f32(env, argv[7], batch * c * DC_PAD_H(oh, k) * DC_PAD_W(ow, k)), *dw = f32(env, argv[8], f * c * k * k),
+  float *dy = f32(env, argv[0], product(4, batch, f, oh, ow)), *xpad = f32(env, argv[7], product(4, batch, c, DC_PAD_H(oh, k), DC_PAD_W(ow, k))),
+        *dw = f32(env, argv[8], product(4, f, c, k, k)),
         *db = f32(env, argv[9], f);
   if (!dy || !xpad || !dw || !db) THROW(env, "convBackwardFilter: dy, xpad, dw and db must be Float32Arrays large enough for the sizes");
   direct_conv_backward_filter(isa, dy, xpad, d[0], d[5], d[1], d[2], d[3], d[4], dw, db);

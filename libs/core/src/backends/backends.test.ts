@@ -155,6 +155,21 @@ describe.runIf('addon' in loadNativeAddon())('native direct convolutions', () =>
     if (best.directConv) expect(new NativeBackend({ memoryMb: 8, directConv: 'avx2' }).description).toMatch(/convolutions direct on AVX2;/);
     expect(() => new NativeBackend({ memoryMb: 8, directConv: 'sse' as never })).toThrow(/RINGTRAIN_DIRECT_CONV must be 0, avx2 or avx512, got "sse"/);
   });
+
+  it('the addon refuses sizes its arrays do not hold, products that overflow 64 bits included, before touching memory', () => {
+    const loaded = loadNativeAddon();
+    if (!('addon' in loaded) || !loaded.addon.directConvIsa) return;
+    const { addon } = loaded;
+    const isa = addon.directConvIsa;
+    const a = new Float32Array(64);
+    const big = 1 << 24; // each size is at most 2^24; four of them multiply past 2^64
+    expect(() => addon.convForward(a, big, big, big, big, 1, big, big, 1, 0, 0, a, a, a, a, isa)).toThrow(/large enough for the sizes/);
+    expect(() => addon.convForward(a, 1, 1, 4, 4, 3, 4, 4, 1, 1, 1, a, a, a.subarray(0, 10), a, isa)).toThrow(/large enough for the sizes/);
+    expect(() => addon.convBackwardData(a, big, big, big, big, 1, big, big, 1, 0, 0, a, a, isa)).toThrow(/large enough for the sizes/);
+    expect(() => addon.convBackwardFilter(a, big, big, 1, big, big, big, a, a, a, isa)).toThrow(/large enough for the sizes/);
+    expect(() => addon.convForward(a, 1, 1, 4, 4, 3, 4, 4, 1, 1, 1, a, a, a, a, 3)).toThrow(/instruction set this CPU has/);
+    expect(() => addon.convForward(a, 0, 1, 4, 4, 3, 4, 4, 1, 1, 1, a, a, a, a, isa)).toThrow(/sizes must be positive integers/);
+  });
 });
 
 describe('createBackend', () => {
