@@ -1,4 +1,5 @@
 import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 
@@ -29,3 +30,44 @@ describe('start-up: what a process loads', () => {
     expect(loaded).toContain('cli-progress');
   });
 });
+
+/**
+ * The packages in the chunks that a chunk of dist/bundle loads with it (its static imports, and
+ * theirs): rolldown.config.mjs gives each package the test looks for a chunk named after it.
+ */
+function bundledWith(chunk: string): string[] {
+  const dir = new URL('../dist/bundle/', import.meta.url);
+  const seen = new Set<string>();
+  const visit = (file: string): void => {
+    if (seen.has(file)) return;
+    seen.add(file);
+    for (const m of readFileSync(new URL(file, dir), 'utf8').matchAll(/^import\b[^;]*?["']\.\/([^"']+)["'];?$/gm)) visit(m[1]);
+  };
+  visit(chunk);
+  return [...seen].map((f) => /^(.+)-[\w-]{8}\.js$/.exec(f)?.[1] ?? f);
+}
+
+describe('start-up: what the bundle loads', () => {
+  it('the bundle of the program holds neither the coordinator side nor terminal-only modules in what it loads up front', () => {
+    const loaded = bundledWith('program.js');
+    expect(loaded).toContain('ws'); // the check sees what is loaded
+    expect(loaded).toContain('commander');
+    for (const heavy of ['prom-client', 'cli-progress', 'log-update']) expect(loaded).not.toContain(heavy);
+  });
+
+  it('the chunk of the coordinator loads them (so the check above can fail), and main.js takes the bundle', () => {
+    const program = readFileSync(new URL('../dist/bundle/program.js', import.meta.url), 'utf8');
+    const coordinator = /import\("\.\/(run-coordinator-[\w-]{8}\.js)"\)/.exec(program)?.[1];
+    expect(coordinator).toBeDefined();
+    expect(bundledWith(coordinator!)).toEqual(expect.arrayContaining(['prom-client', 'cli-progress']));
+    // main.js loads the bundle's program (fresh after a build), and the modules with RINGTRAIN_BUNDLE=0.
+    // `data --help` prints and exits: the CommonJS cache is read as it exits.
+    const script = `const { createRequire } = await import('node:module'); const exit = process.exit; const write = process.stdout.write.bind(process.stdout); process.stdout.write = () => true;
+      process.exit = (code) => { write(JSON.stringify(Object.keys(createRequire(import.meta.url).cache).filter((f) => f.includes('commander')))); exit(code); };
+      process.argv = [process.argv[0], 'ringtrain', 'data', '--help']; await import('${dist('main.js')}');`;
+    const which = (env: NodeJS.ProcessEnv): string[] => JSON.parse(execFileSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', env: { ...process.env, ...env } }));
+    expect(which({})).toEqual([]); // bundled: commander is inside a chunk, not in the CommonJS cache
+    expect(which({ RINGTRAIN_BUNDLE: '0' }).length).toBeGreaterThan(0);
+  });
+});
+
