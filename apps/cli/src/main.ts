@@ -8,13 +8,16 @@ import { VERSION } from './version.js';
 
 const bundle = new URL('./bundle/program.js', import.meta.url);
 
-/** The bundle, unless RINGTRAIN_BUNDLE=0, or a package was rebuilt after it (`tsc -b` alone), or it is missing. */
+/**
+ * The bundle, unless RINGTRAIN_BUNDLE=0, or a package was rebuilt after it (`tsc -b` alone), or it
+ * is missing. A package build record that is gone (the container image deletes them) cannot be newer.
+ */
 function bundleIsFresh(): boolean {
   if (process.env.RINGTRAIN_BUNDLE === '0') return false;
   try {
     const built = statSync(bundle).mtimeMs;
     const inputs = JSON.parse(readFileSync(new URL('./inputs.json', bundle), 'utf8')) as string[];
-    return inputs.length > 0 && inputs.every((f) => statSync(new URL(f, bundle)).mtimeMs <= built);
+    return inputs.every((f) => (statSync(new URL(f, bundle), { throwIfNoEntry: false })?.mtimeMs ?? 0) <= built);
   } catch {
     return false;
   }

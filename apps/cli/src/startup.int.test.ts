@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readFileSync, statSync, utimesSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 
@@ -68,6 +68,16 @@ describe('start-up: what the bundle loads', () => {
     const which = (env: NodeJS.ProcessEnv): string[] => JSON.parse(execFileSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', env: { ...process.env, ...env } }));
     expect(which({})).toEqual([]); // bundled: commander is inside a chunk, not in the CommonJS cache
     expect(which({ RINGTRAIN_BUNDLE: '0' }).length).toBeGreaterThan(0);
+    // A package rebuilt after the bundle (as `tsc -b` alone does) makes it stale: main.js takes the modules.
+    const record = new URL('../../../libs/core/dist/.tsbuildinfo', import.meta.url);
+    const { atime, mtime } = statSync(record);
+    utimesSync(record, atime, new Date(Date.now() + 60_000));
+    try {
+      expect(which({}).length).toBeGreaterThan(0);
+    } finally {
+      utimesSync(record, atime, mtime);
+    }
+    expect(which({})).toEqual([]);
   });
 });
 
