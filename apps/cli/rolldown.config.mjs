@@ -2,7 +2,7 @@
 // into dist/bundle/: a process then loads a few files instead of ~200 modules, which on a small
 // machine is most of a worker's start-up (`launch --workers 4` on 2 cores: BENCHMARKS.md).
 // dist/main.js takes the bundle when it is newer than every package build it holds.
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join, relative, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -16,6 +16,19 @@ const keepModuleUrls = {
   transform(code, id) {
     if (!code.includes('import.meta.url')) return null;
     return { code: code.replaceAll('import.meta.url', `new URL(${JSON.stringify(posix(relative(outDir, id)))}, import.meta.url).href`), map: null };
+  },
+};
+
+/**
+ * Every module's top-level code runs, as it does unbundled: a package marked free of side effects
+ * may still have some that matter (zod installs its English error messages at import; without
+ * them every refusal read "Invalid input").
+ */
+const keepSideEffects = {
+  name: 'keep-side-effects',
+  load(id) {
+    if (!/\.[cm]?js$/.test(id) || !existsSync(id)) return null;
+    return { code: readFileSync(id, 'utf8'), moduleSideEffects: true };
   },
 };
 
@@ -43,7 +56,7 @@ export default {
   platform: 'node',
   // msgpackr finds its optional native decoder beside itself; pino-pretty is required by path for a terminal.
   external: [/^msgpackr/, /^pino-pretty/],
-  plugins: [keepModuleUrls, recordInputs],
+  plugins: [keepSideEffects, keepModuleUrls, recordInputs],
   logLevel: 'warn',
   onLog(level, log, handler) {
     // train-command imports the worker statically, so cluster-commands' dynamic import of it cannot split it off.
