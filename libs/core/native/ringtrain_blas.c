@@ -9,6 +9,7 @@
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 
 extern void openblas_set_num_threads(int);
 extern char *openblas_get_config(void);
@@ -47,19 +48,6 @@ static napi_value gemm(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-// argv[from..from+count) as positive int32s into out; false if any is not one.
-static bool positive_ints(napi_env env, napi_value *argv, int from, int count, int32_t *out) {
-  for (int i = 0; i < count; i++)
-    if (napi_get_value_int32(env, argv[from + i], &out[i]) != napi_ok || out[i] < 1 || out[i] > (1 << 24)) return false;
-  return true;
-}
-
-static bool non_negative_ints(napi_env env, napi_value *argv, int from, int count, int32_t *out) {
-  for (int i = 0; i < count; i++)
-    if (napi_get_value_int32(env, argv[from + i], &out[i]) != napi_ok || out[i] < 0 || out[i] > (1 << 24)) return false;
-  return true;
-}
-
 // The product of n sizes, or SIZE_MAX when it overflows (no array is that long, so f32 refuses it).
 static size_t product(int n, ...) {
   va_list args;
@@ -71,58 +59,78 @@ static size_t product(int n, ...) {
   return p;
 }
 
-// The instruction set a conv call asks for: one this CPU runs (DC_AVX2 or DC_AVX512), else 0.
-static int32_t conv_isa(napi_env env, napi_value v) {
-  int32_t isa;
-  if (napi_get_value_int32(env, v, &isa) != napi_ok || isa < DC_AVX2 || isa > direct_conv_isa()) return 0;
-  return isa;
+// Every conv call starts with the same 11 integers: batch, c, h, w, k, outH, outW, filters (each in
+// 1..2^24), padTop, padLeft (0..2^24), and the instruction set (one this CPU runs); its arrays follow.
+#define CONV_INTS 11
+typedef struct {
+  size_t batch, c, h, w, k, out_h, out_w, filters;
+  int pad_top, pad_left, isa;
+} conv_geometry;
+
+// Reads a conv call's arguments: the geometry into g, its `arrays` arrays into argv[CONV_INTS..].
+// Returns NULL, or why the call is refused.
+static const char *read_conv_call(napi_env env, napi_callback_info info, size_t arrays, napi_value *argv, conv_geometry *g) {
+  size_t argc = CONV_INTS + arrays;
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (argc != CONV_INTS + arrays) return "wrong number of arguments";
+  int32_t v[CONV_INTS];
+  for (int i = 0; i < CONV_INTS; i++) {
+    const int32_t least = i < 8 ? 1 : 0;
+    if (napi_get_value_int32(env, argv[i], &v[i]) != napi_ok || v[i] < least || v[i] > (1 << 24)) return "sizes must be positive integers, paddings non-negative";
+  }
+  if (v[10] < DC_AVX2 || v[10] > direct_conv_isa()) return "the last size must be an instruction set this CPU has";
+  *g = (conv_geometry){v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10]};
+  return NULL;
 }
 
-// convForward(x, batch, c, h, w, k, outH, outW, filters, padTop, padLeft, weight, bias, xpad, y, isa)
+#define THROW_CONV(env, name, why) do { char msg[160]; snprintf(msg, sizeof msg, "%s: %s", (name), (why)); THROW(env, msg); } while (0)
+
+// Floats of each of a conv call's tensors, for its geometry.
+#define INPUT(g) product(4, (g).batch, (g).c, (g).h, (g).w)
+#define OUTPUT(g) product(4, (g).batch, (g).filters, (g).out_h, (g).out_w)
+#define WEIGHT(g) product(4, (g).filters, (g).c, (g).k, (g).k)
+#define PADDED(g) product(4, (g).batch, (g).c, (size_t)DC_PAD_H((g).out_h, (g).k), (size_t)DC_PAD_W((g).out_w, (g).k))
+#define TOO_SHORT "the arrays must be Float32Arrays large enough for the sizes"
+
+// convForward(...geometry, x, weight, bias, xpad, y)
 static napi_value conv_forward(napi_env env, napi_callback_info info) {
-  size_t argc = 16;
-  napi_value argv[16];
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  int32_t d[8], pad[2], isa;
-  if (argc != 16 || !(isa = conv_isa(env, argv[15]))) THROW(env, "convForward: 16 arguments, the last an instruction set this CPU has");
-  if (!positive_ints(env, argv, 1, 8, d) || !non_negative_ints(env, argv, 9, 2, pad)) THROW(env, "convForward: sizes must be positive integers, paddings non-negative");
-  const size_t batch = d[0], c = d[1], h = d[2], w = d[3], k = d[4], oh = d[5], ow = d[6], f = d[7];
-  float *x = f32(env, argv[0], product(4, batch, c, h, w)), *wt = f32(env, argv[11], product(4, f, c, k, k)), *bias = f32(env, argv[12], f),
-        *xpad = f32(env, argv[13], product(4, batch, c, DC_PAD_H(oh, k), DC_PAD_W(ow, k))), *y = f32(env, argv[14], product(4, batch, f, oh, ow));
-  if (!x || !wt || !bias || !xpad || !y) THROW(env, "convForward: x, weight, bias, xpad and y must be Float32Arrays large enough for the sizes");
-  if (direct_conv_forward(isa, x, d[0], d[1], d[2], d[3], d[4], pad[0], pad[1], d[5], d[6], wt, d[7], bias, xpad, y) != 0) THROW(env, "convForward: out of memory");
+  napi_value argv[CONV_INTS + 5];
+  conv_geometry g;
+  const char *why = read_conv_call(env, info, 5, argv, &g);
+  if (why) THROW_CONV(env, "convForward", why);
+  napi_value *a = argv + CONV_INTS;
+  float *x = f32(env, a[0], INPUT(g)), *wt = f32(env, a[1], WEIGHT(g)), *bias = f32(env, a[2], g.filters), *xpad = f32(env, a[3], PADDED(g)),
+        *y = f32(env, a[4], OUTPUT(g));
+  if (!x || !wt || !bias || !xpad || !y) THROW_CONV(env, "convForward", TOO_SHORT);
+  if (direct_conv_forward(g.isa, x, g.batch, g.c, g.h, g.w, g.k, g.pad_top, g.pad_left, g.out_h, g.out_w, wt, g.filters, bias, xpad, y) != 0)
+    THROW_CONV(env, "convForward", "out of memory");
   return NULL;
 }
 
-// convBackwardData(dy, batch, c, h, w, k, outH, outW, filters, padTop, padLeft, weight, dx, isa)
+// convBackwardData(...geometry, dy, weight, dx)
 static napi_value conv_backward_data(napi_env env, napi_callback_info info) {
-  size_t argc = 14;
-  napi_value argv[14];
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  int32_t d[8], pad[2], isa;
-  if (argc != 14 || !(isa = conv_isa(env, argv[13]))) THROW(env, "convBackwardData: 14 arguments, the last an instruction set this CPU has");
-  if (!positive_ints(env, argv, 1, 8, d) || !non_negative_ints(env, argv, 9, 2, pad)) THROW(env, "convBackwardData: sizes must be positive integers, paddings non-negative");
-  const size_t batch = d[0], c = d[1], h = d[2], w = d[3], k = d[4], oh = d[5], ow = d[6], f = d[7];
-  float *dy = f32(env, argv[0], product(4, batch, f, oh, ow)), *wt = f32(env, argv[11], product(4, f, c, k, k)), *dx = f32(env, argv[12], product(4, batch, c, h, w));
-  if (!dy || !wt || !dx) THROW(env, "convBackwardData: dy, weight and dx must be Float32Arrays large enough for the sizes");
-  if (direct_conv_backward_data(isa, dy, d[0], d[7], d[5], d[6], wt, d[1], d[2], d[3], d[4], pad[0], pad[1], dx) != 0) THROW(env, "convBackwardData: out of memory");
+  napi_value argv[CONV_INTS + 3];
+  conv_geometry g;
+  const char *why = read_conv_call(env, info, 3, argv, &g);
+  if (why) THROW_CONV(env, "convBackwardData", why);
+  napi_value *a = argv + CONV_INTS;
+  float *dy = f32(env, a[0], OUTPUT(g)), *wt = f32(env, a[1], WEIGHT(g)), *dx = f32(env, a[2], INPUT(g));
+  if (!dy || !wt || !dx) THROW_CONV(env, "convBackwardData", TOO_SHORT);
+  if (direct_conv_backward_data(g.isa, dy, g.batch, g.filters, g.out_h, g.out_w, wt, g.c, g.h, g.w, g.k, g.pad_top, g.pad_left, dx) != 0)
+    THROW_CONV(env, "convBackwardData", "out of memory");
   return NULL;
 }
 
-// convBackwardFilter(dy, batch, c, k, outH, outW, filters, xpad, dw, db, isa)
+// convBackwardFilter(...geometry, dy, xpad, dw, db)
 static napi_value conv_backward_filter(napi_env env, napi_callback_info info) {
-  size_t argc = 11;
-  napi_value argv[11];
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  int32_t d[6], isa;
-  if (argc != 11 || !(isa = conv_isa(env, argv[10]))) THROW(env, "convBackwardFilter: 11 arguments, the last an instruction set this CPU has");
-  if (!positive_ints(env, argv, 1, 6, d)) THROW(env, "convBackwardFilter: sizes must be positive integers");
-  const size_t batch = d[0], c = d[1], k = d[2], oh = d[3], ow = d[4], f = d[5];
-  float *dy = f32(env, argv[0], product(4, batch, f, oh, ow)), *xpad = f32(env, argv[7], product(4, batch, c, DC_PAD_H(oh, k), DC_PAD_W(ow, k))),
-        *dw = f32(env, argv[8], product(4, f, c, k, k)),
-        *db = f32(env, argv[9], f);
-  if (!dy || !xpad || !dw || !db) THROW(env, "convBackwardFilter: dy, xpad, dw and db must be Float32Arrays large enough for the sizes");
-  direct_conv_backward_filter(isa, dy, xpad, d[0], d[5], d[1], d[2], d[3], d[4], dw, db);
+  napi_value argv[CONV_INTS + 4];
+  conv_geometry g;
+  const char *why = read_conv_call(env, info, 4, argv, &g);
+  if (why) THROW_CONV(env, "convBackwardFilter", why);
+  napi_value *a = argv + CONV_INTS;
+  float *dy = f32(env, a[0], OUTPUT(g)), *xpad = f32(env, a[1], PADDED(g)), *dw = f32(env, a[2], WEIGHT(g)), *db = f32(env, a[3], g.filters);
+  if (!dy || !xpad || !dw || !db) THROW_CONV(env, "convBackwardFilter", TOO_SHORT);
+  direct_conv_backward_filter(g.isa, dy, xpad, g.batch, g.filters, g.c, g.k, g.out_h, g.out_w, dw, db);
   return NULL;
 }
 

@@ -30,11 +30,11 @@ function digitsDir(): string {
  * as in MNIST's own IDX files and in an image folder of the same digits.
  */
 export function loadMnistAll(): Dataset {
-  return existsSync(cachePath) ? readMnistCache(cachePath) : subset(parseJson(), splitOrder(), 'mnist-embedded');
+  return existsSync(cachePath) ? readMnistCache(cachePath) : parseJsonInSplitOrder();
 }
 
-/** File order → the split's order: a fixed, seeded permutation of the 10,000. */
-const splitOrder = (): Uint32Array => epochPermutation(10_000, MNIST_SPLIT_SEED, 0);
+/** The JSON digits, from file order into the split's: a fixed, seeded permutation of the 10,000. */
+const parseJsonInSplitOrder = (): Dataset => subset(parseJson(), epochPermutation(10_000, MNIST_SPLIT_SEED, 0));
 
 /** The embedded default: a fixed, seeded 8,000 / 2,000 train/test split of the 10,000 digits (views, no copies). */
 export function loadEmbeddedMnist(): DatasetSplit {
@@ -75,7 +75,7 @@ const mnistDataset = (labels: Int32Array, pixels: Uint8Array, name = 'mnist-embe
  * order, so that the split is two views of it (copying the 10,000 rows took a worker ~50 ms).
  */
 export function writeMnistCache(path = cachePath): void {
-  const ds = subset(parseJson(), splitOrder());
+  const ds = parseJsonInSplitOrder();
   const out = Buffer.alloc(HEADER + ds.size + ds.codes!.length);
   out.write(MAGIC, 0, 'ascii');
   out.writeUInt32LE(ds.size, 8);

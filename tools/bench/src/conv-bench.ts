@@ -84,13 +84,14 @@ function whereTimeGoes(steps: number): string {
   let shape: readonly number[] = trainer.model.spec.inputShape ?? [trainer.model.inputSize];
   const rows = trainer.model.layers.map((layer) => {
     const t = times.get(layer)!;
-    const l = shaped[Number(layer.name.split('.')[1])];
+    const index = layer.name.split('.')[1];
+    const l = shaped[Number(index)];
     const own = (layer as { outputShape?: readonly number[] }).outputShape;
     shape = own ?? (layer.type !== 'flatten' && layer.outputSize === shape.reduce((a, b) => a * b, 1) ? shape : [layer.outputSize]);
     // Multiply-adds of a pass: conv F·C·k²·outH·outW per sample, dense in·out; backward twice that.
     const macs = l.spec.type === 'conv2d' ? l.output[0] * l.input[0] * l.spec.kernelSize ** 2 * l.output[1] * l.output[2] : l.spec.type === 'dense' ? l.input.reduce((a, b) => a * b, 1) * l.spec.units : 0;
     const gflops = macs ? (2 * 3 * macs * job.batchSize) / (((t.fwd + t.bwd) / steps) * 1e6) : NaN;
-    return [`${layer.name.split('.')[1]} ${layer.type}`, `[${shape.join(', ')}]`, fmt(t.fwd / steps, 2), fmt(t.bwd / steps, 2), fmt((100 * (t.fwd + t.bwd)) / steps / stepMs, 0) + '%', fmt(gflops, 1)];
+    return [`${index} ${layer.type}`, `[${shape.join(', ')}]`, fmt(t.fwd / steps, 2), fmt(t.bwd / steps, 2), fmt((100 * (t.fwd + t.bwd)) / steps / stepMs, 0) + '%', fmt(gflops, 1)];
   });
   return `Where one step goes (one process, ${backend.name} backend, batch ${job.batchSize}, ${fmt(stepMs, 1)} ms a step)\n${table(['layer', 'output', 'forward ms', 'backward ms', 'share', 'GFLOP/s'], rows)}`;
 }

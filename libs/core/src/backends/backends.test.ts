@@ -163,12 +163,12 @@ describe.runIf('addon' in loadNativeAddon())('native direct convolutions', () =>
     const isa = addon.directConvIsa;
     const a = new Float32Array(64);
     const big = 1 << 24; // each size is at most 2^24; four of them multiply past 2^64
-    expect(() => addon.convForward(a, big, big, big, big, 1, big, big, 1, 0, 0, a, a, a, a, isa)).toThrow(/large enough for the sizes/);
-    expect(() => addon.convForward(a, 1, 1, 4, 4, 3, 4, 4, 1, 1, 1, a, a, a.subarray(0, 10), a, isa)).toThrow(/large enough for the sizes/);
-    expect(() => addon.convBackwardData(a, big, big, big, big, 1, big, big, 1, 0, 0, a, a, isa)).toThrow(/large enough for the sizes/);
-    expect(() => addon.convBackwardFilter(a, big, big, 1, big, big, big, a, a, a, isa)).toThrow(/large enough for the sizes/);
-    expect(() => addon.convForward(a, 1, 1, 4, 4, 3, 4, 4, 1, 1, 1, a, a, a, a, 3)).toThrow(/instruction set this CPU has/);
-    expect(() => addon.convForward(a, 0, 1, 4, 4, 3, 4, 4, 1, 1, 1, a, a, a, a, isa)).toThrow(/sizes must be positive integers/);
+    expect(() => addon.convForward(big, big, big, big, 1, big, big, 1, 0, 0, isa, a, a, a, a, a)).toThrow(/large enough for the sizes/);
+    expect(() => addon.convForward(1, 1, 4, 4, 3, 4, 4, 1, 1, 1, isa, a, a, a, a.subarray(0, 10), a)).toThrow(/large enough for the sizes/);
+    expect(() => addon.convBackwardData(big, big, big, big, 1, big, big, 1, 0, 0, isa, a, a, a)).toThrow(/large enough for the sizes/);
+    expect(() => addon.convBackwardFilter(big, big, big, big, 1, big, big, big, 0, 0, isa, a, a, a, a)).toThrow(/large enough for the sizes/);
+    expect(() => addon.convForward(1, 1, 4, 4, 3, 4, 4, 1, 1, 1, 3, a, a, a, a, a)).toThrow(/instruction set this CPU has/);
+    expect(() => addon.convForward(0, 1, 4, 4, 3, 4, 4, 1, 1, 1, isa, a, a, a, a, a)).toThrow(/sizes must be positive integers/);
   });
 });
 

@@ -12,10 +12,14 @@ interface Addon {
   config(): string;
   /** The best instruction set the CPU runs the direct convolutions with: 2 AVX-512, 1 AVX2 + FMA, 0 none. */
   directConvIsa: number;
-  convForward(x: Float32Array, batch: number, c: number, h: number, w: number, k: number, outH: number, outW: number, filters: number, padTop: number, padLeft: number, weight: Float32Array, bias: Float32Array, xpad: Float32Array, y: Float32Array, isa: number): void;
-  convBackwardData(dy: Float32Array, batch: number, c: number, h: number, w: number, k: number, outH: number, outW: number, filters: number, padTop: number, padLeft: number, weight: Float32Array, dx: Float32Array, isa: number): void;
-  convBackwardFilter(dy: Float32Array, batch: number, c: number, k: number, outH: number, outW: number, filters: number, xpad: Float32Array, dw: Float32Array, db: Float32Array, isa: number): void;
+  /** Each conv call: its geometry (`ConvInts`), then its arrays. */
+  convForward(...args: [...ConvInts, x: Float32Array, weight: Float32Array, bias: Float32Array, xpad: Float32Array, y: Float32Array]): void;
+  convBackwardData(...args: [...ConvInts, dy: Float32Array, weight: Float32Array, dx: Float32Array]): void;
+  convBackwardFilter(...args: [...ConvInts, dy: Float32Array, xpad: Float32Array, dw: Float32Array, db: Float32Array]): void;
 }
+
+/** batch, c, h, w, k, outH, outW, filters, padTop, padLeft, instruction set (ringtrain_blas.c). */
+type ConvInts = [batch: number, c: number, h: number, w: number, k: number, outH: number, outW: number, filters: number, padTop: number, padLeft: number, isa: number];
 
 const addonPath = fileURLToPath(new URL('../../native/build/Release/ringtrain_blas.node', import.meta.url));
 
@@ -83,19 +87,21 @@ function directConvIsa(available: number, asked: string | undefined): Isa | null
 const paddedPlane = (g: Window): number => (g.outH + g.kh) * (g.outW + g.kw + 4);
 
 function nativeDirectConv(addon: Addon, isa: number, inMemory: (a: Float32Array, what: string) => void): DirectConv {
+  const ints = (batch: number, c: number, h: number, w: number, g: Window, filters: number): ConvInts => [batch, c, h, w, g.kh, g.outH, g.outW, filters, g.padTop, g.padLeft, isa];
   return {
     paddedLength: (batch, c, g) => batch * c * paddedPlane(g),
     forward(x, batch, c, h, w, g, weight, filters, bias, xpad, y) {
       for (const [a, what] of [[x, 'x'], [weight, 'weight'], [bias, 'bias'], [xpad, 'xpad'], [y, 'y']] as const) inMemory(a, what);
-      addon.convForward(x, batch, c, h, w, g.kh, g.outH, g.outW, filters, g.padTop, g.padLeft, weight, bias, xpad, y, isa);
+      addon.convForward(...ints(batch, c, h, w, g, filters), x, weight, bias, xpad, y);
     },
     backwardData(dy, batch, c, h, w, g, weight, filters, dx) {
       for (const [a, what] of [[dy, 'dy'], [weight, 'weight'], [dx, 'dx']] as const) inMemory(a, what);
-      addon.convBackwardData(dy, batch, c, h, w, g.kh, g.outH, g.outW, filters, g.padTop, g.padLeft, weight, dx, isa);
+      addon.convBackwardData(...ints(batch, c, h, w, g, filters), dy, weight, dx);
     },
+    // The weight gradient needs no input size: the padded input's size follows from the output's.
     backwardFilter(dy, batch, c, g, filters, xpad, dw, db) {
       for (const [a, what] of [[dy, 'dy'], [xpad, 'xpad'], [dw, 'dw'], [db, 'db']] as const) inMemory(a, what);
-      addon.convBackwardFilter(dy, batch, c, g.kh, g.outH, g.outW, filters, xpad, dw, db, isa);
+      addon.convBackwardFilter(...ints(batch, c, g.outH, g.outW, g, filters), dy, xpad, dw, db);
     },
   };
 }
