@@ -11,6 +11,7 @@ import { createLogger } from './logger.js';
 import { envNumber } from './option-env.js';
 import { addTlsOptions, readTls, type TlsFlags, tlsArgsForWorkers } from './tls-options.js';
 import { addSecretOptions, childEnv, isLoopback, readSecrets, type Secrets, withoutSecretArgs } from './secrets.js';
+import { EarlyListener } from './early-listener.js';
 import { LocalWorkers } from './local-workers.js';
 import type { RunFlags } from './run-coordinator.js';
 
@@ -57,9 +58,26 @@ export function launchCommand(): Command {
       if (flags.coordinator) return superviseWorkers(flags.coordinator, secrets.token, flags.workers.max, flags.maxRestarts, log, tlsArgsForWorkers(flags));
       // Local children get a fresh random token, so nothing else on the machine can join the job.
       const token = secrets.token ?? randomBytes(16).toString('hex');
-      // The coordinator lives in this process: if it dies, so did the launch, and the children stop soon.
+      // The port is bound and the workers started before the coordinator's modules load: they boot
+      // while it does (it takes a worker a quarter second or more to dial; early dials wait, paused).
+      const listener = await EarlyListener.bind('127.0.0.1', flags.port);
+      const address = `${flags.tlsCert ? 'wss' : 'ws'}://127.0.0.1:${listener.port}`;
+      const workers = new LocalWorkers(flags.workers.max, address, token, flags.maxRestarts, log, ['--coordinator-timeout', '10', ...tlsArgsForWorkers(flags)]);
+      // A signal while the coordinator loads ends the workers with the launch (the coordinator handles them after).
+      let signalled: NodeJS.Signals | null = null;
+      const onSignal = (signal: NodeJS.Signals): void => void (signalled = signal);
+      process.once('SIGINT', onSignal).once('SIGTERM', onSignal);
       const { coordinate } = await import('./run-coordinator.js');
-      await coordinate({ ...flags, host: '127.0.0.1' }, { ...secrets, token }, log, (address) => new LocalWorkers(flags.workers.max, address, token, flags.maxRestarts, log, ['--coordinator-timeout', '10', ...tlsArgsForWorkers(flags)]));
+      process.off('SIGINT', onSignal).off('SIGTERM', onSignal);
+      if (signalled) {
+        listener.close();
+        await workers.stop(0);
+        process.stderr.write(`ringtrain: ERR_INTERRUPTED: interrupted (${signalled})\n`);
+        process.exitCode = 130;
+        return;
+      }
+      // The coordinator lives in this process: if it dies, so did the launch, and the children stop soon.
+      await coordinate({ ...flags, host: '127.0.0.1' }, { ...secrets, token }, log, { listener, workers });
     });
 }
 

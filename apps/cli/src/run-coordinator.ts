@@ -9,6 +9,7 @@ import { gradientCompressionOf, type JobConfig, jobIdentityHash } from '@ringtra
 import type { Logger } from 'pino';
 import { startHealthServer } from './health-server.js';
 import { checkpointJob, type JobFlags, resolveJob } from './job-options.js';
+import type { EarlyListener } from './early-listener.js';
 import type { LocalWorkers } from './local-workers.js';
 import { envNumber } from './option-env.js';
 import { Progress } from './progress.js';
@@ -53,11 +54,30 @@ function describeCompression(job: JobConfig): string {
   return `${sync}${wire === 'float32' ? '' : `, ${sync ? 'pseudo-gradients' : 'gradients'} as ${wire}${errorFeedback ? ' with error feedback' : ''}`}`;
 }
 
-export async function coordinate(flags: RunFlags, secrets: Secrets, log: Logger, startWorkers?: (address: string) => LocalWorkers, tokenGenerated = false): Promise<void> {
+/** `launch`'s own port and workers, started before this module loaded. */
+export interface LocalRun {
+  listener: EarlyListener;
+  workers: LocalWorkers;
+}
+
+export async function coordinate(flags: RunFlags, secrets: Secrets, log: Logger, local?: LocalRun, tokenGenerated = false): Promise<void> {
+  let started = false;
+  try {
+    await coordinateRun(flags, secrets, log, local, tokenGenerated, () => (started = true));
+  } finally {
+    // A launch that failed before its run (a bad config, a checkpoint that cannot be read) ends its workers at once.
+    if (local && !started) {
+      local.listener.close();
+      await local.workers.stop(0);
+    }
+  }
+}
+
+async function coordinateRun(flags: RunFlags, secrets: Secrets, log: Logger, local: LocalRun | undefined, tokenGenerated: boolean, onRun: () => void): Promise<void> {
   const { job, resume, lineage } = resolveRun(flags, log);
   log.info({ model: describeModel(job.model), dataset: job.dataset }, `job: ${describeModel(job.model)}, ${job.epochs} epochs, batch ${job.batchSize} per worker, ${job.optimizer.type} lr ${job.optimizer.lr}${job.schedule.type === 'constant' ? '' : ` (${job.schedule.type})`}${describeCompression(job)}`);
   const tls = readTls(flags);
-  let children: LocalWorkers | null = null;
+  const children = local?.workers ?? null;
   const coordinator = new Coordinator({
     config: job,
     workers: flags.workers.max,
@@ -70,6 +90,7 @@ export async function coordinate(flags: RunFlags, secrets: Secrets, log: Logger,
     },
     host: flags.host,
     port: flags.port,
+    listener: local?.listener,
     token: secrets.token,
     tls: tls.cert && tls.key ? { cert: tls.cert, key: tls.key } : undefined,
     logger: log,
@@ -114,7 +135,7 @@ export async function coordinate(flags: RunFlags, secrets: Secrets, log: Logger,
   if (!isLoopback(flags.host ?? '127.0.0.1') && !secrets.statusToken) {
     log.warn(`the status socket, dashboard data and /metrics on ${flags.host} are readable by anyone who can reach it; set RINGTRAIN_STATUS_TOKEN or --status-token-file to require a token`);
   }
-  children = startWorkers?.(address) ?? null;
+  onRun();
   const progress = new Progress('train');
   coordinator.onProgress = (s) => progress.update(s.step, s.totalSteps, { epoch: `${s.epoch + 1}/${job.epochs}`, loss: s.loss, rate: s.samplesPerSecond });
   coordinator.onEpoch = () => progress.stop();

@@ -33,6 +33,11 @@ export interface CoordinatorOptions {
   quorumMs?: number;
   host?: string;
   port?: number;
+  /**
+   * A port bound before the coordinator was made (`launch` binds it and starts its workers before
+   * the coordinator's modules load): listen() takes it over instead of binding host and port.
+   */
+  listener?: { handOver(server: Server): Promise<void> };
   /** Shared token: workers without it are refused during the upgrade. */
   token?: string;
   /** TLS certificate and key (PEM contents): the workers' port, status socket and dashboard then speak wss:// and https://. */
@@ -232,10 +237,13 @@ export class Coordinator {
 
   /** Starts listening; returns the address workers dial. */
   async listen(): Promise<string> {
-    await new Promise<void>((resolve, reject) => {
-      this.http.once('error', reject);
-      this.http.listen(this.options.port ?? 0, this.options.host ?? '127.0.0.1', () => resolve());
-    });
+    if (this.options.listener) await this.options.listener.handOver(this.http);
+    else {
+      await new Promise<void>((resolve, reject) => {
+        this.http.once('error', reject);
+        this.http.listen(this.options.port ?? 0, this.options.host ?? '127.0.0.1', () => resolve());
+      });
+    }
     const a = this.http.address() as AddressInfo;
     const host = a.family === 'IPv6' ? `[${a.address}]` : a.address;
     const secure = this.options.tls !== undefined;
