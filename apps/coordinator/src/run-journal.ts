@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { mkdir, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { type RunJournalFile, runJournalSchema } from '@ringtrain/protocol';
+import { type RunJournalFile, statusSchemas } from '@ringtrain/protocol';
 import type { Logger } from 'pino';
 import type { RunStats } from './run-stats.js';
 import type { StatusFeed } from './status-feed.js';
@@ -80,7 +80,7 @@ export class RunJournal {
       return null;
     }
     try {
-      const journal = runJournalSchema.parse(JSON.parse(text));
+      const journal = statusSchemas().runJournalSchema.parse(JSON.parse(text));
       if (journal.runId !== runId) throw new Error(`it is run ${journal.runId}'s`);
       return journal;
     } catch (err) {

@@ -3,7 +3,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { createRequire } from 'node:module';
 import type { Duplex } from 'node:stream';
 import { fileURLToPath } from 'node:url';
-import { sameSecret, STATUS_VERSION, type StatusCommand, statusCommandSchema, type StatusEventBody, statusJsonSchema } from '@ringtrain/protocol';
+import { sameSecret, STATUS_VERSION, type StatusCommand, type StatusEventBody, statusJsonSchema, statusSchemas } from '@ringtrain/protocol';
 import { closeWebSocket, refuseUpgrade } from '@ringtrain/allreduce';
 import type { Logger } from 'pino';
 import WebSocket, { WebSocketServer } from 'ws';
@@ -214,7 +214,7 @@ export class StatusServer {
     let command: StatusCommand;
     try {
       if (text === null) throw new Error('commands are JSON text');
-      command = statusCommandSchema.parse(JSON.parse(text));
+      command = statusSchemas().statusCommandSchema.parse(JSON.parse(text));
     } catch (err) {
       this.reply(client, { type: 'commandResult', id: 0, ok: false, code: 'ERR_BAD_COMMAND', message: `not a command: ${(err as Error).message.slice(0, 500)}` });
       return;
