@@ -48,8 +48,8 @@ const recordInputs = {
   },
 };
 
-/** Packages bundled into chunks of their own: what a worker must load (ws, commander) and what it must not (the rest). */
-export const PACKAGE_CHUNKS = ['ws', 'commander', 'prom-client', 'cli-progress', 'log-update'];
+/** Packages bundled into chunks of their own: what a worker must load (ws, zod, commander), what the program alone must not (ws, zod), and what a worker must not (the rest). */
+export const PACKAGE_CHUNKS = ['ws', 'zod', 'commander', 'prom-client', 'cli-progress', 'log-update'];
 
 export default {
   input: join(here, 'dist', 'program.js'),

@@ -3,10 +3,11 @@ import { randomBytes } from 'node:crypto';
 import { lookup } from 'node:dns/promises';
 import { hostname } from 'node:os';
 import type { WorkerPhase } from '@ringtrain/worker';
-import { hasRingNodeFlags, hasRingProcessEnv, RING_NODE_FLAGS, ringProcessEnv } from '@ringtrain/allreduce';
+// The process settings alone, not the all-reduce library: the program parses its command line without the engine.
+import { hasRingNodeFlags, hasRingProcessEnv, RING_NODE_FLAGS, ringProcessEnv } from '@ringtrain/allreduce/process-env';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import type { Logger } from 'pino';
-import { addJobOptions, type JobFlags, nonNegativeInt, positiveInt, positiveNumber, resolveJob } from './job-options.js';
+import { addJobOptions, type JobFlags, nonNegativeInt, positiveInt, positiveNumber } from './job-flags.js';
 import { createLogger } from './logger.js';
 import { envNumber } from './option-env.js';
 import { addTlsOptions, readTls, type TlsFlags, tlsArgsForWorkers } from './tls-options.js';
@@ -134,7 +135,7 @@ export function workerCommand(): Command {
         const result = await runWorker({
           coordinator: flags.coordinator,
           token,
-          config: ownConfig ? resolveJob(flags) : undefined,
+          config: ownConfig ? (await import('./job-options.js')).resolveJob(flags) : undefined,
           ringHost: flags.ringHost,
           ringPort: flags.ringPort,
           advertise: flags.advertise,

@@ -1,6 +1,5 @@
-import { loadDataset, writePacked } from '@ringtrain/data';
 import { Command } from 'commander';
-import { parseDataFlag } from './job-options.js';
+import { parseDataFlag } from './job-flags.js';
 
 /** `ringtrain data pack <source> <dir>`: any dataset as fixed-size binary shards with an index. */
 export function dataCommand(): Command {
@@ -10,7 +9,8 @@ export function dataCommand(): Command {
     .description('write a dataset (mnist, idx:<folder>, csv:<file>, images:<folder>) as binary shards with an index, for --data packed:<dir>: training then reads the rows it needs from disk instead of holding the set in memory')
     .argument('<source>', 'mnist, idx:<folder>, csv:<file> or images:<folder>')
     .argument('<dir>', 'the folder to write (index.json, shards, labels)')
-    .action((source: string, dir: string) => {
+    .action(async (source: string, dir: string) => {
+      const { loadDataset, writePacked } = await import('@ringtrain/data');
       // As stored: bytes stay bytes; a CSV is packed without the rescaling training would apply.
       const split = loadDataset({ ...(parseDataFlag(source) as object), normalize: 'none' });
       const t0 = performance.now();

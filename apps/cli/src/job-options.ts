@@ -1,47 +1,9 @@
-import { readdirSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { mlpSpec, outputSize, parseModelSpec } from '@ringtrain/core';
 import { type Dataset, loadDataset } from '@ringtrain/data';
 import { type JobConfig, DEFAULT_JOB, mergeConfig, parseJobConfig } from '@ringtrain/trainer';
-import { type Command, InvalidArgumentError, Option } from 'commander';
-
-/** The flags that shape a job; every command that starts training takes them. */
-export function addJobOptions(cmd: Command): Command {
-  return cmd
-    .option('-c, --config <file>', 'job config JSON (model, dataset, optimizer, schedule, batchSize, epochs, seed)')
-    .option('--model <name|file>', `a ready model and its training settings, under --config and the flags: ${namedModels().join(', ')} (models/<name>.json), or a job config file`)
-    .option('--epochs <n>', 'epochs to train', positiveInt)
-    .option('--batch-size <n>', 'samples per step (per worker in a cluster)', positiveInt)
-    .option('--lr <rate>', 'learning rate', positiveNumber)
-    .option('--seed <n>', 'seed for weights, data order and dropout', nonNegativeInt)
-    .addOption(new Option('--optimizer <type>', 'optimizer').choices(['sgd', 'adam', 'adamw']))
-    .option('--hidden <sizes>', 'hidden layer widths of an MLP, comma-separated (e.g. 256,128)', sizeList)
-    .option('--data <source>', 'mnist (embedded), idx:<folder>, csv:<file>, images:<folder> (one subfolder per class), packed:<folder> (ringtrain data pack)')
-    .option('--label <column>', 'csv: the label column: its name, its index (negative: from the end), or last (the default)', labelColumn)
-    .option('--header', 'csv: the first line names the columns (default: detected)')
-    .option('--no-header', 'csv: the first line is data')
-    .option('--test-fraction <f>', 'csv without a test file: the share held out for testing (default 0.2)', fraction)
-    .addOption(new Option('--backend <name>', 'compute backend').choices(['auto', 'native', 'wasm', 'reference']))
-    .addOption(new Option('--gradient-compression <type>', 'gradients on the wire: none (float32), fp16, bf16 or int8 (with error feedback)').choices(['none', 'fp16', 'bf16', 'int8']));
-}
-
-export interface JobFlags {
-  config?: string;
-  model?: string;
-  epochs?: number;
-  batchSize?: number;
-  lr?: number;
-  seed?: number;
-  optimizer?: 'sgd' | 'adam' | 'adamw';
-  hidden?: number[];
-  data?: string;
-  label?: string | number;
-  header?: boolean;
-  testFraction?: number;
-  backend?: JobConfig['backend'];
-  gradientCompression?: 'none' | 'fp16' | 'bf16' | 'int8';
-}
+import { type JobFlags, MODELS_DIR, namedModels, parseDataFlag } from './job-flags.js';
 
 /**
  * Default job ← config file ← flags, validated as a whole. Sizes the config leaves out (the
@@ -84,18 +46,6 @@ export function resolveJob(flags: JobFlags): JobConfig {
 
 /** Layers that take [C, H, W] samples. */
 const IMAGE_LAYERS = new Set(['conv2d', 'maxpool2d', 'avgpool2d', 'globalavgpool', 'groupnorm']);
-
-/** Where the named models live: models/ at the top of the installation. */
-const MODELS_DIR = fileURLToPath(new URL('../../../models/', import.meta.url));
-
-/** The named models shipped in models/. */
-function namedModels(): string[] {
-  try {
-    return readdirSync(MODELS_DIR).filter((f) => f.endsWith('.json')).map((f) => f.slice(0, -5)).sort();
-  } catch {
-    return [];
-  }
-}
 
 /** `--model`: a name from models/, or a path to a job config file. */
 function modelFile(model: string): string {
@@ -165,18 +115,6 @@ function fitModelToData(job: Record<string, unknown>, userModel: unknown, given:
   return { ...job, ...fitted, model };
 }
 
-/** `mnist`, `idx:<folder>` or `csv:<file>` as a dataset config. */
-export function parseDataFlag(spec: string): unknown {
-  if (spec === 'mnist') return { source: 'mnist' };
-  const [kind, ...rest] = spec.split(':');
-  const path = rest.join(':');
-  if (kind === 'idx' && path) return { source: 'idx', dir: path };
-  if (kind === 'csv' && path) return { source: 'csv', train: path };
-  if (kind === 'images' && path) return { source: 'images', dir: path };
-  if (kind === 'packed' && path) return { source: 'packed', dir: path };
-  throw new InvalidArgumentError(`--data must be mnist, idx:<folder>, csv:<file>, images:<folder> or packed:<folder>, got "${spec}"`);
-}
-
 function readJson(file: string): unknown {
   let text: string;
   try {
@@ -191,28 +129,6 @@ function readJson(file: string): unknown {
   }
 }
 
-export function positiveInt(v: string): number {
-  const n = Number(v);
-  if (!Number.isInteger(n) || n <= 0) throw new InvalidArgumentError(`expected a positive integer, got "${v}"`);
-  return n;
-}
-
-export function nonNegativeInt(v: string): number {
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError(`expected a non-negative integer, got "${v}"`);
-  return n;
-}
-
-export function positiveNumber(v: string): number {
-  const n = Number(v);
-  if (!(n > 0) || !Number.isFinite(n)) throw new InvalidArgumentError(`expected a positive number, got "${v}"`);
-  return n;
-}
-
-function sizeList(v: string): number[] {
-  return v.split(',').map((s) => positiveInt(s.trim()));
-}
-
 /** The job config a checkpoint recorded (with `over` on top), or an error that names the file. */
 export function checkpointJob(path: string, config: unknown, over: Record<string, unknown> = {}): JobConfig {
   try {
@@ -220,17 +136,6 @@ export function checkpointJob(path: string, config: unknown, over: Record<string
   } catch (err) {
     throw Object.assign(new Error(`${path}: ${(err as Error).message}`), { code: (err as { code?: string }).code ?? 'ERR_SPEC', cause: err });
   }
-}
-
-/** `--label`: last, an integer index (negative from the end), or a column name. */
-function labelColumn(value: string): string | number {
-  return /^-?\d+$/.test(value) ? Number(value) : value;
-}
-
-function fraction(value: string): number {
-  const v = Number(value);
-  if (!(v > 0 && v < 1)) throw new InvalidArgumentError(`expected a fraction between 0 and 1, got "${value}"`);
-  return v;
 }
 
 function errorWithCode(code: string, message: string): Error {

@@ -1,6 +1,6 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { RING_NODE_FLAGS, ringProcessEnv } from '@ringtrain/allreduce';
+import { RING_NODE_FLAGS, ringProcessEnv } from '@ringtrain/allreduce/process-env';
 import type { Logger } from 'pino';
 import { OPTION_ENV } from './option-env.js';
 import { childEnv } from './secrets.js';

@@ -1,9 +1,8 @@
-import { dialUntil } from '@ringtrain/allreduce';
-import { parseStatusEvent, type RankInfo, STATUS_VERSION, type StatusEvent, type StatusEventOf } from '@ringtrain/protocol';
+import type { RankInfo, StatusEvent, StatusEventOf } from '@ringtrain/protocol';
 import { Argument, Command } from 'commander';
 import type logUpdateFn from 'log-update';
 import type WebSocket from 'ws';
-import { positiveInt } from './job-options.js';
+import { positiveInt } from './job-flags.js';
 import { readSecret } from './secrets.js';
 import { addTlsOptions, readTls, type TlsFlags } from './tls-options.js';
 import { table } from './table.js';
@@ -27,6 +26,7 @@ interface StatusFlags extends TlsFlags {
 
 /** Opens the status socket (retrying until the deadline: the coordinator may not be up yet). */
 async function openStatus(given: string, token: string | undefined, tls: TlsFlags, timeoutS: number, onEvent: (e: StatusEvent, ws: WebSocket) => void): Promise<WebSocket> {
+  const [{ dialUntil }, { parseStatusEvent, STATUS_VERSION }] = await Promise.all([import('@ringtrain/allreduce'), import('@ringtrain/protocol')]);
   const url = statusUrl(given);
   const headers = token ? { authorization: `Bearer ${token}` } : undefined;
   const { ca } = readTls(tls);

@@ -1,9 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { resolve } from 'node:path';
-import { train } from '@ringtrain/trainer';
-import { CheckpointWriter, writeFinalWeights } from '@ringtrain/worker';
 import { Command } from 'commander';
-import { addJobOptions, type JobFlags, resolveJob } from './job-options.js';
+import { addJobOptions, type JobFlags } from './job-flags.js';
 import { createLogger } from './logger.js';
 
 /** `ringtrain train`: the whole job in this one process (no cluster). */
@@ -13,6 +11,7 @@ export function trainCommand(): Command {
     .option('--checkpoint-dir <dir>', 'write a checkpoint of the final state here (resumable with launch --resume)')
     .option('--save-final <file>', 'write the final weights to this safetensors file')
     .action(async (flags: JobFlags & { json?: boolean; checkpointDir?: string; saveFinal?: string }) => {
+      const [{ resolveJob }, { train }, { CheckpointWriter, writeFinalWeights }] = await Promise.all([import('./job-options.js'), import('@ringtrain/trainer'), import('@ringtrain/worker')]);
       const job = resolveJob(flags);
       const log = createLogger();
       const { Progress } = await import('./progress.js');
