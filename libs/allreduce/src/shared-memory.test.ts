@@ -1,11 +1,13 @@
-import { readdirSync } from 'node:fs';
+import { mkdtempSync, readdirSync, utimesSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { Communicator } from './communicator.js';
 import { CollectiveError } from './errors.js';
 import { MemoryHub } from './memory-transport.js';
 import type { Fingerprint } from './operations.js';
 import { sharedMemoryNative } from './reduce-kernel.js';
-import { type GroupHost, SharedMemoryGroup } from './shared-memory.js';
+import { type GroupHost, SharedMemoryGroup, STALE_FILE_MS, sweepStaleFiles } from './shared-memory.js';
 
 const expectNative = process.env.RINGTRAIN_EXPECT_NATIVE === '1';
 const run = sharedMemoryNative || expectNative ? describe : describe.skip;
@@ -120,5 +122,25 @@ run('shared-memory all-reduce (ranks in one process)', () => {
     expect(readdirSync('/dev/shm').filter((f) => f.startsWith('ringtrain-'))).toEqual(before);
     const refused = await Promise.all(localHosts(2).map((h) => SharedMemoryGroup.establish(h, { capacity: 10, dir: '/nonexistent-dir' })));
     for (const r of refused) expect((r as { reason: string }).reason).toMatch(/^rank 0: cannot make \/nonexistent-dir\/ringtrain-\d+-[0-9a-f]+: ENOENT/);
+  });
+});
+
+describe('sweepStaleFiles (real files)', () => {
+  it('removes only old files of ours whose process is gone: not fresh ones, not a live process\'s, not other names', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'ringtrain-shm-'));
+    const dead = 2 ** 22 + 12345; // above Linux's default pid_max: no process has it
+    const old = (Date.now() - STALE_FILE_MS - 60_000) / 1000;
+    const make = (name: string, age: number | null): void => {
+      writeFileSync(join(dir, name), 'x');
+      if (age !== null) utimesSync(join(dir, name), age, age);
+    };
+    make(`ringtrain-${dead}-0123456789ab`, old); // a killed rank's, long ago: removed
+    make(`ringtrain-${dead}-ba9876543210`, null); // a killed rank's, just now: its group may still be forming elsewhere
+    make(`ringtrain-${process.pid}-0123456789ab`, old); // a live process's
+    make(`ringtrain-${dead}-notours`, old);
+    make('other-file', old);
+    expect(sweepStaleFiles(dir)).toEqual([join(dir, `ringtrain-${dead}-0123456789ab`)]);
+    expect(readdirSync(dir).sort()).toEqual([`ringtrain-${dead}-ba9876543210`, `ringtrain-${dead}-notours`, `ringtrain-${process.pid}-0123456789ab`, 'other-file'].sort());
+    expect(sweepStaleFiles(join(dir, 'missing'))).toEqual([]);
   });
 });
