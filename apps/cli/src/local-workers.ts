@@ -31,6 +31,8 @@ export class LocalWorkers {
     private readonly maxRespawns: number,
     private readonly log: Logger,
     private readonly workerArgs: string[] = [],
+    /** Environment variables the workers do without (the rest of this process's passes on). */
+    private readonly omitEnv: readonly string[] = [],
   ) {
     for (let i = 0; i < n; i++) this.spawn();
   }
@@ -57,7 +59,7 @@ export class LocalWorkers {
     const child = spawn(process.execPath, [...RING_NODE_FLAGS, ...nodeArgs, this.main, 'worker', '--coordinator', this.address, ...this.workerArgs], {
       stdio: ['ignore', 'inherit', 'pipe'],
       // Only the job token, and only in the environment: not the status or admin tokens, not on argv.
-      env: { ...childEnv(ringProcessEnv(), { token: this.token }, OPTION_ENV), RINGTRAIN_LOG_LEVEL: process.env.RINGTRAIN_WORKER_LOG_LEVEL ?? 'warn' },
+      env: { ...childEnv(ringProcessEnv(), { token: this.token }, [...OPTION_ENV, ...this.omitEnv]), RINGTRAIN_LOG_LEVEL: process.env.RINGTRAIN_WORKER_LOG_LEVEL ?? 'warn' },
     });
     this.children.add(child);
     const pid = child.pid ?? -1;

@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -55,16 +56,21 @@ describe('secrets (real processes)', () => {
     expect(await coord.exited).toBe(130);
   }, 30_000);
 
-  it('workers get the job token in their environment only: no token on any command line, no status or admin token', async () => {
+  it('workers get the job token in their environment only: no token on any command line, no status or admin token; no extra CA certificates to parse', async () => {
     const secrets = { RINGTRAIN_TOKEN: 'job-secret-1a2b3c', RINGTRAIN_STATUS_TOKEN: 'status-secret-4d5e', RINGTRAIN_ADMIN_TOKEN: 'admin-secret-6f7a' };
-    const launch = startRingtrain(['launch', '--workers', '2', '--epochs', '30'], secrets);
+    const dir = mkdtempSync(join(tmpdir(), 'ringtrain-ca-'));
+    execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', join(dir, 'ca.key'), '-out', join(dir, 'ca.pem'), '-days', '1', '-subj', '/CN=extra CA'], { stdio: 'pipe' });
+    const launch = startRingtrain(['launch', '--workers', '2', '--epochs', '30'], { ...secrets, NODE_EXTRA_CA_CERTS: join(dir, 'ca.pem') });
     const workers = await until('two worker processes', () => (childrenOf(launch.proc.pid!).length === 2 ? childrenOf(launch.proc.pid!) : null));
+    expect(environ(launch.proc.pid!)).toContain('NODE_EXTRA_CA_CERTS='); // the check sees the variable
     for (const pid of workers) {
       const env = environ(pid);
       expect(env).toContain('RINGTRAIN_TOKEN=job-secret-1a2b3c');
       expect(env).not.toContain('status-secret-4d5e');
       expect(env).not.toContain('admin-secret-6f7a');
       expect(cmdline(pid)).not.toMatch(/secret/);
+      // They talk only to this launch's coordinator and each other (with TLS, trusting exactly --tls-ca).
+      expect(env).not.toContain('NODE_EXTRA_CA_CERTS=');
     }
     launch.proc.kill('SIGINT');
     await launch.exited;
