@@ -11,6 +11,7 @@ import { dataBench } from './data-bench.js';
 import { elasticBench } from './elastic-bench.js';
 import { gemmBench } from './gemm-bench.js';
 import { networkBench } from './network-bench.js';
+import { startupBench } from './startup-bench.js';
 import { tablesBench } from './tables-bench.js';
 import { tlsBench } from './tls-bench.js';
 import { trainBench } from './train-bench.js';
@@ -23,14 +24,14 @@ const positive = (v: string): number => {
 
 const program = new Command('bench')
   .description('ringtrain benchmarks beside numpy / PyTorch measured in the same run')
-  .addOption(new Option('--only <which>', 'run one benchmark').choices(['gemm', 'train', 'conv', 'data', 'allreduce', 'cluster', 'checkpoint', 'elastic', 'tls', 'tables', 'network']))
+  .addOption(new Option('--only <which>', 'run one benchmark').choices(['gemm', 'train', 'conv', 'data', 'allreduce', 'cluster', 'checkpoint', 'elastic', 'tls', 'tables', 'network', 'startup']))
   .option('--backend <name>', 'cluster benchmark backend', 'auto')
   .option('--samples <n>', 'cluster benchmark training samples', positive, 60000)
   .option('--segment-bytes <n>', 'all-reduce segment size', positive, 1024 * 1024)
   .option('--runs <n>', 'all-reduce: repeat ours, Gloo and iperf3 n times and show the ranges', positive, 1)
   .option('--seconds <s>', 'time budget per GEMM measurement', positive, 0.3)
   .option('--epochs <n>', 'training epochs (the first is warm-up)', positive, 4)
-  .option('--baseline <main.js>', 'elastic: also time this other build of the CLI (apps/cli/dist/main.js of another checkout), alternating')
+  .option('--baseline <main.js>', 'elastic, startup: also time this other build of the CLI (apps/cli/dist/main.js of another checkout), alternating')
   .option('--profiles <names>', `network: link profiles, comma-separated (${PROFILES.map((p) => p.name).join(', ')})`, 'unshaped,10 Gbit/s,1 Gbit/s,100 Mbit/s,WAN 50 Mbit/s')
   .option('--workers <list>', 'network: worker counts, comma-separated', '2,4')
   .option('--steps <n>', 'network: steps per run (0: one epoch)', (v) => Math.max(0, Math.round(Number(v)) || 0), 0)
@@ -65,6 +66,7 @@ const program = new Command('bench')
       console.log(`${await networkBench({ profiles: list(opts.profiles), workers: list(opts.workers).map(Number), runs: Math.max(1, Math.round(opts.runs)), steps: Math.round(opts.steps), compression: list(opts.compression), model: opts.model, perHost: opts.perHost })}\n`);
     }
     if (!opts.only || opts.only === 'tls') console.log(`${await tlsBench(Math.max(1, Math.round(opts.runs)), 2)}\n`);
+    if (!opts.only || opts.only === 'startup') console.log(`${await startupBench(Math.max(3, Math.round(opts.runs)), opts.baseline)}\n`);
   });
 
 await program.parseAsync();
