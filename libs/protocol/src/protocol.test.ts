@@ -190,7 +190,11 @@ describe('control messages', () => {
     const packr = new Packr({ useRecords: false });
     expect(codeOf(() => decodeControl(Buffer.concat([head, packr.pack({ type: 'abort', v: 1, origin: -1, code: 'X', message: '' })])))).toBe('ERR_MESSAGE_INVALID');
     expect(() => decodeControl(Buffer.concat([head, packr.pack({ type: 'bogus' })])))
-      .toThrow(/invalid control message: type/);
+      .toThrow(/invalid control message: type: expected one of abort, hello, .*, got "bogus"/);
+    // A type that names no message, an inherited property's name included, or none at all.
+    for (const body of [{ type: 'constructor', v: 1 }, { type: '__proto__', v: 1 }, { type: 7 }, {}, [], 'abort', null]) {
+      expect(codeOf(() => decodeControl(Buffer.concat([head, packr.pack(body)]))), JSON.stringify(body)).toBe('ERR_MESSAGE_INVALID');
+    }
     const v2 = Buffer.from(good);
     v2[4] = 2;
     expect(codeOf(() => decodeControl(v2))).toBe('ERR_BAD_VERSION');
