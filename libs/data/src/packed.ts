@@ -16,24 +16,28 @@ export const PACK_FORMAT = 'ringtrain-pack/1';
 /** Rows per shard are chosen so that a shard holds about this many bytes. */
 const SHARD_BYTES = 64 << 20;
 
-const shardSchema = z.strictObject({ file: z.string().regex(/^[\w.-]+$/), rows: z.number().int().positive(), bytes: z.number().int().positive(), sha256: z.string().regex(/^[0-9a-f]{64}$/) });
-const fileName = z.string().regex(/^[\w.-]+$/);
-const sha = z.string().regex(/^[0-9a-f]{64}$/);
-const splitSchema = z.strictObject({ size: z.number().int().min(0), labels: fileName, labelsSha256: sha, crc: fileName, crcSha256: sha, shards: z.array(shardSchema) });
-const indexSchema = z.strictObject({
-  format: z.literal(PACK_FORMAT),
-  name: z.string(),
-  features: z.number().int().positive().max(1 << 24),
-  dtype: z.enum(['uint8', 'float32']),
-  /** What each byte stands for (uint8 packs). */
-  codeValues: z.array(z.number()).length(256).optional(),
-  shape: z.array(z.number().int().positive()).optional(),
-  classes: z.number().int().min(0),
-  classNames: z.array(z.string()).optional(),
-  train: splitSchema,
-  test: splitSchema,
-});
-type PackIndex = z.infer<typeof indexSchema>;
+/** The index's schema, built when a pack is read (training from memory never needs it). */
+function defineIndexSchema() {
+  const shardSchema = z.strictObject({ file: z.string().regex(/^[\w.-]+$/), rows: z.number().int().positive(), bytes: z.number().int().positive(), sha256: z.string().regex(/^[0-9a-f]{64}$/) });
+  const fileName = z.string().regex(/^[\w.-]+$/);
+  const sha = z.string().regex(/^[0-9a-f]{64}$/);
+  const splitSchema = z.strictObject({ size: z.number().int().min(0), labels: fileName, labelsSha256: sha, crc: fileName, crcSha256: sha, shards: z.array(shardSchema) });
+  return z.strictObject({
+    format: z.literal(PACK_FORMAT),
+    name: z.string(),
+    features: z.number().int().positive().max(1 << 24),
+    dtype: z.enum(['uint8', 'float32']),
+    /** What each byte stands for (uint8 packs). */
+    codeValues: z.array(z.number()).length(256).optional(),
+    shape: z.array(z.number().int().positive()).optional(),
+    classes: z.number().int().min(0),
+    classNames: z.array(z.string()).optional(),
+    train: splitSchema,
+    test: splitSchema,
+  });
+}
+let indexSchema: ReturnType<typeof defineIndexSchema> | undefined;
+type PackIndex = z.infer<ReturnType<typeof defineIndexSchema>>;
 
 /** One split to pack, produced row block by row block (so a pack may be larger than memory). */
 export interface PackSource {
@@ -117,7 +121,7 @@ export function loadPacked(dir: string): DatasetSplit {
   if (!existsSync(indexFile)) throw new DataError('ERR_DATA_NOT_FOUND', `${dir}: no index.json (make a packed dataset with: ringtrain data pack <source> ${dir})`);
   let index: PackIndex;
   try {
-    const parsed = indexSchema.safeParse(JSON.parse(readFileSync(indexFile, 'utf8')));
+    const parsed = (indexSchema ??= defineIndexSchema()).safeParse(JSON.parse(readFileSync(indexFile, 'utf8')));
     if (!parsed.success) throw new Error(parsed.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; '));
     index = parsed.data;
   } catch (err) {
