@@ -7,7 +7,8 @@ import { CollectiveError } from './errors.js';
 import { MemoryHub } from './memory-transport.js';
 import type { Fingerprint } from './operations.js';
 import { sharedMemoryNative } from './reduce-kernel.js';
-import { type GroupHost, SharedMemoryGroup, STALE_FILE_MS, sweepStaleFiles } from './shared-memory.js';
+import { type GroupHost, SharedMemoryGroup } from './shared-memory.js';
+import { STALE_FILE_MS, sweepStaleFiles } from './stale-files.js';
 
 const expectNative = process.env.RINGTRAIN_EXPECT_NATIVE === '1';
 const run = sharedMemoryNative || expectNative ? describe : describe.skip;
