@@ -218,6 +218,24 @@ __attribute__((target("avx512f"))) static void filter_grad512(const float *dy, c
   const int hp = DC_PAD_H(out_h, k), wp = DC_PAD_W(out_w, k);
   const size_t plane = (size_t)out_h * out_w, kk = (size_t)k * k;
   const int chunk = samples_in_l1(4, plane, hp, wp);
+  // A row's last, partial vector of columns: its gradient lanes, and the input lanes its five shifts
+  // reach (the shifted vectors come from two loads, not five unaligned ones that each split a cache
+  // line; lane l of shift j is x[ox + l + j], read only where l is a column of the row).
+  const int tail = out_w % 16, reach = tail + 4;
+  const __mmask16 tail_g = (__mmask16)((1u << tail) - 1);
+  const __mmask16 tail_x0 = reach >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << reach) - 1);
+  const __mmask16 tail_x1 = reach > 16 ? (__mmask16)((1u << (reach - 16)) - 1) : 0;
+#define ROW512(OX, MG, M0, M1)                                                                                   \
+  {                                                                                                              \
+    __m512 g[4];                                                                                                 \
+    _Pragma("GCC unroll 4") for (int i = 0; i < 4; i++) g[i] = _mm512_maskz_loadu_ps(MG, go + fi[i] * plane + (OX)); \
+    const __m512i x0 = _mm512_castps_si512(_mm512_maskz_loadu_ps(M0, xo + (OX)));                               \
+    const __m512i x1 = _mm512_castps_si512(_mm512_maskz_loadu_ps(M1, xo + (OX) + 16));                          \
+    _Pragma("GCC unroll 5") for (int j = 0; j < 5; j++) {                                                        \
+      const __m512 xv = _mm512_castsi512_ps(j == 0 ? x0 : _mm512_alignr_epi32(x1, x0, j));                      \
+      _Pragma("GCC unroll 4") for (int i = 0; i < 4; i++) a[i][j] = _mm512_fmadd_ps(g[i], xv, a[i][j]);         \
+    }                                                                                                            \
+  }
   for (int f = 0; f < filters; f++) {
     __m512 s = _mm512_setzero_ps();
     for (int n = 0; n < batch; n++) {
@@ -246,20 +264,11 @@ __attribute__((target("avx512f"))) static void filter_grad512(const float *dy, c
               const float *d = dy + (size_t)n * filters * plane;
               const float *xs = xpad + ((size_t)n * c + ch) * hp * wp + (size_t)ky * wp + kx0;
               for (int oy = 0; oy < out_h; oy++) {
-                for (int ox = 0; ox < out_w; ox += 16) {
-                  const __mmask16 m = out_w - ox >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (out_w - ox)) - 1);
-                  const size_t at = (size_t)oy * out_w + ox;
-                  __m512 g[4];
-#pragma GCC unroll 4
-                  for (int i = 0; i < 4; i++) g[i] = _mm512_maskz_loadu_ps(m, d + fi[i] * plane + at);
-                  const float *xr = xs + (size_t)oy * wp + ox;
-#pragma GCC unroll 5
-                  for (int j = 0; j < 5; j++) {
-                    const __m512 xv = _mm512_maskz_loadu_ps(m, xr + j);
-#pragma GCC unroll 4
-                    for (int i = 0; i < 4; i++) a[i][j] = _mm512_fmadd_ps(g[i], xv, a[i][j]);
-                  }
-                }
+                const float *xo = xs + (size_t)oy * wp;
+                const float *go = d + (size_t)oy * out_w;
+                int ox = 0;
+                for (; ox + 16 <= out_w; ox += 16) ROW512(ox, (__mmask16)0xFFFF, (__mmask16)0xFFFF, (__mmask16)0xF);
+                if (ox < out_w) ROW512(ox, tail_g, tail_x0, tail_x1);
               }
             }
 #pragma GCC unroll 4
@@ -273,6 +282,8 @@ __attribute__((target("avx512f"))) static void filter_grad512(const float *dy, c
     }
   }
 }
+
+#undef ROW512
 
 static inline __attribute__((target("avx2,fma"))) float sum8(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
