@@ -1,3 +1,4 @@
+import { createServer, type Server } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { killStarted, type Run, startRingtrain } from './testing/run-process.js';
 
@@ -40,6 +41,23 @@ describe('health probes (real processes)', () => {
     coord.proc.kill('SIGINT');
     expect(await coord.exited).toBe(0);
   }, 60_000);
+
+  it('a probe port in use is a clear error, and the launch or coordinator ends with it (it used to stay up, deaf to signals)', async () => {
+    const taken: Server = await new Promise((resolve) => {
+      const s = createServer().listen(0, '127.0.0.1', () => resolve(s));
+    });
+    try {
+      const port = String((taken.address() as { port: number }).port);
+      for (const args of [['launch', '--workers', '2'], ['coordinator', '--host', '127.0.0.1', '--port', '0', '--workers', '1']]) {
+        const run = startRingtrain([...args, '--epochs', '1', '--health-port', port], { RINGTRAIN_TOKEN: 't' });
+        const code = await Promise.race([run.exited, new Promise((resolve) => setTimeout(() => resolve('still running after 15 s'), 15_000))]);
+        expect(code, args[0]).toBe(1);
+        expect(run.stderr).toMatch(new RegExp(`EADDRINUSE.*${port}`));
+      }
+    } finally {
+      taken.close();
+    }
+  }, 40_000);
 
   it('every option also comes from the environment (RINGTRAIN_<FLAG>), and a flag wins', async () => {
     const run = startRingtrain(['launch', '--epochs', '1', '--json'], { RINGTRAIN_WORKERS: '2', RINGTRAIN_EPOCHS: '3', RINGTRAIN_BATCH_SIZE: '32' });

@@ -124,10 +124,19 @@ async function coordinateRun(flags: RunFlags, secrets: Secrets, log: Logger, loc
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
-  const address = await coordinator.listen();
-  if (flags.healthPort !== undefined) {
-    const probes = await startHealthServer(flags.host ?? '127.0.0.1', flags.healthPort, () => coordinator.health());
-    log.info({ probes: probes.address() }, 'health probes: /healthz, /readyz');
+  let address: string;
+  try {
+    address = await coordinator.listen();
+    if (flags.healthPort !== undefined) {
+      const probes = await startHealthServer(flags.host ?? '127.0.0.1', flags.healthPort, () => coordinator.health());
+      log.info({ probes: probes.address() }, 'health probes: /healthz, /readyz');
+    }
+  } catch (err) {
+    // Nothing ran yet (a port in use): close what is open, so that the process ends with the error.
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+    await coordinator.close();
+    throw err;
   }
   log.info({ dashboard: coordinator.dashboardUrl }, `dashboard: ${coordinator.dashboardUrl} · watch: ringtrain status ${address}`);
   if (tokenGenerated) {
