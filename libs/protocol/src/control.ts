@@ -299,7 +299,11 @@ export function decodeControl(buf: Uint8Array, limits: Limits = DEFAULT_LIMITS):
   }
   const type = typeof body === 'object' && body !== null ? (body as { type?: unknown }).type : undefined;
   const schema = schemaOf(type);
-  if (!schema) throw new ProtocolError('ERR_MESSAGE_INVALID', `invalid control message: type: expected one of ${Object.keys(MESSAGE_SCHEMAS).join(', ')}, got ${JSON.stringify(type) ?? 'none'}`.slice(0, 600));
+  if (!schema) {
+    // Described, never serialized: the value is the sender's (a BigInt, say, which JSON cannot write).
+    const got = typeof type === 'string' ? `"${type.slice(0, 64)}"` : type === undefined ? 'none' : `a ${typeof type}`;
+    throw new ProtocolError('ERR_MESSAGE_INVALID', `invalid control message: type: expected one of ${Object.keys(MESSAGE_SCHEMAS).join(', ')}, got ${got}`);
+  }
   const parsed = schema.safeParse(body);
   if (!parsed.success) {
     const why = parsed.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; ');
