@@ -135,8 +135,15 @@ export class WorkerLinks {
     const link: Link = { ws, lastSeen: Date.now() };
     this.links.set(conn, link);
     let said = false;
-    const helloTimer = setTimeout(() => ws.close(1008, 'no hello'), HELLO_DEADLINE_MS);
+    // Once cut off, a connection says nothing more: ws still emits the frames already received.
+    let cutOff = false;
+    const cut = (code: number, reason: string): void => {
+      cutOff = true;
+      ws.close(code, reason);
+    };
+    const helloTimer = setTimeout(() => cut(1008, 'no hello'), HELLO_DEADLINE_MS);
     ws.on('message', (data: Buffer) => {
+      if (cutOff) return;
       link.lastSeen = Date.now();
       let msg: ControlMessage;
       try {
@@ -145,11 +152,11 @@ export class WorkerLinks {
         const code = (err as { code?: string }).code ?? 'ERR_PROTOCOL';
         // A worker that cannot speak the protocol is cut off; the membership machine sees a lost connection.
         this.log.warn({ code, conn }, `a worker sent a bad message, connection closed: ${(err as Error).message}`);
-        ws.close(1002, code);
+        cut(1002, code);
         return;
       }
       if (!said) {
-        if (msg.type !== 'hello') return void ws.close(1002, 'expected hello');
+        if (msg.type !== 'hello') return void cut(1002, 'expected hello');
         said = true;
         clearTimeout(helloTimer);
         this.options.onEvent({ type: 'hello', conn, hello: msg });
