@@ -61,7 +61,12 @@ describe('secrets (real processes)', () => {
     const dir = mkdtempSync(join(tmpdir(), 'ringtrain-ca-'));
     execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', join(dir, 'ca.key'), '-out', join(dir, 'ca.pem'), '-days', '1', '-subj', '/CN=extra CA'], { stdio: 'pipe' });
     const launch = startRingtrain(['launch', '--workers', '2', '--epochs', '30'], { ...secrets, NODE_EXTRA_CA_CERTS: join(dir, 'ca.pem') });
-    const workers = await until('two worker processes', () => (childrenOf(launch.proc.pid!).length === 2 ? childrenOf(launch.proc.pid!) : null));
+    // Exec'd workers: a child read between its fork and its exec still shows the launch's own environment.
+    const isWorker = (pid: number): boolean => / worker --coordinator /.test(cmdline(pid));
+    const workers = await until('two worker processes', () => {
+      const kids = childrenOf(launch.proc.pid!);
+      return kids.length === 2 && kids.every(isWorker) ? kids : null;
+    });
     expect(environ(launch.proc.pid!)).toContain('NODE_EXTRA_CA_CERTS='); // the check sees the variable
     for (const pid of workers) {
       const env = environ(pid);
