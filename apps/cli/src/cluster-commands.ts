@@ -73,15 +73,22 @@ export function launchCommand(): Command {
       process.once('SIGINT', onSignal).once('SIGTERM', onSignal);
       const { coordinate } = await import('./run-coordinator.js');
       process.off('SIGINT', onSignal).off('SIGTERM', onSignal);
-      if (signalled) {
+      const abandon = async (): Promise<void> => {
         listener.close();
         await workers.stop(0);
+      };
+      if (signalled) {
+        await abandon();
         process.stderr.write(`ringtrain: ERR_INTERRUPTED: interrupted (${signalled})\n`);
         process.exitCode = 130;
         return;
       }
       // The coordinator lives in this process: if it dies, so did the launch, and the children stop soon.
-      await coordinate({ ...flags, host: '127.0.0.1' }, { ...secrets, token }, log, { listener, workers });
+      // It throws only before its run (a bad config, a checkpoint that cannot be read): the workers go at once.
+      await coordinate({ ...flags, host: '127.0.0.1' }, { ...secrets, token }, log, { listener, workers }).catch(async (err: unknown) => {
+        await abandon();
+        throw err;
+      });
     });
 }
 

@@ -61,20 +61,8 @@ export interface LocalRun {
   workers: LocalWorkers;
 }
 
+/** Runs the job to its end. Throws only before the run starts (a bad config, an unreadable checkpoint, a port in use); the run's own failure sets the exit code. */
 export async function coordinate(flags: RunFlags, secrets: Secrets, log: Logger, local?: LocalRun, tokenGenerated = false): Promise<void> {
-  let started = false;
-  try {
-    await coordinateRun(flags, secrets, log, local, tokenGenerated, () => (started = true));
-  } finally {
-    // A launch that failed before its run (a bad config, a checkpoint that cannot be read) ends its workers at once.
-    if (local && !started) {
-      local.listener.close();
-      await local.workers.stop(0);
-    }
-  }
-}
-
-async function coordinateRun(flags: RunFlags, secrets: Secrets, log: Logger, local: LocalRun | undefined, tokenGenerated: boolean, onRun: () => void): Promise<void> {
   const { job, resume, lineage } = resolveRun(flags, log);
   log.info({ model: describeModel(job.model), dataset: job.dataset }, `job: ${describeModel(job.model)}, ${job.epochs} epochs, batch ${job.batchSize} per worker, ${job.optimizer.type} lr ${job.optimizer.lr}${job.schedule.type === 'constant' ? '' : ` (${job.schedule.type})`}${describeCompression(job)}`);
   const tls = readTls(flags);
@@ -145,7 +133,6 @@ async function coordinateRun(flags: RunFlags, secrets: Secrets, log: Logger, loc
   if (!isLoopback(flags.host ?? '127.0.0.1') && !secrets.statusToken) {
     log.warn(`the status socket, dashboard data and /metrics on ${flags.host} are readable by anyone who can reach it; set RINGTRAIN_STATUS_TOKEN or --status-token-file to require a token`);
   }
-  onRun();
   const progress = new Progress('train');
   coordinator.onProgress = (s) => progress.update(s.step, s.totalSteps, { epoch: `${s.epoch + 1}/${job.epochs}`, loss: s.loss, rate: s.samplesPerSecond });
   coordinator.onEpoch = () => progress.stop();
