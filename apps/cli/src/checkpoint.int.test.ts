@@ -3,7 +3,7 @@ import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { loadCheckpoint, readSafetensors } from '@ringtrain/checkpoint';
+import { loadCheckpoint, readSafetensors, readSafetensorsHeader } from '@ringtrain/checkpoint';
 import { type JobConfig, parseJobConfig, Trainer, type TrainerState } from '@ringtrain/trainer';
 import { describe, expect, it } from 'vitest';
 
@@ -91,22 +91,24 @@ describe('checkpoints and resume (real processes)', () => {
   }, 90_000);
 
   it('--keep-best by test_loss keeps the epoch of the lowest test loss; by test_accuracy that of the highest', () => {
-    // A noisy run (lr 0.8, seed 4) whose lowest test loss and highest accuracy fall in different epochs (0 and 3).
-    const kept: Record<string, number[]> = {};
-    let epochs: { testLoss: number; testAccuracy: number }[] = [];
-    for (const metric of ['test_loss', 'test_accuracy']) {
+    // The rule is checked on each run's own recorded metrics, whatever trajectory this machine's
+    // kernels give; the case where the two metrics disagree is constructed in checkpoint-store.test.ts.
+    const stepOf = (epoch: number): number => 62 * (epoch + 1);
+    for (const metric of ['test_loss', 'test_accuracy'] as const) {
       const d = join(dir, `best-${metric}`);
       const r = ringtrain('launch', '--workers', '2', '--epochs', '5', '--lr', '0.8', '--seed', '4', '--checkpoint-dir', d, '--keep-last', '1', '--keep-best', '1', '--best-metric', metric, '--json');
       expect(r.code, r.stderr).toBe(0);
-      epochs = r.summary.epochs;
-      kept[metric] = readdirSync(d).filter((f) => f.endsWith('.safetensors')).map((f) => Number(/ckpt-step-(\d+)/.exec(f)![1])).sort((a, b) => a - b);
+      const epochs: { testLoss: number; testAccuracy: number }[] = r.summary.epochs;
+      const score = (e: { testLoss: number; testAccuracy: number }): number => (metric === 'test_loss' ? -e.testLoss : e.testAccuracy);
+      const best = Math.max(...epochs.map(score));
+      // Ties keep the newest of the best, as the store sorts newest first.
+      const bestEpoch = epochs.map(score).lastIndexOf(best);
+      const kept = readdirSync(d).filter((f) => f.endsWith('.safetensors')).map((f) => Number(/ckpt-step-(\d+)/.exec(f)![1])).sort((a, b) => a - b);
+      expect(kept, `${metric} by epoch: ${epochs.map(score).join(', ')}`).toEqual([...new Set([stepOf(bestEpoch), 310])].sort((a, b) => a - b));
+      // The kept best file records the metric it was chosen by.
+      const recorded = JSON.parse(String(readSafetensorsHeader(join(d, `ckpt-step-${String(stepOf(bestEpoch)).padStart(10, '0')}.safetensors`)).__metadata__!.metrics));
+      expect(metric === 'test_loss' ? -recorded.test_loss : recorded.test_accuracy).toBeCloseTo(best, 6);
     }
-    const stepOf = (epoch: number): number => 62 * (epoch + 1);
-    const lowestLoss = epochs.reduce((b, e, i) => (e.testLoss < epochs[b].testLoss ? i : b), 0);
-    const bestAccuracy = epochs.reduce((b, e, i) => (e.testAccuracy > epochs[b].testAccuracy ? i : b), 0);
-    expect(lowestLoss, 'the run must tell the two metrics apart').not.toBe(bestAccuracy);
-    expect(kept.test_loss).toEqual([...new Set([stepOf(lowestLoss), 310])].sort((a, b) => a - b));
-    expect(kept.test_accuracy).toEqual([...new Set([stepOf(bestAccuracy), 310])].sort((a, b) => a - b));
   }, 60_000);
 
   it('--resume latest skips a corrupt newest checkpoint and says so', () => {

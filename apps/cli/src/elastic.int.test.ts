@@ -6,6 +6,7 @@ import { parseStatusEvent, type StatusEventOf } from '@ringtrain/protocol';
 import { afterEach, describe, expect, it } from 'vitest';
 import { alive, freePort, killStarted, type Run, startRingtrain, until } from './testing/run-process.js';
 import { checkTrajectory, readStepLog } from './testing/step-log.js';
+import { MLP_LEARNED } from './testing/learned.js';
 
 afterEach(killStarted);
 const ringtrain = startRingtrain;
@@ -15,7 +16,7 @@ const changes = (run: Run) => run.lines.filter((l) => typeof l.cause === 'string
 const workerPid = (run: Run, rank: number, world: number): number => run.lines.find((l) => l.rank === rank && String(l.msg).startsWith(`rank ${rank} of ${world}`))!.pid as number;
 
 describe('elastic membership (real processes)', () => {
-  it('launch heals itself: a SIGKILLed worker is replaced, the run finishes at ≥ 95% with every step taken once', async () => {
+  it('launch heals itself: a SIGKILLed worker is replaced, the run finishes and has learned with every step taken once', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'ringtrain-heal-'));
     const log = join(dir, 'steps.jsonl');
     const run = ringtrain(['launch', '--workers', '4', '--json'], { RINGTRAIN_WORKER_LOG_LEVEL: 'info', RINGTRAIN_STEP_LOG: log });
@@ -25,7 +26,7 @@ describe('elastic membership (real processes)', () => {
     expect(await run.exited, run.stderr.slice(-3000)).toBe(0);
     const summary = JSON.parse(run.stdout.trim());
     expect(summary.steps).toBe(465);
-    expect(summary.epochs.at(-1).testAccuracy).toBeGreaterThanOrEqual(0.95);
+    expect(summary.epochs.at(-1).testAccuracy).toBeGreaterThanOrEqual(MLP_LEARNED);
     const [change] = changes(run);
     expect(change).toMatchObject({ generation: 2, cause: 'fault', worldSize: 4, restarts: 1, fault: { code: 'ERR_PEER_LOST', rank: 2, pid: victim, exit: 'signal SIGKILL' } });
     expect(change.recoveryMs).toBeLessThan(10_000);
@@ -54,12 +55,13 @@ describe('elastic membership (real processes)', () => {
     expect(JSON.parse(run.stdout.trim()).epochs.at(-1).testAccuracy).toBeGreaterThan(0.9);
   }, 120_000);
 
-  // Over 50 steps (across an epoch end) the two trajectories agree to 1e-4. Over longer runs any change
-  // of summation order, a fault or not (4 workers × 64 against 2 × 128, say), is amplified by ReLU
-  // kinks and momentum: measured 2.5e-5 at step 50, 2.4e-3 at 80, 0.21 at 120 (see BENCHMARKS.md).
+  // Until step 20 both runs sum in the same order (4 ranks); after it, 3 ranks sum in another. Any
+  // change of summation order is amplified by ReLU kinks and momentum (measured 2.5e-5 at step 50,
+  // 2.4e-3 at 80, 0.21 at 120; see BENCHMARKS.md), so the runs end 10 steps after the fault, where
+  // rounding stays far below 1e-4 on any kernel, while one wrong batch moves weights by ~1e-2.
   it('trajectory: losing 1 of 4 workers at step 20 and finishing with 3 (same global batch) ends within 1e-4 of a run that never lost it', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'ringtrain-traj-'));
-    const steps = '50';
+    const steps = '30';
     const reference = ringtrain(['launch', '--workers', '4', '--max-steps', steps, '--save-final', join(dir, 'ref.safetensors')]);
     expect(await reference.exited, reference.stderr.slice(-2000)).toBe(0);
 
@@ -81,7 +83,7 @@ describe('elastic membership (real processes)', () => {
       const other = got.tensors.find((x) => x.name === t.name)!.data;
       for (let i = 0; i < t.data.length; i++) maxRel = Math.max(maxRel, Math.abs(other[i] - t.data[i]) / Math.max(1e-3, Math.abs(t.data[i])));
     }
-    console.log(`4 → 3 workers at step 20 of 50: max relative difference ${maxRel.toExponential(2)} from the uninterrupted run`);
+    console.log(`4 → 3 workers at step 20 of 30: max relative difference ${maxRel.toExponential(2)} from the uninterrupted run`);
     expect(maxRel).toBeLessThanOrEqual(1e-4);
   }, 120_000);
 

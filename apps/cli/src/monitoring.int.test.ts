@@ -210,7 +210,9 @@ describe('watching a run (real coordinator, workers and sockets)', () => {
   }, 120_000);
 
   it('too high a learning rate is flagged, naming the layers whose updates are too large', async () => {
-    const run = startRingtrain(['launch', '--workers', '2', '--epochs', '2', '--lr', '1.5', '--health-every', '5', '--linger', '30']);
+    // Constructed, not found in a trajectory: every update of this run is ~1e-3 of its weights'
+    // norm (the typical ratio), so a limit of 1e-6 is crossed at the first health report on any kernel.
+    const run = startRingtrain(['launch', '--workers', '2', '--epochs', '2', '--lr', '1.5', '--health-every', '5', '--max-update-ratio', '1e-6', '--linger', '30']);
     const w = await watchToEnd(run, 60_000);
     run.proc.kill('SIGINT');
     const exploding = w.of('warning').filter((x) => x.warning.code === 'WARN_GRADIENT_EXPLODING');

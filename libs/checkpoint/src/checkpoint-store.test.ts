@@ -45,6 +45,25 @@ describe('checkpoint store', () => {
     expect(listCheckpoints(d).map((c) => c.step)).toEqual([60, 50, 30]);
   });
 
+  it('keeps the best by test_loss (lowest) or by test_accuracy (highest), where the two disagree', async () => {
+    // Constructed so that the lowest loss (step 20) and the highest accuracy (step 40) differ, and
+    // neither is among the last kept: each metric must pick its own step.
+    const epochs = [
+      { test_loss: 0.9, test_accuracy: 0.8 },
+      { test_loss: 0.2, test_accuracy: 0.85 },
+      { test_loss: 0.5, test_accuracy: 0.7 },
+      { test_loss: 0.4, test_accuracy: 0.95 },
+      { test_loss: 0.6, test_accuracy: 0.6 },
+    ];
+    const kept: Record<string, number[]> = {};
+    for (const metric of ['test_loss', 'test_accuracy'] as const) {
+      const d = dir();
+      for (let i = 0; i < epochs.length; i++) await saveCheckpoint(d, tensors(i), { ...meta((i + 1) * 10), metrics: epochs[i] }, { keepLast: 1, keepBest: 1, metric });
+      kept[metric] = listCheckpoints(d).map((c) => c.step);
+    }
+    expect(kept).toEqual({ test_loss: [50, 20], test_accuracy: [50, 40] });
+  });
+
   it('retention deletes only its own lineage, never the file it just wrote', async () => {
     const d = dir();
     for (const step of [500, 600, 700]) await saveCheckpoint(d, tensors(1), { ...meta(step), runId: 'run-old', lineage: 'run-old' }, { keepLast: 5 });
