@@ -1,5 +1,5 @@
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -86,6 +86,28 @@ describe('hardening (real processes)', () => {
     expect(await worker.exited).toBe(0);
     expect(existsSync(join(here, 'final.safetensors'))).toBe(true);
     expect(existsSync(join(there, 'final.safetensors'))).toBe(false);
+  }, 30_000);
+
+  it('a run id that walks out of the checkpoint folder is refused: the file beside it is neither read nor written', async () => {
+    const base = mkdtempSync(join(dir, 'run-id-'));
+    mkdirSync(join(base, 'outside'));
+    const sibling = join(base, 'outside', 'evil.json');
+    writeFileSync(sibling, 'not the journal');
+    const coord = startRingtrain(['coordinator', '--host', '127.0.0.1', '--port', '0', '--workers', '1', '--epochs', '1', '--max-steps', '5', '--checkpoint-dir', join(base, 'ckpts'), '--json'], { RINGTRAIN_TOKEN: 't' });
+    await expect.poll(() => coord.lines.some((l) => String(l.msg).startsWith('coordinator listening')), { timeout: 20_000 }).toBe(true);
+    const address = String(coord.lines.find((l) => String(l.msg).startsWith('coordinator listening'))!.address);
+    const attacker = new WebSocket(address, { headers: { 'x-ringtrain-token': 't' } });
+    await new Promise((r, j) => (attacker.once('open', r), attacker.once('error', j)));
+    // status-${runId}.json with this run id is ckpts/../outside/evil.json
+    attacker.send(encodeControl({ type: 'hello', v, workerId: 'mallory', ringAddress: 'ws://127.0.0.1:9', configHash: null, host: 'evil', pid: 1, held: { runId: '/../../outside/evil', generation: 3, step: 4, weightsHash: 'ab'.repeat(8) } }));
+    await expect.poll(() => coord.stderr, { timeout: 10_000 }).toMatch(/a worker sent a bad message, connection closed: .*run id/);
+    attacker.close();
+    const worker = startRingtrain(['worker', '--coordinator', address], { RINGTRAIN_TOKEN: 't' });
+    expect(await coord.exited, coord.stderr).toBe(0);
+    expect(await worker.exited).toBe(0);
+    expect(coord.stderr).not.toMatch(/re-adopting run/);
+    expect(readFileSync(sibling, 'utf8')).toBe('not the journal');
+    expect(readdirSync(join(base, 'outside'))).toEqual(['evil.json']);
   }, 30_000);
 
   it('a tokenless (--insecure) coordinator cannot be taken over: forged ready, progress and done are refused, and real workers finish', async () => {

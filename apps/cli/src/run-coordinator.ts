@@ -4,7 +4,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { type Checkpoint, findLatestCheckpoint, listCheckpoints, loadCheckpoint } from '@ringtrain/checkpoint';
 import { Coordinator, CoordinatorError, type RunStats } from '@ringtrain/coordinator';
 import { describeModel } from '@ringtrain/core';
-import type { MessageOf } from '@ringtrain/protocol';
+import { type MessageOf, RUN_ID_PATTERN } from '@ringtrain/protocol';
 import { gradientCompressionOf, type JobConfig, jobIdentityHash } from '@ringtrain/trainer';
 import type { Logger } from 'pino';
 import { startHealthServer } from './health-server.js';
@@ -189,9 +189,13 @@ function resolveRun(flags: RunFlags, log: Logger): { job: JobConfig; resume?: Me
   const job = checkpointJob(ckpt.path, ckpt.meta.config, { ...(flags.epochs ? { epochs: flags.epochs } : {}), ...(flags.backend ? { backend: flags.backend } : {}) });
   const m = ckpt.meta;
   log.info({ path: ckpt.path, step: m.step, epoch: m.epoch, cursor: m.cursor, worldSize: m.worldSize }, `resuming from ${ckpt.path}: step ${m.step}, epoch ${m.epoch}, sample ${m.cursor}, saved by ${m.worldSize} workers`);
+  // Retention deletes only the files of this lineage; one that is not a run id (a file made
+  // elsewhere) is not adopted: the resumed run then keeps its own lineage and deletes none of it.
+  const lineage = [m.lineage, m.runId].find((id) => id && RUN_ID_PATTERN.test(id));
+  if (!lineage) log.warn(`${ckpt.path} names no run (lineage ${JSON.stringify(m.lineage.slice(0, 80))}): retention will delete none of its files`);
   return {
     job,
-    lineage: m.lineage || m.runId || undefined,
+    lineage,
     resume: { path: resolve(ckpt.path), state: { globalStep: m.step, epoch: m.epoch, cursor: m.cursor, optimizerStep: m.optimizer.step, dropoutRng: m.rng.dropout } },
   };
 }

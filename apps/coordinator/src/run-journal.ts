@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { mkdir, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { type RunJournalFile, statusSchemas } from '@ringtrain/protocol';
+import { RUN_ID_PATTERN, type RunJournalFile, statusSchemas } from '@ringtrain/protocol';
 import type { Logger } from 'pino';
 import type { RunStats } from './run-stats.js';
 import type { StatusFeed } from './status-feed.js';
@@ -62,7 +62,9 @@ export class RunJournal {
     this.log.info(`run ${runId}: its status history restored from ${RunJournal.pathOf(this.dir, runId)} (${past.history.length} points, ${past.evaluations.length} evaluations, ${past.generations.length} membership changes)`);
   }
 
+  /** The journal's file; a run id that is not one (a UUID) never becomes part of a path. */
   static pathOf(dir: string, runId: string): string {
+    if (!RUN_ID_PATTERN.test(runId)) throw new Error(`not a run id: ${JSON.stringify(runId.slice(0, 80))}`);
     return join(dir, `status-${runId}.json`);
   }
 

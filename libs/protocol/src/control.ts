@@ -17,6 +17,12 @@ const rank = z.number().int().min(0).max(65535);
 const v = z.literal(PROTOCOL_VERSION);
 const generation = z.number().int().min(0);
 const hash = z.string().regex(/^[0-9a-f]{16,64}$/);
+/**
+ * A run's id has one format, the coordinator's `randomUUID()`, checked at decode: a run id becomes
+ * part of file names (`status-<run id>.json`, checkpoint lineage), so no other peer string may pass.
+ */
+export const RUN_ID_PATTERN = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+const runId = z.string().regex(RUN_ID_PATTERN, 'a run id (a UUID)');
 const finite = z.number().finite();
 const count = z.number().int().min(0);
 
@@ -57,7 +63,7 @@ const MESSAGE_SCHEMAS = {
       hostId: z.string().regex(/^[0-9a-f]{16}$/).optional(),
       pid: z.number().int().min(0),
       /** The training state this worker holds from an earlier generation (a restarted coordinator re-adopts it). */
-      held: z.strictObject({ runId: z.string().min(1).max(64), generation: z.number().int().min(0), step: z.number().int().min(0), weightsHash: z.string().regex(/^[0-9a-f]{16,64}$/) }).optional(),
+      held: z.strictObject({ runId, generation: z.number().int().min(0), step: z.number().int().min(0), weightsHash: z.string().regex(/^[0-9a-f]{16,64}$/) }).optional(),
     }),
   /** Coordinator → worker: refused (version, config, token, too many workers), with the reason. */
   reject: () => z.strictObject({ type: z.literal('reject'), v, code: z.string().max(64), reason: z.string().max(4096) }),
@@ -81,7 +87,7 @@ const MESSAGE_SCHEMAS = {
       config: z.unknown(),
       configHash: hash,
       /** The run this generation belongs to (stays the same across generations and coordinator restarts). */
-      runId: z.string().min(1).max(64),
+      runId,
       /** Samples per step over all ranks: fixed for the run, split over this generation's ranks. */
       globalBatch: z.number().int().positive(),
       /** Report progress every this many steps; check replica hashes every this many (0: at epoch ends). */
@@ -104,7 +110,7 @@ const MESSAGE_SCHEMAS = {
           metric: z.enum(['test_accuracy', 'test_loss']),
           onError: z.enum(['stop', 'warn']),
           /** The run these checkpoints descend from, when resumed (default: this run); retention deletes only its files. */
-          lineage: z.string().min(1).max(64).optional(),
+          lineage: runId.optional(),
         })
         .optional(),
       /** Continue from a checkpoint (rank 0 reads its tensors and broadcasts them)… */

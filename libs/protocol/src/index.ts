@@ -1,4 +1,4 @@
-export { type AbortMessage, CONTROL_MAGIC, type ControlMessage, decodeControl, encodeControl, isControl, type MessageOf } from './control.js';
+export { type AbortMessage, CONTROL_MAGIC, type ControlMessage, decodeControl, encodeControl, isControl, type MessageOf, RUN_ID_PATTERN } from './control.js';
 export { ProtocolError, type ProtocolErrorCode } from './errors.js';
 export { DEFAULT_LIMITS, HANDSHAKE_TIMEOUT_MS, type Limits, MAX_EARLY_FRAMES, MAX_RING_CONNECTIONS, PROTOCOL_VERSION } from './limits.js';
 export {

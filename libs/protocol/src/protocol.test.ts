@@ -179,6 +179,19 @@ describe('control messages', () => {
     expect(() => decodeControl(Buffer.concat([head, packr.pack({ ...hello, extra: 1 })]))).toThrow(/extra/);
   });
 
+  it('a run id is a UUID or the message is refused: no peer string can become part of a file path', () => {
+    const hello = { type: 'hello', v: 1, workerId: 'h:1', ringAddress: 'ws://127.0.0.1:5', configHash: null, host: 'h', pid: 1 } as const;
+    const held = (runId: string) => ({ ...hello, held: { runId, generation: 1, step: 5, weightsHash: 'ab'.repeat(8) } });
+    const id = '0f1e2d3c-4b5a-4697-8877-665544332211';
+    expect(decodeControl(encodeControl(held(id)))).toEqual(held(id));
+    const packr = new Packr({ useRecords: false });
+    const head = encodeControl(hello).subarray(0, 8);
+    // The demonstrated attack (a journal read and written outside the folder), and its neighbours.
+    for (const bad of ['/../../outside/evil', '../x', 'run-1', `${id}/..`, id.toUpperCase(), `${id}\n`, '']) {
+      expect(codeOf(() => decodeControl(Buffer.concat([head, packr.pack(held(bad))]))), bad).toBe('ERR_MESSAGE_INVALID');
+    }
+  });
+
   it('round-trips an abort', () => {
     const msg = { type: 'abort', v: 1, origin: 2, code: 'ERR_PEER_LOST', message: 'rank 3 disconnected', peer: 3, seq: 17 } as const;
     expect(decodeControl(encodeControl(msg))).toEqual(msg);
