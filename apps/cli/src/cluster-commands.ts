@@ -226,13 +226,17 @@ async function superviseWorkers(url: string, token: string | undefined, n: numbe
 async function reexecTuned(secrets: Secrets): Promise<void> {
   const flags = RING_NODE_FLAGS.filter((f) => !process.execArgv.includes(f));
   // The secrets travel in the environment, never on the child's command line.
-  const child = spawn(process.execPath, [...flags, ...process.execArgv, ...withoutSecretArgs(process.argv.slice(1))], { stdio: 'inherit', env: childEnv(ringProcessEnv(), secrets) });
+  // In a process group of its own, so that a terminal's Ctrl-C reaches it once, forwarded from here,
+  // and not twice (a second SIGINT means "stop now, no checkpoint").
+  const child = spawn(process.execPath, [...flags, ...process.execArgv, ...withoutSecretArgs(process.argv.slice(1))], { stdio: 'inherit', env: childEnv(ringProcessEnv(), secrets), detached: true });
   const forward = (signal: NodeJS.Signals): void => void child.kill(signal);
   process.on('SIGINT', forward);
   process.on('SIGTERM', forward);
+  process.on('SIGHUP', forward);
   const code = await new Promise<number>((resolve) => child.once('exit', (c, sig) => resolve(c ?? (sig === 'SIGINT' ? 130 : 1))));
   process.off('SIGINT', forward);
   process.off('SIGTERM', forward);
+  process.off('SIGHUP', forward);
   process.exitCode = code;
 }
 

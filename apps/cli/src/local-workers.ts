@@ -58,6 +58,9 @@ export class LocalWorkers {
     const nodeArgs = (process.env.RINGTRAIN_NODE_ARGS ?? '').split(' ').filter(Boolean);
     const child = spawn(process.execPath, [...RING_NODE_FLAGS, ...nodeArgs, this.main, 'worker', '--coordinator', this.address, ...this.workerArgs], {
       stdio: ['ignore', 'inherit', 'pipe'],
+      // A process group of its own: Ctrl-C on a terminal signals the launch's group, and the launch
+      // then stops its workers cleanly; a worker that got the SIGINT itself would die as a fault.
+      detached: true,
       // Only the job token, and only in the environment: not the status or admin tokens, not on argv.
       env: { ...childEnv(ringProcessEnv(), { token: this.token }, [...OPTION_ENV, ...this.omitEnv]), RINGTRAIN_LOG_LEVEL: process.env.RINGTRAIN_WORKER_LOG_LEVEL ?? 'warn' },
     });
