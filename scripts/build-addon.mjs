@@ -3,8 +3,10 @@
 // Never fails the install: without a compiler (or a library the addon links) the portable code
 // runs instead, and this prints how to enable the native one. RINGTRAIN_SKIP_NATIVE=1 skips it.
 import { spawnSync } from 'node:child_process';
-import { existsSync, rmSync } from 'node:fs';
+import { existsSync, readdirSync, rmSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { upToDate } from './up-to-date.mjs';
 
 const [dir, what, fallback, packages = 'g++ make python3'] = process.argv.slice(2);
 if (!dir || !what || !fallback) {
@@ -19,6 +21,11 @@ if (process.env.RINGTRAIN_SKIP_NATIVE === '1') {
   console.log(`ringtrain: RINGTRAIN_SKIP_NATIVE=1, ${what} skipped.`);
   process.exit(0);
 }
+// An addon newer than its sources (and the lockfile) is not built again: `npm test` builds first.
+const release = join(nativeDir, 'build', 'Release');
+const addons = existsSync(release) ? readdirSync(release).filter((f) => f.endsWith('.node')).map((f) => join(release, f)) : [];
+const lockfile = fileURLToPath(new URL('../package-lock.json', import.meta.url));
+if (addons.length && upToDate(addons, [nativeDir, lockfile])) process.exit(0);
 const args = ['rebuild'];
 // node-gyp downloads Node's headers unless told where they are; Debian's nodejs ships them.
 if (!process.env.npm_config_nodedir && existsSync('/usr/include/node/node_api.h')) args.push('--nodedir=/usr');
