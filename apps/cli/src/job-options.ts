@@ -4,6 +4,7 @@ import { mlpSpec, outputSize, parseModelSpec } from '@ringtrain/core';
 import { type Dataset, loadDataset } from '@ringtrain/data';
 import { type JobConfig, DEFAULT_JOB, mergeConfig, parseJobConfig } from '@ringtrain/trainer';
 import { type JobFlags, MODELS_DIR, namedModels, parseDataFlag } from './job-flags.js';
+import { errorWithCode } from './output-path.js';
 
 /**
  * Default job ← config file ← flags, validated as a whole. Sizes the config leaves out (the
@@ -136,8 +137,4 @@ export function checkpointJob(path: string, config: unknown, over: Record<string
   } catch (err) {
     throw Object.assign(new Error(`${path}: ${(err as Error).message}`), { code: (err as { code?: string }).code ?? 'ERR_SPEC', cause: err });
   }
-}
-
-function errorWithCode(code: string, message: string): Error {
-  return Object.assign(new Error(message), { code });
 }

@@ -48,6 +48,24 @@ export class LocalWorkers {
     });
   }
 
+  /** The last worker that ended with an error: how, and the error it logged (its last error line). */
+  lastFailure(): string {
+    const failed = [...this.exits.entries()].filter(([, e]) => e.exit !== 'exit code 0').at(-1);
+    if (!failed) return 'no worker reported an error';
+    const [pid, { exit, stderr }] = failed;
+    const logged = stderr
+      .map((l) => {
+        try {
+          return JSON.parse(l) as { level?: number; code?: string; msg?: string };
+        } catch {
+          return null;
+        }
+      })
+      .filter((l) => l && (l.level ?? 0) >= 50)
+      .at(-1);
+    return `worker pid ${pid} ended (${exit})${logged ? `: ${logged.code ? `${logged.code}: ` : ''}${logged.msg}` : stderr.length ? `: ${stderr.at(-1)}` : ''}`;
+  }
+
   /** How a worker process ended, and its last stderr lines (once it has exited). */
   describeExit(pid: number): { exit?: string; stderr?: string[] } | undefined {
     return this.exits.get(pid) ?? (this.tails.has(pid) ? { stderr: this.tails.get(pid) } : undefined);

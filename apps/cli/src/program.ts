@@ -1,4 +1,4 @@
-import { Command, CommanderError } from 'commander';
+import { Command, CommanderError, InvalidArgumentError } from 'commander';
 import { VERSION } from './version.js';
 import { coordinatorCommand, launchCommand, workerCommand } from './cluster-commands.js';
 import { envForEveryOption } from './option-env.js';
@@ -40,8 +40,13 @@ export async function runProgram(argv: string[]): Promise<void> {
   try {
     await buildProgram().parseAsync(argv);
   } catch (err) {
-    if (err instanceof CommanderError) {
+    if (err instanceof CommanderError && !(err instanceof InvalidArgumentError)) {
+      // Commander has printed its own message (an unknown option, a bad option value).
       process.exitCode = err.exitCode;
+    } else if (err instanceof InvalidArgumentError) {
+      // The same check, made by an action on a value it resolved (--data in a job): not printed yet.
+      process.stderr.write(`ringtrain: ERR_ARGUMENT: ${err.message}\n`);
+      process.exitCode = 1;
     } else {
       const e = err as Error & { code?: string };
       process.stderr.write(`ringtrain: ${e.code ? `${e.code}: ` : ''}${e.message}\n`);

@@ -16,6 +16,7 @@ import { envNumber } from './option-env.js';
 import { Progress } from './progress.js';
 import { isLoopback, type Secrets } from './secrets.js';
 import { readTls, type TlsFlags } from './tls-options.js';
+import { outputPath } from './output-path.js';
 
 // The coordinator's side of `launch` and `coordinator`, loaded only by those commands.
 
@@ -85,7 +86,7 @@ export async function coordinate(flags: RunFlags, secrets: Secrets, log: Logger,
     logger: log,
     maxSteps: flags.maxSteps,
     verifyEvery: flags.verifyEvery,
-    saveFinal: flags.saveFinal && resolve(flags.saveFinal),
+    saveFinal: flags.saveFinal && outputPath('--save-final', flags.saveFinal),
     resume,
     initFrom: flags.initFrom && resolve(flags.initFrom),
     checkpoint: flags.checkpointDir
@@ -133,6 +134,8 @@ export async function coordinate(flags: RunFlags, secrets: Secrets, log: Logger,
   if (!isLoopback(flags.host ?? '127.0.0.1') && !secrets.statusToken) {
     log.warn(`the status socket, dashboard data and /metrics on ${flags.host} are readable by anyone who can reach it; set RINGTRAIN_STATUS_TOKEN or --status-token-file to require a token`);
   }
+  // launch's own workers all gone, none to be started (the restart budget spent): nothing can join.
+  void children?.whenIdle().then(() => coordinator.workersGone(children.lastFailure()));
   const progress = new Progress('train');
   coordinator.onProgress = (s) => progress.update(s.step, s.totalSteps, { epoch: `${s.epoch + 1}/${job.epochs}`, loss: s.loss, rate: s.samplesPerSecond });
   coordinator.onEpoch = () => progress.stop();

@@ -3,6 +3,7 @@ import { resolve } from 'node:path';
 import { Command } from 'commander';
 import { addJobOptions, type JobFlags } from './job-flags.js';
 import { createLogger } from './logger.js';
+import { outputPath } from './output-path.js';
 
 /** `ringtrain train`: the whole job in this one process (no cluster). */
 export function trainCommand(): Command {
@@ -13,6 +14,7 @@ export function trainCommand(): Command {
     .action(async (flags: JobFlags & { json?: boolean; checkpointDir?: string; saveFinal?: string }) => {
       const [{ resolveJob }, { train }, { CheckpointWriter, writeFinalWeights }] = await Promise.all([import('./job-options.js'), import('@ringtrain/trainer'), import('@ringtrain/worker')]);
       const job = resolveJob(flags);
+      const saveFinal = flags.saveFinal && outputPath('--save-final', flags.saveFinal);
       const log = createLogger();
       const { Progress } = await import('./progress.js');
       const progress = new Progress('train');
@@ -35,9 +37,9 @@ export function trainCommand(): Command {
         const { path } = await (await writer.save(last ? { test_accuracy: last.test.accuracy, test_loss: last.test.loss } : {})).written;
         log.info({ path }, `checkpoint written: ${path}`);
       }
-      if (flags.saveFinal) {
-        writeFinalWeights(result.trainer, resolve(flags.saveFinal));
-        log.info(`final weights written to ${resolve(flags.saveFinal)}`);
+      if (saveFinal) {
+        writeFinalWeights(result.trainer, saveFinal);
+        log.info(`final weights written to ${saveFinal}`);
       }
       if (flags.json) process.stdout.write(`${JSON.stringify({ epochs: result.epochs, stopped: result.stopped })}\n`);
       if (result.stopped) {

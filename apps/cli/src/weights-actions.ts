@@ -6,6 +6,7 @@ import { applyScaling, Batcher, type Dataset, decodeImage, loadDataset, planarPi
 import { type EvalResult, evaluateRange } from '@ringtrain/trainer';
 import { parseDataFlag } from './job-flags.js';
 import { checkpointJob } from './job-options.js';
+import { errorWithCode, outputPath } from './output-path.js';
 import { table } from './table.js';
 import { asMatrix, loadWeightsInto } from './weights-file.js';
 
@@ -86,8 +87,16 @@ export function inspect(path: string, flags: { json?: boolean }): void {
   process.stdout.write(`metrics ${JSON.stringify(m.metrics)}\noptimizer ${m.optimizer.type} (step ${m.optimizer.step}, slots ${m.optimizer.slots.join(', ') || 'none'})\nconfig ${JSON.stringify(m.config)}\n`);
 }
 
+/** The format of `export -o FILE`: as given, or by the file's extension; never one the name contradicts. */
+function exportFormat(output: string, given?: 'safetensors' | 'json'): 'safetensors' | 'json' {
+  const named = output.endsWith('.json') ? 'json' : output.endsWith('.safetensors') ? 'safetensors' : undefined;
+  if (given && named && given !== named) throw errorWithCode('ERR_ARGUMENT', `-o ${output} names a .${named} file, but --format is ${given}; name the file .${given}, or leave --format out`);
+  return given ?? named ?? 'safetensors';
+}
+
 /** `export`: the weights alone, optionally quantized, with the test accuracy before and after. */
-export function exportWeights(path: string, flags: { output: string; format: 'safetensors' | 'json'; quantize?: 'fp16' | 'int8' | 'int4'; data?: string }): void {
+export function exportWeights(path: string, options: { output: string; format?: 'safetensors' | 'json'; quantize?: 'fp16' | 'int8' | 'int4'; data?: string }): void {
+  const flags = { ...options, output: outputPath('-o', options.output), format: exportFormat(options.output, options.format) };
   const ckpt = loadCheckpoint(path);
   const model = modelOf(ckpt);
   const test = testSet(ckpt, flags.data);

@@ -15,10 +15,10 @@ export function exportCommand(): Command {
     .description('write the weights only, optionally quantized, and report the test accuracy before and after')
     .argument('<checkpoint>', 'a .safetensors checkpoint')
     .requiredOption('-o, --output <file>', 'where to write')
-    .addOption(new Option('--format <format>', 'file format').choices(['safetensors', 'json']).default('safetensors'))
+    .addOption(new Option('--format <format>', 'file format (default: json for a .json output, else safetensors)').choices(['safetensors', 'json']))
     .addOption(new Option('--quantize <precision>', 'weight precision').choices(['fp16', 'int8', 'int4']))
     .option('--data <source>', 'evaluate on this test set instead of the checkpoint config\'s')
-    .action(async (path: string, flags: { output: string; format: 'safetensors' | 'json'; quantize?: 'fp16' | 'int8' | 'int4'; data?: string }) => (await import('./weights-actions.js')).exportWeights(path, flags));
+    .action(async (path: string, flags: { output: string; format?: 'safetensors' | 'json'; quantize?: 'fp16' | 'int8' | 'int4'; data?: string }) => (await import('./weights-actions.js')).exportWeights(path, flags));
 }
 
 export function evaluateCommand(): Command {

@@ -283,6 +283,11 @@ export class Coordinator {
     this.stop(reason);
   }
 
+  /** Fails the run: the launch that started every worker has none left and will start no more. */
+  workersGone(why: string): void {
+    this.apply(this.membership.handle({ type: 'workersGone', why }));
+  }
+
   /** Stops the run (the user asked): every worker is told to stop. */
   stop(reason = 'stopped by the user'): void {
     this.apply(this.membership.handle({ type: 'stop', code: 'ERR_INTERRUPTED', reason }));
@@ -333,6 +338,9 @@ export class Coordinator {
           break;
         case 'refused':
           this.log.warn({ code: e.code, conn: e.conn }, `message refused: ${e.reason}`);
+          break;
+        case 'unprepared':
+          this.log.error({ code: e.fault.code, conn: e.conn }, e.fault.message);
           break;
         case 'report':
           this.onReport(e.member, e.msg);

@@ -277,6 +277,30 @@ describe('membership state machine', () => {
     expect(end).toContainEqual(expect.objectContaining({ type: 'state', error: expect.objectContaining({ code: 'ERR_RESTART_BUDGET', message: expect.stringMatching(/more than --max-restarts 1.*rank 0 \(w1/) }) }));
   });
 
+  it('a worker that cannot prepare the job is refused, and its cause is what the run fails with when no worker can join', () => {
+    const h = new Harness(options({ min: 2, max: 2, joinTimeoutMs: 1000 }));
+    h.hello(1);
+    h.record(h.m.handle({ type: 'hello', conn: 2, hello: hello(2) }));
+    const cause = 'dataset d has 48 samples, fewer than one global batch of 128';
+    // One token holder cannot end the run by saying so: it is refused, and the run waits on.
+    const e = h.send(2, { type: 'failed', v, code: 'ERR_SHAPE', message: cause });
+    expect(e).toContainEqual({ type: 'unprepared', conn: 2, fault: { code: 'ERR_SHAPE', message: `w2 could not prepare the job: ${cause}`, workerId: 'w2', host: 'h', pid: 2 } });
+    expect(h.m.state).toBe('gathering');
+    // The rendezvous deadline names the cause.
+    h.timer('join');
+    expect(h.effects).toContainEqual(expect.objectContaining({ type: 'state', state: 'failed', error: expect.objectContaining({ code: 'ERR_RENDEZVOUS', message: `only 1 of 2 workers joined within 1000 ms; ERR_SHAPE: w2 could not prepare the job: ${cause}` }) }));
+    // launch with no worker left fails at once, with the workers' own cause.
+    const gone = new Harness(options({ min: 2, max: 2 }));
+    gone.record(gone.m.handle({ type: 'hello', conn: 1, hello: hello(1) }));
+    gone.send(1, { type: 'failed', v, code: 'ERR_SHAPE', message: cause });
+    gone.record(gone.m.handle({ type: 'workersGone', why: 'worker pid 7 ended (exit code 1)' }));
+    expect(gone.effects).toContainEqual(expect.objectContaining({ type: 'state', state: 'failed', error: expect.objectContaining({ code: 'ERR_SHAPE', message: `w1 could not prepare the job: ${cause}`, workerId: 'w1' }) }));
+    // Without a reported cause, the launch's own account of how its workers ended.
+    const crashed = new Harness(options({ min: 2, max: 2 }));
+    crashed.record(crashed.m.handle({ type: 'workersGone', why: 'worker pid 7 ended (signal SIGSEGV)' }));
+    expect(crashed.effects).toContainEqual(expect.objectContaining({ type: 'state', state: 'failed', error: { code: 'ERR_WORKERS_GONE', message: 'every worker ended and none is left to start: worker pid 7 ended (signal SIGSEGV)' } }));
+  });
+
   it('refuses what is out of place, never throwing: a ready before the ring forms, a done from a stranger, a progress naming another rank', () => {
     const h = new Harness(options({ min: 2, max: 2 }));
     h.hello(1);

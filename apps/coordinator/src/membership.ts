@@ -95,7 +95,9 @@ export type MembershipEvent =
   | { type: 'silent'; conn: Conn; ms: number }
   | { type: 'alive'; conn: Conn }
   | { type: 'timer'; name: Timer }
-  | { type: 'stop'; code: string; reason: string };
+  | { type: 'stop'; code: string; reason: string }
+  /** Every worker this coordinator's launch started has ended, and none will be started again. */
+  | { type: 'workersGone'; why: string };
 
 export type Effect =
   | { type: 'send'; conn: Conn; msg: ControlMessage }
@@ -109,6 +111,8 @@ export type Effect =
   /** A worker's message, checked against its connection, rank, generation and the run's state. */
   | { type: 'report'; member: Member; msg: ControlMessage }
   | { type: 'refused'; conn: Conn; code: string; reason: string }
+  /** A worker could not prepare the job (load the data, build the model): it takes no place. */
+  | { type: 'unprepared'; conn: Conn; fault: Fault }
   | { type: 'generation'; record: GenerationRecord }
   | { type: 'state'; state: MembershipState; generation: number; error: Fault | null }
   /** A restarted coordinator took over the run its workers hold (its id and generations). */
@@ -123,6 +127,8 @@ const REPORTS: ReadonlySet<ControlMessage['type']> = new Set(['progress', 'evalu
 export class Membership {
   private current: MembershipState = 'gathering';
   private gen = 0;
+  /** The first report of a worker that could not prepare the job. */
+  private unprepared: Fault | null = null;
   private run: string;
   /** True once this run's identity is settled: a generation formed, or held state was adopted. */
   private settled = false;
@@ -208,6 +214,10 @@ export class Membership {
       case 'stop':
         this.end('stopped', { code: event.code, message: event.reason });
         break;
+      case 'workersGone':
+        // The cause the workers reported, where one could not prepare the job, is the root cause.
+        this.end('failed', this.unprepared ?? { code: 'ERR_WORKERS_GONE', message: `every worker ended and none is left to start: ${event.why}` });
+        break;
     }
     return this.flush();
   }
@@ -225,6 +235,18 @@ export class Membership {
   private reject(conn: Conn, code: string, reason: string): void {
     this.emit({ type: 'send', conn, msg: { type: 'reject', v: PROTOCOL_VERSION, code, reason } });
     this.emit({ type: 'close', conn, code: 1008, reason: code });
+  }
+
+  /**
+   * A worker that could not load the data or build the model for the job (a dataset smaller than
+   * one global batch, a missing file). One token holder cannot end the run this way; the cause is
+   * kept, and it is what the run fails with when the rendezvous deadline passes, or when `launch`
+   * has no worker left to start (`workersGone`): the user sees why, not only that none joined.
+   */
+  private failedToPrepare(conn: Conn, m: Member, msg: MessageOf<'failed'>): void {
+    const fault = { code: msg.code, message: `${m.workerId} could not prepare the job: ${msg.message}`, workerId: m.workerId, host: m.host, pid: m.pid };
+    this.unprepared ??= fault;
+    this.emit({ type: 'unprepared', conn, fault });
   }
 
   private refuse(conn: Conn, code: string, reason: string): void {
@@ -284,6 +306,7 @@ export class Membership {
     const m = this.members.get(conn);
     if (!m) return this.refuse(conn, 'ERR_OUT_OF_PLACE', `${msg.type} before hello`);
     this.answer(m);
+    if (msg.type === 'failed' && msg.rank === undefined && m.rank < 0) return this.failedToPrepare(conn, m, msg);
     const ranked = 'rank' in msg && 'generation' in msg;
     if (ranked) {
       // Reports of an older generation of this same worker are late, not hostile: dropped quietly.
@@ -485,7 +508,7 @@ export class Membership {
       case 'join':
         if (this.current !== 'gathering') return;
         if (this.preparedCount >= this.options.min) return this.form('start');
-        return this.end('failed', { code: 'ERR_RENDEZVOUS', message: `only ${this.preparedCount} of ${this.options.min} workers joined within ${this.options.joinTimeoutMs} ms` });
+        return this.end('failed', { code: 'ERR_RENDEZVOUS', message: `only ${this.preparedCount} of ${this.options.min} workers joined within ${this.options.joinTimeoutMs} ms${this.unprepared ? `; ${this.unprepared.code}: ${this.unprepared.message}` : ''}` });
       case 'lastCall':
         if (this.current === 'gathering' && this.preparedCount >= this.options.min) this.form('start');
         return;

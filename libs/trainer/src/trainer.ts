@@ -178,7 +178,8 @@ export class Trainer {
     const globalBatch = options.globalBatch ?? config.batchSize * this.worldSize;
     this.plan = shardPlan(train.size, globalBatch);
     if (this.plan.stepsPerEpoch === 0) {
-      throw new CoreError('ERR_SHAPE', `dataset ${train.name} has ${train.size} samples, fewer than one global batch of ${globalBatch}`);
+      const perWorker = Math.floor(train.size / (globalBatch / config.batchSize));
+      throw new CoreError('ERR_SHAPE', `dataset ${train.name} has ${train.size} samples, fewer than one global batch of ${globalBatch} (${globalBatch / config.batchSize} workers × batch ${config.batchSize}); ${perWorker > 0 ? `give --batch-size ${perWorker} or less` : 'give fewer workers'}`);
     }
     const alloc = (n: number): Float32Array => this.backend.alloc(n);
     this.slice = this.checkedSlice(this.rank, this.worldSize);

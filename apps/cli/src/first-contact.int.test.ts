@@ -1,0 +1,74 @@
+import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { killStarted, startRingtrain } from './testing/run-process.js';
+
+afterEach(killStarted);
+
+async function ringtrain(...args: string[]): Promise<{ code: number | null; stdout: string; stderr: string; ms: number }> {
+  const t0 = Date.now();
+  const r = startRingtrain(args);
+  const code = await r.exited;
+  return { code, stdout: r.stdout, stderr: r.stderr, ms: Date.now() - t0 };
+}
+
+/** The one line a failure prints: `ringtrain: CODE: what was wrong; what to do`. */
+const failureLine = (stderr: string): string => stderr.split('\n').filter((l) => l.startsWith('ringtrain: ')).join('\n');
+
+describe('first contact: the mistakes a newcomer makes get one clear line, and nothing asked for is lost (real processes)', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'ringtrain-first-contact-'));
+
+  it('an unknown --data source fails with a code and the sources there are, not silently', async () => {
+    for (const args of [['train', '--data', 'foo:bar'], ['launch', '--workers', '1', '--data', 'mnist2'], ['train', '--data', 'csv:']]) {
+      const r = await ringtrain(...args);
+      expect(r.code, args.join(' ')).toBe(1);
+      expect(failureLine(r.stderr), args.join(' ')).toMatch(/^ringtrain: ERR_ARGUMENT: --data must be mnist, idx:<folder>, csv:<file>, images:<folder> or packed:<folder>, got "[^"]*"$/);
+    }
+  }, 60_000);
+
+  it('a dataset smaller than one global batch fails at once with the cause and the fix, not a rendezvous timeout', async () => {
+    // 60 rows, 48 of them to train: less than 2 workers × 64.
+    const csv = join(dir, 'small.csv');
+    writeFileSync(csv, `${Array.from({ length: 60 }, (_, i) => `${i % 7},${(i * 3) % 5},${i % 2},${i % 3}`).join('\n')}\n`);
+    const pack = join(dir, 'small-pack');
+    const packed = await ringtrain('data', 'pack', `csv:${csv}`, pack);
+    expect(packed.code, packed.stderr).toBe(0);
+    const r = await ringtrain('launch', '--workers', '2', '--data', `packed:${pack}`);
+    expect(r.code).toBe(1);
+    expect(failureLine(r.stderr)).toMatch(/^ringtrain: ERR_SHAPE: .* could not prepare the job: dataset .* has 48 samples, fewer than one global batch of 128 \(2 workers × batch 64\); give --batch-size 24 or less$/);
+    expect(r.stderr).not.toMatch(/ERR_RENDEZVOUS|message refused/);
+    expect(r.ms).toBeLessThan(20_000); // the rendezvous deadline is 60 s
+    const fixed = await ringtrain('launch', '--workers', '2', '--data', `packed:${pack}`, '--batch-size', '24', '--epochs', '1');
+    expect(fixed.code, fixed.stderr).toBe(0);
+  }, 90_000);
+
+  it('--save-final is checked before training: a missing folder is created, an impossible one refused at once', async () => {
+    const made = join(dir, 'new', 'folder', 'final.safetensors');
+    const ok = await ringtrain('launch', '--workers', '2', '--max-steps', '3', '--save-final', made);
+    expect(ok.code, ok.stderr).toBe(0);
+    expect(existsSync(made)).toBe(true);
+    const file = join(dir, 'a-file');
+    writeFileSync(file, 'x');
+    for (const command of ['launch', 'train']) {
+      const bad = await ringtrain(command, ...(command === 'launch' ? ['--workers', '2'] : []), '--save-final', join(file, 'final.safetensors'));
+      expect(bad.code, command).toBe(1);
+      expect(failureLine(bad.stderr), command).toMatch(/^ringtrain: ERR_OUTPUT: --save-final .*a-file\/final\.safetensors: its folder .*a-file cannot be created or written \(\w+\); give a path in a writable folder$/);
+      expect(bad.stderr, command).not.toMatch(/epoch 1\//);
+    }
+  }, 90_000);
+
+  it('export writes the format its file name says, and refuses a --format the name contradicts', async () => {
+    const ckpts = join(dir, 'ckpts');
+    const run = await ringtrain('launch', '--workers', '1', '--max-steps', '2', '--save-every', '2', '--checkpoint-dir', ckpts);
+    expect(run.code, run.stderr).toBe(0);
+    const ckpt = join(ckpts, readdirSync(ckpts).find((f) => f.endsWith('.safetensors'))!);
+    const json = join(dir, 'out.json');
+    const r = await ringtrain('export', ckpt, '-o', json);
+    expect(r.code, r.stderr).toBe(0);
+    expect(JSON.parse(readFileSync(json, 'utf8')).tensors).toBeDefined();
+    const contradiction = await ringtrain('export', ckpt, '-o', json, '--format', 'safetensors');
+    expect(contradiction.code).toBe(1);
+    expect(failureLine(contradiction.stderr)).toBe(`ringtrain: ERR_ARGUMENT: -o ${json} names a .json file, but --format is safetensors; name the file .safetensors, or leave --format out`);
+  }, 60_000);
+});
