@@ -37,6 +37,28 @@ describe('elastic membership (real processes)', () => {
     for (const l of run.lines.filter((x) => String(x.msg).includes('joined'))) expect(alive(Number(String(l.workerId).split(':').pop()))).toBe(false);
   }, 120_000);
 
+  it('every worker lost at once: the replacements go on from the newest checkpoint, and end bit for bit where the uninterrupted run does', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'ringtrain-all-lost-'));
+    const reference = ringtrain(['launch', '--workers', '2', '--max-steps', '80', '--json']);
+    expect(await reference.exited, reference.stderr.slice(-2000)).toBe(0);
+    // Both ranks die by SIGKILL at step 50 of the first generation: no survivor holds the state.
+    const run = ringtrain(['launch', '--workers', '2', '--max-steps', '80', '--checkpoint-dir', join(dir, 'ck'), '--save-every', '20', '--json'], { RINGTRAIN_FAULT_KILL: '*@50' });
+    expect(await run.exited, run.stderr.slice(-3000)).toBe(0);
+    // From the newest checkpoint the coordinator had verified (step 20 or 40: the step-40 save may still be in flight at the kill).
+    const went = /no worker holds the run's state any more \(all were lost at once\): generation \d+ goes on from .*ckpt-step-0*(\d+)\.safetensors, step (\d+); steps (\d+)–\d+ are taken again/.exec(run.stderr);
+    expect(went, run.stderr.slice(-3000)).not.toBeNull();
+    expect([20, 40]).toContain(Number(went![1]));
+    expect([went![2], went![3]]).toEqual([went![1], String(Number(went![1]) + 1)]);
+    expect(run.stderr).not.toMatch(/trains from step 0|starts again from step 0/);
+    const [got, want] = [JSON.parse(run.stdout), JSON.parse(reference.stdout)];
+    expect(got.steps).toBe(80);
+    expect(got.weightsHash).toBe(want.weightsHash);
+    // Without a checkpoint the loss is said, not hidden.
+    const bare = ringtrain(['launch', '--workers', '2', '--max-steps', '60'], { RINGTRAIN_FAULT_KILL: '*@30' });
+    expect(await bare.exited, bare.stderr.slice(-3000)).toBe(0);
+    expect(bare.stderr).toMatch(/there is no checkpoint to go on from: generation \d+ starts again from step 0, and the progress to step \d+ is lost \(--checkpoint-dir keeps it next time\)/);
+  }, 120_000);
+
   it('a hung worker (SIGSTOP) is dropped within a few seconds; the others go on, launch replaces it, the run finishes', async () => {
     const run = ringtrain(['launch', '--workers', '3', '--epochs', '6', '--json'], { RINGTRAIN_WORKER_LOG_LEVEL: 'info' });
     await until(() => run.lines.some((l) => l.epoch === 1 && String(l.msg).startsWith('epoch')), 60_000, 'the second epoch', run);

@@ -1,6 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
+import { checkpointName, loadCheckpoint } from '@ringtrain/checkpoint';
 import { type ConfigSummary, type ControlMessage, type GenerationChange, type MessageOf, PROTOCOL_VERSION } from '@ringtrain/protocol';
 import { guardedServer } from '@ringtrain/allreduce';
 import { describeModel, parameterCount } from '@ringtrain/core';
@@ -342,6 +344,10 @@ export class Coordinator {
         case 'unprepared':
           this.log.error({ code: e.fault.code, conn: e.conn }, e.fault.message);
           break;
+        case 'stateLost':
+          if (e.resume) this.log.warn({ generation: e.generation, path: e.resume.path, step: e.resume.state.globalStep }, `no worker holds the run's state any more (all were lost at once): generation ${e.generation} goes on from ${e.resume.path}, step ${e.resume.state.globalStep}${this.stats.step > e.resume.state.globalStep ? `; steps ${e.resume.state.globalStep + 1}–${this.stats.step} are taken again` : ''}`);
+          else this.log.error({ generation: e.generation }, `no worker holds the run's state any more (all were lost at once) and there is no checkpoint to go on from: generation ${e.generation} starts again from step 0, and the progress to step ${this.stats.step} is lost${this.options.checkpoint ? '' : ' (--checkpoint-dir keeps it next time)'}`);
+          break;
         case 'report':
           this.onReport(e.member, e.msg);
           break;
@@ -459,6 +465,24 @@ export class Coordinator {
   private onReport(m: Member, msg: ControlMessage): void {
     if (msg.type === 'aborted' || msg.type === 'leave') this.changeSince ??= Date.now();
     this.record.report(m.rank, msg, this.membership.ring.length);
+    if (msg.type === 'saved') this.noteCheckpoint(msg.step);
+  }
+
+  /**
+   * Reads the checkpoint of `step` back from this coordinator's own folder (the name made here,
+   * never a peer's path), verified, as the point a ring with no state would resume from.
+   */
+  private noteCheckpoint(step: number): void {
+    const policy = this.options.checkpoint;
+    if (!policy) return;
+    const path = join(policy.dir, checkpointName(step));
+    try {
+      const { meta: m } = loadCheckpoint(path);
+      if (m.lineage !== (policy.lineage ?? this.membership.runId)) return;
+      this.apply(this.membership.handle({ type: 'checkpointed', resume: { path, state: { globalStep: m.step, epoch: m.epoch, cursor: m.cursor, optimizerStep: m.optimizer.step, dropoutRng: m.rng.dropout } } }));
+    } catch (err) {
+      this.log.warn(`checkpoint ${path} could not be read back (${(err as Error).message}); a ring that loses every worker goes on from an older one`);
+    }
   }
 
   /** A control action from an admin on the status socket. */

@@ -188,6 +188,36 @@ describe('membership state machine', () => {
     expect(record).toMatchObject({ record: { generation: 2, cause: 'fault', worldSize: 2, fault: { code: 'ERR_PEER_LOST', rank: 1, pid: 2 } } });
   });
 
+  it('a ring of newcomers only (every holder lost at once) resumes from the newest checkpoint; one with a survivor shares its state', () => {
+    const resume = { path: '/ck/ckpt-step-0000000040.safetensors', state: { globalStep: 40, epoch: 0, cursor: 5120, optimizerStep: 40, dropoutRng: [1, 2, 3, 4] } };
+    const h = new Harness(options({ min: 2, max: 2 }));
+    [1, 2].forEach((c) => h.hello(c));
+    h.allReady();
+    h.record(h.m.handle({ type: 'checkpointed', resume }));
+    // A survivor and a newcomer: the survivor shares what it holds; no resume.
+    h.record(h.m.handle({ type: 'disconnect', conn: 2 }));
+    h.record(h.m.handle({ type: 'alive', conn: 1 }));
+    h.hello(3);
+    expect(h.m.state).toBe('forming');
+    expect(h.assigns.get(2)!.map((a) => a.resume)).toEqual([undefined, undefined]);
+    expect(h.effects.some((e) => e.type === 'stateLost')).toBe(false);
+    // Then both at once: the two newcomers go on from the checkpoint, and the machine says so.
+    h.allReady();
+    h.record(h.m.handle({ type: 'disconnect', conn: 1 }));
+    h.record(h.m.handle({ type: 'disconnect', conn: 3 }));
+    [4, 5].forEach((c) => h.hello(c));
+    expect(h.assigns.get(3)!.map((a) => a.resume)).toEqual([resume, resume]);
+    expect(h.effects).toContainEqual({ type: 'stateLost', generation: 3, resume });
+    // With no checkpoint, the same loss is said, with nothing to resume from.
+    const bare = new Harness(options({ min: 1, max: 1 }));
+    bare.hello(1);
+    bare.allReady();
+    bare.record(bare.m.handle({ type: 'disconnect', conn: 1 }));
+    bare.hello(2);
+    expect(bare.effects).toContainEqual({ type: 'stateLost', generation: 2, resume: null });
+    expect(bare.assigns.get(2)![0].resume).toBeUndefined();
+  });
+
   it('a member that does not answer the regroup is dropped at the quorum deadline', () => {
     const h = new Harness(options({ min: 2, max: 3 }));
     [1, 2, 3].forEach((c) => h.hello(c));

@@ -67,6 +67,8 @@ export interface Member extends WorkerInfo {
   done: MessageOf<'done'> | null;
   /** Answered since the current regroup began (a message or a pong): it is alive. */
   answered: boolean;
+  /** It said it holds training state of this run (a restarted coordinator's worker). */
+  holdsState: boolean;
 }
 
 /** Why a generation ended: the first fault of it, for the root-cause record. */
@@ -97,7 +99,11 @@ export type MembershipEvent =
   | { type: 'timer'; name: Timer }
   | { type: 'stop'; code: string; reason: string }
   /** Every worker this coordinator's launch started has ended, and none will be started again. */
-  | { type: 'workersGone'; why: string };
+  | { type: 'workersGone'; why: string }
+  /** A checkpoint of this run is on disk, verified: where a ring with no state would resume. */
+  | { type: 'checkpointed'; resume: Resume };
+
+export type Resume = NonNullable<MessageOf<'assign'>['resume']>;
 
 export type Effect =
   | { type: 'send'; conn: Conn; msg: ControlMessage }
@@ -111,6 +117,8 @@ export type Effect =
   /** A worker's message, checked against its connection, rank, generation and the run's state. */
   | { type: 'report'; member: Member; msg: ControlMessage }
   | { type: 'refused'; conn: Conn; code: string; reason: string }
+  /** No worker of the new ring holds the run's state: it starts from `resume`, or from scratch. */
+  | { type: 'stateLost'; generation: number; resume: Resume | null }
   /** A worker could not prepare the job (load the data, build the model): it takes no place. */
   | { type: 'unprepared'; conn: Conn; fault: Fault }
   | { type: 'generation'; record: GenerationRecord }
@@ -127,6 +135,8 @@ const REPORTS: ReadonlySet<ControlMessage['type']> = new Set(['progress', 'evalu
 export class Membership {
   private current: MembershipState = 'gathering';
   private gen = 0;
+  /** The newest checkpoint of this run, for a ring in which no worker holds the state. */
+  private resumePoint: Resume | null = null;
   /** The first report of a worker that could not prepare the job. */
   private unprepared: Fault | null = null;
   private run: string;
@@ -214,6 +224,9 @@ export class Membership {
       case 'stop':
         this.end('stopped', { code: event.code, message: event.reason });
         break;
+      case 'checkpointed':
+        this.resumePoint = event.resume;
+        break;
       case 'workersGone':
         // The cause the workers reported, where one could not prepare the job, is the root cause.
         this.end('failed', this.unprepared ?? { code: 'ERR_WORKERS_GONE', message: `every worker ended and none is left to start: ${event.why}` });
@@ -270,7 +283,7 @@ export class Membership {
         return this.reject(conn, 'ERR_OTHER_RUN', `the worker holds the state of run ${hello.held.runId}, this coordinator runs ${this.run}`);
       }
     }
-    const member: Member = { conn, workerId: hello.workerId, host: hello.host, hostId: hello.hostId, pid: hello.pid, ringAddress: hello.ringAddress, rank: -1, generation: 0, prepared: false, ready: null, done: null, answered: true };
+    const member: Member = { conn, workerId: hello.workerId, host: hello.host, hostId: hello.hostId, pid: hello.pid, ringAddress: hello.ringAddress, rank: -1, generation: 0, prepared: false, ready: null, done: null, answered: true, holdsState: hello.held !== undefined };
     this.members.set(conn, member);
     this.emit({ type: 'joined', member: { ...member } });
     const { config, configHash, globalBatch } = this.options.assign;
@@ -465,8 +478,13 @@ export class Membership {
     }
     this.emit({ type: 'cancel', timer: 'rejoin' });
     const ring = byHost(order.slice(0, this.options.max));
+    // Every worker that held the run's state is gone (all killed at once): as torchrun's restart
+    // does, the ring goes on from the newest checkpoint, and says so; without one, progress is lost.
+    const stateless = this.gen > 0 && ring.every((m) => m.generation === 0 && !m.holdsState);
+    const resume = stateless ? (this.resumePoint ?? this.options.assign.resume ?? null) : this.options.assign.resume ?? null;
     this.settled = true;
     this.gen++;
+    if (stateless) this.emit({ type: 'stateLost', generation: this.gen, resume });
     const n = ring.length;
     ring.forEach((m, r) => {
       m.rank = r;
@@ -483,7 +501,7 @@ export class Membership {
       this.emit({
         type: 'send',
         conn: m.conn,
-        msg: { ...this.options.assign, ...(this.tuned ? { tunedSegment: this.tuned } : {}), type: 'assign', v: PROTOCOL_VERSION, generation: this.gen, rank: m.rank, worldSize: n, prevAddress: ring[(m.rank - 1 + n) % n].ringAddress, ringId, runId: this.run },
+        msg: { ...this.options.assign, ...(resume ? { resume } : {}), ...(this.tuned ? { tunedSegment: this.tuned } : {}), type: 'assign', v: PROTOCOL_VERSION, generation: this.gen, rank: m.rank, worldSize: n, prevAddress: ring[(m.rank - 1 + n) % n].ringAddress, ringId, runId: this.run },
       });
     }
     this.emit({ type: 'arm', timer: 'ready', ms: this.options.readyTimeoutMs });

@@ -9,7 +9,8 @@ import { appendFileSync } from 'node:fs';
  *   RINGTRAIN_FAULT_KILL=<rank>@<step>       that rank's process dies by SIGKILL at that step of the
  *                                            first generation, after its gradients and before the
  *                                            all-reduce (a crash drill; later generations redo the
- *                                            step without dying again)
+ *                                            step without dying again); rank * is every rank: no
+ *                                            worker survives to hold the state
  *   RINGTRAIN_FAULT_KILL_EVAL=<rank>@<epoch> that rank's process dies by SIGKILL when it starts that
  *                                            epoch's evaluation in generation 1 (before it sends
  *                                            its share)
@@ -38,7 +39,7 @@ export function faultsFromEnv(env: NodeJS.ProcessEnv = process.env): Faults {
   const nan = /^(\d+)@(\d+)$/.exec(env.RINGTRAIN_FAULT_NAN ?? '');
   const delay = /^(\d+):(\d+)$/.exec(env.RINGTRAIN_FAULT_DELAY_MS ?? '');
   const overflow = /^(\d+)$/.exec(env.RINGTRAIN_FAULT_OVERFLOW ?? '');
-  const kill = /^(\d+)@(\d+)$/.exec(env.RINGTRAIN_FAULT_KILL ?? '');
+  const kill = /^(\d+|\*)@(\d+)$/.exec(env.RINGTRAIN_FAULT_KILL ?? '');
   const diverge = /^(\d+)@(\d+)$/.exec(env.RINGTRAIN_FAULT_DIVERGE ?? '');
   const killEval = /^(\d+)@(\d+)$/.exec(env.RINGTRAIN_FAULT_KILL_EVAL ?? '');
   const stepLog = env.RINGTRAIN_STEP_LOG;
@@ -51,7 +52,7 @@ export function faultsFromEnv(env: NodeJS.ProcessEnv = process.env): Faults {
     overflowAt: (step) => overflow !== null && Number(overflow[1]) === step,
     divergeAt: (rank, step) => diverge !== null && Number(diverge[1]) === rank && Number(diverge[2]) === step,
     exitAt: (rank, step, generation) => {
-      if (kill !== null && generation === 1 && Number(kill[1]) === rank && Number(kill[2]) === step) process.kill(process.pid, 'SIGKILL');
+      if (kill !== null && generation === 1 && (kill[1] === '*' || Number(kill[1]) === rank) && Number(kill[2]) === step) process.kill(process.pid, 'SIGKILL');
     },
     exitInEvaluation: (rank, epoch, generation) => {
       if (killEval !== null && generation === 1 && Number(killEval[1]) === rank && Number(killEval[2]) === epoch) process.kill(process.pid, 'SIGKILL');
