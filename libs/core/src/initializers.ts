@@ -1,16 +1,17 @@
 import { CoreError } from './errors.js';
 import type { Rng } from './rng.js';
 
-export const INITIALIZERS = ['zeros', 'xavier_uniform', 'xavier_normal', 'he_uniform', 'he_normal'] as const;
+export const INITIALIZERS = ['zeros', 'xavier_uniform', 'xavier_normal', 'he_uniform', 'he_normal', 'gpt_normal'] as const;
 export type Initializer = (typeof INITIALIZERS)[number];
 
 /**
  * Fills a weight of fan-in `fanIn` and fan-out `fanOut` (Glorot & Bengio 2010; He et al. 2015).
  * Xavier: Var = 2/(fanIn+fanOut). He: Var = 2/fanIn (ReLU gain). Uniform bounds are √(3·Var).
+ * gpt_normal: N(0, 0.02²) whatever the fan, as GPT-2 and nanoGPT start every linear layer.
  */
 export function initialize(target: Float32Array, kind: Initializer, fanIn: number, fanOut: number, rng: Rng): void {
   if (!(fanIn > 0 && fanOut > 0)) throw new CoreError('ERR_HYPERPARAM', `initialize: fanIn and fanOut must be positive, got ${fanIn} and ${fanOut}`);
-  const variance = kind.startsWith('xavier') ? 2 / (fanIn + fanOut) : 2 / fanIn;
+  const variance = initializerVariance(kind, fanIn, fanOut);
   switch (kind) {
     case 'zeros':
       target.fill(0);
@@ -22,7 +23,8 @@ export function initialize(target: Float32Array, kind: Initializer, fanIn: numbe
       return;
     }
     case 'xavier_normal':
-    case 'he_normal': {
+    case 'he_normal':
+    case 'gpt_normal': {
       const std = Math.sqrt(variance);
       rng.fillNormal(target, std);
       return;
@@ -35,5 +37,6 @@ export function initialize(target: Float32Array, kind: Initializer, fanIn: numbe
 /** Variance that `kind` aims for, for tests and reports. */
 export function initializerVariance(kind: Initializer, fanIn: number, fanOut: number): number {
   if (kind === 'zeros') return 0;
+  if (kind === 'gpt_normal') return 0.02 ** 2;
   return kind.startsWith('xavier') ? 2 / (fanIn + fanOut) : 2 / fanIn;
 }

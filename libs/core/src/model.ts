@@ -3,13 +3,18 @@ import { CoreError } from './errors.js';
 import type { Initializer } from './initializers.js';
 import { Gelu, LeakyRelu, Relu, Sigmoid, Tanh } from './layers/activations.js';
 import { Conv2d } from './layers/conv2d.js';
+import { CausalSelfAttention } from './layers/attention.js';
 import { Dense } from './layers/dense.js';
+import { Embedding } from './layers/embedding.js';
+import { LayerNorm } from './layers/layernorm.js';
+import { Positionwise } from './layers/positionwise.js';
+import { Residual } from './layers/residual.js';
 import { GroupNorm } from './layers/groupnorm.js';
 import { Flatten, GlobalAvgPool, Pool2d } from './layers/pooling.js';
 import { Dropout } from './layers/dropout.js';
 import { BatchBuffer, type Layer } from './layers/layer.js';
 import { createLoss, type Loss, type Targets } from './losses.js';
-import { type LayerSpec, type ModelSpec, parseModelSpec, type ShapedLayer, shapeLayers } from './model-spec.js';
+import { type LayerSpec, layerOutputShape, type ModelSpec, parseModelSpec, shapeLayers } from './model-spec.js';
 import { argmaxRow } from './ops.js';
 import { ParameterStore } from './parameter-store.js';
 import { Rng } from './rng.js';
@@ -58,6 +63,8 @@ export class Model {
   /** Dropout masks draw from this; a checkpoint saves its state. */
   readonly dropoutRng: Rng;
   private readonly lossGrad: BatchBuffer;
+  /** Rows of the output each sample has: T for a sequence model (a prediction per token), else 1. */
+  readonly positions: number;
   /** Where each layer's parameters (if any) begin in the flat buffers: layer by layer, in order. */
   private readonly paramStart: number[];
 
@@ -69,7 +76,11 @@ export class Model {
     this.spec = parseModelSpec(spec);
     const initRng = new Rng(options.seed);
     this.dropoutRng = new Rng(options.seed ^ 0x5eed);
-    const layers = poolBeforeActivation(shapeLayers(this.spec).map((l, i) => this.createLayer(l, `layers.${i}`, this.spec.layers[i + 1])), backend);
+    const shaped = shapeLayers(this.spec);
+    const layers = poolBeforeActivation(shaped.map((l, i) => this.createLayer(l.spec, l.input, `layers.${i}`, this.spec.layers[i + 1])), backend);
+    // A sequence model's output is [T, classes]: its loss is taken at every one of the T positions.
+    const out = shaped.at(-1)!.output;
+    this.positions = out.length === 2 ? out[0] : 1;
     this.layers = layers;
     this.params = new ParameterStore(backend, layers.flatMap((l) => l.parameters()));
     // Where the store put each layer's first tensor; a layer without one starts where the next does.
@@ -120,7 +131,7 @@ export class Model {
   *gradientStages(x: Float32Array, targets: Targets, batch: number): Generator<number, BatchResult, void> {
     const out = this.forward(x, batch, true);
     const grad = this.lossGrad.get(batch);
-    const loss = this.loss.compute(out, targets, batch, this.outputSize, grad);
+    const loss = this.loss.compute(out, targets, batch * this.positions, this.outputSize / this.positions, grad);
     const correct = this.countCorrect(out, targets, batch);
     let g: Float32Array | null = grad;
     for (let i = this.layers.length - 1; i >= 0 && g; i--) {
@@ -133,23 +144,43 @@ export class Model {
   /** Loss and correct count without gradients (evaluation mode: no dropout). */
   evaluate(x: Float32Array, targets: Targets, batch: number): BatchResult {
     const out = this.forward(x, batch, false);
-    return { loss: this.loss.compute(out, targets, batch, this.outputSize, null), correct: this.countCorrect(out, targets, batch) };
+    return { loss: this.loss.compute(out, targets, batch * this.positions, this.outputSize / this.positions, null), correct: this.countCorrect(out, targets, batch) };
   }
 
   private countCorrect(out: Float32Array, targets: Targets, batch: number): number {
     if (!(targets instanceof Int32Array)) return 0;
     let correct = 0;
-    for (let r = 0; r < batch; r++) if (argmaxRow(out, r, this.outputSize) === targets[r]) correct++;
+    const classes = this.outputSize / this.positions;
+    for (let r = 0; r < batch * this.positions; r++) if (argmaxRow(out, r, classes) === targets[r]) correct++;
     return correct;
   }
 
-  private createLayer({ spec, input }: ShapedLayer, name: string, next: LayerSpec | undefined): Layer {
+  private createLayer(spec: LayerSpec, input: number[], name: string, next: LayerSpec | undefined): Layer {
     const b = this.backend;
     const width = input.reduce((x, y) => x * y, 1);
     const image = input as unknown as [number, number, number];
+    // A 2-D input is a sequence [T, C]: dense and LayerNorm act on each of its T rows.
+    const [rows, last] = input.length === 2 ? input : [1, width];
     switch (spec.type) {
-      case 'dense':
-        return new Dense(name, width, spec.units, spec.init ?? defaultInit(next), b);
+      case 'dense': {
+        const dense = new Dense(name, last, spec.units, spec.init ?? defaultInit(next), b);
+        return rows > 1 ? new Positionwise(dense, rows) : dense;
+      }
+      case 'embedding':
+        return new Embedding(name, input[0], spec.vocab, spec.dim, b);
+      case 'layernorm':
+        return new LayerNorm(name, rows, last, spec.eps ?? 1e-5, spec.bias ?? true, b);
+      case 'attention':
+        return new CausalSelfAttention(name, input[0], input[1], spec.heads, b);
+      case 'residual': {
+        let shape = input;
+        const inner = spec.layers.map((l, j) => {
+          const layer = this.createLayer(l, shape, `${name}.layers.${j}`, spec.layers[j + 1]);
+          shape = layerOutputShape(l, shape);
+          return layer;
+        });
+        return new Residual(name, width, inner, b);
+      }
       case 'conv2d':
         return new Conv2d(name, image, { filters: spec.filters, kernelSize: spec.kernelSize, stride: spec.stride ?? 1, padding: spec.padding ?? 'valid', init: spec.init ?? defaultInit(next) }, b);
       case 'maxpool2d':
