@@ -23,7 +23,7 @@ describe('first contact: the mistakes a newcomer makes get one clear line, and n
     for (const args of [['train', '--data', 'foo:bar'], ['launch', '--workers', '1', '--data', 'mnist2'], ['train', '--data', 'csv:']]) {
       const r = await ringtrain(...args);
       expect(r.code, args.join(' ')).toBe(1);
-      expect(failureLine(r.stderr), args.join(' ')).toMatch(/^ringtrain: ERR_ARGUMENT: --data must be mnist, idx:<folder>, csv:<file>, images:<folder> or packed:<folder>, got "[^"]*"$/);
+      expect(failureLine(r.stderr), args.join(' ')).toMatch(/^ringtrain: ERR_ARGUMENT: --data must be mnist, idx:<folder>, csv:<file>, images:<folder>, packed:<folder>, text \(the embedded English corpus\) or text:<file>, got "[^"]*"$/);
     }
   }, 60_000);
 

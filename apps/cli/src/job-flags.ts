@@ -17,7 +17,7 @@ export function addJobOptions(cmd: Command): Command {
     .option('--seed <n>', 'seed for weights, data order and dropout', nonNegativeInt)
     .addOption(new Option('--optimizer <type>', 'optimizer').choices(['sgd', 'adam', 'adamw']))
     .option('--hidden <sizes>', 'hidden layer widths of an MLP, comma-separated (e.g. 256,128)', sizeList)
-    .option('--data <source>', 'mnist (embedded), idx:<folder>, csv:<file>, images:<folder> (one subfolder per class), packed:<folder> (ringtrain data pack)')
+    .option('--data <source>', 'mnist (embedded), idx:<folder>, csv:<file>, images:<folder> (one subfolder per class), packed:<folder> (ringtrain data pack), text (the embedded English corpus) or text:<file> (UTF-8, for --model gpt)')
     .option('--label <column>', 'csv: the label column: its name, its index (negative: from the end), or last (the default)', labelColumn)
     .option('--header', 'csv: the first line names the columns (default: detected)')
     .option('--no-header', 'csv: the first line is data')
@@ -64,7 +64,9 @@ export function parseDataFlag(spec: string): unknown {
   if (kind === 'csv' && path) return { source: 'csv', train: path };
   if (kind === 'images' && path) return { source: 'images', dir: path };
   if (kind === 'packed' && path) return { source: 'packed', dir: path };
-  throw new InvalidArgumentError(`--data must be mnist, idx:<folder>, csv:<file>, images:<folder> or packed:<folder>, got "${spec}"`);
+  if (spec === 'text') return { source: 'text' };
+  if (kind === 'text' && path) return { source: 'text', file: path };
+  throw new InvalidArgumentError(`--data must be mnist, idx:<folder>, csv:<file>, images:<folder>, packed:<folder>, text (the embedded English corpus) or text:<file>, got "${spec}"`);
 }
 
 export function positiveInt(v: string): number {

@@ -70,7 +70,23 @@ function withCsvFlags(job: Record<string, unknown>, flags: JobFlags): Record<str
  * The default model's MNIST sizes count as unstated when the data is not MNIST. A stated size that
  * contradicts the data fails here, naming both. An unstated batch size and schedule fit a small CSV.
  */
+/**
+ * A GPT's vocabulary comes from its text's tokenizer, and the text's windows from the GPT's
+ * context; a vocabulary or context the job states must be the data's.
+ */
+function fitGptToText(job: Record<string, unknown>): Record<string, unknown> {
+  const model = job.model as { type: 'gpt'; context?: number; vocab?: number };
+  const dataset = job.dataset as { source: string; context?: number };
+  if (dataset.source !== 'text') throw errorWithCode('ERR_DATA_CONFIG', `a GPT trains on text, and the data is ${dataset.source}: give --data text (the embedded English corpus) or --data text:FILE`);
+  if (dataset.context !== undefined && dataset.context !== model.context) throw errorWithCode('ERR_SHAPE', `the model's context is ${model.context} tokens, the dataset's ${dataset.context}; leave the dataset's out`);
+  const fitted = { ...dataset, context: model.context };
+  const train = loadDataset(fitted).train;
+  if (model.vocab !== undefined && model.vocab !== train.classes) throw errorWithCode('ERR_SHAPE', `the model's vocabulary has ${model.vocab} tokens, the text ${train.name} has ${train.classes}; leave the model's vocab out to take the text's`);
+  return { ...job, dataset: fitted, model: { ...model, vocab: train.classes } };
+}
+
 function fitModelToData(job: Record<string, unknown>, userModel: unknown, given: { batchSize: boolean; schedule: boolean }): Record<string, unknown> {
+  if ((job.model as { type?: string }).type === 'gpt') return fitGptToText(job);
   const model = structuredClone(job.model) as { inputSize?: number; inputShape?: number[]; layers: { type: string; units?: number }[]; loss?: string };
   const user = (userModel ?? {}) as { inputSize?: unknown; inputShape?: unknown; layers?: { type?: string; units?: unknown }[]; loss?: unknown };
   const last = [...(model.layers ?? [])].reverse().find((l) => l.type === 'dense');

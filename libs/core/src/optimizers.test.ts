@@ -104,6 +104,30 @@ describe('optimizers against hand-computed steps', () => {
     expect(opt.state.step).toBe(3);
   });
 
+  it('AdamW with decayOn "matrices" decays the 2-D tensors only, not norms or biases (nanoGPT\'s rule)', () => {
+    const decls = [
+      { name: 'w', shape: [1, 2], role: 'weight' as const },
+      { name: 'gain', shape: [2], role: 'weight' as const },
+      { name: 'b', shape: [2], role: 'bias' as const },
+    ];
+    const run = (decayOn: 'all' | 'matrices'): Float32Array => {
+      const s = new ParameterStore(new ReferenceBackend(), decls);
+      s.values.set([1, -2, 1, -2, 1, -2]);
+      s.grads.set([0.5, 0.25, 0.5, 0.25, 0.5, 0.25]);
+      createOptimizer({ type: 'adamw', lr: 0.1, weightDecay: 0.5, decayOn }, s).step(0.1);
+      return s.values;
+    };
+    const [all, matrices] = [run('all'), run('matrices')];
+    // The first step moves each weight by lr·sign(g); decay shrinks what it applies to by 1 − lr·wd.
+    const decayed = [f32(f32(1 * 0.95) - 0.1), f32(f32(-2 * 0.95) - 0.1)];
+    const plain = [f32(1 - 0.1), f32(-2 - 0.1)];
+    const rounded = (v: ArrayLike<number>): number[] => Array.from(v, (x) => Number(x.toFixed(5)));
+    expect(rounded(all)).toEqual(rounded([...decayed, ...decayed, ...decayed]));
+    expect(Array.from(matrices.subarray(0, 2)).map((v) => Number(v.toFixed(5)))).toEqual(decayed.map((v) => Number(v.toFixed(5))));
+    expect(Array.from(matrices.subarray(2)).map((v) => Number(v.toFixed(5)))).toEqual([...plain, ...plain].map((v) => Number(v.toFixed(5))));
+    expect(Array.from(all.subarray(2, 4)).map((v) => Number(v.toFixed(5)))).toEqual(decayed.map((v) => Number(v.toFixed(5))));
+  });
+
   it('AdamW decays by 0.01 unless told otherwise; Adam does not decay unless told', () => {
     const a = store();
     createOptimizer({ type: 'adamw', lr: 0.1 }, a).step(0.1);

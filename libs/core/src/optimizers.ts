@@ -22,6 +22,8 @@ export const optimizerConfigSchema = z.discriminatedUnion('type', [
     beta2: z.number().min(0).lt(1).optional(),
     eps: z.number().positive().optional(),
     weightDecay: decay,
+    /** Which parameters AdamW decays: all (torch.optim's default), or matrices only (nanoGPT: not norms, biases). */
+    decayOn: z.enum(['all', 'matrices']).optional(),
   }),
 ]);
 
@@ -85,12 +87,15 @@ class Sgd implements Optimizer {
 /** Adam (L2 decay added to the gradient) and AdamW (decoupled decay), as torch.optim. */
 class Adam implements Optimizer {
   readonly state: OptimizerState;
+  /** The tensors of two or more dimensions (weight matrices, embeddings, convolution kernels). */
+  private readonly matrices: readonly { offset: number; length: number }[];
 
   constructor(
     readonly config: AdamConfig,
     private readonly store: ParameterStore,
   ) {
     this.state = { step: 0, slots: { exp_avg: store.newSlot(), exp_avg_sq: store.newSlot() } };
+    this.matrices = store.tensors.filter((t) => t.shape.length >= 2);
   }
 
   step(lr: number): void {
@@ -99,6 +104,10 @@ class Adam implements Optimizer {
     const b2 = this.config.beta2 ?? 0.999;
     const wd = this.config.weightDecay ?? (this.config.type === 'adamw' ? 0.01 : 0);
     const t = ++this.state.step;
+    const decoupled = this.config.type === 'adamw' ? 1 - lr * wd : 1;
+    // Decaying only the matrices: p·shrink on those first, then the update with no shrink.
+    const selective = this.config.decayOn === 'matrices' && decoupled !== 1;
+    if (selective) for (const m of this.matrices) scale(values.subarray(m.offset, m.offset + m.length), decoupled);
     backend.adamUpdate(values, grads, this.state.slots.exp_avg, this.state.slots.exp_avg_sq, {
       stepSize: lr / (1 - b1 ** t),
       beta1: b1,
@@ -106,7 +115,7 @@ class Adam implements Optimizer {
       eps: this.config.eps ?? 1e-8,
       rootCorrection: Math.sqrt(1 - b2 ** t),
       l2: this.config.type === 'adam' ? wd : 0,
-      shrink: this.config.type === 'adamw' ? 1 - lr * wd : 1,
+      shrink: selective ? 1 : decoupled,
     });
   }
 }

@@ -19,7 +19,7 @@ export class Batcher {
   ) {
     if (!Number.isInteger(capacity) || capacity < 1) throw new DataError('ERR_DATA_CONFIG', `Batcher: capacity must be a positive integer, got ${capacity}`);
     this.x = alloc(capacity * dataset.features);
-    this.labels = dataset.labels ? new Int32Array(capacity) : null;
+    this.labels = dataset.labels ? new Int32Array(capacity * (dataset.labelWidth ?? 1)) : null;
     this.targets = dataset.targets ? alloc(capacity * dataset.targetSize) : null;
   }
 
@@ -48,7 +48,11 @@ export class Batcher {
     } else {
       this.x.set(this.dataset.x.subarray(i * features, (i + 1) * features), r * features);
     }
-    if (this.labels) this.labels[r] = this.dataset.labels![i];
+    const w = this.dataset.labelWidth ?? 1;
+    if (this.labels) {
+      if (w === 1) this.labels[r] = this.dataset.labels![i];
+      else this.labels.set(this.dataset.labels!.subarray(i * w, (i + 1) * w), r * w);
+    }
     if (this.targets) this.targets.set(this.dataset.targets!.subarray(i * targetSize, (i + 1) * targetSize), r * targetSize);
   }
 

@@ -17,8 +17,10 @@ export interface Dataset {
   readonly codeValues?: Float32Array;
   /** Reads sample i as floats into out[at…], when the samples stay on disk (a packed dataset). */
   readonly readRow?: (i: number, out: Float32Array, at: number) => void;
-  /** Class of each sample (classification), else undefined. */
+  /** Class of each sample (classification), else undefined; `labelWidth` of them per sample for a sequence. */
   readonly labels?: Int32Array;
+  /** Labels per sample: a text window's next token at each of its positions (default 1). */
+  readonly labelWidth?: number;
   /** Number of classes; 0 for regression. */
   readonly classes: number;
   /** `size` rows of `targetSize` floats (regression), else undefined. */

@@ -9,6 +9,8 @@ import { loadEmbeddedMnist } from './mnist.js';
 import { normalize } from './normalize.js';
 import { epochPermutation } from './sampler.js';
 import { gaussianBlobs, linearRegression, spirals } from './synthetic.js';
+import { loadText, TEXT_LIMITS } from './text.js';
+import { embeddedCorpusPath } from './corpus.js';
 
 const normalization = z.enum(['none', 'standardize', 'minmax']).optional();
 const testFraction = z.number().gt(0).lt(1).optional();
@@ -31,6 +33,14 @@ export const datasetConfigSchema = z.discriminatedUnion('source', [
     task: z.enum(['classification', 'regression']).optional(),
     testFraction,
     normalize: normalization,
+  }),
+  /** A UTF-8 text (without `file`, the embedded English corpus), character-level; `context` is the model's, filled in from a GPT model. */
+  z.strictObject({
+    source: z.literal('text'),
+    file: z.string().min(1).optional(),
+    context: z.number().int().positive().max(TEXT_LIMITS.maxContext),
+    valFraction: z.number().gt(0).lt(1).optional(),
+    evalWindows: z.number().int().positive().max(1 << 20).optional(),
   }),
   z.strictObject({
     source: z.literal('synthetic'),
@@ -98,6 +108,8 @@ function load(c: DatasetConfig): DatasetSplit {
       const classes = Math.max(train.classes, test.classes);
       return { train: withClasses(train, classes), test: withClasses(test, classes) };
     }
+    case 'text':
+      return loadText(c.file ?? embeddedCorpusPath(), c);
     case 'synthetic': {
       const n = c.samples ?? 2000;
       const ds =

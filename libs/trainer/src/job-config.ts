@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { CoreError, describeIssues, type ModelSpec, modelSpecSchema, optimizerConfigSchema, parseModelSpec, scheduleConfigSchema } from '@ringtrain/core';
+import { CoreError, describeIssues, expandShortForms, type ModelSpec, modelSpecSchema, optimizerConfigSchema, parseModelSpec, scheduleConfigSchema } from '@ringtrain/core';
 import { datasetConfigSchema } from '@ringtrain/data';
 import { z } from 'zod';
 
@@ -39,13 +39,16 @@ export const syncConfigSchema = z.discriminatedUnion('type', [
 export type SyncConfig = z.infer<typeof syncConfigSchema>;
 
 export const jobConfigSchema = z.strictObject({
-  model: modelSpecSchema,
+  /** A model spec, or a short form of one (`{ "type": "gpt", … }`) that expands into it. */
+  model: z.preprocess((m) => expandShortForms(m), modelSpecSchema),
   dataset: datasetConfigSchema,
   optimizer: optimizerConfigSchema,
   schedule: scheduleConfigSchema.default({ type: 'constant' }),
   /** Samples per step (per worker, in a cluster). */
   batchSize: z.number().int().positive().max(65536),
   epochs: z.number().int().positive(),
+  /** Stop after this many steps, if it comes before the last epoch's end (a language model's run is counted in steps). */
+  steps: z.number().int().positive().optional(),
   seed: z.number().int().min(0).max(2 ** 32 - 1),
   /** Rescale gradients to this global L2 norm when larger. */
   clipGradNorm: z.number().positive().optional(),

@@ -164,8 +164,9 @@ export class Trainer {
       throw new CoreError('ERR_SHAPE', `model inputSize ${config.model.inputSize} does not match dataset ${train.name} with ${train.features} features`);
     }
     this.model = new Model(config.model, this.backend, { seed: config.seed });
-    if (train.classes > 0 && config.model.loss === 'softmax_cross_entropy' && this.model.outputSize < train.classes) {
-      throw new CoreError('ERR_SHAPE', `model has ${this.model.outputSize} outputs but dataset ${train.name} has ${train.classes} classes`);
+    const classes = this.model.outputSize / this.model.positions;
+    if (train.classes > 0 && config.model.loss === 'softmax_cross_entropy' && classes < train.classes) {
+      throw new CoreError('ERR_SHAPE', `model has ${classes} outputs${this.model.positions > 1 ? ' per position' : ''} but dataset ${train.name} has ${train.classes} ${train.labelWidth ? 'tokens in its vocabulary' : 'classes'}`);
     }
     this.optimizer = createOptimizer(config.optimizer, this.model.params);
     if (config.sync?.type === 'diloco') {
@@ -274,7 +275,13 @@ export class Trainer {
 
   /** The scheduled learning rate of the next step. */
   get learningRate(): number {
-    return learningRate(this.config.schedule, this.config.optimizer.lr, this.globalStep, this.config.epochs * this.plan.stepsPerEpoch);
+    return learningRate(this.config.schedule, this.config.optimizer.lr, this.globalStep, this.runSteps);
+  }
+
+  /** The run's length in steps: its epochs, or its `steps` where those end it sooner. */
+  get runSteps(): number {
+    const epochs = this.config.epochs * this.plan.stepsPerEpoch;
+    return this.config.steps ? Math.min(this.config.steps, epochs) : epochs;
   }
 
   /**
@@ -594,5 +601,6 @@ export function evaluateRange(model: Model, batcher: Batcher, start = 0, end = b
     correct += r.correct;
   }
   const samples = end - start;
-  return { loss: samples ? loss / samples : 0, accuracy: samples ? correct / samples : 0, samples };
+  // A sequence model predicts at every position: its accuracy is per token.
+  return { loss: samples ? loss / samples : 0, accuracy: samples ? correct / (samples * model.positions) : 0, samples };
 }

@@ -1,0 +1,101 @@
+import { readFileSync, statSync } from 'node:fs';
+import type { Dataset, DatasetSplit } from './dataset.js';
+import { DataError } from './errors.js';
+
+/** Bounds on a text source, checked before anything is allocated. */
+export const TEXT_LIMITS = { maxBytes: 1 << 30, maxVocab: 1 << 16, maxContext: 4096 } as const;
+
+export interface TextOptions {
+  /** Tokens a sample sees (the model's context). */
+  context: number;
+  /** The share of the text, at its end, held out for validation (nanoGPT: 0.1). */
+  valFraction?: number;
+  /** Windows of the validation split that an evaluation scores: a fixed, evenly spaced sample. */
+  evalWindows?: number;
+}
+
+/**
+ * A character-level corpus (nanoGPT's shakespeare_char): the vocabulary is the file's distinct
+ * characters, sorted by code point, and is the split's `classNames` (so checkpoints and weights
+ * files record it). A sample is a window of `context` tokens, its labels the next token at each
+ * position. The training split (the first 1 − valFraction of the text) is cut into windows that
+ * cover it once (an epoch is one pass over the text); the validation split (the rest) is scored on
+ * up to `evalWindows` windows spread evenly through it.
+ */
+export function loadText(path: string, options: TextOptions): DatasetSplit {
+  const { context: T } = options;
+  if (!Number.isInteger(T) || T < 1 || T > TEXT_LIMITS.maxContext) throw new DataError('ERR_DATA_CONFIG', `text ${path}: a context of ${T} tokens; it must be 1 to ${TEXT_LIMITS.maxContext}`);
+  const size = fileSize(path);
+  if (size > TEXT_LIMITS.maxBytes) throw new DataError('ERR_DATA_TOO_LARGE', `text ${path} has ${size} bytes, more than ${TEXT_LIMITS.maxBytes}`);
+  const bytes = readFileSync(path);
+  const text = decodeUtf8(bytes, path);
+  const chars = Array.from(text);
+  const symbols = [...new Set(chars)].sort((a, b) => a.codePointAt(0)! - b.codePointAt(0)!);
+  if (symbols.length > TEXT_LIMITS.maxVocab) throw new DataError('ERR_DATA_TOO_LARGE', `text ${path} has ${symbols.length} distinct characters, more than a vocabulary of ${TEXT_LIMITS.maxVocab}`);
+  const index = new Map(symbols.map((s, i) => [s, i]));
+  const tokens = Uint16Array.from(chars, (c) => index.get(c)!);
+  const valFraction = options.valFraction ?? 0.1;
+  const cut = Math.floor(tokens.length * (1 - valFraction));
+  const train = tokens.subarray(0, cut);
+  const val = tokens.subarray(cut);
+  const need = T + 1;
+  if (train.length < need || val.length < need) {
+    throw new DataError('ERR_DATA_FORMAT', `text ${path}: ${tokens.length} characters (${train.length} to train, ${val.length} to validate) are too few for windows of ${T} tokens and their next token; give a longer text or a smaller context`);
+  }
+  const trainStarts = Array.from({ length: Math.floor((train.length - 1) / T) }, (_, i) => i * T);
+  const valCount = Math.floor((val.length - 1) / T);
+  const evalCount = Math.min(valCount, options.evalWindows ?? 256);
+  const valStarts = Array.from({ length: evalCount }, (_, i) => Math.floor((i * valCount) / evalCount) * T);
+  return {
+    train: windows(`text:${path}/train`, train, trainStarts, T, symbols),
+    test: windows(`text:${path}/val`, val, valStarts, T, symbols),
+  };
+}
+
+function windows(name: string, tokens: Uint16Array, starts: number[], T: number, symbols: string[]): Dataset {
+  const x = new Float32Array(starts.length * T);
+  const labels = new Int32Array(starts.length * T);
+  starts.forEach((s, i) => {
+    for (let t = 0; t < T; t++) {
+      x[i * T + t] = tokens[s + t];
+      labels[i * T + t] = tokens[s + t + 1];
+    }
+  });
+  return { name, size: starts.length, features: T, x, labels, labelWidth: T, classes: symbols.length, targetSize: 0, classNames: symbols };
+}
+
+function fileSize(path: string): number {
+  try {
+    return statSync(path).size;
+  } catch (err) {
+    throw new DataError('ERR_DATA_NOT_FOUND', `text ${path}: ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (err as Error).message}`, { cause: err });
+  }
+}
+
+/** The file as a string; bytes that are not UTF-8 are refused, naming the first one's offset. */
+function decodeUtf8(bytes: Uint8Array, path: string): string {
+  if (bytes.length === 0) throw new DataError('ERR_DATA_FORMAT', `text ${path} is empty`);
+  try {
+    return new TextDecoder('utf-8', { fatal: true }).decode(bytes);
+  } catch {
+    throw new DataError('ERR_DATA_FORMAT', `text ${path} is not UTF-8: byte ${firstInvalidUtf8(bytes)} (0x${bytes[firstInvalidUtf8(bytes)]?.toString(16).padStart(2, '0') ?? '??'}) starts no valid character`);
+  }
+}
+
+/** The offset of the first byte that starts no valid UTF-8 sequence (as a strict decoder sees it). */
+export function firstInvalidUtf8(bytes: Uint8Array): number {
+  let i = 0;
+  while (i < bytes.length) {
+    const b = bytes[i];
+    const n = b < 0x80 ? 1 : b >= 0xc2 && b <= 0xdf ? 2 : b >= 0xe0 && b <= 0xef ? 3 : b >= 0xf0 && b <= 0xf4 ? 4 : 0;
+    if (n === 0 || i + n > bytes.length) return i;
+    const ok = new TextDecoder('utf-8', { fatal: true });
+    try {
+      ok.decode(bytes.subarray(i, i + n));
+    } catch {
+      return i;
+    }
+    i += n;
+  }
+  return bytes.length;
+}
