@@ -5,7 +5,7 @@ import { envForEveryOption } from './option-env.js';
 import { dataCommand } from './data-command.js';
 import { controlCommand, statusCommand } from './status-command.js';
 import { trainCommand } from './train-command.js';
-import { evaluateCommand, exportCommand, inspectCommand, predictCommand } from './weights-commands.js';
+import { evaluateCommand, exportCommand, generateCommand, inspectCommand, predictCommand } from './weights-commands.js';
 
 // A reader that went away (`ringtrain status --json | head -1`) ends the output, not the process with a stack trace.
 process.stdout.on('error', (err: NodeJS.ErrnoException) => {
@@ -30,6 +30,7 @@ export function buildProgram(): Command {
     .addCommand(exportCommand())
     .addCommand(evaluateCommand())
     .addCommand(predictCommand())
+    .addCommand(generateCommand())
     .addCommand(dataCommand());
   envForEveryOption(program);
   return program;

@@ -1,7 +1,7 @@
 import { readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { type Checkpoint, loadCheckpoint, type RawTensor, writeSafetensors } from '@ringtrain/checkpoint';
-import { createBackend, dequantizeRows, fromFloat16, Model, type ModelSpec, packInt4, parameterCount, parseModelSpec, quantizeRows, toFloat16 } from '@ringtrain/core';
+import { createBackend, dequantizeRows, describeModel, fromFloat16, generateTokens, Model, type ModelSpec, packInt4, parameterCount, parseModelSpec, quantizeRows, Rng, toFloat16 } from '@ringtrain/core';
 import { applyScaling, Batcher, type Dataset, decodeImage, loadDataset, planarPixels, readIdx } from '@ringtrain/data';
 import { type EvalResult, evaluateRange } from '@ringtrain/trainer';
 import { parseDataFlag } from './job-flags.js';
@@ -203,4 +203,20 @@ function imageFeatures(file: string, features: number): Float32Array {
   const out = new Float32Array(features);
   planarPixels(rgba, width * height, channels, out);
   return out;
+}
+
+/** `generate`: continues a prompt with a language model's checkpoint, character by character. */
+export function generate(path: string, flags: { prompt: string; tokens: number; temperature: number; seed: number }): void {
+  const ckpt = loadCheckpoint(path);
+  const model = modelOf(ckpt);
+  const symbols = ckpt.meta.classNames;
+  if (model.positions < 2 || !symbols) throw errorWithCode('ERR_MODEL_MISMATCH', `${path} holds no language model (${describeModel(model.spec)}): generate needs a GPT trained on text`);
+  const index = new Map(symbols.map((s, i) => [s, i]));
+  const prompt = Array.from(flags.prompt, (c) => {
+    const id = index.get(c);
+    if (id === undefined) throw errorWithCode('ERR_ARGUMENT', `--prompt: the character ${JSON.stringify(c)} is not in the model's vocabulary of ${symbols.length} (${JSON.stringify(symbols.join(''))})`);
+    return id;
+  });
+  const ids = generateTokens(model, prompt, { tokens: flags.tokens, temperature: flags.temperature, rng: new Rng(flags.seed) });
+  process.stdout.write(`${flags.prompt}${ids.map((i) => symbols[i]).join('')}\n`);
 }

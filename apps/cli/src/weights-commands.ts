@@ -1,4 +1,11 @@
-import { Command, Option } from 'commander';
+import { Command, InvalidArgumentError, Option } from 'commander';
+import { nonNegativeInt, positiveInt } from './job-flags.js';
+
+const nonNegativeNumber = (v: string): number => {
+  const n = Number(v);
+  if (!(n >= 0) || !Number.isFinite(n)) throw new InvalidArgumentError(`expected a number ≥ 0, got "${v}"`);
+  return n;
+};
 
 // The weights commands' definitions; what they do is in weights-actions.ts, loaded when one runs.
 
@@ -35,4 +42,15 @@ export function predictCommand(): Command {
     .argument('<checkpoint>', 'a .safetensors checkpoint')
     .requiredOption('--input <file>', 'CSV rows of features (no label column), an IDX images file, a PNG or JPEG image, or a folder of them')
     .action(async (path: string, flags: { input: string }) => (await import('./weights-actions.js')).predict(path, flags));
+}
+
+export function generateCommand(): Command {
+  return new Command('generate')
+    .description("continue a prompt with a language model's checkpoint (a GPT trained on text)")
+    .argument('<checkpoint>', 'a .safetensors checkpoint of a GPT')
+    .option('--prompt <text>', 'the text to continue (characters of the model\'s vocabulary)', 'The ')
+    .option('--tokens <n>', 'characters to generate', positiveInt, 300)
+    .option('--temperature <t>', '0: the most likely character each time; higher: more varied', nonNegativeNumber, 0.8)
+    .option('--seed <n>', 'seeds the sampling: the same seed gives the same text', nonNegativeInt, 1)
+    .action(async (path: string, flags: { prompt: string; tokens: number; temperature: number; seed: number }) => (await import('./weights-actions.js')).generate(path, flags));
 }

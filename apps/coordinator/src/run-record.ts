@@ -1,5 +1,5 @@
 import type { ControlMessage } from '@ringtrain/protocol';
-import { describeNonFinite } from '@ringtrain/trainer';
+import { describeLanguageModelLoss, describeNonFinite } from '@ringtrain/trainer';
 import type { Logger } from 'pino';
 import type { RunStats } from './run-stats.js';
 import type { StatusFeed } from './status-feed.js';
@@ -19,6 +19,8 @@ export class RunRecord {
     readonly feed: StatusFeed,
     private readonly log: Logger,
     private readonly epochs: number,
+    /** Tokens a sample predicts (a language model's context), or 1: a language model's evaluation reads in nats, bits and perplexity. */
+    private readonly positions: number,
     private readonly hooks: { progress: (stats: RunStats) => void; epoch: (epoch: number, stats: RunStats) => void },
   ) {}
 
@@ -52,7 +54,9 @@ export class RunRecord {
           this.feed.evaluation({ epoch: msg.epoch, step: this.stats.step, trainLoss: Number.isFinite(e.trainLoss) ? e.trainLoss : null, testLoss: e.testLoss, testAccuracy: e.testAccuracy, samples: e.testSamples });
           this.log.info(
             { epoch: msg.epoch, testLoss: e.testLoss, testAccuracy: e.testAccuracy, trainLoss: e.trainLoss, samplesPerSecond: this.stats.samplesPerSecond },
-            `epoch ${msg.epoch + 1}/${this.epochs}: loss ${e.trainLoss.toFixed(4)}, test ${(100 * e.testAccuracy).toFixed(2)}% on ${e.testSamples} samples, ${Math.round(this.stats.samplesPerSecond)} samples/s`,
+            this.positions > 1
+              ? `epoch ${msg.epoch + 1}/${this.epochs}, step ${this.stats.step}: loss ${e.trainLoss.toFixed(4)}, ${describeLanguageModelLoss(e.testLoss)} on ${e.testSamples} windows, ${Math.round(this.stats.samplesPerSecond * this.positions)} tokens/s`
+              : `epoch ${msg.epoch + 1}/${this.epochs}: loss ${e.trainLoss.toFixed(4)}, test ${(100 * e.testAccuracy).toFixed(2)}% on ${e.testSamples} samples, ${Math.round(this.stats.samplesPerSecond)} samples/s`,
           );
           this.hooks.epoch(msg.epoch, this.stats);
         }

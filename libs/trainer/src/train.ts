@@ -39,6 +39,11 @@ export interface TrainResult {
 
 const pct = (x: number): string => `${(100 * x).toFixed(2)}%`;
 
+/** A language model's validation loss as people read it: nats per token, bits per character, perplexity. */
+export function describeLanguageModelLoss(loss: number): string {
+  return `val loss ${loss.toFixed(4)} (${(loss / Math.LN2).toFixed(3)} bits/char, perplexity ${Math.exp(loss).toFixed(2)})`;
+}
+
 /** Trains in this process: the whole job config, epoch by epoch, with evaluation after each. */
 export async function train(config: unknown, options: TrainOptions = {}): Promise<TrainResult> {
   const job = parseJobConfig(config);
@@ -51,12 +56,15 @@ export async function train(config: unknown, options: TrainOptions = {}): Promis
     `backend: ${trainer.backend.description}; ${counts.total} parameters (${counts.weights} weights, ${counts.biases} biases)`,
   );
   const epochs: EpochReport[] = [];
-  for (let epoch = 0; epoch < job.epochs; epoch++) {
+  const positions = trainer.model.positions;
+  for (let epoch = 0; epoch < job.epochs && trainer.globalStep < trainer.runSteps; epoch++) {
     const t0 = performance.now();
     let lossSum = 0;
     let correct = 0;
     let samples = 0;
-    for (let step = 1; step <= trainer.stepsPerEpoch; step++) {
+    // A run counted in steps (`steps`) ends within an epoch, and is evaluated there.
+    const lastStep = Math.min(trainer.stepsPerEpoch, trainer.runSteps - trainer.globalStep);
+    for (let step = 1; step <= lastStep; step++) {
       const r = trainer.trainStep();
       if (r.skipped) {
         log?.warn({ step: trainer.globalStep - 1, loss: r.loss }, `step ${trainer.globalStep - 1} skipped: a loss or gradient is not finite (nonFinite "skip")`);
@@ -65,7 +73,7 @@ export async function train(config: unknown, options: TrainOptions = {}): Promis
         correct += r.correct;
         samples += job.batchSize;
       }
-      if (step % 25 === 0 || step === trainer.stepsPerEpoch) {
+      if (step % 25 === 0 || step === lastStep) {
         options.onStep?.({ epoch, step, stepsPerEpoch: trainer.stepsPerEpoch, loss: r.loss, samplesPerSecond: samples / ((performance.now() - t0) / 1000) });
         await yieldToEventLoop();
         if (options.signal?.aborted) return { config: job, trainer, epochs, stopped: true };
@@ -75,7 +83,7 @@ export async function train(config: unknown, options: TrainOptions = {}): Promis
     const report: EpochReport = {
       epoch,
       trainLoss: lossSum / samples,
-      trainAccuracy: correct / samples,
+      trainAccuracy: correct / (samples * positions),
       test: trainer.evaluate('test'),
       seconds,
       samplesPerSecond: samples / seconds,
@@ -84,8 +92,10 @@ export async function train(config: unknown, options: TrainOptions = {}): Promis
     options.onEpoch?.(report);
     log?.info(
       { ...report, test: undefined, testLoss: report.test.loss, testAccuracy: report.test.accuracy },
-      `epoch ${epoch + 1}/${job.epochs}: loss ${report.trainLoss.toFixed(4)}, train ${pct(report.trainAccuracy)}, test ${pct(report.test.accuracy)}, ` +
-        `${Math.round(report.samplesPerSecond)} samples/s`,
+      positions > 1
+        ? `epoch ${epoch + 1}/${job.epochs}, step ${trainer.globalStep}: loss ${report.trainLoss.toFixed(4)}, ${describeLanguageModelLoss(report.test.loss)}, ${Math.round(report.samplesPerSecond * positions)} tokens/s`
+        : `epoch ${epoch + 1}/${job.epochs}: loss ${report.trainLoss.toFixed(4)}, train ${pct(report.trainAccuracy)}, test ${pct(report.test.accuracy)}, ` +
+            `${Math.round(report.samplesPerSecond)} samples/s`,
     );
   }
   return { config: job, trainer, epochs, stopped: false };

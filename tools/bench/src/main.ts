@@ -10,6 +10,7 @@ import { convBench } from './conv-bench.js';
 import { dataBench } from './data-bench.js';
 import { elasticBench } from './elastic-bench.js';
 import { gemmBench } from './gemm-bench.js';
+import { gptBench } from './gpt-bench.js';
 import { networkBench } from './network-bench.js';
 import { startupBench } from './startup-bench.js';
 import { tablesBench } from './tables-bench.js';
@@ -24,7 +25,7 @@ const positive = (v: string): number => {
 
 const program = new Command('bench')
   .description('ringtrain benchmarks beside numpy / PyTorch measured in the same run')
-  .addOption(new Option('--only <which>', 'run one benchmark').choices(['gemm', 'train', 'conv', 'data', 'allreduce', 'cluster', 'checkpoint', 'elastic', 'tls', 'tables', 'network', 'startup']))
+  .addOption(new Option('--only <which>', 'run one benchmark').choices(['gemm', 'train', 'conv', 'data', 'allreduce', 'cluster', 'checkpoint', 'elastic', 'tls', 'tables', 'network', 'startup', 'gpt']))
   .option('--backend <name>', 'cluster benchmark backend', 'auto')
   .option('--samples <n>', 'cluster benchmark training samples', positive, 60000)
   .option('--segment-bytes <n>', 'all-reduce segment size', positive, 1024 * 1024)
@@ -38,8 +39,10 @@ const program = new Command('bench')
   .option('--per-host <k>', 'network: workers per host (N/k hosts; ringtrain then sums in shared memory inside each host, unless the variant is `flat`)', (v) => Math.max(1, Math.round(Number(v)) || 1), 1)
   .option('--model <job.json>', 'network: train this job config\'s model (e.g. models/lenet.json) instead of the MLP; ratios are then against ringtrain float32')
   .option('--compression <list>', 'network: ringtrain variants beside float32, comma-separated: fp16, bf16, int8, diloco (H = 8), diloco:16, diloco:8+fp16, overlap:<KiB> (gradient ranges of that size all-reduced during the backward pass; overlap:0 for none), overlap:64+fp16, flat (no shared memory: the ring over TCP between every rank, with --per-host), flat+fp16', 'fp16,int8,diloco')
+  .option('--gpt-steps <n>', 'gpt: steps of the global batch (nanoGPT\'s recipe: 2000)', positive, 2000)
+  .option('--text <file>', 'gpt: the text to train on (default: the embedded corpus)')
   .option('--keep-openblas-env', 'keep OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE (they pin an older, slower kernel)')
-  .action(async (opts: { only?: string; seconds: number; epochs: number; segmentBytes: number; runs: number; backend: string; samples: number; keepOpenblasEnv?: boolean; baseline?: string; profiles: string; workers: string; steps: number; compression: string; model?: string; perHost: number }) => {
+  .action(async (opts: { only?: string; gptSteps: number; text?: string; seconds: number; epochs: number; segmentBytes: number; runs: number; backend: string; samples: number; keepOpenblasEnv?: boolean; baseline?: string; profiles: string; workers: string; steps: number; compression: string; model?: string; perHost: number }) => {
     // OpenBLAS reads these when it loads, so clear them by re-running this process without them;
     // the peers then inherit the same environment, so both sides run the kernel OpenBLAS picks.
     if (!opts.keepOpenblasEnv && (process.env.OPENBLAS_CORETYPE || process.env.OPENBLAS_L2_SIZE)) {
@@ -59,6 +62,7 @@ const program = new Command('bench')
     if (!opts.only || opts.only === 'checkpoint') console.log(`${await checkpointBench()}\n`);
     if (!opts.only || opts.only === 'elastic') console.log(`${await elasticBench(Math.max(1, Math.round(opts.runs)), opts.baseline)}\n`);
     if (!opts.only || opts.only === 'tables') console.log(`${tablesBench(Math.max(3, Math.round(opts.runs)))}\n`);
+    if (!opts.only || opts.only === 'gpt') console.log(`${gptBench(opts.gptSteps, opts.text)}\n`);
     if (opts.only === 'network') {
       const list = (v: string): string[] => v.split(',').map((x) => x.trim()).filter(Boolean);
       const unknown = list(opts.profiles).filter((p) => !PROFILES.some((q) => q.name === p));

@@ -1,0 +1,137 @@
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { readSafetensors, readSafetensorsHeader } from '@ringtrain/checkpoint';
+import { embeddedCorpusPath } from '@ringtrain/data';
+import { parseJobConfig, Trainer } from '@ringtrain/trainer';
+import { afterEach, describe, expect, it } from 'vitest';
+import { killStarted, startRingtrain } from './testing/run-process.js';
+
+afterEach(killStarted);
+
+async function ringtrain(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number | null; stdout: string; stderr: string; summary: Record<string, any> | null }> {
+  const r = startRingtrain(args, env);
+  const code = await r.exited;
+  const last = r.stdout.trim().split('\n').at(-1);
+  return { code, stdout: r.stdout, stderr: r.stderr, summary: code === 0 && last?.startsWith('{') ? JSON.parse(last) : null };
+}
+
+/** A small GPT (the recipe's optimizer and schedule, a model of seconds) on the first 40 KB of the embedded corpus. */
+describe('a GPT on text (real processes)', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'ringtrain-gpt-'));
+  const text = join(dir, 'text.txt');
+  writeFileSync(text, readFileSync(embeddedCorpusPath(), 'utf8').slice(0, 40_000));
+  const job = join(dir, 'gpt.json');
+  const recipe = JSON.parse(readFileSync(new URL('../../../models/gpt.json', import.meta.url), 'utf8'));
+  writeFileSync(job, JSON.stringify({ ...recipe, model: { type: 'gpt', layers: 2, heads: 2, dim: 32, context: 16 }, dataset: { source: 'text', file: text }, batchSize: 4, steps: 40 }));
+
+  for (const n of [2, 3]) {
+    it(`N = ${n} workers with batch 4 take the same first step as one process with batch ${4 * n}, and the replicas stay bit-identical`, async () => {
+      const file = join(dir, `n${n}.safetensors`);
+      const r = await ringtrain(['launch', '--workers', String(n), '--config', job, '--max-steps', '1', '--verify-every', '1', '--save-final', file, '--json']);
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.summary!.replicaChecks).toBeGreaterThanOrEqual(3);
+      const { metadata, tensors } = readSafetensors(file);
+      const config = JSON.parse(String(metadata.config));
+      const single = new Trainer(parseJobConfig({ ...config, batchSize: 4 * n }));
+      const initial = Float32Array.from(single.model.params.values);
+      single.trainStep();
+      const want = single.model.params.values;
+      let [rel, moved] = [0, 0];
+      for (const t of tensors) {
+        const { offset } = single.model.params.info(t.name);
+        for (let i = 0; i < t.data.length; i++) {
+          const scale = Math.max(1e-3, Math.abs(want[offset + i]));
+          rel = Math.max(rel, Math.abs(t.data[i] - want[offset + i]) / scale);
+          moved = Math.max(moved, Math.abs(initial[offset + i] - want[offset + i]) / scale);
+        }
+      }
+      expect(rel).toBeLessThanOrEqual(1e-5);
+      expect(moved).toBeGreaterThan(1e-3); // the step moved the weights: the comparison is real
+    }, 60_000);
+  }
+
+  it('trains: the loss falls, evaluation reports val loss, bits per character and perplexity; a resumed run ends bit for bit where the uninterrupted one does', async () => {
+    const full = await ringtrain(['launch', '--workers', '2', '--config', job, '--json']);
+    expect(full.code, full.stderr).toBe(0);
+    expect(full.summary!.steps).toBe(40);
+    const last = full.summary!.epochs.at(-1);
+    // From ln(vocab) ≈ 4 at the start: it learned (the figure the recipe reaches is the bench's).
+    expect(last.testLoss).toBeLessThan(3.5);
+    expect(full.stderr).toMatch(/step 40: loss \d\.\d{4}, val loss \d\.\d{4} \(\d\.\d{3} bits\/char, perplexity \d+\.\d{2}\) on \d+ windows, \d+ tokens\/s/);
+    const ckpts = join(dir, 'ckpts');
+    const first = await ringtrain(['launch', '--workers', '2', '--config', job, '--max-steps', '20', '--checkpoint-dir', ckpts, '--save-every', '20', '--json']);
+    expect(first.code, first.stderr).toBe(0);
+    const resumed = await ringtrain(['launch', '--workers', '2', '--config', job, '--resume', join(ckpts, 'ckpt-step-0000000020.safetensors'), '--json']);
+    expect(resumed.code, resumed.stderr).toBe(0);
+    expect(resumed.summary!.weightsHash).toBe(full.summary!.weightsHash);
+    // The checkpoint records the tokenizer: the text's characters, in token order.
+    const header = readSafetensorsHeader(join(ckpts, 'ckpt-step-0000000020.safetensors')).__metadata__ as Record<string, string>;
+    const symbols = JSON.parse(header.class_names ?? header.classNames ?? 'null') as string[];
+    expect(symbols).toEqual([...new Set(Array.from(readFileSync(text, 'utf8')))].sort((a, b) => a.codePointAt(0)! - b.codePointAt(0)!));
+    // inspect counts the blocks' parameters.
+    const inspect = await ringtrain(['inspect', join(ckpts, 'ckpt-step-0000000020.safetensors')]);
+    expect(inspect.code, inspect.stderr).toBe(0);
+    expect(inspect.stdout).toMatch(/layers\.1\.layers\.1\.qkv\.weight +\| \[96, 32\] +\| 3072/);
+    // generate: seeded sampling repeats itself, in the text's characters; greedy needs no seed.
+    const ckpt = join(ckpts, 'ckpt-step-0000000020.safetensors');
+    const [a, b] = [await ringtrain(['generate', ckpt, '--prompt', 'The ', '--tokens', '40', '--seed', '3']), await ringtrain(['generate', ckpt, '--prompt', 'The ', '--tokens', '40', '--seed', '3'])];
+    expect(a.code, a.stderr).toBe(0);
+    expect(a.stdout).toBe(b.stdout);
+    const sample = a.stdout.replace(/\n$/, '');
+    expect(Array.from(sample)).toHaveLength(44);
+    expect(sample.startsWith('The ')).toBe(true);
+    for (const c of sample) expect(symbols).toContain(c);
+    const greedy = await ringtrain(['generate', ckpt, '--prompt', 'The ', '--tokens', '20', '--temperature', '0']);
+    expect(greedy.code, greedy.stderr).toBe(0);
+    const foreign = await ringtrain(['generate', ckpt, '--prompt', 'Ω']);
+    expect(foreign.code).toBe(1);
+    expect(foreign.stderr).toMatch(/ERR_ARGUMENT: --prompt: the character "Ω" is not in the model's vocabulary of \d+/);
+  }, 120_000);
+
+  it('a worker SIGKILLed mid-run: the run finishes with every step, and the replicas agree', async () => {
+    const r = await ringtrain(['launch', '--workers', '2', '--config', job, '--verify-every', '5', '--json'], { RINGTRAIN_FAULT_KILL: '1@12' });
+    expect(r.code, r.stderr.slice(-2000)).toBe(0);
+    expect(r.summary!.steps).toBe(40);
+    expect(r.stderr).toMatch(/ended \(signal SIGKILL\)|SIGKILL/);
+  }, 90_000);
+
+  it('bad text and bad models get a clear coded error, and nothing runs', async () => {
+    const bad = (name: string, bytes: Uint8Array | string): string => {
+      const p = join(dir, name);
+      writeFileSync(p, bytes);
+      return p;
+    };
+    const latin1 = bad('latin1.txt', Buffer.concat([Buffer.from('caf'), Buffer.from([0xe9]), Buffer.from(' au lait')]));
+    const cases: [string[], RegExp][] = [
+      [['--data', `text:${latin1}`], /ERR_DATA_FORMAT: text .*latin1\.txt is not UTF-8: byte 3 \(0xe9\) starts no valid character/],
+      [['--data', `text:${bad('empty.txt', '')}`], /ERR_DATA_FORMAT: text .*empty\.txt is empty/],
+      [['--data', `text:${bad('short.txt', 'too short for a context of sixteen')}`], /ERR_DATA_FORMAT: .* too few for windows of 16 tokens/],
+      [['--data', `text:${join(dir, 'nothing-here.txt')}`], /ERR_DATA_NOT_FOUND: text .*nothing-here\.txt: no such file/],
+    ];
+    for (const [args, pattern] of cases) {
+      const r = await ringtrain(['train', '--config', job, ...args]);
+      expect(r.code, args.join(' ')).toBe(1);
+      expect(r.stderr, args.join(' ')).toMatch(pattern);
+    }
+    const model = (over: Record<string, unknown>): string => {
+      const p = join(dir, `model-${Object.keys(over).join('-')}.json`);
+      writeFileSync(p, JSON.stringify({ ...recipe, model: { type: 'gpt', layers: 1, heads: 2, dim: 32, context: 16, ...over }, dataset: { source: 'text', file: text } }));
+      return p;
+    };
+    for (const [over, pattern] of [
+      [{ heads: 3 }, /ERR_SPEC: invalid gpt model: 3 heads do not divide the dimension 32/],
+      [{ vocab: 7 }, /ERR_SHAPE: the model's vocabulary has 7 tokens, the text .* has \d+/],
+      [{ context: 100_000 }, /ERR_SPEC: invalid gpt model: context/],
+    ] as const) {
+      const r = await ringtrain(['train', '--config', model(over)]);
+      expect(r.code, JSON.stringify(over)).toBe(1);
+      expect(r.stderr, JSON.stringify(over)).toMatch(pattern);
+    }
+    const mnist = await ringtrain(['train', '--model', 'gpt', '--data', 'mnist']);
+    expect(mnist.code).toBe(1);
+    expect(mnist.stderr).toMatch(/ERR_DATA_CONFIG: a GPT trains on text, and the data is mnist: give --data text/);
+    expect(readdirSync(dir).filter((f) => f.endsWith('.safetensors') && f.startsWith('ckpt'))).toEqual([]);
+  }, 90_000);
+});
