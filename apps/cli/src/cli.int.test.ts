@@ -58,7 +58,7 @@ describe('ringtrain train (real process)', () => {
 
   it('prints help for every command', () => {
     const top = ringtrain('--help').stdout;
-    const commands = ['launch', 'coordinator', 'worker', 'train', 'inspect', 'export', 'evaluate', 'predict'];
+    const commands = ['launch', 'coordinator', 'worker', 'train', 'inspect', 'export', 'evaluate', 'predict', 'generate'];
     for (const c of commands) {
       expect(top).toMatch(new RegExp(`\\n +${c}\\b`));
       const help = ringtrain(c, '--help');

@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { mlpSpec, outputSize, parseModelSpec } from '@ringtrain/core';
+import { expandShortForms, mlpSpec, outputSize, parseModelSpec } from '@ringtrain/core';
 import { type Dataset, loadDataset } from '@ringtrain/data';
 import { type JobConfig, DEFAULT_JOB, mergeConfig, parseJobConfig } from '@ringtrain/trainer';
 import { type JobFlags, MODELS_DIR, namedModels, parseDataFlag } from './job-flags.js';
@@ -76,6 +76,8 @@ function withCsvFlags(job: Record<string, unknown>, flags: JobFlags): Record<str
  */
 function fitGptToText(job: Record<string, unknown>): Record<string, unknown> {
   const model = job.model as { type: 'gpt'; context?: number; vocab?: number };
+  // The model's own mistakes (heads that do not divide the dimension, a context past the limit) first, before any data is read.
+  expandShortForms({ ...model, vocab: model.vocab ?? 2 });
   const dataset = job.dataset as { source: string; context?: number };
   if (dataset.source !== 'text') throw errorWithCode('ERR_DATA_CONFIG', `a GPT trains on text, and the data is ${dataset.source}: give --data text (the embedded English corpus) or --data text:FILE`);
   if (dataset.context !== undefined && dataset.context !== model.context) throw errorWithCode('ERR_SHAPE', `the model's context is ${model.context} tokens, the dataset's ${dataset.context}; leave the dataset's out`);
