@@ -93,6 +93,15 @@ describe('a GPT on text (real processes)', () => {
     expect(foreign.stderr).toMatch(/ERR_ARGUMENT: --prompt: the character "Ω" is not in the model's vocabulary of \d+/);
   }, 120_000);
 
+  it('two workers whose steps take ~120 ms (models/gpt.json) through shared memory keep their heartbeats: no peer is lost', async () => {
+    // Their collectives can complete without yielding to the event loop; before each replica loop
+    // let it run every 50 ms, a rank fell silent for 1.7–3.9 s and was dropped, in most runs within 60 steps.
+    const r = await ringtrain(['launch', '--workers', '2', '--model', 'gpt', '--max-steps', '60', '--json']);
+    expect(r.code, r.stderr.slice(-2000)).toBe(0);
+    expect(r.stderr).not.toMatch(/silent for|after a fault/);
+    expect(r.summary!.steps).toBe(60);
+  }, 90_000);
+
   it('a worker SIGKILLed mid-run: the run finishes with every step, and the replicas agree', async () => {
     const r = await ringtrain(['launch', '--workers', '2', '--config', job, '--verify-every', '5', '--json'], { RINGTRAIN_FAULT_KILL: '1@12' });
     expect(r.code, r.stderr.slice(-2000)).toBe(0);

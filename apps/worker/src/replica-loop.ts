@@ -9,6 +9,9 @@ import { WorkerError } from './errors.js';
 import type { Faults } from './faults.js';
 import { bucketBytesFor, type RingMeasurement } from './ring-probe.js';
 
+/** The longest a replica loop computes before it lets the event loop run (heartbeats go every 250 ms). */
+const TURN_EVERY_MS = 50;
+
 export interface ReplicaLoopOptions {
   assign: MessageOf<'assign'>;
   trainer: Trainer;
@@ -120,6 +123,7 @@ export async function runReplicaLoop(o: ReplicaLoopOptions): Promise<{ end: Loop
       await evaluate(trainer.epoch - 1);
     }
   }
+  let lastTurn = performance.now();
   while (trainer.globalStep < totalSteps) {
     // Inside a DiLoCo round the replicas differ: leave or regroup at its end (a broken ring
     // rewinds the round instead; see the worker).
@@ -170,7 +174,14 @@ export async function runReplicaLoop(o: ReplicaLoopOptions): Promise<{ end: Loop
       const counted = report.steps - report.skipped;
       ch.send({ type: 'progress', ...ids, epoch, step: trainer.globalStep, ...report, loss: counted ? report.loss / counted : 0, lr: trainer.learningRate });
       report = emptyReport();
-      if (alone) await yieldToEventLoop(); // alone, no collective yields to the event loop
+    }
+    // A collective need not yield to the event loop: alone, or through shared memory when the peers
+    // arrived first, every await resolves at once. Steps chained that way starve the timers, and a
+    // rank whose heartbeats stop for 1.5 s is dropped by its peers (a 2-worker GPT, 120 ms steps,
+    // lost one every 20–400 steps).
+    if (performance.now() - lastTurn >= TURN_EVERY_MS) {
+      await yieldToEventLoop();
+      lastTurn = performance.now();
     }
     if (ch.error) throw ch.error;
     const synced = trainer.atSyncPoint;
