@@ -98,6 +98,17 @@ describe('status feed', () => {
     feed.close();
   });
 
+  it('a round needs every rank once: one rank reporting a step again and again completes nothing', () => {
+    const { feed, events } = runningFeed();
+    for (let i = 0; i < 5; i++) feed.progress(progress(1, 9e15, 1));
+    feed.progress(progress(0, 10, 2));
+    feed.progress(progress(1, 10, 2));
+    feed.evaluation({ epoch: 0, step: 10, trainLoss: 2, testLoss: 1.5, testAccuracy: 0.5, samples: 100 }); // flushes the point
+    const points = events.flatMap((e) => (e.type === 'metrics' ? [e.metrics.step] : []));
+    expect(points).toEqual([10]);
+    feed.close();
+  });
+
   it('thins the history instead of growing without bound', () => {
     const feed = new StatusFeed({ runId: 'r', workers: 1, config, intervalMs: 60_000, maxHistory: 10 });
     feed.workerJoined({ workerId: 'a', host: 'h', pid: 1, address: 'ws://a' });
@@ -133,6 +144,16 @@ describe('Prometheus metrics', () => {
     expect(text).toMatch(/^ringtrain_run_state\{state="gathering"\} 0$/m);
     expect(text).toMatch(/^ringtrain_checkpoints_total\{result="saved"\} 1$/m);
     expect(text).toMatch(/^ringtrain_checkpoint_write_seconds_sum 0\.2$/m);
+  });
+
+  it('a point that claims 9e15 steps is counted, not looped over: the event loop returns at once', async () => {
+    const prom = new PrometheusMetrics();
+    prom.started(0);
+    const phases = { dataMs: 0.1, computeMs: 2, allreduceMs: 3, optimizerMs: 0.5 };
+    const t0 = performance.now();
+    prom.observe({ type: 'metrics', metrics: { step: 9e15, epoch: 0, totalSteps: 100, samples: 1, loss: 0.5, samplesPerSecond: 1, lr: 0.1, phases, allreduceBusbw: 1, etaSeconds: 1, skippedSteps: 0, rankComputeMs: [] }, ranks: [], computeSpread: null });
+    expect(performance.now() - t0).toBeLessThan(1000);
+    expect(await prom.registry.metrics()).toMatch(/^ringtrain_step_phase_seconds_count\{phase="compute"\} 10000$/m);
   });
 
   it('a run that starts again from an earlier step (every worker lost) does not crash the counters', async () => {

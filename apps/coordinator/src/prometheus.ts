@@ -1,6 +1,9 @@
 import { rankStates, runStates, type StatusEventBody } from '@ringtrain/protocol';
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 
+/** Histogram observations one metrics point may add (a point covers the steps since the last). */
+const MAX_OBSERVATIONS_PER_POINT = 10_000;
+
 /** Seconds from 100 µs to ~100 s, for step phases and checkpoint times. */
 const SECONDS_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 100];
 
@@ -91,8 +94,9 @@ export class PrometheusMetrics {
           this.rankPhase.set({ rank, phase: 'allreduce' }, r.phases.allreduceMs / 1000);
           this.rankPhase.set({ rank, phase: 'optimizer' }, r.phases.optimizerMs / 1000);
         }
-        // A point stands for `steps` steps with these mean times: one observation per step.
-        for (let i = 0; i < steps; i++) {
+        // A point stands for `steps` steps with these mean times: one observation per step, up to a
+        // bound no run's point reaches (points come every few steps), so no peer's number sets the loop.
+        for (let i = 0; i < Math.min(steps, MAX_OBSERVATIONS_PER_POINT); i++) {
           this.phase.observe({ phase: 'data' }, m.phases.dataMs / 1000);
           this.phase.observe({ phase: 'compute' }, m.phases.computeMs / 1000);
           this.phase.observe({ phase: 'allreduce' }, m.phases.allreduceMs / 1000);

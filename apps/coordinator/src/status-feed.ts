@@ -38,7 +38,8 @@ type Listener = (event: StatusEventBody) => void;
 
 /** Progress reports of all ranks for one step window. */
 interface Round {
-  reports: number;
+  /** The ranks that reported this step: a round is complete when each rank has, once. */
+  ranks: Set<number>;
   epoch: number;
   steps: number;
   samples: number;
@@ -232,15 +233,17 @@ export class StatusFeed {
     info.phases = meanPhases(window);
     this.stragglers?.add(p.rank, perStep.dataMs + perStep.computeMs);
 
-    const round = this.rounds.get(p.step) ?? { reports: 0, epoch: p.epoch, steps, samples: 0, lossSum: 0, counted: 0, skipped: p.skipped, lr: p.lr, phases: zeroPhases() };
-    round.reports++;
+    const round = this.rounds.get(p.step) ?? { ranks: new Set<number>(), epoch: p.epoch, steps, samples: 0, lossSum: 0, counted: 0, skipped: p.skipped, lr: p.lr, phases: zeroPhases() };
+    // A rank that reports a step twice (a peer's forgery: one rank must not complete a round) counts once.
+    if (round.ranks.has(p.rank)) return;
+    round.ranks.add(p.rank);
     round.samples += p.samples;
     const counted = steps - p.skipped;
     round.lossSum += p.loss * counted;
     round.counted += counted;
     for (const k of PHASES) round.phases[k] += perStep[k] / this.worldSize;
     this.rounds.set(p.step, round);
-    if (round.reports < this.worldSize) return;
+    if (round.ranks.size < this.worldSize) return;
     this.rounds.delete(p.step);
     this.step = p.step;
     this.merge(round);
