@@ -28,7 +28,7 @@ describe('dialUntil', () => {
     const port = await hostile('HTTP/1.1 401 Unauthorized\r\nContent-Length: 100000\r\n\r\nwrong token');
     const t0 = Date.now();
     const r = await dialUntil(`ws://127.0.0.1:${port}`, {}, Date.now() + 60_000, () => {});
-    expect(r).toEqual({ status: 401, body: 'wrong token' });
+    expect(r).toEqual({ status: 401, body: 'wrong token', fromRingtrain: false });
     expect(Date.now() - t0).toBeLessThan(3000);
   });
 

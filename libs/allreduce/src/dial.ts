@@ -1,7 +1,8 @@
 import WebSocket, { type ClientOptions } from 'ws';
+import { REFUSAL_HEADER } from './listener.js';
 
 /** How a dial ended: connected, refused with an HTTP status (and its body), or never reached. */
-export type DialResult = { ws: WebSocket } | { status: number; body: string } | { unreachable: true; last?: string } | { aborted: true } | { tls: string };
+export type DialResult = { ws: WebSocket } | { status: number; body: string; fromRingtrain: boolean } | { unreachable: true; last?: string } | { aborted: true } | { tls: string };
 
 /**
  * TLS failures that retrying cannot mend: the server's certificate is not trusted or not for this
@@ -40,7 +41,7 @@ export async function dialUntil(url: string, options: ClientOptions, deadline: n
         const settle = (): void => {
           clearTimeout(timer);
           req.destroy();
-          resolve(res.statusCode === 503 ? 'retry' : { status: res.statusCode ?? 0, body: body.trim().slice(0, REFUSAL_BODY_BYTES) });
+          resolve(res.statusCode === 503 ? 'retry' : { status: res.statusCode ?? 0, body: body.trim().slice(0, REFUSAL_BODY_BYTES), fromRingtrain: res.headers[REFUSAL_HEADER] === '1' });
         };
         const timer = setTimeout(settle, REFUSAL_BODY_MS);
         // Only the start of the body is kept: a server that streams one without end gets no memory.

@@ -31,8 +31,11 @@ export function guardedServer(handler: RequestListener, options: ListenerOptions
 
 const REASONS: Record<number, string> = { 401: 'Unauthorized', 403: 'Forbidden', 409: 'Conflict', 503: 'Service Unavailable' };
 
+/** Marks ringtrain's own refusals: a dialler shows the reason of these, and no other server's body. */
+export const REFUSAL_HEADER = 'x-ringtrain-refusal';
+
 /** Refuses a WebSocket upgrade before the handshake: an HTTP status, a one-line reason, and the close. */
 export function refuseUpgrade(socket: Duplex, status: number, reason: string): void {
   const body = `${reason}\n`;
-  socket.end(`HTTP/1.1 ${status} ${REASONS[status] ?? 'Error'}\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
+  socket.end(`HTTP/1.1 ${status} ${REASONS[status] ?? 'Error'}\r\nConnection: close\r\n${REFUSAL_HEADER}: 1\r\nContent-Type: text/plain\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
 }

@@ -1,4 +1,5 @@
-import { connect as tcpConnect } from 'node:net';
+import { createServer } from 'node:http';
+import { type AddressInfo, connect as tcpConnect } from 'node:net';
 import { encodeControl, encodeFrameHeader, Dtype, FrameOp, type FrameHeader } from '@ringtrain/protocol';
 import fc from 'fast-check';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -153,6 +154,21 @@ describe('WebSocket transport: handshake and decoding', () => {
     open.push(client);
     await expect(client.join({ rank: 1, worldSize: 2, prevAddress: t.address })).rejects.toMatchObject({ code: 'ERR_AUTH', message: expect.stringMatching(/refused the ring connection: 401 wrong or missing ring token/) });
     expect(rec.frames).toHaveLength(0);
+  });
+
+  it('a ring address that answers with something else (an internal HTTP service) is named, its answer never repeated', async () => {
+    const server = createServer((_req, res) => res.writeHead(404, { 'content-type': 'text/plain' }).end('aws-secret-access-key: AKIAEXAMPLE'));
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    try {
+      const client = await WebSocketTransport.listen({ connectTimeoutMs: 2000 });
+      open.push(client);
+      const port = (server.address() as AddressInfo).port;
+      const err = await client.join({ rank: 1, worldSize: 2, prevAddress: `ws://127.0.0.1:${port}` }).catch((e: Error) => e);
+      expect((err as Error).message).toMatch(new RegExp(`rank 0 at ws://127\\.0\\.0\\.1:${port} refused the ring connection: 404 and is no ringtrain worker \\(its 34-byte answer is not shown\\)`));
+      expect((err as Error).message).not.toMatch(/AKIA|secret/);
+    } finally {
+      server.close();
+    }
   });
 
   it('tells a neighbour that dials too early to retry (503) until this rank has its place', async () => {

@@ -357,7 +357,10 @@ export class WebSocketTransport implements Transport {
     if ('tls' in result) throw new CollectiveError('ERR_TLS', `rank ${rank}: TLS with rank ${peer} at ${address} failed: ${result.tls}`, { rank, peer });
     if ('status' in result) {
       const code = result.status === 401 ? 'ERR_AUTH' : 'ERR_RENDEZVOUS';
-      throw new CollectiveError(code, `rank ${this.rank}: rank ${peer} at ${address} refused the ring connection: ${result.status} ${result.body}`, { rank: this.rank, peer });
+      // The address came from a peer: another server's answer (a cloud metadata service, say) is
+      // never repeated, only its status and length; ringtrain's own refusals say why.
+      const why = result.fromRingtrain ? result.body : `and is no ringtrain worker (its ${Buffer.byteLength(result.body)}-byte answer is not shown)`;
+      throw new CollectiveError(code, `rank ${this.rank}: rank ${peer} at ${address} refused the ring connection: ${result.status} ${why}`, { rank: this.rank, peer });
     }
     if ('unreachable' in result) throw new CollectiveError('ERR_RENDEZVOUS', `rank ${this.rank}: could not reach rank ${peer} at ${address} before the deadline${result.last ? ` (${result.last})` : ''}`, { rank: this.rank, peer });
   }
