@@ -115,7 +115,7 @@ export function coordinatorCommand(): Command {
 /** `ringtrain worker`: one worker; it takes its rank, ring and job from the coordinator. */
 export function workerCommand(): Command {
   return addTlsOptions(addSecretOptions(addJobOptions(new Command('worker').description('join a coordinator as one worker of the ring')), 'token'), 'both')
-    .requiredOption('--coordinator <url>', 'coordinator address, e.g. ws://10.0.0.5:29500')
+    .requiredOption('--coordinator <url>', 'coordinator address, e.g. ws://10.0.0.5:29500', coordinatorUrl)
     .option('--ring-host <address>', 'interface the ring endpoint listens on', '127.0.0.1')
     .option('--ring-port <n>', 'ring endpoint port (default: any free port)', nonNegativeInt, 0)
     .option('--advertise <url>', 'ring address that peers dial, if not ws://ring-host:ring-port (NAT, containers)')
@@ -192,6 +192,20 @@ async function reachableHost(ringHost: string): Promise<string | undefined> {
   } catch {
     return undefined;
   }
+}
+
+/** A coordinator's address as ws://HOST:PORT or wss://HOST:PORT (a bare HOST:PORT is the common slip). */
+function coordinatorUrl(value: string): string {
+  let url: URL | null = null;
+  try {
+    url = new URL(value);
+  } catch {
+    // reported below
+  }
+  if (!url || (url.protocol !== 'ws:' && url.protocol !== 'wss:') || !url.hostname) {
+    throw new InvalidArgumentError(`expected ws://HOST:PORT or wss://HOST:PORT, got "${value}"${/^[\w.-]+:\d+$/.test(value) ? ` (try ws://${value})` : ''}`);
+  }
+  return value;
 }
 
 /** `--workers 4` (4:4) or `--workers 2:4`. */

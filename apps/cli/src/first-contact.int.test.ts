@@ -1,4 +1,4 @@
-import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -57,6 +57,26 @@ describe('first contact: the mistakes a newcomer makes get one clear line, and n
       expect(bad.stderr, command).not.toMatch(/epoch 1\//);
     }
   }, 90_000);
+
+  it('errors that leaked internals now say what was wrong and what to do', async () => {
+    const folder = join(dir, 'a-folder');
+    mkdirSync(folder, { recursive: true });
+    const csv = join(dir, 'table.csv');
+    writeFileSync(csv, `${'sepal_length,sepal_width,petal_length,petal_width,species\n'}${'5.1,3.5,1.4,0.2,setosa\n'.repeat(20)}`);
+    const cases: [string[], RegExp][] = [
+      [['inspect', folder], /^ringtrain: ERR_CHECKPOINT_IO: .*a-folder is a folder; give a \.safetensors file in it/],
+      [['inspect', csv], /^ringtrain: ERR_CHECKPOINT_FORMAT: .*table\.csv: header claims \d+ bytes, over the \d+-byte limit: not a safetensors file$/],
+      [['train', '--config', join(dir, 'no-such.json')], /^ringtrain: ERR_CONFIG: cannot read config .*no-such\.json: no such file; give a job config \(JSON\) file, or a named --model \(gpt, lenet\)$/],
+    ];
+    for (const [args, pattern] of cases) {
+      const r = await ringtrain(...args);
+      expect(r.code, args.join(' ')).toBe(1);
+      expect(failureLine(r.stderr), args.join(' ')).toMatch(pattern);
+    }
+    const worker = await ringtrain('worker', '--coordinator', '127.0.0.1:29931');
+    expect(worker.code).toBe(1);
+    expect(worker.stderr).toMatch(/expected ws:\/\/HOST:PORT or wss:\/\/HOST:PORT, got "127\.0\.0\.1:29931" \(try ws:\/\/127\.0\.0\.1:29931\)/);
+  }, 60_000);
 
   it('export writes the format its file name says, and refuses a --format the name contradicts', async () => {
     const ckpts = join(dir, 'ckpts');

@@ -139,12 +139,13 @@ function readJson(file: string): unknown {
   try {
     text = readFileSync(file, 'utf8');
   } catch (err) {
-    throw new Error(`cannot read config ${file}: ${(err as Error).message}`);
+    const e = err as NodeJS.ErrnoException;
+    throw errorWithCode('ERR_CONFIG', `cannot read config ${file}: ${e.code === 'ENOENT' ? 'no such file' : e.code === 'EISDIR' ? 'it is a folder' : e.message}; give a job config (JSON) file, or a named --model (${namedModels().join(', ')})`);
   }
   try {
     return JSON.parse(text);
   } catch (err) {
-    throw new Error(`config ${file} is not valid JSON: ${(err as Error).message}`);
+    throw errorWithCode('ERR_CONFIG', `config ${file} is not valid JSON: ${(err as Error).message}`);
   }
 }
 

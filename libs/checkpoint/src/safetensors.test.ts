@@ -105,7 +105,7 @@ describe('safetensors refusals, word for word', () => {
     const short = join(d, 'short.safetensors');
     writeFileSync(short, Buffer.alloc(7));
     expect(refusal(short)).toBe('ERR_CHECKPOINT_TRUNCATED: 7 bytes, shorter than the 8-byte header length');
-    expect(refusal(file({}, new Uint8Array(0), 104857601n))).toBe('ERR_CHECKPOINT_FORMAT: header claims 104857601 bytes, over the 104857600-byte limit');
+    expect(refusal(file({}, new Uint8Array(0), 104857601n))).toBe('ERR_CHECKPOINT_FORMAT: header claims 104857601 bytes, over the 104857600-byte limit: not a safetensors file');
     expect(refusal(file('{{'))).toMatch(/^ERR_CHECKPOINT_FORMAT: header is not JSON \(.+\)$/);
     expect(refusal(file({}, new Uint8Array(0), 3n))).toBe('ERR_CHECKPOINT_TRUNCATED: header claims 3 bytes, the file has 2 after the length');
     expect(refusal(file({}, new Uint8Array(0), 9n))).toBe('ERR_CHECKPOINT_TRUNCATED: header claims 9 bytes, the file has 2 after the length');
@@ -247,7 +247,7 @@ describe('safetensors, the rest of the contract', () => {
     const short = join(d, 'hdr-short');
     writeFileSync(short, Buffer.alloc(5));
     expect(err(() => readSafetensorsHeader(short))).toMatchObject({ code: 'ERR_CHECKPOINT_TRUNCATED', message: `${short}: shorter than the 8-byte header length` });
-    expect(err(() => readSafetensorsHeader(raw({}, new Uint8Array(0), 104857601n)))).toMatchObject({ code: 'ERR_CHECKPOINT_FORMAT', message: expect.stringMatching(/: header claims 104857601 bytes, over the 104857600-byte limit$/) });
+    expect(err(() => readSafetensorsHeader(raw({}, new Uint8Array(0), 104857601n)))).toMatchObject({ code: 'ERR_CHECKPOINT_FORMAT', message: expect.stringMatching(/: header claims 104857601 bytes, over the 104857600-byte limit: not a safetensors file$/) });
     expect(err(() => readSafetensorsHeader(raw({}, new Uint8Array(0), 104857600n)))).toMatchObject({ code: 'ERR_CHECKPOINT_TRUNCATED', message: expect.stringMatching(/: header claims 104857600 bytes, the file is shorter$/) });
     expect(err(() => readSafetensorsHeader(raw('{"a":')))).toMatchObject({ code: 'ERR_CHECKPOINT_FORMAT', message: expect.stringMatching(/: header is not JSON \(.+\)$/) });
     expect(err(() => readSafetensorsHeader(join(d, 'nope')))).toMatchObject({ code: 'ERR_CHECKPOINT_IO', message: expect.stringMatching(/^cannot read .*nope: ENOENT/), cause: { code: 'ENOENT' } });

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { closeSync, fsyncSync, openSync, readSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
+import { closeSync, fstatSync, fsyncSync, openSync, readSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
 import { type FileHandle, open, rename, rm } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { CheckpointError } from './errors.js';
@@ -195,6 +195,7 @@ export function readSafetensorsRaw(path: string, options: ReadOptions = {}): { t
   } catch (err) {
     throw new CheckpointError('ERR_CHECKPOINT_IO', `cannot read ${path}: ${(err as Error).message}`, { cause: err });
   }
+  refuseFolder(fd, path);
   try {
     const fail = (code: 'ERR_CHECKPOINT_TRUNCATED' | 'ERR_CHECKPOINT_FORMAT', why: string): never => {
       throw new CheckpointError(code, `${path}: ${why}`);
@@ -203,7 +204,7 @@ export function readSafetensorsRaw(path: string, options: ReadOptions = {}): { t
     const lenBuf = Buffer.alloc(8);
     readSync(fd, lenBuf, 0, 8, 0);
     const headerLen = lenBuf.readBigUInt64LE(0);
-    if (headerLen > BigInt(MAX_HEADER_BYTES)) fail('ERR_CHECKPOINT_FORMAT', `header claims ${headerLen} bytes, over the ${MAX_HEADER_BYTES}-byte limit`);
+    if (headerLen > BigInt(MAX_HEADER_BYTES)) fail('ERR_CHECKPOINT_FORMAT', `header claims ${headerLen} bytes, over the ${MAX_HEADER_BYTES}-byte limit: not a safetensors file`);
     if (headerLen > BigInt(size - 8)) fail('ERR_CHECKPOINT_TRUNCATED', `header claims ${headerLen} bytes, the file has ${size - 8} after the length`);
     const n = Number(headerLen);
     const jsonBuf = Buffer.alloc(n);
@@ -263,6 +264,13 @@ export function readSafetensorsRaw(path: string, options: ReadOptions = {}): { t
   }
 }
 
+/** A folder opens for reading and fails at the first read (EISDIR): named as what it is, its descriptor closed. */
+function refuseFolder(fd: number, path: string): void {
+  if (!fstatSync(fd).isDirectory()) return;
+  closeSync(fd);
+  throw new CheckpointError('ERR_CHECKPOINT_IO', `${path} is a folder; give a .safetensors file in it (or --resume latest --checkpoint-dir ${path})`);
+}
+
 /** Just the JSON header of a safetensors file (tensor entries and `__metadata__`), without its data. */
 export function readSafetensorsHeader(path: string): Record<string, unknown> {
   let fd: number;
@@ -271,11 +279,12 @@ export function readSafetensorsHeader(path: string): Record<string, unknown> {
   } catch (err) {
     throw new CheckpointError('ERR_CHECKPOINT_IO', `cannot read ${path}: ${(err as Error).message}`, { cause: err });
   }
+  refuseFolder(fd, path);
   try {
     const lenBuf = Buffer.alloc(8);
     if (readSync(fd, lenBuf, 0, 8, 0) < 8) throw new CheckpointError('ERR_CHECKPOINT_TRUNCATED', `${path}: shorter than the 8-byte header length`);
     const n = lenBuf.readBigUInt64LE(0);
-    if (n > BigInt(MAX_HEADER_BYTES)) throw new CheckpointError('ERR_CHECKPOINT_FORMAT', `${path}: header claims ${n} bytes, over the ${MAX_HEADER_BYTES}-byte limit`);
+    if (n > BigInt(MAX_HEADER_BYTES)) throw new CheckpointError('ERR_CHECKPOINT_FORMAT', `${path}: header claims ${n} bytes, over the ${MAX_HEADER_BYTES}-byte limit: not a safetensors file`);
     const json = Buffer.alloc(Number(n));
     if (readSync(fd, json, 0, json.length, 8) < json.length) throw new CheckpointError('ERR_CHECKPOINT_TRUNCATED', `${path}: header claims ${n} bytes, the file is shorter`);
     try {
