@@ -56,9 +56,12 @@ describe('a GPT on text (real processes)', () => {
   }
 
   it('trains: the loss falls, evaluation reports val loss, bits per character and perplexity; a resumed run ends bit for bit where the uninterrupted one does', async () => {
-    const full = await ringtrain(['launch', '--workers', '2', '--config', job, '--json']);
+    const fullDir = join(dir, 'full-ckpts');
+    const full = await ringtrain(['launch', '--workers', '2', '--config', job, '--checkpoint-dir', fullDir, '--json']);
     expect(full.code, full.stderr).toBe(0);
     expect(full.summary!.steps).toBe(40);
+    // A run counted in steps ends mid-epoch, and still leaves its final state behind.
+    expect(readdirSync(fullDir).filter((f) => f.endsWith('.safetensors'))).toEqual(['ckpt-step-0000000040.safetensors']);
     const last = full.summary!.epochs.at(-1);
     // From ln(vocab) ≈ 4 at the start: it learned (the figure the recipe reaches is the bench's).
     expect(last.testLoss).toBeLessThan(3.5);

@@ -195,7 +195,9 @@ export async function runReplicaLoop(o: ReplicaLoopOptions): Promise<{ end: Loop
     if (epochEnds) await evaluate(epoch);
     const asked = writer !== null && ch.take('checkpointNow') !== null;
     // A save that falls inside a DiLoCo round waits for its end (a checkpoint is a sync point).
-    saveDue ||= Boolean(checkpoint && (asked || (checkpoint.everySteps > 0 && trainer.globalStep % checkpoint.everySteps === 0) || (checkpoint.atEpochEnd && r.epochEnded)));
+    // The run's last step counts as an epoch's end: a run counted in steps (a language model's, or
+    // --max-steps) ends mid-epoch, and its final state must not be lost.
+    saveDue ||= Boolean(checkpoint && (asked || (checkpoint.everySteps > 0 && trainer.globalStep % checkpoint.everySteps === 0) || (checkpoint.atEpochEnd && epochEnds)));
     const saveNow = checkpoint && saveDue && synced;
     if (saveNow) saveDue = false;
     if (saveNow && writer) {
