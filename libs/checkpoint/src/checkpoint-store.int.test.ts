@@ -1,27 +1,12 @@
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readdirSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import { type CheckpointMeta, findLatestCheckpoint, listCheckpoints, loadCheckpoint, saveCheckpoint } from './checkpoint-store.js';
+import { storeDir, testMeta } from './testing/fixtures.js';
+import { findLatestCheckpoint, listCheckpoints, loadCheckpoint, saveCheckpoint } from './checkpoint-store.js';
 
-const dir = (): string => mkdtempSync(join(tmpdir(), 'ringtrain-store-'));
-const meta = (step: number, accuracy = 0.5): CheckpointMeta => ({
-  step,
-  epoch: 1,
-  cursor: 128,
-  worldSize: 2,
-  runId: 'run-a',
-  lineage: 'run-a',
-  configHash: 'abcdef0123456789',
-  config: { seed: 1 },
-  modelSpec: { inputSize: 2 },
-  optimizer: { type: 'sgd', step, slots: ['momentum'] },
-  rng: { dropout: [1, 2, 3, 4] },
-  metrics: { test_accuracy: accuracy },
-  savedAt: '2026-11-28T00:00:00Z',
-});
+const [dir, meta] = [storeDir, testMeta];
 describe('checkpoint store, in real processes (kills, strace)', () => {
   it('SIGKILL while a save is being written never leaves a torn file that passes for valid', async () => {
     const d = dir();

@@ -1,26 +1,11 @@
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { storeDir, testMeta } from './testing/fixtures.js';
 import { CHECKSUM_KEY, HEADER_CHECKSUM_KEY } from './safetensors.js';
-import { type CheckpointMeta, findLatestCheckpoint, listCheckpoints, loadCheckpoint, saveCheckpoint } from './checkpoint-store.js';
+import { findLatestCheckpoint, listCheckpoints, loadCheckpoint, saveCheckpoint } from './checkpoint-store.js';
 
-const dir = (): string => mkdtempSync(join(tmpdir(), 'ringtrain-store-'));
-const meta = (step: number, accuracy = 0.5): CheckpointMeta => ({
-  step,
-  epoch: 1,
-  cursor: 128,
-  worldSize: 2,
-  runId: 'run-a',
-  lineage: 'run-a',
-  configHash: 'abcdef0123456789',
-  config: { seed: 1 },
-  modelSpec: { inputSize: 2 },
-  optimizer: { type: 'sgd', step, slots: ['momentum'] },
-  rng: { dropout: [1, 2, 3, 4] },
-  metrics: { test_accuracy: accuracy },
-  savedAt: '2026-11-28T00:00:00Z',
-});
+const [dir, meta] = [storeDir, testMeta];
 const tensors = (v: number) => [
   { name: 'layers.0.weight', shape: [2, 2], data: Float32Array.of(v, v, v, v) },
   { name: 'optimizer.momentum.layers.0.weight', shape: [2, 2], data: Float32Array.of(-v, 0, 0, v) },
