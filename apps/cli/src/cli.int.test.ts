@@ -3,6 +3,7 @@ import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { DEFAULT_JOB } from '@ringtrain/trainer';
 import { describe, expect, it } from 'vitest';
 
 const main = fileURLToPath(new URL('../dist/main.js', import.meta.url));
@@ -66,6 +67,13 @@ describe('ringtrain train (real process)', () => {
       expect(help.stdout).toMatch(new RegExp(`^Usage: ringtrain ${c}`));
     }
     expect(ringtrain('train', '--help').stdout).toMatch(/--batch-size <n>/);
+    // The help's defaults are the built-in job's (the help loads no engine, so it states them itself).
+    const trainHelp = ringtrain('train', '--help').stdout.replace(/\s+/g, ' ');
+    const layers = DEFAULT_JOB.model.layers.filter((l) => l.type === 'dense').map((l) => (l as { units: number }).units);
+    for (const [flag, value] of [['--epochs', DEFAULT_JOB.epochs], ['--batch-size', DEFAULT_JOB.batchSize], ['--lr', DEFAULT_JOB.optimizer.lr], ['--seed', DEFAULT_JOB.seed], ['--hidden', layers.slice(0, -1).join(',')]] as const) {
+      expect(trainHelp, flag).toMatch(new RegExp(`${flag} <[a-z]+> .*?the built-in MLP job: ${value}\\b`));
+    }
+    expect(ringtrain('launch', '--help').stdout).not.toMatch(/\(default: any free port\) \(default/);
     expect(ringtrain('launch', '--help').stdout).toMatch(/--resume <file\|latest\|auto>/);
   });
 

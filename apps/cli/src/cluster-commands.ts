@@ -51,7 +51,7 @@ function addRunOptions(cmd: Command): Command {
 /** `ringtrain launch`: a coordinator in this process and N worker processes on this machine. */
 export function launchCommand(): Command {
   return addSecretOptions(addRunOptions(new Command('launch').description('train on N local worker processes (coordinator included), like torchrun --standalone')), 'token')
-    .option('--port <n>', 'coordinator port (default: any free port)', nonNegativeInt, 0)
+    .addOption(new Option('--port <n>', 'coordinator port').default(0, 'any free port').argParser(nonNegativeInt))
     .option('--coordinator <url>', 'start no coordinator: supervise MAX local workers for this one (as torchrun does on each node)')
     .action(async (flags: RunFlags & { coordinator?: string }) => {
       const log = createLogger();

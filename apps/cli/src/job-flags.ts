@@ -6,17 +6,23 @@ import { type Command, InvalidArgumentError, Option } from 'commander';
 // The job flags' definitions and parsers: what every command's definition needs, so that the
 // program can parse a command line without loading the engine (job-options.ts resolves a job).
 
+/**
+ * The built-in job's settings as the help shows them. Written here so that `--help` loads no engine;
+ * a test holds them equal to the trainer's DEFAULT_JOB.
+ */
+export const BUILT_IN_JOB = { epochs: 15, batchSize: 64, lr: 0.1, seed: 1, hidden: '128' } as const;
+
 /** The flags that shape a job; every command that starts training takes them. */
 export function addJobOptions(cmd: Command): Command {
   return cmd
     .option('-c, --config <file>', 'job config JSON (model, dataset, optimizer, schedule, batchSize, epochs, seed)')
     .option('--model <name|file>', `a ready model and its training settings, under --config and the flags: ${namedModels().join(', ')} (models/<name>.json), or a job config file`)
-    .option('--epochs <n>', 'epochs to train', positiveInt)
-    .option('--batch-size <n>', 'samples per step (per worker in a cluster)', positiveInt)
-    .option('--lr <rate>', 'learning rate', positiveNumber)
-    .option('--seed <n>', 'seed for weights, data order and dropout', nonNegativeInt)
+    .option('--epochs <n>', `epochs to train (default: the job's; the built-in MLP job: ${BUILT_IN_JOB.epochs})`, positiveInt)
+    .option('--batch-size <n>', `samples per step, per worker in a cluster (default: the job's; the built-in MLP job: ${BUILT_IN_JOB.batchSize})`, positiveInt)
+    .option('--lr <rate>', `learning rate (default: the job's; the built-in MLP job: ${BUILT_IN_JOB.lr})`, positiveNumber)
+    .option('--seed <n>', `seed for weights, data order and dropout (default: the job's; the built-in MLP job: ${BUILT_IN_JOB.seed})`, nonNegativeInt)
     .addOption(new Option('--optimizer <type>', 'optimizer').choices(['sgd', 'adam', 'adamw']))
-    .option('--hidden <sizes>', 'hidden layer widths of an MLP, comma-separated (e.g. 256,128)', sizeList)
+    .option('--hidden <sizes>', `hidden layer widths of an MLP, comma-separated, e.g. 256,128 (the built-in MLP job: ${BUILT_IN_JOB.hidden})`, sizeList)
     .option('--data <source>', 'mnist (embedded), idx:<folder>, csv:<file>, images:<folder> (one subfolder per class), packed:<folder> (ringtrain data pack), text (the embedded English corpus) or text:<file> (UTF-8, for --model gpt)')
     .option('--label <column>', 'csv: the label column: its name, its index (negative: from the end), or last (the default)', labelColumn)
     .option('--header', 'csv: the first line names the columns (default: detected)')
