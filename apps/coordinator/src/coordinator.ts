@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
-import { checkpointName, loadCheckpoint } from '@ringtrain/checkpoint';
+import { checkpointName, readCheckpointMeta } from '@ringtrain/checkpoint';
 import { type ConfigSummary, type ControlMessage, type GenerationChange, type MessageOf, PROTOCOL_VERSION } from '@ringtrain/protocol';
 import { guardedServer } from '@ringtrain/allreduce';
 import { describeModel, parameterCount, shapeLayers } from '@ringtrain/core';
@@ -470,15 +470,16 @@ export class Coordinator {
   }
 
   /**
-   * Reads the checkpoint of `step` back from this coordinator's own folder (the name made here,
-   * never a peer's path), verified, as the point a ring with no state would resume from.
+   * Reads the header of the checkpoint of `step` back from this coordinator's own folder (the name
+   * made here, never a peer's path): the point a ring with no state would resume from. Its data is
+   * verified by the rank that loads it.
    */
   private noteCheckpoint(step: number): void {
     const policy = this.options.checkpoint;
     if (!policy) return;
     const path = join(policy.dir, checkpointName(step));
     try {
-      const { meta: m } = loadCheckpoint(path);
+      const m = readCheckpointMeta(path);
       if (m.lineage !== (policy.lineage ?? this.membership.runId)) return;
       this.apply(this.membership.handle({ type: 'checkpointed', resume: { path, state: { globalStep: m.step, epoch: m.epoch, cursor: m.cursor, optimizerStep: m.optimizer.step, dropoutRng: m.rng.dropout } } }));
     } catch (err) {

@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { storeDir, testMeta } from './testing/fixtures.js';
 import { CHECKSUM_KEY, HEADER_CHECKSUM_KEY } from './safetensors.js';
-import { findLatestCheckpoint, listCheckpoints, loadCheckpoint, saveCheckpoint } from './checkpoint-store.js';
+import { findLatestCheckpoint, listCheckpoints, loadCheckpoint, readCheckpointMeta, saveCheckpoint } from './checkpoint-store.js';
 
 const [dir, meta] = [storeDir, testMeta];
 const tensors = (v: number) => [
@@ -19,6 +19,15 @@ describe('checkpoint store', () => {
     const c = loadCheckpoint(path);
     expect(c.meta).toEqual(meta(42));
     expect(Array.from(c.tensors[1].data)).toEqual([-3, 0, 0, 3]);
+  });
+
+  it('reads the metadata from the header alone, as the full load reads it; refuses what is not a checkpoint', async () => {
+    const d = dir();
+    const path = await saveCheckpoint(d, tensors(3), meta(42, 0.75));
+    expect(readCheckpointMeta(path)).toEqual(loadCheckpoint(path).meta);
+    const other = join(d, 'other.safetensors');
+    writeFileSync(other, readFileSync(path).subarray(0, 8));
+    expect(() => readCheckpointMeta(other)).toThrow(/ERR_CHECKPOINT|header/);
   });
 
   it('keeps the last K and the best M by the metric', async () => {

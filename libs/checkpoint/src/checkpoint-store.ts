@@ -78,8 +78,23 @@ export function loadCheckpoint(path: string): Checkpoint {
   const file = readSafetensors(path, { requireChecksum: true, requireHeaderChecksum: format === CHECKPOINT_FORMAT });
   const m = file.metadata;
   if (m.format !== format) throw new CheckpointError('ERR_CHECKPOINT_FORMAT', `${path}: not a ringtrain checkpoint (format ${JSON.stringify(m.format ?? null)}, expected ${CHECKPOINT_FORMAT})`);
+  return { path, meta: parseMeta(path, m), tensors: file.tensors };
+}
+
+/**
+ * A checkpoint's metadata from its header alone: neither its data nor its checksums are read (a
+ * coordinator noting each save must not spend seconds hashing a large file; whoever loads the
+ * tensors verifies them then).
+ */
+export function readCheckpointMeta(path: string): CheckpointMeta {
+  const m = readSafetensorsHeader(path).__metadata__ as Record<string, string> | undefined;
+  if (!m || !FORMATS.includes(String(m.format))) throw new CheckpointError('ERR_CHECKPOINT_FORMAT', `${path}: not a ringtrain checkpoint (format ${JSON.stringify(m?.format ?? null)}, expected ${CHECKPOINT_FORMAT})`);
+  return parseMeta(path, m);
+}
+
+function parseMeta(path: string, m: Record<string, string>): CheckpointMeta {
   try {
-    const meta: CheckpointMeta = {
+    return {
       step: int(m.step, 'step'),
       epoch: int(m.epoch, 'epoch'),
       cursor: int(m.cursor, 'cursor'),
@@ -97,7 +112,6 @@ export function loadCheckpoint(path: string): Checkpoint {
       ...(m.scaling !== undefined ? { scaling: json<{ shift: number[]; scale: number[] }>(m.scaling, 'scaling', (x) => isObject(x) && Array.isArray(x.shift) && Array.isArray(x.scale) && x.shift.length === x.scale.length && [...x.shift, ...x.scale].every((v) => typeof v === 'number' && Number.isFinite(v)) && (x.scale as number[]).every((v) => v !== 0)) } : {}),
       ...(m.class_names !== undefined ? { classNames: json<string[]>(m.class_names, 'class_names', (x) => Array.isArray(x) && (x as unknown[]).every((n) => typeof n === 'string')) } : {}),
     };
-    return { path, meta, tensors: file.tensors };
   } catch (err) {
     throw new CheckpointError('ERR_CHECKPOINT_FORMAT', `${path}: bad checkpoint metadata: ${(err as Error).message}`, { cause: err });
   }

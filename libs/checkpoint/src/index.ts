@@ -7,6 +7,7 @@ export {
   findLatestCheckpoint,
   listCheckpoints,
   loadCheckpoint,
+  readCheckpointMeta,
   type RetentionPolicy,
   saveCheckpoint,
 } from './checkpoint-store.js';
