@@ -8,6 +8,7 @@ import { gzipSync } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
 import { Batcher } from './batcher.js';
 import { subset } from './dataset.js';
+import { firstInvalidUtf8 } from './text.js';
 import { loadCsv } from './csv.js';
 import { loadIdxFolder, readIdx, writeIdxFolder, writeIdxUbyte } from './idx.js';
 import { loadDataset } from './load-dataset.js';
@@ -275,5 +276,32 @@ describe('batcher and config', () => {
     writeFileSync(join(d, 'liar.gz'), liar);
     expect(() => readIdx(join(d, 'liar.gz'), 1024 * 1024)).toThrow(expect.objectContaining({ code: 'ERR_DATA_TOO_LARGE', message: expect.stringMatching(/inflates past the 1048576-byte limit/) }));
     expect(readIdx(join(d, 'honest.gz')).dims).toEqual([0x800000]);
+  });
+});
+
+describe('firstInvalidUtf8', () => {
+  /** The offset where a strict decoder first fails, found by decoding prefixes. */
+  const strict = (b: Uint8Array): number => {
+    for (let i = 0; i < b.length; ) {
+      let step = 0;
+      for (let k = 1; k <= 4 && i + k <= b.length && !step; k++) {
+        try {
+          if (new TextDecoder('utf-8', { fatal: true }).decode(b.subarray(i, i + k)).length) step = k;
+        } catch {
+          // not a whole character yet
+        }
+      }
+      if (!step) return i;
+      i += step;
+    }
+    return b.length;
+  };
+
+  it('finds the byte a strict decoder refuses: overlong forms, surrogates, past U+10FFFF, cut sequences', () => {
+    const pieces = [0x41, 0xc3, 0xa9, 0xe2, 0x82, 0xac, 0xf0, 0x9f, 0x98, 0x80, 0xc0, 0xed, 0xa0, 0xe0, 0x80, 0xf4, 0x90, 0xff, 0x80];
+    fc.assert(fc.property(fc.array(fc.oneof(fc.constantFrom(...pieces), fc.integer({ min: 0, max: 255 })), { maxLength: 10 }), (bytes) => {
+      const b = Uint8Array.from(bytes);
+      expect(firstInvalidUtf8(b)).toBe(strict(b));
+    }), { numRuns: 3000 });
   });
 });

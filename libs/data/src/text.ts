@@ -98,23 +98,28 @@ function decodeUtf8(bytes: Uint8Array, path: string): string {
   try {
     return new TextDecoder('utf-8', { fatal: true }).decode(bytes);
   } catch {
-    throw new DataError('ERR_DATA_FORMAT', `text ${path} is not UTF-8: byte ${firstInvalidUtf8(bytes)} (0x${bytes[firstInvalidUtf8(bytes)]?.toString(16).padStart(2, '0') ?? '??'}) starts no valid character`);
+    const at = firstInvalidUtf8(bytes);
+    throw new DataError('ERR_DATA_FORMAT', `text ${path} is not UTF-8: byte ${at} (0x${bytes[at]?.toString(16).padStart(2, '0') ?? '??'}) starts no valid character`);
   }
 }
 
-/** The offset of the first byte that starts no valid UTF-8 sequence (as a strict decoder sees it). */
+/**
+ * The offset of the first byte that starts no valid UTF-8 sequence, as a strict decoder sees it
+ * (no overlong forms, no surrogates, nothing past U+10FFFF), or the length when all of it is valid.
+ * One pass over the bytes: it runs on files of any size.
+ */
 export function firstInvalidUtf8(bytes: Uint8Array): number {
   let i = 0;
   while (i < bytes.length) {
     const b = bytes[i];
-    const n = b < 0x80 ? 1 : b >= 0xc2 && b <= 0xdf ? 2 : b >= 0xe0 && b <= 0xef ? 3 : b >= 0xf0 && b <= 0xf4 ? 4 : 0;
-    if (n === 0 || i + n > bytes.length) return i;
-    const ok = new TextDecoder('utf-8', { fatal: true });
-    try {
-      ok.decode(bytes.subarray(i, i + n));
-    } catch {
-      return i;
+    if (b < 0x80) {
+      i++;
+      continue;
     }
+    // The length of the sequence, and the range its second byte must be in.
+    const [n, lo, hi] = b >= 0xc2 && b <= 0xdf ? [2, 0x80, 0xbf] : b === 0xe0 ? [3, 0xa0, 0xbf] : b === 0xed ? [3, 0x80, 0x9f] : b >= 0xe1 && b <= 0xef ? [3, 0x80, 0xbf] : b === 0xf0 ? [4, 0x90, 0xbf] : b === 0xf4 ? [4, 0x80, 0x8f] : b >= 0xf1 && b <= 0xf3 ? [4, 0x80, 0xbf] : [0, 0, 0];
+    if (n === 0 || i + n > bytes.length || bytes[i + 1] < lo || bytes[i + 1] > hi) return i;
+    for (let k = 2; k < n; k++) if (bytes[i + k] < 0x80 || bytes[i + k] > 0xbf) return i;
     i += n;
   }
   return bytes.length;
