@@ -4,7 +4,7 @@ import { expandShortForms, mlpSpec, outputSize, parseModelSpec } from '@ringtrai
 import { type Dataset, loadDataset } from '@ringtrain/data';
 import { type JobConfig, DEFAULT_JOB, mergeConfig, parseJobConfig } from '@ringtrain/trainer';
 import { type JobFlags, MODELS_DIR, namedModels, parseDataFlag } from './job-flags.js';
-import { errorWithCode } from './output-path.js';
+import { errorWithCode } from './cli-error.js';
 
 /**
  * Default job ← config file ← flags, validated as a whole. Sizes the config leaves out (the

@@ -1,10 +1,6 @@
 import { accessSync, constants, mkdirSync, statSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
-
-/** An error the CLI prints as `ringtrain: CODE: message`. */
-export function errorWithCode(code: string, message: string): Error {
-  return Object.assign(new Error(message), { code });
-}
+import { errorWithCode } from './cli-error.js';
 
 /**
  * The absolute path of a file the run will write at its end (`--save-final`, `export -o`), checked

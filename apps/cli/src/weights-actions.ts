@@ -6,7 +6,8 @@ import { applyScaling, Batcher, type Dataset, decodeImage, loadDataset, planarPi
 import { type EvalResult, evaluateRange } from '@ringtrain/trainer';
 import { parseDataFlag } from './job-flags.js';
 import { checkpointJob } from './job-options.js';
-import { errorWithCode, outputPath } from './output-path.js';
+import { errorWithCode } from './cli-error.js';
+import { outputPath } from './output-path.js';
 import { table } from './table.js';
 import { asMatrix, loadWeightsInto } from './weights-file.js';
 
