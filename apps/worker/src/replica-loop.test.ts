@@ -68,6 +68,8 @@ describe('the replica loop and the event loop', () => {
     }
     const took = performance.now() - started;
     expect(took, 'the steps must take long enough for the check to mean something').toBeGreaterThan(200);
-    expect(longest).toBeLessThan(150);
+    // Relative, so that a loaded machine cannot eat the margin: without the turns the timer waits for
+    // the whole loop (543 of 560 ms measured); with them, for about 50 ms and a step.
+    expect(longest).toBeLessThan(took / 2);
   }, 30_000);
 });
