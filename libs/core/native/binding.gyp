@@ -2,8 +2,8 @@
   "targets": [
     {
       "target_name": "ringtrain_blas",
-      "sources": ["ringtrain_blas.c", "direct_conv.c"],
-      "cflags": ["-O3", "-std=gnu11"],
+      "sources": ["ringtrain_blas.c", "direct_conv.c", "transformer.c"],
+      "cflags": ["-O3", "-std=gnu11", "-ffp-contract=off", "-fno-trapping-math"],
       "libraries": ["-lopenblas"]
     }
   ]

@@ -1,10 +1,11 @@
 // A small N-API addon: the system's OpenBLAS sgemm for @ringtrain/core's native backend.
 // gemm(transA, transB, m, n, k, A, B, C, accumulate): row-major, tight strides, C = op(A)·op(B)
 // (+ C when accumulate). Also stride-1 convolutions without im2col (direct_conv.c), where the CPU
-// has AVX-512 or AVX2 + FMA. The JS side checks shapes; this side checks types and lengths again, since a wrong
+// has AVX-512 or AVX2 + FMA, and a transformer's GELU, LayerNorm and attention (transformer.c). The JS side checks shapes; this side checks types and lengths again, since a wrong
 // length here would write outside the caller's buffer.
 #include <node_api.h>
 #include "direct_conv.h"
+#include "transformer.h"
 #include <cblas.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -134,6 +135,111 @@ static napi_value conv_backward_filter(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+// The transformer kernels take their sizes first (each in 1..2^30, and one call's arrays are
+// bounded by `product`), then their arrays; an array that may be absent is null.
+static bool read_sizes(napi_env env, napi_value *argv, int count, size_t *out) {
+  for (int i = 0; i < count; i++) {
+    int32_t v;
+    if (napi_get_value_int32(env, argv[i], &v) != napi_ok || v < 1 || v > (1 << 30)) return false;
+    out[i] = (size_t)v;
+  }
+  return true;
+}
+
+static bool is_null(napi_env env, napi_value v) {
+  napi_valuetype t;
+  return napi_typeof(env, v, &t) == napi_ok && (t == napi_null || t == napi_undefined);
+}
+
+// Reads a call's argv; THROWs unless it has exactly `count` arguments.
+#define ARGS(name, count)                                            \
+  size_t argc = (count);                                             \
+  napi_value argv[(count)];                                          \
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);              \
+  if (argc != (count)) THROW(env, name ": wrong number of arguments")
+#define SIZES(name, count, out) \
+  if (!read_sizes(env, argv, (count), (out))) THROW(env, name ": sizes must be integers in 1..2^30")
+
+// gelu(n, x, y, tanh)
+static napi_value gelu(napi_env env, napi_callback_info info) {
+  ARGS("gelu", 4);
+  size_t n;
+  SIZES("gelu", 1, &n);
+  float *x = f32(env, argv[1], n), *y = f32(env, argv[2], n), *t = f32(env, argv[3], n);
+  if (!x || !y || !t) THROW(env, "gelu: " TOO_SHORT);
+  rt_gelu(n, x, y, t);
+  return NULL;
+}
+
+// geluBackward(n, x, tanh, dy, dx)
+static napi_value gelu_backward(napi_env env, napi_callback_info info) {
+  ARGS("geluBackward", 5);
+  size_t n;
+  SIZES("geluBackward", 1, &n);
+  float *x = f32(env, argv[1], n), *t = f32(env, argv[2], n), *dy = f32(env, argv[3], n), *dx = f32(env, argv[4], n);
+  if (!x || !t || !dy || !dx) THROW(env, "geluBackward: " TOO_SHORT);
+  rt_gelu_backward(n, x, t, dy, dx);
+  return NULL;
+}
+
+// layerNorm(rows, width, eps, x, gain, bias | null, xhat, rstd, y)
+static napi_value layer_norm(napi_env env, napi_callback_info info) {
+  ARGS("layerNorm", 9);
+  size_t s[2];
+  SIZES("layerNorm", 2, s);
+  double eps;
+  if (napi_get_value_double(env, argv[2], &eps) != napi_ok || !(eps > 0)) THROW(env, "layerNorm: eps must be a positive number");
+  const size_t n = product(2, s[0], s[1]);
+  float *x = f32(env, argv[3], n), *gain = f32(env, argv[4], s[1]), *bias = is_null(env, argv[5]) ? NULL : f32(env, argv[5], s[1]);
+  float *xhat = f32(env, argv[6], n), *rstd = f32(env, argv[7], s[0]), *y = f32(env, argv[8], n);
+  if (!x || !gain || (!bias && !is_null(env, argv[5])) || !xhat || !rstd || !y) THROW(env, "layerNorm: " TOO_SHORT);
+  rt_layernorm(s[0], s[1], (float)eps, x, gain, bias, xhat, rstd, y);
+  return NULL;
+}
+
+// layerNormBackward(rows, width, dy, xhat, rstd, gain, dgain, dbias | null, dx | null)
+static napi_value layer_norm_backward(napi_env env, napi_callback_info info) {
+  ARGS("layerNormBackward", 9);
+  size_t s[2];
+  SIZES("layerNormBackward", 2, s);
+  const size_t n = product(2, s[0], s[1]);
+  float *dy = f32(env, argv[2], n), *xhat = f32(env, argv[3], n), *rstd = f32(env, argv[4], s[0]), *gain = f32(env, argv[5], s[1]);
+  float *dgain = f32(env, argv[6], s[1]);
+  float *dbias = is_null(env, argv[7]) ? NULL : f32(env, argv[7], s[1]), *dx = is_null(env, argv[8]) ? NULL : f32(env, argv[8], n);
+  if (!dy || !xhat || !rstd || !gain || !dgain || (!dbias && !is_null(env, argv[7])) || (!dx && !is_null(env, argv[8])))
+    THROW(env, "layerNormBackward: " TOO_SHORT);
+  rt_layernorm_backward(s[0], s[1], dy, xhat, rstd, gain, dgain, dbias, dx);
+  return NULL;
+}
+
+// Floats of attention's fused rows, its probabilities and its output, for batch, T, heads, d.
+#define QKV(s) product(5, (s)[0], (s)[1], (size_t)3, (s)[2], (s)[3])
+#define PROBS(s) product(4, (s)[0], (s)[2], (s)[1], (s)[1])
+#define HEADS_OUT(s) product(4, (s)[0], (s)[1], (s)[2], (s)[3])
+
+// attention(batch, T, heads, d, qkv, probs, out)
+static napi_value attention(napi_env env, napi_callback_info info) {
+  ARGS("attention", 7);
+  size_t s[4];
+  SIZES("attention", 4, s);
+  float *qkv = f32(env, argv[4], QKV(s)), *probs = f32(env, argv[5], PROBS(s)), *out = f32(env, argv[6], HEADS_OUT(s));
+  if (!qkv || !probs || !out) THROW(env, "attention: " TOO_SHORT);
+  rt_attention(s[0], s[1], s[2], s[3], qkv, probs, out);
+  return NULL;
+}
+
+// attentionBackward(batch, T, heads, d, qkv, probs, dout, dqkv)
+static napi_value attention_backward(napi_env env, napi_callback_info info) {
+  ARGS("attentionBackward", 8);
+  size_t s[4];
+  SIZES("attentionBackward", 4, s);
+  float *qkv = f32(env, argv[4], QKV(s)), *probs = f32(env, argv[5], PROBS(s)), *dout = f32(env, argv[6], HEADS_OUT(s)),
+        *dqkv = f32(env, argv[7], QKV(s));
+  if (!qkv || !probs || !dout || !dqkv) THROW(env, "attentionBackward: " TOO_SHORT);
+  if (rt_attention_backward(s[0], s[1], s[2], s[3], qkv, probs, dout, dqkv) != 0) THROW(env, "attentionBackward: out of memory");
+  return NULL;
+}
+
 static napi_value set_threads(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1];
@@ -160,8 +266,14 @@ static napi_value init(napi_env env, napi_value exports) {
     {"convForward", NULL, conv_forward, NULL, NULL, NULL, napi_default, NULL},
     {"convBackwardData", NULL, conv_backward_data, NULL, NULL, NULL, napi_default, NULL},
     {"convBackwardFilter", NULL, conv_backward_filter, NULL, NULL, NULL, napi_default, NULL},
+    {"gelu", NULL, gelu, NULL, NULL, NULL, napi_default, NULL},
+    {"geluBackward", NULL, gelu_backward, NULL, NULL, NULL, napi_default, NULL},
+    {"layerNorm", NULL, layer_norm, NULL, NULL, NULL, napi_default, NULL},
+    {"layerNormBackward", NULL, layer_norm_backward, NULL, NULL, NULL, napi_default, NULL},
+    {"attention", NULL, attention, NULL, NULL, NULL, napi_default, NULL},
+    {"attentionBackward", NULL, attention_backward, NULL, NULL, NULL, napi_default, NULL},
   };
-  napi_define_properties(env, exports, 6, props);
+  napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   napi_value isa;
   napi_create_int32(env, direct_conv_isa(), &isa);
   napi_set_named_property(env, exports, "directConvIsa", isa);

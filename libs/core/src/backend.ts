@@ -53,6 +53,25 @@ export interface Backend {
   sgdUpdate(params: Float32Array, grads: Float32Array, velocity: Float32Array | null, h: SgdHyper): void;
   /** One Adam/AdamW step over flat buffers, in place. */
   adamUpdate(params: Float32Array, grads: Float32Array, expAvg: Float32Array, expAvgSq: Float32Array, h: AdamHyper): void;
+  /** GELU (tanh form) over n values; `tanh` keeps tanh(√(2/π)(x + 0.044715x³)) for the backward pass. */
+  gelu(x: Float32Array, y: Float32Array, tanh: Float32Array, n: number): void;
+  /** dx = dy·GELU'(x), from the kept tanh. */
+  geluBackward(x: Float32Array, tanh: Float32Array, dy: Float32Array, dx: Float32Array, n: number): void;
+  /**
+   * LayerNorm of `rows` rows of `width`: x̂ = (x − mean)·rstd, rstd = 1/√(var + eps) (biased
+   * variance), y = x̂·gain + bias (no bias when null); x̂ and rstd are kept for the backward pass.
+   */
+  layerNorm(x: Float32Array, rows: number, width: number, eps: number, gain: Float32Array, bias: Float32Array | null, xhat: Float32Array, rstd: Float32Array, y: Float32Array): void;
+  /** dgain and dbias written (dbias null without a bias); dx written unless null. */
+  layerNormBackward(dy: Float32Array, rows: number, width: number, xhat: Float32Array, rstd: Float32Array, gain: Float32Array, dgain: Float32Array, dbias: Float32Array | null, dx: Float32Array | null): void;
+  /**
+   * The core of causal self-attention. `qkv` holds batch·T rows of q|k|v (3·heads·d values); per
+   * head, probs ([batch, heads, T, T], zero above the diagonal) = softmax(q·kᵀ/√d + causal mask),
+   * and its d columns of `out` ([batch·T, heads·d]) = probs·v.
+   */
+  causalAttention(qkv: Float32Array, shape: AttentionShape, probs: Float32Array, out: Float32Array): void;
+  /** dqkv (written) from dout and the probabilities the forward pass kept. */
+  causalAttentionBackward(qkv: Float32Array, shape: AttentionShape, probs: Float32Array, dout: Float32Array, dqkv: Float32Array): void;
   /** Stride-1 convolutions without im2col, where the backend has them (the native one on AVX-512 CPUs). */
   readonly directConv?: DirectConv;
 }
@@ -70,6 +89,14 @@ export interface DirectConv {
   backwardData(dy: Float32Array, batch: number, c: number, h: number, w: number, g: Window, weight: Float32Array, filters: number, dx: Float32Array): void;
   /** dw = Σ over the batch of dy ⋆ xpad, db = Σ dy per filter (both written). */
   backwardFilter(dy: Float32Array, batch: number, c: number, g: Window, filters: number, xpad: Float32Array, dw: Float32Array, db: Float32Array): void;
+}
+
+/** Sizes of one attention call: samples, positions per sample, heads, and each head's width. */
+export interface AttentionShape {
+  batch: number;
+  context: number;
+  heads: number;
+  headDim: number;
 }
 
 /** v = μ·v + g + wd·p; p -= lr·(nesterov ? g + wd·p + μ·v : v); without momentum p -= lr·(g + wd·p). */
@@ -129,4 +156,36 @@ export function checkGemm(m: number, n: number, k: number, a: Float32Array, b: F
   if (a.length < m * k) throw new CoreError('ERR_SHAPE', `gemm: A has ${a.length} elements, needs m·k = ${m}·${k} = ${m * k}`);
   if (b.length < k * n) throw new CoreError('ERR_SHAPE', `gemm: B has ${b.length} elements, needs k·n = ${k}·${n} = ${k * n}`);
   if (c.length < m * n) throw new CoreError('ERR_SHAPE', `gemm: C has ${c.length} elements, needs m·n = ${m}·${n} = ${m * n}`);
+}
+
+/** Floats of attention's fused q|k|v rows, of its probabilities, and of its output. */
+export function attentionSizes(s: AttentionShape): { qkv: number; probs: number; out: number } {
+  const rows = s.batch * s.context;
+  const dim = s.heads * s.headDim;
+  return { qkv: rows * 3 * dim, probs: s.batch * s.heads * s.context * s.context, out: rows * dim };
+}
+
+/** Every buffer of an attention call must hold what its shape says, before a kernel touches memory. */
+export function checkAttention(what: string, s: AttentionShape, buffers: Record<string, [Float32Array, 'qkv' | 'probs' | 'out']>): void {
+  for (const v of [s.batch, s.context, s.heads, s.headDim]) {
+    if (!Number.isInteger(v) || v < 1) throw new CoreError('ERR_SHAPE', `${what}: sizes must be positive integers, got ${JSON.stringify(s)}`);
+  }
+  const need = attentionSizes(s);
+  for (const [name, [a, kind]] of Object.entries(buffers)) {
+    if (a.length < need[kind]) throw new CoreError('ERR_SHAPE', `${what}: ${name} has ${a.length} floats, ${JSON.stringify(s)} needs ${need[kind]}`);
+  }
+}
+
+/** Every buffer of an elementwise call holds its n values. */
+export function checkLengths(what: string, n: number, ...arrays: Float32Array[]): void {
+  if (!Number.isInteger(n) || n < 0) throw new CoreError('ERR_SHAPE', `${what}: the count must be a non-negative integer, got ${n}`);
+  for (const a of arrays) if (a.length < n) throw new CoreError('ERR_SHAPE', `${what}: ${n} elements requested, an array has ${a.length}`);
+}
+
+/** LayerNorm's buffers hold rows×width values, rows statistics, and width gains and biases. */
+export function checkLayerNorm(what: string, rows: number, width: number, full: Float32Array[], perRow: Float32Array, perColumn: (Float32Array | null)[]): void {
+  checkLengths(what, rows * width, ...full);
+  checkLengths(what, rows, perRow);
+  checkLengths(what, width, ...perColumn.filter((a) => a !== null));
+  if (rows < 1 || width < 1) throw new CoreError('ERR_SHAPE', `${what}: needs at least one row of one value, got ${rows}×${width}`);
 }

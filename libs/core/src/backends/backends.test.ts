@@ -79,6 +79,59 @@ describe.each(backends.map((b) => [b.description, b] as const))('%s', (_name, be
     );
   });
 
+  it('transformer kernels (GELU, LayerNorm, causal attention, and their backward passes) match the reference', () => {
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 1, max: 3 }), fc.integer({ min: 1, max: 20 }), fc.integer({ min: 1, max: 3 }), fc.constantFrom(1, 2, 5, 16, 17, 33), fc.boolean(), fc.integer(),
+        (batch, context, heads, headDim, withBias, seed) => {
+          const rng = new Rng(seed);
+          const shape = { batch, context, heads, headDim };
+          const rows = batch * context;
+          const width = heads * headDim;
+          // Scores up to ±30 after scaling: the softmax must stay exact where it saturates.
+          const inputs = [rows * 3 * width, rows * width, width, width, rows * width].map((n, i) => filled(reference, n, rng).map((v) => (i === 0 ? v * 6 : v)));
+          const run = (b: Backend): Float32Array[] => {
+            const [qkv, dout, gain, bias, lnx] = inputs.map((v) => { const c = b.alloc(v.length); c.set(v); return c; });
+            const [probs, out, dqkv] = [b.alloc(batch * heads * context * context), b.alloc(rows * width), b.alloc(rows * 3 * width)];
+            b.causalAttention(qkv, shape, probs, out);
+            b.causalAttentionBackward(qkv, shape, probs, dout, dqkv);
+            const [y, tanh, dx] = [b.alloc(rows * 3 * width), b.alloc(rows * 3 * width), b.alloc(rows * 3 * width)];
+            b.gelu(qkv, y, tanh, rows * 3 * width);
+            b.geluBackward(qkv, tanh, dqkv, dx, rows * 3 * width);
+            const [ln, xhat, rstd, dln, dgain, dbias] = [b.alloc(rows * width), b.alloc(rows * width), b.alloc(rows), b.alloc(rows * width), b.alloc(width), b.alloc(width)];
+            b.layerNorm(lnx, rows, width, 1e-5, gain, withBias ? bias : null, xhat, rstd, ln);
+            b.layerNormBackward(dout, rows, width, xhat, rstd, gain, dgain, withBias ? dbias : null, dln);
+            return [probs, out, dqkv, y, dx, ln, dln, dgain, dbias];
+          };
+          const got = run(be);
+          run(reference).forEach((want, i) => expectClose(got[i], want, 4 * context + headDim));
+        },
+      ),
+      { numRuns: 60 },
+    );
+  });
+
+  it('GELU and the softmax hold at the extremes: no NaN, exact limits', () => {
+    const xs = Float32Array.of(-1e30, -1e4, -100, -10, -1, -1e-6, 0, 1e-6, 1, 10, 100, 1e4, 1e30);
+    const [x, y, tanh, dy, dx] = [xs, xs, xs, xs, xs].map((v) => { const c = be.alloc(v.length); c.set(v); return c; });
+    dy.fill(1);
+    be.gelu(x, y, tanh, xs.length);
+    be.geluBackward(x, tanh, dy, dx, xs.length);
+    const want = [-0, -0, -0, -0, -0.15880801, -5e-7, 0, 5e-7, 0.84119199, 10, 100, 1e4, 1e30];
+    want.forEach((w, i) => expect(Math.abs(y[i] - w), `GELU(${xs[i]}) = ${y[i]}`).toBeLessThanOrEqual(1e-6 * Math.max(1, Math.abs(w))));
+    expect(Array.from(dx).every(Number.isFinite), `GELU'(${Array.from(xs)}) = ${Array.from(dx)}`).toBe(true);
+    expect([dx[0], dx[6], dx[12]]).toEqual([0, 0.5, 1]);
+    // One query whose scores differ by thousands: all its weight on the largest, none lost to NaN.
+    const shape = { batch: 1, context: 3, heads: 1, headDim: 1 };
+    const qkv = be.alloc(9);
+    qkv.set([1, -5000, 1, 1, 5000, 2, 1, 0, 3]); // rows of q|k|v
+    const probs = be.alloc(9);
+    const out = be.alloc(3);
+    be.causalAttention(qkv, shape, probs, out);
+    expect(Array.from(probs)).toEqual([1, 0, 0, 0, 1, 0, 0, 1, 0]);
+    expect(Array.from(out)).toEqual([1, 2, 2]);
+  });
+
   it('SGD (plain, momentum, Nesterov, decay) and Adam/AdamW updates match the reference', () => {
     fc.assert(
       fc.property(fc.integer({ min: 1, max: 40 }), fc.integer(), fc.boolean(), (n, seed, nesterov) => {
@@ -169,6 +222,23 @@ describe.runIf('addon' in loadNativeAddon())('native direct convolutions', () =>
     expect(() => addon.convBackwardFilter(big, big, big, big, 1, big, big, big, 0, 0, isa, a, a, a, a)).toThrow(/large enough for the sizes/);
     expect(() => addon.convForward(1, 1, 4, 4, 3, 4, 4, 1, 1, 1, 3, a, a, a, a, a)).toThrow(/instruction set this CPU has/);
     expect(() => addon.convForward(0, 1, 4, 4, 3, 4, 4, 1, 1, 1, isa, a, a, a, a, a)).toThrow(/sizes must be positive integers/);
+  });
+
+  it('the addon refuses transformer calls whose arrays do not hold their sizes, or whose sizes are not sizes', () => {
+    const loaded = loadNativeAddon();
+    if (!('addon' in loaded)) return;
+    const { addon } = loaded;
+    const a = new Float32Array(64);
+    const big = 1 << 30; // four of them multiply past 2^64
+    expect(() => addon.attention(big, big, big, big, a, a, a)).toThrow(/attention: .*large enough for the sizes/);
+    expect(() => addon.attentionBackward(1, 4, 2, 2, a, a, a, a.subarray(0, 47))).toThrow(/attentionBackward: .*large enough/);
+    expect(() => addon.attention(1, 0, 1, 1, a, a, a)).toThrow(/sizes must be integers in 1\.\.2\^30/);
+    expect(() => addon.gelu(65, a, a, a)).toThrow(/gelu: .*large enough/);
+    expect(() => addon.geluBackward(8, a, a, a, new Int32Array(8) as unknown as Float32Array)).toThrow(/geluBackward: .*large enough/);
+    expect(() => addon.layerNorm(8, 8, 0, a, a, null, a, a, a)).toThrow(/eps must be a positive number/);
+    expect(() => addon.layerNorm(8, 8, 1e-5, a, a, a.subarray(0, 7), a, a, a)).toThrow(/layerNorm: .*large enough/);
+    expect(() => addon.layerNormBackward(9, 8, a, a, a, a, a, null, null)).toThrow(/layerNormBackward: .*large enough/);
+    expect(() => (addon.gelu as (...args: unknown[]) => void)(8, a, a)).toThrow(/gelu: wrong number of arguments/);
   });
 });
 

@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
-import { checkGemm, type DirectConv } from '../backend.js';
+import { type AttentionShape, checkAttention, checkGemm, checkLayerNorm, checkLengths, type DirectConv } from '../backend.js';
 import type { Window } from '../layers/conv-geometry.js';
 import { CoreError } from '../errors.js';
 import { WasmBackend, type WasmBackendOptions } from './wasm-backend.js';
@@ -16,6 +16,12 @@ interface Addon {
   convForward(...args: [...ConvInts, x: Float32Array, weight: Float32Array, bias: Float32Array, xpad: Float32Array, y: Float32Array]): void;
   convBackwardData(...args: [...ConvInts, dy: Float32Array, weight: Float32Array, dx: Float32Array]): void;
   convBackwardFilter(...args: [...ConvInts, dy: Float32Array, xpad: Float32Array, dw: Float32Array, db: Float32Array]): void;
+  gelu(n: number, x: Float32Array, y: Float32Array, tanh: Float32Array): void;
+  geluBackward(n: number, x: Float32Array, tanh: Float32Array, dy: Float32Array, dx: Float32Array): void;
+  layerNorm(rows: number, width: number, eps: number, x: Float32Array, gain: Float32Array, bias: Float32Array | null, xhat: Float32Array, rstd: Float32Array, y: Float32Array): void;
+  layerNormBackward(rows: number, width: number, dy: Float32Array, xhat: Float32Array, rstd: Float32Array, gain: Float32Array, dgain: Float32Array, dbias: Float32Array | null, dx: Float32Array | null): void;
+  attention(batch: number, context: number, heads: number, headDim: number, qkv: Float32Array, probs: Float32Array, out: Float32Array): void;
+  attentionBackward(batch: number, context: number, heads: number, headDim: number, qkv: Float32Array, probs: Float32Array, dout: Float32Array, dqkv: Float32Array): void;
 }
 
 /** batch, c, h, w, k, outH, outW, filters, padTop, padLeft, instruction set (ringtrain_blas.c). */
@@ -41,8 +47,9 @@ export interface NativeBackendOptions extends WasmBackendOptions {
 
 /**
  * GEMM by the system's OpenBLAS `cblas_sgemm` through the project's N-API addon, pinned to one
- * thread; everything else (memory, optimizer updates) as the WASM backend, whose SIMD loops beat
- * plain JS on the elementwise work. The addon reads the WASM memory in place: no copies.
+ * thread, and a transformer's GELU, LayerNorm and attention in C (native/transformer.c);
+ * everything else (memory, optimizer updates) as the WASM backend, whose SIMD loops beat plain JS
+ * on the elementwise work. The addon reads the WASM memory in place: no copies.
  */
 export class NativeBackend extends WasmBackend {
   override readonly name = 'native' as const;
@@ -57,15 +64,45 @@ export class NativeBackend extends WasmBackend {
     this.addon = loaded.addon;
     const isa = directConvIsa(this.addon.directConvIsa, options.directConv ?? process.env.RINGTRAIN_DIRECT_CONV);
     if (isa) this.directConv = nativeDirectConv(this.addon, ISA_CODES[isa], (a, what) => this.offset(a, what));
-    this.description = `native (${this.addon.config().trim()}, 1 thread; ${isa ? `stride-1 convolutions direct on ${isa.toUpperCase()}; ` : ''}elementwise on WASM SIMD)`;
+    this.description = `native (${this.addon.config().trim()}, 1 thread; ${isa ? `stride-1 convolutions direct on ${isa.toUpperCase()}; ` : ''}GELU, LayerNorm and attention in C; other elementwise on WASM SIMD)`;
   }
 
-  override   gemm(transA: boolean, transB: boolean, m: number, n: number, k: number, a: Float32Array, b: Float32Array, c: Float32Array, accumulate = false): void {
+  override gemm(transA: boolean, transB: boolean, m: number, n: number, k: number, a: Float32Array, b: Float32Array, c: Float32Array, accumulate = false): void {
     checkGemm(m, n, k, a, b, c);
     this.offset(a, 'A');
     this.offset(b, 'B');
     this.offset(c, 'C');
     this.addon.gemm(transA, transB, m, n, k, a, b, c, accumulate);
+  }
+
+  override gelu(x: Float32Array, y: Float32Array, tanh: Float32Array, n: number): void {
+    checkLengths('gelu', n, x, y, tanh);
+    if (n > 0) this.addon.gelu(n, x, y, tanh);
+  }
+
+  override geluBackward(x: Float32Array, tanh: Float32Array, dy: Float32Array, dx: Float32Array, n: number): void {
+    checkLengths('geluBackward', n, x, tanh, dy, dx);
+    if (n > 0) this.addon.geluBackward(n, x, tanh, dy, dx);
+  }
+
+  override layerNorm(x: Float32Array, rows: number, width: number, eps: number, gain: Float32Array, bias: Float32Array | null, xhat: Float32Array, rstd: Float32Array, y: Float32Array): void {
+    checkLayerNorm('layerNorm', rows, width, [x, xhat, y], rstd, [gain, bias]);
+    this.addon.layerNorm(rows, width, eps, x, gain, bias, xhat, rstd, y);
+  }
+
+  override layerNormBackward(dy: Float32Array, rows: number, width: number, xhat: Float32Array, rstd: Float32Array, gain: Float32Array, dgain: Float32Array, dbias: Float32Array | null, dx: Float32Array | null): void {
+    checkLayerNorm('layerNormBackward', rows, width, dx ? [dy, xhat, dx] : [dy, xhat], rstd, [gain, dgain, dbias]);
+    this.addon.layerNormBackward(rows, width, dy, xhat, rstd, gain, dgain, dbias, dx);
+  }
+
+  override causalAttention(qkv: Float32Array, s: AttentionShape, probs: Float32Array, out: Float32Array): void {
+    checkAttention('causalAttention', s, { qkv: [qkv, 'qkv'], probs: [probs, 'probs'], out: [out, 'out'] });
+    this.addon.attention(s.batch, s.context, s.heads, s.headDim, qkv, probs, out);
+  }
+
+  override causalAttentionBackward(qkv: Float32Array, s: AttentionShape, probs: Float32Array, dout: Float32Array, dqkv: Float32Array): void {
+    checkAttention('causalAttentionBackward', s, { qkv: [qkv, 'qkv'], probs: [probs, 'probs'], dout: [dout, 'out'], dqkv: [dqkv, 'qkv'] });
+    this.addon.attentionBackward(s.batch, s.context, s.heads, s.headDim, qkv, probs, dout, dqkv);
   }
 }
 

@@ -1,8 +1,9 @@
 import { readFileSync } from 'node:fs';
 import v8 from 'node:v8';
-import { type AdamHyper, type Backend, checkGemm, checkPool, checkPoolBackward, checkSameLength, checkUnfold, type SgdHyper } from '../backend.js';
+import { type AdamHyper, type AttentionShape, type Backend, checkGemm, checkLengths, checkPool, checkPoolBackward, checkSameLength, checkUnfold, type SgdHyper } from '../backend.js';
 import type { Window } from '../layers/conv-geometry.js';
 import { CoreError } from '../errors.js';
+import { TransformerKernels } from '../transformer-ops.js';
 
 const PAGE = 65536;
 const ALIGN = 64;
@@ -45,6 +46,7 @@ export class WasmBackend implements Backend {
   private readonly scratch: number;
   private top: number;
   private readonly freeLists = new Map<number, number[]>();
+  private readonly transformer = new TransformerKernels(this);
 
   constructor(options: WasmBackendOptions = {}) {
     const mb = options.memoryMb ?? Number(process.env.RINGTRAIN_WASM_MEMORY_MB ?? DEFAULT_WASM_MEMORY_MB);
@@ -163,6 +165,26 @@ export class WasmBackend implements Backend {
     );
   }
 
+  // A transformer's kernels after the GEMMs: TypeScript (transformer-ops.ts), the attention's products on this backend's GEMM.
+  gelu(x: Float32Array, y: Float32Array, tanh: Float32Array, n: number): void {
+    this.transformer.gelu(x, y, tanh, n);
+  }
+  geluBackward(x: Float32Array, tanh: Float32Array, dy: Float32Array, dx: Float32Array, n: number): void {
+    this.transformer.geluBackward(x, tanh, dy, dx, n);
+  }
+  layerNorm(x: Float32Array, rows: number, width: number, eps: number, gain: Float32Array, bias: Float32Array | null, xhat: Float32Array, rstd: Float32Array, y: Float32Array): void {
+    this.transformer.layerNorm(x, rows, width, eps, gain, bias, xhat, rstd, y);
+  }
+  layerNormBackward(dy: Float32Array, rows: number, width: number, xhat: Float32Array, rstd: Float32Array, gain: Float32Array, dgain: Float32Array, dbias: Float32Array | null, dx: Float32Array | null): void {
+    this.transformer.layerNormBackward(dy, rows, width, xhat, rstd, gain, dgain, dbias, dx);
+  }
+  causalAttention(qkv: Float32Array, shape: AttentionShape, probs: Float32Array, out: Float32Array): void {
+    this.transformer.causalAttention(qkv, shape, probs, out);
+  }
+  causalAttentionBackward(qkv: Float32Array, shape: AttentionShape, probs: Float32Array, dout: Float32Array, dqkv: Float32Array): void {
+    this.transformer.causalAttentionBackward(qkv, shape, probs, dout, dqkv);
+  }
+
   protected offset(x: Float32Array, name: string): number {
     if (x.buffer !== this.memory.buffer) {
       throw new CoreError('ERR_BACKEND', `wasm backend: ${name} was not allocated by this backend (use backend.alloc), so the kernel cannot see it`);
@@ -193,10 +215,6 @@ function checkRows(what: string, matrix: Float32Array, row: Float32Array, rows: 
   if (matrix.length < rows * cols || row.length < cols) {
     throw new CoreError('ERR_SHAPE', `${what}: ${rows}×${cols} needs ${rows * cols} and ${cols} elements, got ${matrix.length} and ${row.length}`);
   }
-}
-
-function checkLengths(what: string, n: number, ...arrays: Float32Array[]): void {
-  for (const a of arrays) if (a.length < n) throw new CoreError('ERR_SHAPE', `${what}: ${n} elements requested, an array has ${a.length}`);
 }
 
 function align(n: number): number {

@@ -2,7 +2,10 @@
 // re-implementation of its forward pass, over random shapes.
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
+import type { Backend } from '../backend.js';
+import { loadNativeAddon, NativeBackend } from '../backends/native-backend.js';
 import { ReferenceBackend } from '../backends/reference-backend.js';
+import { WasmBackend } from '../backends/wasm-backend.js';
 import { MeanSquaredError, SoftmaxCrossEntropy } from '../losses.js';
 import { ParameterStore } from '../parameter-store.js';
 import { Rng } from '../rng.js';
@@ -12,16 +15,26 @@ import type { Layer } from './layer.js';
 import { linearProbe, numericGrad, random } from '../testing/finite-differences.js';
 
 const be = new ReferenceBackend();
+// The activations that run on a backend's kernels are checked on every backend.
+const backends: Backend[] = [be, new WasmBackend({ memoryMb: 16 })];
+if ('addon' in loadNativeAddon()) backends.push(new NativeBackend({ memoryMb: 16 }));
 
 type F64Map = (x: number) => number;
 const C = Math.sqrt(2 / Math.PI);
-const f64Activations: Record<string, [(name: string, n: number) => Layer, F64Map]> = {
-  relu: [(name, n) => new Relu(name, n, be), (x) => Math.max(0, x)],
-  leaky_relu: [(name, n) => new LeakyRelu(name, n, be, 0.1), (x) => (x > 0 ? x : 0.1 * x)],
-  tanh: [(name, n) => new Tanh(name, n, be), Math.tanh],
-  sigmoid: [(name, n) => new Sigmoid(name, n, be), (x) => 1 / (1 + Math.exp(-x))],
-  gelu: [(name, n) => new Gelu(name, n, be), (x) => 0.5 * x * (1 + Math.tanh(C * (x + 0.044715 * x ** 3)))],
+const f64Activations: Record<string, [(name: string, n: number, b: Backend) => Layer, F64Map]> = {
+  relu: [(name, n, b) => new Relu(name, n, b), (x) => Math.max(0, x)],
+  leaky_relu: [(name, n, b) => new LeakyRelu(name, n, b, 0.1), (x) => (x > 0 ? x : 0.1 * x)],
+  tanh: [(name, n, b) => new Tanh(name, n, b), Math.tanh],
+  sigmoid: [(name, n, b) => new Sigmoid(name, n, b), (x) => 1 / (1 + Math.exp(-x))],
+  gelu: [(name, n, b) => new Gelu(name, n, b), (x) => 0.5 * x * (1 + Math.tanh(C * (x + 0.044715 * x ** 3)))],
 };
+
+/** A copy of x in the backend's memory, where its kernels can read it. */
+function onBackend(b: Backend, x: Float32Array): Float32Array {
+  const copy = b.alloc(x.length);
+  copy.set(x);
+  return copy;
+}
 
 function expectGradClose(analytic: ArrayLike<number>, numeric: Float64Array, what: string): void {
   for (let i = 0; i < numeric.length; i++) {
@@ -32,19 +45,19 @@ function expectGradClose(analytic: ArrayLike<number>, numeric: Float64Array, wha
   }
 }
 
-describe('activation layers backward vs finite differences', () => {
+describe.each(backends.map((b) => [b.name, b] as const))('activation layers on the %s backend, backward vs finite differences', (_name, backend) => {
   for (const [kind, [make, f]] of Object.entries(f64Activations)) {
     it(kind, () => {
       fc.assert(
         fc.property(fc.integer({ min: 1, max: 9 }), fc.integer({ min: 1, max: 13 }), fc.integer(), (batch, width, seed) => {
           const rng = new Rng(seed);
-          const layer = make('layers.0', width);
+          const layer = make('layers.0', width, backend);
           // Keep inputs away from ReLU's kink, where the derivative is undefined.
           const x = random(batch * width, rng, 3).map((v) => (Math.abs(v) < 0.01 ? 0.5 : v));
           const r = random(batch * width, rng);
-          const y = layer.forward(x, batch, true);
+          const y = layer.forward(onBackend(backend, x), batch, true);
           for (let i = 0; i < y.length; i++) expect(y[i]).toBeCloseTo(f(x[i]), 5);
-          const dx = layer.backward(r, batch, true)!;
+          const dx = layer.backward(onBackend(backend, r), batch, true)!;
           const probe = linearProbe(r);
           const numeric = numericGrad(Float64Array.from(x), (t) => probe(Array.from(t, f)));
           expectGradClose(dx, numeric, `${kind} dx`);

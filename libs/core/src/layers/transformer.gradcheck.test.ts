@@ -2,7 +2,9 @@
 // float64 re-implementations of their forward passes and central finite differences of those.
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
+import type { Backend } from '../backend.js';
 import { createBackend } from '../backends/create-backend.js';
+import { loadNativeAddon, NativeBackend } from '../backends/native-backend.js';
 import { ReferenceBackend } from '../backends/reference-backend.js';
 import { WasmBackend } from '../backends/wasm-backend.js';
 import { Model } from '../model.js';
@@ -18,8 +20,19 @@ import { LayerNorm } from './layernorm.js';
 import { Positionwise } from './positionwise.js';
 import { Residual } from './residual.js';
 
-const be = new ReferenceBackend();
+const reference = new ReferenceBackend();
+// Every layer on every backend: the native one runs GELU, LayerNorm and attention in C.
+const backends: Backend[] = [reference, new WasmBackend({ memoryMb: 64 })];
+if ('addon' in loadNativeAddon()) backends.push(new NativeBackend({ memoryMb: 64 }));
+if (process.env.RINGTRAIN_EXPECT_NATIVE === '1' && backends.length < 3) throw new Error('RINGTRAIN_EXPECT_NATIVE=1 but the native addon does not load');
 type Vec = ArrayLike<number>;
+
+/** A copy of x in the backend's memory, where its kernels can read it. */
+function onBackend(be: Backend, x: Float32Array): Float32Array {
+  const copy = be.alloc(x.length);
+  copy.set(x);
+  return copy;
+}
 
 function expectClose(got: Vec, want: Vec, what: string, tol = 2e-4): void {
   expect(got.length, what).toBeGreaterThanOrEqual(want.length);
@@ -29,7 +42,7 @@ function expectClose(got: Vec, want: Vec, what: string, tol = 2e-4): void {
 }
 
 /** Binds `layer` to a fresh store, initialises it, and perturbs every parameter so none is trivial. */
-function bound(layer: Layer, rng: Rng): ParameterStore {
+function bound(layer: Layer, rng: Rng, be: Backend = reference): ParameterStore {
   const store = new ParameterStore(be, layer.parameters());
   layer.bind(store);
   layer.initialize(rng);
@@ -42,12 +55,12 @@ function bound(layer: Layer, rng: Rng): ParameterStore {
  * store order) and its backward (dx where it has one, and every parameter gradient) against
  * central differences of `ref` under the linear probe r·y.
  */
-function gradcheck(layer: Layer, store: ParameterStore, x: Float32Array, batch: number, ref: (x: Vec, params: Vec[]) => Float64Array, rng: Rng, withDx = true): void {
+function gradcheck(layer: Layer, store: ParameterStore, x: Float32Array, batch: number, ref: (x: Vec, params: Vec[]) => Float64Array, rng: Rng, withDx = true, be: Backend = reference): void {
   const params = store.tensors.map((t) => Float64Array.from(store.value(t.name)));
-  const y = layer.forward(x, batch, true);
+  const y = layer.forward(onBackend(be, x), batch, true);
   expectClose(y, ref(x, params), `${layer.name} forward`, 1e-4);
   const r = random(batch * layer.outputSize, rng);
-  const dx = layer.backward(r, batch, withDx);
+  const dx = layer.backward(onBackend(be, r), batch, withDx);
   const probe = linearProbe(r);
   if (withDx) expectClose(dx!, numericGrad(Float64Array.from(x), (t) => probe(ref(t, params))), `${layer.name} dx`);
   store.tensors.forEach((t, k) => {
@@ -102,20 +115,20 @@ const f64 = {
   },
 };
 
-describe('transformer layers vs float64 references and finite differences', () => {
+describe.each(backends.map((b) => [b.name, b] as const))('transformer layers on the %s backend vs float64 references and finite differences', (_name, be) => {
   it('embedding: token row plus position row; gradients scattered to the ids seen', () => {
     fc.assert(
       fc.property(fc.integer({ min: 1, max: 3 }), fc.integer({ min: 1, max: 5 }), fc.integer({ min: 2, max: 7 }), fc.integer({ min: 1, max: 4 }), fc.integer(), (batch, t, vocab, dim, seed) => {
         const rng = new Rng(seed);
         const layer = new Embedding('layers.0', t, vocab, dim, be);
-        const store = bound(layer, rng);
+        const store = bound(layer, rng, be);
         const ids = Float32Array.from({ length: batch * t }, () => rng.int(vocab));
         const ref = (x: Vec, [w, p]: Vec[]): Float64Array => {
           const y = new Float64Array(batch * t * dim);
           for (let r = 0; r < batch * t; r++) for (let c = 0; c < dim; c++) y[r * dim + c] = w[x[r] * dim + c] + p[(r % t) * dim + c];
           return y;
         };
-        gradcheck(layer, store, ids, batch, ref, rng, false);
+        gradcheck(layer, store, ids, batch, ref, rng, false, be);
       }),
       { numRuns: 30 },
     );
@@ -123,7 +136,7 @@ describe('transformer layers vs float64 references and finite differences', () =
 
   it('embedding: an id outside the vocabulary is refused, naming it and its place', () => {
     const layer = new Embedding('layers.0', 3, 5, 2, be);
-    bound(layer, new Rng(1));
+    bound(layer, new Rng(1), be);
     expect(() => layer.forward(Float32Array.of(1, 2, 5), 1, false)).toThrow(/token id 5 at position 2 of sample 0 is outside the vocabulary 0\.\.4/);
     expect(() => layer.forward(Float32Array.of(1, 0.5, 2), 1, false)).toThrow(/token id 0\.5/);
   });
@@ -134,9 +147,9 @@ describe('transformer layers vs float64 references and finite differences', () =
         fc.property(fc.integer({ min: 1, max: 3 }), fc.integer({ min: 1, max: 4 }), fc.integer({ min: 2, max: 9 }), fc.integer(), (batch, rows, c, seed) => {
           const rng = new Rng(seed);
           const layer = new LayerNorm('layers.1', rows, c, 1e-5, bias, be);
-          const store = bound(layer, rng);
+          const store = bound(layer, rng, be);
           const x = random(batch * rows * c, rng, 2);
-          gradcheck(layer, store, x, batch, (xs, [g, b]) => f64.layernorm(xs, batch * rows, c, g, bias ? b : null), rng);
+          gradcheck(layer, store, x, batch, (xs, [g, b]) => f64.layernorm(xs, batch * rows, c, g, bias ? b : null), rng, true, be);
         }),
         { numRuns: 30 },
       );
@@ -148,9 +161,9 @@ describe('transformer layers vs float64 references and finite differences', () =
       fc.property(fc.integer({ min: 1, max: 2 }), fc.integer({ min: 1, max: 5 }), fc.constantFrom([4, 1], [4, 2], [6, 3], [6, 2], [8, 4]), fc.integer(), (batch, t, [c, heads], seed) => {
         const rng = new Rng(seed);
         const layer = new CausalSelfAttention('layers.2', t, c, heads, be);
-        const store = bound(layer, rng);
+        const store = bound(layer, rng, be);
         const x = random(batch * t * c, rng);
-        gradcheck(layer, store, x, batch, (xs, p) => f64.attention(xs, batch, t, c, heads, p), rng);
+        gradcheck(layer, store, x, batch, (xs, p) => f64.attention(xs, batch, t, c, heads, p), rng, true, be);
       }),
       { numRuns: 25 },
     );
@@ -159,11 +172,11 @@ describe('transformer layers vs float64 references and finite differences', () =
   it('causal: a later token changes no earlier output', () => {
     const rng = new Rng(3);
     const layer = new CausalSelfAttention('a', 5, 4, 2, be);
-    bound(layer, rng);
+    bound(layer, rng, be);
     const x = random(5 * 4, rng);
-    const before = Float32Array.from(layer.forward(x, 1, false));
+    const before = Float32Array.from(layer.forward(onBackend(be, x), 1, false));
     x[4 * 4 + 1] += 1; // the last token
-    const after = layer.forward(x, 1, false);
+    const after = layer.forward(onBackend(be, x), 1, false);
     expect(Array.from(after.subarray(0, 16))).toEqual(Array.from(before.subarray(0, 16)));
     expect(after[16 + 1]).not.toBe(before[16 + 1]);
   });
@@ -174,13 +187,13 @@ describe('transformer layers vs float64 references and finite differences', () =
         const rng = new Rng(seed);
         const inner = [new LayerNorm('b.layers.0', t, c, 1e-5, true, be), new Positionwise(new Dense('b.layers.1', c, 2 * c, 'gpt_normal', be), t), new Positionwise(new Dense('b.layers.2', 2 * c, c, 'gpt_normal', be), t)];
         const layer = new Residual('b', t * c, inner, be);
-        const store = bound(layer, rng);
+        const store = bound(layer, rng, be);
         const x = random(batch * t * c, rng);
         const ref = (xs: Vec, [g, bn, w1, b1, w2, b2]: Vec[]): Float64Array => {
           const h = f64.linear(f64.linear(f64.layernorm(xs, batch * t, c, g, bn), batch * t, c, 2 * c, w1, b1), batch * t, 2 * c, c, w2, b2);
           return h.map((v, i) => v + xs[i]);
         };
-        gradcheck(layer, store, x, batch, ref, rng);
+        gradcheck(layer, store, x, batch, ref, rng, true, be);
       }),
       { numRuns: 25 },
     );
@@ -198,7 +211,7 @@ describe('a GPT from its short form', () => {
     const spec = parseModelSpec(short);
     expect(spec.inputSize).toBe(6);
     expect(spec.layers.map((l) => l.type)).toEqual(['embedding', 'residual', 'residual', 'residual', 'residual', 'layernorm', 'dense']);
-    const model = new Model(spec, be, { seed: 1 });
+    const model = new Model(spec, reference, { seed: 1 });
     expect(model.positions).toBe(6);
     expect(model.outputSize).toBe(6 * 11);
     // (11 + 6)·8 embedding; per layer 2·(2·8) norms + 8·24 + 24 + 8·8 + 8 attention + 8·32 + 32 + 32·8 + 8 MLP; final norm 16; head 8·11 + 11.
@@ -208,7 +221,7 @@ describe('a GPT from its short form', () => {
   });
 
   it('one step: the loss is the mean over every position, and the gradients of the whole model match finite differences', () => {
-    const model = new Model(short, be, { seed: 2 });
+    const model = new Model(short, reference, { seed: 2 });
     const rng = new Rng(5);
     const batch = 2;
     const x = Float32Array.from({ length: batch * 6 }, () => rng.int(11));
@@ -237,14 +250,14 @@ describe('a GPT from its short form', () => {
     const batch = 3;
     const x = Float32Array.from({ length: batch * 6 }, () => rng.int(11));
     const y = Int32Array.from({ length: batch * 6 }, () => rng.int(11));
-    const reference = new Model(short, be, { seed: 4 });
-    const want = reference.computeGradients(x, y, batch);
+    const referenceModel = new Model(short, reference, { seed: 4 });
+    const want = referenceModel.computeGradients(x, y, batch);
     const backends = [new WasmBackend(), createBackend('auto').backend];
     for (const backend of backends) {
       const model = new Model(short, backend, { seed: 4 });
       const got = model.computeGradients(x, y, batch);
       expect(got.loss, backend.name).toBeCloseTo(want.loss, 5);
-      expectClose(model.params.grads, reference.params.grads, `${backend.name} grads`, 1e-4);
+      expectClose(model.params.grads, referenceModel.params.grads, `${backend.name} grads`, 1e-4);
     }
   });
 
