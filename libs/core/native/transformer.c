@@ -156,16 +156,29 @@ CLONES static void causal_softmax_backward(size_t T, const float *restrict p, fl
   }
 }
 
+// The causal mask's zeros are skipped a block of rows at a time: rows [r0, r1) read only keys and
+// values [0, r1).
+#ifndef RT_CAUSAL_BLOCK
+#define RT_CAUSAL_BLOCK 32
+#endif
+#define BLOCK_END(T, r0) ((r0) + RT_CAUSAL_BLOCK < (T) ? (r0) + RT_CAUSAL_BLOCK : (T))
+#define ROW_BLOCKS(T, r0, r1) for (size_t r0 = 0, r1 = BLOCK_END(T, 0); r0 < (T); r0 = r1, r1 = BLOCK_END(T, r1))
+// Last block first: the one whose r1 is T.
+#define ROW_BLOCKS_BACK(T, r0, r1) \
+  for (size_t r0 = ((T) - 1) / RT_CAUSAL_BLOCK * RT_CAUSAL_BLOCK, r1 = (T), more = 1; more; more = r0 > 0, r1 = r0, r0 = r0 >= RT_CAUSAL_BLOCK ? r0 - RT_CAUSAL_BLOCK : 0)
+
 void rt_attention(size_t batch, size_t T, size_t heads, size_t d, const float *qkv, float *probs, float *out) {
   const size_t C = heads * d, ld = 3 * C;
   const float scale = 1.0f / sqrtf((float)d);
   for (size_t b = 0; b < batch; b++)
     for (size_t h = 0; h < heads; h++) {
       const float *q = qkv + b * T * ld + h * d, *k = q + C, *v = q + 2 * C;
-      float *p = probs + (b * heads + h) * T * T;
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, d, scale, q, ld, k, ld, 0.0f, p, T);
+      float *p = probs + (b * heads + h) * T * T, *o = out + b * T * C + h * d;
+      ROW_BLOCKS(T, r0, r1)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, r1 - r0, r1, d, scale, q + r0 * ld, ld, k, ld, 0.0f, p + r0 * T, T);
       causal_softmax(T, p);
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, d, T, 1.0f, p, T, v, ld, 0.0f, out + b * T * C + h * d, C);
+      ROW_BLOCKS(T, r0, r1)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, r1 - r0, d, r1, 1.0f, p + r0 * T, T, v, ld, 0.0f, o + r0 * C, C);
     }
 }
 
@@ -180,12 +193,18 @@ int rt_attention_backward(size_t batch, size_t T, size_t heads, size_t d, const 
       const size_t at = b * T * ld + h * d;
       const float *q = qkv + at, *k = q + C, *v = q + 2 * C, *p = probs + (b * heads + h) * T * T, *dO = dout + b * T * C + h * d;
       float *dq = dqkv + at, *dk = dq + C, *dv = dq + 2 * C;
-      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, d, T, 1.0f, p, T, dO, C, 0.0f, dv, ld);  // dV = Pᵀ·dO
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, d, 1.0f, dO, C, v, ld, 0.0f, dp, T);  // dP = dO·Vᵀ
+      // dV = Pᵀ·dO and (below) dK = dSᵀ·Q sum over row blocks: the last block, whose keys are all
+      // T, writes every row; the others add to their first r1.
+      ROW_BLOCKS_BACK(T, r0, r1)
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, r1, d, r1 - r0, 1.0f, p + r0 * T, T, dO + r0 * C, C, r1 == T ? 0.0f : 1.0f, dv, ld);
+      ROW_BLOCKS(T, r0, r1)  // dP = dO·Vᵀ
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, r1 - r0, r1, d, 1.0f, dO + r0 * C, C, v, ld, 0.0f, dp + r0 * T, T);
       causal_softmax_backward(T, p, dp);
       // dQ = dS·K/√d, dK = dSᵀ·Q/√d (the scores were q·kᵀ/√d)
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, d, T, scale, dp, T, k, ld, 0.0f, dq, ld);
-      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, d, T, scale, dp, T, q, ld, 0.0f, dk, ld);
+      ROW_BLOCKS(T, r0, r1)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, r1 - r0, d, r1, scale, dp + r0 * T, T, k, ld, 0.0f, dq + r0 * ld, ld);
+      ROW_BLOCKS_BACK(T, r0, r1)
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, r1, d, r1 - r0, scale, dp + r0 * T, T, q + r0 * ld, ld, r1 == T ? 0.0f : 1.0f, dk, ld);
     }
   free(dp);
   return 0;

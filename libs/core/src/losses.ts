@@ -28,12 +28,17 @@ export class SoftmaxCrossEntropy implements Loss {
       if (!(label >= 0 && label < classes)) throw new CoreError('ERR_SHAPE', `softmax_cross_entropy: label ${label} at row ${r} is outside 0..${classes - 1}`);
       let max = logits[o];
       for (let c = 1; c < classes; c++) if (logits[o + c] > max) max = logits[o + c];
+      // With a gradient to write, each e^(z − max) is kept in it: one exp per logit, not two.
       let sum = 0;
-      for (let c = 0; c < classes; c++) sum += Math.exp(logits[o + c] - max);
-      const logSum = Math.log(sum) + max;
-      total += logSum - logits[o + label];
       if (grad) {
-        for (let c = 0; c < classes; c++) grad[o + c] = Math.exp(logits[o + c] - logSum) * inv;
+        for (let c = 0; c < classes; c++) sum += grad[o + c] = Math.exp(logits[o + c] - max);
+      } else {
+        for (let c = 0; c < classes; c++) sum += Math.exp(logits[o + c] - max);
+      }
+      total += Math.log(sum) + max - logits[o + label];
+      if (grad) {
+        const k = inv / sum;
+        for (let c = 0; c < classes; c++) grad[o + c] *= k;
         grad[o + label] -= inv;
       }
     }
