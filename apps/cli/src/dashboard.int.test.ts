@@ -1,4 +1,4 @@
-import { existsSync, mkdirSync, mkdtempSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -81,4 +81,32 @@ describe.skipIf(!haveBrowser)('the dashboard in a real headless Chromium', () =>
     run.proc.kill('SIGINT');
     expect(await run.exited).toBe(0);
   }, 150_000);
+
+  it("a language model's run says what fits it: validation loss, bits per character, perplexity and tokens/s, not accuracy", async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'ringtrain-dash-lm-'));
+    const text = join(dir, 'text.txt');
+    writeFileSync(text, 'the cat sat on the mat. '.repeat(400));
+    const job = join(dir, 'job.json');
+    writeFileSync(job, JSON.stringify({ model: { type: 'gpt', layers: 1, heads: 2, dim: 16, context: 8 }, dataset: { source: 'text', file: text }, optimizer: { type: 'adamw', lr: 0.003 }, batchSize: 4, epochs: 1, steps: 30, evalBatchSize: 64, evalEvery: 10, seed: 1 }));
+    const run = startRingtrain(['launch', '--workers', '2', '--config', job, '--linger', '60']);
+    await until(() => run.lines.some((l) => typeof l.dashboard === 'string'), 20_000, 'the dashboard address', run);
+    browser ??= await chromium.launch({ executablePath: CHROMIUM, args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'] });
+    const page = await browser.newPage({ viewport: { width: 1280, height: 1000 } });
+    const errors: string[] = [];
+    page.on('pageerror', (e) => errors.push(e.message));
+    await page.goto(String(run.lines.find((l) => typeof l.dashboard === 'string')!.dashboard));
+    await page.waitForFunction(() => document.querySelector('#state')!.textContent === 'finished', null, { timeout: 60_000 });
+    await page.waitForFunction(() => Number(document.querySelector<HTMLElement>('#chart-accuracy')!.dataset.points) === 3, null, { timeout: 10_000 });
+    expect(await page.textContent('#caption-accuracy')).toBe('Validation bits per character');
+    expect(await page.textContent('#caption-rate')).toBe('Tokens/s (all ranks)');
+    expect(await page.textContent('#caption-loss')).toBe('Loss per token (training, validation)');
+    expect(await page.$eval('[data-fact="val loss"]', (el) => el.textContent)).toMatch(/^\d\.\d{4} at step 30$/);
+    expect(await page.$eval('[data-fact="bits/char"]', (el) => el.textContent)).toMatch(/^\d\.\d{3}$/);
+    expect(await page.$eval('[data-fact="perplexity"]', (el) => el.textContent)).toMatch(/^\d+\.\d\d$/);
+    expect(await page.$('[data-fact="test accuracy"]')).toBeNull();
+    expect(await page.textContent('body')).not.toMatch(/accuracy/i);
+    expect(errors).toEqual([]);
+    run.proc.kill('SIGINT');
+    expect(await run.exited).toBe(0);
+  }, 90_000);
 });

@@ -28,6 +28,7 @@ export function addJobOptions(cmd: Command): Command {
     .option('--header', 'csv: the first line names the columns (default: detected)')
     .option('--no-header', 'csv: the first line is data')
     .option('--test-fraction <f>', 'csv without a test file: the share held out for testing (default 0.2)', fraction)
+    .option('--eval-every <steps>', "evaluate on the test (validation) split every this many steps too, not only at each epoch's end (default: the job's; models/gpt.json: 250)", positiveInt)
     .addOption(new Option('--backend <name>', 'compute backend').choices(['auto', 'native', 'wasm', 'reference']))
     .addOption(new Option('--gradient-compression <type>', 'gradients on the wire: none (float32), fp16, bf16 or int8 (with error feedback)').choices(['none', 'fp16', 'bf16', 'int8']));
 }
@@ -46,6 +47,7 @@ export interface JobFlags {
   header?: boolean;
   testFraction?: number;
   backend?: JobConfig['backend'];
+  evalEvery?: number;
   gradientCompression?: 'none' | 'fp16' | 'bf16' | 'int8';
 }
 

@@ -21,6 +21,7 @@ export function resolveJob(flags: JobFlags): JobConfig {
   if (flags.seed !== undefined) over.seed = flags.seed;
   if (flags.backend) over.backend = flags.backend;
   if (flags.gradientCompression) over.gradientCompression = flags.gradientCompression;
+  if (flags.evalEvery !== undefined) over.evalEvery = flags.evalEvery;
   if (flags.optimizer || flags.lr !== undefined) {
     const current = (job as { optimizer: { type: string; lr: number } }).optimizer;
     over.optimizer =

@@ -162,6 +162,37 @@ describe('watching a run (real coordinator, workers and sockets)', () => {
     expect(await reader.closed).toBe(1000);
   }, 120_000);
 
+  it("a language model's run: evaluations every K steps with bits per character and perplexity, in the log, the snapshot, /metrics and `ringtrain status`", async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'ringtrain-lm-watch-'));
+    const text = join(dir, 'text.txt');
+    writeFileSync(text, 'the cat sat on the mat. '.repeat(400));
+    const job = join(dir, 'job.json');
+    writeFileSync(job, JSON.stringify({ model: { type: 'gpt', layers: 1, heads: 2, dim: 16, context: 8 }, dataset: { source: 'text', file: text }, optimizer: { type: 'adamw', lr: 0.003 }, batchSize: 4, epochs: 1, steps: 30, evalBatchSize: 64, seed: 1 }));
+    const run = startRingtrain(['launch', '--workers', '2', '--config', job, '--eval-every', '10', '--linger', '60', '--json']);
+    const w = await watchToEnd(run);
+    const base = await dashboardOf(run);
+    const snap = parseStatusEvent(await (await fetch(`${base}api/status`)).text()) as StatusEventOf<'snapshot'>;
+    expect(snap.config.positions).toBe(8);
+    // Steps 10 and 20 within the epoch, then the run's end at 30: each once.
+    expect(snap.evaluations.map((e) => e.step)).toEqual([10, 20, 30]);
+    for (const e of snap.evaluations) {
+      expect(e.bitsPerChar).toBeCloseTo(e.testLoss / Math.LN2, 9);
+      expect(e.perplexity).toBeCloseTo(Math.exp(e.testLoss), 6);
+    }
+    expect(w.of('evaluation').map((e) => e.evaluation.step)).toEqual([10, 20, 30]);
+    const last = snap.evaluations.at(-1)!;
+    const { samples } = await scrape(base);
+    expect(value(samples, 'ringtrain_test_loss')).toBeCloseTo(last.testLoss, 6);
+    expect(value(samples, 'ringtrain_test_bits_per_char')).toBeCloseTo(last.bitsPerChar!, 6);
+    expect(value(samples, 'ringtrain_test_perplexity')).toBeCloseTo(last.perplexity!, 4);
+    expect(run.stderr).toMatch(/step 10\/30: loss \d\.\d{4}, val loss \d\.\d{4} \(\d\.\d{3} bits\/char, perplexity \d+\.\d{2}\) on \d+ windows/);
+    const view = new StatusView('none');
+    for (const e of w.events) view.apply(e);
+    expect(view.render()).toMatch(/val loss \d\.\d{4} \(\d\.\d{3} bits\/char, perplexity \d+\.\d{2}\) at step 30 · [\d,]+ tokens\/s/);
+    expect(view.render()).not.toMatch(/test accuracy|test \d/);
+    run.proc.kill('SIGINT');
+  }, 90_000);
+
   it('a client that never reads does not slow training: it is dropped behind and the run keeps its pace', async () => {
     // Many events (a metrics point per ms; a health report of 42 tensors every step): more bytes
     // than the kernel's socket buffers hold (up to 4 MiB here), so the coordinator's side fills up.

@@ -14,7 +14,7 @@ describe('ringtrain status', () => {
     const base = { v: 1 as const, time: 0 };
     const phases = { dataMs: 0.1, computeMs: 2, allreduceMs: 1, optimizerMs: 0.2 };
     const rank = (r: number, state: 'training' | 'slow') => ({ rank: r, workerId: `h:${r}`, host: 'h', pid: r, address: 'ws://x', state, step: 50, phases });
-    const config = { model: 'MLP 784-128-10 (relu)', parameters: 101_770, optimizer: 'sgd', lr: 0.1, batchSize: 64, epochs: 2, dataset: 'mnist', configHash: 'abc' };
+    const config = { model: 'MLP 784-128-10 (relu)', positions: 1, parameters: 101_770, optimizer: 'sgd', lr: 0.1, batchSize: 64, epochs: 2, dataset: 'mnist', configHash: 'abc' };
     const point = { step: 50, epoch: 0, totalSteps: 200, samples: 640, loss: 0.25, samplesPerSecond: 12345, lr: 0.1, phases, allreduceBusbw: 5e8, etaSeconds: 90, skippedSteps: 0, rankComputeMs: [2.1, 2.1] };
     const events: StatusEvent[] = [
       { ...base, seq: 1, type: 'snapshot', resync: false, runId: 'abcdef0123', state: 'running', generation: 1, workers: 2, worldSize: 2, config, startedAt: 0, ranks: [rank(0, 'training'), rank(1, 'training')], metrics: null, history: [], evaluations: [], checkpoints: [], warnings: [], health: null, error: null, access: 'read' },

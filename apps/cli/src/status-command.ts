@@ -1,4 +1,5 @@
 import type { RankInfo, StatusEvent, StatusEventOf } from '@ringtrain/protocol';
+import { describeLanguageModelLoss } from '@ringtrain/trainer';
 import { Argument, Command } from 'commander';
 import type logUpdateFn from 'log-update';
 import type WebSocket from 'ws';
@@ -206,11 +207,13 @@ export class StatusView {
       const frac = m.totalSteps ? m.step / m.totalSteps : 0;
       const eta = m.etaSeconds === null ? '–' : formatSeconds(m.etaSeconds);
       lines.push(`${bar(frac, 30)} ${(100 * frac).toFixed(1).padStart(5)}%  step ${m.step}/${m.totalSteps}  epoch ${m.epoch + 1}/${c.epochs}  ETA ${eta}`);
-      const acc = s.evaluations.at(-1);
+      const ev = s.evaluations.at(-1);
+      // A language model is read by its validation loss per token, and its speed in tokens.
+      const lm = c.positions > 1;
       lines.push(
         `loss ${m.loss === null ? 'NaN' : m.loss.toFixed(4)}` +
-          (acc ? ` · test ${(100 * acc.testAccuracy).toFixed(2)}%` : '') +
-          ` · ${Math.round(m.samplesPerSecond).toLocaleString('en')} samples/s · all-reduce ${(m.allreduceBusbw / 1e6).toFixed(0)} MB/s busbw`,
+          (ev ? ` · ${lm ? `${describeLanguageModelLoss(ev.testLoss)} at step ${ev.step}` : `test ${(100 * ev.testAccuracy).toFixed(2)}%`}` : '') +
+          ` · ${Math.round(m.samplesPerSecond * c.positions).toLocaleString('en')} ${lm ? 'tokens' : 'samples'}/s · all-reduce ${(m.allreduceBusbw / 1e6).toFixed(0)} MB/s busbw`,
       );
     }
     lines.push('', rankTable(s.ranks));
@@ -222,7 +225,9 @@ export class StatusView {
     if (ck) lines.push('', `last checkpoint: step ${ck.step} ${ck.path} (training paused ${ck.stallMs.toFixed(1)} ms)`);
     const end = this.end;
     if (end) {
-      lines.push('', end.error ? `run ${end.state}: ${end.error.code}: ${end.error.message}` : `run ${end.state}: ${end.steps} steps in ${end.seconds.toFixed(1)} s, ${Math.round(end.samplesPerSecond).toLocaleString('en')} samples/s${end.testAccuracy !== null ? `, test accuracy ${(100 * end.testAccuracy).toFixed(2)}%` : ''}`);
+      const ev = s.evaluations.at(-1);
+      const figure = c.positions > 1 ? (ev ? `, ${describeLanguageModelLoss(ev.testLoss)}` : '') : end.testAccuracy !== null ? `, test accuracy ${(100 * end.testAccuracy).toFixed(2)}%` : '';
+      lines.push('', end.error ? `run ${end.state}: ${end.error.code}: ${end.error.message}` : `run ${end.state}: ${end.steps} steps in ${end.seconds.toFixed(1)} s, ${Math.round(end.samplesPerSecond).toLocaleString('en')} samples/s${figure}`);
     }
     return lines.join('\n');
   }

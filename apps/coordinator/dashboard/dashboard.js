@@ -64,6 +64,28 @@ const charts = {
   ]),
 };
 
+/** A language model predicts every position of a sample: its figures are per token. */
+const isLanguageModel = () => (run.config?.positions ?? 1) > 1;
+
+/**
+ * A language model is read by its validation loss in bits per character, and its speed in tokens:
+ * those two charts are made again, with their captions, once the config says so.
+ */
+let chartsFitLanguageModel = false;
+function fitChartsToTask() {
+  if (!isLanguageModel() || chartsFitLanguageModel) return;
+  chartsFitLanguageModel = true;
+  for (const [key, id, caption, series] of [
+    ['accuracy', 'chart-accuracy', 'Validation bits per character', { label: 'bits/char', stroke: '#1f8a4c', points: true }],
+    ['rate', 'chart-rate', 'Tokens/s (all ranks)', { label: 'tokens/s', stroke: '#6a3de8' }],
+  ]) {
+    $(id).replaceChildren();
+    $(`caption-${key}`).textContent = caption;
+    charts[key] = makeChart(id, [series]);
+  }
+  $('caption-loss').textContent = 'Loss per token (training, validation)';
+}
+
 // One line per rank: made when the world size is known, remade if it changes.
 const RANK_COLOURS = ['#2f5bea', '#e07b00', '#1f8a4c', '#c62828', '#6a3de8', '#00838f', '#ad1457', '#5d4037'];
 let rankChart = null;
@@ -101,8 +123,10 @@ function lossColumns() {
 function drawCharts() {
   const h = run.history;
   setData(charts.loss, lossColumns());
-  setData(charts.accuracy, [run.evaluations.map((e) => e.step), run.evaluations.map((e) => 100 * e.testAccuracy)]);
-  setData(charts.rate, [h.map((p) => p.step), h.map((p) => p.samplesPerSecond)]);
+  fitChartsToTask();
+  const lm = isLanguageModel();
+  setData(charts.accuracy, [run.evaluations.map((e) => e.step), run.evaluations.map((e) => (lm ? e.testLoss / Math.LN2 : 100 * e.testAccuracy))]);
+  setData(charts.rate, [h.map((p) => p.step), h.map((p) => p.samplesPerSecond * (run.config?.positions ?? 1))]);
   setData(charts.time, [h.map((p) => p.step), h.map((p) => p.phases.dataMs + p.phases.computeMs), h.map((p) => p.phases.allreduceMs)]);
   drawRankChart();
 }
@@ -204,8 +228,17 @@ function drawSummary() {
     ['workers', String(run.ranks.length)],
     ['epoch', m ? `${m.epoch + 1}/${c?.epochs ?? '?'}` : '–'],
     ['loss', fmt.num(m?.loss)],
-    ['test accuracy', lastEval ? `${(100 * lastEval.testAccuracy).toFixed(2)}%` : '–'],
-    ['samples/s', fmt.int(m?.samplesPerSecond)],
+    ...(isLanguageModel()
+      ? [
+          ['val loss', lastEval ? `${lastEval.testLoss.toFixed(4)} at step ${lastEval.step}` : '–'],
+          ['bits/char', lastEval ? (lastEval.testLoss / Math.LN2).toFixed(3) : '–'],
+          ['perplexity', lastEval ? Math.exp(lastEval.testLoss).toFixed(2) : '–'],
+          ['tokens/s', fmt.int(m ? m.samplesPerSecond * c.positions : undefined)],
+        ]
+      : [
+          ['test accuracy', lastEval ? `${(100 * lastEval.testAccuracy).toFixed(2)}%` : '–'],
+          ['samples/s', fmt.int(m?.samplesPerSecond)],
+        ]),
     ['all-reduce busbw', m ? fmt.bytes(m.allreduceBusbw) : '–'],
     ['compute min/median/max', run.spread ? `${fmt.ms(run.spread.min)} / ${fmt.ms(run.spread.median)} / ${fmt.ms(run.spread.max)}` : '–'],
   ];

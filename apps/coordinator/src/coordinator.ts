@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { checkpointName, readCheckpointMeta } from '@ringtrain/checkpoint';
 import { type ConfigSummary, type ControlMessage, type GenerationChange, type MessageOf, PROTOCOL_VERSION } from '@ringtrain/protocol';
 import { guardedServer } from '@ringtrain/allreduce';
-import { describeModel, parameterCount, shapeLayers } from '@ringtrain/core';
+import { describeModel, parameterCount, positionsOf } from '@ringtrain/core';
 import { type JobConfig, jobConfigHash } from '@ringtrain/trainer';
 import type { Logger } from 'pino';
 import type { HealthThresholds } from './health-watch.js';
@@ -177,8 +177,7 @@ export class Coordinator {
     });
     // With checkpoints, the status history is kept beside them for a restarted coordinator.
     this.journal = options.checkpoint ? RunJournal.attach(options.checkpoint.dir, this.feed, this.stats, this.log) : null;
-    const output = shapeLayers(options.config.model).at(-1)!.output;
-    this.record = new RunRecord(this.stats, this.feed, this.log, options.config.epochs, output.length === 2 ? output[0] : 1, {
+    this.record = new RunRecord(this.stats, this.feed, this.log, options.config.epochs, positionsOf(options.config.model), {
       progress: (stats) => this.onProgress?.(stats),
       epoch: (epoch, stats) => this.onEpoch?.(epoch, stats),
     });
@@ -508,6 +507,7 @@ function summarizeConfig(config: JobConfig, configHash: string): ConfigSummary {
   const o = config.optimizer as { type: string; momentum?: number };
   return {
     model: describeModel(config.model),
+    positions: positionsOf(config.model),
     parameters: parameterCount(config.model),
     optimizer: o.momentum ? `${o.type} (momentum ${o.momentum})` : o.type,
     lr: config.optimizer.lr,

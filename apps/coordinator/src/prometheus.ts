@@ -36,7 +36,10 @@ export class PrometheusMetrics {
   private readonly runState = new Gauge({ name: 'ringtrain_run_state', help: 'The run state (1 for the current one)', labelNames: ['state'], registers: [this.registry] });
   private readonly rankState = new Gauge({ name: 'ringtrain_rank_state', help: 'Each rank state (1 for the current one)', labelNames: ['rank', 'state'], registers: [this.registry] });
   private readonly testAccuracy = new Gauge({ name: 'ringtrain_test_accuracy', help: 'Test accuracy at the latest evaluation', registers: [this.registry] });
-  private readonly testLoss = new Gauge({ name: 'ringtrain_test_loss', help: 'Test loss at the latest evaluation', registers: [this.registry] });
+  private readonly testLoss = new Gauge({ name: 'ringtrain_test_loss', help: 'Test loss at the latest evaluation (a language model: nats per token on the validation split)', registers: [this.registry] });
+  // A language model's, registered at its first evaluation: other runs have no such figure.
+  private readonly testBitsPerChar = new Gauge({ name: 'ringtrain_test_bits_per_char', help: "A language model's validation loss in bits per character at the latest evaluation", registers: [] });
+  private readonly testPerplexity = new Gauge({ name: 'ringtrain_test_perplexity', help: "A language model's validation perplexity at the latest evaluation", registers: [] });
   private readonly checkpoints = new Counter({ name: 'ringtrain_checkpoints_total', help: 'Checkpoints written or failed', labelNames: ['result'], registers: [this.registry] });
   private readonly checkpointWrite = new Histogram({ name: 'ringtrain_checkpoint_write_seconds', help: 'Time to write a checkpoint (in the background)', buckets: SECONDS_BUCKETS, registers: [this.registry] });
   private readonly checkpointStall = new Histogram({ name: 'ringtrain_checkpoint_stall_seconds', help: 'Time training paused to snapshot a checkpoint', buckets: SECONDS_BUCKETS, registers: [this.registry] });
@@ -114,6 +117,14 @@ export class PrometheusMetrics {
       case 'evaluation':
         this.testAccuracy.set(e.evaluation.testAccuracy);
         this.testLoss.set(e.evaluation.testLoss);
+        if (e.evaluation.bitsPerChar !== undefined && e.evaluation.perplexity !== undefined) {
+          if (!this.registry.getSingleMetric('ringtrain_test_perplexity')) {
+            this.registry.registerMetric(this.testBitsPerChar);
+            this.registry.registerMetric(this.testPerplexity);
+          }
+          this.testBitsPerChar.set(e.evaluation.bitsPerChar);
+          this.testPerplexity.set(e.evaluation.perplexity);
+        }
         return;
       case 'checkpoint':
         this.checkpoints.inc({ result: e.ok ? 'saved' : 'failed' });

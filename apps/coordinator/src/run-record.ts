@@ -48,18 +48,26 @@ export class RunRecord {
         this.hooks.progress(this.stats);
         return;
       case 'evaluated': {
-        const complete = this.stats.addEvaluation(msg, this.worldSizes.get(msg.generation) ?? currentWorldSize);
-        if (complete) {
-          const e = this.stats.epochs[msg.epoch];
-          this.feed.evaluation({ epoch: msg.epoch, step: this.stats.step, trainLoss: Number.isFinite(e.trainLoss) ? e.trainLoss : null, testLoss: e.testLoss, testAccuracy: e.testAccuracy, samples: e.testSamples });
-          this.log.info(
-            { epoch: msg.epoch, testLoss: e.testLoss, testAccuracy: e.testAccuracy, trainLoss: e.trainLoss, samplesPerSecond: this.stats.samplesPerSecond },
-            this.positions > 1
-              ? `epoch ${msg.epoch + 1}/${this.epochs}, step ${this.stats.step}: loss ${e.trainLoss.toFixed(4)}, ${describeLanguageModelLoss(e.testLoss)} on ${e.testSamples} windows, ${Math.round(this.stats.samplesPerSecond * this.positions)} tokens/s`
-              : `epoch ${msg.epoch + 1}/${this.epochs}: loss ${e.trainLoss.toFixed(4)}, test ${(100 * e.testAccuracy).toFixed(2)}% on ${e.testSamples} samples, ${Math.round(this.stats.samplesPerSecond)} samples/s`,
-          );
-          this.hooks.epoch(msg.epoch, this.stats);
-        }
+        const e = this.stats.addEvaluation(msg, this.worldSizes.get(msg.generation) ?? currentWorldSize);
+        if (!e) return;
+        const lm = this.positions > 1;
+        this.feed.evaluation({
+          epoch: e.epoch,
+          step: e.step,
+          trainLoss: Number.isFinite(e.trainLoss) ? e.trainLoss : null,
+          testLoss: e.testLoss,
+          testAccuracy: e.testAccuracy,
+          samples: e.testSamples,
+          ...(lm ? { bitsPerChar: e.testLoss / Math.LN2, perplexity: Math.exp(e.testLoss) } : {}),
+        });
+        const where = e.atEpochEnd ? `epoch ${e.epoch + 1}/${this.epochs}${lm ? `, step ${e.step}` : ''}` : `step ${e.step}/${this.stats.totalSteps}`;
+        this.log.info(
+          { epoch: e.epoch, step: e.step, testLoss: e.testLoss, testAccuracy: e.testAccuracy, trainLoss: e.trainLoss, samplesPerSecond: this.stats.samplesPerSecond },
+          lm
+            ? `${where}: loss ${e.trainLoss.toFixed(4)}, ${describeLanguageModelLoss(e.testLoss)} on ${e.testSamples} windows, ${Math.round(this.stats.samplesPerSecond * this.positions)} tokens/s`
+            : `${where}: loss ${e.trainLoss.toFixed(4)}, test ${(100 * e.testAccuracy).toFixed(2)}% on ${e.testSamples} samples, ${Math.round(this.stats.samplesPerSecond)} samples/s`,
+        );
+        if (e.atEpochEnd) this.hooks.epoch(e.epoch, this.stats);
         return;
       }
       case 'done':

@@ -7,6 +7,13 @@ export interface EpochStats {
   testSamples: number;
 }
 
+/** A complete evaluation: the train loss is the epoch's so far. */
+export interface EvaluationFigures extends EpochStats {
+  epoch: number;
+  step: number;
+  atEpochEnd: boolean;
+}
+
 export interface RankTiming {
   rank: number;
   dataMs: number;
@@ -30,9 +37,12 @@ export class RunStats {
   replicaChecks = 0;
   private startedAt = 0;
   private endedAt = 0;
+  /** Evaluation shares being collected, by the step they were taken after. */
   private readonly evals = new Map<number, MessageOf<'evaluated'>[]>();
-  /** World size of the generation whose evaluation shares are being collected, per epoch. */
+  /** World size of the generation whose evaluation shares are being collected, per step. */
   private readonly evalWorld = new Map<number, { generation: number; worldSize: number }>();
+  /** Steps whose evaluation is complete. */
+  private readonly evaluatedSteps = new Set<number>();
   /**
    * Per epoch, per rank: kept apart and added up in rank order at the epoch's end, so that the
    * figure does not depend on the order in which ranks' reports happened to arrive.
@@ -81,31 +91,36 @@ export class RunStats {
   }
 
   /**
-   * Adds a rank's share of an epoch's evaluation; true once every rank of its generation (of
-   * `worldSize` ranks) has sent its share. Shares of an older generation are replaced.
+   * Adds a rank's share of an evaluation (one per step: an epoch's end, or an `evalEvery` within
+   * it); its figures once every rank of its generation (of `worldSize` ranks) has sent its share,
+   * else null. Shares of an older generation are replaced. An epoch's end also sets `epochs`.
    */
-  addEvaluation(e: MessageOf<'evaluated'>, worldSize = this.worldSize): boolean {
+  addEvaluation(e: MessageOf<'evaluated'>, worldSize = this.worldSize): EvaluationFigures | null {
     // Taken again after a fault that some rank saw it complete through: the first one stands.
-    if (this.epochs[e.epoch]) return false;
-    const seen = this.evalWorld.get(e.epoch);
+    if (e.atEpochEnd ? this.epochs[e.epoch] : this.evaluatedSteps.has(e.step)) return null;
+    const seen = this.evalWorld.get(e.step);
     if (!seen || seen.generation !== e.generation) {
-      this.evalWorld.set(e.epoch, { generation: e.generation, worldSize });
-      this.evals.set(e.epoch, []);
+      this.evalWorld.set(e.step, { generation: e.generation, worldSize });
+      this.evals.set(e.step, []);
     }
-    const list = this.evals.get(e.epoch)!;
-    if (list.some((x) => x.rank === e.rank)) return false;
+    const list = this.evals.get(e.step)!;
+    if (list.some((x) => x.rank === e.rank)) return null;
     list.push(e);
-    if (list.length < this.evalWorld.get(e.epoch)!.worldSize) return false;
+    if (list.length < this.evalWorld.get(e.step)!.worldSize) return null;
+    this.evals.delete(e.step);
+    this.evalWorld.delete(e.step);
+    this.evaluatedSteps.add(e.step);
     const samples = list.reduce((s, x) => s + x.samples, 0);
     const byRank = [...(this.trainLoss.get(e.epoch) ?? new Map<number, { sum: number; n: number }>()).entries()].sort((a, b) => a[0] - b[0]).map(([, l]) => l);
     const l = byRank.reduce((t, x) => ({ sum: t.sum + x.sum, n: t.n + x.n }), { sum: 0, n: 0 });
-    this.epochs[e.epoch] = {
+    const figures: EpochStats = {
       trainLoss: l.n ? l.sum / l.n : NaN,
       testLoss: list.reduce((s, x) => s + x.lossSum, 0) / samples,
       testAccuracy: list.reduce((s, x) => s + x.correct, 0) / samples,
       testSamples: samples,
     };
-    return true;
+    if (e.atEpochEnd) this.epochs[e.epoch] = figures;
+    return { ...figures, epoch: e.epoch, step: e.step, atEpochEnd: e.atEpochEnd };
   }
 
   /** Epoch figures from before a coordinator restart (see RunJournal); nulls are epochs not evaluated then. */

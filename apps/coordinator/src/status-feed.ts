@@ -150,7 +150,7 @@ export class StatusFeed {
     // The past first, then what this coordinator has seen since it started.
     this.startedAt = past.startedAt ?? this.startedAt;
     this.history = [...past.history, ...this.history];
-    this.evaluations.unshift(...past.evaluations.filter((e) => !this.evaluations.some((x) => x.epoch === e.epoch)));
+    this.evaluations.unshift(...past.evaluations.filter((e) => !this.evaluations.some((x) => x.step === e.step)));
     this.checkpoints.unshift(...past.checkpoints);
     this.warnings.unshift(...past.warnings);
     this.generations.unshift(...past.generations);

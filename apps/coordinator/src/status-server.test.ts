@@ -8,7 +8,7 @@ import { PrometheusMetrics } from './prometheus.js';
 import { StatusFeed } from './status-feed.js';
 import { type StatusServerOptions, StatusServer } from './status-server.js';
 
-const config = { model: 'MLP 4-2', parameters: 10, optimizer: 'sgd', lr: 0.1, batchSize: 8, epochs: 1, dataset: 'synthetic', configHash: 'abc' };
+const config = { model: 'MLP 4-2', positions: 1, parameters: 10, optimizer: 'sgd', lr: 0.1, batchSize: 8, epochs: 1, dataset: 'synthetic', configHash: 'abc' };
 const started: { http: Server; status: StatusServer }[] = [];
 
 afterEach(async () => {

@@ -101,15 +101,18 @@ export async function runReplicaLoop(o: ReplicaLoopOptions): Promise<{ end: Loop
   let report = emptyReport();
   let saveDue = false;
   let verifyDue = false;
-  /** Each rank's share of an epoch's evaluation to the coordinator; the global figures for checkpoints. */
-  const evaluate = async (epoch: number): Promise<void> => {
-    faults.exitInEvaluation(assign.rank, epoch, assign.generation);
+  /**
+   * Each rank's share of an evaluation to the coordinator (at an epoch's end, or every `evalEvery`
+   * steps within it); the global figures for checkpoints.
+   */
+  const evaluate = async (epoch: number, atEpochEnd = true): Promise<void> => {
+    if (atEpochEnd) faults.exitInEvaluation(assign.rank, epoch, assign.generation);
     const ev = await trainer.evaluateYielding('test');
     const share = { lossSum: ev.loss * ev.samples, correct: Math.round(ev.accuracy * ev.samples), samples: ev.samples };
-    ch.send({ type: 'evaluated', ...ids, epoch, ...share });
+    ch.send({ type: 'evaluated', ...ids, epoch, step: trainer.globalStep, atEpochEnd, ...share });
     metrics = await globalMetrics(comm, share);
     // Every rank had sent its share before this all-gather could complete.
-    o.evaluated.evaluatedThrough = Math.max(o.evaluated.evaluatedThrough, epoch);
+    if (atEpochEnd) o.evaluated.evaluatedThrough = Math.max(o.evaluated.evaluatedThrough, epoch);
   };
   // A fault during an epoch's evaluation left it untaken: the generation after it (at that epoch's
   // end still: nothing trains before the evaluation) takes it first, unless some rank saw it taken
@@ -192,7 +195,9 @@ export async function runReplicaLoop(o: ReplicaLoopOptions): Promise<{ end: Loop
       await verifyReplicas(comm, trainer, `step ${trainer.globalStep}`);
       replicaChecks++;
     }
+    // One taken within an epoch and lost to a fault is not taken again: the next one comes.
     if (epochEnds) await evaluate(epoch);
+    else if (config.evalEvery && trainer.globalStep % config.evalEvery === 0) await evaluate(epoch, false);
     const asked = writer !== null && ch.take('checkpointNow') !== null;
     // A save that falls inside a DiLoCo round waits for its end (a checkpoint is a sync point).
     // The run's last step counts as an epoch's end: a run counted in steps (a language model's, or

@@ -228,6 +228,12 @@ export function activationFloatsPerSample(spec: ModelSpec): number {
 }
 
 /** Width of the model's output (the units of its last dense layer, or its last layer's size). */
+/** Predictions per sample: T for a sequence model (an output row per token, each with its loss), else 1. */
+export function positionsOf(spec: ModelSpec): number {
+  const out = shapeLayers(spec).at(-1)!.output;
+  return out.length === 2 ? out[0] : 1;
+}
+
 export function outputSize(spec: ModelSpec): number {
   return shapeLayers(spec).at(-1)!.output.reduce((a, b) => a * b, 1);
 }

@@ -14,7 +14,7 @@ import { Flatten, GlobalAvgPool, Pool2d } from './layers/pooling.js';
 import { Dropout } from './layers/dropout.js';
 import { BatchBuffer, type Layer } from './layers/layer.js';
 import { createLoss, type Loss, type Targets } from './losses.js';
-import { type LayerSpec, layerOutputShape, type ModelSpec, parseModelSpec, shapeLayers } from './model-spec.js';
+import { type LayerSpec, layerOutputShape, type ModelSpec, parseModelSpec, positionsOf, shapeLayers } from './model-spec.js';
 import { argmaxRow } from './ops.js';
 import { ParameterStore } from './parameter-store.js';
 import { Rng } from './rng.js';
@@ -79,8 +79,7 @@ export class Model {
     const shaped = shapeLayers(this.spec);
     const layers = poolBeforeActivation(shaped.map((l, i) => this.createLayer(l.spec, l.input, `layers.${i}`, this.spec.layers[i + 1])), backend);
     // A sequence model's output is [T, classes]: its loss is taken at every one of the T positions.
-    const out = shaped.at(-1)!.output;
-    this.positions = out.length === 2 ? out[0] : 1;
+    this.positions = positionsOf(this.spec);
     this.layers = layers;
     this.params = new ParameterStore(backend, layers.flatMap((l) => l.parameters()));
     // Where the store put each layer's first tensor; a layer without one starts where the next does.

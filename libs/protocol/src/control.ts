@@ -230,8 +230,11 @@ const MESSAGE_SCHEMAS = {
   saveFailed: () => z.strictObject({ type: z.literal('saveFailed'), v, generation, rank, step: count, message: z.string().max(4096) }),
   /** Coordinator → rank 0: write a checkpoint after the current step (an admin asked). */
   checkpointNow: () => z.strictObject({ type: z.literal('checkpointNow'), v }),
-  /** Worker → coordinator: its share of an evaluation (sums, so the coordinator can add them up). */
-  evaluated: () => z.strictObject({ type: z.literal('evaluated'), v, generation, rank, epoch: count, lossSum: finite, correct: count, samples: count }),
+  /**
+   * Worker → coordinator: its share of an evaluation (sums, so the coordinator can add them up),
+   * after `step`: at an epoch's end (and the run's), or one of the job's `evalEvery` within it.
+   */
+  evaluated: () => z.strictObject({ type: z.literal('evaluated'), v, generation, rank, epoch: count, step: count, atEpochEnd: z.boolean(), lossSum: finite, correct: count, samples: count }),
   /** Rank 0 → coordinator: a checkpoint is on disk. */
   saved: () => z.strictObject({ type: z.literal('saved'), v, generation, rank, step: count, path: z.string().max(4096), stallMs: finite, writeMs: finite }),
   /** Worker → coordinator: finished, with the final weights' hash. */

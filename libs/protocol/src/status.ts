@@ -42,6 +42,8 @@ function defineSchemas() {
 
   const configSummarySchema = z.strictObject({
     model: z.string(),
+    /** Predictions per sample: a language model's context (its loss is per token), else 1. */
+    positions: count,
     parameters: count,
     optimizer: z.string(),
     lr: num,
@@ -71,7 +73,8 @@ function defineSchemas() {
     rankComputeMs: z.array(num),
   });
 
-  const evaluationSchema = z.strictObject({ epoch: count, step: count, trainLoss: reading, testLoss: num, testAccuracy: num, samples: count });
+  /** An evaluation on the test (validation) split; a language model's also in bits per character and perplexity. */
+  const evaluationSchema = z.strictObject({ epoch: count, step: count, trainLoss: reading, testLoss: num, testAccuracy: num, samples: count, bitsPerChar: num.optional(), perplexity: num.optional() });
   const checkpointInfoSchema = z.strictObject({ step: count, path: z.string(), stallMs: num, writeMs: num });
   const warningSchema = z.strictObject({
     code: z.string(),

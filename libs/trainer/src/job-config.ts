@@ -53,6 +53,8 @@ export const jobConfigSchema = z.strictObject({
   /** Rescale gradients to this global L2 norm when larger. */
   clipGradNorm: z.number().positive().optional(),
   evalBatchSize: z.number().int().positive().default(1000),
+  /** Evaluate on the test (validation) split every this many steps too, not only at each epoch's end and the run's (nanoGPT's eval_interval). */
+  evalEvery: z.number().int().positive().optional(),
   /** A NaN or ±Inf loss or gradient: stop the run naming the rank and step, or skip that step on every rank. */
   nonFinite: z.enum(['stop', 'skip']).default('stop'),
   backend: z.enum(['auto', 'native', 'wasm', 'reference']).default('auto'),

@@ -73,6 +73,14 @@ export async function train(config: unknown, options: TrainOptions = {}): Promis
         correct += r.correct;
         samples += job.batchSize;
       }
+      if (job.evalEvery && trainer.globalStep % job.evalEvery === 0 && step < lastStep) {
+        const test = trainer.evaluate('test');
+        const loss = samples ? lossSum / samples : Number.NaN;
+        log?.info(
+          { epoch, step: trainer.globalStep, trainLoss: loss, testLoss: test.loss, testAccuracy: test.accuracy },
+          `step ${trainer.globalStep}/${trainer.runSteps}: loss ${loss.toFixed(4)}, ${positions > 1 ? describeLanguageModelLoss(test.loss) : `test ${pct(test.accuracy)}`}`,
+        );
+      }
       if (step % 25 === 0 || step === lastStep) {
         options.onStep?.({ epoch, step, stepsPerEpoch: trainer.stepsPerEpoch, loss: r.loss, samplesPerSecond: samples / ((performance.now() - t0) / 1000) });
         await yieldToEventLoop();

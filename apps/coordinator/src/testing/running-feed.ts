@@ -1,7 +1,7 @@
 import type { StatusEventBody } from '@ringtrain/protocol';
 import { StatusFeed, type StatusFeedOptions } from '../status-feed.js';
 
-export const TEST_CONFIG = { model: 'MLP 4-2', parameters: 10, optimizer: 'sgd', lr: 0.1, batchSize: 8, epochs: 1, dataset: 'synthetic', configHash: 'abc' };
+export const TEST_CONFIG = { model: 'MLP 4-2', positions: 1, parameters: 10, optimizer: 'sgd', lr: 0.1, batchSize: 8, epochs: 1, dataset: 'synthetic', configHash: 'abc' };
 
 /** The feed of a run of two workers (a and b, ranks 1 and 0) that has started, and every event it emits. */
 export function runningFeed(over: Partial<StatusFeedOptions> = {}): { feed: StatusFeed; events: StatusEventBody[] } {
