@@ -2,7 +2,7 @@
 """PyTorch peer for models/gpt.json: nanoGPT's character-level CPU recipe, one process or DDP (Gloo).
 
 Usage: torch_gpt.py --text FILE [--workers N] [--steps 2000] [--layers 4] [--heads 4] [--dim 128]
-                    [--context 64] [--batch 12] [--eval-windows 256]
+                    [--context 64] [--batch 12] [--eval-windows 256] [--eval-every 0]
 The same model as ringtrain's GPT short form: token + learned position embedding, pre-norm blocks
 (LayerNorm without bias, causal attention with one fused QKV projection, MLP 4·dim with GELU
 (tanh)), final LayerNorm, a head over the characters; linear layers with biases, N(0, 0.02) init.
@@ -10,7 +10,9 @@ AdamW lr 1e-3 → 1e-4 (cosine, 100 warm-up steps), β2 0.99, weight decay 0.1 o
 dimensions, clipping at 1.0. Data as ringtrain's text source: characters sorted by code point, the
 last 10% held out, training windows that cover the text once per epoch (shuffled), validation on
 evenly spaced windows. Per-rank batch B, one thread per rank.
-Prints one JSON line: tokens_per_s (training steps only), val_loss, seconds, peak_rss_mb, params.
+Prints one JSON line: tokens_per_s (training steps only), val_loss, seconds, peak_rss_mb, params,
+and with --eval-every K, evals: [step, val loss, training seconds so far] every K steps (the
+evaluations' own time is not counted in the seconds).
 """
 import argparse, json, math, os, resource, time
 import torch, torch.nn as nn, torch.nn.functional as F, torch.distributed as dist, torch.multiprocessing as mp
@@ -81,6 +83,16 @@ def run(rank, a, q):
     nval = (len(val) - 1) // T
     nev = min(nval, a.eval_windows)
     vstarts = torch.tensor([(i * nval // nev) * T for i in range(nev)])
+    xv = torch.stack([val[i:i + T] for i in vstarts])
+    yv = torch.stack([val[i + 1:i + T + 1] for i in vstarts])
+
+    def val_loss():
+        model.eval()
+        with torch.no_grad():
+            total = sum(F.cross_entropy(model(xv[i:i + 64]).view(-1, len(chars)), yv[i:i + 64].reshape(-1), reduction='sum').item() for i in range(0, len(xv), 64))
+        model.train()
+        return total / (len(xv) * T)
+
     torch.manual_seed(0)
     model = GPT(len(chars), T, a.layers, a.heads, a.dim)
     params = sum(p.numel() for p in model.parameters())
@@ -89,7 +101,7 @@ def run(rank, a, q):
     opt = torch.optim.AdamW([{'params': decay, 'weight_decay': 0.1}, {'params': rest, 'weight_decay': 0.0}], lr=1e-3, betas=(0.9, 0.99))
     net = DDP(model) if a.workers > 1 else model
     glob = a.batch * a.workers
-    step, trained, epoch = 0, 0.0, 0
+    step, trained, epoch, evals = 0, 0.0, 0, []
     t_start = time.perf_counter()
     while step < a.steps:
         perm = starts[torch.randperm(len(starts), generator=torch.Generator().manual_seed(epoch))]
@@ -109,16 +121,15 @@ def run(rank, a, q):
             opt.step()
             trained += time.perf_counter() - t0
             step += 1
+            if a.eval_every and step % a.eval_every == 0 and step < a.steps:
+                evals.append([step, val_loss(), trained])
         epoch += 1
     wall = time.perf_counter() - t_start
-    model.eval()
-    with torch.no_grad():
-        xv = torch.stack([val[i:i + T] for i in vstarts])
-        yv = torch.stack([val[i + 1:i + T + 1] for i in vstarts])
-        vl = sum(F.cross_entropy(model(xv[i:i + 64]).view(-1, len(chars)), yv[i:i + 64].reshape(-1), reduction='sum').item() for i in range(0, len(xv), 64)) / (len(xv) * T)
+    vl = val_loss()
+    evals.append([step, vl, trained])
     if rank == 0:
-        q.put({'workers': a.workers, 'steps': step, 'tokens_per_s': step * glob * T / trained, 'seconds': wall, 'val_loss': vl,
-               'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 'params': params, 'vocab': len(chars)})
+        q.put({'workers': a.workers, 'steps': step, 'tokens_per_s': step * glob * T / trained, 'seconds': wall, 'trained_seconds': trained, 'val_loss': vl,
+               'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 'params': params, 'vocab': len(chars), 'evals': evals})
     if a.workers > 1:
         dist.destroy_process_group()
 
@@ -134,6 +145,7 @@ if __name__ == '__main__':
     p.add_argument('--context', type=int, default=64)
     p.add_argument('--batch', type=int, default=12)
     p.add_argument('--eval-windows', type=int, default=256)
+    p.add_argument('--eval-every', type=int, default=0)
     p.add_argument('--port', type=int, default=29533)
     a = p.parse_args()
     q = mp.get_context('spawn').SimpleQueue()

@@ -1,11 +1,11 @@
 import { spawn } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { table } from '@ringtrain/cli';
 import { createPack, loadIdxFolder, loadPacked, writeIdxUbyte } from '@ringtrain/data';
-import { fmt } from './measure.js';
+import { childrenPeakRss, fmt } from './measure.js';
 
 const cli = fileURLToPath(new URL('../../../apps/cli/dist/main.js', import.meta.url));
 const UNIT = Float32Array.from({ length: 256 }, (_, v) => v / 255);
@@ -17,27 +17,6 @@ function fillRows(start: number, rows: number, out: Uint8Array, labelOf: (i: num
     const label = labelOf(i);
     for (let p = 0, o = r * 784; p < 784; p++, o++) out[o] = ((p * 7 + label * 29) & 255) ^ (Math.imul(i, 2654435761) >>> 27);
   }
-}
-
-/** Peak resident memory (VmHWM, MB) of every process whose parent is `pid`, polled until it exits. */
-async function childrenPeakRss(pid: number, done: Promise<unknown>): Promise<Map<number, number>> {
-  const peaks = new Map<number, number>();
-  let running = true;
-  void done.then(() => (running = false));
-  while (running) {
-    for (const p of readdirSync('/proc').filter((x) => /^\d+$/.test(x))) {
-      try {
-        const stat = readFileSync(`/proc/${p}/stat`, 'utf8');
-        if (Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) !== pid) continue;
-        const hwm = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${p}/status`, 'utf8'));
-        if (hwm) peaks.set(Number(p), Math.max(peaks.get(Number(p)) ?? 0, Number(hwm[1]) / 1024));
-      } catch {
-        // the process ended between the listing and the read
-      }
-    }
-    await new Promise((r) => setTimeout(r, 200));
-  }
-  return peaks;
 }
 
 /**

@@ -1,8 +1,8 @@
-import { spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { table } from '@ringtrain/cli';
 import { embeddedCorpusPath } from '@ringtrain/data';
-import { fmt, runPeer } from './measure.js';
+import { childrenPeakRss, fmt, runPeer } from './measure.js';
 
 const cli = fileURLToPath(new URL('../../../apps/cli/dist/main.js', import.meta.url));
 const peer = fileURLToPath(new URL('../peers/torch_gpt.py', import.meta.url));
@@ -10,39 +10,66 @@ const peer = fileURLToPath(new URL('../peers/torch_gpt.py', import.meta.url));
 interface Run {
   tokensPerSecond: number;
   valLoss: number;
-  seconds: number;
+  /** Training seconds per step (rank 0's; start-up and evaluations excluded, as the peer counts). */
+  secondsPerStep: number;
+  /** [step, val loss] every `evalEvery` steps, and at the end. */
+  evals: [number, number][];
+  /** Largest peak resident memory of a training process, MB. */
+  peakRssMb: number;
 }
 
-/** models/gpt.json for `steps` steps on `workers` workers: tokens/s over rank 0's steps (evaluation and start-up excluded, as the peer counts). */
-function ours(workers: number, steps: number, text: string): Run | undefined {
-  const args = ['launch', '--workers', String(workers), '--model', 'gpt', '--data', `text:${text}`, '--max-steps', String(steps), '--json'];
-  const r = spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8', timeout: 3_600_000, env: { ...process.env, RINGTRAIN_LOG_LEVEL: 'warn' } });
-  if (r.status !== 0) {
-    process.stderr.write(`ringtrain ${args.join(' ')} failed: ${r.stderr.slice(-500)}\n`);
+/** models/gpt.json for `steps` steps on `workers` workers, evaluated every `evalEvery`. */
+async function ours(workers: number, steps: number, text: string, evalEvery: number): Promise<Run | undefined> {
+  const args = ['launch', '--workers', String(workers), '--model', 'gpt', '--data', `text:${text}`, '--max-steps', String(steps), '--eval-every', String(evalEvery), '--json'];
+  const launch = spawn(process.execPath, [cli, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, RINGTRAIN_LOG_LEVEL: 'info' } });
+  let [out, err] = ['', ''];
+  launch.stdout.on('data', (d: Buffer) => (out += d));
+  launch.stderr.on('data', (d: Buffer) => (err += d));
+  const exited = new Promise<number | null>((r) => launch.once('exit', r));
+  const peaks = await childrenPeakRss(launch.pid!, exited);
+  if ((await exited) !== 0) {
+    process.stderr.write(`ringtrain ${args.join(' ')} failed: ${err.slice(-500)}\n`);
     return undefined;
   }
-  const s = JSON.parse(r.stdout.trim().split('\n').at(-1)!);
+  const s = JSON.parse(out.trim().split('\n').at(-1)!);
   const t = s.timing[0];
   const stepSeconds = (t.dataMs + t.computeMs + t.allreduceMs + t.optimizerMs) / 1000;
-  return { tokensPerSecond: (s.steps * 12 * workers * 64) / stepSeconds, valLoss: s.epochs.at(-1).testLoss, seconds: s.seconds };
+  // The coordinator's evaluation lines (JSON logs): the step and its val loss.
+  const evals = err
+    .split('\n')
+    .filter((l) => l.startsWith('{') && l.includes('"testLoss"'))
+    .map((l) => JSON.parse(l) as { step: number; testLoss: number })
+    .map((e): [number, number] => [e.step, e.testLoss]);
+  return { tokensPerSecond: (s.steps * 12 * workers * 64) / stepSeconds, valLoss: s.epochs.at(-1).testLoss, secondsPerStep: stepSeconds / s.steps, evals, peakRssMb: Math.max(...peaks.values()) };
 }
 
-function theirs(workers: number, steps: number, text: string): Run | undefined {
-  const out = runPeer(peer, ['--text', text, '--workers', String(workers), '--steps', String(steps)], 3_600_000)?.[0];
-  return out ? { tokensPerSecond: out.tokens_per_s as number, valLoss: out.val_loss as number, seconds: out.seconds as number } : undefined;
+function theirs(workers: number, steps: number, text: string, evalEvery: number): Run | undefined {
+  const out = runPeer(peer, ['--text', text, '--workers', String(workers), '--steps', String(steps), '--eval-every', String(evalEvery)], 3_600_000)?.[0];
+  if (!out) return undefined;
+  const evals = (out.evals as [number, number, number][]).map(([step, loss]): [number, number] => [step, loss]);
+  return { tokensPerSecond: out.tokens_per_s as number, valLoss: out.val_loss as number, secondsPerStep: (out.trained_seconds as number) / (out.steps as number), evals, peakRssMb: out.peak_rss_mb as number };
 }
+
+/** The first evaluated step whose val loss is at most `target`, or undefined. */
+const firstStepAt = (evals: [number, number][], target: number): number | undefined => evals.find(([, loss]) => loss <= target)?.[0];
 
 /**
  * nanoGPT's character-level CPU recipe (models/gpt.json: 4 layers, 4 heads, 128 dims, context 64,
  * batch 12 per rank, AdamW with warm-up and cosine decay, clipping) on the same text, beside a
- * PyTorch transcription of it (peers/torch_gpt.py), one thread a process: tokens/s and the
- * validation loss after `steps` steps of the global batch.
+ * PyTorch transcription of it (peers/torch_gpt.py), one thread a process: tokens/s, the validation
+ * loss after `steps` steps of the global batch, peak memory, and the training time 2 workers take
+ * to reach PyTorch's final val loss on one process (steps to reach it × seconds per step, on both
+ * sides: evaluations and start-up excluded).
  */
-export function gptBench(steps: number, text = embeddedCorpusPath()): string {
+export async function gptBench(steps: number, text = embeddedCorpusPath()): Promise<string> {
+  const evalEvery = Math.max(1, Math.round(steps / 40));
   const rows: string[][] = [];
+  const runs = new Map<string, Run | undefined>();
   for (const n of [1, 2]) {
-    const a = ours(n, steps, text);
-    const b = theirs(n, steps, text);
+    const a = await ours(n, steps, text, evalEvery);
+    const b = theirs(n, steps, text, evalEvery);
+    runs.set(`ours${n}`, a);
+    runs.set(`theirs${n}`, b);
     rows.push([
       String(n),
       fmt(a?.tokensPerSecond, 0),
@@ -51,9 +78,25 @@ export function gptBench(steps: number, text = embeddedCorpusPath()): string {
       fmt(a?.valLoss, 3),
       fmt(b?.valLoss, 3),
       a && b ? fmt(a.valLoss - b.valLoss, 3) : 'n/a',
-      fmt(a?.seconds, 0),
-      fmt(b?.seconds, 0),
+      fmt(a?.peakRssMb, 0),
+      fmt(b?.peakRssMb, 0),
     ]);
   }
-  return `GPT (models/gpt.json), ${steps} steps of the global batch on ${text}, one thread per process\n${table(['workers', 'ringtrain tokens/s', 'PyTorch tokens/s', 'ratio', 'ringtrain val loss', 'PyTorch val loss', 'difference', 'ringtrain s', 'PyTorch s'], rows)}`;
+  const head = `GPT (models/gpt.json), ${steps} steps of the global batch on ${text}, one thread per process, evaluated every ${evalEvery} steps\n`;
+  const main = table(['workers', 'ringtrain tokens/s', 'PyTorch tokens/s', 'ratio', 'ringtrain val loss', 'PyTorch val loss', 'difference', 'ringtrain peak RSS MB (a worker)', 'PyTorch peak RSS MB (a rank)'], rows);
+  const [ours2, torch1, torch2] = [runs.get('ours2'), runs.get('theirs1'), runs.get('theirs2')];
+  if (!ours2 || !torch1) return head + main;
+  const target = torch1.valLoss;
+  const torchSeconds = steps * torch1.secondsPerStep;
+  const reach = (r: Run | undefined): string[] => {
+    const at = r ? firstStepAt(r.evals, target) : undefined;
+    if (!r || at === undefined) return ['not reached', 'n/a', 'n/a'];
+    const seconds = at * r.secondsPerStep;
+    return [String(at), fmt(seconds, 1), fmt(seconds / torchSeconds, 2)];
+  };
+  const timeTable = table(
+    ['who', 'steps to reach it', 'training seconds', 'vs PyTorch 1 process'],
+    [['PyTorch, 1 process', String(steps), fmt(torchSeconds, 1), '1.00'], ['ringtrain, 2 workers', ...reach(ours2)], ['PyTorch DDP, 2 ranks', ...reach(torch2)]],
+  );
+  return `${head}${main}\n\nTime to PyTorch's final val loss on one process (${fmt(target, 3)}):\n${timeTable}`;
 }

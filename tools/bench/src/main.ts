@@ -62,7 +62,7 @@ const program = new Command('bench')
     if (!opts.only || opts.only === 'checkpoint') console.log(`${await checkpointBench()}\n`);
     if (!opts.only || opts.only === 'elastic') console.log(`${await elasticBench(Math.max(1, Math.round(opts.runs)), opts.baseline)}\n`);
     if (!opts.only || opts.only === 'tables') console.log(`${tablesBench(Math.max(3, Math.round(opts.runs)))}\n`);
-    if (!opts.only || opts.only === 'gpt') console.log(`${gptBench(opts.gptSteps, opts.text)}\n`);
+    if (!opts.only || opts.only === 'gpt') console.log(`${await gptBench(opts.gptSteps, opts.text)}\n`);
     if (opts.only === 'network') {
       const list = (v: string): string[] => v.split(',').map((x) => x.trim()).filter(Boolean);
       const unknown = list(opts.profiles).filter((p) => !PROFILES.some((q) => q.name === p));

@@ -1,4 +1,5 @@
 import { spawnSync } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
 
 /** Best rate (ops/s) of `fn` over about `seconds`, with repetitions batched so timer cost vanishes. */
 export function bestRate(fn: () => void, ops: number, seconds: number): number {
@@ -32,3 +33,24 @@ export function runPeer(script: string, args: string[], timeoutMs = 600_000, env
 }
 
 export const fmt = (x: number | undefined, digits = 1): string => (x === undefined || !Number.isFinite(x) ? 'n/a' : x.toFixed(digits));
+
+/** Peak resident memory (VmHWM, MB) of every process whose parent is `pid`, polled until it exits. */
+export async function childrenPeakRss(pid: number, done: Promise<unknown>): Promise<Map<number, number>> {
+  const peaks = new Map<number, number>();
+  let running = true;
+  void done.then(() => (running = false));
+  while (running) {
+    for (const p of readdirSync('/proc').filter((x) => /^\d+$/.test(x))) {
+      try {
+        const stat = readFileSync(`/proc/${p}/stat`, 'utf8');
+        if (Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) !== pid) continue;
+        const hwm = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${p}/status`, 'utf8'));
+        if (hwm) peaks.set(Number(p), Math.max(peaks.get(Number(p)) ?? 0, Number(hwm[1]) / 1024));
+      } catch {
+        // the process ended between the listing and the read
+      }
+    }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  return peaks;
+}
