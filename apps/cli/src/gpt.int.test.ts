@@ -96,7 +96,27 @@ describe('a GPT on text (real processes)', () => {
     expect(foreign.stderr).toMatch(/ERR_ARGUMENT: --prompt: the character "Ω" is not in the model's vocabulary of \d+/);
   }, 120_000);
 
-  it('two workers whose steps take ~120 ms (models/gpt.json) through shared memory keep their heartbeats: no peer is lost', async () => {
+  it('int8 gradients with error feedback over TCP, and DiLoCo, train the GPT too, with the replicas bit-identical at every check', async () => {
+    const tcp = { RINGTRAIN_SHARED_MEMORY: '0' };
+    const plain = await ringtrain(['launch', '--workers', '2', '--config', job, '--verify-every', '5', '--json'], tcp);
+    const int8 = await ringtrain(['launch', '--workers', '2', '--config', job, '--gradient-compression', 'int8', '--verify-every', '5', '--json'], tcp);
+    const dilocoJob = join(dir, 'diloco.json');
+    writeFileSync(dilocoJob, JSON.stringify({ ...JSON.parse(readFileSync(job, 'utf8')), sync: { type: 'diloco', innerSteps: 8 } }));
+    const diloco = await ringtrain(['launch', '--workers', '2', '--config', dilocoJob, '--verify-every', '8', '--json'], tcp);
+    for (const [name, r] of [['plain', plain], ['int8', int8], ['diloco', diloco]] as const) {
+      expect(r.code, `${name}: ${r.stderr.slice(-1000)}`).toBe(0);
+      expect(r.summary!.steps, name).toBe(40);
+      expect(r.summary!.replicaChecks, name).toBeGreaterThanOrEqual(5);
+      expect(r.summary!.epochs.at(-1).testLoss, name).toBeLessThan(3.5); // from ln(vocab) ≈ 4.4
+    }
+    expect(int8.stderr).toMatch(/ring of 2 over TCP/);
+    expect(int8.stderr).toContain('gradients as int8 with error feedback');
+    // A quarter of the bytes on the wire, and the same learning as float32 gradients.
+    expect(Math.abs(int8.summary!.epochs.at(-1).testLoss - plain.summary!.epochs.at(-1).testLoss)).toBeLessThan(0.05);
+    expect(diloco.stderr).toMatch(/DiLoCo|diloco/);
+  }, 90_000);
+
+  it('two workers of models/gpt.json (steps of tens of ms) through shared memory keep their heartbeats: no peer is lost', async () => {
     // Their collectives can complete without yielding to the event loop; before each replica loop
     // let it run every 50 ms, a rank fell silent for 1.7–3.9 s and was dropped, in most runs within 60 steps.
     const r = await ringtrain(['launch', '--workers', '2', '--model', 'gpt', '--max-steps', '60', '--json']);
