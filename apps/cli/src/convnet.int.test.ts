@@ -30,8 +30,8 @@ describe('a convolutional net (models/lenet.json), real processes', () => {
     const ckpt = join(dir, 'ckpts', readdirSync(join(dir, 'ckpts')).filter((f) => f.endsWith('.safetensors'))[0]);
     const inspect = startRingtrain(['inspect', ckpt]);
     expect(await inspect.exited, inspect.stderr).toBe(0);
-    expect(inspect.stdout).toMatch(/layers\.0\.weight +\| \[16, 1, 5, 5\] +\| 400/);
-    expect(inspect.stdout).toMatch(/layers\.3\.weight +\| \[32, 16, 5, 5\] +\| 12800/);
+    expect(inspect.stdout).toMatch(/layers\.0\.weight +\| F32 +\| \[16, 1, 5, 5\] +\| 400/);
+    expect(inspect.stdout).toMatch(/layers\.3\.weight +\| F32 +\| \[32, 16, 5, 5\] +\| 12800/);
     expect(inspect.stdout).toMatch(/parameters: 215370 \(215184 weights, 186 biases\)/);
     for (const q of ['int8', 'int4'] as const) {
       const out = join(dir, `lenet-${q}.safetensors`);

@@ -79,7 +79,7 @@ describe('a GPT on text (real processes)', () => {
     // inspect counts the blocks' parameters.
     const inspect = await ringtrain(['inspect', join(ckpts, 'ckpt-step-0000000020.safetensors')]);
     expect(inspect.code, inspect.stderr).toBe(0);
-    expect(inspect.stdout).toMatch(/layers\.1\.layers\.1\.qkv\.weight +\| \[96, 32\] +\| 3072/);
+    expect(inspect.stdout).toMatch(/layers\.1\.layers\.1\.qkv\.weight +\| F32 +\| \[96, 32\] +\| 3072/);
     // generate: seeded sampling repeats itself, in the text's characters; greedy needs no seed.
     const ckpt = join(ckpts, 'ckpt-step-0000000020.safetensors');
     const [a, b] = [await ringtrain(['generate', ckpt, '--prompt', 'The ', '--tokens', '40', '--seed', '3']), await ringtrain(['generate', ckpt, '--prompt', 'The ', '--tokens', '40', '--seed', '3'])];
@@ -91,6 +91,25 @@ describe('a GPT on text (real processes)', () => {
     for (const c of sample) expect(symbols).toContain(c);
     const greedy = await ringtrain(['generate', ckpt, '--prompt', 'The ', '--tokens', '20', '--temperature', '0']);
     expect(greedy.code, greedy.stderr).toBe(0);
+    // Its exports at int8 and int4 are language models too: evaluated in bits per character, close
+    // to the checkpoint's; generation reads them.
+    const base = JSON.parse((await ringtrain(['evaluate', ckpt])).stdout);
+    expect(base.bitsPerChar).toBeCloseTo(base.loss / Math.LN2, 9);
+    for (const q of ['int8', 'int4']) {
+      const file = join(dir, `gpt-${q}.safetensors`);
+      const x = await ringtrain(['export', ckpt, '--quantize', q, '-o', file]);
+      expect(x.code, x.stderr).toBe(0);
+      expect(x.stdout).toMatch(new RegExp(`val loss \\d\\.\\d{4} \\(\\d\\.\\d{3} bits/char, perplexity [\\d.]+\\) at ${q}`));
+      const ev = JSON.parse((await ringtrain(['evaluate', file])).stdout);
+      expect(ev.precision).toBe(q);
+      expect(Math.abs(ev.loss - base.loss), q).toBeLessThan(q === 'int8' ? 0.02 : 0.2);
+      const g = await ringtrain(['generate', file, '--prompt', 'The ', '--tokens', '10', '--seed', '3']);
+      expect(g.code, g.stderr).toBe(0);
+      expect(Array.from(g.stdout.replace(/\n$/, ''))).toHaveLength(14);
+    }
+    const table = await ringtrain(['inspect', join(dir, 'gpt-int4.safetensors')]);
+    expect(table.stdout).toMatch(/\| layers\.1 +\| residual: layernorm → attention +\| [\d,]+ +\|/);
+    expect(table.stdout).toMatch(/\| int4 +\| [\d.]+ kB +\| \d\.\d{4} +\| \d\.\d{3} +\|/);
     const foreign = await ringtrain(['generate', ckpt, '--prompt', 'Ω']);
     expect(foreign.code).toBe(1);
     expect(foreign.stderr).toMatch(/ERR_ARGUMENT: --prompt: the character "Ω" is not in the model's vocabulary of \d+/);

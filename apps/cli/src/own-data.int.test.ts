@@ -78,7 +78,33 @@ describe.skipIf(!available('TABLES', existsSync(tables), `scikit-learn's tables 
     const e = ringtrain('evaluate', join(ckpts, ckpt));
     expect(e.code, e.stderr).toBe(0);
     expect(JSON.parse(e.stdout).accuracy).toBeGreaterThan(0.8);
-  }, 60_000);
+    // Every file ringtrain writes reads back with no flag: the final weights, and exports at every
+    // precision and in JSON carry the model, the class names and the features' scaling.
+    const files = [final];
+    for (const [q, name] of [['', 'f32.safetensors'], ['fp16', 'f16.safetensors'], ['int8', 'q8.safetensors'], ['int4', 'q4.safetensors'], ['', 'f32.json']]) {
+      const out = join(dir, `export-${name}`);
+      const x = ringtrain('export', join(ckpts, ckpt), '-o', out, ...(q ? ['--quantize', q] : []));
+      expect(x.code, x.stderr).toBe(0);
+      files.push(out);
+    }
+    const want = ringtrain('predict', join(ckpts, ckpt), '--input', rows).stdout;
+    for (const f of files) {
+      const inspected = ringtrain('inspect', f);
+      expect(inspected.code, `${f}: ${inspected.stderr}`).toBe(0);
+      expect(inspected.stdout).toMatch(/\| int8 +\| [\d.]+ kB +\| \d+\.\d\d% +\| \d\.\d{4} +\|/);
+      const ev = ringtrain('evaluate', f);
+      expect(ev.code, `${f}: ${ev.stderr}`).toBe(0);
+      expect(JSON.parse(ev.stdout).accuracy, f).toBeGreaterThan(0.8);
+      const pr = ringtrain('predict', f, '--input', rows);
+      expect(pr.code, `${f}: ${pr.stderr}`).toBe(0);
+      expect(pr.stdout, f).toBe(want);
+    }
+    // A file that is neither: refused, naming what it found.
+    writeFileSync(join(dir, 'other.safetensors'), Buffer.concat([Buffer.from([2, 0, 0, 0, 0, 0, 0, 0]), Buffer.from('{}')]));
+    const other = ringtrain('predict', join(dir, 'other.safetensors'), '--input', rows);
+    expect(other.code).toBe(1);
+    expect(other.stderr).toMatch(/ERR_CHECKPOINT_FORMAT: .*not a ringtrain checkpoint/);
+  }, 90_000);
 
   it('a stated size that contradicts the data is an error naming both; CSV flags on other data are refused', () => {
     const csv = table('wine_data.csv');

@@ -1,91 +1,144 @@
 import { readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { type Checkpoint, loadCheckpoint, type RawTensor, writeSafetensors } from '@ringtrain/checkpoint';
-import { createBackend, dequantizeRows, describeModel, fromFloat16, generateTokens, Model, type ModelSpec, packInt4, parameterCount, parseModelSpec, quantizeRows, Rng, toFloat16 } from '@ringtrain/core';
+import { type RawTensor, readSafetensorsHeader, writeSafetensors } from '@ringtrain/checkpoint';
+import { dequantizeRows, describeModel, fromFloat16, generateTokens, type LayerSpec, type Model, packInt4, quantizeRows, Rng, toFloat16 } from '@ringtrain/core';
 import { applyScaling, Batcher, type Dataset, decodeImage, loadDataset, planarPixels, readIdx } from '@ringtrain/data';
-import { type EvalResult, evaluateRange } from '@ringtrain/trainer';
+import { describeLanguageModelLoss, type EvalResult, evaluateRange } from '@ringtrain/trainer';
 import { parseDataFlag } from './job-flags.js';
 import { checkpointJob } from './job-options.js';
 import { errorWithCode } from './cli-error.js';
 import { outputPath } from './output-path.js';
 import { table } from './table.js';
-import { asMatrix, loadWeightsInto } from './weights-file.js';
+import { loadModelFile, type ModelFile, type Precision, WEIGHTS_FORMAT } from './model-file.js';
+import { asMatrix } from './weights-file.js';
 
 // What the weights commands do, loaded when one runs (weights-commands.ts defines them).
-
-/**
- * A model rebuilt from a checkpoint's spec, with its weights. The spec is checked, and must describe
- * exactly the parameters the file holds, before the model is allocated: a small file that claims a
- * huge model is refused, not trained on uninitialised memory.
- */
-function modelOf(ckpt: Checkpoint): Model {
-  const fail = (why: string): never => {
-    throw Object.assign(new Error(`${ckpt.path}: ${why}`), { code: 'ERR_MODEL_MISMATCH' });
-  };
-  let spec: ModelSpec;
-  try {
-    spec = parseModelSpec(ckpt.meta.modelSpec);
-  } catch (err) {
-    return fail((err as Error).message);
-  }
-  const held = ckpt.tensors.filter((t) => !t.name.startsWith('optimizer.')).reduce((n, t) => n + t.data.length, 0);
-  if (held !== parameterCount(spec)) fail(`its model spec has ${parameterCount(spec)} parameters, its tensors hold ${held}`);
-  const model = new Model(spec, createBackend('auto').backend, { seed: 0 });
-  for (const t of model.params.tensors) {
-    const src = ckpt.tensors.find((x) => x.name === t.name);
-    if (!src) fail(`no tensor ${t.name}`);
-    if (src!.shape.join('x') !== t.shape.join('x')) fail(`tensor ${t.name} has shape [${src!.shape.join(', ')}], the model spec needs [${t.shape.join(', ')}]`);
-    model.params.value(t.name).set(src!.data);
-  }
-  return model;
-}
 
 /** Loss and accuracy of `model` over all of `ds`. */
 function evaluate(model: Model, ds: Dataset): EvalResult {
   return evaluateRange(model, new Batcher(ds, 1000, (n) => model.backend.alloc(n)));
 }
 
-function testSet(ckpt: Checkpoint, data?: string): Dataset {
-  const config = checkpointJob(ckpt.path, ckpt.meta.config);
+/** The test set the file's job trained against, or the one `--data` names. */
+function testSet(file: ModelFile, data?: string): Dataset {
+  if (!data && file.config === null) throw errorWithCode('ERR_ARGUMENT', `${file.path} records no job config (an export made before exports carried one): give the test data with --data`);
+  const config = checkpointJob(file.path, file.config);
   const source = data ? parseDataFlag(data) : config.dataset;
   return loadDataset(source).test;
 }
 
 const mb = (bytes: number): string => (bytes >= 1e6 ? `${(bytes / 1e6).toFixed(2)} MB` : `${(bytes / 1e3).toFixed(1)} kB`);
+const PRECISIONS: Precision[] = ['fp32', 'fp16', 'int8', 'int4'];
 
-/** Bytes the parameters take at a precision: int8/int4 weights carry one fp32 scale per output row; biases stay fp32. */
-function sizeAt(ckpt: Checkpoint, precision: 'fp32' | 'fp16' | 'int8' | 'int4'): number {
-  let bytes = 0;
-  for (const t of ckpt.tensors) {
-    if (t.name.startsWith('optimizer.')) continue;
-    const n = t.data.length;
+/**
+ * The model's parameters at a precision, as `export` writes them: matrices (dense, attention,
+ * embedding and convolution weights) at fp16, or int8/int4 with one fp32 scale per output row;
+ * vectors (biases, norms) stay fp32. The model's values become the ones the file stands for.
+ */
+function quantizeModel(model: Model, precision: Precision): RawTensor[] {
+  const out: RawTensor[] = [];
+  for (const t of model.params.tensors) {
+    const w = model.params.value(t.name);
     const matrix = asMatrix(t.shape);
-    if (precision === 'fp32' || (!matrix && precision !== 'fp16')) bytes += n * 4;
-    else if (precision === 'fp16') bytes += n * 2;
-    else bytes += (precision === 'int8' ? n : matrix![0] * Math.ceil(matrix![1] / 2)) + matrix![0] * 4;
+    if (precision === 'fp32' || !matrix) {
+      out.push({ name: t.name, dtype: 'F32', shape: t.shape, bytes: new Uint8Array(w.slice().buffer) });
+    } else if (precision === 'fp16') {
+      const h = Uint16Array.from(w, toFloat16);
+      out.push({ name: t.name, dtype: 'F16', shape: t.shape, bytes: new Uint8Array(h.buffer) });
+      w.set(Float32Array.from(h, fromFloat16));
+    } else {
+      const bits = precision === 'int8' ? 8 : 4;
+      const [rows, cols] = matrix!;
+      const q = quantizeRows(w, rows, cols, bits);
+      const bytes = bits === 8 ? new Uint8Array(q.values.buffer) : packInt4(q);
+      out.push({ name: t.name, dtype: bits === 8 ? 'I8' : 'U8', shape: bits === 8 ? t.shape : [rows, Math.ceil(cols / 2)], bytes });
+      out.push({ name: `${t.name}.scale`, dtype: 'F32', shape: [rows], bytes: new Uint8Array(q.scales.buffer) });
+      dequantizeRows(q, w);
+    }
   }
-  return bytes;
+  return out;
 }
 
-/** `inspect`: tensors, parameter counts, sizes at each precision, the metadata. */
-export function inspect(path: string, flags: { json?: boolean }): void {
-  const ckpt = loadCheckpoint(path);
-  const params = ckpt.tensors.filter((t) => !t.name.startsWith('optimizer.'));
-  const weights = params.filter((t) => t.name.endsWith('.weight')).reduce((s, t) => s + t.data.length, 0);
-  const biases = params.filter((t) => !t.name.endsWith('.weight')).reduce((s, t) => s + t.data.length, 0);
-  const sizes = { fp32: sizeAt(ckpt, 'fp32'), fp16: sizeAt(ckpt, 'fp16'), int8: sizeAt(ckpt, 'int8'), int4: sizeAt(ckpt, 'int4') };
+/** A language model's figures from its loss per token; a classifier's accuracy. */
+function quality(model: Model, r: EvalResult): Record<string, number> {
+  return model.positions > 1 ? { loss: r.loss, bitsPerChar: r.loss / Math.LN2, perplexity: Math.exp(r.loss) } : { loss: r.loss, accuracy: r.accuracy };
+}
+
+
+/**
+ * `inspect`: the file's tensors, parameter counts, and for each precision the parameters' size
+ * beside the model's quality at it (val loss and bits per character for a language model, test
+ * accuracy otherwise), measured on the job's test data when it is at hand.
+ */
+export function inspect(path: string, flags: { json?: boolean; data?: string }): void {
+  const file = loadModelFile(path);
+  const { model } = file;
+  const header = readSafetensorsHeaderOrNull(path);
+  const tensors = file.checkpoint
+    ? file.checkpoint.tensors.map((t) => ({ name: t.name, dtype: 'F32', shape: t.shape, count: t.data.length }))
+    : Object.entries(header ?? {}).filter(([k]) => k !== '__metadata__').map(([name, t]) => ({ name, dtype: String((t as { dtype: string }).dtype), shape: (t as { shape: number[] }).shape, count: (t as { shape: number[] }).shape.reduce((a, b) => a * b, 1) }));
+  const weights = model.params.tensors.filter((t) => t.role === 'weight').reduce((s, t) => s + t.length, 0);
+  const biases = model.params.length - weights;
+  let data: Dataset | null = null;
+  let noData = '';
+  try {
+    data = testSet(file, flags.data);
+  } catch (err) {
+    noData = (err as Error).message;
+  }
+  const original = Float32Array.from(model.params.values);
+  const precisions = PRECISIONS.map((precision): { precision: Precision; bytes: number; loss?: number; bitsPerChar?: number; perplexity?: number; accuracy?: number } => {
+    model.params.values.set(original);
+    const bytes = quantizeModel(model, precision).reduce((n, t) => n + t.bytes.length, 0);
+    return { precision, bytes, ...(data ? quality(model, evaluate(model, data)) : {}) };
+  });
+  model.params.values.set(original);
   const fileBytes = statSync(path).size;
-  const m = ckpt.meta;
+  const m = file.checkpoint?.meta;
   if (flags.json) {
-    process.stdout.write(`${JSON.stringify({ path, fileBytes, tensors: ckpt.tensors.map((t) => ({ name: t.name, shape: t.shape, count: t.data.length })), weights, biases, sizes, meta: m })}\n`);
+    const sizes = Object.fromEntries(precisions.map((p) => [p.precision, p.bytes]));
+    process.stdout.write(`${JSON.stringify({ path, fileBytes, precision: file.precision, step: file.step, tensors, weights, biases, sizes, precisions, ...(m ? { meta: m } : { config: file.config, classNames: file.classNames }) })}\n`);
     return;
   }
-  const rows = ckpt.tensors.map((t) => [t.name, `[${t.shape.join(', ')}]`, String(t.data.length)]);
-  process.stdout.write(`${path}\n${table(['tensor', 'shape', 'count'], rows)}\n\n`);
-  process.stdout.write(`parameters: ${weights + biases} (${weights} weights, ${biases} biases); file ${mb(fileBytes)} with optimizer state\n`);
-  process.stdout.write(`parameters at FP32 ${mb(sizes.fp32)}, FP16 ${mb(sizes.fp16)}, INT8 ${mb(sizes.int8)}, INT4 ${mb(sizes.int4)} (INT8/INT4 with per-row FP32 scales; biases FP32)\n`);
-  process.stdout.write(`step ${m.step}, epoch ${m.epoch}, sample ${m.cursor}, saved by ${m.worldSize} workers at ${m.savedAt}\n`);
-  process.stdout.write(`metrics ${JSON.stringify(m.metrics)}\noptimizer ${m.optimizer.type} (step ${m.optimizer.step}, slots ${m.optimizer.slots.join(', ') || 'none'})\nconfig ${JSON.stringify(m.config)}\n`);
+  process.stdout.write(`${path}\n${table(['tensor', 'dtype', 'shape', 'count'], tensors.map((t) => [t.name, t.dtype, `[${t.shape.join(', ')}]`, String(t.count)]))}\n\n`);
+  process.stdout.write(`${describeModel(model.spec)}\n${blockTable(model)}\n\n`);
+  process.stdout.write(`parameters: ${model.params.length} (${weights} weights, ${biases} biases); ${file.checkpoint ? 'a checkpoint' : `weights at ${file.precision}`}, file ${mb(fileBytes)}${file.checkpoint ? ' with optimizer state' : ''}\n`);
+  const lm = model.positions > 1;
+  const rows = precisions.map((p) => [p.precision, mb(p.bytes), ...(data ? (lm ? [fmt4(p.loss), fmt3(p.bitsPerChar)] : [`${(100 * (p.accuracy ?? 0)).toFixed(2)}%`, fmt4(p.loss)]) : [])]);
+  const qualityHeads = data ? (lm ? ['val loss', 'bits/char'] : ['test accuracy', 'test loss']) : [];
+  process.stdout.write(`${table(['precision', 'parameters', ...qualityHeads], rows)}\n(int8/int4: one fp32 scale per row of each matrix; vectors stay fp32${data ? `; measured on ${data.size} ${lm ? 'validation windows' : 'test samples'}` : `; quality not measured: ${noData}`})\n`);
+  if (m) {
+    process.stdout.write(`step ${m.step}, epoch ${m.epoch}, sample ${m.cursor}, saved by ${m.worldSize} workers at ${m.savedAt}\n`);
+    process.stdout.write(`metrics ${JSON.stringify(m.metrics)}\noptimizer ${m.optimizer.type} (step ${m.optimizer.step}, slots ${m.optimizer.slots.join(', ') || 'none'})\n`);
+  } else process.stdout.write(`step ${file.step}\n`);
+  process.stdout.write(`config ${JSON.stringify(file.config)}\n`);
+}
+
+const fmt4 = (x: number | undefined): string => (x === undefined ? 'n/a' : x.toFixed(4));
+const fmt3 = (x: number | undefined): string => (x === undefined ? 'n/a' : x.toFixed(3));
+
+/** Parameters per top-level block of the model (a GPT's embedding, each attention and MLP block, the head). */
+function blockTable(model: Model): string {
+  const rows = model.layers.map((layer, i) => {
+    const count = layer.parameters().reduce((n, d) => n + d.shape.reduce((a, b) => a * b, 1), 0);
+    return [`layers.${i}`, describeBlock(model.spec.layers[i]), count.toLocaleString('en'), `${((100 * count) / model.params.length).toFixed(1)}%`];
+  }).filter((r) => r[2] !== '0');
+  return table(['block', 'kind', 'parameters', 'share'], rows);
+}
+
+function describeBlock(l: LayerSpec): string {
+  if (l.type === 'residual') return `residual: ${l.layers.map((x) => x.type).join(' → ')}`;
+  if (l.type === 'dense') return `dense ${l.units}`;
+  if (l.type === 'embedding') return `embedding ${l.vocab}×${l.dim} + positions`;
+  return l.type;
+}
+
+function readSafetensorsHeaderOrNull(path: string): Record<string, unknown> | null {
+  try {
+    return readSafetensorsHeader(path) as Record<string, unknown>;
+  } catch {
+    return null;
+  }
 }
 
 /** The format of `export -o FILE`: as given, or by the file's extension; never one the name contradicts. */
@@ -95,65 +148,59 @@ function exportFormat(output: string, given?: 'safetensors' | 'json'): 'safetens
   return given ?? named ?? 'safetensors';
 }
 
-/** `export`: the weights alone, optionally quantized, with the test accuracy before and after. */
+/** `export`: the weights alone, optionally quantized, with the model's quality before and after. */
 export function exportWeights(path: string, options: { output: string; format?: 'safetensors' | 'json'; quantize?: 'fp16' | 'int8' | 'int4'; data?: string }): void {
   const flags = { ...options, output: outputPath('-o', options.output), format: exportFormat(options.output, options.format) };
-  const ckpt = loadCheckpoint(path);
-  const model = modelOf(ckpt);
-  const test = testSet(ckpt, flags.data);
+  const file = loadModelFile(path);
+  const { model } = file;
+  const test = testSet(file, flags.data);
   const before = evaluate(model, test);
-  const out: RawTensor[] = [];
-  for (const t of model.params.tensors) {
-    const w = model.params.value(t.name);
-    const matrix = asMatrix(t.shape);
-    if (!flags.quantize || !matrix) {
-      out.push({ name: t.name, dtype: 'F32', shape: t.shape, bytes: new Uint8Array(w.slice().buffer) });
-    } else if (flags.quantize === 'fp16') {
-      const h = Uint16Array.from(w, toFloat16);
-      out.push({ name: t.name, dtype: 'F16', shape: t.shape, bytes: new Uint8Array(h.buffer) });
-      w.set(Float32Array.from(h, fromFloat16)); // the JSON format writes the values the file stands for
-    } else {
-      const bits = flags.quantize === 'int8' ? 8 : 4;
-      // Per output row: a dense layer's output unit, a convolution's output channel.
-      const [rows, cols] = matrix;
-      const q = quantizeRows(w, rows, cols, bits);
-      const bytes = bits === 8 ? new Uint8Array(q.values.buffer) : packInt4(q);
-      out.push({ name: t.name, dtype: bits === 8 ? 'I8' : 'U8', shape: bits === 8 ? t.shape : [rows, Math.ceil(cols / 2)], bytes });
-      out.push({ name: `${t.name}.scale`, dtype: 'F32', shape: [rows], bytes: new Uint8Array(q.scales.buffer) });
-      dequantizeRows(q, w);
-    }
-  }
-  const metadata = { format: 'ringtrain-weights/1', quantization: flags.quantize ?? 'none', model_spec: JSON.stringify(ckpt.meta.modelSpec), source: path, step: String(ckpt.meta.step) };
+  const out = quantizeModel(model, flags.quantize ?? 'fp32');
+  // Everything needed to use the model travels with it: no flag is needed to read it back.
+  const metadata: Record<string, string> = {
+    format: WEIGHTS_FORMAT,
+    quantization: flags.quantize ?? 'none',
+    step: String(file.step),
+    source: path,
+    model_spec: JSON.stringify(model.spec),
+    ...(file.config !== null ? { config: JSON.stringify(file.config) } : {}),
+    ...(file.classNames ? { class_names: JSON.stringify(file.classNames) } : {}),
+    ...(file.scaling ? { scaling: JSON.stringify(file.scaling) } : {}),
+  };
   if (flags.format === 'safetensors') writeSafetensors(flags.output, out, metadata);
   else {
     const tensors = Object.fromEntries(model.params.tensors.map((t) => [t.name, { shape: t.shape, values: Array.from(model.params.value(t.name)) }]));
-    writeFileSync(flags.output, JSON.stringify({ ...metadata, model_spec: ckpt.meta.modelSpec, tensors }));
+    const parsed = Object.fromEntries(Object.entries(metadata).map(([k, v]) => [k, ['config', 'model_spec', 'class_names', 'scaling'].includes(k) ? JSON.parse(v) : v]));
+    writeFileSync(flags.output, JSON.stringify({ ...parsed, tensors }));
   }
-  // "After" is measured on the file just written, decoded as a user's loader would decode it.
-  const written = modelOf(ckpt);
-  loadWeightsInto(written, flags.output, flags.format);
-  const after = evaluate(written, test);
+  // "After" is measured on the file just written, read back as every command reads it.
+  const after = evaluate(loadModelFile(flags.output).model, test);
+  const to = flags.quantize ?? 'fp32';
   const pct = (x: number): string => `${(100 * x).toFixed(2)}%`;
-  process.stdout.write(`${flags.output}: ${mb(statSync(flags.output).size)}; test accuracy ${pct(before.accuracy)} at fp32, ${pct(after.accuracy)} ${flags.quantize ?? 'fp32'} (${((after.accuracy - before.accuracy) * 100).toFixed(2)} points) on ${test.size} samples\n`);
+  const compared =
+    model.positions > 1
+      ? `${describeLanguageModelLoss(before.loss)} at ${file.precision}, ${describeLanguageModelLoss(after.loss)} at ${to} (${(after.loss - before.loss).toFixed(4)} nats/token) on ${test.size} validation windows`
+      : `test accuracy ${pct(before.accuracy)} at ${file.precision}, ${pct(after.accuracy)} ${to} (${((after.accuracy - before.accuracy) * 100).toFixed(2)} points) on ${test.size} samples`;
+  process.stdout.write(`${flags.output}: ${mb(statSync(flags.output).size)}; ${compared}\n`);
 }
 
-/** `evaluate`: a checkpoint's test loss and accuracy. */
+/** `evaluate`: the model's loss and accuracy (a language model's: val loss, bits per character, perplexity). */
 export function evaluateCheckpoint(path: string, flags: { data?: string }): void {
-  const ckpt = loadCheckpoint(path);
-  const r = evaluate(modelOf(ckpt), testSet(ckpt, flags.data));
-  process.stdout.write(`${JSON.stringify({ checkpoint: path, step: ckpt.meta.step, ...r })}\n`);
+  const file = loadModelFile(path);
+  const r = evaluate(file.model, testSet(file, flags.data));
+  process.stdout.write(`${JSON.stringify({ file: path, precision: file.precision, step: file.step, ...r, ...quality(file.model, r) })}\n`);
 }
 
 /** `predict`: the class of each input. */
 export function predict(path: string, flags: { input: string }): void {
-  const ckpt = loadCheckpoint(path);
-  const model = modelOf(ckpt);
-  const names = ckpt.meta.classNames;
+  const file = loadModelFile(path);
+  const { model } = file;
+  const names = file.classNames;
   const { x, names: inputs } = readInputs(flags.input, model.inputSize);
   // The features as the model saw them in training.
-  if (ckpt.meta.scaling) {
-    if (ckpt.meta.scaling.shift.length !== model.inputSize) throw Object.assign(new Error(`${path}: its feature scaling has ${ckpt.meta.scaling.shift.length} features, the model ${model.inputSize}`), { code: 'ERR_MODEL_MISMATCH' });
-    applyScaling(x, ckpt.meta.scaling);
+  if (file.scaling) {
+    if (file.scaling.shift.length !== model.inputSize) throw Object.assign(new Error(`${path}: its feature scaling has ${file.scaling.shift.length} features, the model ${model.inputSize}`), { code: 'ERR_MODEL_MISMATCH' });
+    applyScaling(x, file.scaling);
   }
   const rows = x.length / model.inputSize;
   const buf = model.backend.alloc(x.length);
@@ -208,9 +255,7 @@ function imageFeatures(file: string, features: number): Float32Array {
 
 /** `generate`: continues a prompt with a language model's checkpoint, character by character. */
 export function generate(path: string, flags: { prompt: string; tokens: number; temperature: number; seed: number }): void {
-  const ckpt = loadCheckpoint(path);
-  const model = modelOf(ckpt);
-  const symbols = ckpt.meta.classNames;
+  const { model, classNames: symbols } = loadModelFile(path);
   if (model.positions < 2 || !symbols) throw errorWithCode('ERR_MODEL_MISMATCH', `${path} holds no language model (${describeModel(model.spec)}): generate needs a GPT trained on text`);
   const index = new Map(symbols.map((s, i) => [s, i]));
   const prompt = Array.from(flags.prompt, (c) => {

@@ -11,16 +11,17 @@ const nonNegativeNumber = (v: string): number => {
 
 export function inspectCommand(): Command {
   return new Command('inspect')
-    .description('show a checkpoint: tensors, parameter counts, sizes at FP32/FP16/INT8/INT4, step, metrics, config')
-    .argument('<checkpoint>', 'a .safetensors checkpoint')
+    .description("show a model file: tensors, parameters per block, and at FP32/FP16/INT8/INT4 the parameters' size beside the model's quality (val loss and bits/char for a language model, test accuracy otherwise), step, config")
+    .argument('<file>', 'a checkpoint, or a weights file (--save-final, export) at any precision')
+    .option('--data <source>', "measure the quality on this test set instead of the file's job's")
     .option('--json', 'print it as JSON')
-    .action(async (path: string, flags: { json?: boolean }) => (await import('./weights-actions.js')).inspect(path, flags));
+    .action(async (path: string, flags: { json?: boolean; data?: string }) => (await import('./weights-actions.js')).inspect(path, flags));
 }
 
 export function exportCommand(): Command {
   return new Command('export')
-    .description('write the weights only, optionally quantized, and report the test accuracy before and after')
-    .argument('<checkpoint>', 'a .safetensors checkpoint')
+    .description("write the weights only, optionally quantized, with all it takes to use them (model, classes, scaling, tokenizer), and report the model's quality before and after")
+    .argument('<file>', 'a checkpoint, or a weights file')
     .requiredOption('-o, --output <file>', 'where to write')
     .addOption(new Option('--format <format>', 'file format (default: json for a .json output, else safetensors)').choices(['safetensors', 'json']))
     .addOption(new Option('--quantize <precision>', 'weight precision').choices(['fp16', 'int8', 'int4']))
@@ -30,8 +31,8 @@ export function exportCommand(): Command {
 
 export function evaluateCommand(): Command {
   return new Command('evaluate')
-    .description("test loss and accuracy of a checkpoint's weights")
-    .argument('<checkpoint>', 'a .safetensors checkpoint')
+    .description("a model's test loss and accuracy; a language model's val loss, bits per character and perplexity")
+    .argument('<file>', 'a checkpoint, or a weights file at any precision')
     .option('--data <source>', 'mnist, idx:<folder> or csv:<file> (default: the checkpoint config\'s test set)')
     .action(async (path: string, flags: { data?: string }) => (await import('./weights-actions.js')).evaluateCheckpoint(path, flags));
 }
@@ -39,15 +40,15 @@ export function evaluateCommand(): Command {
 export function predictCommand(): Command {
   return new Command('predict')
     .description('predict the class of each input row (CSV of features, or an IDX file of images); by name when the training data named the classes')
-    .argument('<checkpoint>', 'a .safetensors checkpoint')
+    .argument('<file>', 'a checkpoint, or a weights file at any precision')
     .requiredOption('--input <file>', 'CSV rows of features (no label column), an IDX images file, a PNG or JPEG image, or a folder of them')
     .action(async (path: string, flags: { input: string }) => (await import('./weights-actions.js')).predict(path, flags));
 }
 
 export function generateCommand(): Command {
   return new Command('generate')
-    .description("continue a prompt with a language model's checkpoint (a GPT trained on text)")
-    .argument('<checkpoint>', 'a .safetensors checkpoint of a GPT')
+    .description('continue a prompt with a language model (a GPT trained on text)')
+    .argument('<file>', "a GPT's checkpoint, or its weights file at any precision")
     .option('--prompt <text>', 'the text to continue (characters of the model\'s vocabulary)', 'The ')
     .option('--tokens <n>', 'characters to generate', positiveInt, 300)
     .option('--temperature <t>', '0: the most likely character each time; higher: more varied', nonNegativeNumber, 0.8)

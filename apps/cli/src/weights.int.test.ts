@@ -1,5 +1,5 @@
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -24,14 +24,16 @@ describe('the weights as a product: inspect, export, evaluate, predict', () => {
   it('inspect lists tensors, counts weights and biases apart, and sizes at every precision', () => {
     const r = ringtrain('inspect', ckpt);
     expect(r.status, r.stderr).toBe(0);
-    expect(r.stdout).toMatch(/layers\.0\.weight +\| \[128, 784\] +\| 100352/);
+    expect(r.stdout).toMatch(/layers\.0\.weight +\| F32 +\| \[128, 784\] +\| 100352/);
     expect(r.stdout).toMatch(/optimizer\.momentum\.layers\.2\.bias/);
     expect(r.stdout).toMatch(/parameters: 101770 \(101632 weights, 138 biases\)/);
-    expect(r.stdout).toMatch(/FP32 407\.1 kB, FP16 203\.5 kB, INT8 102\.7 kB, INT4 51\.9 kB/);
+    // Each precision's size beside the accuracy the model keeps at it.
+    for (const [p, size] of [['fp32', '407.1 kB'], ['fp16', '203.8 kB'], ['int8', '102.7 kB'], ['int4', '51.9 kB']]) expect(r.stdout).toMatch(new RegExp(`\\| ${p} +\\| ${size.replace('.', '\\.')} +\\| 9\\d\\.\\d\\d% +\\| \\d\\.\\d{4} +\\|`));
     expect(r.stdout).toMatch(/step 930, epoch 15/);
     const json = JSON.parse(ringtrain('inspect', ckpt, '--json').stdout);
-    // int8: one byte a weight + a 4-byte scale per output row + fp32 biases; int4: two weights a byte.
-    expect(json.sizes).toEqual({ fp32: 101770 * 4, fp16: 101770 * 2, int8: 101632 + 138 * 4 + 138 * 4, int4: 128 * 392 + 10 * 64 + 138 * 4 + 138 * 4 });
+    // fp16: two bytes a weight; int8: one byte a weight + a 4-byte scale per output row; int4: two
+    // weights a byte; biases fp32 in each.
+    expect(json.sizes).toEqual({ fp32: 101770 * 4, fp16: 101632 * 2 + 138 * 4, int8: 101632 + 138 * 4 + 138 * 4, int4: 128 * 392 + 10 * 64 + 138 * 4 + 138 * 4 });
   });
 
   it('exports decode, read by an independent numpy reader, to the checkpoint weights within half a step of the right scale, and score what export reports', () => {
@@ -94,9 +96,20 @@ describe('the weights as a product: inspect, export, evaluate, predict', () => {
     expect(Math.abs(accuracy - ev.accuracy)).toBeLessThanOrEqual(0.002);
   });
 
-  it('refuses a file that is not a checkpoint, naming it', () => {
+  it('reads its own exports (inspect, evaluate) and refuses a file that is neither a checkpoint nor weights, naming it', () => {
     const r = ringtrain('inspect', join(dir, 'w-int8.safetensors'));
-    expect(r.status).toBe(1);
-    expect(r.stderr).toMatch(/w-int8\.safetensors: not a ringtrain checkpoint/);
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/weights at int8/);
+    expect(r.stdout).toMatch(/layers\.0\.weight +\| I8 +\| \[128, 784\] +\| 100352/);
+    const ev = JSON.parse(ringtrain('evaluate', join(dir, 'w-int8.safetensors')).stdout);
+    expect(ev).toMatchObject({ precision: 'int8', samples: 2000 });
+    const junk = join(dir, 'junk.safetensors');
+    const header = Buffer.from('{"__metadata__":{"format":"someone-else/1"}}');
+    const size = Buffer.alloc(8);
+    size.writeBigUInt64LE(BigInt(header.length));
+    writeFileSync(junk, Buffer.concat([size, header]));
+    const bad = ringtrain('inspect', junk);
+    expect(bad.status).toBe(1);
+    expect(bad.stderr).toMatch(/ERR_CHECKPOINT_FORMAT: .*junk\.safetensors: not a ringtrain checkpoint \(format "someone-else\/1"/);
   });
 });
