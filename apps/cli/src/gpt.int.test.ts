@@ -91,6 +91,21 @@ describe('a GPT on text (real processes)', () => {
     for (const c of sample) expect(symbols).toContain(c);
     const greedy = await ringtrain(['generate', ckpt, '--prompt', 'The ', '--tokens', '20', '--temperature', '0']);
     expect(greedy.code, greedy.stderr).toBe(0);
+    // Top-1 sampling is greedy; a prompt past the context (16) is cropped to its last 16, with a warning.
+    expect((await ringtrain(['generate', ckpt, '--prompt', 'The ', '--tokens', '20', '--top-k', '1', '--seed', '9'])).stdout).toBe(greedy.stdout);
+    const long = await ringtrain(['generate', ckpt, '--prompt', 'the '.repeat(10), '--tokens', '5']);
+    expect(long.code, long.stderr).toBe(0);
+    expect(long.stderr).toMatch(/warning: the prompt has 40 characters, the model's context 16: it sees the last 16/);
+    for (const [args, pattern] of [
+      [['--temperature', '1000'], /ERR_ARGUMENT: --temperature 1000 is past 100/],
+      [['--top-k', '1000'], /ERR_ARGUMENT: --top-k 1000 is more than the model's vocabulary of \d+/],
+      [['--tokens', '0'], /--tokens.*expected a positive integer/],
+      [['--temperature', '-1'], /--temperature.*expected a number ≥ 0/],
+    ] as const) {
+      const r = await ringtrain(['generate', ckpt, ...args]);
+      expect(r.code, args.join(' ')).toBe(1);
+      expect(r.stderr, args.join(' ')).toMatch(pattern);
+    }
     // Its exports at int8 and int4 are language models too: evaluated in bits per character, close
     // to the checkpoint's; generation reads them.
     const base = JSON.parse((await ringtrain(['evaluate', ckpt])).stdout);

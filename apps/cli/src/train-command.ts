@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { resolve } from 'node:path';
 import { Command } from 'commander';
-import { addJobOptions, type JobFlags } from './job-flags.js';
+import { addJobOptions, type JobFlags, positiveInt } from './job-flags.js';
 import { createLogger } from './logger.js';
 import { outputPath } from './output-path.js';
 
@@ -11,9 +11,11 @@ export function trainCommand(): Command {
     .option('--json', 'print the per-epoch results as one JSON line on stdout')
     .option('--checkpoint-dir <dir>', 'write a checkpoint of the final state here (resumable with launch --resume)')
     .option('--save-final <file>', 'write the final weights to this safetensors file')
-    .action(async (flags: JobFlags & { json?: boolean; checkpointDir?: string; saveFinal?: string }) => {
-      const [{ resolveJob }, { train }, { CheckpointWriter, writeFinalWeights }] = await Promise.all([import('./job-options.js'), import('@ringtrain/trainer'), import('@ringtrain/worker')]);
-      const job = resolveJob(flags);
+    .option('--max-steps <n>', 'stop after this many steps, if that comes before the last epoch ends', positiveInt)
+    .action(async (flags: JobFlags & { json?: boolean; checkpointDir?: string; saveFinal?: string; maxSteps?: number }) => {
+      const [{ resolveJob }, { train, describeLanguageModelLoss }, { CheckpointWriter, writeFinalWeights }] = await Promise.all([import('./job-options.js'), import('@ringtrain/trainer'), import('@ringtrain/worker')]);
+      const resolved = resolveJob(flags);
+      const job = flags.maxSteps ? { ...resolved, steps: Math.min(flags.maxSteps, resolved.steps ?? flags.maxSteps) } : resolved;
       const saveFinal = flags.saveFinal && outputPath('--save-final', flags.saveFinal);
       const log = createLogger();
       const { Progress } = await import('./progress.js');
@@ -46,7 +48,8 @@ export function trainCommand(): Command {
         log.warn(`stopped after ${result.trainer.globalStep} steps`);
         process.exitCode = 130;
       } else if (last) {
-        log.info(`done: test accuracy ${(100 * last.test.accuracy).toFixed(2)}% after ${job.epochs} epochs`);
+        const lm = result.trainer.model.positions > 1;
+        log.info(`done: ${lm ? describeLanguageModelLoss(last.test.loss) : `test accuracy ${(100 * last.test.accuracy).toFixed(2)}%`} after ${result.trainer.globalStep} steps`);
       }
     });
 }

@@ -1,7 +1,7 @@
 import { readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { type RawTensor, readSafetensorsHeader, writeSafetensors } from '@ringtrain/checkpoint';
-import { dequantizeRows, describeModel, fromFloat16, generateTokens, type LayerSpec, type Model, packInt4, quantizeRows, Rng, toFloat16 } from '@ringtrain/core';
+import { dequantizeRows, describeModel, fromFloat16, generateTokens, type LayerSpec, MAX_TEMPERATURE, type Model, packInt4, quantizeRows, Rng, toFloat16 } from '@ringtrain/core';
 import { applyScaling, Batcher, type Dataset, decodeImage, loadDataset, planarPixels, readIdx } from '@ringtrain/data';
 import { describeLanguageModelLoss, type EvalResult, evaluateRange } from '@ringtrain/trainer';
 import { parseDataFlag } from './job-flags.js';
@@ -253,16 +253,23 @@ function imageFeatures(file: string, features: number): Float32Array {
   return out;
 }
 
-/** `generate`: continues a prompt with a language model's checkpoint, character by character. */
-export function generate(path: string, flags: { prompt: string; tokens: number; temperature: number; seed: number }): void {
+/**
+ * `generate`: continues a prompt with a language model, streaming each character as it is chosen;
+ * one position per character through the model's key/value cache.
+ */
+export function generate(path: string, flags: { prompt: string; tokens: number; temperature: number; topK?: number; seed: number }): void {
   const { model, classNames: symbols } = loadModelFile(path);
   if (model.positions < 2 || !symbols) throw errorWithCode('ERR_MODEL_MISMATCH', `${path} holds no language model (${describeModel(model.spec)}): generate needs a GPT trained on text`);
+  if (flags.temperature > MAX_TEMPERATURE) throw errorWithCode('ERR_ARGUMENT', `--temperature ${flags.temperature} is past ${MAX_TEMPERATURE}, where every character is as likely as any other; use 0 (greedy) to about 2`);
+  if (flags.topK !== undefined && flags.topK > symbols.length) throw errorWithCode('ERR_ARGUMENT', `--top-k ${flags.topK} is more than the model's vocabulary of ${symbols.length}`);
   const index = new Map(symbols.map((s, i) => [s, i]));
-  const prompt = Array.from(flags.prompt, (c) => {
-    const id = index.get(c);
-    if (id === undefined) throw errorWithCode('ERR_ARGUMENT', `--prompt: the character ${JSON.stringify(c)} is not in the model's vocabulary of ${symbols.length} (${JSON.stringify(symbols.join(''))})`);
-    return id;
-  });
-  const ids = generateTokens(model, prompt, { tokens: flags.tokens, temperature: flags.temperature, rng: new Rng(flags.seed) });
-  process.stdout.write(`${flags.prompt}${ids.map((i) => symbols[i]).join('')}\n`);
+  const chars = Array.from(flags.prompt);
+  if (chars.length === 0) throw errorWithCode('ERR_ARGUMENT', '--prompt is empty: give at least one character');
+  const foreign = [...new Set(chars.filter((c) => !index.has(c)))];
+  if (foreign.length) throw errorWithCode('ERR_ARGUMENT', `--prompt: the character${foreign.length > 1 ? 's' : ''} ${foreign.map((c) => JSON.stringify(c)).join(', ')} ${foreign.length > 1 ? 'are' : 'is'} not in the model's vocabulary of ${symbols.length} (${JSON.stringify(symbols.join(''))})`);
+  const T = model.inputSize;
+  if (chars.length > T) process.stderr.write(`ringtrain: warning: the prompt has ${chars.length} characters, the model's context ${T}: it sees the last ${T}\n`);
+  process.stdout.write(flags.prompt);
+  generateTokens(model, chars.map((c) => index.get(c)!), { tokens: flags.tokens, temperature: flags.temperature, ...(flags.topK ? { topK: flags.topK } : {}), rng: new Rng(flags.seed), onToken: (id) => process.stdout.write(symbols[id]) });
+  process.stdout.write('\n');
 }

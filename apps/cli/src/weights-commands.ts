@@ -51,7 +51,8 @@ export function generateCommand(): Command {
     .argument('<file>', "a GPT's checkpoint, or its weights file at any precision")
     .option('--prompt <text>', 'the text to continue (characters of the model\'s vocabulary)', 'The ')
     .option('--tokens <n>', 'characters to generate', positiveInt, 300)
-    .option('--temperature <t>', '0: the most likely character each time; higher: more varied', nonNegativeNumber, 0.8)
+    .option('--temperature <t>', '0: the most likely character each time; higher: more varied (at most 100)', nonNegativeNumber, 0.8)
+    .option('--top-k <k>', 'sample among the k most likely characters only (default: all)', positiveInt)
     .option('--seed <n>', 'seeds the sampling: the same seed gives the same text', nonNegativeInt, 1)
-    .action(async (path: string, flags: { prompt: string; tokens: number; temperature: number; seed: number }) => (await import('./weights-actions.js')).generate(path, flags));
+    .action(async (path: string, flags: { prompt: string; tokens: number; temperature: number; topK?: number; seed: number }) => (await import('./weights-actions.js')).generate(path, flags));
 }

@@ -25,4 +25,4 @@ export { learningRate, parseScheduleConfig, type ScheduleConfig, scheduleConfigS
 export { shapeSize } from './shape.js';
 export { describeIssues } from './validation.js';
 export { dequantizeRows, fromFloat16, packInt4, type QuantizedRows, quantizeRows, toFloat16, unpackInt4 } from './quantize.js';
-export { type GenerateOptions, generateTokens } from './generate.js';
+export { type GenerateOptions, generateTokens, MAX_TEMPERATURE } from './generate.js';

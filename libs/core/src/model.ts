@@ -140,6 +140,25 @@ export class Model {
     return { loss, correct };
   }
 
+  /**
+   * Incremental decoding of a language model: the logits for `token` at `position`, given the
+   * tokens stepped at positions 0…position−1 before it (since the last position 0). Each call costs
+   * one position: attention keeps the earlier positions' keys and values. The row is the model's,
+   * valid until its next call.
+   */
+  step(token: number, position: number): Float32Array {
+    if (this.positions < 2) throw new CoreError('ERR_SPEC', 'step: the model is not a language model (its output is not one prediction per input token)');
+    this.token ??= this.backend.alloc(1);
+    this.token[0] = token;
+    let h = this.token;
+    for (const layer of this.layers) {
+      if (!layer.step) throw new CoreError('ERR_SPEC', `step: ${layer.name} (${layer.type}) cannot decode one position at a time`);
+      h = layer.step(h, position);
+    }
+    return h;
+  }
+  private token: Float32Array | null = null;
+
   /** Loss and correct count without gradients (evaluation mode: no dropout). */
   evaluate(x: Float32Array, targets: Targets, batch: number): BatchResult {
     const out = this.forward(x, batch, false);

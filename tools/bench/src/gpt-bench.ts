@@ -1,11 +1,16 @@
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { table } from '@ringtrain/cli';
+import { createBackend, generateTokens, gptSpec, Model, Rng } from '@ringtrain/core';
 import { embeddedCorpusPath } from '@ringtrain/data';
 import { childrenPeakRss, fmt, runPeer } from './measure.js';
 
 const cli = fileURLToPath(new URL('../../../apps/cli/dist/main.js', import.meta.url));
 const peer = fileURLToPath(new URL('../peers/torch_gpt.py', import.meta.url));
+const generationPeer = fileURLToPath(new URL('../peers/torch_generate.py', import.meta.url));
 
 interface Run {
   tokensPerSecond: number;
@@ -99,4 +104,46 @@ export async function gptBench(steps: number, text = embeddedCorpusPath()): Prom
     [['PyTorch, 1 process', String(steps), fmt(torchSeconds, 1), '1.00'], ['ringtrain, 2 workers', ...reach(ours2)], ['PyTorch DDP, 2 ranks', ...reach(torch2)]],
   );
   return `${head}${main}\n\nTime to PyTorch's final val loss on one process (${fmt(target, 3)}):\n${timeTable}`;
+}
+
+/**
+ * Generation with a key/value cache, the GPT of models/gpt.json (vocabulary 85, random weights:
+ * speed does not depend on them), 500 tokens sampled at temperature 0.8, beside
+ * peers/torch_generate.py, one thread; three runs each, alternated. Then `ringtrain generate` from
+ * the command line to its first token (start-up, reading the file, the prompt and one token).
+ */
+export function generationBench(): string {
+  const tokens = 500;
+  const model = new Model(gptSpec({ type: 'gpt', layers: 4, heads: 4, dim: 128, context: 64, vocab: 85 }), createBackend('auto').backend, { seed: 1 });
+  const [ours, theirs]: number[][] = [[], []];
+  for (let run = 0; run < 3; run++) {
+    const t0 = performance.now();
+    generateTokens(model, [1, 2, 3, 4], { tokens, temperature: 0.8, rng: new Rng(run) });
+    ours.push(tokens / ((performance.now() - t0) / 1000));
+    const peerRun = runPeer(generationPeer, ['--tokens', String(tokens)])?.[0];
+    if (peerRun) theirs.push(peerRun.tokens_per_s as number);
+  }
+  const range = (xs: number[]): string => (xs.length ? `${fmt(Math.min(...xs), 0)}–${fmt(Math.max(...xs), 0)}` : 'n/a');
+  const ratio = theirs.length ? `${fmt(Math.min(...ours) / Math.max(...theirs), 2)}–${fmt(Math.max(...ours) / Math.min(...theirs), 2)}` : 'n/a';
+  const dir = mkdtempSync(join(tmpdir(), 'ringtrain-generate-bench-'));
+  const weights = join(dir, 'gpt.safetensors');
+  let firstToken = 'n/a';
+  const trained = spawnSync(process.execPath, [cli, 'train', '--model', 'gpt', '--max-steps', '1', '--save-final', weights], { encoding: 'utf8', env: { ...process.env, RINGTRAIN_LOG_LEVEL: 'warn' } });
+  if (trained.status === 0) {
+    const times: number[] = [];
+    for (let run = 0; run < 5; run++) {
+      const t0 = performance.now();
+      const r = spawnSync(process.execPath, [cli, 'generate', weights, '--tokens', '1'], { encoding: 'utf8' });
+      if (r.status === 0) times.push((performance.now() - t0) / 1000);
+    }
+    firstToken = `${range(times.map((t) => t * 1000))} ms`;
+  } else process.stderr.write(`ringtrain train --model gpt failed: ${trained.stderr.slice(-300)}\n`);
+  rmSync(dir, { recursive: true, force: true });
+  return `Generation with a key/value cache (models/gpt.json's GPT, ${tokens} tokens at temperature 0.8, one thread, 3 runs each)\n${table(
+    ['what', 'ringtrain', 'PyTorch', 'ratio'],
+    [
+      ['tokens/s', range(ours), range(theirs), ratio],
+      ['`ringtrain generate --tokens 1`, process start to exit (5 runs)', firstToken, '', ''],
+    ],
+  )}`;
 }

@@ -10,7 +10,7 @@ import { convBench } from './conv-bench.js';
 import { dataBench } from './data-bench.js';
 import { elasticBench } from './elastic-bench.js';
 import { gemmBench } from './gemm-bench.js';
-import { gptBench } from './gpt-bench.js';
+import { generationBench, gptBench } from './gpt-bench.js';
 import { networkBench } from './network-bench.js';
 import { startupBench } from './startup-bench.js';
 import { tablesBench } from './tables-bench.js';
@@ -25,7 +25,7 @@ const positive = (v: string): number => {
 
 const program = new Command('bench')
   .description('ringtrain benchmarks beside numpy / PyTorch measured in the same run')
-  .addOption(new Option('--only <which>', 'run one benchmark').choices(['gemm', 'train', 'conv', 'data', 'allreduce', 'cluster', 'checkpoint', 'elastic', 'tls', 'tables', 'network', 'startup', 'gpt']))
+  .addOption(new Option('--only <which>', 'run one benchmark').choices(['gemm', 'train', 'conv', 'data', 'allreduce', 'cluster', 'checkpoint', 'elastic', 'tls', 'tables', 'network', 'startup', 'gpt', 'generate']))
   .option('--backend <name>', 'cluster benchmark backend', 'auto')
   .option('--samples <n>', 'cluster benchmark training samples', positive, 60000)
   .option('--segment-bytes <n>', 'all-reduce segment size', positive, 1024 * 1024)
@@ -63,6 +63,7 @@ const program = new Command('bench')
     if (!opts.only || opts.only === 'elastic') console.log(`${await elasticBench(Math.max(1, Math.round(opts.runs)), opts.baseline)}\n`);
     if (!opts.only || opts.only === 'tables') console.log(`${tablesBench(Math.max(3, Math.round(opts.runs)))}\n`);
     if (!opts.only || opts.only === 'gpt') console.log(`${await gptBench(opts.gptSteps, opts.text)}\n`);
+    if (!opts.only || opts.only === 'gpt' || opts.only === 'generate') console.log(`${generationBench()}\n`);
     if (opts.only === 'network') {
       const list = (v: string): string[] => v.split(',').map((x) => x.trim()).filter(Boolean);
       const unknown = list(opts.profiles).filter((p) => !PROFILES.some((q) => q.name === p));

@@ -1,6 +1,6 @@
 import type { Backend } from '../backend.js';
 import type { ParameterDecl } from '../parameter-store.js';
-import { BatchBuffer, type Layer } from './layer.js';
+import { BatchBuffer, type Layer, RowBuffer } from './layer.js';
 
 /** A parameter-free elementwise layer; subclasses give the forward map and its derivative loop. */
 abstract class Elementwise implements Layer {
@@ -42,6 +42,15 @@ abstract class Elementwise implements Layer {
     this.derive(this.x!, this.y!, dy, dx, batch * this.inputSize);
     return dx;
   }
+
+  /** A row of a sequence (its length: the values per position). */
+  step(x: Float32Array): Float32Array {
+    this.row ??= new RowBuffer(this.backend, x.length);
+    const y = this.row.get().subarray(0, x.length);
+    this.apply(x, y, x.length);
+    return y;
+  }
+  private row: RowBuffer | null = null;
 
   protected abstract apply(x: Float32Array, y: Float32Array, n: number): void;
   /** dx = dy · f'(x), with y = f(x) at hand. */
@@ -97,9 +106,9 @@ export class Gelu extends Elementwise {
   readonly type = 'gelu';
   private readonly tanh = new BatchBuffer(this.backend, this.inputSize);
   protected apply(x: Float32Array, y: Float32Array, n: number): void {
-    this.backend.gelu(x, y, this.tanh.get(n / this.inputSize), n);
+    this.backend.gelu(x, y, this.tanh.get(Math.ceil(n / this.inputSize)), n);
   }
   protected derive(x: Float32Array, _y: Float32Array, dy: Float32Array, dx: Float32Array, n: number): void {
-    this.backend.geluBackward(x, this.tanh.get(n / this.inputSize), dy, dx, n);
+    this.backend.geluBackward(x, this.tanh.get(Math.ceil(n / this.inputSize)), dy, dx, n);
   }
 }

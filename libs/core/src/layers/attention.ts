@@ -75,6 +75,41 @@ export class CausalSelfAttention implements Layer {
     return this.qkv.backward(dqkv, batch * this.context, needInputGrad);
   }
 
+  /**
+   * One position of generation: its q, k and v; k and v join the cache of the earlier positions
+   * (so a token costs one position, not the whole context), and the heads attend over them.
+   */
+  step(x: Float32Array, position: number): Float32Array {
+    const { context: T, dim: C, heads: H, headDim: D } = this;
+    if (!(Number.isInteger(position) && position >= 0 && position < T)) throw new CoreError('ERR_SHAPE', `${this.name} (attention): position ${position} is outside the context 0..${T - 1}`);
+    this.cache ??= { keys: new Float32Array(T * C), values: new Float32Array(T * C), scores: new Float64Array(T), out: this.backend.alloc(C) };
+    const { keys, values, scores, out } = this.cache;
+    const qkv = this.qkv.forward(x, 1, false);
+    keys.set(qkv.subarray(C, 2 * C), position * C);
+    values.set(qkv.subarray(2 * C, 3 * C), position * C);
+    const scale = 1 / Math.sqrt(D);
+    for (let h = 0; h < H; h++) {
+      const o = h * D;
+      let max = -Infinity;
+      for (let s = 0; s <= position; s++) {
+        let dot = 0;
+        for (let d = 0; d < D; d++) dot += qkv[o + d] * keys[s * C + o + d];
+        scores[s] = dot * scale;
+        if (scores[s] > max) max = scores[s];
+      }
+      let sum = 0;
+      for (let s = 0; s <= position; s++) sum += scores[s] = Math.exp(scores[s] - max);
+      for (let d = 0; d < D; d++) out[o + d] = 0;
+      for (let s = 0; s <= position; s++) {
+        const w = scores[s] / sum;
+        for (let d = 0; d < D; d++) out[o + d] += w * values[s * C + o + d];
+      }
+    }
+    return this.proj.forward(out, 1, false);
+  }
+  /** Keys and values of the positions stepped so far, [T, C] each; scratch for one row. */
+  private cache: { keys: Float32Array; values: Float32Array; scores: Float64Array; out: Float32Array } | null = null;
+
   private shape(batch: number): AttentionShape {
     return { batch, context: this.context, heads: this.heads, headDim: this.headDim };
   }

@@ -53,6 +53,11 @@ export class Dropout implements Layer {
     return y;
   }
 
+  /** Generation evaluates: the identity. */
+  step(x: Float32Array): Float32Array {
+    return x;
+  }
+
   backward(dy: Float32Array, batch: number, needInputGrad: boolean): Float32Array | null {
     if (!needInputGrad) return null;
     if (!this.mask) return dy;

@@ -2,7 +2,7 @@ import type { Backend } from '../backend.js';
 import { CoreError } from '../errors.js';
 import type { ParameterDecl, ParameterStore } from '../parameter-store.js';
 import type { Rng } from '../rng.js';
-import { BatchBuffer, type Layer } from './layer.js';
+import { BatchBuffer, type Layer, RowBuffer } from './layer.js';
 
 /** GPT-2's initial scale of embeddings and projections. */
 export const GPT_INIT_STD = 0.02;
@@ -22,6 +22,7 @@ export class Embedding implements Layer {
   private gradPosition!: Float32Array;
   private ids: Float32Array | null = null;
   private readonly out: BatchBuffer;
+  private readonly row: RowBuffer;
 
   constructor(
     readonly name: string,
@@ -33,6 +34,7 @@ export class Embedding implements Layer {
     this.inputSize = context;
     this.outputSize = context * dim;
     this.out = new BatchBuffer(backend, this.outputSize);
+    this.row = new RowBuffer(backend, dim);
   }
 
   parameters(): ParameterDecl[] {
@@ -67,6 +69,17 @@ export class Embedding implements Layer {
       for (let c = 0; c < C; c++) y[o + c] = this.table[w + c] + this.position[p + c];
     }
     this.ids = x;
+    return y;
+  }
+
+  /** x[0]: the token id at `position`. */
+  step(x: Float32Array, position: number): Float32Array {
+    const { dim: C, vocab: V } = this;
+    const id = x[0];
+    if (!(Number.isInteger(id) && id >= 0 && id < V)) throw new CoreError('ERR_SHAPE', `${this.name} (embedding): token id ${id} is outside the vocabulary 0..${V - 1}`);
+    if (!(Number.isInteger(position) && position >= 0 && position < this.context)) throw new CoreError('ERR_SHAPE', `${this.name} (embedding): position ${position} is outside the context 0..${this.context - 1}`);
+    const y = this.row.get();
+    for (let c = 0; c < C; c++) y[c] = this.table[id * C + c] + this.position[position * C + c];
     return y;
   }
 

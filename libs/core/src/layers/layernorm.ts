@@ -1,7 +1,7 @@
 import type { Backend } from '../backend.js';
 import { CoreError } from '../errors.js';
 import type { ParameterDecl, ParameterStore } from '../parameter-store.js';
-import { BatchBuffer, type Layer } from './layer.js';
+import { BatchBuffer, type Layer, RowBuffer } from './layer.js';
 
 /**
  * Layer normalization over the last axis: each of a sample's `rows` rows of `width` values becomes
@@ -37,6 +37,18 @@ export class LayerNorm implements Layer {
     this.dx = new BatchBuffer(backend, this.inputSize);
     this.normalized = new BatchBuffer(backend, this.inputSize);
     this.rstd = new BatchBuffer(backend, rows);
+    this.row = new RowBuffer(backend, 2 * width + 1);
+  }
+
+  /** Its y, x̂ and rstd side by side in one buffer. */
+  private readonly row: RowBuffer;
+
+  step(x: Float32Array): Float32Array {
+    const r = this.row.get();
+    const C = this.width;
+    const y = r.subarray(0, C);
+    this.backend.layerNorm(x, 1, C, this.eps, this.gain, this.bias, r.subarray(C, 2 * C), r.subarray(2 * C, 2 * C + 1), y);
+    return y;
   }
 
   parameters(): ParameterDecl[] {

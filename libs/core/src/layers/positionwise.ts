@@ -40,4 +40,7 @@ export class Positionwise implements Layer {
   backward(dy: Float32Array, batch: number, needInputGrad: boolean): Float32Array | null {
     return this.inner.backward(dy, batch * this.positions, needInputGrad);
   }
+  step(x: Float32Array): Float32Array {
+    return this.inner.forward(x, 1, false);
+  }
 }

@@ -2,7 +2,7 @@ import type { Backend } from '../backend.js';
 import { CoreError } from '../errors.js';
 import type { ParameterDecl, ParameterStore } from '../parameter-store.js';
 import type { Rng } from '../rng.js';
-import { BatchBuffer, type Layer } from './layer.js';
+import { BatchBuffer, type Layer, RowBuffer } from './layer.js';
 
 /**
  * y = x + f(x), f its layers in order (a pre-norm transformer block's two halves: LayerNorm then
@@ -18,7 +18,7 @@ export class Residual implements Layer {
     readonly name: string,
     readonly inputSize: number,
     readonly layers: readonly Layer[],
-    backend: Backend,
+    private readonly backend: Backend,
   ) {
     this.outputSize = inputSize;
     if (layers.length === 0 || layers[0].inputSize !== inputSize || layers.at(-1)!.outputSize !== inputSize) {
@@ -46,6 +46,19 @@ export class Residual implements Layer {
     for (let i = 0; i < n; i++) y[i] = x[i] + h[i];
     return y;
   }
+
+  step(x: Float32Array, position: number): Float32Array {
+    let h = x;
+    for (const l of this.layers) {
+      if (!l.step) throw new CoreError('ERR_SPEC', `${l.name} (${l.type}) cannot decode one position at a time`);
+      h = l.step(h, position);
+    }
+    this.row ??= new RowBuffer(this.backend, x.length);
+    const y = this.row.get().subarray(0, x.length);
+    for (let i = 0; i < x.length; i++) y[i] = x[i] + h[i];
+    return y;
+  }
+  private row: RowBuffer | null = null;
 
   backward(dy: Float32Array, batch: number, needInputGrad: boolean): Float32Array | null {
     let g: Float32Array | null = dy;
