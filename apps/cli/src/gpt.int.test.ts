@@ -130,6 +130,39 @@ describe('a GPT on text (real processes)', () => {
     expect(foreign.stderr).toMatch(/ERR_ARGUMENT: --prompt: the character "Ω" is not in the model's vocabulary of \d+/);
   }, 120_000);
 
+  it('fine-tuning: --init-from trained weights on another text learns it faster than from scratch; new characters are refused by name, or added with --extend-vocabulary', async () => {
+    const pretrained = join(dir, 'pretrained.safetensors');
+    const pre = await ringtrain(['launch', '--workers', '2', '--config', job, '--save-final', pretrained, '--json']);
+    expect(pre.code, pre.stderr).toBe(0);
+    // Another stretch of the corpus, with characters the first 40 KB never had.
+    const corpus = readFileSync(embeddedCorpusPath(), 'utf8');
+    const other = join(dir, 'other.txt');
+    writeFileSync(other, corpus.slice(3_000_000, 3_040_000));
+    const known = new Set(readFileSync(text, 'utf8'));
+    const unknown = [...new Set(readFileSync(other, 'utf8'))].filter((c) => !known.has(c));
+    expect(unknown.length).toBeGreaterThan(0);
+    const refused = await ringtrain(['launch', '--workers', '2', '--init-from', pretrained, '--data', `text:${other}`, '--max-steps', '20']);
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toMatch(new RegExp(`ERR_VOCABULARY: text .*other\\.txt has ${unknown.length} characters? outside the model's vocabulary of \\d+: .*--extend-vocabulary`));
+    for (const c of unknown) expect(refused.stderr).toContain(JSON.stringify(c));
+    const tuned = await ringtrain(['launch', '--workers', '2', '--init-from', pretrained, '--data', `text:${other}`, '--max-steps', '20', '--extend-vocabulary', '--json']);
+    expect(tuned.code, tuned.stderr.slice(-1500)).toBe(0);
+    expect(tuned.stderr).toMatch(new RegExp(`vocabulary ${known.size + unknown.length}`));
+    const scratchJob = join(dir, 'scratch.json');
+    writeFileSync(scratchJob, JSON.stringify({ ...JSON.parse(readFileSync(job, 'utf8')), dataset: { source: 'text', file: other } }));
+    const scratch = await ringtrain(['launch', '--workers', '2', '--config', scratchJob, '--max-steps', '20', '--json']);
+    expect(scratch.code, scratch.stderr).toBe(0);
+    const [fromPretrained, fromScratch] = [tuned.summary!.epochs.at(-1).testLoss, scratch.summary!.epochs.at(-1).testLoss];
+    console.log(`val loss on the other text after 20 steps: from scratch ${fromScratch.toFixed(3)}, from pretrained weights ${fromPretrained.toFixed(3)}`);
+    expect(fromPretrained).toBeLessThan(fromScratch - 0.05);
+    // A quantized file is for use, not for training.
+    const q8 = join(dir, 'pretrained-int8.safetensors');
+    expect((await ringtrain(['export', pretrained, '--quantize', 'int8', '-o', q8])).code).toBe(0);
+    const fromQ8 = await ringtrain(['launch', '--workers', '2', '--init-from', q8, '--data', `text:${other}`, '--max-steps', '2']);
+    expect(fromQ8.code).toBe(1);
+    expect(fromQ8.stderr).toMatch(/ERR_ARGUMENT: --init-from .*: its weights are int8, quantized for use/);
+  }, 90_000);
+
   it('int8 gradients with error feedback over TCP, and DiLoCo, train the GPT too, with the replicas bit-identical at every check', async () => {
     const tcp = { RINGTRAIN_SHARED_MEMORY: '0' };
     const plain = await ringtrain(['launch', '--workers', '2', '--config', job, '--verify-every', '5', '--json'], tcp);

@@ -1,17 +1,30 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { expandShortForms, mlpSpec, outputSize, parseModelSpec } from '@ringtrain/core';
+import { expandShortForms, mlpSpec, type ModelSpec, outputSize, parseModelSpec, vocabularyOf, withVocabulary } from '@ringtrain/core';
 import { type Dataset, loadDataset } from '@ringtrain/data';
 import { type JobConfig, DEFAULT_JOB, mergeConfig, parseJobConfig } from '@ringtrain/trainer';
 import { type JobFlags, MODELS_DIR, namedModels, parseDataFlag } from './job-flags.js';
 import { errorWithCode } from './cli-error.js';
 
+/** A trained model a run starts from (--init-from): its job, and its text tokenizer's characters. */
+export interface InitModel {
+  path: string;
+  config: unknown;
+  vocabulary?: string[];
+  /** Characters of the new text outside `vocabulary` become new tokens (and the model's vocabulary grows). */
+  extendVocabulary?: boolean;
+}
+
 /**
  * Default job ← config file ← flags, validated as a whole. Sizes the config leaves out (the
- * model's input width, its output units) come from the data.
+ * model's input width, its output units) come from the data. A run that starts from a trained
+ * model (`init`) takes that model's job unless --model or --config says otherwise, and reads text
+ * with that model's characters.
  */
-export function resolveJob(flags: JobFlags): JobConfig {
+export function resolveJob(flags: JobFlags, init?: InitModel): JobConfig {
   let job: unknown = DEFAULT_JOB;
+  const fromInit = init !== undefined && !flags.model && !flags.config && typeof init.config === 'object' && init.config !== null;
+  if (fromInit) job = mergeConfig(job, init.config);
   if (flags.model) job = mergeConfig(job, readJson(modelFile(flags.model)));
   const file = flags.config ? readJson(flags.config) : undefined;
   if (file !== undefined) job = mergeConfig(job, file);
@@ -31,8 +44,10 @@ export function resolveJob(flags: JobFlags): JobConfig {
   }
   if (flags.data) over.dataset = parseDataFlag(flags.data);
   job = mergeConfig(job, over);
+  const dataset = (job as { dataset: { source?: string } }).dataset;
+  if (init?.vocabulary && dataset.source === 'text') job = { ...(job as object), dataset: { ...dataset, vocabulary: init.vocabulary, ...(init.extendVocabulary ? { extendVocabulary: true } : {}) } };
   job = withCsvFlags(job as Record<string, unknown>, flags);
-  const fromFile = (file ?? {}) as { batchSize?: unknown; schedule?: unknown; model?: unknown };
+  const fromFile = (file ?? (fromInit ? init.config : {})) as { batchSize?: unknown; schedule?: unknown; model?: unknown };
   const stated = { batchSize: flags.batchSize !== undefined || fromFile.batchSize !== undefined, schedule: fromFile.schedule !== undefined };
   job = fitModelToData(job as Record<string, unknown>, fromFile.model, stated);
   if (flags.hidden) {
@@ -90,6 +105,12 @@ function fitGptToText(job: Record<string, unknown>): Record<string, unknown> {
 
 function fitModelToData(job: Record<string, unknown>, userModel: unknown, given: { batchSize: boolean; schedule: boolean }): Record<string, unknown> {
   if ((job.model as { type?: string }).type === 'gpt') return fitGptToText(job);
+  const text = job.dataset as { source?: string; extendVocabulary?: boolean };
+  // A trained language model fine-tuned on a text with new characters grows to its vocabulary.
+  if (text.source === 'text' && text.extendVocabulary && vocabularyOf(job.model as ModelSpec) !== null) {
+    job = { ...job, model: withVocabulary(job.model as ModelSpec, loadDataset(job.dataset).train.classes) };
+    userModel = job.model;
+  }
   const model = structuredClone(job.model) as { inputSize?: number; inputShape?: number[]; layers: { type: string; units?: number }[]; loss?: string };
   const user = (userModel ?? {}) as { inputSize?: unknown; inputShape?: unknown; layers?: { type?: string; units?: unknown }[]; loss?: unknown };
   const last = [...(model.layers ?? [])].reverse().find((l) => l.type === 'dense');

@@ -1,10 +1,9 @@
 import { closeSync, openSync, readFileSync, readSync } from 'node:fs';
-import { type Checkpoint, loadCheckpoint, readSafetensorsHeader } from '@ringtrain/checkpoint';
+import { type Checkpoint, loadCheckpoint, readCheckpointMeta, readSafetensorsHeader, WEIGHTS_FORMAT } from '@ringtrain/checkpoint';
 import { createBackend, Model, type ModelSpec, parameterCount, parseModelSpec } from '@ringtrain/core';
 import { errorWithCode } from './cli-error.js';
 import { loadWeightsInto } from './weights-file.js';
 
-export const WEIGHTS_FORMAT = 'ringtrain-weights/1';
 export type Precision = 'fp32' | 'fp16' | 'int8' | 'int4';
 
 /**
@@ -29,6 +28,28 @@ export interface ModelFile {
 const mismatch = (path: string, why: string): never => {
   throw errorWithCode('ERR_MODEL_MISMATCH', `${path}: ${why}`);
 };
+
+/**
+ * What a checkpoint or a safetensors weights file says of its model, from its header alone (no
+ * tensor is read): the job it was trained with, its classes or characters, its precision.
+ */
+export function readModelFileMeta(path: string): { config: unknown; classNames?: string[]; precision: Precision } {
+  const meta = (readSafetensorsHeader(path).__metadata__ ?? {}) as Record<string, string>;
+  if (meta.format !== WEIGHTS_FORMAT) {
+    const m = readCheckpointMeta(path);
+    return { config: m.config, precision: 'fp32', ...(m.classNames ? { classNames: m.classNames } : {}) };
+  }
+  const parse = (key: string): unknown => {
+    try {
+      return meta[key] === undefined ? undefined : JSON.parse(meta[key]);
+    } catch {
+      return mismatch(path, `its ${key} is not JSON`);
+    }
+  };
+  const classNames = parse('class_names') as string[] | undefined;
+  const precision = (meta.quantization === undefined || meta.quantization === 'none' ? 'fp32' : meta.quantization) as Precision;
+  return { config: parse('config') ?? null, precision, ...(classNames ? { classNames } : {}) };
+}
 
 /** Loads a checkpoint or a weights file; refuses anything else, naming what it found. */
 export function loadModelFile(path: string): ModelFile {

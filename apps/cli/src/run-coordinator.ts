@@ -9,7 +9,9 @@ import { gradientCompressionOf, type JobConfig, jobIdentityHash } from '@ringtra
 import type { Logger } from 'pino';
 import { startHealthServer } from './health-server.js';
 import type { JobFlags } from './job-flags.js';
-import { checkpointJob, resolveJob } from './job-options.js';
+import { checkpointJob, type InitModel, resolveJob } from './job-options.js';
+import { readModelFileMeta } from './model-file.js';
+import { errorWithCode } from './cli-error.js';
 import type { EarlyListener } from './early-listener.js';
 import type { LocalWorkers } from './local-workers.js';
 import { envNumber } from './option-env.js';
@@ -30,6 +32,7 @@ export interface RunFlags extends JobFlags, TlsFlags {
   resume?: string;
   resumeAny?: boolean;
   initFrom?: string;
+  extendVocabulary?: boolean;
   workers: { min: number; max: number };
   maxRestarts: number;
   rejoinTimeout: number;
@@ -162,12 +165,21 @@ export async function coordinate(flags: RunFlags, secrets: Secrets, log: Logger,
   }
 }
 
+/** What --init-from's file says of its model (its header alone); a quantized file cannot start training. */
+function initModel(path: string): InitModel {
+  const meta = readModelFileMeta(path);
+  if (meta.precision !== 'fp32') throw errorWithCode('ERR_ARGUMENT', `--init-from ${path}: its weights are ${meta.precision}, quantized for use; start training from a checkpoint or an fp32 weights file (--save-final, or export without --quantize)`);
+  return { path, config: meta.config, ...(meta.classNames ? { vocabulary: meta.classNames } : {}) };
+}
+
 /**
  * The job and, with --resume, where to continue: the checkpoint's own job config (so the data order,
  * model and optimizer are the same), with --epochs free to extend the run.
  */
 function resolveRun(flags: RunFlags, log: Logger): { job: JobConfig; resume?: MessageOf<'assign'>['resume']; lineage?: string } {
-  if (!flags.resume) return { job: resolveJob(flags) };
+  if (flags.initFrom && flags.resume) throw errorWithCode('ERR_ARGUMENT', '--init-from and --resume both say where to start: --resume continues a run (its optimizer, step and data position), --init-from starts a new one from trained weights');
+  if (flags.extendVocabulary && !flags.initFrom) throw errorWithCode('ERR_ARGUMENT', '--extend-vocabulary grows the vocabulary of a trained model: it needs --init-from');
+  if (!flags.resume) return { job: resolveJob(flags, flags.initFrom ? { ...initModel(flags.initFrom), extendVocabulary: flags.extendVocabulary } : undefined) };
   let ckpt: Checkpoint;
   if (flags.resume === 'latest' || flags.resume === 'auto') {
     if (!flags.checkpointDir) throw new Error(`--resume ${flags.resume} needs --checkpoint-dir`);

@@ -1,6 +1,6 @@
 import { readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { type RawTensor, readSafetensorsHeader, writeSafetensors } from '@ringtrain/checkpoint';
+import { type RawTensor, readSafetensorsHeader, WEIGHTS_FORMAT, writeSafetensors } from '@ringtrain/checkpoint';
 import { dequantizeRows, describeModel, fromFloat16, generateTokens, type LayerSpec, MAX_TEMPERATURE, type Model, packInt4, quantizeRows, Rng, toFloat16 } from '@ringtrain/core';
 import { applyScaling, Batcher, type Dataset, decodeImage, loadDataset, planarPixels, readIdx } from '@ringtrain/data';
 import { describeLanguageModelLoss, type EvalResult, evaluateRange } from '@ringtrain/trainer';
@@ -9,7 +9,7 @@ import { checkpointJob } from './job-options.js';
 import { errorWithCode } from './cli-error.js';
 import { outputPath } from './output-path.js';
 import { table } from './table.js';
-import { loadModelFile, type ModelFile, type Precision, WEIGHTS_FORMAT } from './model-file.js';
+import { loadModelFile, type ModelFile, type Precision } from './model-file.js';
 import { asMatrix } from './weights-file.js';
 
 // What the weights commands do, loaded when one runs (weights-commands.ts defines them).

@@ -1,6 +1,7 @@
-import { type CheckpointMeta, loadCheckpoint, type NamedTensor, saveCheckpoint, writeSafetensors } from '@ringtrain/checkpoint';
+import { type CheckpointMeta, loadCheckpoint, type NamedTensor, readSafetensors, readSafetensorsHeader, saveCheckpoint, WEIGHTS_FORMAT, writeSafetensors } from '@ringtrain/checkpoint';
 import type { Communicator } from '@ringtrain/allreduce';
 import type { MessageOf } from '@ringtrain/protocol';
+import { type ModelSpec, vocabularyOf, withVocabulary } from '@ringtrain/core';
 import { jobConfigHash, type Trainer } from '@ringtrain/trainer';
 import { WorkerError } from './errors.js';
 
@@ -80,7 +81,7 @@ export function writeFinalWeights(trainer: Trainer, path: string): void {
     path,
     params.tensors.map((t) => ({ name: t.name, shape: t.shape, data: params.value(t.name) })),
     {
-      format: 'ringtrain-weights/1',
+      format: WEIGHTS_FORMAT,
       step: String(trainer.globalStep),
       worldSize: String(trainer.worldSize),
       configHash: jobConfigHash(trainer.config),
@@ -91,6 +92,31 @@ export function writeFinalWeights(trainer: Trainer, path: string): void {
   );
 }
 
+/** True when `job` is the trained language model `trained` with more tokens (its vocabulary extended). */
+function grownVocabulary(trained: unknown, job: ModelSpec): boolean {
+  const [from, to] = [vocabularyOf(trained as ModelSpec), vocabularyOf(job)];
+  return from !== null && to !== null && from < to && JSON.stringify(withVocabulary(trained as ModelSpec, to)) === JSON.stringify(job);
+}
+
+/**
+ * The weights of a checkpoint, or of an fp32 weights file (`--save-final`, `export` without
+ * --quantize), with the model spec they are for: what --init-from starts a run from.
+ */
+function readTrainedWeights(path: string): { meta: { modelSpec: unknown }; tensors: { name: string; shape: number[]; data: Float32Array }[] } {
+  const format = (readSafetensorsHeader(path).__metadata__ as Record<string, string> | undefined)?.format;
+  if (format !== WEIGHTS_FORMAT) return loadCheckpoint(path);
+  const file = readSafetensors(path, { requireChecksum: true });
+  const m = file.metadata;
+  let modelSpec: unknown;
+  try {
+    modelSpec = m.config !== undefined ? (JSON.parse(m.config) as { model?: unknown }).model : JSON.parse(m.model_spec ?? 'null');
+  } catch {
+    throw new WorkerError('ERR_MODEL_MISMATCH', `${path}: its metadata's model is not JSON`);
+  }
+  if (m.quantization !== undefined && m.quantization !== 'none') throw new WorkerError('ERR_MODEL_MISMATCH', `${path}: its weights are ${m.quantization}; start from a checkpoint or an fp32 weights file`);
+  return { meta: { modelSpec }, tensors: file.tensors };
+}
+
 /**
  * Rank 0 reads a checkpoint into its replica (weights, and optimizer slots unless `weightsOnly`),
  * refusing one whose model differs. Every rank then receives rank 0's buffers by broadcast.
@@ -99,16 +125,20 @@ export async function restoreTensors(comm: Communicator, trainer: Trainer, path:
   const params = trainer.model.params;
   const slots = Object.entries(trainer.optimizer.state.slots).sort(([a], [b]) => a.localeCompare(b));
   if (comm.rank === 0) {
-    const ckpt = loadCheckpoint(path);
+    const ckpt = weightsOnly ? readTrainedWeights(path) : loadCheckpoint(path);
     const byName = new Map(ckpt.tensors.map((t) => [t.name, t]));
-    if (JSON.stringify(ckpt.meta.modelSpec) !== JSON.stringify(trainer.config.model)) {
+    const grown = weightsOnly && grownVocabulary(ckpt.meta.modelSpec, trainer.config.model);
+    if (!grown && JSON.stringify(ckpt.meta.modelSpec) !== JSON.stringify(trainer.config.model)) {
       throw new WorkerError('ERR_MODEL_MISMATCH', `${path} holds a different model (${JSON.stringify(ckpt.meta.modelSpec)}) than the job's (${JSON.stringify(trainer.config.model)})`);
     }
     const wanted = namedViews(trainer).filter((t) => !weightsOnly || !t.name.startsWith(SLOT_PREFIX));
     for (const t of wanted) {
       const src = byName.get(t.name);
       if (!src) throw new WorkerError('ERR_MODEL_MISMATCH', `${path} has no tensor ${t.name}${t.name.startsWith(SLOT_PREFIX) ? ' (the optimizer differs; use --init-from to load weights only)' : ''}`);
-      if (src.shape.join('x') !== t.shape.join('x')) throw new WorkerError('ERR_MODEL_MISMATCH', `${path}: ${t.name} has shape [${src.shape}], the model needs [${t.shape}]`);
+      // A grown vocabulary: the trained rows of the embedding and the head come first; the new
+      // tokens' rows keep their fresh initialisation.
+      const rowsGrew = grown && src.shape.length === t.shape.length && src.shape[0] < t.shape[0] && src.shape.slice(1).join('x') === t.shape.slice(1).join('x');
+      if (!rowsGrew && src.shape.join('x') !== t.shape.join('x')) throw new WorkerError('ERR_MODEL_MISMATCH', `${path}: ${t.name} has shape [${src.shape}], the model needs [${t.shape}]`);
       t.data.set(src.data);
     }
   }

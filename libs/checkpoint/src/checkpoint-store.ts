@@ -4,6 +4,8 @@ import { CheckpointError } from './errors.js';
 import { type NamedTensor, readSafetensors, readSafetensorsHeader, writeSafetensors, writeSafetensorsAsync } from './safetensors.js';
 
 export const CHECKPOINT_FORMAT = 'ringtrain-checkpoint/2';
+/** The trained weights alone (`--save-final`, `export`), at any precision. */
+export const WEIGHTS_FORMAT = 'ringtrain-weights/1';
 /** Version 1 had no header checksum; its files are still read, with the data checksum alone. */
 const FORMATS = [CHECKPOINT_FORMAT, 'ringtrain-checkpoint/1'];
 

@@ -10,6 +10,7 @@ export {
   readCheckpointMeta,
   type RetentionPolicy,
   saveCheckpoint,
+  WEIGHTS_FORMAT,
 } from './checkpoint-store.js';
 export { CheckpointError, type CheckpointErrorCode } from './errors.js';
 export {

@@ -8,7 +8,7 @@ export { type Initializer, INITIALIZERS, initialize, initializerVariance } from 
 export type { Layer } from './layers/layer.js';
 export { createLoss, type Loss, MeanSquaredError, SoftmaxCrossEntropy, type Targets } from './losses.js';
 export { type BatchResult, Model, type ModelOptions } from './model.js';
-export { activationFloatsPerSample, describeModel, expandShortForms, type GptShortForm, gptShortFormSchema, gptSpec, layerOutputShape, layerWidths, type LayerSpec, LOSSES, type LossName, mlpSpec, MODEL_LIMITS, type ModelSpec, modelSpecSchema, outputSize, parameterCount, parseModelSpec, positionsOf, type ShapedLayer, shapeLayers } from './model-spec.js';
+export { activationFloatsPerSample, describeModel, expandShortForms, type GptShortForm, gptShortFormSchema, gptSpec, layerOutputShape, layerWidths, type LayerSpec, LOSSES, type LossName, mlpSpec, MODEL_LIMITS, type ModelSpec, modelSpecSchema, outputSize, parameterCount, parseModelSpec, positionsOf, type ShapedLayer, shapeLayers, vocabularyOf, withVocabulary } from './model-spec.js';
 export { addBiasRows, allFinite, argmaxRow, firstNonFinite, scale, sumRows, sumSquares } from './ops.js';
 export {
   clipGradNorm,

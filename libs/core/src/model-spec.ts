@@ -228,6 +228,23 @@ export function activationFloatsPerSample(spec: ModelSpec): number {
 }
 
 /** Width of the model's output (the units of its last dense layer, or its last layer's size). */
+/**
+ * A language model's vocabulary: its first layer's embedding rows, which its last dense layer
+ * predicts over; null for other models.
+ */
+export function vocabularyOf(spec: { layers: readonly LayerSpec[] }): number | null {
+  const first = spec.layers[0];
+  const last = spec.layers.at(-1);
+  return first?.type === 'embedding' && last?.type === 'dense' && last.units === first.vocab ? first.vocab : null;
+}
+
+/** The same language model over a vocabulary of `vocab` tokens (fine-tuning on a text with new characters). */
+export function withVocabulary<S extends { layers: readonly LayerSpec[] }>(spec: S, vocab: number): S {
+  if (vocabularyOf(spec) === null) throw new CoreError('ERR_SPEC', 'withVocabulary: the model is not a language model (an embedding first, a dense layer over its vocabulary last)');
+  const layers = spec.layers.map((l, i) => (i === 0 && l.type === 'embedding' ? { ...l, vocab } : i === spec.layers.length - 1 && l.type === 'dense' ? { ...l, units: vocab } : l));
+  return { ...spec, layers };
+}
+
 /** Predictions per sample: T for a sequence model (an output row per token, each with its loss), else 1. */
 export function positionsOf(spec: ModelSpec): number {
   const out = shapeLayers(spec).at(-1)!.output;

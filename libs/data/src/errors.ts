@@ -3,7 +3,8 @@ export type DataErrorCode =
   | 'ERR_DATA_TRUNCATED' // a file shorter than its header says
   | 'ERR_DATA_NOT_FOUND' // a missing file or folder
   | 'ERR_DATA_TOO_LARGE' // past a size limit (a gzip bomb)
-  | 'ERR_DATA_CONFIG'; // an invalid dataset setting
+  | 'ERR_DATA_CONFIG' // an invalid dataset setting
+  | 'ERR_VOCABULARY'; // a text with characters outside a trained model's vocabulary
 
 export class DataError extends Error {
   constructor(

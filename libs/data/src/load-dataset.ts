@@ -41,6 +41,10 @@ export const datasetConfigSchema = z.discriminatedUnion('source', [
     context: z.number().int().positive().max(TEXT_LIMITS.maxContext),
     valFraction: z.number().gt(0).lt(1).optional(),
     evalWindows: z.number().int().positive().max(1 << 20).optional(),
+    /** The tokenizer's characters in token order, when it is not the text's own (fine-tuning a trained model on another text). */
+    vocabulary: z.array(z.string().min(1).max(2)).min(2).max(TEXT_LIMITS.maxVocab).optional(),
+    /** With a vocabulary: characters of the text outside it become new tokens after it (sorted by code point), instead of an error. */
+    extendVocabulary: z.boolean().optional(),
   }),
   z.strictObject({
     source: z.literal('synthetic'),

@@ -12,6 +12,13 @@ export interface TextOptions {
   valFraction?: number;
   /** Windows of the validation split that an evaluation scores: a fixed, evenly spaced sample. */
   evalWindows?: number;
+  /**
+   * The characters of a tokenizer made before (a trained model's, to fine-tune it), in token order;
+   * default: the text's own. A text with a character outside them is refused, naming it.
+   */
+  vocabulary?: readonly string[];
+  /** Characters outside `vocabulary` become new tokens after it (by code point) instead of an error. */
+  extendVocabulary?: boolean;
 }
 
 /**
@@ -29,7 +36,7 @@ export function loadText(path: string, options: TextOptions): DatasetSplit {
   if (size > TEXT_LIMITS.maxBytes) throw new DataError('ERR_DATA_TOO_LARGE', `text ${path} has ${size} bytes, more than ${TEXT_LIMITS.maxBytes}`);
   const bytes = readFileSync(path);
   const text = decodeUtf8(bytes, path);
-  const { tokens, symbols } = tokenizeCharacters(text, path);
+  const { tokens, symbols } = options.vocabulary ? tokenizeWith(text, options.vocabulary, path, options.extendVocabulary ?? false) : tokenizeCharacters(text, path);
   const valFraction = options.valFraction ?? 0.1;
   const cut = Math.floor(tokens.length * (1 - valFraction));
   const train = tokens.subarray(0, cut);
@@ -70,6 +77,42 @@ function tokenizeCharacters(text: string, path: string): { tokens: Uint16Array; 
   const tokens = new Uint16Array(n);
   for (let i = 0; i < n; i++) tokens[i] = index.get(codePoints[i])!;
   return { tokens, symbols: sorted.map((cp) => String.fromCodePoint(cp)) };
+}
+
+/**
+ * The text's code points as ids of a given vocabulary. A character outside it is an error naming
+ * each (up to 10) and its first offset; or, to `extend`, a new token after the vocabulary's.
+ */
+function tokenizeWith(text: string, vocabulary: readonly string[], path: string, extend: boolean): { tokens: Uint16Array; symbols: string[] } {
+  const index = new Map<number, number>();
+  vocabulary.forEach((s, id) => {
+    const cp = s.codePointAt(0)!;
+    if (String.fromCodePoint(cp) !== s || index.has(cp)) throw new DataError('ERR_DATA_CONFIG', `text ${path}: the vocabulary's entry ${id} (${JSON.stringify(s)}) is not one character, or comes twice`);
+    index.set(cp, id);
+  });
+  const tokens = new Uint16Array(text.length);
+  const missing = new Map<string, number>();
+  let n = 0;
+  for (let i = 0; i < text.length; i++) {
+    const cp = text.codePointAt(i)!;
+    const at = i;
+    if (cp > 0xffff) i++;
+    const id = index.get(cp);
+    if (id === undefined) {
+      const c = String.fromCodePoint(cp);
+      if (!missing.has(c)) missing.set(c, at);
+    } else tokens[n++] = id;
+  }
+  if (missing.size && extend) {
+    const added = [...missing.keys()].sort((a, b) => a.codePointAt(0)! - b.codePointAt(0)!);
+    if (vocabulary.length + added.length > TEXT_LIMITS.maxVocab) throw new DataError('ERR_DATA_TOO_LARGE', `text ${path}: a vocabulary of ${vocabulary.length + added.length} characters, more than ${TEXT_LIMITS.maxVocab}`);
+    return tokenizeWith(text, [...vocabulary, ...added], path, false);
+  }
+  if (missing.size) {
+    const named = [...missing].slice(0, 10).map(([c, at]) => `${JSON.stringify(c)} (first at character ${at})`).join(', ');
+    throw new DataError('ERR_VOCABULARY', `text ${path} has ${missing.size} character${missing.size > 1 ? 's' : ''} outside the model's vocabulary of ${vocabulary.length}: ${named}${missing.size > 10 ? ', …' : ''}; a character model reads only the characters it was trained on (--extend-vocabulary adds them as new tokens)`);
+  }
+  return { tokens: tokens.subarray(0, n), symbols: [...vocabulary] };
 }
 
 function windows(name: string, tokens: Uint16Array, starts: number[], T: number, symbols: string[]): Dataset {
