@@ -17,7 +17,8 @@ const small = positiveInt.max(64);
 
 /** Every layer but a residual block (whose layers are these: blocks do not nest). */
 const innerLayerSchemas = [
-  z.strictObject({ type: z.literal('dense'), units: width, init: z.enum(INITIALIZERS).optional() }),
+  /** `tied`: a language model's head whose weight is its embedding's token table (no weight of its own). */
+  z.strictObject({ type: z.literal('dense'), units: width, init: z.enum(INITIALIZERS).optional(), tied: z.boolean().optional() }),
   /** Token ids [T] → rows [T, dim]: a token table and a learned position table. */
   z.strictObject({ type: z.literal('embedding'), vocab: width, dim: width }),
   /** Normalizes each row over its last axis; `bias` (default true) adds a learned shift. */
@@ -85,6 +86,14 @@ export function parseModelSpec(input: unknown): ModelSpec {
   if (!spec.layers.some((l) => LEARNED.has(l.type))) throw new CoreError('ERR_SPEC', 'invalid model spec: it has no dense or conv2d layer, so nothing to learn');
   const count = parameterCount(spec);
   if (count > MODEL_LIMITS.maxParameters) throw new CoreError('ERR_SPEC', `invalid model spec: ${count} parameters, more than the ${MODEL_LIMITS.maxParameters} this engine takes`);
+  const tied = spec.layers.findIndex((l) => l.type === 'dense' && l.tied);
+  if (tied >= 0) {
+    const [first, head] = [spec.layers[0], spec.layers[tied]];
+    const width = shapeLayers(spec)[tied].input.at(-1);
+    if (tied !== spec.layers.length - 1 || first.type !== 'embedding' || head.type !== 'dense' || head.units !== first.vocab || width !== first.dim) {
+      throw new CoreError('ERR_SPEC', 'invalid model spec: a tied dense layer is the last layer of a language model, over the vocabulary of the embedding that comes first (units = vocab) and from its width (dim)');
+    }
+  }
   if (spec.loss === 'softmax_cross_entropy' && outputSize(spec) < 2) {
     throw new CoreError('ERR_SPEC', `invalid model spec: softmax_cross_entropy needs at least 2 outputs, the model has ${outputSize(spec)}`);
   }
@@ -145,6 +154,7 @@ function shapeOf(l: LayerSpec, shape: number[], what: string): { output: number[
         parameters = size(shape) * l.units + l.units;
         output = [l.units];
       }
+      if (l.tied) parameters = l.units; // its weight is the embedding's token table, counted there
       break;
     case 'embedding': {
       if (shape.length !== 1) throw new CoreError('ERR_SPEC', `invalid model spec: ${what} takes [T] token ids, it gets [${shape.join(', ')}]`);
@@ -273,7 +283,8 @@ export function describeModel(spec: ModelSpec): string {
   if (embedding) {
     const blocks = spec.layers.filter((l) => l.type === 'residual' && l.layers.some((x) => x.type === 'attention'));
     const attention = blocks.flatMap((b) => (b.type === 'residual' ? b.layers : [])).find((l) => l.type === 'attention');
-    return `GPT ${blocks.length} layers × ${attention?.type === 'attention' ? attention.heads : 0} heads × ${embedding.dim} dims, context ${spec.inputSize}, vocabulary ${embedding.vocab}`;
+    const tied = spec.layers.some((l) => l.type === 'dense' && l.tied);
+    return `GPT ${blocks.length} layers × ${attention?.type === 'attention' ? attention.heads : 0} heads × ${embedding.dim} dims, context ${spec.inputSize}, vocabulary ${embedding.vocab}${tied ? ', tied embeddings' : ''}`;
   }
   const activations = [...new Set(spec.layers.filter((l) => !LEARNED.has(l.type) && ['relu', 'leaky_relu', 'tanh', 'sigmoid', 'gelu'].includes(l.type)).map((l) => l.type))];
   const acts = activations.length ? ` (${activations.join(', ')})` : '';
@@ -309,6 +320,8 @@ export const gptShortFormSchema = z.strictObject({
   dim: width,
   /** LayerNorm biases (nanoGPT's `bias`); default true. */
   bias: z.boolean().optional(),
+  /** The head's weight is the token embedding's table (GPT-2's weight tying); default false. */
+  tied: z.boolean().optional(),
   dropout: z.number().min(0).lt(1).optional(),
 });
 export type GptShortForm = z.infer<typeof gptShortFormSchema>;
@@ -326,7 +339,7 @@ export function gptSpec(short: GptShortForm & { vocab: number }): { inputShape: 
     layers.push({ type: 'residual', layers: [norm, { type: 'attention', heads: short.heads }, ...drop] });
     layers.push({ type: 'residual', layers: [norm, { type: 'dense', units: 4 * short.dim, init: 'gpt_normal' }, { type: 'gelu' }, { type: 'dense', units: short.dim, init: 'gpt_normal' }, ...drop] });
   }
-  layers.push(norm, { type: 'dense', units: short.vocab, init: 'gpt_normal' });
+  layers.push(norm, { type: 'dense', units: short.vocab, init: 'gpt_normal', ...(short.tied ? { tied: true } : {}) });
   return { inputShape: [short.context], layers, loss: 'softmax_cross_entropy' };
 }
 

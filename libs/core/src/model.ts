@@ -181,11 +181,12 @@ export class Model {
     const [rows, last] = input.length === 2 ? input : [1, width];
     switch (spec.type) {
       case 'dense': {
-        const dense = new Dense(name, last, spec.units, spec.init ?? defaultInit(next), b);
+        // A tied head's weight is the token table of the embedding that comes first (layers.0).
+        const dense = new Dense(name, last, spec.units, spec.init ?? defaultInit(next), b, spec.tied ? 'layers.0.weight' : undefined);
         return rows > 1 ? new Positionwise(dense, rows) : dense;
       }
       case 'embedding':
-        return new Embedding(name, input[0], spec.vocab, spec.dim, b);
+        return new Embedding(name, input[0], spec.vocab, spec.dim, b, this.spec.layers.some((l) => l.type === 'dense' && l.tied));
       case 'layernorm':
         return new LayerNorm(name, rows, last, spec.eps ?? 1e-5, spec.bias ?? true, b);
       case 'attention':

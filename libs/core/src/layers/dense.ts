@@ -7,7 +7,9 @@ import { BatchBuffer, type Layer } from './layer.js';
 
 /**
  * y = x·Wᵀ + b with W stored [out, in] (as PyTorch's nn.Linear, so exported weights match).
- * The three GEMM forms: forward x·Wᵀ, weight gradient dyᵀ·x, input gradient dy·W.
+ * The three GEMM forms: forward x·Wᵀ, weight gradient dyᵀ·x, input gradient dy·W. A tied layer's W
+ * is another layer's tensor (`tiedTo`: a language model's head and its token embedding): it declares
+ * only its bias, and its weight gradient is written first, for that layer to add its own to.
  */
 export class Dense implements Layer {
   readonly type = 'dense';
@@ -25,27 +27,28 @@ export class Dense implements Layer {
     readonly outputSize: number,
     readonly init: Initializer,
     private readonly backend: Backend,
+    readonly tiedTo?: string,
   ) {
     this.out = new BatchBuffer(backend, outputSize);
     this.dx = new BatchBuffer(backend, inputSize);
   }
 
   parameters(): ParameterDecl[] {
-    return [
-      { name: `${this.name}.weight`, shape: [this.outputSize, this.inputSize], role: 'weight' },
-      { name: `${this.name}.bias`, shape: [this.outputSize], role: 'bias' },
-    ];
+    const bias: ParameterDecl = { name: `${this.name}.bias`, shape: [this.outputSize], role: 'bias' };
+    return this.tiedTo ? [bias] : [{ name: `${this.name}.weight`, shape: [this.outputSize, this.inputSize], role: 'weight' }, bias];
   }
 
   bind(store: ParameterStore): void {
-    this.weight = store.value(`${this.name}.weight`);
+    const weight = this.tiedTo ?? `${this.name}.weight`;
+    if (this.tiedTo && store.info(weight).shape.join('x') !== `${this.outputSize}x${this.inputSize}`) throw new CoreError('ERR_SPEC', `${this.name}: tied to ${weight} of shape [${store.info(weight).shape}], needs [${this.outputSize}, ${this.inputSize}]`);
+    this.weight = store.value(weight);
     this.bias = store.value(`${this.name}.bias`);
-    this.gradWeight = store.grad(`${this.name}.weight`);
+    this.gradWeight = store.grad(weight);
     this.gradBias = store.grad(`${this.name}.bias`);
   }
 
   initialize(rng: Rng): void {
-    initialize(this.weight, this.init, this.inputSize, this.outputSize, rng);
+    if (!this.tiedTo) initialize(this.weight, this.init, this.inputSize, this.outputSize, rng);
     this.bias.fill(0);
   }
 

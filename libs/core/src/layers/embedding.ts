@@ -30,6 +30,8 @@ export class Embedding implements Layer {
     readonly vocab: number,
     readonly dim: number,
     backend: Backend,
+    /** The model's head shares the token table: its gradient is there already, this layer adds to it. */
+    readonly tiedHead = false,
   ) {
     this.inputSize = context;
     this.outputSize = context * dim;
@@ -86,7 +88,7 @@ export class Embedding implements Layer {
   backward(dy: Float32Array, batch: number, _needInputGrad: boolean): Float32Array | null {
     if (!this.ids) throw new CoreError('ERR_STATE', `${this.name}: backward called before forward`);
     const { context: T, dim: C } = this;
-    this.gradTable.fill(0);
+    if (!this.tiedHead) this.gradTable.fill(0);
     this.gradPosition.fill(0);
     for (let r = 0; r < batch * T; r++) {
       const w = this.ids[r] * C;

@@ -8,7 +8,7 @@ import { loadNativeAddon, NativeBackend } from '../backends/native-backend.js';
 import { ReferenceBackend } from '../backends/reference-backend.js';
 import { WasmBackend } from '../backends/wasm-backend.js';
 import { Model } from '../model.js';
-import { parseModelSpec } from '../model-spec.js';
+import { describeModel, parameterCount, parseModelSpec } from '../model-spec.js';
 import { ParameterStore } from '../parameter-store.js';
 import { Rng } from '../rng.js';
 import { linearProbe, numericGrad, random } from '../testing/finite-differences.js';
@@ -220,8 +220,8 @@ describe('a GPT from its short form', () => {
     expect(model.params.tensors.map((t) => t.name)).toContain('layers.1.layers.1.qkv.weight');
   });
 
-  it('one step: the loss is the mean over every position, and the gradients of the whole model match finite differences', () => {
-    const model = new Model(short, reference, { seed: 2 });
+  it.each([false, true])('one step (tied embeddings: %s): the loss is the mean over every position, and the gradients of the whole model match finite differences', (tied) => {
+    const model = new Model({ ...short, tied }, reference, { seed: 2 });
     const rng = new Rng(5);
     const batch = 2;
     const x = Float32Array.from({ length: batch * 6 }, () => rng.int(11));
@@ -232,8 +232,12 @@ describe('a GPT from its short form', () => {
     const grads = Float32Array.from(model.params.grads);
     // Float32 central differences on a sample of parameters, each from a different tensor.
     const h = 1e-2;
-    for (const t of model.params.tensors) {
-      const i = t.offset + rng.int(t.length);
+    // Every tensor; a tied token table (both the embedding's and the head's gradient) at 8 places.
+    const table = model.params.info('layers.0.weight');
+    const places = [...model.params.tensors.map((t) => t.offset + rng.int(t.length)), ...(tied ? Array.from({ length: 8 }, () => table.offset + rng.int(table.length)) : [])];
+    expect(model.params.tensors.some((t) => t.name.startsWith(`layers.${model.layers.length - 1}.weight`))).toBe(!tied);
+    for (const i of places) {
+      const t = model.params.tensorAt(i)!;
       const keep = model.params.values[i];
       model.params.values[i] = keep + h;
       const up = model.evaluate(x, y, batch).loss;
@@ -266,5 +270,16 @@ describe('a GPT from its short form', () => {
     expect(() => parseModelSpec({ ...short, vocab: undefined })).toThrow(/needs its vocab/);
     expect(() => parseModelSpec({ ...short, context: 5000 })).toThrow(/context/);
     expect(() => parseModelSpec({ ...short, lyers: 2 })).toThrow(/lyers/);
+  });
+
+  it('tied embeddings: the head has no weight of its own (vocab·dim fewer parameters), and a tied layer anywhere but a language model\'s head is refused', () => {
+    const [untied, tied] = [parseModelSpec(short), parseModelSpec({ ...short, tied: true })];
+    expect(parameterCount(untied) - parameterCount(tied)).toBe(11 * 8);
+    expect(describeModel(tied)).toMatch(/tied embeddings$/);
+    expect(new Model(tied, reference, { seed: 1 }).params.length).toBe(parameterCount(tied));
+    const mlp = { inputSize: 4, layers: [{ type: 'dense', units: 4, tied: true }, { type: 'dense', units: 3 }], loss: 'softmax_cross_entropy' };
+    expect(() => parseModelSpec(mlp)).toThrow(/a tied dense layer is the last layer of a language model/);
+    const general = tied.layers.map((l, i) => (i === tied.layers.length - 1 ? { ...l, units: 12 } : l));
+    expect(() => parseModelSpec({ ...tied, layers: general })).toThrow(/a tied dense layer is the last layer/);
   });
 });
