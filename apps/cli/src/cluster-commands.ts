@@ -7,6 +7,7 @@ import type { WorkerPhase } from '@ringtrain/worker';
 import { hasRingNodeFlags, hasRingProcessEnv, RING_NODE_FLAGS, ringProcessEnv } from '@ringtrain/allreduce/process-env';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import type { Logger } from 'pino';
+import { portError } from './cli-error.js';
 import { addJobOptions, type JobFlags, nonNegativeInt, positiveInt, positiveNumber } from './job-flags.js';
 import { createLogger } from './logger.js';
 import { envNumber } from './option-env.js';
@@ -62,7 +63,9 @@ export function launchCommand(): Command {
       const token = secrets.token ?? randomBytes(16).toString('hex');
       // The port is bound and the workers started before the coordinator's modules load: they boot
       // while it does (it takes a worker a quarter second or more to dial; early dials wait, paused).
-      const listener = await EarlyListener.bind('127.0.0.1', flags.port);
+      const listener = await EarlyListener.bind('127.0.0.1', flags.port).catch((err: unknown) => {
+        throw portError(err, '127.0.0.1', flags.port, '--port');
+      });
       const address = `${flags.tlsCert ? 'wss' : 'ws'}://127.0.0.1:${listener.port}`;
       // They talk only to this coordinator and to each other, trusting exactly --tls-ca when there is
       // TLS (which replaces every other CA), so extra CA certificates are of no use to them; Node

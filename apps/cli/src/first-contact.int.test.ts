@@ -1,4 +1,5 @@
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -77,6 +78,40 @@ describe('first contact: the mistakes a newcomer makes get one clear line, and n
     expect(worker.code).toBe(1);
     expect(worker.stderr).toMatch(/expected ws:\/\/HOST:PORT or wss:\/\/HOST:PORT, got "127\.0\.0\.1:29931" \(try ws:\/\/127\.0\.0\.1:29931\)/);
   }, 60_000);
+
+  it('a port in use, flags a resume would ignore, a label column given to predict and another set\'s data are each refused naming the cause and the fix', async () => {
+    const busy = createServer().listen(0, '127.0.0.1');
+    await new Promise((r) => busy.once('listening', r));
+    const port = String((busy.address() as { port: number }).port);
+    try {
+      for (const command of [['launch', '--workers', '1'], ['coordinator', '--workers', '1', '--insecure']]) {
+        const r = await ringtrain(...command, '--port', port, '--max-steps', '1');
+        expect(r.code, command[0]).toBe(1);
+        // launch listens on 127.0.0.1, a coordinator on every address by default.
+        expect(failureLine(r.stderr), command[0]).toBe(`ringtrain: ERR_PORT_IN_USE: port ${port} on ${command[0] === 'launch' ? '127.0.0.1' : '0.0.0.0'} is in use (another run, or another program, listens there): give another --port, or leave it out to take a free port`);
+      }
+    } finally {
+      busy.close();
+    }
+    const ckpts = join(dir, 'resume-ckpts');
+    const run = await ringtrain('launch', '--workers', '1', '--max-steps', '2', '--save-every', '2', '--checkpoint-dir', ckpts);
+    expect(run.code, run.stderr).toBe(0);
+    const ckpt = join(ckpts, readdirSync(ckpts).find((f) => f.endsWith('.safetensors'))!);
+    const resumed = await ringtrain('launch', '--workers', '1', '--resume', ckpt, '--lr', '0.5', '--batch-size', '16', '--hidden', '32');
+    expect(resumed.code).toBe(1);
+    expect(failureLine(resumed.stderr)).toMatch(/^ringtrain: ERR_ARGUMENT: --resume .* continues that run's own job, which --lr, --batch-size, --hidden would change; leave them out \(--epochs may extend it\), or start a new run from its weights with --init-from$/);
+    const latest = await ringtrain('launch', '--workers', '1', '--resume', 'latest');
+    expect(failureLine(latest.stderr)).toMatch(/^ringtrain: ERR_ARGUMENT: --resume latest looks for the newest checkpoint in --checkpoint-dir/);
+    // predict on rows that still hold their label; evaluate on data of another width.
+    const rows = join(dir, 'with-label.csv');
+    writeFileSync(rows, `${Array.from({ length: 784 }, () => '0').join(',')},7\n`);
+    const predicted = await ringtrain('predict', ckpt, '--input', rows);
+    expect(failureLine(predicted.stderr)).toMatch(/^ringtrain: ERR_SHAPE: .*with-label\.csv:1: 785 columns, and the model takes 784 features: drop the label column/);
+    const iris = join(dir, 'iris-like.csv');
+    writeFileSync(iris, Array.from({ length: 30 }, (_, i) => `${i % 7},${i % 5},${i % 3},${i % 2},${['a', 'b', 'c'][i % 3]}`).join('\n'));
+    const evaluated = await ringtrain('evaluate', ckpt, '--data', `csv:${iris}`);
+    expect(failureLine(evaluated.stderr)).toMatch(/^ringtrain: ERR_SHAPE: .* has 4 values per sample, and the model MLP 784-128-10 \(relu\) takes 784: give the data it was trained on$/);
+  }, 90_000);
 
   it('export writes the format its file name says, and refuses a --format the name contradicts', async () => {
     const ckpts = join(dir, 'ckpts');

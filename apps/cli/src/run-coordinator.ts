@@ -3,15 +3,15 @@ import { resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { type Checkpoint, findLatestCheckpoint, listCheckpoints, loadCheckpoint } from '@ringtrain/checkpoint';
 import { Coordinator, CoordinatorError, type RunStats } from '@ringtrain/coordinator';
-import { describeModel } from '@ringtrain/core';
+import { describeModel, positionsOf } from '@ringtrain/core';
 import { type MessageOf, RUN_ID_PATTERN } from '@ringtrain/protocol';
-import { gradientCompressionOf, type JobConfig, jobIdentityHash } from '@ringtrain/trainer';
+import { describeLanguageModelLoss, gradientCompressionOf, type JobConfig, jobIdentityHash } from '@ringtrain/trainer';
 import type { Logger } from 'pino';
 import { startHealthServer } from './health-server.js';
 import type { JobFlags } from './job-flags.js';
 import { checkpointJob, type InitModel, resolveJob } from './job-options.js';
 import { readModelFileMeta } from './model-file.js';
-import { errorWithCode } from './cli-error.js';
+import { errorWithCode, portError } from './cli-error.js';
 import type { EarlyListener } from './early-listener.js';
 import type { LocalWorkers } from './local-workers.js';
 import { envNumber } from './option-env.js';
@@ -128,7 +128,7 @@ export async function coordinate(flags: RunFlags, secrets: Secrets, log: Logger,
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
     await coordinator.close();
-    throw err;
+    throw portError(err, flags.host ?? '127.0.0.1', flags.port ?? 0, '--port');
   }
   log.info({ dashboard: coordinator.dashboardUrl }, `dashboard: ${coordinator.dashboardUrl} · watch: ringtrain status ${address}`);
   if (tokenGenerated) {
@@ -146,7 +146,7 @@ export async function coordinate(flags: RunFlags, secrets: Secrets, log: Logger,
   try {
     const stats = await coordinator.run();
     progress.stop();
-    report(stats, job.epochs, log);
+    report(stats, job.epochs, positionsOf(job.model), log);
     if (flags.json) process.stdout.write(`${JSON.stringify(stats)}\n`);
   } catch (err) {
     progress.stop();
@@ -165,6 +165,23 @@ export async function coordinate(flags: RunFlags, secrets: Secrets, log: Logger,
   }
 }
 
+/** The job flags a resumed run cannot honour (--epochs and --backend it can). */
+const RESUME_FIXED: [keyof RunFlags, string][] = [
+  ['config', '--config'],
+  ['model', '--model'],
+  ['data', '--data'],
+  ['lr', '--lr'],
+  ['batchSize', '--batch-size'],
+  ['optimizer', '--optimizer'],
+  ['hidden', '--hidden'],
+  ['seed', '--seed'],
+  ['gradientCompression', '--gradient-compression'],
+  ['evalEvery', '--eval-every'],
+  ['label', '--label'],
+  ['header', '--header'],
+  ['testFraction', '--test-fraction'],
+];
+
 /** What --init-from's file says of its model (its header alone); a quantized file cannot start training. */
 function initModel(path: string): InitModel {
   const meta = readModelFileMeta(path);
@@ -182,7 +199,7 @@ function resolveRun(flags: RunFlags, log: Logger): { job: JobConfig; resume?: Me
   if (!flags.resume) return { job: resolveJob(flags, flags.initFrom ? { ...initModel(flags.initFrom), extendVocabulary: flags.extendVocabulary } : undefined) };
   let ckpt: Checkpoint;
   if (flags.resume === 'latest' || flags.resume === 'auto') {
-    if (!flags.checkpointDir) throw new Error(`--resume ${flags.resume} needs --checkpoint-dir`);
+    if (!flags.checkpointDir) throw errorWithCode('ERR_ARGUMENT', `--resume ${flags.resume} looks for the newest checkpoint in --checkpoint-dir: give it, or --resume FILE`);
     // auto: a container that starts again continues its job; the first start has nothing to continue.
     if (flags.resume === 'auto' && !listCheckpoints(flags.checkpointDir, true).length) {
       log.info(`--resume auto: no checkpoint in ${flags.checkpointDir} yet, starting the job`);
@@ -200,6 +217,12 @@ function resolveRun(flags: RunFlags, log: Logger): { job: JobConfig; resume?: Me
     ckpt = found.checkpoint;
   } else {
     ckpt = loadCheckpoint(flags.resume);
+    // A checkpoint named by path is continued as it is: job flags that describe another job are
+    // refused, not ignored (ones that describe its own, as a --config of the same job, are fine).
+    const given = RESUME_FIXED.filter(([key]) => flags[key] !== undefined).map(([, flag]) => flag);
+    if (given.length && jobIdentityHash(resolveJob(flags)) !== jobIdentityHash(ckpt.meta.config)) {
+      throw errorWithCode('ERR_ARGUMENT', `--resume ${flags.resume} continues that run's own job, which ${given.join(', ')} would change; leave ${given.length > 1 ? 'them' : 'it'} out (--epochs may extend it), or start a new run from its weights with --init-from`);
+    }
   }
   const job = checkpointJob(ckpt.path, ckpt.meta.config, { ...(flags.epochs ? { epochs: flags.epochs } : {}), ...(flags.backend ? { backend: flags.backend } : {}) });
   const m = ckpt.meta;
@@ -215,10 +238,11 @@ function resolveRun(flags: RunFlags, log: Logger): { job: JobConfig; resume?: Me
   };
 }
 
-function report(stats: RunStats, epochs: number, log: Logger): void {
+function report(stats: RunStats, epochs: number, positions: number, log: Logger): void {
   const last = stats.epochs.at(-1);
   const t = stats.timing.map((r) => `rank ${r.rank}: data ${(r.dataMs / 1000).toFixed(2)} s, compute ${(r.computeMs / 1000).toFixed(2)} s, all-reduce ${(r.allreduceMs / 1000).toFixed(2)} s, optimizer ${(r.optimizerMs / 1000).toFixed(2)} s`);
-  log.info({ ...stats.toJSON() }, `done: ${stats.step} steps in ${stats.seconds.toFixed(1)} s (${Math.round(stats.samplesPerSecond)} samples/s)` + (last ? `, test accuracy ${(100 * last.testAccuracy).toFixed(2)}% after ${stats.epochs.length}/${epochs} epochs` : ''));
+  const figure = !last ? '' : positions > 1 ? `, ${describeLanguageModelLoss(last.testLoss)}` : `, test accuracy ${(100 * last.testAccuracy).toFixed(2)}% after ${stats.epochs.length}/${epochs} epochs`;
+  log.info({ ...stats.toJSON() }, `done: ${stats.step} steps in ${stats.seconds.toFixed(1)} s (${Math.round(stats.samplesPerSecond * positions)} ${positions > 1 ? 'tokens' : 'samples'}/s)${figure}`);
   for (const line of t) log.info(line);
 }
 

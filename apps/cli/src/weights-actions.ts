@@ -24,7 +24,12 @@ function testSet(file: ModelFile, data?: string): Dataset {
   if (!data && file.config === null) throw errorWithCode('ERR_ARGUMENT', `${file.path} records no job config (an export made before exports carried one): give the test data with --data`);
   const config = checkpointJob(file.path, file.config);
   const source = data ? parseDataFlag(data) : config.dataset;
-  return loadDataset(source).test;
+  const test = loadDataset(source).test;
+  // The data's shape first: another set's labels are meaningless to a model that cannot read its inputs.
+  if (test.features !== file.model.inputSize) throw errorWithCode('ERR_SHAPE', `${test.name} has ${test.features} values per sample, and the model ${describeModel(file.model.spec)} takes ${file.model.inputSize}: give the data it was trained on`);
+  const classes = file.model.outputSize / file.model.positions;
+  if (test.classes > classes) throw errorWithCode('ERR_SHAPE', `${test.name} has ${test.classes} classes, and the model predicts ${classes}: give the data it was trained on`);
+  return test;
 }
 
 const mb = (bytes: number): string => (bytes >= 1e6 ? `${(bytes / 1e6).toFixed(2)} MB` : `${(bytes / 1e3).toFixed(1)} kB`);
@@ -232,7 +237,8 @@ function readInputs(file: string, features: number): { x: Float32Array; names?: 
     lines.forEach((line, i) => {
       const cells = line.split(',').map((c) => Number(c.trim()));
       if (i === 0 && cells.some(Number.isNaN)) return;
-      if (cells.length !== features || cells.some((v) => !Number.isFinite(v))) throw new Error(`${file}:${i + 1}: expected ${features} numbers, got "${line.slice(0, 60)}"`);
+      if (cells.length === features + 1) throw errorWithCode('ERR_SHAPE', `${file}:${i + 1}: ${features + 1} columns, and the model takes ${features} features: drop the label column (predict reads features only)`);
+      if (cells.length !== features || cells.some((v) => !Number.isFinite(v))) throw errorWithCode('ERR_SHAPE', `${file}:${i + 1}: expected ${features} numbers, got "${line.slice(0, 60)}"`);
       values.push(...cells);
     });
     return { x: Float32Array.from(values) };
