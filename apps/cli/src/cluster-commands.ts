@@ -139,7 +139,10 @@ export function workerCommand(): Command {
       let phase: WorkerPhase = 'joining';
       if (flags.healthPort !== undefined) {
         const { startHealthServer } = await import('./health-server.js');
-        const probes = await startHealthServer(flags.ringHost, flags.healthPort, () => ({ ready: phase === 'training', state: phase }));
+        const healthPort = flags.healthPort;
+        const probes = await startHealthServer(flags.ringHost, healthPort, () => ({ ready: phase === 'training', state: phase })).catch((err: unknown) => {
+          throw portError(err, flags.ringHost, healthPort, '--health-port');
+        });
         log.info({ probes: probes.address() }, 'health probes: /healthz, /readyz');
       }
       // A config given here is only checked against the coordinator's (the coordinator's is used).

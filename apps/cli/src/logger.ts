@@ -26,8 +26,15 @@ export function createLogger(options: LoggerOptions = {}): Logger {
         ignore: 'pid,hostname',
         translateTime: 'HH:MM:ss',
         hideObject: true,
-        messageFormat: (log, key) => (log.rank !== undefined ? `[rank ${log.rank}] ${log[key]}` : String(log[key])),
+        // A message may carry a peer's words (a worker id, a failure's text): no control character
+        // of theirs reaches the terminal (a function here bypasses pino-pretty's own stripping).
+        messageFormat: (log, key) => printable(log.rank !== undefined ? `[rank ${log.rank}] ${log[key]}` : String(log[key])),
       }));
   }
   return pino({ level, base: { pid: process.pid, ...base } }, pino.destination({ dest: 2, sync: true }));
+}
+
+/** Control characters (newlines, ANSI escapes) shown as visible escapes: text from elsewhere cannot rewrite a terminal. */
+export function printable(text: string): string {
+  return text.replace(/[\u0000-\u001f\u007f-\u009f]/g, (c) => (c === '\t' ? ' ' : `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`));
 }

@@ -52,7 +52,7 @@ describe('health probes (real processes)', () => {
         const run = startRingtrain([...args, '--epochs', '1', '--health-port', port], { RINGTRAIN_TOKEN: 't' });
         const code = await Promise.race([run.exited, new Promise((resolve) => setTimeout(() => resolve('still running after 15 s'), 15_000))]);
         expect(code, args[0]).toBe(1);
-        expect(run.stderr).toMatch(new RegExp(`EADDRINUSE.*${port}`));
+        expect(run.stderr).toMatch(new RegExp(`ERR_PORT_IN_USE: port ${port} on 127\\.0\\.0\\.1 is in use .*: give another --health-port, or leave it out`));
       }
     } finally {
       taken.close();

@@ -118,9 +118,14 @@ export async function coordinate(flags: RunFlags, secrets: Secrets, log: Logger,
   process.on('SIGTERM', onSignal);
   let address: string;
   try {
-    address = await coordinator.listen();
+    address = await coordinator.listen().catch((err: unknown) => {
+      throw portError(err, flags.host ?? '127.0.0.1', flags.port ?? 0, '--port');
+    });
     if (flags.healthPort !== undefined) {
-      const probes = await startHealthServer(flags.host ?? '127.0.0.1', flags.healthPort, () => coordinator.health());
+      const healthPort = flags.healthPort;
+      const probes = await startHealthServer(flags.host ?? '127.0.0.1', healthPort, () => coordinator.health()).catch((err: unknown) => {
+        throw portError(err, flags.host ?? '127.0.0.1', healthPort, '--health-port');
+      });
       log.info({ probes: probes.address() }, 'health probes: /healthz, /readyz');
     }
   } catch (err) {
@@ -128,7 +133,7 @@ export async function coordinate(flags: RunFlags, secrets: Secrets, log: Logger,
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
     await coordinator.close();
-    throw portError(err, flags.host ?? '127.0.0.1', flags.port ?? 0, '--port');
+    throw err;
   }
   log.info({ dashboard: coordinator.dashboardUrl }, `dashboard: ${coordinator.dashboardUrl} · watch: ringtrain status ${address}`);
   if (tokenGenerated) {

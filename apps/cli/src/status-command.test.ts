@@ -1,5 +1,6 @@
 import type { StatusEvent } from '@ringtrain/protocol';
 import { describe, expect, it } from 'vitest';
+import { printable } from './logger.js';
 import { StatusView, statusUrl } from './status-command.js';
 
 describe('ringtrain status', () => {
@@ -32,5 +33,18 @@ describe('ringtrain status', () => {
     expect(text).toMatch(/WARN_RANK_SLOW: rank 1 \(h:1\) is slow/);
     view.apply({ ...base, seq: 4, type: 'end', state: 'failed', error: { code: 'ERR_PEER_LOST', message: 'rank 1 lost' }, steps: 60, seconds: 3, samplesPerSecond: 1, testAccuracy: null });
     expect(view.render()).toMatch(/run failed: ERR_PEER_LOST: rank 1 lost$/);
+  });
+
+  it("prints a peer's control characters as visible escapes: a worker id or a warning cannot rewrite the terminal", () => {
+    expect(printable('rank\u001b[2J\nfake line\tend\u0007')).toBe('rank\\x1b[2J\\x0afake line end\\x07');
+    const base = { v: 1 as const, time: 0 };
+    const config = { model: 'MLP 4-2', positions: 1, parameters: 10, optimizer: 'sgd', lr: 0.1, batchSize: 8, epochs: 1, dataset: 'synthetic', configHash: 'abc' };
+    const evil = { rank: 0, workerId: 'w\u001b[31m\nFAKE', host: 'h', pid: 1, address: 'ws://x', state: 'training' as const, step: 0, phases: null };
+    const view = new StatusView('none');
+    view.apply({ ...base, seq: 1, type: 'snapshot', resync: false, runId: 'abcdef12', state: 'running', generation: 1, workers: 1, worldSize: 1, config, startedAt: 0, ranks: [evil], metrics: null, history: [], evaluations: [], checkpoints: [], warnings: [{ code: 'WARN_X', message: 'a\u001b]0;title\u0007b' }], health: null, error: null, generations: [], ring: null, access: 'read' });
+    const out = view.render();
+    expect(out).not.toMatch(/[\u0000-\u0008\u000b-\u001f\u007f]/);
+    expect(out).toContain('w\\x1b[31m\\x0aFAKE');
+    expect(out).toContain('a\\x1b]0;title\\x07b');
   });
 });

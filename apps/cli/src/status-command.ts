@@ -1,9 +1,10 @@
 import type { RankInfo, StatusEvent, StatusEventOf } from '@ringtrain/protocol';
-import { describeLanguageModelLoss } from '@ringtrain/trainer';
+import { describeLanguageModelLoss } from '@ringtrain/trainer/figures';
 import { Argument, Command } from 'commander';
 import type logUpdateFn from 'log-update';
 import type WebSocket from 'ws';
 import { positiveInt } from './job-flags.js';
+import { printable } from './logger.js';
 import { readSecret } from './secrets.js';
 import { addTlsOptions, readTls, type TlsFlags } from './tls-options.js';
 import { table } from './table.js';
@@ -220,14 +221,15 @@ export class StatusView {
     const sp = this.spread;
     if (sp) lines.push(`compute per step over the ranks: min ${sp.min.toFixed(2)} ms, median ${sp.median.toFixed(2)} ms, max ${sp.max.toFixed(2)} ms`);
     const warnings = s.warnings.slice(-5);
-    if (warnings.length) lines.push('', `warnings (${s.warnings.length}):`, ...warnings.map((w) => `  ${w.code}: ${w.message}`));
+    // Worker ids, warnings and errors may carry a peer's words: none of its control characters reach the terminal.
+    if (warnings.length) lines.push('', `warnings (${s.warnings.length}):`, ...warnings.map((w) => printable(`  ${w.code}: ${w.message}`)));
     const ck = s.checkpoints.at(-1);
     if (ck) lines.push('', `last checkpoint: step ${ck.step} ${ck.path} (training paused ${ck.stallMs.toFixed(1)} ms)`);
     const end = this.end;
     if (end) {
       const ev = s.evaluations.at(-1);
       const figure = c.positions > 1 ? (ev ? `, ${describeLanguageModelLoss(ev.testLoss)}` : '') : end.testAccuracy !== null ? `, test accuracy ${(100 * end.testAccuracy).toFixed(2)}%` : '';
-      lines.push('', end.error ? `run ${end.state}: ${end.error.code}: ${end.error.message}` : `run ${end.state}: ${end.steps} steps in ${end.seconds.toFixed(1)} s, ${Math.round(end.samplesPerSecond).toLocaleString('en')} samples/s${figure}`);
+      lines.push('', end.error ? printable(`run ${end.state}: ${end.error.code}: ${end.error.message}`) : `run ${end.state}: ${end.steps} steps in ${end.seconds.toFixed(1)} s, ${Math.round(end.samplesPerSecond).toLocaleString('en')} samples/s${figure}`);
     }
     return lines.join('\n');
   }
@@ -237,7 +239,7 @@ function rankTable(ranks: RankInfo[]): string {
   const ms = (x: number | undefined): string => (x === undefined ? '–' : `${x.toFixed(2)} ms`);
   return table(
     ['rank', 'worker', 'state', 'step', 'data', 'compute', 'all-reduce', 'optimizer'],
-    ranks.map((r) => [r.rank < 0 ? '–' : r.rank, r.workerId, r.state === 'slow' ? 'SLOW' : r.state, r.step, ms(r.phases?.dataMs), ms(r.phases?.computeMs), ms(r.phases?.allreduceMs), ms(r.phases?.optimizerMs)]),
+    ranks.map((r) => [r.rank < 0 ? '–' : r.rank, printable(r.workerId), r.state === 'slow' ? 'SLOW' : r.state, r.step, ms(r.phases?.dataMs), ms(r.phases?.computeMs), ms(r.phases?.allreduceMs), ms(r.phases?.optimizerMs)]),
   );
 }
 

@@ -348,6 +348,11 @@ describe('membership state machine', () => {
       e = h.send(1, { type: 'progress', v, generation: 1, rank, epoch: 0, step: 10, loss: 1, samples: 64, correct: 1, steps: 1, dataMs: 0, computeMs: 0, allreduceMs: 0, optimizerMs: 0, lr: 0.1, skipped: 0 });
       expect(e).toEqual([expect.objectContaining({ type: 'refused', code: 'ERR_OUT_OF_PLACE' })]);
     }
+    // checkpoints are rank 0's: a saved or saveFailed from rank 1 is refused (a forged one would end a stop early)
+    e = h.send(2, { type: 'saved', v, generation: 1, rank: 1, step: 10, path: '/elsewhere/forged.safetensors', stallMs: 0, writeMs: 0 });
+    expect(e).toEqual([expect.objectContaining({ type: 'refused', code: 'ERR_OUT_OF_PLACE', reason: expect.stringMatching(/saved from rank 1: only rank 0 writes checkpoints/) })]);
+    e = h.send(2, { type: 'saveFailed', v, generation: 1, rank: 1, step: 10, message: 'disk full' });
+    expect(e).toEqual([expect.objectContaining({ type: 'refused', code: 'ERR_OUT_OF_PLACE' })]);
     // a worker may not send coordinator messages
     e = h.send(1, { type: 'checkpointNow', v });
     expect(e).toEqual([expect.objectContaining({ type: 'refused' })]);

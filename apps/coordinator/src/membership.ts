@@ -129,6 +129,10 @@ export type Effect =
   | { type: 'finished'; done: MessageOf<'done'>[] };
 
 const TERMINAL: ReadonlySet<MembershipState> = new Set(['finished', 'failed', 'stopped']);
+/** Reports only rank 0 makes: it measures the ring and the tensors' health, and writes the checkpoints (but for a survivor asked to save). */
+const RANK_ZERO_REPORTS: ReadonlySet<ControlMessage['type']> = new Set(['health', 'ringProbe', 'saved', 'saveFailed']);
+/** The segment sizes a ring's tuning picks from (ring-probe.ts: 64 KiB to 16 MiB). */
+const TUNED_SEGMENT_BYTES = { min: 64 << 10, max: 16 << 20 } as const;
 /** Messages a worker may send, once it said hello. */
 const REPORTS: ReadonlySet<ControlMessage['type']> = new Set(['progress', 'evaluated', 'saved', 'saveFailed', 'health', 'ringProbe', 'nonFinite']);
 
@@ -146,6 +150,8 @@ export class Membership {
   /** The segment size the last ring that timed them picked (sent to later rings, which then need not). */
   private tuned: MessageOf<'assign'>['tunedSegment'] = undefined;
   private readonly members = new Map<Conn, Member>();
+  /** The survivor asked to save what it holds (paused below MIN): its checkpoint report is not rank 0's. */
+  private askedToSave: Conn | null = null;
   /** The fault that ended the current generation, until the next one forms. */
   private pendingFault: Fault | null = null;
   private pendingCause: Cause = 'start';
@@ -372,8 +378,12 @@ export class Membership {
       default:
         if (REPORTS.has(msg.type)) {
           if (this.current !== 'running' && this.current !== 'regrouping' && this.current !== 'waiting') return this.refuse(conn, 'ERR_OUT_OF_PLACE', `${msg.type} from rank ${m.rank} while ${this.current}`);
-          if ((msg.type === 'health' || msg.type === 'ringProbe') && m.rank !== 0) return this.refuse(conn, 'ERR_OUT_OF_PLACE', `${msg.type} from rank ${m.rank}: only rank 0 measures it`);
-          if (msg.type === 'ringProbe' && msg.tuning && msg.transport !== 'shared memory') this.tuned = { bytes: msg.segmentBytes, transport: msg.transport, ...(msg.hosts ? { hosts: msg.hosts } : {}) };
+          const keeper = (msg.type === 'saved' || msg.type === 'saveFailed') && conn === this.askedToSave;
+          if (RANK_ZERO_REPORTS.has(msg.type) && m.rank !== 0 && !keeper) return this.refuse(conn, 'ERR_OUT_OF_PLACE', `${msg.type} from rank ${m.rank}: only rank 0 ${msg.type === 'saved' || msg.type === 'saveFailed' ? 'writes checkpoints' : 'measures it'}`);
+          // A tuned segment size is kept for later rings only when it is one the tuning tried, in the range it tries.
+          if (msg.type === 'ringProbe' && msg.tuning && msg.transport !== 'shared memory' && msg.tuning.some((t) => t.segmentBytes === msg.segmentBytes) && msg.segmentBytes >= TUNED_SEGMENT_BYTES.min && msg.segmentBytes <= TUNED_SEGMENT_BYTES.max) {
+            this.tuned = { bytes: msg.segmentBytes, transport: msg.transport, ...(msg.hosts ? { hosts: msg.hosts } : {}) };
+          }
           return this.emit({ type: 'report', member: { ...m }, msg });
         }
         return this.refuse(conn, 'ERR_OUT_OF_PLACE', `a worker may not send ${msg.type}`);
@@ -472,7 +482,10 @@ export class Membership {
         this.emit({ type: 'arm', timer: 'rejoin', ms: this.options.rejoinTimeoutMs });
         // Paused below MIN: the state the survivors hold goes to disk first, where checkpoints are kept.
         const keeper = order.find((m) => m.rank >= 0);
-        if (keeper && this.options.assign.checkpoint) this.emit({ type: 'send', conn: keeper.conn, msg: { type: 'checkpointNow', v: PROTOCOL_VERSION } });
+        if (keeper && this.options.assign.checkpoint) {
+          this.askedToSave = keeper.conn;
+          this.emit({ type: 'send', conn: keeper.conn, msg: { type: 'checkpointNow', v: PROTOCOL_VERSION } });
+        }
       }
       return;
     }

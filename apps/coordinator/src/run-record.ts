@@ -4,6 +4,9 @@ import type { Logger } from 'pino';
 import type { RunStats } from './run-stats.js';
 import type { StatusFeed } from './status-feed.js';
 
+/** Checkpoints listed in the run's summary: the newest (a long run saves many; retention keeps fewer on disk). */
+const MAX_CHECKPOINTS_KEPT = 1000;
+
 /**
  * What the workers report, once the membership machine has checked it, into the run's figures
  * (RunStats) and its live picture (StatusFeed, which /metrics also reads).
@@ -24,6 +27,10 @@ export class RunRecord {
     private readonly hooks: { progress: (stats: RunStats) => void; epoch: (epoch: number, stats: RunStats) => void },
   ) {}
 
+  private withinPlan(epoch: number, step: number): boolean {
+    return epoch < this.epochs && (this.stats.totalSteps === 0 || step <= this.stats.totalSteps);
+  }
+
   generationSize(generation: number, worldSize: number): void {
     this.worldSizes.set(generation, worldSize);
   }
@@ -38,6 +45,12 @@ export class RunRecord {
 
   /** A worker's report; `currentWorldSize` for an evaluation of a generation not seen forming. */
   report(rank: number, msg: ControlMessage, currentWorldSize: number): void {
+    // Figures are kept by epoch and step: a peer's numbers past the run's plan would key memory
+    // (and the loops that walk it) by the peer's choice, so they are dropped, with a warning.
+    if ((msg.type === 'progress' || msg.type === 'evaluated') && !this.withinPlan(msg.epoch, msg.step)) {
+      this.log.warn(`rank ${rank}: a ${msg.type} report for epoch ${msg.epoch}, step ${msg.step}, past the run's ${this.epochs} epochs and ${this.stats.totalSteps} steps: dropped`);
+      return;
+    }
     switch (msg.type) {
       case 'ready':
         this.feed.setRankState(rank, 'ready');
@@ -75,6 +88,7 @@ export class RunRecord {
         return;
       case 'saved':
         this.stats.checkpoints.push({ step: msg.step, path: msg.path, stallMs: msg.stallMs, writeMs: msg.writeMs });
+        if (this.stats.checkpoints.length > MAX_CHECKPOINTS_KEPT) this.stats.checkpoints.shift();
         this.feed.checkpointSaved({ step: msg.step, path: msg.path, stallMs: msg.stallMs, writeMs: msg.writeMs });
         this.log.info({ step: msg.step, path: msg.path, stallMs: msg.stallMs, writeMs: msg.writeMs }, `checkpoint at step ${msg.step}: ${msg.path} (training paused ${msg.stallMs.toFixed(1)} ms to copy, written in ${msg.writeMs.toFixed(0)} ms)`);
         for (const w of this.savedWaiters.filter((x) => msg.step > x.after)) w.wake();

@@ -1,4 +1,4 @@
-import { createServer, type Server } from 'node:http';
+import { createServer, request, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Writable } from 'node:stream';
 import pino from 'pino';
@@ -63,6 +63,27 @@ describe('status server hardening', () => {
     expect(none).toBeInstanceOf(WebSocket);
     (own as WebSocket).close();
     (none as WebSocket).close();
+  });
+
+  it('without a status token, answers only requests that name it by an address: a rebound host name gets nothing (DNS rebinding)', async () => {
+    const { port } = await serve();
+    const get = (path: string, host: string, headers: Record<string, string> = {}) => new Promise<number>((resolve) => {
+      const req = request({ host: '127.0.0.1', port, path, headers: { host, ...headers } }, (res) => {
+        res.resume();
+        resolve(res.statusCode ?? 0);
+      });
+      req.end();
+    });
+    for (const path of ['/api/status', '/metrics']) {
+      expect(await get(path, `evil.example:${port}`), path).toBe(403);
+      expect(await get(path, `127.0.0.1:${port}`), path).toBe(200);
+      expect(await get(path, `localhost:${port}`), path).toBe(200);
+      expect(await get(path, `[::1]:${port}`), path).toBe(200);
+    }
+    expect(await open(port, { host: `evil.example:${port}` })).toBe(403);
+    // With a token a name is fine: a page that does not know the token reads nothing anyway.
+    const guarded = await serve({ statusToken: 'reader' });
+    expect(await new Promise<number>((resolve) => request({ host: '127.0.0.1', port: guarded.port, path: '/api/status', headers: { host: 'trainbox.lan', authorization: 'Bearer reader' } }, (res) => resolve(res.statusCode ?? 0)).end())).toBe(200);
   });
 
   it('takes at most maxClients status clients at once (503 beyond)', async () => {

@@ -157,6 +157,7 @@ export class StatusServer {
       return void res.end(JSON.stringify(statusJsonSchema(), null, 2));
     }
     if (url.pathname === '/metrics' || url.pathname === '/api/status') {
+      if (!this.hostAllowed(req)) return void res.writeHead(403, { 'content-type': 'text/plain' }).end(`${HOST_REFUSED(req)}\n`);
       const access = this.authorize(req);
       if (!access) return void res.writeHead(401, { 'content-type': 'text/plain', 'www-authenticate': 'Bearer' }).end('wrong or missing status token\n');
       if (url.pathname === '/api/status') {
@@ -182,6 +183,7 @@ export class StatusServer {
     // A page of another site, open in the operator's browser, must not read the run (or, with a
     // token in its URL, act on it): browsers always say where a page comes from, other clients do not.
     if (!sameOrigin(req)) return refuse(403, `origin ${String(req.headers.origin).slice(0, 200)} is not this server's`);
+    if (!this.hostAllowed(req)) return refuse(403, HOST_REFUSED(req));
     const access = this.authorize(req);
     if (!access) return refuse(401, 'wrong or missing status token');
     if (this.clients.size >= (this.options.maxClients ?? MAX_STATUS_CLIENTS)) return refuse(503, `already ${this.clients.size} status clients, the most this server takes`);
@@ -252,6 +254,11 @@ export class StatusServer {
   }
 
   /** The access a request's token gives (`Authorization: Bearer T` or `?token=T`), or null. */
+  /** A name in Host is fine once a token guards the status (see namesAnAddress). */
+  private hostAllowed(req: IncomingMessage): boolean {
+    return this.options.statusToken !== undefined || namesAnAddress(req);
+  }
+
   private authorize(req: IncomingMessage): Access | null {
     const url = new URL(req.url ?? '/', 'http://x');
     const auth = String(req.headers.authorization ?? '');
@@ -262,6 +269,20 @@ export class StatusServer {
     return null;
   }
 }
+
+/**
+ * Without a status token, the run is readable by whoever reaches the port, so requests must name
+ * the server by an address: a web page whose own host name an attacker's DNS rebinds to this
+ * address (DNS rebinding) names that host name, and is refused.
+ */
+function namesAnAddress(req: IncomingMessage): boolean {
+  const host = (req.headers.host ?? '').toLowerCase();
+  const name = host.startsWith('[') ? host.slice(0, host.indexOf(']') + 1) : host.replace(/:\d+$/, '');
+  return name === 'localhost' || /^\d{1,3}(\.\d{1,3}){3}$/.test(name) || /^\[[0-9a-f:.]+\]$/.test(name);
+}
+
+const HOST_REFUSED = (req: IncomingMessage): string =>
+  `Host ${JSON.stringify(String(req.headers.host ?? '').slice(0, 100))} is a name: without a status token this server answers its status only to its addresses (127.0.0.1, localhost, its IP), so that no web page can rebind a name to it; use the address, or set a status token`;
 
 /** True unless a browser says the request comes from a page of another origin than this server. */
 function sameOrigin(req: IncomingMessage): boolean {

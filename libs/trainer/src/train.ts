@@ -1,5 +1,6 @@
 import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
 import type { Logger } from 'pino';
+import { describeLanguageModelLoss } from './figures.js';
 import { type JobConfig, parseJobConfig } from './job-config.js';
 import { type EvalResult, Trainer } from './trainer.js';
 
@@ -38,11 +39,6 @@ export interface TrainResult {
 }
 
 const pct = (x: number): string => `${(100 * x).toFixed(2)}%`;
-
-/** A language model's validation loss as people read it: nats per token, bits per character, perplexity. */
-export function describeLanguageModelLoss(loss: number): string {
-  return `val loss ${loss.toFixed(4)} (${(loss / Math.LN2).toFixed(3)} bits/char, perplexity ${Math.exp(loss).toFixed(2)})`;
-}
 
 /** Trains in this process: the whole job config, epoch by epoch, with evaluation after each. */
 export async function train(config: unknown, options: TrainOptions = {}): Promise<TrainResult> {
