@@ -100,6 +100,8 @@ describe('first contact: the mistakes a newcomer makes get one clear line, and n
     const resumed = await ringtrain('launch', '--workers', '1', '--resume', ckpt, '--lr', '0.5', '--batch-size', '16', '--hidden', '32');
     expect(resumed.code).toBe(1);
     expect(failureLine(resumed.stderr)).toMatch(/^ringtrain: ERR_ARGUMENT: --resume .* continues that run's own job, which --lr, --batch-size, --hidden would change; leave them out \(--epochs may extend it\), or start a new run from its weights with --init-from$/);
+    const oneProcess = await ringtrain('train', '--gradient-compression', 'int8', '--max-steps', '1');
+    expect(failureLine(oneProcess.stderr)).toBe('ringtrain: ERR_ARGUMENT: --gradient-compression sets how gradients travel between workers, and train is one process: use it with launch or worker');
     const latest = await ringtrain('launch', '--workers', '1', '--resume', 'latest');
     expect(failureLine(latest.stderr)).toMatch(/^ringtrain: ERR_ARGUMENT: --resume latest looks for the newest checkpoint in --checkpoint-dir/);
     // predict on rows that still hold their label; evaluate on data of another width.

@@ -204,7 +204,7 @@ describe('watching a run (real coordinator, workers and sockets)', () => {
         // A raw WebSocket handshake, then never a byte read: the coordinator's socket fills up.
         const { port } = new URL(base);
         const sock = connect(Number(port), '127.0.0.1');
-        sock.write(`GET /status HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n`);
+        sock.write(`GET /status HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n`);
         sock.pause();
         run.exited.then(() => sock.destroy());
       }

@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { resolve } from 'node:path';
 import { Command } from 'commander';
+import { errorWithCode } from './cli-error.js';
 import { addJobOptions, type JobFlags, positiveInt } from './job-flags.js';
 import { createLogger } from './logger.js';
 import { outputPath } from './output-path.js';
@@ -14,6 +15,8 @@ export function trainCommand(): Command {
     .option('--max-steps <n>', 'stop after this many steps, if that comes before the last epoch ends', positiveInt)
     .action(async (flags: JobFlags & { json?: boolean; checkpointDir?: string; saveFinal?: string; maxSteps?: number }) => {
       const [{ resolveJob }, { train, describeLanguageModelLoss }, { CheckpointWriter, writeFinalWeights }] = await Promise.all([import('./job-options.js'), import('@ringtrain/trainer'), import('@ringtrain/worker')]);
+      // One process has no all-reduce: a wire format for gradients would be silently ignored.
+      if (flags.gradientCompression) throw errorWithCode('ERR_ARGUMENT', '--gradient-compression sets how gradients travel between workers, and train is one process: use it with launch or worker');
       const resolved = resolveJob(flags);
       const job = flags.maxSteps ? { ...resolved, steps: Math.min(flags.maxSteps, resolved.steps ?? flags.maxSteps) } : resolved;
       const saveFinal = flags.saveFinal && outputPath('--save-final', flags.saveFinal);
