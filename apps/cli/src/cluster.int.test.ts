@@ -114,7 +114,53 @@ describe('ringtrain launch (real processes on loopback)', () => {
       term.kill('SIGKILL');
     }
   }, 90_000);
+
+  it('on a terminal, launch writes its log lines above the progress bar, whole, and they stay', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'ringtrain-terminal-'));
+    const typescript = join(dir, 'screen');
+    // `script` records everything written to the terminal, escape sequences included.
+    const command = `exec ${process.execPath} ${main} launch --workers 2 --epochs 3 --checkpoint-dir ${join(dir, 'ck')}`;
+    const term = spawn('script', ['-qfec', command, typescript], { stdio: ['pipe', 'ignore', 'inherit'] });
+    expect(await new Promise((r) => term.once('exit', r))).toBe(0);
+    const screen = renderTerminal(readFileSync(typescript, 'utf8'));
+    const epochs = screen.filter((l) => / INFO: epoch \d\/3:/.test(l));
+    expect(epochs, screen.join('\n')).toHaveLength(3);
+    for (const l of epochs) expect(l).toMatch(/ INFO: epoch \d\/3: loss \d\.\d{4}, test \d+\.\d\d% on 2000 samples, \d+ samples\/s$/);
+    expect(screen.filter((l) => / INFO: checkpoint at step \d+: .*\.safetensors \(training paused [\d.]+ ms to copy, written in \d+ ms\)$/.test(l)).length).toBeGreaterThanOrEqual(3);
+    // No line holds a piece of the bar and a log line together.
+    expect(screen.filter((l) => /[░█]/.test(l) && /INFO/.test(l))).toEqual([]);
+  }, 90_000);
 });
+
+/**
+ * What a terminal shows after `raw`: lines of text, with carriage returns, column moves (CSI G) and
+ * erasures (CSI K) applied, and other escape sequences (colours, the cursor) dropped.
+ */
+function renderTerminal(raw: string): string[] {
+  const lines: string[] = [];
+  let line: string[] = [];
+  let col = 0;
+  for (let i = 0; i < raw.length; i++) {
+    const c = raw[i];
+    if (c === '\x1b') {
+      const m = /^\x1b\[([?\d;]*)([A-Za-z])/.exec(raw.slice(i));
+      if (!m) continue;
+      i += m[0].length - 1;
+      const n = Number(m[1] || 0);
+      if (m[2] === 'G') col = Math.max(0, n - 1);
+      if (m[2] === 'K') line = n === 2 ? [] : n === 1 ? line.map((x, j) => (j <= col ? ' ' : x)) : line.slice(0, col);
+      continue;
+    }
+    if (c === '\r') col = 0;
+    else if (c === '\n') {
+      lines.push(line.join('').trimEnd());
+      line = [];
+      col = 0;
+    } else line[col++] = c;
+  }
+  if (line.length) lines.push(line.join('').trimEnd());
+  return lines;
+}
 
 describe('ringtrain coordinator + worker (separate processes)', () => {
   it('refuses a worker started with a different job config, and one with a wrong token', async () => {

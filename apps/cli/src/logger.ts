@@ -1,9 +1,18 @@
 import { createRequire } from 'node:module';
+import { Writable } from 'node:stream';
 import pino, { type Logger } from 'pino';
 import type prettyFactory from 'pino-pretty';
 
 // pino-pretty is CommonJS, loaded only for a terminal: piped (every worker `launch` starts) it is not needed.
 const require = createRequire(import.meta.url);
+
+/** Where a terminal's log lines go while something else owns the bottom line (a progress bar); stderr when null. */
+let terminalWriter: ((line: string) => void) | null = null;
+
+/** A progress bar takes the terminal's log lines while it is shown (`null` gives them back to stderr). */
+export function setTerminalWriter(writer: ((line: string) => void) | null): void {
+  terminalWriter = writer;
+}
 
 export interface LoggerOptions {
   level?: string;
@@ -20,8 +29,15 @@ export function createLogger(options: LoggerOptions = {}): Logger {
   const base = { ...options.base };
   if (process.stderr.isTTY) {
     const pretty = require('pino-pretty') as typeof prettyFactory;
+    // Each line goes through `terminalWriter`: a progress bar on screen keeps its line below it.
+    const terminal = new Writable({
+      write(chunk: Buffer, _encoding, done) {
+        (terminalWriter ?? ((line: string) => process.stderr.write(line)))(String(chunk));
+        done();
+      },
+    });
     return pino({ level, base }, pretty({
-        destination: 2,
+        destination: terminal,
         sync: true,
         ignore: 'pid,hostname',
         translateTime: 'HH:MM:ss',
