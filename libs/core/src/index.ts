@@ -23,6 +23,6 @@ export { type ParameterCounts, type ParameterDecl, type ParameterRole, Parameter
 export { Rng, type RngState } from './rng.js';
 export { learningRate, parseScheduleConfig, type ScheduleConfig, scheduleConfigSchema } from './schedules.js';
 export { shapeSize } from './shape.js';
-export { describeIssues } from './validation.js';
+export { closest, describeIssues, type SchemaVocabulary, schemaVocabulary } from './validation.js';
 export { dequantizeRows, fromFloat16, packInt4, type QuantizedRows, quantizeRows, toFloat16, unpackInt4 } from './quantize.js';
 export { type GenerateOptions, generateTokens, MAX_TEMPERATURE } from './generate.js';

@@ -2,7 +2,7 @@ import { z } from 'zod';
 import { CoreError } from './errors.js';
 import { INITIALIZERS } from './initializers.js';
 import { windowOver } from './layers/conv-geometry.js';
-import { describeIssues } from './validation.js';
+import { describeIssues, type SchemaVocabulary, schemaVocabulary } from './validation.js';
 
 const positiveInt = z.number().int().positive();
 
@@ -72,10 +72,13 @@ export type ModelSpec = Omit<z.infer<typeof modelSpecSchema>, 'inputSize'> & { i
 /** Layers that hold parameters. */
 const LEARNED = new Set(['dense', 'conv2d', 'groupnorm', 'embedding', 'layernorm', 'attention', 'residual']);
 
+/** The model spec's field names and layer types, for "did you mean" (made at the first invalid spec). */
+let specVocabulary: SchemaVocabulary | undefined;
+
 /** Checks a spec from anywhere (a file, the network) and returns it typed, or throws ERR_SPEC. */
 export function parseModelSpec(input: unknown): ModelSpec {
   const parsed = modelSpecSchema.safeParse(expandShortForms(input), { reportInput: true });
-  if (!parsed.success) throw new CoreError('ERR_SPEC', `invalid model spec: ${describeIssues(parsed.error)}`);
+  if (!parsed.success) throw new CoreError('ERR_SPEC', `invalid model spec: ${describeIssues(parsed.error, (specVocabulary ??= schemaVocabulary(modelSpecSchema)))}`);
   const { inputShape, inputSize } = parsed.data;
   if (inputShape && inputShape.length === 2) throw new CoreError('ERR_SPEC', `invalid model spec: inputShape [${inputShape.join(', ')}] must be [C, H, W] or [F]`);
   const size = inputShape ? inputShape.reduce((a, b) => a * b, 1) : inputSize;

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { CoreError, describeIssues, expandShortForms, type ModelSpec, modelSpecSchema, optimizerConfigSchema, parseModelSpec, scheduleConfigSchema } from '@ringtrain/core';
+import { CoreError, describeIssues, expandShortForms, type ModelSpec, modelSpecSchema, optimizerConfigSchema, parseModelSpec, scheduleConfigSchema, schemaVocabulary, type SchemaVocabulary } from '@ringtrain/core';
 import { datasetConfigSchema } from '@ringtrain/data';
 import { z } from 'zod';
 
@@ -84,10 +84,13 @@ export function gradientCompressionOf(config: Pick<JobConfig, 'gradientCompressi
 /** Everything that determines a training run; JSON, so it can be shipped, hashed and recorded. */
 export type JobConfig = Omit<z.infer<typeof jobConfigSchema>, 'model'> & { model: ModelSpec };
 
+/** The job config's field names and kinds, for "did you mean" (made at the first invalid config). */
+let jobVocabulary: SchemaVocabulary | undefined;
+
 /** Validates a job config (after defaults and overrides are merged), or throws naming every bad field. */
 export function parseJobConfig(input: unknown): JobConfig {
   const parsed = jobConfigSchema.safeParse(input, { reportInput: true });
-  if (!parsed.success) throw new CoreError('ERR_SPEC', `invalid job config: ${describeIssues(parsed.error)}`);
+  if (!parsed.success) throw new CoreError('ERR_SPEC', `invalid job config: ${describeIssues(parsed.error, (jobVocabulary ??= schemaVocabulary(jobConfigSchema)))}`);
   // The checks a schema cannot express (a layer that learns, shapes that fit), and inputSize from inputShape.
   return { ...parsed.data, model: parseModelSpec(parsed.data.model) };
 }
