@@ -78,6 +78,11 @@ describe.skipIf(!available('TABLES', existsSync(tables), `scikit-learn's tables 
     const e = ringtrain('evaluate', join(ckpts, ckpt));
     expect(e.code, e.stderr).toBe(0);
     expect(JSON.parse(e.stdout).accuracy).toBeGreaterThan(0.8);
+    // A CSV named with --data is scored whole (all 150 rows, not a held-out fifth), with the model's scaling.
+    const whole = ringtrain('evaluate', join(ckpts, ckpt), '--data', `csv:${csv}`);
+    expect(whole.code, whole.stderr).toBe(0);
+    expect(JSON.parse(whole.stdout)).toMatchObject({ samples: 150 });
+    expect(JSON.parse(whole.stdout).accuracy).toBeGreaterThan(0.85);
     // Every file ringtrain writes reads back with no flag: the final weights, and exports at every
     // precision and in JSON carry the model, the class names and the features' scaling.
     const files = [final];

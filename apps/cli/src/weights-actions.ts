@@ -23,8 +23,17 @@ function evaluate(model: Model, ds: Dataset): EvalResult {
 function testSet(file: ModelFile, data?: string): Dataset {
   if (!data && file.config === null) throw errorWithCode('ERR_ARGUMENT', `${file.path} records no job config (an export made before exports carried one): give the test data with --data`);
   const config = checkpointJob(file.path, file.config);
-  const source = data ? parseDataFlag(data) : config.dataset;
-  const test = loadDataset(source).test;
+  let source = (data ? parseDataFlag(data) : config.dataset) as { source: string; train?: string };
+  // A CSV given to score is scored whole (not a held-out share of it), read as the model's own CSV
+  // was (its label column), and scaled as the model's features were, not by the file's own figures.
+  const scoredCsv = data !== undefined && source.source === 'csv';
+  if (scoredCsv) {
+    const own: Record<string, unknown> = config.dataset.source === 'csv' ? { ...config.dataset } : {};
+    delete own.testFraction;
+    source = { ...own, ...source, test: source.train, normalize: 'none' } as typeof source;
+  }
+  const test = loadDataset(source as Parameters<typeof loadDataset>[0]).test;
+  if (scoredCsv && file.scaling && file.scaling.shift.length === test.features) applyScaling(test.x, file.scaling);
   // The data's shape first: another set's labels are meaningless to a model that cannot read its inputs.
   if (test.features !== file.model.inputSize) throw errorWithCode('ERR_SHAPE', `${test.name} has ${test.features} values per sample, and the model ${describeModel(file.model.spec)} takes ${file.model.inputSize}: give the data it was trained on`);
   const classes = file.model.outputSize / file.model.positions;
