@@ -35,20 +35,30 @@ const mismatch = (path: string, why: string): never => {
  */
 export function readModelFileMeta(path: string): { config: unknown; classNames?: string[]; precision: Precision } {
   const meta = (readSafetensorsHeader(path).__metadata__ ?? {}) as Record<string, string>;
-  if (meta.format !== WEIGHTS_FORMAT) {
-    const m = readCheckpointMeta(path);
-    return { config: m.config, precision: 'fp32', ...(m.classNames ? { classNames: m.classNames } : {}) };
-  }
+  if (meta.format === WEIGHTS_FORMAT) return weightsMeta(path, meta);
+  const m = readCheckpointMeta(path);
+  return { config: m.config, precision: 'fp32', ...(m.classNames ? { classNames: m.classNames } : {}) };
+}
+
+/** A weights file's metadata, checked: its job (null where an older export has none), model spec, precision, classes, scaling. */
+function weightsMeta(path: string, meta: Record<string, string>): { config: unknown; spec: unknown; precision: Precision; step: number; classNames?: string[]; scaling?: ModelFile['scaling'] } {
   const parse = (key: string): unknown => {
+    if (meta[key] === undefined) return undefined;
     try {
-      return meta[key] === undefined ? undefined : JSON.parse(meta[key]);
+      return JSON.parse(meta[key]);
     } catch {
       return mismatch(path, `its ${key} is not JSON`);
     }
   };
-  const classNames = parse('class_names') as string[] | undefined;
+  const config = (parse('config') ?? null) as { model?: unknown } | null;
+  const spec = config?.model ?? parse('model_spec');
+  if (spec === undefined) mismatch(path, 'a weights file without its model (no config or model_spec in its metadata)');
   const precision = (meta.quantization === undefined || meta.quantization === 'none' ? 'fp32' : meta.quantization) as Precision;
-  return { config: parse('config') ?? null, precision, ...(classNames ? { classNames } : {}) };
+  if (!['fp32', 'fp16', 'int8', 'int4'].includes(precision)) mismatch(path, `unknown quantization ${JSON.stringify(meta.quantization)}`);
+  const classNames = parse('class_names') as string[] | undefined;
+  if (classNames !== undefined && !(Array.isArray(classNames) && classNames.every((c) => typeof c === 'string'))) mismatch(path, 'its class_names are not a list of names');
+  const scaling = parse('scaling') as ModelFile['scaling'];
+  return { config, spec, precision, step: Number(meta.step ?? 0), ...(classNames ? { classNames } : {}), ...(scaling ? { scaling } : {}) };
 }
 
 /** Loads a checkpoint or a weights file; refuses anything else, naming what it found. */
@@ -57,8 +67,9 @@ export function loadModelFile(path: string): ModelFile {
     const { meta, held } = jsonWeightsMeta(path);
     return fromWeights(path, meta, held, 'json');
   }
-  const meta = (readSafetensorsHeader(path).__metadata__ ?? {}) as Record<string, string>;
-  if (meta.format === WEIGHTS_FORMAT) return fromWeights(path, meta, heldBySafetensors(path), 'safetensors');
+  const header = readSafetensorsHeader(path) as Record<string, unknown>;
+  const meta = (header.__metadata__ ?? {}) as Record<string, string>;
+  if (meta.format === WEIGHTS_FORMAT) return fromWeights(path, meta, heldBySafetensors(header), 'safetensors');
   const checkpoint = loadCheckpoint(path);
   const model = checkedModel(path, checkpoint.meta.modelSpec, checkpoint.tensors.filter((t) => !t.name.startsWith('optimizer.')).reduce((n, t) => n + t.data.length, 0), 'its tensors hold');
   for (const t of model.params.tensors) {
@@ -85,34 +96,19 @@ function checkedModel(path: string, specJson: unknown, held: number, what: strin
 
 /** `held`: values the file's tensors can stand for, an upper bound on the parameters its spec may claim. */
 function fromWeights(path: string, meta: Record<string, string>, held: number, format: 'safetensors' | 'json'): ModelFile {
-  const parse = (key: string): unknown => {
-    if (meta[key] === undefined) return undefined;
-    try {
-      return JSON.parse(meta[key]);
-    } catch {
-      return mismatch(path, `its ${key} is not JSON`);
-    }
-  };
-  const config = (parse('config') ?? null) as { model?: unknown } | null;
-  const spec = config?.model ?? parse('model_spec');
-  if (spec === undefined) mismatch(path, 'a weights file without its model (no config or model_spec in its metadata)');
-  const precision = (meta.quantization === undefined || meta.quantization === 'none' ? 'fp32' : meta.quantization) as Precision;
-  if (!['fp32', 'fp16', 'int8', 'int4'].includes(precision)) mismatch(path, `unknown quantization ${JSON.stringify(meta.quantization)}`);
+  const { config, spec, step, ...rest } = weightsMeta(path, meta);
   // Before allocating: the spec may not claim more parameters than the file's tensors hold
   // (each tensor's shape is checked exactly as it is decoded).
   const model = checkedModel(path, spec, held, 'the file holds at most', false);
   loadWeightsInto(model, path, format);
-  const classNames = parse('class_names') as string[] | undefined;
-  const scaling = parse('scaling') as ModelFile['scaling'];
-  if (classNames !== undefined && !(Array.isArray(classNames) && classNames.every((c) => typeof c === 'string'))) mismatch(path, 'its class_names are not a list of names');
-  return { path, model, precision, step: Number(meta.step ?? 0), config, ...(classNames ? { classNames } : {}), ...(scaling ? { scaling } : {}) };
+  return { path, model, step, config, ...rest };
 }
 
 /** Values a safetensors file's tensors can stand for (an int4 byte holds two). */
-function heldBySafetensors(path: string): number {
-  const header = readSafetensorsHeader(path) as Record<string, { dtype?: string; shape?: number[] }>;
+function heldBySafetensors(header: Record<string, unknown>): number {
   let n = 0;
-  for (const [name, t] of Object.entries(header)) {
+  for (const [name, tensor] of Object.entries(header)) {
+    const t = tensor as { dtype?: string; shape?: number[] };
     if (name === '__metadata__' || name.endsWith('.scale') || !Array.isArray(t.shape)) continue;
     n += t.shape.reduce((a, b) => a * b, 1) * (t.dtype === 'U8' ? 2 : 1);
   }

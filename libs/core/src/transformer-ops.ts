@@ -95,9 +95,7 @@ class GemmAttention {
     for (let b = 0; b < batch; b++)
       for (let h = 0; h < heads; h++) {
         const at = b * T * 3 * C + h * d;
-        gather(qkv, at, 3 * C, T, d, q);
-        gather(qkv, at + C, 3 * C, T, d, k);
-        gather(qkv, at + 2 * C, 3 * C, T, d, v);
+        gatherHead(qkv, at, C, T, d, q, k, v);
         const p = probs.subarray((b * heads + h) * T * T, (b * heads + h + 1) * T * T);
         this.backend.gemm(false, true, T, T, d, q, k, p);
         causalSoftmax(p, T, scale);
@@ -114,9 +112,7 @@ class GemmAttention {
     for (let b = 0; b < batch; b++)
       for (let h = 0; h < heads; h++) {
         const at = b * T * 3 * C + h * d;
-        gather(qkv, at, 3 * C, T, d, q);
-        gather(qkv, at + C, 3 * C, T, d, k);
-        gather(qkv, at + 2 * C, 3 * C, T, d, v);
+        gatherHead(qkv, at, C, T, d, q, k, v);
         gather(dout, b * T * C + h * d, C, T, d, dO);
         const p = probs.subarray((b * heads + h) * T * T, (b * heads + h + 1) * T * T);
         this.backend.gemm(true, false, T, d, T, p, dO, g); // dV = Pᵀ·dO
@@ -132,14 +128,16 @@ class GemmAttention {
 }
 
 /**
- * The transformer methods of a backend whose kernels for them are TypeScript (the reference and
- * WASM ones): shape checks, then the functions above; attention's products on the backend's GEMM.
+ * The base of a backend whose transformer kernels are TypeScript (the reference and WASM ones):
+ * shape checks, then the functions above; attention's products on the backend's own GEMM.
  */
-export class TransformerKernels implements Pick<Backend, 'gelu' | 'geluBackward' | 'layerNorm' | 'layerNormBackward' | 'causalAttention' | 'causalAttentionBackward'> {
-  private readonly attention: GemmAttention;
-  constructor(backend: Backend) {
-    this.attention = new GemmAttention(backend);
+export abstract class TransformerKernels implements Pick<Backend, 'gelu' | 'geluBackward' | 'layerNorm' | 'layerNormBackward' | 'causalAttention' | 'causalAttentionBackward'> {
+  private gemmAttention: GemmAttention | null = null;
+  private get attention(): GemmAttention {
+    // Made at its first use: the backend (this object) is whole by then.
+    return (this.gemmAttention ??= new GemmAttention(this as unknown as Backend));
   }
+
   gelu(x: Float32Array, y: Float32Array, tanh: Float32Array, n: number): void {
     checkLengths('gelu', n, x, y, tanh);
     gelu(x, y, tanh, n);
@@ -198,6 +196,13 @@ function causalSoftmaxBackward(p: Float32Array, dp: Float32Array, T: number, sca
     for (let s = 0; s <= t; s++) dp[r + s] = p[r + s] * (dp[r + s] - dot) * scale;
     for (let s = t + 1; s < T; s++) dp[r + s] = 0;
   }
+}
+
+/** One head's q, k and v (d columns each, at `at`, `at + C`, `at + 2C` of rows 3C wide) as contiguous blocks. */
+function gatherHead(qkv: Float32Array, at: number, C: number, T: number, d: number, q: Float32Array, k: Float32Array, v: Float32Array): void {
+  gather(qkv, at, 3 * C, T, d, q);
+  gather(qkv, at + C, 3 * C, T, d, k);
+  gather(qkv, at + 2 * C, 3 * C, T, d, v);
 }
 
 /** rows×d values, each row `d` wide at `at + r·stride` of src, into a contiguous block. */

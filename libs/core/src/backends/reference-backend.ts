@@ -4,10 +4,9 @@ import { addBiasRows, leakyRelu, leakyReluBackward, sumRows } from '../ops.js';
 import { TransformerKernels } from '../transformer-ops.js';
 
 /** Plain loops with float64 accumulation: slow, obviously right, the yardstick for the others. */
-export class ReferenceBackend implements Backend {
+export class ReferenceBackend extends TransformerKernels implements Backend {
   readonly name = 'reference' as const;
   readonly description = 'reference (plain TypeScript loops)';
-  private readonly transformer = new TransformerKernels(this);
 
   alloc(length: number): Float32Array {
     return new Float32Array(length);
@@ -85,25 +84,5 @@ export class ReferenceBackend implements Backend {
       v[i] = h.beta2 * v[i] + (1 - h.beta2) * gi * gi;
       p[i] = p[i] * h.shrink - (h.stepSize * m[i]) / (Math.sqrt(v[i]) / h.rootCorrection + h.eps);
     }
-  }
-
-  // A transformer's kernels after the GEMMs: TypeScript (transformer-ops.ts), the attention's products on this backend's GEMM.
-  gelu(x: Float32Array, y: Float32Array, tanh: Float32Array, n: number): void {
-    this.transformer.gelu(x, y, tanh, n);
-  }
-  geluBackward(x: Float32Array, tanh: Float32Array, dy: Float32Array, dx: Float32Array, n: number): void {
-    this.transformer.geluBackward(x, tanh, dy, dx, n);
-  }
-  layerNorm(x: Float32Array, rows: number, width: number, eps: number, gain: Float32Array, bias: Float32Array | null, xhat: Float32Array, rstd: Float32Array, y: Float32Array): void {
-    this.transformer.layerNorm(x, rows, width, eps, gain, bias, xhat, rstd, y);
-  }
-  layerNormBackward(dy: Float32Array, rows: number, width: number, xhat: Float32Array, rstd: Float32Array, gain: Float32Array, dgain: Float32Array, dbias: Float32Array | null, dx: Float32Array | null): void {
-    this.transformer.layerNormBackward(dy, rows, width, xhat, rstd, gain, dgain, dbias, dx);
-  }
-  causalAttention(qkv: Float32Array, shape: AttentionShape, probs: Float32Array, out: Float32Array): void {
-    this.transformer.causalAttention(qkv, shape, probs, out);
-  }
-  causalAttentionBackward(qkv: Float32Array, shape: AttentionShape, probs: Float32Array, dout: Float32Array, dqkv: Float32Array): void {
-    this.transformer.causalAttentionBackward(qkv, shape, probs, dout, dqkv);
   }
 }

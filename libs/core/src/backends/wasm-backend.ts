@@ -38,7 +38,7 @@ export interface WasmBackendOptions {
  * Buffers come from a bump allocator with per-size free lists (the trainer allocates a few
  * long-lived buffers, so this never fragments in practice).
  */
-export class WasmBackend implements Backend {
+export class WasmBackend extends TransformerKernels implements Backend {
   readonly name: Backend['name'] = 'wasm';
   readonly description: string;
   private readonly memory: WebAssembly.Memory;
@@ -46,9 +46,9 @@ export class WasmBackend implements Backend {
   private readonly scratch: number;
   private top: number;
   private readonly freeLists = new Map<number, number[]>();
-  private readonly transformer = new TransformerKernels(this);
 
   constructor(options: WasmBackendOptions = {}) {
+    super();
     const mb = options.memoryMb ?? Number(process.env.RINGTRAIN_WASM_MEMORY_MB ?? DEFAULT_WASM_MEMORY_MB);
     if (!Number.isInteger(mb) || mb < 1 || mb > 4095) {
       throw new CoreError('ERR_BACKEND', `wasm backend: memoryMb must be an integer in 1..4095, got ${mb}`);
@@ -163,26 +163,6 @@ export class WasmBackend implements Backend {
       this.offset(p, 'params'), this.offset(g, 'grads'), this.offset(m, 'expAvg'), this.offset(v, 'expAvgSq'), p.length,
       h.stepSize, h.beta1, h.beta2, h.eps, h.rootCorrection, h.l2, h.shrink,
     );
-  }
-
-  // A transformer's kernels after the GEMMs: TypeScript (transformer-ops.ts), the attention's products on this backend's GEMM.
-  gelu(x: Float32Array, y: Float32Array, tanh: Float32Array, n: number): void {
-    this.transformer.gelu(x, y, tanh, n);
-  }
-  geluBackward(x: Float32Array, tanh: Float32Array, dy: Float32Array, dx: Float32Array, n: number): void {
-    this.transformer.geluBackward(x, tanh, dy, dx, n);
-  }
-  layerNorm(x: Float32Array, rows: number, width: number, eps: number, gain: Float32Array, bias: Float32Array | null, xhat: Float32Array, rstd: Float32Array, y: Float32Array): void {
-    this.transformer.layerNorm(x, rows, width, eps, gain, bias, xhat, rstd, y);
-  }
-  layerNormBackward(dy: Float32Array, rows: number, width: number, xhat: Float32Array, rstd: Float32Array, gain: Float32Array, dgain: Float32Array, dbias: Float32Array | null, dx: Float32Array | null): void {
-    this.transformer.layerNormBackward(dy, rows, width, xhat, rstd, gain, dgain, dbias, dx);
-  }
-  causalAttention(qkv: Float32Array, shape: AttentionShape, probs: Float32Array, out: Float32Array): void {
-    this.transformer.causalAttention(qkv, shape, probs, out);
-  }
-  causalAttentionBackward(qkv: Float32Array, shape: AttentionShape, probs: Float32Array, dout: Float32Array, dqkv: Float32Array): void {
-    this.transformer.causalAttentionBackward(qkv, shape, probs, dout, dqkv);
   }
 
   protected offset(x: Float32Array, name: string): number {
