@@ -163,6 +163,43 @@ describe('a GPT on text (real processes)', () => {
     expect(fromQ8.stderr).toMatch(/ERR_ARGUMENT: --init-from .*: its weights are int8, quantized for use/);
   }, 90_000);
 
+  it('byte-level BPE: merges learned once and recorded in the job; bits per character per character; generate and fine-tuning read any text', async () => {
+    const ckpts = join(dir, 'bpe-ckpts');
+    const r = await ringtrain(['launch', '--workers', '2', '--config', job, '--tokenizer', 'bpe:320', '--max-steps', '10', '--checkpoint-dir', ckpts, '--json']);
+    expect(r.code, r.stderr.slice(-1500)).toBe(0);
+    const ckpt = join(ckpts, 'ckpt-step-0000000010.safetensors');
+    const meta = readSafetensorsHeader(ckpt).__metadata__ as Record<string, string>;
+    const tokenizer = JSON.parse(meta.config).dataset.tokenizer;
+    expect(tokenizer).toMatchObject({ type: 'bpe', vocabSize: 320 });
+    expect(tokenizer.merges).toHaveLength(2 * 64);
+    const symbols = JSON.parse(meta.class_names) as string[];
+    expect(symbols).toHaveLength(320);
+    expect(symbols.slice(256)).toContain('Ġthe'); // GPT-2's readable form of " the"
+    // A token stands for about 2 characters of English: bits per character divide by that.
+    expect(tokenizer.charsPerToken).toBeGreaterThan(1.3);
+    const loss = r.summary!.epochs.at(-1).testLoss;
+    const bits = Number(/\(([\d.]+) bits\/char/.exec(r.stderr.split('\n').reverse().find((l) => l.includes('bits/char'))!)![1]);
+    expect(bits).toBeCloseTo(loss / Math.LN2 / tokenizer.charsPerToken, 2);
+    // Any text is a prompt, even characters the training text never had; the bytes come out whole.
+    const out = await ringtrain(['generate', ckpt, '--prompt', 'Zürich 🙂 the', '--tokens', '30', '--seed', '3']);
+    expect(out.code, out.stderr).toBe(0);
+    expect(out.stdout.startsWith('Zürich 🙂 the')).toBe(true);
+    expect(out.stdout.length).toBeGreaterThan('Zürich 🙂 the'.length + 10);
+    const evaluated = await ringtrain(['evaluate', ckpt]);
+    expect(evaluated.code, evaluated.stderr).toBe(0);
+    const e = JSON.parse(evaluated.stdout);
+    expect(e.bitsPerChar).toBeCloseTo(e.loss / Math.LN2 / tokenizer.charsPerToken, 6);
+    // Fine-tuning reads another text with the model's merges: nothing to extend, and nothing refused.
+    const other = join(dir, 'bpe-other.txt');
+    writeFileSync(other, `${readFileSync(embeddedCorpusPath(), 'utf8').slice(3_000_000, 3_020_000)} Zürich 🙂 `.repeat(2));
+    const tuned = await ringtrain(['launch', '--workers', '2', '--init-from', ckpt, '--data', `text:${other}`, '--max-steps', '5', '--json']);
+    expect(tuned.code, tuned.stderr.slice(-1500)).toBe(0);
+    expect(tuned.summary!.steps).toBe(5);
+    const extend = await ringtrain(['launch', '--workers', '2', '--init-from', ckpt, '--data', `text:${other}`, '--max-steps', '5', '--extend-vocabulary']);
+    expect(extend.code).toBe(1);
+    expect(extend.stderr).toMatch(/ERR_ARGUMENT: --extend-vocabulary: .* byte-level BPE/);
+  }, 90_000);
+
   it('int8 gradients with error feedback over TCP, and DiLoCo, train the GPT too, with the replicas bit-identical at every check', async () => {
     const tcp = { RINGTRAIN_SHARED_MEMORY: '0' };
     const plain = await ringtrain(['launch', '--workers', '2', '--config', job, '--verify-every', '5', '--json'], tcp);

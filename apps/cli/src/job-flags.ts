@@ -24,6 +24,7 @@ export function addJobOptions(cmd: Command): Command {
     .addOption(new Option('--optimizer <type>', 'optimizer').choices(['sgd', 'adam', 'adamw']))
     .option('--hidden <sizes>', `hidden layer widths of an MLP, comma-separated, e.g. 256,128 (the built-in MLP job: ${BUILT_IN_JOB.hidden})`, sizeList)
     .option('--data <source>', 'mnist (embedded), idx:<folder>, csv:<file>, images:<folder> (one subfolder per class), packed:<folder> (ringtrain data pack), text (the embedded English corpus) or text:<file> (UTF-8, for --model gpt)')
+    .option('--tokenizer <kind>', 'text: characters (the default: the text\'s own) or bpe:<vocabulary size> (byte-level BPE learned from the training split, e.g. bpe:1024)', textTokenizer)
     .option('--label <column>', 'csv: the label column: its name, its index (negative: from the end), or last (the default)', labelColumn)
     .option('--header', 'csv: the first line names the columns (default: detected)')
     .option('--no-header', 'csv: the first line is data')
@@ -43,6 +44,7 @@ export interface JobFlags {
   optimizer?: 'sgd' | 'adam' | 'adamw';
   hidden?: number[];
   data?: string;
+  tokenizer?: { type: 'characters' } | { type: 'bpe'; vocabSize: number };
   label?: string | number;
   header?: boolean;
   testFraction?: number;
@@ -97,6 +99,14 @@ export function positiveNumber(v: string): number {
 
 function sizeList(v: string): number[] {
   return v.split(',').map((s) => positiveInt(s.trim()));
+}
+
+/** `--tokenizer`: characters, or bpe:<vocabulary size> (bounded where the dataset is checked). */
+function textTokenizer(v: string): NonNullable<JobFlags['tokenizer']> {
+  if (v === 'characters' || v === 'chars') return { type: 'characters' };
+  const bpe = /^bpe:(\d+)$/.exec(v);
+  if (bpe) return { type: 'bpe', vocabSize: Number(bpe[1]) };
+  throw new InvalidArgumentError(`expected characters or bpe:<vocabulary size> (e.g. bpe:1024), got "${v}"`);
 }
 
 /** `--label`: last, an integer index (negative from the end), or a column name. */

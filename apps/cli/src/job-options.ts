@@ -1,16 +1,17 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { expandShortForms, mlpSpec, type ModelSpec, outputSize, parseModelSpec, vocabularyOf, withVocabulary } from '@ringtrain/core';
-import { type Dataset, loadDataset } from '@ringtrain/data';
+import { type Dataset, loadDataset, type TextTokenizer } from '@ringtrain/data';
 import { type JobConfig, DEFAULT_JOB, mergeConfig, parseJobConfig } from '@ringtrain/trainer';
 import { type JobFlags, MODELS_DIR, namedModels, parseDataFlag } from './job-flags.js';
 import { errorWithCode } from './cli-error.js';
 
-/** A trained model a run starts from (--init-from): its job, and its text tokenizer's characters. */
+/** A trained model a run starts from (--init-from): its job, and its text tokenizer (characters, or BPE merges). */
 export interface InitModel {
   path: string;
   config: unknown;
   vocabulary?: string[];
+  tokenizer?: TextTokenizer;
   /** Characters of the new text outside `vocabulary` become new tokens (and the model's vocabulary grows). */
   extendVocabulary?: boolean;
 }
@@ -44,8 +45,13 @@ export function resolveJob(flags: JobFlags, init?: InitModel): JobConfig {
   }
   if (flags.data) over.dataset = parseDataFlag(flags.data);
   job = mergeConfig(job, over);
+  if (flags.tokenizer) job = withTokenizer(job as Record<string, unknown>, flags.tokenizer);
   const dataset = (job as { dataset: { source?: string } }).dataset;
-  if (init?.vocabulary && dataset.source === 'text') job = { ...(job as object), dataset: { ...dataset, vocabulary: init.vocabulary, ...(init.extendVocabulary ? { extendVocabulary: true } : {}) } };
+  if (init?.tokenizer?.type === 'bpe' && dataset.source === 'text') {
+    // A byte-level BPE reads any text with the trained model's merges: nothing to extend.
+    if (init.extendVocabulary) throw errorWithCode('ERR_ARGUMENT', `--extend-vocabulary: ${init.path} tokenizes by byte-level BPE, which reads any text with its own tokens; leave --extend-vocabulary out`);
+    job = { ...(job as object), dataset: { ...dataset, tokenizer: init.tokenizer } };
+  } else if (init?.vocabulary && dataset.source === 'text') job = { ...(job as object), dataset: { ...dataset, vocabulary: init.vocabulary, ...(init.extendVocabulary ? { extendVocabulary: true } : {}) } };
   job = withCsvFlags(job as Record<string, unknown>, flags);
   const fromFile = (file ?? (fromInit ? init.config : {})) as { batchSize?: unknown; schedule?: unknown; model?: unknown };
   const stated = { batchSize: flags.batchSize !== undefined || fromFile.batchSize !== undefined, schedule: fromFile.schedule !== undefined };
@@ -69,6 +75,13 @@ function modelFile(model: string): string {
   if (/[./\\]/.test(model)) return model;
   if (namedModels().includes(model)) return join(MODELS_DIR, `${model}.json`);
   throw errorWithCode('ERR_SPEC', `--model ${model}: no such named model; there are ${namedModels().join(', ') || 'none'} (or give a job config file)`);
+}
+
+/** --tokenizer: how a text becomes tokens (a new BPE is learned, so no merges are kept from a config). */
+function withTokenizer(job: Record<string, unknown>, tokenizer: TextTokenizer): Record<string, unknown> {
+  const dataset = job.dataset as { source: string };
+  if (dataset.source !== 'text') throw errorWithCode('ERR_DATA_CONFIG', `--tokenizer is for text data, not ${dataset.source}`);
+  return { ...job, dataset: { ...dataset, tokenizer } };
 }
 
 /** --label, --header and --test-fraction, which say how to read a CSV. */
@@ -97,9 +110,12 @@ function fitGptToText(job: Record<string, unknown>): Record<string, unknown> {
   const dataset = job.dataset as { source: string; context?: number };
   if (dataset.source !== 'text') throw errorWithCode('ERR_DATA_CONFIG', `a GPT trains on text, and the data is ${dataset.source}: give --data text (the embedded English corpus) or --data text:FILE`);
   if (dataset.context !== undefined && dataset.context !== model.context) throw errorWithCode('ERR_SHAPE', `the model's context is ${model.context} tokens, the dataset's ${dataset.context}; leave the dataset's out`);
-  const fitted = { ...dataset, context: model.context };
-  const train = loadDataset(fitted).train;
+  let fitted: Record<string, unknown> = { ...dataset, context: model.context };
+  const split = loadDataset(fitted);
+  const train = split.train;
   if (model.vocab !== undefined && model.vocab !== train.classes) throw errorWithCode('ERR_SHAPE', `the model's vocabulary has ${model.vocab} tokens, the text ${train.name} has ${train.classes}; leave the model's vocab out to take the text's`);
+  // Learned BPE merges go into the job: every worker, checkpoint and weights file then has them.
+  if (split.merges) fitted = { ...fitted, tokenizer: { ...(fitted.tokenizer as object), merges: Array.from(split.merges), charsPerToken: split.charsPerToken } };
   return { ...job, dataset: fitted, model: { ...model, vocab: train.classes } };
 }
 

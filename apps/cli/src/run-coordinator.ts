@@ -5,7 +5,8 @@ import { type Checkpoint, findLatestCheckpoint, listCheckpoints, loadCheckpoint 
 import { Coordinator, CoordinatorError, type RunStats } from '@ringtrain/coordinator';
 import { describeModel, positionsOf } from '@ringtrain/core';
 import { type MessageOf, RUN_ID_PATTERN } from '@ringtrain/protocol';
-import { describeLanguageModelLoss, gradientCompressionOf, type JobConfig, jobIdentityHash } from '@ringtrain/trainer';
+import type { TextTokenizer } from '@ringtrain/data';
+import { charsPerTokenOf, describeLanguageModelLoss, gradientCompressionOf, type JobConfig, jobIdentityHash } from '@ringtrain/trainer';
 import type { Logger } from 'pino';
 import { startHealthServer } from './health-server.js';
 import type { JobFlags } from './job-flags.js';
@@ -151,7 +152,7 @@ export async function coordinate(flags: RunFlags, secrets: Secrets, log: Logger,
   try {
     const stats = await coordinator.run();
     progress.stop();
-    report(stats, job.epochs, positionsOf(job.model), log);
+    report(stats, job.epochs, positionsOf(job.model), charsPerTokenOf(job.dataset), log);
     if (flags.json) process.stdout.write(`${JSON.stringify(stats)}\n`);
   } catch (err) {
     progress.stop();
@@ -175,6 +176,7 @@ const RESUME_FIXED: [keyof RunFlags, string][] = [
   ['config', '--config'],
   ['model', '--model'],
   ['data', '--data'],
+  ['tokenizer', '--tokenizer'],
   ['lr', '--lr'],
   ['batchSize', '--batch-size'],
   ['optimizer', '--optimizer'],
@@ -191,6 +193,8 @@ const RESUME_FIXED: [keyof RunFlags, string][] = [
 function initModel(path: string): InitModel {
   const meta = readModelFileMeta(path);
   if (meta.precision !== 'fp32') throw errorWithCode('ERR_ARGUMENT', `--init-from ${path}: its weights are ${meta.precision}, quantized for use; start training from a checkpoint or an fp32 weights file (--save-final, or export without --quantize)`);
+  const tokenizer = (meta.config as { dataset?: { tokenizer?: TextTokenizer } } | undefined)?.dataset?.tokenizer;
+  if (tokenizer?.type === 'bpe') return { path, config: meta.config, tokenizer };
   return { path, config: meta.config, ...(meta.classNames ? { vocabulary: meta.classNames } : {}) };
 }
 
@@ -243,10 +247,10 @@ function resolveRun(flags: RunFlags, log: Logger): { job: JobConfig; resume?: Me
   };
 }
 
-function report(stats: RunStats, epochs: number, positions: number, log: Logger): void {
+function report(stats: RunStats, epochs: number, positions: number, charsPerToken: number, log: Logger): void {
   const last = stats.epochs.at(-1);
   const t = stats.timing.map((r) => `rank ${r.rank}: data ${(r.dataMs / 1000).toFixed(2)} s, compute ${(r.computeMs / 1000).toFixed(2)} s, all-reduce ${(r.allreduceMs / 1000).toFixed(2)} s, optimizer ${(r.optimizerMs / 1000).toFixed(2)} s`);
-  const figure = !last ? '' : positions > 1 ? `, ${describeLanguageModelLoss(last.testLoss)}` : `, test accuracy ${(100 * last.testAccuracy).toFixed(2)}% after ${stats.epochs.length}/${epochs} epochs`;
+  const figure = !last ? '' : positions > 1 ? `, ${describeLanguageModelLoss(last.testLoss, charsPerToken)}` : `, test accuracy ${(100 * last.testAccuracy).toFixed(2)}% after ${stats.epochs.length}/${epochs} epochs`;
   log.info({ ...stats.toJSON() }, `done: ${stats.step} steps in ${stats.seconds.toFixed(1)} s (${Math.round(stats.samplesPerSecond * positions)} ${positions > 1 ? 'tokens' : 'samples'}/s)${figure}`);
   for (const line of t) log.info(line);
 }

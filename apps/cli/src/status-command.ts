@@ -213,7 +213,7 @@ export class StatusView {
       const lm = c.positions > 1;
       lines.push(
         `loss ${m.loss === null ? 'NaN' : m.loss.toFixed(4)}` +
-          (ev ? ` · ${lm ? `${describeLanguageModelLoss(ev.testLoss)} at step ${ev.step}` : `test ${(100 * ev.testAccuracy).toFixed(2)}%`}` : '') +
+          (ev ? ` · ${lm ? `${describeLanguageModelLoss(ev.testLoss, charsPerTokenFrom(ev))} at step ${ev.step}` : `test ${(100 * ev.testAccuracy).toFixed(2)}%`}` : '') +
           ` · ${Math.round(m.samplesPerSecond * c.positions).toLocaleString('en')} ${lm ? 'tokens' : 'samples'}/s · all-reduce ${(m.allreduceBusbw / 1e6).toFixed(0)} MB/s busbw`,
       );
     }
@@ -228,7 +228,7 @@ export class StatusView {
     const end = this.end;
     if (end) {
       const ev = s.evaluations.at(-1);
-      const figure = c.positions > 1 ? (ev ? `, ${describeLanguageModelLoss(ev.testLoss)}` : '') : end.testAccuracy !== null ? `, test accuracy ${(100 * end.testAccuracy).toFixed(2)}%` : '';
+      const figure = c.positions > 1 ? (ev ? `, ${describeLanguageModelLoss(ev.testLoss, charsPerTokenFrom(ev))}` : '') : end.testAccuracy !== null ? `, test accuracy ${(100 * end.testAccuracy).toFixed(2)}%` : '';
       lines.push('', end.error ? printable(`run ${end.state}: ${end.error.code}: ${end.error.message}`) : `run ${end.state}: ${end.steps} steps in ${end.seconds.toFixed(1)} s, ${Math.round(end.samplesPerSecond).toLocaleString('en')} samples/s${figure}`);
     }
     return lines.join('\n');
@@ -252,4 +252,9 @@ function formatSeconds(s: number): string {
   if (s >= 3600) return `${Math.floor(s / 3600)} h ${Math.round((s % 3600) / 60)} min`;
   if (s >= 60) return `${Math.floor(s / 60)} min ${Math.round(s % 60)} s`;
   return `${Math.round(s)} s`;
+}
+
+/** Characters per token as the run's evaluation gave them (its bits per character are per character). */
+function charsPerTokenFrom(ev: { testLoss: number; bitsPerChar?: number }): number {
+  return ev.bitsPerChar && ev.testLoss > 0 ? ev.testLoss / Math.LN2 / ev.bitsPerChar : 1;
 }

@@ -2,8 +2,8 @@ import { readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { type RawTensor, readSafetensorsHeader, WEIGHTS_FORMAT, writeSafetensors } from '@ringtrain/checkpoint';
 import { dequantizeRows, describeModel, fromFloat16, generateTokens, type LayerSpec, MAX_TEMPERATURE, type Model, packInt4, quantizeRows, Rng, toFloat16 } from '@ringtrain/core';
-import { applyScaling, Batcher, type Dataset, decodeImage, loadDataset, planarPixels, readIdx } from '@ringtrain/data';
-import { describeLanguageModelLoss, type EvalResult, evaluateRange } from '@ringtrain/trainer';
+import { applyScaling, Batcher, BpeTokenizer, type Dataset, decodeImage, loadDataset, planarPixels, readIdx, type TextTokenizer } from '@ringtrain/data';
+import { bitsPerCharacter, charsPerTokenOf, describeLanguageModelLoss, type EvalResult, evaluateRange } from '@ringtrain/trainer';
 import { parseDataFlag } from './job-flags.js';
 import { checkpointJob } from './job-options.js';
 import { errorWithCode } from './cli-error.js';
@@ -74,8 +74,12 @@ function quantizeModel(model: Model, precision: Precision): RawTensor[] {
 }
 
 /** A language model's figures from its loss per token; a classifier's accuracy. */
-function quality(model: Model, r: EvalResult): Record<string, number> {
-  return model.positions > 1 ? { loss: r.loss, bitsPerChar: r.loss / Math.LN2, perplexity: Math.exp(r.loss) } : { loss: r.loss, accuracy: r.accuracy };
+function quality(file: ModelFile, r: EvalResult): Record<string, number> {
+  return file.model.positions > 1 ? { loss: r.loss, bitsPerChar: bitsPerCharacter(r.loss, charsPerTokenOfFile(file)), perplexity: Math.exp(r.loss) } : { loss: r.loss, accuracy: r.accuracy };
+}
+
+function charsPerTokenOfFile(file: ModelFile): number {
+  return charsPerTokenOf((file.config as { dataset?: unknown } | null)?.dataset);
 }
 
 
@@ -104,7 +108,7 @@ export function inspect(path: string, flags: { json?: boolean; data?: string }):
   const precisions = PRECISIONS.map((precision): { precision: Precision; bytes: number; loss?: number; bitsPerChar?: number; perplexity?: number; accuracy?: number } => {
     model.params.values.set(original);
     const bytes = quantizeModel(model, precision).reduce((n, t) => n + t.bytes.length, 0);
-    return { precision, bytes, ...(data ? quality(model, evaluate(model, data)) : {}) };
+    return { precision, bytes, ...(data ? quality(file, evaluate(model, data)) : {}) };
   });
   model.params.values.set(original);
   const fileBytes = statSync(path).size;
@@ -125,7 +129,8 @@ export function inspect(path: string, flags: { json?: boolean; data?: string }):
     process.stdout.write(`step ${m.step}, epoch ${m.epoch}, sample ${m.cursor}, saved by ${m.worldSize} workers at ${m.savedAt}\n`);
     process.stdout.write(`metrics ${JSON.stringify(m.metrics)}\noptimizer ${m.optimizer.type} (step ${m.optimizer.step}, slots ${m.optimizer.slots.join(', ') || 'none'})\n`);
   } else process.stdout.write(`step ${file.step}\n`);
-  process.stdout.write(`config ${JSON.stringify(file.config)}\n`);
+  // A BPE's merges (thousands of ids) are counted, not listed.
+  process.stdout.write(`config ${JSON.stringify(file.config, (k, v) => (k === 'merges' && Array.isArray(v) ? `${v.length / 2} merges` : v))}\n`);
 }
 
 const fmt4 = (x: number | undefined): string => (x === undefined ? 'n/a' : x.toFixed(4));
@@ -193,7 +198,7 @@ export function exportWeights(path: string, options: { output: string; format?: 
   const pct = (x: number): string => `${(100 * x).toFixed(2)}%`;
   const compared =
     model.positions > 1
-      ? `${describeLanguageModelLoss(before.loss)} at ${file.precision}, ${describeLanguageModelLoss(after.loss)} at ${to} (${(after.loss - before.loss).toFixed(4)} nats/token) on ${test.size} validation windows`
+      ? `${describeLanguageModelLoss(before.loss, charsPerTokenOfFile(file))} at ${file.precision}, ${describeLanguageModelLoss(after.loss, charsPerTokenOfFile(file))} at ${to} (${(after.loss - before.loss).toFixed(4)} nats/token) on ${test.size} validation windows`
       : `test accuracy ${pct(before.accuracy)} at ${file.precision}, ${pct(after.accuracy)} ${to} (${((after.accuracy - before.accuracy) * 100).toFixed(2)} points) on ${test.size} samples`;
   process.stdout.write(`${flags.output}: ${mb(statSync(flags.output).size)}; ${compared}\n`);
 }
@@ -202,7 +207,7 @@ export function exportWeights(path: string, options: { output: string; format?: 
 export function evaluateCheckpoint(path: string, flags: { data?: string }): void {
   const file = loadModelFile(path);
   const r = evaluate(file.model, testSet(file, flags.data));
-  process.stdout.write(`${JSON.stringify({ file: path, precision: file.precision, step: file.step, ...r, ...quality(file.model, r) })}\n`);
+  process.stdout.write(`${JSON.stringify({ file: path, precision: file.precision, step: file.step, ...r, ...quality(file, r) })}\n`);
 }
 
 /** `predict`: the class of each input. */
@@ -269,22 +274,48 @@ function imageFeatures(file: string, features: number): Float32Array {
 }
 
 /**
- * `generate`: continues a prompt with a language model, streaming each character as it is chosen;
- * one position per character through the model's key/value cache.
+ * `generate`: continues a prompt with a language model, streaming its text as each token is
+ * chosen; one position per token through the model's key/value cache.
  */
 export function generate(path: string, flags: { prompt: string; tokens: number; temperature: number; topK?: number; seed: number }): void {
-  const { model, classNames: symbols } = loadModelFile(path);
-  if (model.positions < 2 || !symbols) throw errorWithCode('ERR_MODEL_MISMATCH', `${path} holds no language model (${describeModel(model.spec)}): generate needs a GPT trained on text`);
-  if (flags.temperature > MAX_TEMPERATURE) throw errorWithCode('ERR_ARGUMENT', `--temperature ${flags.temperature} is past ${MAX_TEMPERATURE}, where every character is as likely as any other; use 0 (greedy) to about 2`);
-  if (flags.topK !== undefined && flags.topK > symbols.length) throw errorWithCode('ERR_ARGUMENT', `--top-k ${flags.topK} is more than the model's vocabulary of ${symbols.length}`);
-  const index = new Map(symbols.map((s, i) => [s, i]));
-  const chars = Array.from(flags.prompt);
-  if (chars.length === 0) throw errorWithCode('ERR_ARGUMENT', '--prompt is empty: give at least one character');
-  const foreign = [...new Set(chars.filter((c) => !index.has(c)))];
-  if (foreign.length) throw errorWithCode('ERR_ARGUMENT', `--prompt: the character${foreign.length > 1 ? 's' : ''} ${foreign.map((c) => JSON.stringify(c)).join(', ')} ${foreign.length > 1 ? 'are' : 'is'} not in the model's vocabulary of ${symbols.length} (${JSON.stringify(symbols.join(''))})`);
+  const file = loadModelFile(path);
+  const { model } = file;
+  if (model.positions < 2 || !file.classNames) throw errorWithCode('ERR_MODEL_MISMATCH', `${path} holds no language model (${describeModel(model.spec)}): generate needs a GPT trained on text`);
+  if (flags.temperature > MAX_TEMPERATURE) throw errorWithCode('ERR_ARGUMENT', `--temperature ${flags.temperature} is past ${MAX_TEMPERATURE}, where every token is as likely as any other; use 0 (greedy) to about 2`);
+  const codec = textCodec(file, file.classNames);
+  if (flags.topK !== undefined && flags.topK > codec.size) throw errorWithCode('ERR_ARGUMENT', `--top-k ${flags.topK} is more than the model's vocabulary of ${codec.size}`);
+  if (flags.prompt.length === 0) throw errorWithCode('ERR_ARGUMENT', '--prompt is empty: give at least one character');
+  const prompt = codec.encode(flags.prompt);
   const T = model.inputSize;
-  if (chars.length > T) process.stderr.write(`ringtrain: warning: the prompt has ${chars.length} characters, the model's context ${T}: it sees the last ${T}\n`);
+  if (prompt.length > T) process.stderr.write(`ringtrain: warning: the prompt has ${prompt.length} ${codec.unit}, the model's context ${T}: it sees the last ${T}\n`);
   process.stdout.write(flags.prompt);
-  generateTokens(model, chars.map((c) => index.get(c)!), { tokens: flags.tokens, temperature: flags.temperature, ...(flags.topK ? { topK: flags.topK } : {}), rng: new Rng(flags.seed), onToken: (id) => process.stdout.write(symbols[id]) });
-  process.stdout.write('\n');
+  generateTokens(model, prompt, { tokens: flags.tokens, temperature: flags.temperature, ...(flags.topK ? { topK: flags.topK } : {}), rng: new Rng(flags.seed), onToken: (id) => process.stdout.write(codec.text(id)) });
+  process.stdout.write(`${codec.text(null)}\n`);
+}
+
+/**
+ * A language model's tokens to and from text: its characters, or its byte-level BPE (whose
+ * tokens may split a character's bytes, so text is written as soon as it is whole).
+ */
+function textCodec(file: ModelFile, symbols: readonly string[]): { size: number; unit: string; encode(text: string): number[]; text(id: number | null): string } {
+  const tokenizer = (file.config as { dataset?: { tokenizer?: TextTokenizer } } | null)?.dataset?.tokenizer;
+  if (tokenizer?.type === 'bpe') {
+    if (!tokenizer.merges) throw errorWithCode('ERR_CHECKPOINT_FORMAT', `${file.path}: its job says byte-level BPE but records no merges`);
+    const bpe = new BpeTokenizer(tokenizer.merges);
+    if (bpe.size !== symbols.length) throw errorWithCode('ERR_CHECKPOINT_FORMAT', `${file.path}: its BPE merges make ${bpe.size} tokens, its vocabulary has ${symbols.length}`);
+    const decoder = new TextDecoder('utf-8');
+    return { size: bpe.size, unit: 'tokens', encode: (text) => Array.from(bpe.encode(text)), text: (id) => (id === null ? decoder.decode() : decoder.decode(bpe.tokens[id], { stream: true })) };
+  }
+  const index = new Map(symbols.map((s, i) => [s, i]));
+  return {
+    size: symbols.length,
+    unit: 'characters',
+    encode(text) {
+      const chars = Array.from(text);
+      const foreign = [...new Set(chars.filter((c) => !index.has(c)))];
+      if (foreign.length) throw errorWithCode('ERR_ARGUMENT', `--prompt: the character${foreign.length > 1 ? 's' : ''} ${foreign.map((c) => JSON.stringify(c)).join(', ')} ${foreign.length > 1 ? 'are' : 'is'} not in the model's vocabulary of ${symbols.length} (${JSON.stringify(symbols.join(''))})`);
+      return chars.map((c) => index.get(c)!);
+    },
+    text: (id) => (id === null ? '' : symbols[id]),
+  };
 }

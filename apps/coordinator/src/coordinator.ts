@@ -6,7 +6,7 @@ import { checkpointName, readCheckpointMeta } from '@ringtrain/checkpoint';
 import { type ConfigSummary, type ControlMessage, type GenerationChange, type MessageOf, PROTOCOL_VERSION } from '@ringtrain/protocol';
 import { guardedServer } from '@ringtrain/allreduce';
 import { describeModel, parameterCount, positionsOf } from '@ringtrain/core';
-import { type JobConfig, jobConfigHash } from '@ringtrain/trainer';
+import { charsPerTokenOf, type JobConfig, jobConfigHash } from '@ringtrain/trainer';
 import type { Logger } from 'pino';
 import type { HealthThresholds } from './health-watch.js';
 import { type Conn, type Effect, type Fault, type GenerationRecord, type Member, Membership, type MembershipState, type Timer } from './membership.js';
@@ -177,7 +177,7 @@ export class Coordinator {
     });
     // With checkpoints, the status history is kept beside them for a restarted coordinator.
     this.journal = options.checkpoint ? RunJournal.attach(options.checkpoint.dir, this.feed, this.stats, this.log) : null;
-    this.record = new RunRecord(this.stats, this.feed, this.log, options.config.epochs, positionsOf(options.config.model), {
+    this.record = new RunRecord(this.stats, this.feed, this.log, options.config.epochs, positionsOf(options.config.model), charsPerTokenOf(options.config.dataset), {
       progress: (stats) => this.onProgress?.(stats),
       epoch: (epoch, stats) => this.onEpoch?.(epoch, stats),
     });

@@ -14,7 +14,7 @@ describe('run record', () => {
     const stats = new RunStats(2, 1);
     stats.start(10);
     const feed = new StatusFeed({ runId: 'r', workers: 2, config: TEST_CONFIG, intervalMs: 60_000 });
-    const record = new RunRecord(stats, feed, pino({ level: 'warn' }, new Writable({ write: (c, _e, done) => void (logs.push(String(c)), done()) })), 1, 1, { progress: () => {}, epoch: () => {} });
+    const record = new RunRecord(stats, feed, pino({ level: 'warn' }, new Writable({ write: (c, _e, done) => void (logs.push(String(c)), done()) })), 1, 1, 1, { progress: () => {}, epoch: () => {} });
     record.report(0, progress(0, 9e15), 2);
     record.report(0, progress(4e9, 5), 2);
     record.report(0, { type: 'evaluated', v: 1, generation: 1, rank: 0, epoch: 0, step: 2 ** 52, atEpochEnd: false, lossSum: 1, correct: 1, samples: 1 }, 2);

@@ -1,5 +1,5 @@
 import type { ControlMessage } from '@ringtrain/protocol';
-import { describeLanguageModelLoss, describeNonFinite } from '@ringtrain/trainer';
+import { bitsPerCharacter, describeLanguageModelLoss, describeNonFinite } from '@ringtrain/trainer';
 import type { Logger } from 'pino';
 import type { RunStats } from './run-stats.js';
 import type { StatusFeed } from './status-feed.js';
@@ -24,6 +24,8 @@ export class RunRecord {
     private readonly epochs: number,
     /** Tokens a sample predicts (a language model's context), or 1: a language model's evaluation reads in nats, bits and perplexity. */
     private readonly positions: number,
+    /** Characters a token stands for (a BPE's, on the validation text; 1 for characters): bits per character are per character. */
+    private readonly charsPerToken: number,
     private readonly hooks: { progress: (stats: RunStats) => void; epoch: (epoch: number, stats: RunStats) => void },
   ) {}
 
@@ -71,13 +73,13 @@ export class RunRecord {
           testLoss: e.testLoss,
           testAccuracy: e.testAccuracy,
           samples: e.testSamples,
-          ...(lm ? { bitsPerChar: e.testLoss / Math.LN2, perplexity: Math.exp(e.testLoss) } : {}),
+          ...(lm ? { bitsPerChar: bitsPerCharacter(e.testLoss, this.charsPerToken), perplexity: Math.exp(e.testLoss) } : {}),
         });
         const where = e.atEpochEnd ? `epoch ${e.epoch + 1}/${this.epochs}${lm ? `, step ${e.step}` : ''}` : `step ${e.step}/${this.stats.totalSteps}`;
         this.log.info(
           { epoch: e.epoch, step: e.step, testLoss: e.testLoss, testAccuracy: e.testAccuracy, trainLoss: e.trainLoss, samplesPerSecond: this.stats.samplesPerSecond },
           lm
-            ? `${where}: loss ${e.trainLoss.toFixed(4)}, ${describeLanguageModelLoss(e.testLoss)} on ${e.testSamples} windows, ${Math.round(this.stats.samplesPerSecond * this.positions)} tokens/s`
+            ? `${where}: loss ${e.trainLoss.toFixed(4)}, ${describeLanguageModelLoss(e.testLoss, this.charsPerToken)} on ${e.testSamples} windows, ${Math.round(this.stats.samplesPerSecond * this.positions)} tokens/s`
             : `${where}: loss ${e.trainLoss.toFixed(4)}, test ${(100 * e.testAccuracy).toFixed(2)}% on ${e.testSamples} samples, ${Math.round(this.stats.samplesPerSecond)} samples/s`,
         );
         if (e.atEpochEnd) this.hooks.epoch(e.epoch, this.stats);

@@ -37,6 +37,10 @@ export interface DatasetSplit {
   test: Dataset;
   /** How the features were rescaled (from the training set), if they were. */
   scaling?: { shift: number[]; scale: number[] };
+  /** The merges of the byte-level BPE a text was tokenized with (learned from its training split, or given). */
+  merges?: Uint16Array;
+  /** Characters per token of the validation text, for a BPE (bits per character = nats per token / ln 2 / this). */
+  charsPerToken?: number;
 }
 
 /** A dataset of byte-coded values; its floats (`x`) are made on first use, once. */

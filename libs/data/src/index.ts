@@ -10,5 +10,6 @@ export { epochPermutation, type RankSlice, rankSlice, type ShardPlan, shardPlan 
 export { gaussianBlobs, linearRegression, spirals } from './synthetic.js';
 export { decodeImage, IMAGE_LIMITS, loadImageFolder, planarPixels } from './images.js';
 export { createPack, loadPacked, PACK_FORMAT, type PackMeta, type PackSource, writePacked } from './packed.js';
-export { firstInvalidUtf8, loadText, TEXT_LIMITS, type TextOptions } from './text.js';
+export { BPE_LIMITS, BpeTokenizer, learnBpe } from './bpe.js';
+export { firstInvalidUtf8, loadText, TEXT_LIMITS, type TextOptions, type TextTokenizer } from './text.js';
 export { EMBEDDED_CORPUS, embeddedCorpusPath, writeEmbeddedCorpus } from './corpus.js';

@@ -9,6 +9,7 @@ import { loadEmbeddedMnist } from './mnist.js';
 import { normalize } from './normalize.js';
 import { epochPermutation } from './sampler.js';
 import { gaussianBlobs, linearRegression, spirals } from './synthetic.js';
+import { BPE_LIMITS } from './bpe.js';
 import { loadText, TEXT_LIMITS } from './text.js';
 import { embeddedCorpusPath } from './corpus.js';
 
@@ -34,7 +35,7 @@ export const datasetConfigSchema = z.discriminatedUnion('source', [
     testFraction,
     normalize: normalization,
   }),
-  /** A UTF-8 text (without `file`, the embedded English corpus), character-level; `context` is the model's, filled in from a GPT model. */
+  /** A UTF-8 text (without `file`, the embedded English corpus), tokenized by characters or byte-level BPE; `context` is the model's, filled in from a GPT model. */
   z.strictObject({
     source: z.literal('text'),
     file: z.string().min(1).optional(),
@@ -45,6 +46,19 @@ export const datasetConfigSchema = z.discriminatedUnion('source', [
     vocabulary: z.array(z.string().min(1).max(2)).min(2).max(TEXT_LIMITS.maxVocab).optional(),
     /** With a vocabulary: characters of the text outside it become new tokens after it (sorted by code point), instead of an error. */
     extendVocabulary: z.boolean().optional(),
+    /** Characters (the default), or byte-level BPE at a vocabulary size; its merges, once learned, are recorded here (so every worker, checkpoint and weights file has them). */
+    tokenizer: z
+      .discriminatedUnion('type', [
+        z.strictObject({ type: z.literal('characters') }),
+        z.strictObject({
+          type: z.literal('bpe'),
+          vocabSize: z.number().int().min(BPE_LIMITS.minVocab).max(BPE_LIMITS.maxVocab),
+          merges: z.array(z.number().int().min(0).max(BPE_LIMITS.maxVocab - 1)).max(2 * (BPE_LIMITS.maxVocab - 256)).optional(),
+          /** Characters per token on the validation text, measured with the merges: bits per character are reported per character. */
+          charsPerToken: z.number().positive().max(1 << 16).optional(),
+        }),
+      ])
+      .optional(),
   }),
   z.strictObject({
     source: z.literal('synthetic'),

@@ -38,3 +38,26 @@ describe('text with a given vocabulary (fine-tuning a trained model)', () => {
     expect(() => loadText(file('x.txt', 'ab '.repeat(20)), { context: 4, vocabulary: ['a', 'a', 'b'] })).toThrow(/entry 1 \("a"\) is not one character, or comes twice/);
   });
 });
+
+describe('text by byte-level BPE', () => {
+  it('learns its merges from the training split alone, reads the validation text with them, and gives them back to be recorded', () => {
+    // The last tenth is "xyz" words, never seen in training: no merge joins x, y or z.
+    const text = `${'the cat sat. '.repeat(90)}${'xyz '.repeat(30)}`;
+    const split = loadText(file('bpe.txt', text), { context: 4, tokenizer: { type: 'bpe', vocabSize: 300 } });
+    const merges = Array.from(split.merges!);
+    expect(merges.length).toBeGreaterThan(0);
+    expect(merges.filter((id) => id >= 120 && id <= 122)).toEqual([]);
+    expect(split.train.classes).toBe(256 + merges.length / 2);
+    expect(split.train.classNames).toHaveLength(split.train.classes);
+    // Validation windows are bytes: more tokens per character than the training text's.
+    expect(split.charsPerToken).toBeCloseTo(1, 1);
+    // Given merges are used as they are: the same tokens.
+    const again = loadText(file('bpe.txt', text), { context: 4, tokenizer: { type: 'bpe', vocabSize: 300, merges } });
+    expect(Array.from(again.train.x)).toEqual(Array.from(split.train.x));
+    expect(Array.from(again.test.labels!)).toEqual(Array.from(split.test.labels!));
+  });
+
+  it('refuses a character vocabulary with it', () => {
+    expect(() => loadText(file('bpe2.txt', 'ab '.repeat(100)), { context: 4, vocabulary: ['a', 'b', ' '], tokenizer: { type: 'bpe', vocabSize: 300 } })).toThrow(expect.objectContaining({ code: 'ERR_DATA_CONFIG' }));
+  });
+});

@@ -1,4 +1,5 @@
 import { readFileSync, statSync } from 'node:fs';
+import { BpeTokenizer, learnBpe } from './bpe.js';
 import type { Dataset, DatasetSplit } from './dataset.js';
 import { DataError } from './errors.js';
 
@@ -19,7 +20,12 @@ export interface TextOptions {
   vocabulary?: readonly string[];
   /** Characters outside `vocabulary` become new tokens after it (by code point) instead of an error. */
   extendVocabulary?: boolean;
+  /** Characters (default), or byte-level BPE: learned from the training split at `vocabSize` tokens, or given by its `merges`. */
+  tokenizer?: TextTokenizer;
 }
+
+/** How a text becomes tokens, as a job config records it. */
+export type TextTokenizer = { type: 'characters' } | { type: 'bpe'; vocabSize: number; merges?: readonly number[] };
 
 /**
  * A character-level corpus (nanoGPT's shakespeare_char): the vocabulary is the file's distinct
@@ -36,14 +42,11 @@ export function loadText(path: string, options: TextOptions): DatasetSplit {
   if (size > TEXT_LIMITS.maxBytes) throw new DataError('ERR_DATA_TOO_LARGE', `text ${path} has ${size} bytes, more than ${TEXT_LIMITS.maxBytes}`);
   const bytes = readFileSync(path);
   const text = decodeUtf8(bytes, path);
-  const { tokens, symbols } = options.vocabulary ? tokenizeWith(text, options.vocabulary, path, options.extendVocabulary ?? false) : tokenizeCharacters(text, path);
   const valFraction = options.valFraction ?? 0.1;
-  const cut = Math.floor(tokens.length * (1 - valFraction));
-  const train = tokens.subarray(0, cut);
-  const val = tokens.subarray(cut);
+  const { train, val, symbols, merges, charsPerToken } = options.tokenizer?.type === 'bpe' ? tokenizeBpe(text, options, valFraction, path) : tokenizeCharacterSplits(text, options, valFraction, path);
   const need = T + 1;
   if (train.length < need || val.length < need) {
-    throw new DataError('ERR_DATA_FORMAT', `text ${path}: ${tokens.length} characters (${train.length} to train, ${val.length} to validate) are too few for windows of ${T} tokens and their next token; give a longer text or a smaller context`);
+    throw new DataError('ERR_DATA_FORMAT', `text ${path}: ${train.length + val.length} ${merges ? 'tokens' : 'characters'} (${train.length} to train, ${val.length} to validate) are too few for windows of ${T} tokens and their next token; give a longer text or a smaller context`);
   }
   const trainStarts = Array.from({ length: Math.floor((train.length - 1) / T) }, (_, i) => i * T);
   const valCount = Math.floor((val.length - 1) / T);
@@ -52,7 +55,49 @@ export function loadText(path: string, options: TextOptions): DatasetSplit {
   return {
     train: windows(`text:${path}/train`, train, trainStarts, T, symbols),
     test: windows(`text:${path}/val`, val, valStarts, T, symbols),
+    ...(merges ? { merges, charsPerToken } : {}),
   };
+}
+
+interface TokenizedText {
+  train: Uint16Array;
+  val: Uint16Array;
+  /** Each token's text (a byte-level BPE token's bytes as GPT-2 writes them). */
+  symbols: string[];
+  /** A byte-level BPE's merges. */
+  merges?: Uint16Array;
+  /** Characters per token on the validation text (a BPE's). */
+  charsPerToken?: number;
+}
+
+function codePoints(s: string): number {
+  let n = 0;
+  for (let i = 0; i < s.length; i++) if ((s.charCodeAt(i) & 0xfc00) !== 0xdc00) n++; // low surrogates end a character counted already
+  return n;
+}
+
+/** Characters: the text's own (sorted by code point) or a given vocabulary's; the last `valFraction` of the tokens validate. */
+function tokenizeCharacterSplits(text: string, options: TextOptions, valFraction: number, path: string): TokenizedText {
+  const { tokens, symbols } = options.vocabulary ? tokenizeWith(text, options.vocabulary, path, options.extendVocabulary ?? false) : tokenizeCharacters(text, path);
+  const cut = Math.floor(tokens.length * (1 - valFraction));
+  return { train: tokens.subarray(0, cut), val: tokens.subarray(cut), symbols };
+}
+
+/**
+ * Byte-level BPE: the text is cut at the last `valFraction` of its characters; the merges are the
+ * given ones or are learned from the training part alone (the validation text is never seen).
+ */
+function tokenizeBpe(text: string, options: TextOptions, valFraction: number, path: string): TokenizedText {
+  const tokenizer = options.tokenizer as Extract<TextTokenizer, { type: 'bpe' }>;
+  if (options.vocabulary || options.extendVocabulary) throw new DataError('ERR_DATA_CONFIG', `text ${path}: a character vocabulary was given with a byte-level BPE tokenizer; BPE reads any text with its merges (leave vocabulary and --extend-vocabulary out)`);
+  let cut = Math.floor(text.length * (1 - valFraction));
+  if (cut > 0 && cut < text.length && /[\uD800-\uDBFF]/.test(text[cut - 1])) cut++; // not between a surrogate pair's halves
+  const trainText = text.slice(0, cut);
+  const merges = tokenizer.merges ? Uint16Array.from(tokenizer.merges) : learnBpe(trainText, tokenizer.vocabSize);
+  const bpe = new BpeTokenizer(merges);
+  const valText = text.slice(cut);
+  const val = bpe.encode(valText);
+  return { train: bpe.encode(trainText), val, symbols: bpe.symbols(), merges, charsPerToken: val.length ? codePoints(valText) / val.length : 1 };
 }
 
 /**

@@ -1,6 +1,6 @@
 import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
 import type { Logger } from 'pino';
-import { describeLanguageModelLoss } from './figures.js';
+import { charsPerTokenOf, describeLanguageModelLoss } from './figures.js';
 import { type JobConfig, parseJobConfig } from './job-config.js';
 import { type EvalResult, Trainer } from './trainer.js';
 
@@ -74,7 +74,7 @@ export async function train(config: unknown, options: TrainOptions = {}): Promis
         const loss = samples ? lossSum / samples : Number.NaN;
         log?.info(
           { epoch, step: trainer.globalStep, trainLoss: loss, testLoss: test.loss, testAccuracy: test.accuracy },
-          `step ${trainer.globalStep}/${trainer.runSteps}: loss ${loss.toFixed(4)}, ${positions > 1 ? describeLanguageModelLoss(test.loss) : `test ${pct(test.accuracy)}`}`,
+          `step ${trainer.globalStep}/${trainer.runSteps}: loss ${loss.toFixed(4)}, ${positions > 1 ? describeLanguageModelLoss(test.loss, charsPerTokenOf(job.dataset)) : `test ${pct(test.accuracy)}`}`,
         );
       }
       if (step % 25 === 0 || step === lastStep) {
@@ -97,7 +97,7 @@ export async function train(config: unknown, options: TrainOptions = {}): Promis
     log?.info(
       { ...report, test: undefined, testLoss: report.test.loss, testAccuracy: report.test.accuracy },
       positions > 1
-        ? `epoch ${epoch + 1}/${job.epochs}, step ${trainer.globalStep}: loss ${report.trainLoss.toFixed(4)}, ${describeLanguageModelLoss(report.test.loss)}, ${Math.round(report.samplesPerSecond * positions)} tokens/s`
+        ? `epoch ${epoch + 1}/${job.epochs}, step ${trainer.globalStep}: loss ${report.trainLoss.toFixed(4)}, ${describeLanguageModelLoss(report.test.loss, charsPerTokenOf(job.dataset))}, ${Math.round(report.samplesPerSecond * positions)} tokens/s`
         : `epoch ${epoch + 1}/${job.epochs}: loss ${report.trainLoss.toFixed(4)}, train ${pct(report.trainAccuracy)}, test ${pct(report.test.accuracy)}, ` +
             `${Math.round(report.samplesPerSecond)} samples/s`,
     );
