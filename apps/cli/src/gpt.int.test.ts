@@ -198,6 +198,16 @@ describe('a GPT on text (real processes)', () => {
     const extend = await ringtrain(['launch', '--workers', '2', '--init-from', ckpt, '--data', `text:${other}`, '--max-steps', '5', '--extend-vocabulary']);
     expect(extend.code).toBe(1);
     expect(extend.stderr).toMatch(/ERR_ARGUMENT: --extend-vocabulary: .* byte-level BPE/);
+    // Packed once (the BPE learned once), trained from the pack: the job records the pack's merges.
+    const pack = join(dir, 'bpe-pack');
+    const packed = await ringtrain(['data', 'pack', `text:${text}`, pack, '--tokenizer', 'bpe:320']);
+    expect(packed.code, packed.stderr).toBe(0);
+    expect(packed.stdout).toMatch(/\d+ training and \d+ validation tokens, byte-level BPE of 320 tokens/);
+    const final = join(dir, 'from-pack.safetensors');
+    const fromPack = await ringtrain(['launch', '--workers', '2', '--config', job, '--data', `packed:${pack}`, '--max-steps', '3', '--save-final', final, '--json']);
+    expect(fromPack.code, fromPack.stderr.slice(-1500)).toBe(0);
+    expect(JSON.parse(String(readSafetensorsHeader(final).__metadata__!.config)).dataset.tokenizer.merges).toEqual(tokenizer.merges);
+    expect((await ringtrain(['generate', final, '--tokens', '5'])).code).toBe(0);
   }, 90_000);
 
   it('int8 gradients with error feedback over TCP, and DiLoCo, train the GPT too, with the replicas bit-identical at every check', async () => {

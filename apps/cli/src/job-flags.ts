@@ -102,7 +102,7 @@ function sizeList(v: string): number[] {
 }
 
 /** `--tokenizer`: characters, or bpe:<vocabulary size> (bounded where the dataset is checked). */
-function textTokenizer(v: string): NonNullable<JobFlags['tokenizer']> {
+export function textTokenizer(v: string): NonNullable<JobFlags['tokenizer']> {
   if (v === 'characters' || v === 'chars') return { type: 'characters' };
   const bpe = /^bpe:(\d+)$/.exec(v);
   if (bpe) return { type: 'bpe', vocabSize: Number(bpe[1]) };

@@ -80,7 +80,7 @@ function modelFile(model: string): string {
 /** --tokenizer: how a text becomes tokens (a new BPE is learned, so no merges are kept from a config). */
 function withTokenizer(job: Record<string, unknown>, tokenizer: TextTokenizer): Record<string, unknown> {
   const dataset = job.dataset as { source: string };
-  if (dataset.source !== 'text') throw errorWithCode('ERR_DATA_CONFIG', `--tokenizer is for text data, not ${dataset.source}`);
+  if (dataset.source !== 'text') throw errorWithCode('ERR_DATA_CONFIG', `--tokenizer is for text data, not ${dataset.source}${dataset.source === 'packed' ? ' (a packed text was tokenized when it was packed: ringtrain data pack text:FILE DIR --tokenizer …)' : ''}`);
   return { ...job, dataset: { ...dataset, tokenizer } };
 }
 
@@ -108,14 +108,14 @@ function fitGptToText(job: Record<string, unknown>): Record<string, unknown> {
   // The model's own mistakes (heads that do not divide the dimension, a context past the limit) first, before any data is read.
   expandShortForms({ ...model, vocab: model.vocab ?? 2 });
   const dataset = job.dataset as { source: string; context?: number };
-  if (dataset.source !== 'text') throw errorWithCode('ERR_DATA_CONFIG', `a GPT trains on text, and the data is ${dataset.source}: give --data text (the embedded English corpus) or --data text:FILE`);
+  if (dataset.source !== 'text' && dataset.source !== 'packed') throw errorWithCode('ERR_DATA_CONFIG', `a GPT trains on text, and the data is ${dataset.source}: give --data text (the embedded English corpus), --data text:FILE or a packed text (--data packed:DIR)`);
   if (dataset.context !== undefined && dataset.context !== model.context) throw errorWithCode('ERR_SHAPE', `the model's context is ${model.context} tokens, the dataset's ${dataset.context}; leave the dataset's out`);
   let fitted: Record<string, unknown> = { ...dataset, context: model.context };
   const split = loadDataset(fitted);
   const train = split.train;
   if (model.vocab !== undefined && model.vocab !== train.classes) throw errorWithCode('ERR_SHAPE', `the model's vocabulary has ${model.vocab} tokens, the text ${train.name} has ${train.classes}; leave the model's vocab out to take the text's`);
   // Learned BPE merges go into the job: every worker, checkpoint and weights file then has them.
-  if (split.merges) fitted = { ...fitted, tokenizer: { ...(fitted.tokenizer as object), merges: Array.from(split.merges), charsPerToken: split.charsPerToken } };
+  if (split.merges) fitted = { ...fitted, tokenizer: { type: 'bpe', vocabSize: train.classes, ...(fitted.tokenizer as object), merges: Array.from(split.merges), charsPerToken: split.charsPerToken } };
   return { ...job, dataset: fitted, model: { ...model, vocab: train.classes } };
 }
 

@@ -9,7 +9,7 @@ export { applyScaling, type FeatureScaling, normalize, type Normalization } from
 export { epochPermutation, type RankSlice, rankSlice, type ShardPlan, shardPlan } from './sampler.js';
 export { gaussianBlobs, linearRegression, spirals } from './synthetic.js';
 export { decodeImage, IMAGE_LIMITS, loadImageFolder, planarPixels } from './images.js';
-export { createPack, loadPacked, PACK_FORMAT, type PackMeta, type PackSource, writePacked } from './packed.js';
+export { createPack, loadPacked, PACK_FORMAT, type PackMeta, type PackSource, TEXT_PACK_FORMAT, writePacked, writeTextPack } from './packed.js';
 export { BPE_LIMITS, BpeTokenizer, learnBpe } from './bpe.js';
-export { firstInvalidUtf8, loadText, TEXT_LIMITS, type TextOptions, type TextTokenizer } from './text.js';
+export { firstInvalidUtf8, loadText, TEXT_LIMITS, type TextOptions, type TextTokenizer, textWindows, type TokenizedText, tokenizeTextFile } from './text.js';
 export { EMBEDDED_CORPUS, embeddedCorpusPath, writeEmbeddedCorpus } from './corpus.js';

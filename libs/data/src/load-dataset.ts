@@ -18,11 +18,23 @@ const testFraction = z.number().gt(0).lt(1).optional();
 const seed = z.number().int().min(0).optional();
 const samples = z.number().int().positive().optional();
 
+/** How a text becomes tokens: characters, or byte-level BPE (its merges and characters per token recorded once learned). */
+const tokenizerSchema = z.discriminatedUnion('type', [
+  z.strictObject({ type: z.literal('characters') }),
+  z.strictObject({
+    type: z.literal('bpe'),
+    vocabSize: z.number().int().min(BPE_LIMITS.minVocab).max(BPE_LIMITS.maxVocab),
+    merges: z.array(z.number().int().min(0).max(BPE_LIMITS.maxVocab - 1)).max(2 * (BPE_LIMITS.maxVocab - 256)).optional(),
+    /** Characters per token on the validation text, measured with the merges: bits per character are reported per character. */
+    charsPerToken: z.number().positive().max(1 << 16).optional(),
+  }),
+]);
+
 export const datasetConfigSchema = z.discriminatedUnion('source', [
   z.strictObject({ source: z.literal('mnist'), normalize: normalization }),
   z.strictObject({ source: z.literal('idx'), dir: z.string().min(1), normalize: normalization }),
-  /** A folder written by `ringtrain data pack`: rows read from disk as they are needed. */
-  z.strictObject({ source: z.literal('packed'), dir: z.string().min(1) }),
+  /** A folder written by `ringtrain data pack`: rows, or a text's tokens (then `context`, and the `tokenizer` the job records, as for text). */
+  z.strictObject({ source: z.literal('packed'), dir: z.string().min(1), context: z.number().int().positive().max(TEXT_LIMITS.maxContext).optional(), evalWindows: z.number().int().positive().max(1 << 20).optional(), tokenizer: tokenizerSchema.optional() }),
   /** A folder of images, one subfolder per class (PNG or JPEG), with an optional test/ subfolder. */
   z.strictObject({ source: z.literal('images'), dir: z.string().min(1), testFraction, seed, normalize: normalization }),
   z.strictObject({
@@ -47,18 +59,7 @@ export const datasetConfigSchema = z.discriminatedUnion('source', [
     /** With a vocabulary: characters of the text outside it become new tokens after it (sorted by code point), instead of an error. */
     extendVocabulary: z.boolean().optional(),
     /** Characters (the default), or byte-level BPE at a vocabulary size; its merges, once learned, are recorded here (so every worker, checkpoint and weights file has them). */
-    tokenizer: z
-      .discriminatedUnion('type', [
-        z.strictObject({ type: z.literal('characters') }),
-        z.strictObject({
-          type: z.literal('bpe'),
-          vocabSize: z.number().int().min(BPE_LIMITS.minVocab).max(BPE_LIMITS.maxVocab),
-          merges: z.array(z.number().int().min(0).max(BPE_LIMITS.maxVocab - 1)).max(2 * (BPE_LIMITS.maxVocab - 256)).optional(),
-          /** Characters per token on the validation text, measured with the merges: bits per character are reported per character. */
-          charsPerToken: z.number().positive().max(1 << 16).optional(),
-        }),
-      ])
-      .optional(),
+    tokenizer: tokenizerSchema.optional(),
   }),
   z.strictObject({
     source: z.literal('synthetic'),
@@ -111,7 +112,7 @@ function load(c: DatasetConfig): DatasetSplit {
     case 'idx':
       return loadIdxFolder(c.dir);
     case 'packed':
-      return loadPacked(c.dir);
+      return loadPacked(c.dir, c.context !== undefined ? { context: c.context, evalWindows: c.evalWindows, tokenizer: c.tokenizer } : undefined);
     case 'images': {
       const { split, all } = loadImageFolder(c.dir);
       return split ?? splitDataset(all!, c.testFraction ?? 0.2, c.seed ?? 0);

@@ -5,6 +5,7 @@ import { crc32 } from 'node:zlib';
 import { z } from 'zod';
 import type { Dataset, DatasetSplit } from './dataset.js';
 import { DataError } from './errors.js';
+import { type TextTokenizer, textWindows, type TokenizedText } from './text.js';
 
 /**
  * A packed dataset (`ringtrain data pack`): a folder with `index.json` and, per split, fixed-size
@@ -115,18 +116,112 @@ export function writePacked(dir: string, split: DatasetSplit, name: string): Pac
   return createPack(dir, meta, { train: source(train), test: source(test) });
 }
 
-/** Opens a packed folder: reads and checks its index and each shard's size; the rows stay on disk. */
-export function loadPacked(dir: string): DatasetSplit {
+/**
+ * A packed text (`ringtrain data pack text:FILE`): its tokens, tokenized once (a BPE learned once),
+ * as little-endian uint16 files for the training and validation splits, and an index with the
+ * tokenizer. Windows are cut when it is read, at the model's context.
+ */
+export const TEXT_PACK_FORMAT = 'ringtrain-text-pack/1';
+
+function defineTextIndexSchema() {
+  const split = z.strictObject({ tokens: z.number().int().min(0).max(1 << 30), file: z.string().regex(/^[\w.-]+$/), sha256: z.string().regex(/^[0-9a-f]{64}$/) });
+  return z.strictObject({
+    format: z.literal(TEXT_PACK_FORMAT),
+    name: z.string(),
+    classNames: z.array(z.string()).min(2).max(1 << 16),
+    tokenizer: z.discriminatedUnion('type', [
+      z.strictObject({ type: z.literal('characters') }),
+      z.strictObject({ type: z.literal('bpe'), vocabSize: z.number().int(), merges: z.array(z.number().int().min(0).max(65535)).max(2 * 65280), charsPerToken: z.number().positive() }),
+    ]),
+    train: split,
+    val: split,
+  });
+}
+type TextPackIndex = z.infer<ReturnType<typeof defineTextIndexSchema>>;
+
+/** Writes a tokenized text as a text pack: the token files, then the index last. */
+export function writeTextPack(dir: string, tokens: TokenizedText, name: string, tokenizer: TextTokenizer): TextPackIndex {
+  mkdirSync(dir, { recursive: true });
+  const write = (which: 'train' | 'val', ids: Uint16Array): TextPackIndex['train'] => {
+    const bytes = new Uint8Array(ids.length * 2);
+    const view = new DataView(bytes.buffer);
+    ids.forEach((id, i) => view.setUint16(2 * i, id, true));
+    const file = `${which}-tokens.bin`;
+    writeAtomically(join(dir, file), bytes);
+    return { tokens: ids.length, file, sha256: sha256(bytes) };
+  };
+  const index: TextPackIndex = {
+    format: TEXT_PACK_FORMAT,
+    name,
+    classNames: tokens.symbols,
+    tokenizer: tokens.merges ? { type: 'bpe', vocabSize: tokenizer.type === 'bpe' ? tokenizer.vocabSize : 256 + tokens.merges.length / 2, merges: Array.from(tokens.merges), charsPerToken: tokens.charsPerToken ?? 1 } : { type: 'characters' },
+    train: write('train', tokens.train),
+    val: write('val', tokens.val),
+  };
+  writeAtomically(join(dir, 'index.json'), Buffer.from(`${JSON.stringify(index)}\n`));
+  return index;
+}
+
+/** What reading a text pack takes: the model's context, and the tokenizer the job records (which must be the pack's). */
+export interface TextPackOptions {
+  context: number;
+  evalWindows?: number;
+  tokenizer?: TextTokenizer;
+}
+
+function loadTextPack(dir: string, raw: unknown, options: TextPackOptions | undefined): DatasetSplit {
+  const indexFile = join(dir, 'index.json');
+  const parsed = defineTextIndexSchema().safeParse(raw);
+  if (!parsed.success) throw new DataError('ERR_DATA_FORMAT', `${indexFile}: not a ringtrain text pack index (${parsed.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; ')})`);
+  const index = parsed.data;
+  if (!options) throw new DataError('ERR_DATA_CONFIG', `${dir} holds a packed text: it trains a language model (--model gpt), whose context cuts its windows`);
+  const packMerges = index.tokenizer.type === 'bpe' ? index.tokenizer.merges : null;
+  if (options.tokenizer?.type === 'bpe' && options.tokenizer.merges && String(options.tokenizer.merges) !== String(packMerges)) {
+    throw new DataError('ERR_DATA_CONFIG', `${dir}: the job's BPE merges are not the ones its text was packed with; pack the text again with this tokenizer, or leave the job's tokenizer out`);
+  }
+  if (index.tokenizer.type === 'bpe' && index.classNames.length !== 256 + index.tokenizer.merges.length / 2) throw new DataError('ERR_DATA_FORMAT', `${indexFile}: ${index.tokenizer.merges.length / 2} merges make ${256 + index.tokenizer.merges.length / 2} tokens, the index names ${index.classNames.length}`);
+  const read = (which: 'train' | 'val'): Uint16Array => {
+    const { tokens, file, sha256: sum } = index[which];
+    const path = join(dir, file);
+    let raw: Buffer;
+    try {
+      raw = readFileSync(path);
+    } catch (err) {
+      throw new DataError('ERR_DATA_NOT_FOUND', `${path}: the ${which} tokens cannot be read (${(err as NodeJS.ErrnoException).code})`);
+    }
+    if (raw.length !== tokens * 2) throw new DataError(raw.length < tokens * 2 ? 'ERR_DATA_TRUNCATED' : 'ERR_DATA_FORMAT', `${path}: ${raw.length} bytes for ${tokens} tokens of 2 bytes`);
+    if (sha256(raw) !== sum) throw new DataError('ERR_DATA_FORMAT', `${path}: SHA-256 does not match the index (a corrupt token file)`);
+    const view = new DataView(raw.buffer, raw.byteOffset, raw.byteLength);
+    const ids = new Uint16Array(tokens);
+    for (let i = 0; i < tokens; i++) ids[i] = view.getUint16(2 * i, true);
+    const bad = ids.findIndex((id) => id >= index.classNames.length);
+    if (bad >= 0) throw new DataError('ERR_DATA_FORMAT', `${path}: token ${bad} is ${ids[bad]}, past the vocabulary of ${index.classNames.length}`);
+    return ids;
+  };
+  const tokens: TokenizedText = {
+    train: read('train'),
+    val: read('val'),
+    symbols: index.classNames,
+    ...(packMerges ? { merges: Uint16Array.from(packMerges), charsPerToken: (index.tokenizer as { charsPerToken: number }).charsPerToken } : {}),
+  };
+  return textWindows(`packed:${dir}`, tokens, options);
+}
+
+/** Opens a packed folder: reads and checks its index and each shard's size; the rows stay on disk. A text pack is cut into windows of `text.context`. */
+export function loadPacked(dir: string, text?: TextPackOptions): DatasetSplit {
   const indexFile = join(dir, 'index.json');
   if (!existsSync(indexFile)) throw new DataError('ERR_DATA_NOT_FOUND', `${dir}: no index.json (make a packed dataset with: ringtrain data pack <source> ${dir})`);
-  let index: PackIndex;
+  let raw: unknown;
   try {
-    const parsed = (indexSchema ??= defineIndexSchema()).safeParse(JSON.parse(readFileSync(indexFile, 'utf8')));
-    if (!parsed.success) throw new Error(parsed.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; '));
-    index = parsed.data;
+    raw = JSON.parse(readFileSync(indexFile, 'utf8'));
   } catch (err) {
     throw new DataError('ERR_DATA_FORMAT', `${indexFile}: not a ringtrain pack index (${(err as Error).message})`);
   }
+  if ((raw as { format?: unknown } | null)?.format === TEXT_PACK_FORMAT) return loadTextPack(dir, raw, text);
+  if (text) throw new DataError('ERR_DATA_CONFIG', `${dir} holds no text (it is a pack of rows): a language model trains on text (ringtrain data pack text:FILE)`);
+  const parsed = (indexSchema ??= defineIndexSchema()).safeParse(raw);
+  if (!parsed.success) throw new DataError('ERR_DATA_FORMAT', `${indexFile}: not a ringtrain pack index (${parsed.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; ')})`);
+  const index = parsed.data;
   if (index.dtype === 'uint8' && !index.codeValues) throw new DataError('ERR_DATA_FORMAT', `${indexFile}: a uint8 pack needs codeValues`);
   const open = (which: 'train' | 'test'): Dataset => new PackedSplit(dir, index, which).dataset();
   return { train: open('train'), test: open('test') };

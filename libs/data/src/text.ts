@@ -24,6 +24,9 @@ export interface TextOptions {
   tokenizer?: TextTokenizer;
 }
 
+/** What tokenizing a text takes (the windows' options aside). */
+export type TokenizeOptions = Omit<TextOptions, 'context' | 'evalWindows'>;
+
 /** How a text becomes tokens, as a job config records it. */
 export type TextTokenizer = { type: 'characters' } | { type: 'bpe'; vocabSize: number; merges?: readonly number[] };
 
@@ -36,30 +39,48 @@ export type TextTokenizer = { type: 'characters' } | { type: 'bpe'; vocabSize: n
  * up to `evalWindows` windows spread evenly through it.
  */
 export function loadText(path: string, options: TextOptions): DatasetSplit {
-  const { context: T } = options;
-  if (!Number.isInteger(T) || T < 1 || T > TEXT_LIMITS.maxContext) throw new DataError('ERR_DATA_CONFIG', `text ${path}: a context of ${T} tokens; it must be 1 to ${TEXT_LIMITS.maxContext}`);
+  checkContext(options.context, `text ${path}`);
+  return textWindows(`text:${path}`, tokenizeTextFile(path, options), options);
+}
+
+function checkContext(T: number, what: string): void {
+  if (!Number.isInteger(T) || T < 1 || T > TEXT_LIMITS.maxContext) throw new DataError('ERR_DATA_CONFIG', `${what}: a context of ${T} tokens; it must be 1 to ${TEXT_LIMITS.maxContext}`);
+}
+
+/** A UTF-8 file as training and validation tokens (the last `valFraction` validates), by its tokenizer. */
+export function tokenizeTextFile(path: string, options: TokenizeOptions): TokenizedText {
   const size = fileSize(path);
   if (size > TEXT_LIMITS.maxBytes) throw new DataError('ERR_DATA_TOO_LARGE', `text ${path} has ${size} bytes, more than ${TEXT_LIMITS.maxBytes}`);
-  const bytes = readFileSync(path);
-  const text = decodeUtf8(bytes, path);
+  const text = decodeUtf8(readFileSync(path), path);
   const valFraction = options.valFraction ?? 0.1;
-  const { train, val, symbols, merges, charsPerToken } = options.tokenizer?.type === 'bpe' ? tokenizeBpe(text, options, valFraction, path) : tokenizeCharacterSplits(text, options, valFraction, path);
+  return options.tokenizer?.type === 'bpe' ? tokenizeBpe(text, options, valFraction, path) : tokenizeCharacterSplits(text, options, valFraction, path);
+}
+
+/**
+ * Tokens as windows of `context`: the training split's cover it once (an epoch is one pass), the
+ * validation split's are up to `evalWindows` spread evenly through it.
+ */
+export function textWindows(name: string, tokens: TokenizedText, options: Pick<TextOptions, 'context' | 'evalWindows'>): DatasetSplit {
+  const { train, val, symbols, merges, charsPerToken } = tokens;
+  const T = options.context;
+  checkContext(T, name);
   const need = T + 1;
   if (train.length < need || val.length < need) {
-    throw new DataError('ERR_DATA_FORMAT', `text ${path}: ${train.length + val.length} ${merges ? 'tokens' : 'characters'} (${train.length} to train, ${val.length} to validate) are too few for windows of ${T} tokens and their next token; give a longer text or a smaller context`);
+    throw new DataError('ERR_DATA_FORMAT', `${name}: ${train.length + val.length} ${merges ? 'tokens' : 'characters'} (${train.length} to train, ${val.length} to validate) are too few for windows of ${T} tokens and their next token; give a longer text or a smaller context`);
   }
   const trainStarts = Array.from({ length: Math.floor((train.length - 1) / T) }, (_, i) => i * T);
   const valCount = Math.floor((val.length - 1) / T);
   const evalCount = Math.min(valCount, options.evalWindows ?? 256);
   const valStarts = Array.from({ length: evalCount }, (_, i) => Math.floor((i * valCount) / evalCount) * T);
   return {
-    train: windows(`text:${path}/train`, train, trainStarts, T, symbols),
-    test: windows(`text:${path}/val`, val, valStarts, T, symbols),
+    train: windows(`${name}/train`, train, trainStarts, T, symbols),
+    test: windows(`${name}/val`, val, valStarts, T, symbols),
     ...(merges ? { merges, charsPerToken } : {}),
   };
 }
 
-interface TokenizedText {
+/** A text's tokens, split, with what reads them back. */
+export interface TokenizedText {
   train: Uint16Array;
   val: Uint16Array;
   /** Each token's text (a byte-level BPE token's bytes as GPT-2 writes them). */
@@ -77,7 +98,7 @@ function codePoints(s: string): number {
 }
 
 /** Characters: the text's own (sorted by code point) or a given vocabulary's; the last `valFraction` of the tokens validate. */
-function tokenizeCharacterSplits(text: string, options: TextOptions, valFraction: number, path: string): TokenizedText {
+function tokenizeCharacterSplits(text: string, options: TokenizeOptions, valFraction: number, path: string): TokenizedText {
   const { tokens, symbols } = options.vocabulary ? tokenizeWith(text, options.vocabulary, path, options.extendVocabulary ?? false) : tokenizeCharacters(text, path);
   const cut = Math.floor(tokens.length * (1 - valFraction));
   return { train: tokens.subarray(0, cut), val: tokens.subarray(cut), symbols };
@@ -87,7 +108,7 @@ function tokenizeCharacterSplits(text: string, options: TextOptions, valFraction
  * Byte-level BPE: the text is cut at the last `valFraction` of its characters; the merges are the
  * given ones or are learned from the training part alone (the validation text is never seen).
  */
-function tokenizeBpe(text: string, options: TextOptions, valFraction: number, path: string): TokenizedText {
+function tokenizeBpe(text: string, options: TokenizeOptions, valFraction: number, path: string): TokenizedText {
   const tokenizer = options.tokenizer as Extract<TextTokenizer, { type: 'bpe' }>;
   if (options.vocabulary || options.extendVocabulary) throw new DataError('ERR_DATA_CONFIG', `text ${path}: a character vocabulary was given with a byte-level BPE tokenizer; BPE reads any text with its merges (leave vocabulary and --extend-vocabulary out)`);
   let cut = Math.floor(text.length * (1 - valFraction));
