@@ -161,15 +161,18 @@ function readSafetensorsHeaderOrNull(path: string): Record<string, unknown> | nu
 }
 
 /** The format of `export -o FILE`: as given, or by the file's extension; never one the name contradicts. */
-function exportFormat(output: string, given?: 'safetensors' | 'json'): 'safetensors' | 'json' {
-  const named = output.endsWith('.json') ? 'json' : output.endsWith('.safetensors') ? 'safetensors' : undefined;
+type ExportFormat = 'safetensors' | 'json' | 'onnx';
+
+function exportFormat(output: string, given?: ExportFormat): ExportFormat {
+  const named = output.endsWith('.json') ? 'json' : output.endsWith('.safetensors') ? 'safetensors' : output.endsWith('.onnx') ? 'onnx' : undefined;
   if (given && named && given !== named) throw errorWithCode('ERR_ARGUMENT', `-o ${output} names a .${named} file, but --format is ${given}; name the file .${given}, or leave --format out`);
   return given ?? named ?? 'safetensors';
 }
 
 /** `export`: the weights alone, optionally quantized, with the model's quality before and after. */
-export function exportWeights(path: string, options: { output: string; format?: 'safetensors' | 'json'; quantize?: 'fp16' | 'int8' | 'int4'; data?: string }): void {
+export async function exportWeights(path: string, options: { output: string; format?: ExportFormat; quantize?: 'fp16' | 'int8' | 'int4'; data?: string }): Promise<void> {
   const flags = { ...options, output: outputPath('-o', options.output), format: exportFormat(options.output, options.format) };
+  if (flags.format === 'onnx') return exportOnnx(path, flags);
   const file = loadModelFile(path);
   const { model } = file;
   const test = testSet(file, flags.data);
@@ -201,6 +204,30 @@ export function exportWeights(path: string, options: { output: string; format?: 
       ? `${describeLanguageModelLoss(before.loss, charsPerTokenOfFile(file))} at ${file.precision}, ${describeLanguageModelLoss(after.loss, charsPerTokenOfFile(file))} at ${to} (${(after.loss - before.loss).toFixed(4)} nats/token) on ${test.size} validation windows`
       : `test accuracy ${pct(before.accuracy)} at ${file.precision}, ${pct(after.accuracy)} ${to} (${((after.accuracy - before.accuracy) * 100).toFixed(2)} points) on ${test.size} samples`;
   process.stdout.write(`${flags.output}: ${mb(statSync(flags.output).size)}; ${compared}\n`);
+}
+
+/**
+ * `export --format onnx`: the model as a standard ONNX graph (float32 weights; a quantized file's
+ * are its dequantized values), with what it takes to read its outputs in the model's metadata.
+ */
+async function exportOnnx(path: string, flags: { output: string; quantize?: string; data?: string }): Promise<void> {
+  if (flags.quantize) throw errorWithCode('ERR_ARGUMENT', `--quantize ${flags.quantize} with --format onnx: the ONNX export holds float32 weights (quantize it with onnxruntime's tools, or export safetensors)`);
+  if (flags.data) throw errorWithCode('ERR_ARGUMENT', '--data with --format onnx: the ONNX export is not scored (run it in onnxruntime); leave --data out');
+  const file = loadModelFile(path);
+  const { onnxModel, ONNX_OPSET } = await import('./onnx.js');
+  const tokenizer = (file.config as { dataset?: { tokenizer?: unknown } } | null)?.dataset?.tokenizer;
+  const metadata: Record<string, string> = {
+    source: path,
+    step: String(file.step),
+    ...(file.classNames ? { class_names: JSON.stringify(file.classNames) } : {}),
+    ...(tokenizer ? { tokenizer: JSON.stringify(tokenizer) } : {}),
+  };
+  const bytes = onnxModel(file.model, { ...(file.scaling ? { scaling: file.scaling } : {}), metadata });
+  writeFileSync(flags.output, bytes);
+  const lm = file.model.positions > 1;
+  const input = lm ? 'input: int64 token ids [batch, sequence ≤ ' + file.model.inputSize + ']' : `input: float32 [batch, ${(file.model.spec.inputShape ?? [file.model.inputSize]).join(', ')}]${file.scaling ? ' (raw features: the standardization is in the graph)' : ''}`;
+  const output = file.model.spec.loss === 'softmax_cross_entropy' ? `logits [batch, ${lm ? 'sequence, ' : ''}${file.model.outputSize / file.model.positions}]` : `output [batch, ${file.model.outputSize}]`;
+  process.stdout.write(`${flags.output}: ${mb(bytes.length)}, ONNX opset ${ONNX_OPSET}; ${input}; ${output}\n`);
 }
 
 /** `evaluate`: the model's loss and accuracy (a language model's: val loss, bits per character, perplexity). */

@@ -23,10 +23,10 @@ export function exportCommand(): Command {
     .description("write the weights only, optionally quantized, with all it takes to use them (model, classes, scaling, tokenizer), and report the model's quality before and after")
     .argument('<file>', 'a checkpoint, or a weights file')
     .requiredOption('-o, --output <file>', 'where to write')
-    .addOption(new Option('--format <format>', 'file format (default: json for a .json output, else safetensors)').choices(['safetensors', 'json']))
+    .addOption(new Option('--format <format>', 'file format (default: by the output\'s extension, .json, .onnx, else safetensors); onnx: a standard ONNX model (float32) for onnxruntime').choices(['safetensors', 'json', 'onnx']))
     .addOption(new Option('--quantize <precision>', 'weight precision').choices(['fp16', 'int8', 'int4']))
     .option('--data <source>', 'evaluate on this test set instead of the checkpoint config\'s')
-    .action(async (path: string, flags: { output: string; format?: 'safetensors' | 'json'; quantize?: 'fp16' | 'int8' | 'int4'; data?: string }) => (await import('./weights-actions.js')).exportWeights(path, flags));
+    .action(async (path: string, flags: { output: string; format?: 'safetensors' | 'json' | 'onnx'; quantize?: 'fp16' | 'int8' | 'int4'; data?: string }) => (await import('./weights-actions.js')).exportWeights(path, flags));
 }
 
 export function evaluateCommand(): Command {
