@@ -251,8 +251,8 @@ export class Membership {
     this.out.push(e);
   }
 
-  private reject(conn: Conn, code: string, reason: string): void {
-    this.emit({ type: 'send', conn, msg: { type: 'reject', v: PROTOCOL_VERSION, code, reason } });
+  private reject(conn: Conn, code: string, reason: string, config?: unknown): void {
+    this.emit({ type: 'send', conn, msg: { type: 'reject', v: PROTOCOL_VERSION, code, reason, ...(config !== undefined ? { config } : {}) } });
     this.emit({ type: 'close', conn, code: 1008, reason: code });
   }
 
@@ -275,7 +275,7 @@ export class Membership {
   private onHello(conn: Conn, hello: MessageOf<'hello'>): void {
     if (this.members.has(conn)) return this.refuse(conn, 'ERR_OUT_OF_PLACE', 'a second hello on the same connection');
     if (hello.configHash !== null && hello.configHash !== this.options.configHash) {
-      return this.reject(conn, 'ERR_CONFIG_MISMATCH', `the worker's job config hash ${hello.configHash} differs from the coordinator's ${this.options.configHash}; start both with the same config`);
+      return this.reject(conn, 'ERR_CONFIG_MISMATCH', `the worker's job config hash ${hello.configHash} differs from the coordinator's ${this.options.configHash}; start both with the same config`, this.options.assign.config);
     }
     if (this.members.size >= this.options.max) return this.reject(conn, 'ERR_FULL', `the job already has its ${this.options.max} workers (state ${this.current})`);
     if (hello.held) {

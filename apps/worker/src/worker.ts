@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { hostname } from 'node:os';
 import { CollectiveError, Communicator, hostKey, type TlsFiles, WebSocketTransport } from '@ringtrain/allreduce';
-import { type JobConfig, jobConfigHash, parseJobConfig, Trainer } from '@ringtrain/trainer';
+import { configDifferences, type JobConfig, jobConfigHash, parseJobConfig, Trainer } from '@ringtrain/trainer';
 import { type MessageOf, PROTOCOL_VERSION } from '@ringtrain/protocol';
 import type { RngState } from '@ringtrain/core';
 import type { Logger } from 'pino';
@@ -180,7 +180,7 @@ class Agent {
       if (e.code !== 'ERR_COORDINATOR_LOST' || this.interruptible) this.abandon();
     };
     const job = await ch.next(['job', 'reject'], this.joinTimeout, 'the job');
-    if (job.type === 'reject') throw new WorkerError(job.code, `the coordinator refused this worker: ${job.reason}`);
+    if (job.type === 'reject') throw new WorkerError(job.code, `the coordinator refused this worker: ${job.reason}${this.differences(job.config)}`);
     // Data and replica first: the ring never waits for a newcomer to load.
     this.prepare(job.config, job.configHash, job.globalBatch);
     ch.send({ type: 'prepared', v: PROTOCOL_VERSION });
@@ -190,6 +190,13 @@ class Agent {
   }
 
   /** Builds the replica for the job (once): its data, model and optimizer. */
+  /** With the coordinator's job at hand, the fields in which this worker's differs (at most 10). */
+  private differences(theirs: unknown): string {
+    if (theirs === undefined || !this.options.config) return '';
+    const diff = configDifferences(this.options.config, theirs);
+    return diff.length ? `; it differs in ${diff.slice(0, 10).join('; ')}${diff.length > 10 ? `; and ${diff.length - 10} more` : ''} (here: this worker, there: the coordinator)` : '';
+  }
+
   private prepare(raw: unknown, configHash: string, globalBatch: number): Trainer {
     if (this.trainer) {
       if (this.trainer.globalBatch !== globalBatch || jobConfigHash(this.trainer.config) !== configHash) {

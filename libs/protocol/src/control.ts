@@ -66,7 +66,8 @@ const MESSAGE_SCHEMAS = {
       held: z.strictObject({ runId, generation: z.number().int().min(0), step: z.number().int().min(0), weightsHash: z.string().regex(/^[0-9a-f]{16,64}$/) }).optional(),
     }),
   /** Coordinator → worker: refused (version, config, token, too many workers), with the reason. */
-  reject: () => z.strictObject({ type: z.literal('reject'), v, code: z.string().max(64), reason: z.string().max(4096) }),
+  /** `config`: the coordinator's job, with ERR_CONFIG_MISMATCH, so that the worker can name the fields that differ. */
+  reject: () => z.strictObject({ type: z.literal('reject'), v, code: z.string().max(64), reason: z.string().max(4096), config: z.unknown().optional() }),
   /**
    * Coordinator → worker, after its hello: the job, so that it loads its data and builds its replica
    * before it is given a place (a ring never waits for a newcomer to load).

@@ -112,6 +112,23 @@ function isPlainObject(x: unknown): x is Record<string, unknown> {
   return typeof x === 'object' && x !== null && !Array.isArray(x);
 }
 
+/**
+ * Where two configs differ, field by field ("optimizer.lr: 0.5 here, 0.1 there"): what a person
+ * needs when two processes disagree about a job, instead of two hashes. Long values are cut.
+ */
+export function configDifferences(here: unknown, there: unknown, path = ''): string[] {
+  if (isPlainObject(here) && isPlainObject(there)) {
+    const keys = [...new Set([...Object.keys(here), ...Object.keys(there)])].sort();
+    return keys.flatMap((k) => configDifferences(here[k], there[k], path ? `${path}.${k}` : k));
+  }
+  if (canonicalJson(here ?? null) === canonicalJson(there ?? null)) return [];
+  const show = (v: unknown): string => {
+    const s = v === undefined ? '(none)' : JSON.stringify(v);
+    return s.length > 40 ? `${s.slice(0, 37)}…` : s;
+  };
+  return [`${path || '(the whole config)'}: ${show(here)} here, ${show(there)} there`];
+}
+
 /** SHA-256 of the canonical JSON (sorted keys): equal configs hash equal wherever they were written. */
 export function jobConfigHash(config: JobConfig): string {
   return createHash('sha256').update(canonicalJson(config)).digest('hex').slice(0, 16);

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { DEFAULT_JOB, gradientCompressionOf, jobConfigHash, mergeConfig, parseJobConfig } from './job-config.js';
+import { configDifferences, DEFAULT_JOB, gradientCompressionOf, jobConfigHash, mergeConfig, parseJobConfig } from './job-config.js';
 import { train } from './train.js';
 import { Trainer } from './trainer.js';
 
@@ -406,5 +406,16 @@ describe('DiLoCo (local steps, outer Nesterov step)', () => {
     expect(t.atSyncPoint).toBe(true);
     expect(() => parseJobConfig({ ...DEFAULT_JOB, sync: { type: 'diloco', innerSteps: 0 } })).toThrow(/innerSteps/);
     expect(() => parseJobConfig({ ...DEFAULT_JOB, sync: { type: 'diloco', innerSteps: 8, outerOptimizer: { type: 'nesterov', lr: 0.7, momentum: 1 } } })).toThrow(/momentum/);
+  });
+});
+
+describe('configDifferences', () => {
+  it('names each field that differs, with both values, and nothing else', () => {
+    const a = parseJobConfig(mergeConfig(DEFAULT_JOB, { epochs: 3, optimizer: { lr: 0.5 } }));
+    const b = parseJobConfig(DEFAULT_JOB);
+    expect(configDifferences(a, b)).toEqual(['epochs: 3 here, 15 there', 'optimizer.lr: 0.5 here, 0.1 there']);
+    expect(configDifferences(b, structuredClone(b))).toEqual([]);
+    // A field one side lacks, and a long value cut.
+    expect(configDifferences({ x: 'y'.repeat(100) }, {})).toEqual([`x: "${'y'.repeat(36)}… here, (none) there`]);
   });
 });
