@@ -20,6 +20,8 @@ export function addJobOptions(cmd: Command): Command {
     .option('--epochs <n>', `epochs to train (default: the job's; the built-in MLP job: ${BUILT_IN_JOB.epochs})`, positiveInt)
     .option('--batch-size <n>', `samples per step, per worker in a cluster (default: the job's; the built-in MLP job: ${BUILT_IN_JOB.batchSize})`, positiveInt)
     .option('--lr <rate>', `learning rate (default: the job's; the built-in MLP job: ${BUILT_IN_JOB.lr})`, positiveNumber)
+    .option('--global-batch <n>', 'samples per step over all workers, split over however many there are (default: --batch-size × workers): the same job on any number of workers', positiveInt)
+    .option('--deterministic', 'bit-identical weights whatever the number of workers, through faults and resizes (needs --global-batch; --batch-size is then the micro-batch)')
     .option('--seed <n>', `seed for weights, data order and dropout (default: the job's; the built-in MLP job: ${BUILT_IN_JOB.seed})`, nonNegativeInt)
     .addOption(new Option('--optimizer <type>', 'optimizer').choices(['sgd', 'adam', 'adamw']))
     .option('--hidden <sizes>', `hidden layer widths of an MLP, comma-separated, e.g. 256,128 (the built-in MLP job: ${BUILT_IN_JOB.hidden})`, sizeList)
@@ -39,6 +41,8 @@ export interface JobFlags {
   model?: string;
   epochs?: number;
   batchSize?: number;
+  globalBatch?: number;
+  deterministic?: boolean;
   lr?: number;
   seed?: number;
   optimizer?: 'sgd' | 'adam' | 'adamw';

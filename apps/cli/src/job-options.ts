@@ -32,6 +32,8 @@ export function resolveJob(flags: JobFlags, init?: InitModel): JobConfig {
   const over: Record<string, unknown> = {};
   if (flags.epochs !== undefined) over.epochs = flags.epochs;
   if (flags.batchSize !== undefined) over.batchSize = flags.batchSize;
+  if (flags.globalBatch !== undefined) over.globalBatchSize = flags.globalBatch;
+  if (flags.deterministic) over.deterministic = true;
   if (flags.seed !== undefined) over.seed = flags.seed;
   if (flags.backend) over.backend = flags.backend;
   if (flags.gradientCompression) over.gradientCompression = flags.gradientCompression;

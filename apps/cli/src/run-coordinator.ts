@@ -74,7 +74,7 @@ export async function coordinate(flags: RunFlags, secrets: Secrets, log: Logger,
     await local?.workers.stop(0);
     return;
   }
-  log.info({ model: describeModel(job.model), dataset: job.dataset }, `job: ${describeModel(job.model)}, ${job.epochs} epochs, batch ${job.batchSize} per worker, ${job.optimizer.type} lr ${job.optimizer.lr}${job.schedule.type === 'constant' ? '' : ` (${job.schedule.type})`}${describeCompression(job)}`);
+  log.info({ model: describeModel(job.model), dataset: job.dataset }, `job: ${describeModel(job.model)}, ${job.epochs} epochs, ${describeBatch(job)}, ${job.optimizer.type} lr ${job.optimizer.lr}${job.schedule.type === 'constant' ? '' : ` (${job.schedule.type})`}${describeCompression(job)}`);
   const tls = readTls(flags);
   const children = local?.workers ?? null;
   const coordinator = new Coordinator({
@@ -184,6 +184,8 @@ const RESUME_FIXED: [keyof RunFlags, string][] = [
   ['tokenizer', '--tokenizer'],
   ['lr', '--lr'],
   ['batchSize', '--batch-size'],
+  ['globalBatch', '--global-batch'],
+  ['deterministic', '--deterministic'],
   ['optimizer', '--optimizer'],
   ['hidden', '--hidden'],
   ['seed', '--seed'],
@@ -274,4 +276,10 @@ function report(stats: RunStats, epochs: number, positions: number, charsPerToke
 async function linger(seconds: number, dashboard: string, interrupted: AbortSignal, log: Logger): Promise<void> {
   log.info(`the run is over; the dashboard (${dashboard}), status socket and /metrics stay up for ${seconds} s (Ctrl-C to end now)`);
   await sleep(seconds * 1000, undefined, { signal: interrupted }).catch(() => {});
+}
+
+/** How a step's samples are split: per worker, or a global batch (in micro-batches, deterministic). */
+function describeBatch(job: JobConfig): string {
+  if (job.deterministic) return `deterministic: global batch ${job.globalBatchSize} in ${job.globalBatchSize! / job.batchSize} micro-batches of ${job.batchSize} (bit-identical on any number of workers)`;
+  return job.globalBatchSize ? `global batch ${job.globalBatchSize}` : `batch ${job.batchSize} per worker`;
 }

@@ -202,7 +202,7 @@ export class StatusView {
     const c = s.config;
     const lines = [
       `ringtrain · run ${s.runId.slice(0, 8)} · ${s.state}${s.generation ? ` (generation ${s.generation})` : ''} · ${s.ranks.length}/${s.workers} workers`,
-      `${c.model}, ${c.parameters.toLocaleString('en')} parameters · ${c.dataset} · ${c.optimizer}, lr ${m?.lr ?? c.lr} · batch ${c.batchSize}/rank`,
+      `${c.model}, ${c.parameters.toLocaleString('en')} parameters · ${c.dataset} · ${c.optimizer}, lr ${m?.lr ?? c.lr} · ${c.globalBatch ? `global batch ${c.globalBatch}` : `batch ${c.batchSize}/rank`}${c.deterministic ? ' · deterministic (the same bits on any number of workers)' : ''}`,
     ];
     if (m) {
       const frac = m.totalSteps ? m.step / m.totalSteps : 0;

@@ -125,7 +125,7 @@ function drawCharts() {
   setData(charts.loss, lossColumns());
   fitChartsToTask();
   const lm = isLanguageModel();
-  setData(charts.accuracy, [run.evaluations.map((e) => e.step), run.evaluations.map((e) => (lm ? e.testLoss / Math.LN2 : 100 * e.testAccuracy))]);
+  setData(charts.accuracy, [run.evaluations.map((e) => e.step), run.evaluations.map((e) => (lm ? (e.bitsPerChar ?? e.testLoss / Math.LN2) : 100 * e.testAccuracy))]);
   setData(charts.rate, [h.map((p) => p.step), h.map((p) => p.samplesPerSecond * (run.config?.positions ?? 1))]);
   setData(charts.time, [h.map((p) => p.step), h.map((p) => p.phases.dataMs + p.phases.computeMs), h.map((p) => p.phases.allreduceMs)]);
   drawRankChart();
@@ -224,14 +224,14 @@ function drawSummary() {
   const facts = [
     ['model', c ? `${c.model}, ${fmt.int(c.parameters)} parameters` : '–'],
     ['data', c?.dataset ?? '–'],
-    ['optimizer', c ? `${c.optimizer}, lr ${m ? m.lr : c.lr}, batch ${c.batchSize}/rank` : '–'],
+    ['optimizer', c ? `${c.optimizer}, lr ${m ? m.lr : c.lr}, ${c.globalBatch ? `global batch ${c.globalBatch}` : `batch ${c.batchSize}/rank`}${c.deterministic ? ', deterministic' : ''}` : '–'],
     ['workers', String(run.ranks.length)],
     ['epoch', m ? `${m.epoch + 1}/${c?.epochs ?? '?'}` : '–'],
     ['loss', fmt.num(m?.loss)],
     ...(isLanguageModel()
       ? [
           ['val loss', lastEval ? `${lastEval.testLoss.toFixed(4)} at step ${lastEval.step}` : '–'],
-          ['bits/char', lastEval ? (lastEval.testLoss / Math.LN2).toFixed(3) : '–'],
+          ['bits/char', lastEval ? (lastEval.bitsPerChar ?? lastEval.testLoss / Math.LN2).toFixed(3) : '–'],
           ['perplexity', lastEval ? Math.exp(lastEval.testLoss).toFixed(2) : '–'],
           ['tokens/s', fmt.int(m ? m.samplesPerSecond * c.positions : undefined)],
         ]

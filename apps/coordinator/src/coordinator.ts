@@ -132,7 +132,7 @@ export class Coordinator {
     this.configHash = jobConfigHash(options.config);
     this.log = options.logger;
     const runId = randomUUID();
-    const globalBatch = options.config.batchSize * max;
+    const globalBatch = options.config.globalBatchSize ?? options.config.batchSize * max;
     this.membership = new Membership({
       runId,
       incarnation: randomUUID().slice(0, 8),
@@ -515,6 +515,8 @@ function summarizeConfig(config: JobConfig, configHash: string): ConfigSummary {
     epochs: config.epochs,
     dataset: describeDataset(config.dataset as { source: string; kind?: string; path?: string }),
     configHash,
+    ...(config.globalBatchSize ? { globalBatch: config.globalBatchSize } : {}),
+    ...(config.deterministic ? { deterministic: true } : {}),
   };
 }
 

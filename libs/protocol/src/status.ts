@@ -51,6 +51,10 @@ function defineSchemas() {
     epochs: count,
     dataset: z.string(),
     configHash: z.string(),
+    /** Samples per step over all workers, when the job states it (the same job on any number of workers). */
+    globalBatch: count.optional(),
+    /** Bit-identical weights whatever the number of workers (`--deterministic`). */
+    deterministic: z.boolean().optional(),
   });
 
   /** One point of the training curves: averages over the ranks and over the steps since the previous point. */

@@ -44,8 +44,16 @@ export const jobConfigSchema = z.strictObject({
   dataset: datasetConfigSchema,
   optimizer: optimizerConfigSchema,
   schedule: scheduleConfigSchema.default({ type: 'constant' }),
-  /** Samples per step (per worker, in a cluster). */
+  /** Samples per step (per worker, in a cluster; with `globalBatchSize`, samples per micro-batch when deterministic). */
   batchSize: z.number().int().positive().max(65536),
+  /** Samples per step over all workers, split over however many there are (default: batchSize × workers): the same job on any number of workers. */
+  globalBatchSize: z.number().int().positive().max(1 << 24).optional(),
+  /**
+   * Bit-identical weights whatever the number of workers, through faults and resizes: each global
+   * batch is cut into micro-batches of `batchSize`, which workers compute one at a time, and their
+   * gradients are summed in fixed point (integer sums, exact in any order). Needs `globalBatchSize`.
+   */
+  deterministic: z.boolean().optional(),
   epochs: z.number().int().positive(),
   /** Stop after this many steps, if it comes before the last epoch's end (a language model's run is counted in steps). */
   steps: z.number().int().positive().optional(),
@@ -91,8 +99,25 @@ let jobVocabulary: SchemaVocabulary | undefined;
 export function parseJobConfig(input: unknown): JobConfig {
   const parsed = jobConfigSchema.safeParse(input, { reportInput: true });
   if (!parsed.success) throw new CoreError('ERR_SPEC', `invalid job config: ${describeIssues(parsed.error, (jobVocabulary ??= schemaVocabulary(jobConfigSchema)))}`);
+  if (parsed.data.deterministic) checkDeterministic(parsed.data);
   // The checks a schema cannot express (a layer that learns, shapes that fit), and inputSize from inputShape.
   return { ...parsed.data, model: parseModelSpec(parsed.data.model) };
+}
+
+/** Most micro-batches a deterministic step may have: each worker's integer sums stay exact in float32 on the wire. */
+export const MAX_MICRO_BATCHES = 256;
+
+/** What deterministic mode needs: a global batch of whole micro-batches, float32 gradients, all-reduce each step. */
+function checkDeterministic(c: z.infer<typeof jobConfigSchema>): void {
+  const fail = (why: string): never => {
+    throw new CoreError('ERR_SPEC', `invalid job config: deterministic ${why}`);
+  };
+  if (c.globalBatchSize === undefined) fail('needs globalBatchSize (--global-batch): the same global batch on any number of workers');
+  const micro = c.globalBatchSize! / c.batchSize;
+  if (!Number.isInteger(micro)) fail(`cuts the global batch of ${c.globalBatchSize} into micro-batches of batchSize ${c.batchSize}, which must divide it`);
+  if (micro > MAX_MICRO_BATCHES) fail(`takes at most ${MAX_MICRO_BATCHES} micro-batches a step (globalBatchSize ${c.globalBatchSize} / batchSize ${c.batchSize} = ${micro}); give a larger --batch-size`);
+  if (gradientCompressionOf(c).wire !== 'float32') fail(`sums gradients exactly in fixed point, which a ${gradientCompressionOf(c).wire} wire would round: leave gradientCompression out`);
+  if (c.sync?.type === 'diloco') fail('all-reduces every step; DiLoCo replicas differ inside a round: leave sync out');
 }
 
 /**

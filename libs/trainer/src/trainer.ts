@@ -12,6 +12,7 @@ import {
   learningRate,
   Model,
   type Optimizer,
+  Rng,
   type RngState,
   scale,
 } from '@ringtrain/core';
@@ -83,10 +84,15 @@ export interface StepOptions {
    * layers below still compute (0 or absent: one `reduce` after the whole backward pass).
    */
   bucketBytes?: number;
+  /** Deterministic mode: the element-wise maximum of `local` over the ranks (NaN wins); absent, one process. */
+  maxOverRanks?: (local: Float32Array) => Promise<Float32Array>;
 }
 
-/** All-reduces `grads` (a range of `params.grads` starting at `offset`) in place; resolves whether the result is finite on every rank. */
-export type Reduce = (grads: Float32Array, offset: number) => Promise<boolean>;
+/**
+ * All-reduces `grads` (a range of `params.grads` starting at `offset`) in place, averaging (or,
+ * with `sum`, summing) over the ranks; resolves whether the result is finite on every rank.
+ */
+export type Reduce = (grads: Float32Array, offset: number, sum?: boolean) => Promise<boolean>;
 
 /** What one data-parallel step did and where its time went. */
 export interface StepOutcome extends StepResult {
@@ -147,6 +153,8 @@ export class Trainer {
   private orderEpoch = -1;
   /** Which batch the batcher holds (filled ahead during the previous all-reduce), or null. */
   private loaded: { epoch: number; position: number; count: number; n: number } | null = null;
+  /** Deterministic mode: this rank's micro-batch gradients of the step, one after another. */
+  private micro: Float32Array | null = null;
   /** DiLoCo (`sync.type` "diloco"): the outer loop; null when every step all-reduces its gradients. */
   private readonly outer: OuterSync<TrainerState> | null;
 
@@ -176,7 +184,7 @@ export class Trainer {
     } else {
       this.outer = null;
     }
-    const globalBatch = options.globalBatch ?? config.batchSize * this.worldSize;
+    const globalBatch = options.globalBatch ?? config.globalBatchSize ?? config.batchSize * this.worldSize;
     this.plan = shardPlan(train.size, globalBatch);
     if (this.plan.stepsPerEpoch === 0) {
       const perWorker = Math.floor(train.size / (globalBatch / config.batchSize));
@@ -228,7 +236,11 @@ export class Trainer {
     if (!Number.isInteger(worldSize) || worldSize < 1 || worldSize > this.globalBatch || !Number.isInteger(rank) || rank < 0 || rank >= worldSize) {
       throw new CoreError('ERR_SHAPE', `rank ${rank} of ${worldSize} cannot take a slice of a global batch of ${this.globalBatch}`);
     }
-    return rankSlice(this.globalBatch, rank, worldSize);
+    if (!this.config.deterministic) return rankSlice(this.globalBatch, rank, worldSize);
+    // Whole micro-batches: each is computed alike whoever computes it.
+    const m = this.config.batchSize;
+    const micro = rankSlice(this.globalBatch / m, rank, worldSize);
+    return { start: micro.start * m, count: micro.count * m };
   }
 
   state(): TrainerState {
@@ -410,6 +422,12 @@ export class Trainer {
 
   /** One whole step of a single process; a non-finite loss or gradient stops or skips by `config.nonFinite`. */
   trainStep(): StepResult & { skipped: boolean } {
+    if (this.config.deterministic) {
+      const local = this.microBatchGradients();
+      if (local.bad) this.applyNonFiniteRule(local.bad);
+      const { skipped } = this.finishStep(local.bad === null ? this.fromFixedPoint(this.fixedPointLimbs(local.max)) : false);
+      return { ...local.result, skipped };
+    }
     const r = this.computeGradients();
     const bad = this.screen(r.loss);
     if (this.outer && this.atSyncPoint) this.outer.begin(this.model.params.values, this.state());
@@ -433,6 +451,7 @@ export class Trainer {
    */
   async step(reduce: Reduce, options: StepOptions = {}): Promise<StepOutcome> {
     if (this.outer) return this.localStep(this.outer, (delta) => reduce(delta, 0), options);
+    if (this.config.deterministic) return this.deterministicStep(reduce, options);
     const t0 = performance.now();
     const n = this.loadBatch(this.epoch, this.cursor);
     const dataMs = performance.now() - t0;
@@ -450,6 +469,119 @@ export class Trainer {
     const end = this.finishStep(finite, options.onNonFinite, options.health ?? false);
     const t3 = performance.now();
     return { ...r, ...end, nonFinite: bad, computeMs: t1 - t0 - r.dataMs, allreduceMs: t2 - t1, optimizerMs: t3 - t2 };
+  }
+
+  /**
+   * A deterministic step: the same weights whatever the number of ranks and whichever rank
+   * computes what. The global batch is M micro-batches of `batchSize`; a rank computes its own one
+   * at a time (the same shapes, the same dropout masks, so the same bits on any rank). Each
+   * tensor's gradients are rounded to a grid fixed by the largest value of any micro-batch (a
+   * maximum over the ranks, which any order gives alike), 2⁻³¹ of it; on that grid a sum is an
+   * integer sum, exact, so its order does not matter. A rank's integer sum goes on the wire as two
+   * 16-bit halves in float32 (sums of up to 256 of them stay exact integers), and every rank
+   * rebuilds the same mean from the two summed halves.
+   */
+  private async deterministicStep(reduce: Reduce, options: StepOptions): Promise<StepOutcome> {
+    const t0 = performance.now();
+    const local = this.microBatchGradients();
+    await options.afterGradients?.();
+    if (!local.bad) local.bad = this.checkFinite(local.result.loss);
+    if (local.bad) {
+      this.applyNonFiniteRule(local.bad, options.onNonFinite);
+      local.max[0] = Number.NaN; // every rank sees it in the maximum, and skips the step
+    }
+    const t1 = performance.now();
+    const max = options.maxOverRanks ? await options.maxOverRanks(local.max) : local.max;
+    let finite = max.every((v) => Number.isFinite(v));
+    if (finite) {
+      const limbs = this.fixedPointLimbs(max);
+      const [a, b] = await Promise.all([reduce(limbs.hi, 0, true), reduce(limbs.lo, 0, true)]);
+      finite = a && b && this.fromFixedPoint(limbs);
+    } else this.model.params.grads[0] = Number.NaN; // a skip, not an overflow
+    const t2 = performance.now();
+    const end = this.finishStep(finite, options.onNonFinite, options.health ?? false);
+    const t3 = performance.now();
+    return { ...local.result, ...end, nonFinite: local.bad, computeMs: t1 - t0 - local.result.dataMs, allreduceMs: t2 - t1, optimizerMs: t3 - t2 };
+  }
+
+  /** This rank's micro-batches, one at a time: their gradients kept, each tensor's largest |value| over them, the mean loss. */
+  private microBatchGradients(): { result: StepResult; max: Float32Array; bad: NonFinite | null } {
+    const m = this.config.batchSize;
+    const params = this.model.params;
+    const P = params.length;
+    const count = this.slice.count / m;
+    const first = this.slice.start / m;
+    if (!this.micro || this.micro.length < count * P) this.micro = new Float32Array(count * P);
+    const max = new Float32Array(params.tensors.length);
+    let [loss, correct, dataMs] = [0, 0, 0];
+    let bad: NonFinite | null = null;
+    for (let j = 0; j < count; j++) {
+      const d0 = performance.now();
+      if (this.orderEpoch !== this.epoch) {
+        this.order = epochPermutation(this.data.train.size, this.config.seed, this.epoch);
+        this.orderEpoch = this.epoch;
+      }
+      const n = this.batcher.fill(this.order!, this.cursor + this.slice.start + j * m, m);
+      dataMs += performance.now() - d0;
+      // Dropout masks belong to the micro-batch (its step and index), not to the rank that computes it.
+      this.model.dropoutRng.setState(new Rng(microBatchSeed(this.config.seed, this.globalStep, first + j)).state());
+      const r = this.model.computeGradients(this.batcher.x, this.batcher.batchTargets(), n);
+      loss += r.loss;
+      correct += r.correct;
+      bad ??= this.checkFinite(r.loss);
+      const grads = params.grads;
+      this.micro.set(grads, j * P);
+      params.tensors.forEach((t, k) => {
+        let top = max[k];
+        for (let i = t.offset; i < t.offset + t.length; i++) {
+          const a = Math.abs(grads[i]);
+          if (!(a <= top)) top = a; // NaN wins
+        }
+        max[k] = top;
+      });
+    }
+    this.loaded = null; // the batcher holds a micro-batch, not the slice
+    return { result: { loss: count ? loss / count : 0, correct, dataMs }, max, bad };
+  }
+
+  /**
+   * The sum of this rank's micro-batch gradients on each tensor's grid (2⁻³¹ of M times its
+   * largest value, a power of two), as two float32 halves: value = 65536·hi + lo, |hi|, |lo| ≤ 2¹⁵.
+   */
+  private fixedPointLimbs(max: Float32Array): { hi: Float32Array; lo: Float32Array; quanta: Float64Array } {
+    const params = this.model.params;
+    const P = params.length;
+    const M = this.globalBatch / this.config.batchSize;
+    const count = this.slice.count / this.config.batchSize;
+    const quanta = new Float64Array(max.length);
+    const hi = this.backend.alloc(P);
+    const lo = this.backend.alloc(P);
+    const micro = this.micro ?? new Float32Array(0);
+    params.tensors.forEach((t, k) => {
+      // |Σ over all M micro-batches| ≤ M·max ≤ 2³¹·q: each half stays within 2¹⁵.
+      const q = max[k] > 0 ? 2 ** (Math.ceil(Math.log2(M * max[k])) - 30) : 1;
+      quanta[k] = q;
+      for (let i = t.offset; i < t.offset + t.length; i++) {
+        let sum = 0;
+        for (let j = 0; j < count; j++) sum += Math.round(micro[j * P + i] / q);
+        const h = Math.round(sum / 65536);
+        hi[i] = h;
+        lo[i] = sum - h * 65536;
+      }
+    });
+    return { hi, lo, quanta };
+  }
+
+  /** The gradients from the summed halves: (65536·hi + lo)·q / M on every rank alike. Returns whether they are finite. */
+  private fromFixedPoint({ hi, lo, quanta }: { hi: Float32Array; lo: Float32Array; quanta: Float64Array }): boolean {
+    const params = this.model.params;
+    const grads = params.grads;
+    const M = this.globalBatch / this.config.batchSize;
+    params.tensors.forEach((t, k) => {
+      const q = quanta[k];
+      for (let i = t.offset; i < t.offset + t.length; i++) grads[i] = ((hi[i] * 65536 + lo[i]) * q) / M;
+    });
+    return allFinite(grads);
   }
 
   /**
@@ -580,9 +712,14 @@ export class Trainer {
     return { loss: samples ? total.loss / samples : 0, accuracy: samples ? total.correct / samples : 0, samples };
   }
 
-  /** This rank's contiguous share of a split: [start, end). */
+  /**
+   * This rank's contiguous share of a split: [start, end). Deterministic: rank 0 takes it all, so
+   * that the figures behind decisions (the best checkpoint) are summed in one order, whatever the
+   * number of ranks.
+   */
   private evaluationShare(which: 'train' | 'test'): [number, number] {
     const ds: Dataset = this.data[which];
+    if (this.config.deterministic) return this.rank === 0 ? [0, ds.size] : [0, 0];
     return [Math.floor((ds.size * this.rank) / this.worldSize), Math.floor((ds.size * (this.rank + 1)) / this.worldSize)];
   }
 }
@@ -603,4 +740,11 @@ export function evaluateRange(model: Model, batcher: Batcher, start = 0, end = b
   const samples = end - start;
   // A sequence model predicts at every position: its accuracy is per token.
   return { loss: samples ? loss / samples : 0, accuracy: samples ? correct / (samples * model.positions) : 0, samples };
+}
+
+/** The dropout seed of micro-batch `index` of `step` (a 32-bit mix: independent streams for nearby values). */
+function microBatchSeed(seed: number, step: number, index: number): number {
+  let h = Math.imul(seed ^ 0x9e3779b9, 0x85ebca6b) ^ Math.imul(step + 0x632be5ab, 0xc2b2ae35) ^ Math.imul(index ^ 0x27d4eb2f, 0x165667b1);
+  h = Math.imul(h ^ (h >>> 16), 0x85ebca6b);
+  return (h ^ (h >>> 13)) >>> 0;
 }
