@@ -182,6 +182,33 @@ static napi_value gelu_backward(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+static int32_t *i32(napi_env env, napi_value v, size_t need) {
+  napi_typedarray_type type;
+  size_t length;
+  void *data;
+  if (napi_get_typedarray_info(env, v, &type, &length, &data, NULL, NULL) != napi_ok) return NULL;
+  if (type != napi_int32_array || length < need) return NULL;
+  return (int32_t *)data;
+}
+
+// softmaxCrossEntropy(rows, classes, logits, labels, grad | null, scale) → Σ of the rows' losses
+static napi_value softmax_cross_entropy(napi_env env, napi_callback_info info) {
+  ARGS("softmaxCrossEntropy", 6);
+  size_t s[2];
+  SIZES("softmaxCrossEntropy", 2, s);
+  const size_t n = product(2, s[0], s[1]);
+  double scale;
+  if (napi_get_value_double(env, argv[5], &scale) != napi_ok) THROW(env, "softmaxCrossEntropy: scale must be a number");
+  float *logits = f32(env, argv[2], n), *grad = is_null(env, argv[4]) ? NULL : f32(env, argv[4], n);
+  int32_t *labels = i32(env, argv[3], s[0]);
+  if (!logits || !labels || (!grad && !is_null(env, argv[4]))) THROW(env, "softmaxCrossEntropy: " TOO_SHORT);
+  for (size_t r = 0; r < s[0]; r++)
+    if (labels[r] < 0 || (size_t)labels[r] >= s[1]) THROW(env, "softmaxCrossEntropy: a label is outside 0..classes-1");
+  napi_value out;
+  napi_create_double(env, rt_softmax_xent(s[0], s[1], logits, labels, grad, (float)scale), &out);
+  return out;
+}
+
 // layerNorm(rows, width, eps, x, gain, bias | null, xhat, rstd, y)
 static napi_value layer_norm(napi_env env, napi_callback_info info) {
   ARGS("layerNorm", 9);
@@ -267,6 +294,7 @@ static napi_value init(napi_env env, napi_value exports) {
     {"convBackwardData", NULL, conv_backward_data, NULL, NULL, NULL, napi_default, NULL},
     {"convBackwardFilter", NULL, conv_backward_filter, NULL, NULL, NULL, napi_default, NULL},
     {"gelu", NULL, gelu, NULL, NULL, NULL, napi_default, NULL},
+    {"softmaxCrossEntropy", NULL, softmax_cross_entropy, NULL, NULL, NULL, napi_default, NULL},
     {"geluBackward", NULL, gelu_backward, NULL, NULL, NULL, napi_default, NULL},
     {"layerNorm", NULL, layer_norm, NULL, NULL, NULL, napi_default, NULL},
     {"layerNormBackward", NULL, layer_norm_backward, NULL, NULL, NULL, napi_default, NULL},

@@ -88,6 +88,41 @@ static inline float lane_max(size_t n, const float *restrict x) {
   return m;
 }
 
+// Σ e^(x[i] − max) over n values in LANES fixed float64 partial sums (the same bits on every clone).
+static inline double lane_exp_sum(size_t n, const float *restrict x, float max) {
+  double acc[LANES] = {0};
+  size_t i = 0;
+  for (; i + LANES <= n; i += LANES)
+    for (size_t l = 0; l < LANES; l++) acc[l] += rt_exp(x[i + l] - max);
+  for (size_t l = 0; i + l < n; l++) acc[l] += rt_exp(x[i + l] - max);
+  double s = 0;
+  for (size_t l = 0; l < LANES; l++) s += acc[l];
+  return s;
+}
+
+CLONES double rt_softmax_xent(size_t rows, size_t classes, const float *restrict logits, const int32_t *restrict labels,
+                              float *restrict grad, float scale) {
+  double total = 0;
+  for (size_t r = 0; r < rows; r++) {
+    const float *z = logits + r * classes;
+    const float max = lane_max(classes, z);
+    double sum;
+    if (grad) {
+      // Each e^(z − max) is kept in the gradient: one exp per logit.
+      float *g = grad + r * classes;
+      for (size_t c = 0; c < classes; c++) g[c] = rt_exp(z[c] - max);
+      sum = lane_dot(classes, g, NULL);
+      const float k = (float)(scale / sum);
+      for (size_t c = 0; c < classes; c++) g[c] *= k;
+      g[labels[r]] -= scale;
+    } else {
+      sum = lane_exp_sum(classes, z, max);
+    }
+    total += log(sum) + max - z[labels[r]];
+  }
+  return total;
+}
+
 CLONES void rt_layernorm(size_t rows, size_t width, float eps, const float *restrict x, const float *restrict gain,
                          const float *restrict bias, float *restrict xhat, float *restrict rstd, float *restrict y) {
   for (size_t r = 0; r < rows; r++) {

@@ -3,11 +3,17 @@
 #ifndef RINGTRAIN_TRANSFORMER_H
 #define RINGTRAIN_TRANSFORMER_H
 #include <stddef.h>
+#include <stdint.h>
 
 // y = GELU(x) (tanh form) over n values; tanh(u) kept for the backward pass.
 void rt_gelu(size_t n, const float *x, float *y, float *tanh_u);
 // dx = dy·GELU'(x), from the kept tanh(u).
 void rt_gelu_backward(size_t n, const float *x, const float *tanh_u, const float *dy, float *dx);
+
+// Softmax cross-entropy of `rows` rows of `classes` logits against labels (each in 0..classes−1,
+// checked by the caller): returns Σ over rows of −log softmax(z)[label]; with grad (else NULL),
+// writes scale·(softmax(z) − onehot(label)) there.
+double rt_softmax_xent(size_t rows, size_t classes, const float *logits, const int32_t *labels, float *grad, float scale);
 
 // Each of `rows` rows of `width`: x̂ = (x − mean)·rstd, y = x̂·gain (+ bias, when not NULL).
 void rt_layernorm(size_t rows, size_t width, float eps, const float *x, const float *gain, const float *bias, float *xhat,

@@ -53,6 +53,12 @@ export interface Backend {
   sgdUpdate(params: Float32Array, grads: Float32Array, velocity: Float32Array | null, h: SgdHyper): void;
   /** One Adam/AdamW step over flat buffers, in place. */
   adamUpdate(params: Float32Array, grads: Float32Array, expAvg: Float32Array, expAvgSq: Float32Array, h: AdamHyper): void;
+  /**
+   * Softmax cross-entropy of `rows` rows of `classes` logits against `labels` (already checked to
+   * be in range): returns the rows' summed loss; with `grad`, writes scale·(softmax − one-hot)
+   * there. Where a backend has no kernel of its own, the loss computes it in TypeScript.
+   */
+  softmaxCrossEntropy?(logits: Float32Array, labels: Int32Array, rows: number, classes: number, grad: Float32Array | null, scale: number): number;
   /** GELU (tanh form) over n values; `tanh` keeps tanh(√(2/π)(x + 0.044715x³)) for the backward pass. */
   gelu(x: Float32Array, y: Float32Array, tanh: Float32Array, n: number): void;
   /** dx = dy·GELU'(x), from the kept tanh. */

@@ -1,3 +1,4 @@
+import type { Backend } from './backend.js';
 import { CoreError } from './errors.js';
 import type { LossName } from './model-spec.js';
 
@@ -17,15 +18,22 @@ export interface Loss {
 export class SoftmaxCrossEntropy implements Loss {
   readonly name = 'softmax_cross_entropy' as const;
 
+  /** `backend`: its kernel, where it has one (a language model's head has thousands of logits per token). */
+  constructor(private readonly backend?: Pick<Backend, 'softmaxCrossEntropy'>) {}
+
   compute(logits: Float32Array, targets: Targets, batch: number, classes: number, grad: Float32Array | null): number {
     if (!(targets instanceof Int32Array)) throw new CoreError('ERR_SHAPE', 'softmax_cross_entropy: targets must be class indices (Int32Array)');
     if (targets.length < batch) throw new CoreError('ERR_SHAPE', `softmax_cross_entropy: ${targets.length} labels for a batch of ${batch}`);
-    let total = 0;
+    for (let r = 0; r < batch; r++) {
+      const label = targets[r];
+      if (!(label >= 0 && label < classes)) throw new CoreError('ERR_SHAPE', `softmax_cross_entropy: label ${label} at row ${r} is outside 0..${classes - 1}`);
+    }
     const inv = 1 / batch;
+    if (this.backend?.softmaxCrossEntropy) return this.backend.softmaxCrossEntropy(logits, targets, batch, classes, grad, inv) * inv;
+    let total = 0;
     for (let r = 0; r < batch; r++) {
       const o = r * classes;
       const label = targets[r];
-      if (!(label >= 0 && label < classes)) throw new CoreError('ERR_SHAPE', `softmax_cross_entropy: label ${label} at row ${r} is outside 0..${classes - 1}`);
       let max = logits[o];
       for (let c = 1; c < classes; c++) if (logits[o + c] > max) max = logits[o + c];
       // With a gradient to write, each e^(z − max) is kept in it: one exp per logit, not two.
@@ -64,6 +72,6 @@ export class MeanSquaredError implements Loss {
   }
 }
 
-export function createLoss(name: LossName): Loss {
-  return name === 'mse' ? new MeanSquaredError() : new SoftmaxCrossEntropy();
+export function createLoss(name: LossName, backend?: Pick<Backend, 'softmaxCrossEntropy'>): Loss {
+  return name === 'mse' ? new MeanSquaredError() : new SoftmaxCrossEntropy(backend);
 }

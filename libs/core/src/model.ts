@@ -92,7 +92,7 @@ export class Model {
       l.bind(this.params);
       l.initialize(initRng);
     }
-    this.loss = createLoss(this.spec.loss);
+    this.loss = createLoss(this.spec.loss, backend);
     this.lossGrad = new BatchBuffer(backend, this.outputSize);
   }
 

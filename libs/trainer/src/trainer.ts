@@ -153,8 +153,9 @@ export class Trainer {
   private orderEpoch = -1;
   /** Which batch the batcher holds (filled ahead during the previous all-reduce), or null. */
   private loaded: { epoch: number; position: number; count: number; n: number } | null = null;
-  /** Deterministic mode: this rank's micro-batch gradients of the step, one after another. */
+  /** Deterministic mode: this rank's micro-batch gradients of the step, one after another, and the halves of their fixed-point sum. */
   private micro: Float32Array | null = null;
+  private limbs: { hi: Float32Array; lo: Float32Array } | null = null;
   /** DiLoCo (`sync.type` "diloco"): the outer loop; null when every step all-reduces its gradients. */
   private readonly outer: OuterSync<TrainerState> | null;
 
@@ -485,7 +486,6 @@ export class Trainer {
     const t0 = performance.now();
     const local = this.microBatchGradients();
     await options.afterGradients?.();
-    if (!local.bad) local.bad = this.checkFinite(local.result.loss);
     if (local.bad) {
       this.applyNonFiniteRule(local.bad, options.onNonFinite);
       local.max[0] = Number.NaN; // every rank sees it in the maximum, and skips the step
@@ -528,7 +528,7 @@ export class Trainer {
       const r = this.model.computeGradients(this.batcher.x, this.batcher.batchTargets(), n);
       loss += r.loss;
       correct += r.correct;
-      bad ??= this.checkFinite(r.loss);
+      if (!Number.isFinite(r.loss)) bad ??= { what: 'loss', value: r.loss };
       const grads = params.grads;
       this.micro.set(grads, j * P);
       params.tensors.forEach((t, k) => {
@@ -540,6 +540,9 @@ export class Trainer {
         max[k] = top;
       });
     }
+    // A NaN or ±Inf gradient shows in its tensor's maximum.
+    const k = max.findIndex((v) => !Number.isFinite(v));
+    if (k >= 0) bad ??= { what: 'gradient', tensor: params.tensors[k].name, value: max[k] };
     this.loaded = null; // the batcher holds a micro-batch, not the slice
     return { result: { loss: count ? loss / count : 0, correct, dataMs }, max, bad };
   }
@@ -554,17 +557,18 @@ export class Trainer {
     const M = this.globalBatch / this.config.batchSize;
     const count = this.slice.count / this.config.batchSize;
     const quanta = new Float64Array(max.length);
-    const hi = this.backend.alloc(P);
-    const lo = this.backend.alloc(P);
+    if (this.limbs?.hi.length !== P) this.limbs = { hi: new Float32Array(P), lo: new Float32Array(P) };
+    const { hi, lo } = this.limbs;
     const micro = this.micro ?? new Float32Array(0);
     params.tensors.forEach((t, k) => {
-      // |Σ over all M micro-batches| ≤ M·max ≤ 2³¹·q: each half stays within 2¹⁵.
+      // |Σ over all M micro-batches| ≤ M·max ≤ 2³⁰·q: each half stays within 2¹⁵.
       const q = max[k] > 0 ? 2 ** (Math.ceil(Math.log2(M * max[k])) - 30) : 1;
       quanta[k] = q;
+      const perQ = 1 / q; // a power of two: the products are exact
       for (let i = t.offset; i < t.offset + t.length; i++) {
         let sum = 0;
-        for (let j = 0; j < count; j++) sum += Math.round(micro[j * P + i] / q);
-        const h = Math.round(sum / 65536);
+        for (let j = 0; j < count; j++) sum += roundToInteger(micro[j * P + i] * perQ);
+        const h = roundToInteger(sum * (1 / 65536));
         hi[i] = h;
         lo[i] = sum - h * 65536;
       }
@@ -578,8 +582,8 @@ export class Trainer {
     const grads = params.grads;
     const M = this.globalBatch / this.config.batchSize;
     params.tensors.forEach((t, k) => {
-      const q = quanta[k];
-      for (let i = t.offset; i < t.offset + t.length; i++) grads[i] = ((hi[i] * 65536 + lo[i]) * q) / M;
+      const perMicro = quanta[k] / M; // the same rounding on every rank
+      for (let i = t.offset; i < t.offset + t.length; i++) grads[i] = (hi[i] * 65536 + lo[i]) * perMicro;
     });
     return allFinite(grads);
   }
@@ -747,4 +751,9 @@ function microBatchSeed(seed: number, step: number, index: number): number {
   let h = Math.imul(seed ^ 0x9e3779b9, 0x85ebca6b) ^ Math.imul(step + 0x632be5ab, 0xc2b2ae35) ^ Math.imul(index ^ 0x27d4eb2f, 0x165667b1);
   h = Math.imul(h ^ (h >>> 16), 0x85ebca6b);
   return (h ^ (h >>> 13)) >>> 0;
+}
+
+/** x rounded to an integer, half to even (|x| < 2⁵¹): the float64 adder does it, faster than Math.round. */
+function roundToInteger(x: number): number {
+  return x + 6755399441055744 - 6755399441055744;
 }

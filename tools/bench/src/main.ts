@@ -16,6 +16,7 @@ import { startupBench } from './startup-bench.js';
 import { tablesBench } from './tables-bench.js';
 import { tlsBench } from './tls-bench.js';
 import { trainBench } from './train-bench.js';
+import { deterministicBench } from './deterministic-bench.js';
 
 const positive = (v: string): number => {
   const n = Number(v);
@@ -25,7 +26,7 @@ const positive = (v: string): number => {
 
 const program = new Command('bench')
   .description('ringtrain benchmarks beside numpy / PyTorch measured in the same run')
-  .addOption(new Option('--only <which>', 'run one benchmark').choices(['gemm', 'train', 'conv', 'data', 'allreduce', 'cluster', 'checkpoint', 'elastic', 'tls', 'tables', 'network', 'startup', 'gpt', 'generate']))
+  .addOption(new Option('--only <which>', 'run one benchmark').choices(['gemm', 'train', 'conv', 'data', 'allreduce', 'cluster', 'checkpoint', 'elastic', 'tls', 'tables', 'network', 'startup', 'gpt', 'generate', 'deterministic']))
   .option('--backend <name>', 'cluster benchmark backend', 'auto')
   .option('--samples <n>', 'cluster benchmark training samples', positive, 60000)
   .option('--segment-bytes <n>', 'all-reduce segment size', positive, 1024 * 1024)
@@ -64,6 +65,7 @@ const program = new Command('bench')
     if (!opts.only || opts.only === 'tables') console.log(`${tablesBench(Math.max(3, Math.round(opts.runs)))}\n`);
     if (!opts.only || opts.only === 'gpt') console.log(`${await gptBench(opts.gptSteps, opts.text)}\n`);
     if (!opts.only || opts.only === 'gpt' || opts.only === 'generate') console.log(`${generationBench()}\n`);
+    if (!opts.only || opts.only === 'deterministic') console.log(`${deterministicBench()}\n`);
     if (opts.only === 'network') {
       const list = (v: string): string[] => v.split(',').map((x) => x.trim()).filter(Boolean);
       const unknown = list(opts.profiles).filter((p) => !PROFILES.some((q) => q.name === p));

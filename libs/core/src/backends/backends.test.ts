@@ -3,6 +3,7 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import type { Backend } from '../backend.js';
 import { CoreError } from '../errors.js';
+import { SoftmaxCrossEntropy } from '../losses.js';
 import { Rng } from '../rng.js';
 import { createBackend } from './create-backend.js';
 import { loadNativeAddon, NativeBackend } from './native-backend.js';
@@ -109,6 +110,23 @@ describe.each(backends.map((b) => [b.description, b] as const))('%s', (_name, be
       ),
       { numRuns: 60 },
     );
+  });
+
+  it("softmax cross-entropy (a language model's head: thousands of logits a row) matches the TypeScript loss, at extremes too", () => {
+    const rng = new Rng(11);
+    for (const [rows, classes, spread] of [[1, 1, 1], [3, 2, 1], [7, 85, 5], [5, 1452, 20], [2, 4099, 3], [4, 17, 1e4]] as const) {
+      const logits = be.alloc(rows * classes);
+      for (let i = 0; i < logits.length; i++) logits[i] = (rng.uniform() * 2 - 1) * spread;
+      if (classes > 2) [logits[0], logits[1]] = [1e30, -1e30];
+      const labels = Int32Array.from({ length: rows }, (_, r) => (r * 7919) % classes);
+      const [grad, want] = [be.alloc(rows * classes), new Float32Array(rows * classes)];
+      const loss = new SoftmaxCrossEntropy(be).compute(logits, labels, rows, classes, grad);
+      const expected = new SoftmaxCrossEntropy().compute(logits, labels, rows, classes, want);
+      expect(Math.abs(loss - expected), `${rows}×${classes}: ${loss} vs ${expected}`).toBeLessThanOrEqual(1e-5 * Math.max(1, Math.abs(expected)));
+      expectClose(grad, want, 4);
+      expect(new SoftmaxCrossEntropy(be).compute(logits, labels, rows, classes, null)).toBeCloseTo(loss, 5);
+    }
+    expect(() => new SoftmaxCrossEntropy(be).compute(be.alloc(4), Int32Array.of(0, 2), 2, 2, null)).toThrow(/label 2 at row 1 is outside 0..1/);
   });
 
   it('GELU and the softmax hold at the extremes: no NaN, exact limits', () => {

@@ -19,6 +19,7 @@ interface Addon {
   gelu(n: number, x: Float32Array, y: Float32Array, tanh: Float32Array): void;
   geluBackward(n: number, x: Float32Array, tanh: Float32Array, dy: Float32Array, dx: Float32Array): void;
   layerNorm(rows: number, width: number, eps: number, x: Float32Array, gain: Float32Array, bias: Float32Array | null, xhat: Float32Array, rstd: Float32Array, y: Float32Array): void;
+  softmaxCrossEntropy(rows: number, classes: number, logits: Float32Array, labels: Int32Array, grad: Float32Array | null, scale: number): number;
   layerNormBackward(rows: number, width: number, dy: Float32Array, xhat: Float32Array, rstd: Float32Array, gain: Float32Array, dgain: Float32Array, dbias: Float32Array | null, dx: Float32Array | null): void;
   attention(batch: number, context: number, heads: number, headDim: number, qkv: Float32Array, probs: Float32Array, out: Float32Array): void;
   attentionBackward(batch: number, context: number, heads: number, headDim: number, qkv: Float32Array, probs: Float32Array, dout: Float32Array, dqkv: Float32Array): void;
@@ -73,6 +74,11 @@ export class NativeBackend extends WasmBackend {
     this.offset(b, 'B');
     this.offset(c, 'C');
     this.addon.gemm(transA, transB, m, n, k, a, b, c, accumulate);
+  }
+
+  softmaxCrossEntropy(logits: Float32Array, labels: Int32Array, rows: number, classes: number, grad: Float32Array | null, scale: number): number {
+    checkLengths('softmaxCrossEntropy', rows * classes, logits, ...(grad ? [grad] : []));
+    return rows > 0 ? this.addon.softmaxCrossEntropy(rows, classes, logits, labels, grad, scale) : 0;
   }
 
   override gelu(x: Float32Array, y: Float32Array, tanh: Float32Array, n: number): void {
