@@ -141,7 +141,6 @@ export async function runReplicaLoop(o: ReplicaLoopOptions): Promise<{ end: Loop
       // Alone there is nothing to sum: the gradient is this rank's own, checked before.
       async (grads, offset, sum) => (alone ? true : (await comm.allreduce(grads, { step, layoutHash, wire, ...(sum ? { average: false } : {}), residual: residual?.subarray(offset, offset + grads.length) })).finite),
       {
-        ...(alone ? {} : { maxOverRanks: (local: Float32Array) => maxOverRanks(comm, local) }),
         bucketBytes: o.bucketBytes,
         afterGradients: async () => {
           faults.exitAt(assign.rank, step, assign.generation);
@@ -226,13 +225,3 @@ export async function runReplicaLoop(o: ReplicaLoopOptions): Promise<{ end: Loop
   return { end: 'done', replicaChecks };
 }
 
-/** The element-wise maximum of every rank's `local` (a NaN anywhere wins): the same on every rank. */
-async function maxOverRanks(comm: Communicator, local: Float32Array): Promise<Float32Array> {
-  const all = await comm.allgather(new Uint8Array(local.buffer, local.byteOffset, local.byteLength));
-  const out = Float32Array.from(local);
-  for (const bytes of all) {
-    const theirs = new Float32Array(Uint8Array.from(bytes).buffer);
-    for (let i = 0; i < out.length; i++) if (!Number.isNaN(out[i]) && !(theirs[i] <= out[i])) out[i] = theirs[i];
-  }
-  return out;
-}

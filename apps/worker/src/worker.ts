@@ -412,7 +412,8 @@ async function runGeneration(
   // Decided once the ring knows whether it shares memory; the probe reports it.
   let bucketBytes = 0;
   if (a.worldSize > 1) {
-    const ring = await setUpRing(comm, params.length, a.tunedSegment);
+    // A deterministic step sends its fixed-point sums as two halves: twice the parameters.
+    const ring = await setUpRing(comm, (trainer.config.deterministic ? 2 : 1) * params.length, a.tunedSegment);
     bucketBytes = overlapBucketBytes(trainer.config, comm, a.worldSize, ring);
     if (a.rank === 0) ch.send({ type: 'ringProbe', v: PROTOCOL_VERSION, generation: a.generation, rank: a.rank, worldSize: a.worldSize, ...ring, ...(bucketBytes ? { bucketBytes } : {}) });
   }

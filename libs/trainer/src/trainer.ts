@@ -84,8 +84,6 @@ export interface StepOptions {
    * layers below still compute (0 or absent: one `reduce` after the whole backward pass).
    */
   bucketBytes?: number;
-  /** Deterministic mode: the element-wise maximum of `local` over the ranks (NaN wins); absent, one process. */
-  maxOverRanks?: (local: Float32Array) => Promise<Float32Array>;
 }
 
 /**
@@ -155,7 +153,8 @@ export class Trainer {
   private loaded: { epoch: number; position: number; count: number; n: number } | null = null;
   /** Deterministic mode: this rank's micro-batch gradients of the step, one after another, and the halves of their fixed-point sum. */
   private micro: Float32Array | null = null;
-  private limbs: { hi: Float32Array; lo: Float32Array } | null = null;
+  private halves: Float32Array | null = null;
+  private sums: Float64Array | null = null;
   /** DiLoCo (`sync.type` "diloco"): the outer loop; null when every step all-reduces its gradients. */
   private readonly outer: OuterSync<TrainerState> | null;
 
@@ -426,7 +425,7 @@ export class Trainer {
     if (this.config.deterministic) {
       const local = this.microBatchGradients();
       if (local.bad) this.applyNonFiniteRule(local.bad);
-      const { skipped } = this.finishStep(local.bad === null ? this.fromFixedPoint(this.fixedPointLimbs(local.max)) : false);
+      const { skipped } = this.finishStep(local.bad === null ? this.fromFixedPoint(this.fixedPointLimbs(largestExponents(exponentCounts(local.max), local.max.length))) : false);
       return { ...local.result, skipped };
     }
     const r = this.computeGradients();
@@ -476,11 +475,11 @@ export class Trainer {
    * A deterministic step: the same weights whatever the number of ranks and whichever rank
    * computes what. The global batch is M micro-batches of `batchSize`; a rank computes its own one
    * at a time (the same shapes, the same dropout masks, so the same bits on any rank). Each
-   * tensor's gradients are rounded to a grid fixed by the largest value of any micro-batch (a
-   * maximum over the ranks, which any order gives alike), 2⁻³¹ of it; on that grid a sum is an
-   * integer sum, exact, so its order does not matter. A rank's integer sum goes on the wire as two
-   * 16-bit halves in float32 (sums of up to 256 of them stay exact integers), and every rank
-   * rebuilds the same mean from the two summed halves.
+   * tensor's gradients are rounded to a grid fixed by the binary exponent of its largest value in
+   * any micro-batch (found by summing one-hot counts of each rank's exponent: exact, so any order
+   * gives it alike), 2⁻³⁰ of M times that; on that grid a sum is an integer sum, exact, so its
+   * order does not matter. A rank's integer sum goes on the wire as two 16-bit halves in float32
+   * (sums of up to 256 of them stay exact integers), and every rank rebuilds the same mean.
    */
   private async deterministicStep(reduce: Reduce, options: StepOptions): Promise<StepOutcome> {
     const t0 = performance.now();
@@ -491,12 +490,13 @@ export class Trainer {
       local.max[0] = Number.NaN; // every rank sees it in the maximum, and skips the step
     }
     const t1 = performance.now();
-    const max = options.maxOverRanks ? await options.maxOverRanks(local.max) : local.max;
-    let finite = max.every((v) => Number.isFinite(v));
+    const counts = exponentCounts(local.max);
+    const reduced = this.worldSize > 1 ? await reduce(counts, 0, true) : true;
+    const max = largestExponents(counts, local.max.length);
+    let finite = reduced && max.every((v) => Number.isFinite(v));
     if (finite) {
       const limbs = this.fixedPointLimbs(max);
-      const [a, b] = await Promise.all([reduce(limbs.hi, 0, true), reduce(limbs.lo, 0, true)]);
-      finite = a && b && this.fromFixedPoint(limbs);
+      finite = (await reduce(limbs.halves, 0, true)) && this.fromFixedPoint(limbs);
     } else this.model.params.grads[0] = Number.NaN; // a skip, not an overflow
     const t2 = performance.now();
     const end = this.finishStep(finite, options.onNonFinite, options.health ?? false);
@@ -548,45 +548,54 @@ export class Trainer {
   }
 
   /**
-   * The sum of this rank's micro-batch gradients on each tensor's grid (2⁻³¹ of M times its
-   * largest value, a power of two), as two float32 halves: value = 65536·hi + lo, |hi|, |lo| ≤ 2¹⁵.
+   * The sum of this rank's micro-batch gradients on each tensor's grid (2⁻³⁰ of M times `bound`,
+   * a power of two at least its largest value), as two float32 halves: value = 65536·hi + lo,
+   * |hi|, |lo| ≤ 2¹⁵.
    */
-  private fixedPointLimbs(max: Float32Array): { hi: Float32Array; lo: Float32Array; quanta: Float64Array } {
+  private fixedPointLimbs(max: Float64Array): { halves: Float32Array; quanta: Float64Array } {
     const params = this.model.params;
     const P = params.length;
     const M = this.globalBatch / this.config.batchSize;
     const count = this.slice.count / this.config.batchSize;
     const quanta = new Float64Array(max.length);
-    if (this.limbs?.hi.length !== P) this.limbs = { hi: new Float32Array(P), lo: new Float32Array(P) };
-    const { hi, lo } = this.limbs;
+    if (this.halves?.length !== 2 * P) [this.halves, this.sums] = [new Float32Array(2 * P), new Float64Array(P)];
+    const [halves, sums] = [this.halves, this.sums!];
     const micro = this.micro ?? new Float32Array(0);
+    sums.fill(0);
     params.tensors.forEach((t, k) => {
       // |Σ over all M micro-batches| ≤ M·max ≤ 2³⁰·q: each half stays within 2¹⁵.
       const q = max[k] > 0 ? 2 ** (Math.ceil(Math.log2(M * max[k])) - 30) : 1;
       quanta[k] = q;
       const perQ = 1 / q; // a power of two: the products are exact
-      for (let i = t.offset; i < t.offset + t.length; i++) {
-        let sum = 0;
-        for (let j = 0; j < count; j++) sum += roundToInteger(micro[j * P + i] * perQ);
-        const h = roundToInteger(sum * (1 / 65536));
-        hi[i] = h;
-        lo[i] = sum - h * 65536;
+      const end = t.offset + t.length;
+      for (let j = 0; j < count; j++) {
+        const base = j * P;
+        for (let i = t.offset; i < end; i++) sums[i] += roundToInteger(micro[base + i] * perQ);
       }
     });
-    return { hi, lo, quanta };
+    // hi in the first half, lo in the second: one all-reduce of both.
+    for (let i = 0; i < P; i++) {
+      const h = roundToInteger(sums[i] * (1 / 65536));
+      halves[i] = h;
+      halves[P + i] = sums[i] - h * 65536;
+    }
+    return { halves, quanta };
   }
 
+
   /** The gradients from the summed halves: (65536·hi + lo)·q / M on every rank alike. Returns whether they are finite. */
-  private fromFixedPoint({ hi, lo, quanta }: { hi: Float32Array; lo: Float32Array; quanta: Float64Array }): boolean {
+  private fromFixedPoint({ halves, quanta }: { halves: Float32Array; quanta: Float64Array }): boolean {
     const params = this.model.params;
     const grads = params.grads;
+    const P = params.length;
     const M = this.globalBatch / this.config.batchSize;
     params.tensors.forEach((t, k) => {
       const perMicro = quanta[k] / M; // the same rounding on every rank
-      for (let i = t.offset; i < t.offset + t.length; i++) grads[i] = (hi[i] * 65536 + lo[i]) * perMicro;
+      for (let i = t.offset; i < t.offset + t.length; i++) grads[i] = (halves[i] * 65536 + halves[P + i]) * perMicro;
     });
     return allFinite(grads);
   }
+
 
   /**
    * Forward and backward on the loaded slice of `n` samples, handing every finished tail of the
@@ -756,4 +765,36 @@ function microBatchSeed(seed: number, step: number, index: number): number {
 /** x rounded to an integer, half to even (|x| < 2⁵¹): the float64 adder does it, faster than Math.round. */
 function roundToInteger(x: number): number {
   return x + 6755399441055744 - 6755399441055744;
+}
+
+/** The binary exponents a deterministic step counts: E with max|g| ≤ 2^E, from below float32's smallest to past its largest. */
+const EXPONENTS = { low: -160, slots: 300 } as const;
+
+/**
+ * Per tensor, a one-hot count of E = ⌈log₂ max⌉ (its own slot past the exponents for a NaN or
+ * ±Inf; nothing for an all-zero tensor). Summed over the ranks, exactly, it says each tensor's
+ * largest exponent in any micro-batch, and whether any is not finite.
+ */
+function exponentCounts(max: Float32Array): Float32Array {
+  const width = EXPONENTS.slots + 1;
+  const counts = new Float32Array(max.length * width);
+  max.forEach((a, k) => {
+    if (!Number.isFinite(a)) counts[k * width + EXPONENTS.slots] = 1;
+    else if (a > 0) counts[k * width + Math.ceil(Math.log2(a)) - EXPONENTS.low] = 1;
+  });
+  return counts;
+}
+
+/** From summed counts: each tensor's bound 2^E (0 for all zeros, NaN when a value was not finite). */
+function largestExponents(counts: Float32Array, tensors: number): Float64Array {
+  const width = EXPONENTS.slots + 1;
+  const bounds = new Float64Array(tensors);
+  for (let k = 0; k < tensors; k++) {
+    if (counts[k * width + EXPONENTS.slots] > 0) bounds[k] = Number.NaN;
+    else for (let e = EXPONENTS.slots - 1; e >= 0; e--) if (counts[k * width + e] > 0) {
+      bounds[k] = 2 ** (e + EXPONENTS.low);
+      break;
+    }
+  }
+  return bounds;
 }
