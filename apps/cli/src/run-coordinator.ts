@@ -68,12 +68,7 @@ export interface LocalRun {
 
 /** Runs the job to its end. Throws only before the run starts (a bad config, an unreadable checkpoint, a port in use); the run's own failure sets the exit code. */
 export async function coordinate(flags: RunFlags, secrets: Secrets, log: Logger, local?: LocalRun, tokenGenerated = false): Promise<void> {
-  const { job, resume, lineage, finished } = resolveRun(flags, log);
-  if (finished) {
-    local?.listener.close();
-    await local?.workers.stop(0);
-    return;
-  }
+  const { job, resume, lineage } = resolveRun(flags, log);
   log.info({ model: describeModel(job.model), dataset: job.dataset }, `job: ${describeModel(job.model)}, ${job.epochs} epochs, ${describeBatch(job)}, ${job.optimizer.type} lr ${job.optimizer.lr}${job.schedule.type === 'constant' ? '' : ` (${job.schedule.type})`}${describeCompression(job)}`);
   const tls = readTls(flags);
   const children = local?.workers ?? null;
@@ -209,7 +204,7 @@ function initModel(path: string): InitModel {
  * The job and, with --resume, where to continue: the checkpoint's own job config (so the data order,
  * model and optimizer are the same), with --epochs free to extend the run.
  */
-function resolveRun(flags: RunFlags, log: Logger): { job: JobConfig; resume?: MessageOf<'assign'>['resume']; lineage?: string; finished?: boolean } {
+function resolveRun(flags: RunFlags, log: Logger): { job: JobConfig; resume?: MessageOf<'assign'>['resume']; lineage?: string } {
   if (flags.initFrom && flags.resume) throw errorWithCode('ERR_ARGUMENT', '--init-from and --resume both say where to start: --resume continues a run (its optimizer, step and data position), --init-from starts a new one from trained weights');
   if (flags.extendVocabulary && !flags.initFrom) throw errorWithCode('ERR_ARGUMENT', '--extend-vocabulary grows the vocabulary of a trained model: it needs --init-from');
   if (!flags.resume) return { job: resolveJob(flags, flags.initFrom ? { ...initModel(flags.initFrom), extendVocabulary: flags.extendVocabulary } : undefined) };
@@ -242,15 +237,10 @@ function resolveRun(flags: RunFlags, log: Logger): { job: JobConfig; resume?: Me
   }
   const job = checkpointJob(ckpt.path, ckpt.meta.config, { ...(flags.epochs ? { epochs: flags.epochs } : {}), ...(flags.backend ? { backend: flags.backend } : {}) });
   const m = ckpt.meta;
-  // A finished run has nothing to resume: say so, and how to go further, instead of a run of 0 steps.
+  // A finished run has nothing to resume: it ends at once, with its summary, saying so and how to go further.
   const stepsDone = job.steps !== undefined && m.step >= job.steps;
   if (stepsDone || m.epoch >= job.epochs) {
-    const why = `the run in ${ckpt.path} has finished (${stepsDone ? `step ${m.step} of its ${job.steps}` : `epoch ${m.epoch} of ${job.epochs}`}): nothing is left to train`;
-    if (flags.resume === 'auto') {
-      log.info(`--resume auto: ${why}`);
-      return { job, finished: true };
-    }
-    throw errorWithCode('ERR_RUN_FINISHED', `${why}; ${stepsDone ? 'start a new run from its weights with --init-from' : `give --epochs ${m.epoch + 1} or more to train it further, or start a new run from its weights with --init-from`}`);
+    log.warn(`the run in ${ckpt.path} has finished (${stepsDone ? `step ${m.step} of its ${job.steps}` : `epoch ${m.epoch} of ${job.epochs}`}): nothing is left to train; ${stepsDone ? 'start a new run from its weights with --init-from' : `give --epochs ${m.epoch + 1} or more to train it further, or start a new run from its weights with --init-from`}`);
   }
   log.info({ path: ckpt.path, step: m.step, epoch: m.epoch, cursor: m.cursor, worldSize: m.worldSize }, `resuming from ${ckpt.path}: step ${m.step}, epoch ${m.epoch}, sample ${m.cursor}, saved by ${m.worldSize} workers`);
   // Retention deletes only the files of this lineage; one that is not a run id (a file made

@@ -6,6 +6,7 @@
 #include <node_api.h>
 #include "direct_conv.h"
 #include "transformer.h"
+#include "fixed_point.h"
 #include <cblas.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -209,6 +210,71 @@ static napi_value softmax_cross_entropy(napi_env env, napi_callback_info info) {
   return out;
 }
 
+static double *f64(napi_env env, napi_value v, size_t need) {
+  napi_typedarray_type type;
+  size_t length;
+  void *data;
+  if (napi_get_typedarray_info(env, v, &type, &length, &data, NULL, NULL) != napi_ok) return NULL;
+  if (type != napi_float64_array || length < need) return NULL;
+  return (double *)data;
+}
+
+// Tensor offsets: `tensors` + 1 non-decreasing values from 0 to p.
+static int32_t *offsets_of(napi_env env, napi_value v, size_t *tensors, size_t p) {
+  napi_typedarray_type type;
+  size_t length;
+  void *data;
+  if (napi_get_typedarray_info(env, v, &type, &length, &data, NULL, NULL) != napi_ok || type != napi_int32_array || length < 2) return NULL;
+  int32_t *o = (int32_t *)data;
+  if (o[0] != 0 || (size_t)o[length - 1] != p) return NULL;
+  for (size_t t = 1; t < length; t++)
+    if (o[t] < o[t - 1]) return NULL;
+  *tensors = length - 1;
+  return o;
+}
+
+// fixedPointHalves(count, p, micro, offsets, perQ, halves)
+static napi_value fixed_point_halves(napi_env env, napi_callback_info info) {
+  ARGS("fixedPointHalves", 6);
+  size_t s[2];
+  SIZES("fixedPointHalves", 2, s);
+  size_t tensors = 0;
+  int32_t *offsets = offsets_of(env, argv[3], &tensors, s[1]);
+  if (!offsets) THROW(env, "fixedPointHalves: offsets must run from 0 to p, never down");
+  float *micro = f32(env, argv[2], product(2, s[0], s[1])), *halves = f32(env, argv[5], product(2, 2, s[1]));
+  double *per_q = f64(env, argv[4], tensors);
+  if (!micro || !per_q || !halves) THROW(env, "fixedPointHalves: " TOO_SHORT);
+  rt_fixed_point_halves(s[0], s[1], micro, tensors, offsets, per_q, halves);
+  return NULL;
+}
+
+// fixedPointMean(p, offsets, perMicro, halves, grads)
+static napi_value fixed_point_mean(napi_env env, napi_callback_info info) {
+  ARGS("fixedPointMean", 5);
+  size_t p;
+  SIZES("fixedPointMean", 1, &p);
+  size_t tensors = 0;
+  int32_t *offsets = offsets_of(env, argv[1], &tensors, p);
+  if (!offsets) THROW(env, "fixedPointMean: offsets must run from 0 to p, never down");
+  double *per_micro = f64(env, argv[2], tensors);
+  float *halves = f32(env, argv[3], product(2, 2, p)), *grads = f32(env, argv[4], p);
+  if (!per_micro || !halves || !grads) THROW(env, "fixedPointMean: " TOO_SHORT);
+  rt_fixed_point_mean(p, tensors, offsets, per_micro, halves, grads);
+  return NULL;
+}
+
+// absMax(n, x) → the largest |x|, NaN if any is NaN
+static napi_value abs_max(napi_env env, napi_callback_info info) {
+  ARGS("absMax", 2);
+  size_t n;
+  SIZES("absMax", 1, &n);
+  float *x = f32(env, argv[1], n);
+  if (!x) THROW(env, "absMax: " TOO_SHORT);
+  napi_value out;
+  napi_create_double(env, rt_abs_max(n, x), &out);
+  return out;
+}
+
 // layerNorm(rows, width, eps, x, gain, bias | null, xhat, rstd, y)
 static napi_value layer_norm(napi_env env, napi_callback_info info) {
   ARGS("layerNorm", 9);
@@ -295,6 +361,9 @@ static napi_value init(napi_env env, napi_value exports) {
     {"convBackwardFilter", NULL, conv_backward_filter, NULL, NULL, NULL, napi_default, NULL},
     {"gelu", NULL, gelu, NULL, NULL, NULL, napi_default, NULL},
     {"softmaxCrossEntropy", NULL, softmax_cross_entropy, NULL, NULL, NULL, napi_default, NULL},
+    {"fixedPointHalves", NULL, fixed_point_halves, NULL, NULL, NULL, napi_default, NULL},
+    {"fixedPointMean", NULL, fixed_point_mean, NULL, NULL, NULL, napi_default, NULL},
+    {"absMax", NULL, abs_max, NULL, NULL, NULL, napi_default, NULL},
     {"geluBackward", NULL, gelu_backward, NULL, NULL, NULL, napi_default, NULL},
     {"layerNorm", NULL, layer_norm, NULL, NULL, NULL, napi_default, NULL},
     {"layerNormBackward", NULL, layer_norm_backward, NULL, NULL, NULL, napi_default, NULL},

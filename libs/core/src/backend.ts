@@ -59,6 +59,10 @@ export interface Backend {
    * there. Where a backend has no kernel of its own, the loss computes it in TypeScript.
    */
   softmaxCrossEntropy?(logits: Float32Array, labels: Int32Array, rows: number, classes: number, grad: Float32Array | null, scale: number): number;
+  /** Deterministic mode's exact sums (fixed-point.ts has them in TypeScript, with the same bits): where a backend has them natively. */
+  fixedPointHalves?(micro: Float32Array, count: number, p: number, offsets: Int32Array, perQ: Float64Array, halves: Float32Array): void;
+  fixedPointMean?(halves: Float32Array, p: number, offsets: Int32Array, perMicro: Float64Array, grads: Float32Array): void;
+  absMax?(x: Float32Array, n: number): number;
   /** GELU (tanh form) over n values; `tanh` keeps tanh(√(2/π)(x + 0.044715x³)) for the backward pass. */
   gelu(x: Float32Array, y: Float32Array, tanh: Float32Array, n: number): void;
   /** dx = dy·GELU'(x), from the kept tanh. */

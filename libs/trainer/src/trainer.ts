@@ -1,5 +1,6 @@
 import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
 import {
+  absMax,
   activationFloatsPerSample,
   allFinite,
   type Backend,
@@ -8,6 +9,8 @@ import {
   CoreError,
   createBackend,
   firstNonFinite,
+  fixedPointHalves,
+  fixedPointMean,
   createOptimizer,
   learningRate,
   Model,
@@ -154,7 +157,7 @@ export class Trainer {
   /** Deterministic mode: this rank's micro-batch gradients of the step, one after another, and the halves of their fixed-point sum. */
   private micro: Float32Array | null = null;
   private halves: Float32Array | null = null;
-  private sums: Float64Array | null = null;
+  private offsets: Int32Array | null = null;
   /** DiLoCo (`sync.type` "diloco"): the outer loop; null when every step all-reduces its gradients. */
   private readonly outer: OuterSync<TrainerState> | null;
 
@@ -532,12 +535,9 @@ export class Trainer {
       const grads = params.grads;
       this.micro.set(grads, j * P);
       params.tensors.forEach((t, k) => {
-        let top = max[k];
-        for (let i = t.offset; i < t.offset + t.length; i++) {
-          const a = Math.abs(grads[i]);
-          if (!(a <= top)) top = a; // NaN wins
-        }
-        max[k] = top;
+        const part = grads.subarray(t.offset, t.offset + t.length);
+        const a = this.backend.absMax ? this.backend.absMax(part, t.length) : absMax(part, t.length);
+        if (!(a <= max[k]) && !Number.isNaN(max[k])) max[k] = a; // NaN wins, and stays
       });
     }
     // A NaN or ±Inf gradient shows in its tensor's maximum.
@@ -553,48 +553,37 @@ export class Trainer {
    * |hi|, |lo| ≤ 2¹⁵.
    */
   private fixedPointLimbs(max: Float64Array): { halves: Float32Array; quanta: Float64Array } {
-    const params = this.model.params;
-    const P = params.length;
+    const P = this.model.params.length;
     const M = this.globalBatch / this.config.batchSize;
     const count = this.slice.count / this.config.batchSize;
-    const quanta = new Float64Array(max.length);
-    if (this.halves?.length !== 2 * P) [this.halves, this.sums] = [new Float32Array(2 * P), new Float64Array(P)];
-    const [halves, sums] = [this.halves, this.sums!];
-    const micro = this.micro ?? new Float32Array(0);
-    sums.fill(0);
-    params.tensors.forEach((t, k) => {
-      // |Σ over all M micro-batches| ≤ M·max ≤ 2³⁰·q: each half stays within 2¹⁵.
-      const q = max[k] > 0 ? 2 ** (Math.ceil(Math.log2(M * max[k])) - 30) : 1;
-      quanta[k] = q;
-      const perQ = 1 / q; // a power of two: the products are exact
-      const end = t.offset + t.length;
-      for (let j = 0; j < count; j++) {
-        const base = j * P;
-        for (let i = t.offset; i < end; i++) sums[i] += roundToInteger(micro[base + i] * perQ);
-      }
-    });
-    // hi in the first half, lo in the second: one all-reduce of both.
-    for (let i = 0; i < P; i++) {
-      const h = roundToInteger(sums[i] * (1 / 65536));
-      halves[i] = h;
-      halves[P + i] = sums[i] - h * 65536;
-    }
-    return { halves, quanta };
+    // |Σ over all M micro-batches| ≤ M·max ≤ 2³⁰·q: each half stays within 2¹⁵.
+    const quanta = Float64Array.from(max, (a) => (a > 0 ? 2 ** (Math.ceil(Math.log2(M * a)) - 30) : 1));
+    const perQ = Float64Array.from(quanta, (q) => 1 / q); // powers of two: the products are exact
+    if (this.halves?.length !== 2 * P) this.halves = new Float32Array(2 * P);
+    const args = [this.micro ?? new Float32Array(0), count, P, this.tensorOffsets, perQ, this.halves] as const;
+    if (this.backend.fixedPointHalves) this.backend.fixedPointHalves(...args);
+    else fixedPointHalves(...args);
+    return { halves: this.halves, quanta };
   }
+
 
 
   /** The gradients from the summed halves: (65536·hi + lo)·q / M on every rank alike. Returns whether they are finite. */
   private fromFixedPoint({ halves, quanta }: { halves: Float32Array; quanta: Float64Array }): boolean {
-    const params = this.model.params;
-    const grads = params.grads;
-    const P = params.length;
+    const grads = this.model.params.grads;
     const M = this.globalBatch / this.config.batchSize;
-    params.tensors.forEach((t, k) => {
-      const perMicro = quanta[k] / M; // the same rounding on every rank
-      for (let i = t.offset; i < t.offset + t.length; i++) grads[i] = (halves[i] * 65536 + halves[P + i]) * perMicro;
-    });
+    const perMicro = Float64Array.from(quanta, (q) => q / M); // the same rounding on every rank
+    const args = [halves, grads.length, this.tensorOffsets, perMicro, grads] as const;
+    if (this.backend.fixedPointMean) this.backend.fixedPointMean(...args);
+    else fixedPointMean(...args);
     return allFinite(grads);
   }
+
+  /** Where each tensor starts in the flat parameters, and where the last ends. */
+  private get tensorOffsets(): Int32Array {
+    return (this.offsets ??= Int32Array.from([...this.model.params.tensors.map((t) => t.offset), this.model.params.length]));
+  }
+
 
 
   /**
@@ -762,10 +751,6 @@ function microBatchSeed(seed: number, step: number, index: number): number {
   return (h ^ (h >>> 13)) >>> 0;
 }
 
-/** x rounded to an integer, half to even (|x| < 2⁵¹): the float64 adder does it, faster than Math.round. */
-function roundToInteger(x: number): number {
-  return x + 6755399441055744 - 6755399441055744;
-}
 
 /** The binary exponents a deterministic step counts: E with max|g| ≤ 2^E, from below float32's smallest to past its largest. */
 const EXPONENTS = { low: -160, slots: 300 } as const;

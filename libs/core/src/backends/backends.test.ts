@@ -3,6 +3,7 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import type { Backend } from '../backend.js';
 import { CoreError } from '../errors.js';
+import { absMax, fixedPointHalves, fixedPointMean } from '../fixed-point.js';
 import { SoftmaxCrossEntropy } from '../losses.js';
 import { Rng } from '../rng.js';
 import { createBackend } from './create-backend.js';
@@ -127,6 +128,30 @@ describe.each(backends.map((b) => [b.description, b] as const))('%s', (_name, be
       expect(new SoftmaxCrossEntropy(be).compute(logits, labels, rows, classes, null)).toBeCloseTo(loss, 5);
     }
     expect(() => new SoftmaxCrossEntropy(be).compute(be.alloc(4), Int32Array.of(0, 2), 2, 2, null)).toThrow(/label 2 at row 1 is outside 0..1/);
+  });
+
+  it("deterministic mode's fixed-point sums give the TypeScript versions' bits, NaN and all", () => {
+    const rng = new Rng(5);
+    const [count, p] = [3, 1001];
+    const offsets = Int32Array.of(0, 7, 7, 500, p);
+    const micro = new Float32Array(count * p).map(() => (rng.uniform() * 2 - 1) * 10 ** Math.floor(rng.uniform() * 8 - 4));
+    // Within the contract: |micro·perQ| ≤ 2¹⁰·2¹⁶, sums of 3 far below 2³¹.
+    const perQ = Float64Array.of(2 ** 16, 2 ** 14, 2 ** 12, 2 ** 10);
+    const [ours, theirs] = [new Float32Array(2 * p), new Float32Array(2 * p)];
+    if (be.fixedPointHalves) be.fixedPointHalves(micro, count, p, offsets, perQ, ours);
+    else fixedPointHalves(micro, count, p, offsets, perQ, ours);
+    fixedPointHalves(micro, count, p, offsets, perQ, theirs);
+    expect(Array.from(ours)).toEqual(Array.from(theirs));
+    const perMicro = Float64Array.of(1e-7, 3e-9, 2 ** -14, 1 / 3);
+    const [g1, g2] = [new Float32Array(p), new Float32Array(p)];
+    if (be.fixedPointMean) be.fixedPointMean(ours, p, offsets, perMicro, g1);
+    else fixedPointMean(ours, p, offsets, perMicro, g1);
+    fixedPointMean(theirs, p, offsets, perMicro, g2);
+    expect(Array.from(g1)).toEqual(Array.from(g2));
+    const x = Float32Array.of(1, -7, 3);
+    expect(be.absMax ? be.absMax(x, 3) : absMax(x, 3)).toBe(7);
+    x[1] = Number.NaN;
+    expect(be.absMax ? be.absMax(x, 3) : absMax(x, 3)).toBeNaN();
   });
 
   it('GELU and the softmax hold at the extremes: no NaN, exact limits', () => {

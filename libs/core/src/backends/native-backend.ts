@@ -20,6 +20,9 @@ interface Addon {
   geluBackward(n: number, x: Float32Array, tanh: Float32Array, dy: Float32Array, dx: Float32Array): void;
   layerNorm(rows: number, width: number, eps: number, x: Float32Array, gain: Float32Array, bias: Float32Array | null, xhat: Float32Array, rstd: Float32Array, y: Float32Array): void;
   softmaxCrossEntropy(rows: number, classes: number, logits: Float32Array, labels: Int32Array, grad: Float32Array | null, scale: number): number;
+  fixedPointHalves(count: number, p: number, micro: Float32Array, offsets: Int32Array, perQ: Float64Array, halves: Float32Array): void;
+  fixedPointMean(p: number, offsets: Int32Array, perMicro: Float64Array, halves: Float32Array, grads: Float32Array): void;
+  absMax(n: number, x: Float32Array): number;
   layerNormBackward(rows: number, width: number, dy: Float32Array, xhat: Float32Array, rstd: Float32Array, gain: Float32Array, dgain: Float32Array, dbias: Float32Array | null, dx: Float32Array | null): void;
   attention(batch: number, context: number, heads: number, headDim: number, qkv: Float32Array, probs: Float32Array, out: Float32Array): void;
   attentionBackward(batch: number, context: number, heads: number, headDim: number, qkv: Float32Array, probs: Float32Array, dout: Float32Array, dqkv: Float32Array): void;
@@ -79,6 +82,19 @@ export class NativeBackend extends WasmBackend {
   softmaxCrossEntropy(logits: Float32Array, labels: Int32Array, rows: number, classes: number, grad: Float32Array | null, scale: number): number {
     checkLengths('softmaxCrossEntropy', rows * classes, logits, ...(grad ? [grad] : []));
     return rows > 0 ? this.addon.softmaxCrossEntropy(rows, classes, logits, labels, grad, scale) : 0;
+  }
+
+  fixedPointHalves(micro: Float32Array, count: number, p: number, offsets: Int32Array, perQ: Float64Array, halves: Float32Array): void {
+    if (count > 0 && p > 0) this.addon.fixedPointHalves(count, p, micro, offsets, perQ, halves);
+    else if (p > 0) halves.fill(0, 0, 2 * p);
+  }
+
+  fixedPointMean(halves: Float32Array, p: number, offsets: Int32Array, perMicro: Float64Array, grads: Float32Array): void {
+    if (p > 0) this.addon.fixedPointMean(p, offsets, perMicro, halves, grads);
+  }
+
+  absMax(x: Float32Array, n: number): number {
+    return n > 0 ? this.addon.absMax(n, x) : 0;
   }
 
   override gelu(x: Float32Array, y: Float32Array, tanh: Float32Array, n: number): void {
