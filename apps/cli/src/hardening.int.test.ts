@@ -20,7 +20,7 @@ const v = PROTOCOL_VERSION;
 function liarCheckpoint(units: number): string {
   const path = join(dir, `liar-${units}.safetensors`);
   const spec = { inputSize: 784, layers: [{ type: 'dense', units }, { type: 'relu' }, { type: 'dense', units: 10 }], loss: 'softmax_cross_entropy' };
-  const config = { model: spec, dataset: { source: 'mnist' }, optimizer: { type: 'sgd', lr: 0.1 }, batchSize: 64, epochs: 1, seed: 1 };
+  const config = { model: spec, dataset: { source: 'mnist-small' }, optimizer: { type: 'sgd', lr: 0.1 }, batchSize: 64, epochs: 1, seed: 1 };
   const one = (name: string) => ({ name, shape: [1], data: Float32Array.of(0.5) });
   writeSafetensors(path, [one('layers.0.weight'), one('layers.0.bias'), one('layers.2.weight'), one('layers.2.bias')], {
     format: CHECKPOINT_FORMAT, step: '1', epoch: '0', cursor: '0', world_size: '1', run_id: 'x', lineage: 'x', config_hash: '0000000000000000',

@@ -25,7 +25,7 @@ export function addJobOptions(cmd: Command): Command {
     .option('--seed <n>', `seed for weights, data order and dropout (default: the job's; the built-in MLP job: ${BUILT_IN_JOB.seed})`, nonNegativeInt)
     .addOption(new Option('--optimizer <type>', 'optimizer').choices(['sgd', 'adam', 'adamw']))
     .option('--hidden <sizes>', `hidden layer widths of an MLP, comma-separated, e.g. 256,128 (the built-in MLP job: ${BUILT_IN_JOB.hidden})`, sizeList)
-    .option('--data <source>', 'mnist (embedded), idx:<folder>, csv:<file>, images:<folder> (one subfolder per class), packed:<folder> (ringtrain data pack), text (the embedded English corpus) or text:<file> (UTF-8, for --model gpt)')
+    .option('--data <source>', 'mnist-small (the embedded 8,000 / 2,000 digits: the default), mnist (the official 60,000 / 10,000), idx:<folder>, csv:<file>, images:<folder> (one subfolder per class), packed:<folder> (ringtrain data pack), text (the embedded English corpus) or text:<file> (UTF-8, for --model gpt)')
     .option('--tokenizer <kind>', 'text: characters (the default: the text\'s own) or bpe:<vocabulary size> (byte-level BPE learned from the training split, e.g. bpe:1024)', textTokenizer)
     .option('--label <column>', 'csv: the label column: its name, its index (negative: from the end), or last (the default)', labelColumn)
     .option('--header', 'csv: the first line names the columns (default: detected)')
@@ -71,7 +71,7 @@ export function namedModels(): string[] {
 
 /** `mnist`, `idx:<folder>` or `csv:<file>` as a dataset config. */
 export function parseDataFlag(spec: string): unknown {
-  if (spec === 'mnist') return { source: 'mnist' };
+  if (spec === 'mnist' || spec === 'mnist-small') return { source: spec };
   const [kind, ...rest] = spec.split(':');
   const path = rest.join(':');
   if (kind === 'idx' && path) return { source: 'idx', dir: path };
@@ -80,7 +80,7 @@ export function parseDataFlag(spec: string): unknown {
   if (kind === 'packed' && path) return { source: 'packed', dir: path };
   if (spec === 'text') return { source: 'text' };
   if (kind === 'text' && path) return { source: 'text', file: path };
-  throw new InvalidArgumentError(`--data must be mnist, idx:<folder>, csv:<file>, images:<folder>, packed:<folder>, text (the embedded English corpus) or text:<file>, got "${spec}"`);
+  throw new InvalidArgumentError(`--data must be mnist-small, mnist, idx:<folder>, csv:<file>, images:<folder>, packed:<folder>, text (the embedded English corpus) or text:<file>, got "${spec}"`);
 }
 
 export function positiveInt(v: string): number {

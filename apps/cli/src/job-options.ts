@@ -132,7 +132,7 @@ function fitModelToData(job: Record<string, unknown>, userModel: unknown, given:
   const model = structuredClone(job.model) as { inputSize?: number; inputShape?: number[]; layers: { type: string; units?: number }[]; loss?: string };
   const user = (userModel ?? {}) as { inputSize?: unknown; inputShape?: unknown; layers?: { type?: string; units?: unknown }[]; loss?: unknown };
   const last = [...(model.layers ?? [])].reverse().find((l) => l.type === 'dense');
-  const mnist = (job.dataset as { source?: string }).source === 'mnist';
+  const mnist = ['mnist', 'mnist-small'].includes((job.dataset as { source?: string }).source ?? '');
   if (!mnist && user.inputSize === undefined) delete model.inputSize;
   if (!mnist && user.inputShape === undefined) delete model.inputShape;
   if (!mnist && last && user.layers === undefined) delete last.units;
@@ -196,4 +196,11 @@ export function checkpointJob(path: string, config: unknown, over: Record<string
   } catch (err) {
     throw Object.assign(new Error(`${path}: ${(err as Error).message}`), { code: (err as { code?: string }).code ?? 'ERR_SPEC', cause: err });
   }
+}
+
+/** Which test set a figure is on: the two MNIST sets say which they are (their figures compare with different things). */
+export function testSetOf(dataset: { source: string }): string {
+  if (dataset.source === 'mnist-small') return 'mnist-small (the embedded 2,000 test digits; --data mnist for the official 10,000)';
+  if (dataset.source === 'mnist') return 'mnist (the official 10,000 test digits)';
+  return `the ${dataset.source} test set`;
 }

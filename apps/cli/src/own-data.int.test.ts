@@ -120,6 +120,6 @@ describe.skipIf(!available('TABLES', existsSync(tables), `scikit-learn's tables 
     expect(bad.stderr).toMatch(/ERR_SHAPE: model inputSize 10 does not match dataset .*wine_data.csv.* with 13 features/);
     const notCsv = ringtrain('launch', '--workers', '1', '--label', 'last');
     expect(notCsv.code).toBe(1);
-    expect(notCsv.stderr).toMatch(/the CSV options \(--label\) are for csv data, not mnist/);
+    expect(notCsv.stderr).toMatch(/the CSV options \(--label\) are for csv data, not mnist-small/);
   }, 60_000);
 });

@@ -18,7 +18,7 @@ describe('packed datasets (ringtrain data pack, --data packed:<dir>), real proce
   const pack = join(dir, 'mnist');
 
   it('train from the pack: bit-identical final weights to the in-memory data, at 1 and 3 workers', async () => {
-    const packed = await run(['data', 'pack', 'mnist', pack]);
+    const packed = await run(['data', 'pack', 'mnist-small', pack]);
     expect(packed.code, packed.stderr).toBe(0);
     expect(packed.stdout).toMatch(/8000 train and 2000 test samples of 784 uint8 values in 2 shards/);
     for (const workers of ['1', '3']) {

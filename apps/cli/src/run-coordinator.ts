@@ -10,7 +10,7 @@ import { charsPerTokenOf, describeLanguageModelLoss, gradientCompressionOf, type
 import type { Logger } from 'pino';
 import { startHealthServer } from './health-server.js';
 import type { JobFlags } from './job-flags.js';
-import { checkpointJob, type InitModel, resolveJob } from './job-options.js';
+import { checkpointJob, type InitModel, resolveJob, testSetOf } from './job-options.js';
 import { readModelFileMeta } from './model-file.js';
 import { errorWithCode, portError } from './cli-error.js';
 import type { EarlyListener } from './early-listener.js';
@@ -152,7 +152,7 @@ export async function coordinate(flags: RunFlags, secrets: Secrets, log: Logger,
   try {
     const stats = await coordinator.run();
     progress.stop();
-    report(stats, job.epochs, positionsOf(job.model), charsPerTokenOf(job.dataset), log);
+    report(stats, job.epochs, positionsOf(job.model), charsPerTokenOf(job.dataset), log, testSetOf(job.dataset));
     if (flags.json) process.stdout.write(`${JSON.stringify(stats)}\n`);
   } catch (err) {
     progress.stop();
@@ -237,6 +237,7 @@ function resolveRun(flags: RunFlags, log: Logger): { job: JobConfig; resume?: Me
   }
   const job = checkpointJob(ckpt.path, ckpt.meta.config, { ...(flags.epochs ? { epochs: flags.epochs } : {}), ...(flags.backend ? { backend: flags.backend } : {}) });
   const m = ckpt.meta;
+  if (job.deterministic && !flags.deterministic) log.info(`${ckpt.path} is of a deterministic run: it goes on bit for bit as it would have, on any number of workers`);
   // A finished run has nothing to resume: it ends at once, with its summary, saying so and how to go further.
   const stepsDone = job.steps !== undefined && m.step >= job.steps;
   if (stepsDone || m.epoch >= job.epochs) {
@@ -254,10 +255,10 @@ function resolveRun(flags: RunFlags, log: Logger): { job: JobConfig; resume?: Me
   };
 }
 
-function report(stats: RunStats, epochs: number, positions: number, charsPerToken: number, log: Logger): void {
+function report(stats: RunStats, epochs: number, positions: number, charsPerToken: number, log: Logger, testSet: string): void {
   const last = stats.epochs.at(-1);
   const t = stats.timing.map((r) => `rank ${r.rank}: data ${(r.dataMs / 1000).toFixed(2)} s, compute ${(r.computeMs / 1000).toFixed(2)} s, all-reduce ${(r.allreduceMs / 1000).toFixed(2)} s, optimizer ${(r.optimizerMs / 1000).toFixed(2)} s`);
-  const figure = !last ? '' : positions > 1 ? `, ${describeLanguageModelLoss(last.testLoss, charsPerToken)}` : `, test accuracy ${(100 * last.testAccuracy).toFixed(2)}% after ${stats.epochs.length}/${epochs} epochs`;
+  const figure = !last ? '' : positions > 1 ? `, ${describeLanguageModelLoss(last.testLoss, charsPerToken)}` : `, test accuracy ${(100 * last.testAccuracy).toFixed(2)}% on ${testSet} after ${stats.epochs.length}/${epochs} epochs`;
   log.info({ ...stats.toJSON() }, `done: ${stats.step} steps in ${stats.seconds.toFixed(1)} s (${Math.round(stats.samplesPerSecond * positions)} ${positions > 1 ? 'tokens' : 'samples'}/s)${figure}`);
   for (const line of t) log.info(line);
 }
@@ -273,3 +274,4 @@ function describeBatch(job: JobConfig): string {
   if (job.deterministic) return `deterministic: global batch ${job.globalBatchSize} in ${job.globalBatchSize! / job.batchSize} micro-batches of ${job.batchSize} (bit-identical on any number of workers)`;
   return job.globalBatchSize ? `global batch ${job.globalBatchSize}` : `batch ${job.batchSize} per worker`;
 }
+

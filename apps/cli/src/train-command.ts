@@ -14,7 +14,7 @@ export function trainCommand(): Command {
     .option('--save-final <file>', 'write the final weights to this safetensors file')
     .option('--max-steps <n>', 'stop after this many steps, if that comes before the last epoch ends', positiveInt)
     .action(async (flags: JobFlags & { json?: boolean; checkpointDir?: string; saveFinal?: string; maxSteps?: number }) => {
-      const [{ resolveJob }, { train, charsPerTokenOf, describeLanguageModelLoss }, { CheckpointWriter, writeFinalWeights }] = await Promise.all([import('./job-options.js'), import('@ringtrain/trainer'), import('@ringtrain/worker')]);
+      const [{ resolveJob, testSetOf }, { train, charsPerTokenOf, describeLanguageModelLoss }, { CheckpointWriter, writeFinalWeights }] = await Promise.all([import('./job-options.js'), import('@ringtrain/trainer'), import('@ringtrain/worker')]);
       // One process has no all-reduce: a wire format for gradients would be silently ignored.
       if (flags.gradientCompression) throw errorWithCode('ERR_ARGUMENT', '--gradient-compression sets how gradients travel between workers, and train is one process: use it with launch or worker');
       const resolved = resolveJob(flags);
@@ -52,7 +52,7 @@ export function trainCommand(): Command {
         process.exitCode = 130;
       } else if (last) {
         const lm = result.trainer.model.positions > 1;
-        log.info(`done: ${lm ? describeLanguageModelLoss(last.test.loss, charsPerTokenOf(job.dataset)) : `test accuracy ${(100 * last.test.accuracy).toFixed(2)}%`} after ${result.trainer.globalStep} steps`);
+        log.info(`done: ${lm ? describeLanguageModelLoss(last.test.loss, charsPerTokenOf(job.dataset)) : `test accuracy ${(100 * last.test.accuracy).toFixed(2)}% on ${testSetOf(job.dataset)}`} after ${result.trainer.globalStep} steps`);
       }
     });
 }

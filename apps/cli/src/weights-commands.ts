@@ -33,7 +33,7 @@ export function evaluateCommand(): Command {
   return new Command('evaluate')
     .description("a model's test loss and accuracy; a language model's val loss, bits per character and perplexity")
     .argument('<file>', 'a checkpoint, or a weights file at any precision')
-    .option('--data <source>', "mnist, idx:<folder>, csv:<file>, images:<folder>, packed:<folder> or text:<file> (default: the file's job's test set)")
+    .option('--data <source>', "mnist-small, mnist, idx:<folder>, csv:<file>, images:<folder>, packed:<folder> or text:<file> (default: the file's job's test set)")
     .action(async (path: string, flags: { data?: string }) => (await import('./weights-actions.js')).evaluateCheckpoint(path, flags));
 }
 

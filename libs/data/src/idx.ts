@@ -103,10 +103,10 @@ function idxDataset(dir: string, images: string, labels: string, name: string): 
 }
 
 /** An MNIST-format folder (MNIST, Fashion-MNIST, KMNIST, …): train and t10k images and labels. */
-export function loadIdxFolder(dir: string): DatasetSplit {
+export function loadIdxFolder(dir: string, name = `idx:${dir}`): DatasetSplit {
   if (!existsSync(dir)) throw new DataError('ERR_DATA_NOT_FOUND', `${dir}: no such folder`);
-  const train = idxDataset(dir, 'train-images-idx3-ubyte', 'train-labels-idx1-ubyte', `idx:${dir}/train`);
-  const test = idxDataset(dir, 't10k-images-idx3-ubyte', 't10k-labels-idx1-ubyte', `idx:${dir}/test`);
+  const train = idxDataset(dir, 'train-images-idx3-ubyte', 'train-labels-idx1-ubyte', `${name}/train`);
+  const test = idxDataset(dir, 't10k-images-idx3-ubyte', 't10k-labels-idx1-ubyte', `${name}/test`);
   if (train.features !== test.features) throw new DataError('ERR_DATA_FORMAT', `${dir}: train has ${train.features} features per sample, test ${test.features}`);
   const classes = Math.max(train.classes, test.classes);
   return { train: withClasses(train, classes), test: withClasses(test, classes) };

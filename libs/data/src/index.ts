@@ -4,7 +4,7 @@ export { loadCsv, type CsvOptions } from './csv.js';
 export { DataError, type DataErrorCode } from './errors.js';
 export { type IdxArray, loadIdxFolder, readIdx, writeIdxFolder, writeIdxUbyte } from './idx.js';
 export { type DatasetConfig, datasetConfigSchema, loadDataset, parseDatasetConfig, splitDataset } from './load-dataset.js';
-export { loadEmbeddedMnist, loadMnistAll, MNIST_FEATURES, MNIST_SPLIT_SEED, MNIST_TRAIN_SIZE, writeMnistCache } from './mnist.js';
+export { fullMnistDir, loadEmbeddedMnist, loadFullMnist, loadMnistAll, MNIST_FEATURES, MNIST_SPLIT_SEED, MNIST_TRAIN_SIZE, writeMnistCache } from './mnist.js';
 export { applyScaling, type FeatureScaling, normalize, type Normalization } from './normalize.js';
 export { epochPermutation, type RankSlice, rankSlice, type ShardPlan, shardPlan } from './sampler.js';
 export { gaussianBlobs, linearRegression, spirals } from './synthetic.js';

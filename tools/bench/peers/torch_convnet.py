@@ -46,6 +46,8 @@ def run(rank, a, q):
     lossf = nn.CrossEntropyLoss()
     n = len(xtr)
     glob = a.batch * a.workers
+    # --cosine: the learning rate decays to 0 over the run's steps, by the step (as ringtrain's "cosine").
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=(n // glob) * a.epochs) if a.cosine else None
     trained, seen, accs, at = 0.0, 0, [], []
     start = time.perf_counter()
     for epoch in range(a.epochs):
@@ -58,6 +60,8 @@ def run(rank, a, q):
             loss = lossf(model(xtr[idx]), ytr[idx])
             loss.backward()
             opt.step()
+            if sched:
+                sched.step()
             seen += len(idx) * a.workers
         trained += time.perf_counter() - t0
         if rank == 0:
@@ -83,6 +87,7 @@ if __name__ == '__main__':
     ap.add_argument('--batch', type=int, default=64)
     ap.add_argument('--epochs', type=int, default=5)
     ap.add_argument('--lr', type=float, default=0.05)
+    ap.add_argument('--cosine', action='store_true')
     ap.add_argument('--port', type=int, default=29531)
     a = ap.parse_args()
     ctx = mp.get_context('spawn')

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { table } from '@ringtrain/cli';
 import { type Backend, createBackend, type Layer, shapeLayers } from '@ringtrain/core';
-import { loadEmbeddedMnist, writeIdxFolder } from '@ringtrain/data';
+import { fullMnistDir, loadEmbeddedMnist, writeIdxFolder } from '@ringtrain/data';
 import { DEFAULT_JOB, mergeConfig, parseJobConfig, Trainer } from '@ringtrain/trainer';
 import { fmt, runPeer } from './measure.js';
 
@@ -125,4 +125,22 @@ export function convBench(epochs: number, reps: number): string {
     ['N', 'ringtrain samples/s', 'ringtrain over the run', 'pytorch samples/s', 'ratio', 'ringtrain test %', 'pytorch test %'],
     rows,
   )}\n\n${whereTimeGoes(30)}`;
+}
+
+/**
+ * The official MNIST (60,000 / 10,000): models/lenet-mnist.json with 4 workers, beside PyTorch DDP
+ * with the same net, data, batch, optimizer and cosine schedule, over `seeds` seeds of ours.
+ */
+export function fullMnistBench(seeds: number): string {
+  const job = JSON.parse(readFileSync(fileURLToPath(new URL('../../../models/lenet-mnist.json', import.meta.url)), 'utf8'));
+  const rows: string[][] = [];
+  for (let seed = 1; seed <= seeds; seed++) {
+    const r = spawnSync(process.execPath, [cli, 'launch', '--workers', '4', '--model', 'lenet-mnist', '--seed', String(seed), '--json'], { encoding: 'utf8', timeout: 1_200_000, env: { ...process.env, RINGTRAIN_LOG_LEVEL: 'warn' } });
+    const s = r.status === 0 ? JSON.parse(r.stdout.trim().split('\n').at(-1)!) : null;
+    if (!s) process.stderr.write(`launch --model lenet-mnist failed: ${r.stderr.slice(-500)}\n`);
+    rows.push([`ringtrain, seed ${seed}`, fmt(s?.samplesPerSecond, 0), fmt(s?.seconds, 1), s ? s.epochs.map((e: { testAccuracy: number }) => fmt(100 * e.testAccuracy, 2)).join(', ') : 'n/a']);
+  }
+  const p = runPeer(peer, ['--data', fullMnistDir(), '--workers', '4', '--epochs', String(job.epochs), '--lr', String(job.optimizer.lr), '--batch', String(job.batchSize), '--cosine'], 1_800_000, PEER_MALLOC)?.[0];
+  rows.push(['PyTorch DDP (Gloo), 4 ranks', fmt(p?.samples_per_s as number | undefined, 0), fmt((p?.seconds_at_epoch as number[] | undefined)?.at(-1), 1), p ? (p.test_acc as number[]).map((a) => fmt(100 * a, 2)).join(', ') : 'n/a']);
+  return `The official MNIST (60,000 / 10,000), models/lenet-mnist.json (${job.epochs} epochs, batch 64 per worker, SGD lr ${job.optimizer.lr} momentum 0.9, cosine), 4 workers; samples/s: ringtrain's over the run's wall time, PyTorch's over its training loops; seconds: the whole run (PyTorch: to its last evaluation)\n${table(['who', 'samples/s', 'seconds', 'test accuracy % by epoch (official 10,000)'], rows)}`;
 }

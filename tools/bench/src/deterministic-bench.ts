@@ -32,7 +32,7 @@ export function deterministicBench(): string {
   const dir = mkdtempSync(join(tmpdir(), 'ringtrain-deterministic-bench-'));
   const lenet = JSON.parse(readFileSync(fileURLToPath(new URL('../../../models/lenet.json', import.meta.url)), 'utf8'));
   const jobs = {
-    'MLP 784-128-10': { model: { inputSize: 784, layers: [{ type: 'dense', units: 128 }, { type: 'relu' }, { type: 'dense', units: 10 }], loss: 'softmax_cross_entropy' }, dataset: { source: 'mnist' }, optimizer: { type: 'sgd', lr: 0.1, momentum: 0.9 }, batchSize: 64, globalBatchSize: 256, epochs: 5 },
+    'MLP 784-128-10': { model: { inputSize: 784, layers: [{ type: 'dense', units: 128 }, { type: 'relu' }, { type: 'dense', units: 10 }], loss: 'softmax_cross_entropy' }, dataset: { source: 'mnist-small' }, optimizer: { type: 'sgd', lr: 0.1, momentum: 0.9 }, batchSize: 64, globalBatchSize: 256, epochs: 5 },
     LeNet: { ...lenet, batchSize: 32, globalBatchSize: 128, epochs: 2 },
   };
   const rows: string[][] = [];

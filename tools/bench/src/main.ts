@@ -6,7 +6,7 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import { allreduceBench } from './allreduce-bench.js';
 import { checkpointBench } from './checkpoint-bench.js';
 import { clusterBench } from './cluster-bench.js';
-import { convBench } from './conv-bench.js';
+import { convBench, fullMnistBench } from './conv-bench.js';
 import { dataBench } from './data-bench.js';
 import { elasticBench } from './elastic-bench.js';
 import { gemmBench } from './gemm-bench.js';
@@ -26,7 +26,7 @@ const positive = (v: string): number => {
 
 const program = new Command('bench')
   .description('ringtrain benchmarks beside numpy / PyTorch measured in the same run')
-  .addOption(new Option('--only <which>', 'run one benchmark').choices(['gemm', 'train', 'conv', 'data', 'allreduce', 'cluster', 'checkpoint', 'elastic', 'tls', 'tables', 'network', 'startup', 'gpt', 'generate', 'deterministic']))
+  .addOption(new Option('--only <which>', 'run one benchmark').choices(['gemm', 'train', 'conv', 'data', 'allreduce', 'cluster', 'checkpoint', 'elastic', 'tls', 'tables', 'network', 'startup', 'gpt', 'generate', 'deterministic', 'mnist']))
   .option('--backend <name>', 'cluster benchmark backend', 'auto')
   .option('--samples <n>', 'cluster benchmark training samples', positive, 60000)
   .option('--segment-bytes <n>', 'all-reduce segment size', positive, 1024 * 1024)
@@ -66,6 +66,7 @@ const program = new Command('bench')
     if (!opts.only || opts.only === 'gpt') console.log(`${await gptBench(opts.gptSteps, opts.text)}\n`);
     if (!opts.only || opts.only === 'gpt' || opts.only === 'generate') console.log(`${generationBench()}\n`);
     if (!opts.only || opts.only === 'deterministic') console.log(`${deterministicBench()}\n`);
+    if (!opts.only || opts.only === 'mnist') console.log(`${fullMnistBench(Math.max(1, Math.round(opts.runs)))}\n`);
     if (opts.only === 'network') {
       const list = (v: string): string[] => v.split(',').map((x) => x.trim()).filter(Boolean);
       const unknown = list(opts.profiles).filter((p) => !PROFILES.some((q) => q.name === p));
