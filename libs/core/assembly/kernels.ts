@@ -214,6 +214,55 @@ export function adamUpdate(p: usize, g: usize, m: usize, v: usize, n: i32, stepS
 
 // ---- Elementwise layer kernels. ----
 
+// e^x in 4 lanes: Cephes' expf, as native/transformer.c's rt_exp (x = n·ln2 + r, a polynomial in r,
+// then 2ⁿ by the exponent bits). Clamped to where 2ⁿ is a normal float; below −87, 0.
+// @ts-ignore: decorator
+@inline function exp4(x: v128): v128 {
+  const lo = f32x4.splat(-87.0);
+  const inRange = f32x4.ge(x, lo);
+  x = f32x4.min(f32x4.max(x, lo), f32x4.splat(88.0));
+  const shifter = f32x4.splat(12582912.0);
+  const fx = f32x4.add(f32x4.mul(x, f32x4.splat(1.44269504088896341)), shifter);
+  const nf = f32x4.sub(fx, shifter);
+  const r = f32x4.add(f32x4.sub(x, f32x4.mul(nf, f32x4.splat(0.693359375))), f32x4.mul(nf, f32x4.splat(2.12194440e-4)));
+  let p = f32x4.splat(1.9875691500e-4);
+  p = f32x4.add(f32x4.mul(p, r), f32x4.splat(1.3981999507e-3));
+  p = f32x4.add(f32x4.mul(p, r), f32x4.splat(8.3334519073e-3));
+  p = f32x4.add(f32x4.mul(p, r), f32x4.splat(4.1665795894e-2));
+  p = f32x4.add(f32x4.mul(p, r), f32x4.splat(1.6666665459e-1));
+  p = f32x4.add(f32x4.mul(p, r), f32x4.splat(5.0000001201e-1));
+  p = f32x4.add(f32x4.add(f32x4.mul(p, f32x4.mul(r, r)), r), f32x4.splat(1.0));
+  const scale = i32x4.shl(i32x4.add(i32x4.sub(fx, i32x4.splat(0x4B400000)), i32x4.splat(127)), 23);
+  return v128.and(f32x4.mul(p, scale), inRange);
+}
+
+// GELU, tanh form: y = ½x(1 + tanh u), u = √(2/π)(x + 0.044715x³), tanh u = 1 − 2/(e^{2u} + 1),
+// kept in t for the backward pass. (The tail runs the same lanes on a splat.)
+export function gelu(x: usize, y: usize, t: usize, n: i32): void {
+  const c2 = f32x4.splat(1.5957691216057308), k = f32x4.splat(0.044715), one = f32x4.splat(1), two = f32x4.splat(2), half = f32x4.splat(0.5);
+  for (let i = 0; i < n; i += 4) {
+    const o = <usize>i * 4;
+    const v = i + 4 <= n ? v128.load(x + o) : f32x4.splat(load<f32>(x + o));
+    const u = f32x4.mul(c2, f32x4.add(v, f32x4.mul(k, f32x4.mul(v, f32x4.mul(v, v)))));
+    const th = f32x4.sub(one, f32x4.div(two, f32x4.add(exp4(u), one)));
+    const out = f32x4.mul(f32x4.mul(half, v), f32x4.add(one, th));
+    if (i + 4 <= n) {
+      v128.store(t + o, th);
+      v128.store(y + o, out);
+    } else {
+      // The last 1–3 values, one at a time.
+      for (let j = i; j < n; j++) {
+        const oj = <usize>j * 4;
+        const vj = f32x4.splat(load<f32>(x + oj));
+        const uj = f32x4.mul(c2, f32x4.add(vj, f32x4.mul(k, f32x4.mul(vj, f32x4.mul(vj, vj)))));
+        const tj = f32x4.sub(one, f32x4.div(two, f32x4.add(exp4(uj), one)));
+        store<f32>(t + oj, f32x4.extract_lane(tj, 0));
+        store<f32>(y + oj, f32x4.extract_lane(f32x4.mul(f32x4.mul(half, vj), f32x4.add(one, tj)), 0));
+      }
+    }
+  }
+}
+
 // y = x > 0 ? x : α·x (ReLU when α = 0). NaN stays NaN, so a diverging run shows in the loss.
 export function leakyRelu(x: usize, y: usize, n: i32, alpha: f32): void {
   const va = f32x4.splat(alpha), zero = f32x4.splat(0);
