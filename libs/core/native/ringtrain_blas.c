@@ -18,14 +18,17 @@ extern char *openblas_get_config(void);
 
 #define THROW(env, msg) do { napi_throw_error((env), "ERR_NATIVE_ARGS", (msg)); return NULL; } while (0)
 
-static float *f32(napi_env env, napi_value v, size_t need) {
+// A typed array's data when it is of `want` and holds at least `need` elements, else NULL.
+static void *typed(napi_env env, napi_value v, napi_typedarray_type want, size_t need) {
   napi_typedarray_type type;
   size_t length;
   void *data;
   if (napi_get_typedarray_info(env, v, &type, &length, &data, NULL, NULL) != napi_ok) return NULL;
-  if (type != napi_float32_array || length < need) return NULL;
-  return (float *)data;
+  return type == want && length >= need ? data : NULL;
 }
+static float *f32(napi_env env, napi_value v, size_t need) { return typed(env, v, napi_float32_array, need); }
+static int32_t *i32(napi_env env, napi_value v, size_t need) { return typed(env, v, napi_int32_array, need); }
+static double *f64(napi_env env, napi_value v, size_t need) { return typed(env, v, napi_float64_array, need); }
 
 static napi_value gemm(napi_env env, napi_callback_info info) {
   size_t argc = 9;
@@ -183,15 +186,6 @@ static napi_value gelu_backward(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-static int32_t *i32(napi_env env, napi_value v, size_t need) {
-  napi_typedarray_type type;
-  size_t length;
-  void *data;
-  if (napi_get_typedarray_info(env, v, &type, &length, &data, NULL, NULL) != napi_ok) return NULL;
-  if (type != napi_int32_array || length < need) return NULL;
-  return (int32_t *)data;
-}
-
 // softmaxCrossEntropy(rows, classes, logits, labels, grad | null, scale) → Σ of the rows' losses
 static napi_value softmax_cross_entropy(napi_env env, napi_callback_info info) {
   ARGS("softmaxCrossEntropy", 6);
@@ -210,22 +204,12 @@ static napi_value softmax_cross_entropy(napi_env env, napi_callback_info info) {
   return out;
 }
 
-static double *f64(napi_env env, napi_value v, size_t need) {
-  napi_typedarray_type type;
-  size_t length;
-  void *data;
-  if (napi_get_typedarray_info(env, v, &type, &length, &data, NULL, NULL) != napi_ok) return NULL;
-  if (type != napi_float64_array || length < need) return NULL;
-  return (double *)data;
-}
-
 // Tensor offsets: `tensors` + 1 non-decreasing values from 0 to p.
 static int32_t *offsets_of(napi_env env, napi_value v, size_t *tensors, size_t p) {
-  napi_typedarray_type type;
   size_t length;
-  void *data;
-  if (napi_get_typedarray_info(env, v, &type, &length, &data, NULL, NULL) != napi_ok || type != napi_int32_array || length < 2) return NULL;
-  int32_t *o = (int32_t *)data;
+  if (napi_get_typedarray_info(env, v, NULL, &length, NULL, NULL, NULL) != napi_ok) return NULL;
+  int32_t *o = i32(env, v, 2);
+  if (!o) return NULL;
   if (o[0] != 0 || (size_t)o[length - 1] != p) return NULL;
   for (size_t t = 1; t < length; t++)
     if (o[t] < o[t - 1]) return NULL;

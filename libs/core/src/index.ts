@@ -26,4 +26,4 @@ export { shapeSize } from './shape.js';
 export { closest, describeIssues, type SchemaVocabulary, schemaVocabulary } from './validation.js';
 export { dequantizeRows, fromFloat16, packInt4, type QuantizedRows, quantizeRows, toFloat16, unpackInt4 } from './quantize.js';
 export { type GenerateOptions, generateTokens, MAX_TEMPERATURE } from './generate.js';
-export { absMax, fixedPointHalves, fixedPointMean, roundToInteger } from './fixed-point.js';
+export { absMax, fixedPointHalves, fixedPointMean } from './fixed-point.js';

@@ -6,7 +6,7 @@ export { type IdxArray, loadIdxFolder, readIdx, writeIdxFolder, writeIdxUbyte } 
 export { type DatasetConfig, datasetConfigSchema, loadDataset, parseDatasetConfig, splitDataset } from './load-dataset.js';
 export { fullMnistDir, loadEmbeddedMnist, loadFullMnist, loadMnistAll, MNIST_FEATURES, MNIST_SPLIT_SEED, MNIST_TRAIN_SIZE, writeMnistCache } from './mnist.js';
 export { applyScaling, type FeatureScaling, normalize, type Normalization } from './normalize.js';
-export { epochPermutation, type RankSlice, rankSlice, type ShardPlan, shardPlan } from './sampler.js';
+export { epochPermutation, mix, type RankSlice, rankSlice, type ShardPlan, shardPlan } from './sampler.js';
 export { gaussianBlobs, linearRegression, spirals } from './synthetic.js';
 export { decodeImage, IMAGE_LIMITS, loadImageFolder, planarPixels } from './images.js';
 export { createPack, loadPacked, PACK_FORMAT, type PackMeta, type PackSource, TEXT_PACK_FORMAT, writePacked, writeTextPack } from './packed.js';

@@ -1,8 +1,8 @@
 // Data order that depends only on (seed, epoch): any rank, any world size, any resume computes
 // the same permutation with no state to save.
 
-/** 32-bit mix of three words (a splitmix/murmur-style finaliser). */
-function mix(a: number, b: number, c: number): number {
+/** 32-bit mix of three words (a splitmix/murmur-style finaliser): nearby inputs give unrelated outputs. */
+export function mix(a: number, b: number, c: number): number {
   let h = Math.imul(a ^ 0x9e3779b9, 0x85ebca6b) ^ Math.imul(b + 0x632be5ab, 0xc2b2ae35) ^ Math.imul(c ^ 0x27d4eb2f, 0x165667b1);
   h = Math.imul(h ^ (h >>> 16), 0x85ebca6b);
   h = Math.imul(h ^ (h >>> 13), 0xc2b2ae35);

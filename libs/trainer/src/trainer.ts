@@ -21,6 +21,7 @@ import {
 } from '@ringtrain/core';
 import { Batcher, type Dataset, type DatasetSplit, epochPermutation, loadDataset, type RankSlice, rankSlice, type ShardPlan, shardPlan } from '@ringtrain/data';
 import type { JobConfig } from './job-config.js';
+import { exponentCounts, largestExponents, microBatchSeed } from './deterministic-sums.js';
 import { OuterSync } from './outer-sync.js';
 
 /**
@@ -742,44 +743,4 @@ export function evaluateRange(model: Model, batcher: Batcher, start = 0, end = b
   const samples = end - start;
   // A sequence model predicts at every position: its accuracy is per token.
   return { loss: samples ? loss / samples : 0, accuracy: samples ? correct / (samples * model.positions) : 0, samples };
-}
-
-/** The dropout seed of micro-batch `index` of `step` (a 32-bit mix: independent streams for nearby values). */
-function microBatchSeed(seed: number, step: number, index: number): number {
-  let h = Math.imul(seed ^ 0x9e3779b9, 0x85ebca6b) ^ Math.imul(step + 0x632be5ab, 0xc2b2ae35) ^ Math.imul(index ^ 0x27d4eb2f, 0x165667b1);
-  h = Math.imul(h ^ (h >>> 16), 0x85ebca6b);
-  return (h ^ (h >>> 13)) >>> 0;
-}
-
-
-/** The binary exponents a deterministic step counts: E with max|g| ≤ 2^E, from below float32's smallest to past its largest. */
-const EXPONENTS = { low: -160, slots: 300 } as const;
-
-/**
- * Per tensor, a one-hot count of E = ⌈log₂ max⌉ (its own slot past the exponents for a NaN or
- * ±Inf; nothing for an all-zero tensor). Summed over the ranks, exactly, it says each tensor's
- * largest exponent in any micro-batch, and whether any is not finite.
- */
-function exponentCounts(max: Float32Array): Float32Array {
-  const width = EXPONENTS.slots + 1;
-  const counts = new Float32Array(max.length * width);
-  max.forEach((a, k) => {
-    if (!Number.isFinite(a)) counts[k * width + EXPONENTS.slots] = 1;
-    else if (a > 0) counts[k * width + Math.ceil(Math.log2(a)) - EXPONENTS.low] = 1;
-  });
-  return counts;
-}
-
-/** From summed counts: each tensor's bound 2^E (0 for all zeros, NaN when a value was not finite). */
-function largestExponents(counts: Float32Array, tensors: number): Float64Array {
-  const width = EXPONENTS.slots + 1;
-  const bounds = new Float64Array(tensors);
-  for (let k = 0; k < tensors; k++) {
-    if (counts[k * width + EXPONENTS.slots] > 0) bounds[k] = Number.NaN;
-    else for (let e = EXPONENTS.slots - 1; e >= 0; e--) if (counts[k * width + e] > 0) {
-      bounds[k] = 2 ** (e + EXPONENTS.low);
-      break;
-    }
-  }
-  return bounds;
 }
